@@ -1,0 +1,3 @@
+//! The hearth controller: swarm adapter and simulated swarm, runtime, reconcilers, API and CLI.
+
+pub mod swarm;

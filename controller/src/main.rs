@@ -1,0 +1,5 @@
+//! The `hearth` binary.
+
+fn main() {
+    println!("hearth: not yet implemented");
+}

@@ -1,0 +1,1 @@
+//! hearth's Prometheus metrics: a `Metrics` struct that owns its registry.

@@ -1,0 +1,1 @@
+//! Shared helpers for hearth's scenario and real-swarm tests.
