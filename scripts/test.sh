@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# hearth's test command (README: "Run the tests"): prepare the test bed, then run every
+# test in the workspace with a line per test. Real-swarm tests need the test bed; under
+# CI=true they fail when Docker cannot be reached.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+
+bash scripts/testbed.sh
+
+if cargo nextest --version >/dev/null 2>&1; then
+    # One line per test (PASS/FAIL/SKIP with its duration), failures summarised at the end.
+    exec cargo nextest run --workspace --no-fail-fast --status-level all --final-status-level fail "$@"
+else
+    echo "test.sh: cargo-nextest not found; falling back to cargo test" >&2
+    exec cargo test --workspace --no-fail-fast "$@"
+fi

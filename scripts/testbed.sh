@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Test bed for hearth: a local single-node Docker Swarm with fixture images.
+#
+# Run as root on a fresh Debian 12 machine (or again on a prepared one: every step
+# checks before it acts, so a second run takes a second or two). It
+#   1. installs what is missing: docker.io, busybox-static (apt-get);
+#   2. starts dockerd if it is not running, with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
+#      so swarm tasks never try to pull (there is no registry);
+#   3. initialises a single-node swarm (--advertise-addr 127.0.0.1) if none is active;
+#   4. builds the fixture images with `docker import` (see README.md, "Test bed");
+#   5. removes leftovers of earlier test runs: only objects labelled hearth.test=1.
+#
+# Environment: HEARTH_DOCKERD_LOG (default /var/log/hearth-dockerd.log),
+#              HEARTH_TESTBED_NO_CLEANUP=1 skips step 5.
+set -euo pipefail
+
+log() { printf 'testbed: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts dockerd)"
+
+# The Debian client (20.10) matches the engine; /usr/local/bin/docker may be a newer CLI.
+DOCKER=/usr/bin/docker
+TEST_LABEL=hearth.test=1
+FIXTURE_REPO=hearth-fixture/webapp
+DOCKERD_LOG=${HEARTH_DOCKERD_LOG:-/var/log/hearth-dockerd.log}
+
+# --- 1. packages -------------------------------------------------------------------------
+missing=()
+[ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] || missing+=(docker.io)
+# busybox-static ships /bin/busybox statically linked; a dynamic busybox would not run
+# inside the scratch-like fixture rootfs.
+if ! { [ -x /bin/busybox ] && dpkg -s busybox-static >/dev/null 2>&1; }; then
+    missing+=(busybox-static)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Keep apt from starting dockerd itself (it would lack our environment); step 2 starts it.
+    policy_added=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        policy_added=1
+    fi
+    apt-get update -q </dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+    [ "$policy_added" -eq 0 ] || rm -f /usr/sbin/policy-rc.d
+fi
+
+# --- 2. dockerd --------------------------------------------------------------------------
+docker_up() { "$DOCKER" info >/dev/null 2>&1; }
+if ! docker_up; then
+    if pgrep -x dockerd >/dev/null; then
+        log "dockerd is running but not answering yet; waiting"
+    else
+        log "starting dockerd (log: $DOCKERD_LOG)"
+        DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 nohup /usr/sbin/dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    fi
+    for _ in $(seq 1 120); do
+        docker_up && break
+        sleep 0.5
+    done
+    docker_up || die "dockerd did not answer within 60 s; see $DOCKERD_LOG"
+fi
+pid=$(pgrep -x -o dockerd || true)
+if [ -n "$pid" ] && ! tr '\0' '\n' <"/proc/$pid/environ" | grep -qx 'DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1'; then
+    log "warning: dockerd (pid $pid) runs without DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1;"
+    log "warning: swarm tasks will try to pull fixture images before using the local ones"
+fi
+
+# --- 3. swarm ----------------------------------------------------------------------------
+state=$("$DOCKER" info --format '{{.Swarm.LocalNodeState}}')
+if [ "$state" != "active" ]; then
+    log "initialising a single-node swarm (state was: ${state:-unknown})"
+    "$DOCKER" swarm init --advertise-addr 127.0.0.1 >/dev/null
+fi
+
+# --- 4. fixture images -------------------------------------------------------------------
+# One web app in several versions. Each image holds:
+#   /bin/busybox (+ applet links), /bin/serve (the command services run: busybox httpd on
+#   $PORT, default 8080, serving /www), /bin/healthcheck (the command healthchecks run),
+#   /www/index.html and /www/version (state the version), /www/healthz.
+# 2.1.0-broken serves like the others but its /bin/healthcheck always fails.
+SERVE_SCRIPT='#!/bin/sh
+# Serve /www on $PORT. Traps TERM so graceful stops are quick; set
+# HEARTH_FIXTURE_IGNORE_TERM=1 to behave like a plain PID-1 shell that waits out the
+# stop grace period.
+port=${PORT:-8080}
+/bin/busybox httpd -f -p "$port" -h /www &
+child=$!
+if [ "${HEARTH_FIXTURE_IGNORE_TERM:-0}" = 1 ]; then
+    trap "" TERM
+else
+    trap "kill $child 2>/dev/null; exit 0" TERM INT
+fi
+while kill -0 "$child" 2>/dev/null; do wait "$child"; done
+'
+HEALTHY_CHECK='#!/bin/sh
+# (busybox 1.35 static: "wget -T" segfaults; the healthcheck timeout bounds it instead)
+exec /bin/busybox wget -q -O /dev/null "http://127.0.0.1:${PORT:-8080}/healthz"
+'
+BROKEN_CHECK='#!/bin/sh
+echo "hearth-fixture: this version is broken on purpose" >&2
+exit 1
+'
+busybox_sum=$(sha256sum /bin/busybox | cut -d' ' -f1)
+
+build_fixture() {
+    local tag=$1 healthcheck=$2 version=${1%%-*}
+    local image="$FIXTURE_REPO:$tag"
+    local hash
+    hash=$(printf '%s\n%s\n%s\n%s\n' "$busybox_sum" "$tag" "$SERVE_SCRIPT" "$healthcheck" | sha256sum | cut -d' ' -f1)
+    local have
+    have=$("$DOCKER" image inspect --format '{{index .Config.Labels "hearth.fixture.hash"}}' "$image" 2>/dev/null || true)
+    if [ "$have" = "$hash" ]; then
+        return 0
+    fi
+    log "building $image"
+    local root
+    root=$(mktemp -d)
+    mkdir -p "$root/bin" "$root/www" "$root/tmp" "$root/etc" "$root/data"
+    chmod 1777 "$root/tmp"
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in sh wget cat echo sleep ls kill httpd; do
+        ln -s busybox "$root/bin/$applet"
+    done
+    printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+    printf '%s' "$SERVE_SCRIPT" >"$root/bin/serve"
+    printf '%s' "$healthcheck" >"$root/bin/healthcheck"
+    chmod 755 "$root/bin/serve" "$root/bin/healthcheck"
+    printf '<html><body><h1>hearth-fixture webapp %s</h1></body></html>\n' "$tag" >"$root/www/index.html"
+    printf '%s\n' "$tag" >"$root/www/version"
+    printf 'ok\n' >"$root/www/healthz"
+    tar -C "$root" -c . | "$DOCKER" import \
+        --change "LABEL hearth.fixture.hash=$hash" \
+        --change "LABEL hearth.fixture.version=$version" \
+        --change 'CMD ["/bin/serve"]' \
+        --change 'ENV PATH=/bin' \
+        - "$image" >/dev/null
+    rm -rf "$root"
+}
+build_fixture 1.0.0 "$HEALTHY_CHECK"
+build_fixture 1.1.0 "$HEALTHY_CHECK"
+build_fixture 2.0.0 "$HEALTHY_CHECK"
+build_fixture 2.1.0-broken "$BROKEN_CHECK"
+
+# --- 5. leftovers of earlier test runs -----------------------------------------------------
+if [ "${HEARTH_TESTBED_NO_CLEANUP:-0}" = 1 ]; then
+    log "ready (cleanup skipped)"
+    exit 0
+fi
+label_filter=(--filter "label=$TEST_LABEL")
+mapfile -t services < <("$DOCKER" service ls --format '{{.Name}}' "${label_filter[@]}")
+if [ "${#services[@]}" -gt 0 ]; then
+    log "removing ${#services[@]} leftover test service(s)"
+    "$DOCKER" service rm "${services[@]}" >/dev/null
+    # Wait (bounded) until their containers are gone, so volumes and networks are free.
+    for _ in $(seq 1 120); do
+        left=0
+        for name in "${services[@]}"; do
+            if [ -n "$("$DOCKER" ps -aq --filter "label=com.docker.swarm.service.name=$name")" ]; then
+                left=1
+                break
+            fi
+        done
+        [ "$left" -eq 0 ] && break
+        sleep 0.5
+    done
+    [ "$left" -eq 0 ] || log "warning: containers of removed test services still exist after 60 s"
+fi
+mapfile -t containers < <("$DOCKER" ps -aq "${label_filter[@]}")
+if [ "${#containers[@]}" -gt 0 ]; then
+    log "removing ${#containers[@]} leftover test container(s)"
+    "$DOCKER" rm -f "${containers[@]}" >/dev/null
+fi
+remove_labelled() {
+    local kind=$1
+    local ids
+    mapfile -t ids < <("$DOCKER" "$kind" ls -q "${label_filter[@]}")
+    [ "${#ids[@]}" -gt 0 ] || return 0
+    log "removing ${#ids[@]} leftover test ${kind}(s)"
+    # A volume or network stays "in use" for a moment after its last container went.
+    for _ in $(seq 1 20); do
+        "$DOCKER" "$kind" rm "${ids[@]}" >/dev/null 2>&1 || true
+        mapfile -t ids < <("$DOCKER" "$kind" ls -q "${label_filter[@]}")
+        [ "${#ids[@]}" -gt 0 ] || return 0
+        sleep 0.5
+    done
+    "$DOCKER" "$kind" rm "${ids[@]}" >/dev/null || die "could not remove test ${kind}(s): ${ids[*]}"
+}
+remove_labelled network
+remove_labelled secret
+remove_labelled config
+remove_labelled volume
+log "ready"
