@@ -106,3 +106,78 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static
         &self.meta().name
     }
 }
+
+/// Whether a value equals its default (used to omit empty statuses when serialising).
+pub(crate) fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
+
+/// Checks the envelope every kind shares: `apiVersion`, `kind`, `metadata.name` (a DNS label
+/// of at most `max_name_len`) and `metadata.labels` keys.
+pub(crate) fn validate_envelope(
+    errs: &mut crate::validation::ValidationErrors,
+    api_version: &str,
+    kind: Kind,
+    expected: Kind,
+    meta: &ObjectMeta,
+    max_name_len: usize,
+) {
+    use crate::validation::{check_dns_label, check_label_key, check_text};
+    if api_version != API_VERSION {
+        errs.push(
+            "apiVersion",
+            format!("must be {API_VERSION:?} (got {api_version:?})"),
+        );
+    }
+    if kind != expected {
+        errs.push("kind", format!("must be {expected:?} (got {kind:?})"));
+    }
+    errs.check("metadata.name", check_dns_label(&meta.name, max_name_len));
+    for (k, v) in &meta.labels {
+        errs.check(format!("metadata.labels[{k:?}]"), check_label_key(k));
+        errs.check(format!("metadata.labels[{k:?}]"), check_text(v, 1024));
+    }
+}
+
+/// Implements [`Resource`] and a `new` constructor for a kind struct with the standard
+/// `api_version, kind, metadata, spec, status` fields.
+macro_rules! impl_resource {
+    ($ty:ident, $spec:ty, $status:ty) => {
+        impl $crate::resource::Resource for $ty {
+            const KIND: $crate::resource::Kind = $crate::resource::Kind::$ty;
+            type Spec = $spec;
+            type Status = $status;
+
+            fn meta(&self) -> &$crate::resource::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut $crate::resource::ObjectMeta {
+                &mut self.metadata
+            }
+            fn spec(&self) -> &Self::Spec {
+                &self.spec
+            }
+            fn status(&self) -> &Self::Status {
+                &self.status
+            }
+            fn status_mut(&mut self) -> &mut Self::Status {
+                &mut self.status
+            }
+        }
+
+        impl $ty {
+            /// A new object with `apiVersion`/`kind` filled in, the given name and spec, and an
+            /// empty status.
+            pub fn new(name: impl Into<String>, spec: $spec) -> Self {
+                $ty {
+                    api_version: $crate::resource::API_VERSION.to_string(),
+                    kind: $crate::resource::Kind::$ty,
+                    metadata: $crate::resource::ObjectMeta::named(name),
+                    spec,
+                    status: <$status>::default(),
+                }
+            }
+        }
+    };
+}
+pub(crate) use impl_resource;

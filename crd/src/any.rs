@@ -1,0 +1,241 @@
+//! `AnyResource`: one resource of any kind, tagged by `kind`, for mixed multi-document files and API bodies.
+//!
+//! # Caveats
+//! Deserialising an [`AnyResource`] first reads the document into a `serde_json::Value` (the
+//! `kind` may come after `spec`), so format errors inside it lose line/column information. A
+//! loader that wants `file:line:col` for every problem should deserialise a [`TypeMeta`]
+//! first, then the same document again as the concrete kind (see [`TypeMeta::kind`]).
+
+use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::depprovider::DepProvider;
+use crate::resource::{Kind, ObjectMeta, Resource, API_VERSION};
+use crate::run::Run;
+use crate::slotpool::SlotPool;
+use crate::validation::{Validate, ValidationErrors};
+use crate::warmapp::WarmApp;
+
+/// The `apiVersion` and `kind` of a document, ignoring everything else.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypeMeta {
+    /// `hearth/v1`, if the document says so.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// The `kind` as written.
+    #[serde(default)]
+    pub kind: Option<String>,
+}
+
+impl TypeMeta {
+    /// The kind, checked: `apiVersion` must be `hearth/v1` and `kind` a kind hearth knows.
+    ///
+    /// # Errors
+    /// A lowercase message with the field path (`apiVersion: ...` or `kind: ...`).
+    pub fn kind(&self) -> Result<Kind, String> {
+        match self.api_version.as_deref() {
+            Some(API_VERSION) => {}
+            Some(other) => {
+                return Err(format!(
+                    "apiVersion: must be {API_VERSION:?} (got {other:?})"
+                ))
+            }
+            None => return Err(format!("apiVersion: missing (must be {API_VERSION:?})")),
+        }
+        let known = || Kind::ALL.map(Kind::as_str).join(", ");
+        match self.kind.as_deref() {
+            Some(k) => Kind::parse(k)
+                .ok_or_else(|| format!("kind: unknown kind {k:?} (expected one of {})", known())),
+            None => Err(format!("kind: missing (expected one of {})", known())),
+        }
+    }
+}
+
+/// One resource of any kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnyResource {
+    /// A warm app.
+    WarmApp(WarmApp),
+    /// A run.
+    Run(Run),
+    /// A dependency provider.
+    DepProvider(DepProvider),
+    /// A slot pool.
+    SlotPool(SlotPool),
+}
+
+impl AnyResource {
+    /// The kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            AnyResource::WarmApp(_) => Kind::WarmApp,
+            AnyResource::Run(_) => Kind::Run,
+            AnyResource::DepProvider(_) => Kind::DepProvider,
+            AnyResource::SlotPool(_) => Kind::SlotPool,
+        }
+    }
+
+    /// The metadata.
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            AnyResource::WarmApp(r) => r.meta(),
+            AnyResource::Run(r) => r.meta(),
+            AnyResource::DepProvider(r) => r.meta(),
+            AnyResource::SlotPool(r) => r.meta(),
+        }
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.meta().name
+    }
+
+    /// Parses a JSON value of any kind, dispatching on `kind` (after checking `apiVersion`).
+    ///
+    /// # Errors
+    /// A lowercase message: a missing/unknown `apiVersion` or `kind`, or the concrete kind's
+    /// parse error.
+    pub fn from_value(value: serde_json::Value) -> Result<AnyResource, String> {
+        let tm = TypeMeta::deserialize(&value).map_err(|e| e.to_string())?;
+        let kind = tm.kind()?;
+        let r = match kind {
+            Kind::WarmApp => serde_json::from_value(value).map(AnyResource::WarmApp),
+            Kind::Run => serde_json::from_value(value).map(AnyResource::Run),
+            Kind::DepProvider => serde_json::from_value(value).map(AnyResource::DepProvider),
+            Kind::SlotPool => serde_json::from_value(value).map(AnyResource::SlotPool),
+        };
+        r.map_err(|e| format!("{kind}: {e}"))
+    }
+}
+
+impl Validate for AnyResource {
+    fn validate(&self) -> Result<(), ValidationErrors> {
+        match self {
+            AnyResource::WarmApp(r) => r.validate(),
+            AnyResource::Run(r) => r.validate(),
+            AnyResource::DepProvider(r) => r.validate(),
+            AnyResource::SlotPool(r) => r.validate(),
+        }
+    }
+}
+
+impl Serialize for AnyResource {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Each kind already writes its own `kind` field.
+        match self {
+            AnyResource::WarmApp(r) => r.serialize(s),
+            AnyResource::Run(r) => r.serialize(s),
+            AnyResource::DepProvider(r) => r.serialize(s),
+            AnyResource::SlotPool(r) => r.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AnyResource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        AnyResource::from_value(value).map_err(D::Error::custom)
+    }
+}
+
+macro_rules! from_kind {
+    ($ty:ident) => {
+        impl From<$ty> for AnyResource {
+            fn from(r: $ty) -> Self {
+                AnyResource::$ty(r)
+            }
+        }
+    };
+}
+from_kind!(WarmApp);
+from_kind!(Run);
+from_kind!(DepProvider);
+from_kind!(SlotPool);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::depprovider::DepProviderSpec;
+
+    #[test]
+    fn a_mixed_list_of_documents_parses_by_kind_and_round_trips() {
+        let docs = serde_json::json!([
+            {"apiVersion": "hearth/v1", "kind": "WarmApp", "metadata": {"name": "sso"}, "spec": {"recipe": "keycloak", "version": "1.0.0+26.0.0", "provider": true}},
+            {"spec": {"mode": "shared", "warmApp": "sso"}, "metadata": {"name": "sso"}, "kind": "DepProvider", "apiVersion": "hearth/v1"},
+            {"apiVersion": "hearth/v1", "kind": "SlotPool", "metadata": {"name": "ci"}, "spec": {"slots": 3, "portBase": 20000, "portsPerSlot": 10}}
+        ]);
+        let all: Vec<AnyResource> = serde_json::from_value(docs.clone()).unwrap();
+        assert_eq!(
+            all.iter().map(AnyResource::kind).collect::<Vec<_>>(),
+            [Kind::WarmApp, Kind::DepProvider, Kind::SlotPool]
+        );
+        assert_eq!(
+            all[1],
+            AnyResource::DepProvider(DepProvider::new(
+                "sso",
+                DepProviderSpec::Shared {
+                    warm_app: "sso".into()
+                }
+            ))
+        );
+        for r in &all {
+            r.validate().unwrap();
+        }
+        let back = serde_json::to_value(&all).unwrap();
+        let again: Vec<AnyResource> = serde_json::from_value(back.clone()).unwrap();
+        assert_eq!(again, all);
+        assert_eq!(back[1]["kind"], "DepProvider");
+        assert_eq!(
+            back[1]
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k == "kind")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn unknown_or_missing_kinds_and_api_versions_are_clear_errors() {
+        let err = AnyResource::from_value(serde_json::json!({"apiVersion": "hearth/v1", "kind": "Pod", "metadata": {"name": "x"}})).unwrap_err();
+        assert!(
+            err.starts_with(
+                "kind: unknown kind \"Pod\" (expected one of WarmApp, Run, DepProvider, SlotPool)"
+            ),
+            "{err}"
+        );
+        let err =
+            AnyResource::from_value(serde_json::json!({"apiVersion": "hearth/v1"})).unwrap_err();
+        assert!(err.starts_with("kind: missing"), "{err}");
+        let err = AnyResource::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Run"}))
+            .unwrap_err();
+        assert!(
+            err.starts_with("apiVersion: must be \"hearth/v1\""),
+            "{err}"
+        );
+        let err = AnyResource::from_value(serde_json::json!({"kind": "Run"})).unwrap_err();
+        assert!(err.starts_with("apiVersion: missing"), "{err}");
+        let err = AnyResource::from_value(serde_json::json!("text")).unwrap_err();
+        assert!(!err.is_empty());
+    }
+
+    #[test]
+    fn errors_inside_a_kind_name_the_kind_and_the_field() {
+        let err = AnyResource::from_value(serde_json::json!({"apiVersion": "hearth/v1", "kind": "SlotPool", "metadata": {"name": "ci"}, "spec": {"slots": 3, "portbase": 1}})).unwrap_err();
+        assert!(
+            err.starts_with("SlotPool: unknown field `portbase`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn type_meta_ignores_everything_but_api_version_and_kind() {
+        let tm: TypeMeta = serde_json::from_value(
+            serde_json::json!({"apiVersion": "hearth/v1", "kind": "Run", "spec": {"x": 1}}),
+        )
+        .unwrap();
+        assert_eq!(tm.kind(), Ok(Kind::Run));
+    }
+}
