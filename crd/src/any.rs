@@ -238,4 +238,95 @@ mod tests {
         .unwrap();
         assert_eq!(tm.kind(), Ok(Kind::Run));
     }
+
+    const STATE_FILE: &str = r#"
+apiVersion: hearth/v1
+kind: WarmApp
+metadata:
+  name: web
+  labels: { team: qa }
+spec:
+  recipe: web
+  version: 1.11.0+1.29.0
+  health:
+    http: { service: app, port: 8080, path: /healthz, expectedCodes: [200, 204] }
+    readyTimeout: 2m
+  promote: onGreen
+  refresh: latest
+  env:
+    LOG_LEVEL: debug
+---
+apiVersion: hearth/v1
+kind: WarmApp
+metadata: { name: sso }
+spec: { recipe: keycloak, version: 1.0.0+26.0.0, provider: true, health: { tcp: { port: 8443 } } }
+---
+apiVersion: hearth/v1
+kind: DepProvider
+metadata: { name: sso }
+spec: { mode: shared, warmApp: sso }
+---
+apiVersion: hearth/v1
+kind: DepProvider
+metadata: { name: db }
+spec:
+  mode: perRun
+  recipe: postgres
+  version: 16.2.0
+---
+apiVersion: hearth/v1
+kind: SlotPool
+metadata: { name: ci }
+spec: { slots: 3, portBase: 20000, portsPerSlot: 10, waitTimeout: 15m }
+"#;
+
+    #[test]
+    fn a_yaml_state_file_with_every_operator_kind_loads_and_validates() {
+        let all: Vec<AnyResource> = serde_saphyr::from_multiple(STATE_FILE).unwrap();
+        assert_eq!(
+            all.iter().map(|r| (r.kind(), r.name())).collect::<Vec<_>>(),
+            [
+                (Kind::WarmApp, "web"),
+                (Kind::WarmApp, "sso"),
+                (Kind::DepProvider, "sso"),
+                (Kind::DepProvider, "db"),
+                (Kind::SlotPool, "ci")
+            ]
+        );
+        for r in &all {
+            r.validate().unwrap();
+        }
+        let AnyResource::WarmApp(web) = &all[0] else {
+            panic!("not a warm app")
+        };
+        assert_eq!(
+            web.spec.health.http.as_ref().unwrap().expected_codes,
+            [200, 204]
+        );
+        assert_eq!(
+            web.spec.health.ready_timeout,
+            Some(std::time::Duration::from_secs(120))
+        );
+        // and back to YAML and in again
+        let yaml = serde_saphyr::to_string_multiple(&all).unwrap();
+        let again: Vec<AnyResource> = serde_saphyr::from_multiple(&yaml).unwrap();
+        assert_eq!(again, all);
+    }
+
+    #[test]
+    fn a_yaml_typo_read_as_the_concrete_kind_is_reported_with_its_line() {
+        let doc = "apiVersion: hearth/v1\nkind: SlotPool\nmetadata: { name: ci }\nspec:\n  slots: 3\n  portbase: 20000\n";
+        let tm: TypeMeta = serde_saphyr::from_str(doc).unwrap();
+        assert_eq!(tm.kind(), Ok(Kind::SlotPool));
+        let err = serde_saphyr::from_str::<SlotPool>(doc)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("portbase"), "{err}");
+        assert!(err.contains("line 6 column 3"), "{err}");
+        // through AnyResource the problem is still named, without the line
+        let err = serde_saphyr::from_str::<AnyResource>(doc)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `portbase`"), "{err}");
+    }
 }

@@ -17,8 +17,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::{validate_conditions, Condition};
+use crate::names::{self, StackName};
 use crate::names::{MAX_DEP_PROVIDER_NAME_LEN, MAX_RECIPE_NAME_LEN, MAX_WARM_APP_NAME_LEN};
 use crate::resource::{impl_resource, is_default, validate_envelope, Kind, ObjectMeta};
+use crate::run::Run;
 use crate::validation::{check_dns_label, Validate, ValidationErrors};
 use crate::version::check_version;
 use crate::warmapp::validate_env;
@@ -66,6 +68,24 @@ pub enum DepProviderSpec {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         env: BTreeMap<String, String>,
     },
+}
+
+impl DepProvider {
+    /// The stack that serves this dependency for `run`: the warm provider's `hp-<warmApp>`
+    /// in shared mode, `hd-<dep>-<hash(run, dep, ref)>` in per-run mode.
+    ///
+    /// # Errors
+    /// [`names::Error`] when a name is invalid (validate first).
+    pub fn stack_for_run(&self, run: &Run) -> Result<StackName, names::Error> {
+        match &self.spec {
+            DepProviderSpec::Shared { warm_app } => names::warm_stack(warm_app, true),
+            DepProviderSpec::PerRun { .. } => names::dep_stack(
+                &run.metadata.name,
+                &self.metadata.name,
+                run.spec.git_ref.as_deref(),
+            ),
+        }
+    }
 }
 
 impl DepProviderSpec {
@@ -212,6 +232,65 @@ mod tests {
         d.validate().unwrap();
         d.metadata.name.push('d');
         assert_eq!(d.validate().unwrap_err().paths(), ["metadata.name"]);
+    }
+
+    #[test]
+    fn shared_deps_resolve_to_the_warm_provider_and_per_run_deps_to_a_run_specific_stack() {
+        use crate::owner::Owner;
+        use crate::run::RunSpec;
+        let mk_run = |name: &str, git_ref: Option<&str>| {
+            Run::new(
+                name,
+                RunSpec {
+                    recipe: "web".into(),
+                    version: "1.0.0".into(),
+                    git_ref: git_ref.map(Into::into),
+                    owner: Owner {
+                        pid: 1,
+                        process_start_time: 1,
+                        host: "h".into(),
+                        boot_id: "ab".into(),
+                    },
+                    lease: None,
+                    slot_pool: None,
+                    deps: vec![],
+                    required_tiers: vec![],
+                    deploy: false,
+                    finish: false,
+                },
+            )
+        };
+        let shared = DepProvider::new(
+            "sso",
+            DepProviderSpec::Shared {
+                warm_app: "keycloak".into(),
+            },
+        );
+        let a = mk_run("web-aaaaaaaaaa", Some("abc"));
+        let b = mk_run("web-bbbbbbbbbb", Some("abc"));
+        assert_eq!(shared.stack_for_run(&a).unwrap().as_str(), "hp-keycloak");
+        assert_eq!(
+            shared.stack_for_run(&a).unwrap(),
+            shared.stack_for_run(&b).unwrap()
+        );
+        let per_run = DepProvider::new(
+            "db",
+            DepProviderSpec::PerRun {
+                recipe: "postgres".into(),
+                version: "16.2.0".into(),
+                env: BTreeMap::new(),
+            },
+        );
+        let sa = per_run.stack_for_run(&a).unwrap();
+        assert!(sa.as_str().starts_with("hd-db-"));
+        assert_eq!(sa, per_run.stack_for_run(&a).unwrap());
+        assert_ne!(sa, per_run.stack_for_run(&b).unwrap());
+        assert_ne!(
+            sa,
+            per_run
+                .stack_for_run(&mk_run("web-aaaaaaaaaa", Some("def")))
+                .unwrap()
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::condition::{validate_conditions, Condition};
 use crate::depprovider::DepMode;
+use crate::names::{self, BaseDomain, StackName};
 use crate::names::{
     MAX_DEP_PROVIDER_NAME_LEN, MAX_RECIPE_NAME_LEN, MAX_RUN_NAME_LEN, MAX_SLOT_POOL_NAME_LEN,
 };
@@ -215,6 +216,22 @@ impl RunStatus {
 }
 
 impl Run {
+    /// The stack assigned to this run: `hr-<name>`.
+    ///
+    /// # Errors
+    /// [`names::Error`] when the name is invalid (validate first).
+    pub fn stack_name(&self) -> Result<StackName, names::Error> {
+        names::run_stack(&self.metadata.name)
+    }
+
+    /// The run's domain: `<stack>.<base>`.
+    ///
+    /// # Errors
+    /// [`names::Error`] when the name is invalid (validate first).
+    pub fn domain(&self, base: &BaseDomain) -> Result<String, names::Error> {
+        Ok(names::domain(&self.stack_name()?, base))
+    }
+
     /// The verdict from `spec.requiredTiers` and `status.tiers` (see [`verdict`]).
     pub fn compute_verdict(&self) -> Verdict {
         verdict(&self.spec.required_tiers, &self.status.tiers)
@@ -475,6 +492,14 @@ mod tests {
         assert!(!r.lease_expired(2_000_001));
         r.spec.lease = None;
         assert!(!r.lease_expired(u64::MAX));
+    }
+
+    #[test]
+    fn a_run_gets_an_hr_stack_and_domain() {
+        let r = run();
+        assert_eq!(r.stack_name().unwrap().as_str(), "hr-web-0123456789");
+        let base = BaseDomain::parse("ci.test").unwrap();
+        assert_eq!(r.domain(&base).unwrap(), "hr-web-0123456789.ci.test");
     }
 
     #[test]

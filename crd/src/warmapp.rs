@@ -21,12 +21,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::{validate_conditions, Condition};
+use crate::names::{self, BaseDomain, StackName};
 use crate::names::{check_service_name, MAX_RECIPE_NAME_LEN, MAX_WARM_APP_NAME_LEN};
 use crate::resource::{impl_resource, is_default, validate_envelope, Kind, ObjectMeta};
 use crate::validation::{
     check_dns_label, check_domain, check_env_key, check_port, Validate, ValidationErrors,
 };
-use crate::version::check_version;
+use crate::version::{check_version, RecipeVersion};
 
 /// A warm app resource.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,6 +246,125 @@ impl Validate for WarmApp {
             }
         }
         errs.into_result()
+    }
+}
+
+/// What asked for a promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PromotionTrigger {
+    /// A green run of the app's recipe finished (automatic; needs `promote: onGreen`).
+    GreenRun,
+    /// An operator ran `hearth promote` (refused only by `promote: never`).
+    Operator,
+}
+
+/// What a permitted promotion does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Promotion {
+    /// The app is already at that version: nothing to do.
+    AlreadyCurrent,
+    /// Forward in version order.
+    Upgrade,
+    /// Backward in version order (only with `allowDowngrade`).
+    Downgrade,
+}
+
+/// Why a promotion was refused. Not retryable as is: the policy, the spec or the version
+/// must change first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The app's promote policy does not allow this trigger.
+    #[error(
+        "promotion of {app} refused: promote policy is {policy:?} and the trigger was {trigger:?}"
+    )]
+    PolicyForbadePromotion {
+        /// The WarmApp.
+        app: String,
+        /// Its policy.
+        policy: PromotePolicy,
+        /// What asked.
+        trigger: PromotionTrigger,
+    },
+    /// The target (or the current spec) version did not parse.
+    #[error("promotion of {app} refused: {source}")]
+    VersionRejected {
+        /// The WarmApp.
+        app: String,
+        /// The parse error.
+        #[source]
+        source: crate::version::Error,
+    },
+    /// The target is older than the current version and `allowDowngrade` is false.
+    #[error("promotion of {app} refused: {to} is older than {from} and allowDowngrade is false")]
+    DowngradeRefused {
+        /// The WarmApp.
+        app: String,
+        /// The current `spec.version`.
+        from: String,
+        /// The requested version.
+        to: String,
+    },
+}
+
+impl WarmApp {
+    /// The stack this app is deployed as: `hw-<name>`, or `hp-<name>` when `provider`.
+    ///
+    /// # Errors
+    /// [`names::Error`] when the name is invalid (validate first).
+    pub fn stack_name(&self) -> Result<StackName, names::Error> {
+        names::warm_stack(&self.metadata.name, self.spec.provider)
+    }
+
+    /// The domain the app serves under: `spec.domain` when set, else `<stack>.<base>`.
+    ///
+    /// # Errors
+    /// [`names::Error`] when the name is invalid (validate first).
+    pub fn domain(&self, base: &BaseDomain) -> Result<String, names::Error> {
+        match &self.spec.domain {
+            Some(d) => Ok(d.clone()),
+            None => Ok(names::domain(&self.stack_name()?, base)),
+        }
+    }
+
+    /// Decides whether `trigger` may set `spec.version` to `to`.
+    ///
+    /// # Guarantees
+    /// Pure. A green run promotes only under `promote: onGreen`; an operator promotes under
+    /// anything but `never`. Either way the version only moves forward in recipe-version
+    /// order unless `allowDowngrade` is set. (`hearth rollback` to `previousKnownGood` is not
+    /// a promotion and is not decided here.)
+    ///
+    /// # Errors
+    /// [`Error`] naming why the promotion is refused.
+    pub fn check_promotion(&self, to: &str, trigger: PromotionTrigger) -> Result<Promotion, Error> {
+        let app = || self.metadata.name.clone();
+        let allowed = match (self.spec.promote, trigger) {
+            (PromotePolicy::OnGreen, _) => true,
+            (PromotePolicy::Manual, PromotionTrigger::Operator) => true,
+            (PromotePolicy::Manual, PromotionTrigger::GreenRun) => false,
+            (PromotePolicy::Never, _) => false,
+        };
+        if !allowed {
+            return Err(Error::PolicyForbadePromotion {
+                app: app(),
+                policy: self.spec.promote,
+                trigger,
+            });
+        }
+        let parse = |v: &str| {
+            RecipeVersion::parse(v).map_err(|source| Error::VersionRejected { app: app(), source })
+        };
+        let (from, target) = (parse(&self.spec.version)?, parse(to)?);
+        match target.cmp(&from) {
+            std::cmp::Ordering::Equal => Ok(Promotion::AlreadyCurrent),
+            std::cmp::Ordering::Greater => Ok(Promotion::Upgrade),
+            std::cmp::Ordering::Less if self.spec.allow_downgrade => Ok(Promotion::Downgrade),
+            std::cmp::Ordering::Less => Err(Error::DowngradeRefused {
+                app: app(),
+                from: self.spec.version.clone(),
+                to: to.into(),
+            }),
+        }
     }
 }
 
@@ -561,6 +681,64 @@ mod tests {
                 "spec.env[\"NUL\"]"
             ]
         );
+    }
+
+    #[test]
+    fn canonical_and_provider_apps_get_different_stacks_and_domains() {
+        let base = BaseDomain::parse("hearth.test").unwrap();
+        let mut a = app();
+        assert_eq!(a.stack_name().unwrap().as_str(), "hw-web");
+        assert_eq!(a.domain(&base).unwrap(), "hw-web.hearth.test");
+        a.spec.provider = true;
+        assert_eq!(a.stack_name().unwrap().as_str(), "hp-web");
+        assert_eq!(a.domain(&base).unwrap(), "hp-web.hearth.test");
+        a.spec.domain = Some("web.example.test".into());
+        assert_eq!(a.domain(&base).unwrap(), "web.example.test");
+    }
+
+    #[test]
+    fn green_runs_promote_only_forward_and_only_under_on_green() {
+        let mut a = app();
+        assert_eq!(
+            a.check_promotion("1.11.0+1.30.0", PromotionTrigger::GreenRun),
+            Ok(Promotion::Upgrade)
+        );
+        assert_eq!(
+            a.check_promotion("1.11.0+1.29.0", PromotionTrigger::GreenRun),
+            Ok(Promotion::AlreadyCurrent)
+        );
+        let err = a
+            .check_promotion("1.11.0+1.28.0", PromotionTrigger::GreenRun)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "promotion of web refused: 1.11.0+1.28.0 is older than 1.11.0+1.29.0 and allowDowngrade is false");
+        a.spec.allow_downgrade = true;
+        assert_eq!(
+            a.check_promotion("1.11.0+1.28.0", PromotionTrigger::GreenRun),
+            Ok(Promotion::Downgrade)
+        );
+        a.spec.promote = PromotePolicy::Manual;
+        assert!(matches!(
+            a.check_promotion("2.0.0", PromotionTrigger::GreenRun),
+            Err(Error::PolicyForbadePromotion { .. })
+        ));
+        assert_eq!(
+            a.check_promotion("2.0.0", PromotionTrigger::Operator),
+            Ok(Promotion::Upgrade)
+        );
+        a.spec.promote = PromotePolicy::Never;
+        assert!(matches!(
+            a.check_promotion("2.0.0", PromotionTrigger::Operator),
+            Err(Error::PolicyForbadePromotion { .. })
+        ));
+    }
+
+    #[test]
+    fn promotion_to_an_unparsable_version_is_refused() {
+        let err = app()
+            .check_promotion("latest", PromotionTrigger::Operator)
+            .unwrap_err();
+        assert!(matches!(err, Error::VersionRejected { .. }), "{err}");
+        assert!(err.to_string().contains("recipe part \"latest\""), "{err}");
     }
 
     #[test]
