@@ -1,0 +1,663 @@
+//! The shared store layer: typed, optimistically concurrent, durable access to resources over any [`Engine`].
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crd::{Kind, Resource};
+
+use crate::clock::{Clock, SystemClock};
+use crate::engine::{Engine, KeyRange, Keyspace, Op, Order};
+use crate::error::{Error, Result};
+use crate::gate::Gate;
+use crate::history::{self, Entry, NewEntry, Query, Retention};
+use crate::keys;
+use crate::memory::MemoryEngine;
+use crate::schema;
+use crate::sled_engine::SledEngine;
+use crate::watch::{Change, ChangeType, Subscription};
+
+/// Most history entries retention removes per append (the rest waits for the next append or
+/// [`Store::maintenance`]); keeps append latency bounded.
+const PRUNE_PER_APPEND: usize = 64;
+/// Entries read per step when a history query filters by reason.
+const HISTORY_SCAN_CHUNK: usize = 256;
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How much history to keep.
+    pub history_retention: Retention,
+    /// Change-feed buffer per subscriber; a subscriber further behind is told to relist.
+    pub feed_capacity: usize,
+    /// The time source for creation timestamps and history.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            history_retention: Retention::default(),
+            feed_capacity: 4096,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A list of one kind's objects and the store revision it reflects.
+#[derive(Debug, Clone)]
+pub struct ObjectList<R> {
+    /// The objects, by name.
+    pub items: Vec<R>,
+    /// Every durable write up to this revision is reflected in `items`; wait for later ones
+    /// with [`Store::changed`]`(kind, revision)` or the feed.
+    pub revision: u64,
+}
+
+/// What [`Store::maintenance`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// History entries removed by retention.
+    pub history_pruned: u64,
+    /// Bytes on disk afterwards.
+    pub size_on_disk: u64,
+}
+
+/// hearth's desired-state store. Cheap to clone; clones share one engine, one writer lock and
+/// one change feed, so the reconcile loop and the HTTP server can each hold one.
+///
+/// # Guarantees
+/// - Every mutation (`create`, `update`, `update_status`, `delete`, `append_history`) returns
+///   `Ok` only after it is durable (engine flush); concurrent writers share flushes.
+/// - `resource_version` is a store-wide revision, strictly increasing across all kinds and
+///   across restarts, assigned on every object write. `generation` starts at 1 and is bumped
+///   only when `spec` changes. `creation_timestamp_ms` is set on create and kept.
+/// - Writes are serialised: for one object, exactly one writer wins per resourceVersion.
+/// - A write that changes nothing (same labels, spec and status) does not bump the revision
+///   and emits no change, so a controller re-writing the same status makes no churn.
+///
+/// # Caveats
+/// - Reads (`get`, `list`, `history`) see a write as soon as it is applied, slightly before it
+///   is durable; the change feed only shows durable writes.
+/// - If a write's future is dropped before it resolves, the write may or may not persist.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    engine: Arc<dyn Engine>,
+    config: Config,
+    writer: Mutex<Writer>,
+    gate: Arc<Gate>,
+}
+
+/// Counters owned by the single writer.
+#[derive(Debug)]
+struct Writer {
+    /// The last assigned store revision.
+    revision: u64,
+    /// The next history sequence number.
+    history_next: u64,
+    /// The oldest history entry kept (== `history_next` when empty).
+    history_oldest: u64,
+}
+
+/// What a mutation decided to do, given the current object.
+enum Plan<R> {
+    /// Write this object (its metadata already assigned).
+    Put(R, ChangeType),
+    /// Delete the current object (returned as is).
+    Delete(R),
+    /// Nothing changes; return this object.
+    Unchanged(R),
+}
+
+impl Store {
+    /// Opens the sled store in data directory `dir` with default settings.
+    ///
+    /// # Errors
+    /// See [`Store::with_engine`]; an open directory is
+    /// [`engine::Error::DirectoryInUse`](crate::engine::Error::DirectoryInUse).
+    pub async fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(dir, Config::default()).await
+    }
+
+    /// Opens the sled store in `dir` with `config`.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub async fn open_with(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
+        let engine = SledEngine::open(dir)?;
+        Store::with_engine(Arc::new(engine), config).await
+    }
+
+    /// A fresh in-memory store (no durability) with default settings.
+    ///
+    /// # Errors
+    /// Only if the engine fails, which the memory engine does not.
+    pub async fn in_memory() -> Result<Store> {
+        Store::with_engine(Arc::new(MemoryEngine::new()), Config::default()).await
+    }
+
+    /// A store over `engine`: checks (or, when empty, records) the schema version and loads
+    /// the revision and history counters.
+    ///
+    /// # Errors
+    /// [`Error::SchemaVersionUnsupported`] for an unknown schema version,
+    /// [`Error::MetadataCorrupted`] for unreadable metadata, [`Error::EngineFailed`].
+    pub async fn with_engine(engine: Arc<dyn Engine>, config: Config) -> Result<Store> {
+        schema::ensure(engine.as_ref()).await?;
+        let location = engine.location();
+        let counter = |space, key: &[u8], default: u64| -> Result<u64> {
+            match engine.get(space, key)? {
+                None => Ok(default),
+                Some(bytes) => keys::trailing_u64(&bytes)
+                    .filter(|_| bytes.len() == 8)
+                    .ok_or_else(|| Error::MetadataCorrupted {
+                        location: location.clone(),
+                        detail: format!(
+                            "counter {:?} is not 8 bytes",
+                            String::from_utf8_lossy(key)
+                        ),
+                    }),
+            }
+        };
+        let revision = counter(Keyspace::Objects, keys::REVISION, 0)?;
+        let history_next = counter(Keyspace::History, keys::HISTORY_NEXT, 1)?;
+        let oldest = engine.scan(
+            Keyspace::History,
+            &KeyRange::prefix(keys::HISTORY_ENTRIES),
+            Order::Ascending,
+            1,
+        )?;
+        let history_oldest = oldest
+            .first()
+            .and_then(|(k, _)| keys::trailing_u64(k))
+            .unwrap_or(history_next);
+        let gate = Arc::new(Gate::new(&engine, revision, config.feed_capacity));
+        tracing::debug!(location, revision, history_next, "store opened");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                engine,
+                config,
+                writer: Mutex::new(Writer {
+                    revision,
+                    history_next,
+                    history_oldest,
+                }),
+                gate,
+            }),
+        })
+    }
+
+    /// Where the data lives ("memory" or the data directory).
+    pub fn location(&self) -> String {
+        self.inner.engine.location()
+    }
+
+    // ----- reads -------------------------------------------------------------------------
+
+    /// The object `name` of kind `R`, or `None`.
+    ///
+    /// # Errors
+    /// [`Error::NameRejected`], [`Error::DecodeFailed`], [`Error::EngineFailed`].
+    pub fn get_opt<R: Resource>(&self, name: &str) -> Result<Option<R>> {
+        check_name(name)?;
+        self.inner
+            .engine
+            .get(Keyspace::Objects, &keys::object(R::KIND, name))?
+            .map(|bytes| decode::<R>(&bytes, name))
+            .transpose()
+    }
+
+    /// The object `name` of kind `R`.
+    ///
+    /// # Errors
+    /// [`Error::ObjectNotFound`] when absent; otherwise as [`Store::get_opt`].
+    pub fn get<R: Resource>(&self, name: &str) -> Result<R> {
+        self.get_opt(name)?.ok_or_else(|| not_found::<R>(name))
+    }
+
+    /// Every object of kind `R`, by name. Reads only that kind's key range.
+    ///
+    /// # Errors
+    /// [`Error::DecodeFailed`], [`Error::EngineFailed`].
+    pub fn list<R: Resource>(&self) -> Result<ObjectList<R>> {
+        // Read the revision first: every write at or below it is already visible to the scan.
+        let revision = self.inner.gate.revision();
+        let prefix = keys::object_prefix(R::KIND);
+        let items = self
+            .inner
+            .engine
+            .scan(
+                Keyspace::Objects,
+                &KeyRange::prefix(&prefix),
+                Order::Ascending,
+                usize::MAX,
+            )?
+            .into_iter()
+            .map(|(key, bytes)| {
+                let name = String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default());
+                decode::<R>(&bytes, &name)
+            })
+            .collect::<Result<Vec<R>>>()?;
+        Ok(ObjectList { items, revision })
+    }
+
+    /// The last durable store revision.
+    pub fn revision(&self) -> u64 {
+        self.inner.gate.revision()
+    }
+
+    // ----- writes ------------------------------------------------------------------------
+
+    /// Creates `obj`: generation 1, a new resourceVersion, the creation timestamp; labels, spec
+    /// and status as given.
+    ///
+    /// # Errors
+    /// [`Error::ObjectAlreadyExists`], [`Error::NameRejected`], [`Error::FlushFailed`],
+    /// [`Error::EngineFailed`].
+    pub async fn create<R: Resource>(&self, obj: &R) -> Result<R> {
+        let now = self.inner.config.clock.now_ms();
+        self.mutate(obj.name(), |current: Option<R>, rev| {
+            if current.is_some() {
+                return Err(Error::ObjectAlreadyExists {
+                    kind: R::KIND,
+                    name: obj.name().to_string(),
+                });
+            }
+            let mut next = obj.clone();
+            let meta = next.meta_mut();
+            meta.generation = 1;
+            meta.resource_version = rev;
+            meta.creation_timestamp_ms = now;
+            Ok(Plan::Put(next, ChangeType::Created))
+        })
+        .await
+    }
+
+    /// Replaces labels and spec of `obj` if its resourceVersion is current. The stored status
+    /// is kept (write it with [`Store::update_status`]); generation is bumped only when the
+    /// spec changed.
+    ///
+    /// # Errors
+    /// [`Error::ResourceVersionMismatched`] for a stale copy, [`Error::ObjectNotFound`],
+    /// [`Error::FlushFailed`], [`Error::EngineFailed`].
+    pub async fn update<R: Resource>(&self, obj: &R) -> Result<R> {
+        self.mutate(obj.name(), |current: Option<R>, rev| {
+            let current = current.ok_or_else(|| not_found::<R>(obj.name()))?;
+            check_version(&current, obj.meta().resource_version)?;
+            let spec_changed = obj.spec() != current.spec();
+            if !spec_changed && obj.meta().labels == current.meta().labels {
+                return Ok(Plan::Unchanged(current));
+            }
+            let mut next = obj.clone();
+            *next.status_mut() = current.status().clone();
+            let meta = next.meta_mut();
+            meta.generation = current.meta().generation + u64::from(spec_changed);
+            meta.resource_version = rev;
+            meta.creation_timestamp_ms = current.meta().creation_timestamp_ms;
+            Ok(Plan::Put(next, ChangeType::Updated))
+        })
+        .await
+    }
+
+    /// Replaces only the status with `obj`'s if its resourceVersion is current (labels and
+    /// spec of `obj` are ignored). Never bumps generation.
+    ///
+    /// # Errors
+    /// As [`Store::update`].
+    pub async fn update_status<R: Resource>(&self, obj: &R) -> Result<R> {
+        self.mutate(obj.name(), |current: Option<R>, rev| {
+            let current = current.ok_or_else(|| not_found::<R>(obj.name()))?;
+            check_version(&current, obj.meta().resource_version)?;
+            if obj.status() == current.status() {
+                return Ok(Plan::Unchanged(current));
+            }
+            let mut next = current;
+            *next.status_mut() = obj.status().clone();
+            next.meta_mut().resource_version = rev;
+            Ok(Plan::Put(next, ChangeType::StatusUpdated))
+        })
+        .await
+    }
+
+    /// Deletes `name`, if `expected_resource_version` (when given) is current. Returns the
+    /// object as it was.
+    ///
+    /// # Errors
+    /// [`Error::ObjectNotFound`], [`Error::ResourceVersionMismatched`],
+    /// [`Error::FlushFailed`], [`Error::EngineFailed`].
+    pub async fn delete<R: Resource>(
+        &self,
+        name: &str,
+        expected_resource_version: Option<u64>,
+    ) -> Result<R> {
+        self.mutate(name, |current: Option<R>, _rev| {
+            let current = current.ok_or_else(|| not_found::<R>(name))?;
+            if let Some(expected) = expected_resource_version {
+                check_version(&current, expected)?;
+            }
+            Ok(Plan::Delete(current))
+        })
+        .await
+    }
+
+    /// Reads `name`, lets `plan` decide under the writer lock, applies and registers the write,
+    /// then waits for durability outside the lock.
+    async fn mutate<R: Resource>(
+        &self,
+        name: &str,
+        plan: impl FnOnce(Option<R>, u64) -> Result<Plan<R>>,
+    ) -> Result<R> {
+        check_name(name)?;
+        let key = keys::object(R::KIND, name);
+        let (result, ticket) = 'locked: {
+            let mut w = self.inner.lock_writer();
+            let engine = &self.inner.engine;
+            let current = engine
+                .get(Keyspace::Objects, &key)?
+                .map(|bytes| decode::<R>(&bytes, name))
+                .transpose()?;
+            let rev = w.revision + 1;
+            let rev_op = Op::Put(keys::REVISION.to_vec(), rev.to_be_bytes().to_vec());
+            let (obj, op, change) = match plan(current, rev)? {
+                // Nothing to write, but still wait: what we read may be another writer's
+                // applied but not yet durable write.
+                Plan::Unchanged(obj) => break 'locked (obj, self.inner.gate.applied()),
+                Plan::Put(obj, change) => {
+                    let op = Op::Put(key, encode(&obj, name)?);
+                    (obj, op, change)
+                }
+                Plan::Delete(obj) => (obj, Op::Delete(key), ChangeType::Deleted),
+            };
+            engine.apply(Keyspace::Objects, vec![op, rev_op])?;
+            w.revision = rev;
+            let ticket = self.inner.gate.register(Some(Change {
+                kind: R::KIND,
+                name: name.to_string(),
+                resource_version: rev,
+                generation: obj.meta().generation,
+                change,
+            }));
+            (obj, ticket)
+        };
+        self.inner.gate.wait(ticket).await?;
+        Ok(result)
+    }
+
+    // ----- change feed -------------------------------------------------------------------
+
+    /// Subscribes to every durable write from now on, in revision order.
+    ///
+    /// To follow a kind without gaps: subscribe, then `list`, then apply changes with a
+    /// `resource_version` above the list's `revision`; on [`watch::Error::Lagged`](crate::watch::Error) relist.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription::new(self.inner.gate.subscribe())
+    }
+
+    /// Resolves once a durable write to kind `kind` has a revision above `after`, returning
+    /// that kind's latest revision. Never lags: the cheap "something changed, relist" trigger.
+    ///
+    /// # Caveats
+    /// Right after opening, the first call for any kind with `after` below the store revision
+    /// resolves at once (per-kind revisions are not persisted); a relist then is harmless.
+    pub async fn changed(&self, kind: Kind, after: u64) -> u64 {
+        let mut rx = self.inner.gate.kind_revision(kind);
+        let result = rx.wait_for(|rev| *rev > after).await.map(|rev| *rev);
+        // The sender lives in the gate, which `self` keeps alive; an error cannot happen.
+        result.unwrap_or(after)
+    }
+
+    // ----- history -----------------------------------------------------------------------
+
+    /// Appends a history entry durably, then applies retention (bounded work per append).
+    ///
+    /// # Errors
+    /// [`Error::NameRejected`] for a bad subject name, [`Error::FlushFailed`],
+    /// [`Error::EngineFailed`].
+    pub async fn append_history(&self, entry: NewEntry) -> Result<Entry> {
+        if let Some(subject) = &entry.subject {
+            check_name(&subject.name)?;
+        }
+        let now = self.inner.config.clock.now_ms();
+        let (stored, ticket) = {
+            let mut w = self.inner.lock_writer();
+            let seq = w.history_next;
+            let stored = Entry {
+                seq,
+                time_ms: now,
+                reason: entry.reason,
+                subject: entry.subject,
+                message: entry.message,
+                details: entry.details,
+            };
+            let mut ops = vec![
+                Op::Put(keys::history_entry(seq), encode(&stored, "history entry")?),
+                Op::Put(
+                    keys::HISTORY_NEXT.to_vec(),
+                    (seq + 1).to_be_bytes().to_vec(),
+                ),
+            ];
+            if let Some(subject) = &stored.subject {
+                ops.push(Op::Put(
+                    keys::history_index(subject.kind, &subject.name, seq),
+                    Vec::new(),
+                ));
+            }
+            let (prune_ops, oldest) = self.inner.plan_prune(&w, seq + 1, now, PRUNE_PER_APPEND)?;
+            ops.extend(prune_ops);
+            self.inner.engine.apply(Keyspace::History, ops)?;
+            w.history_next = seq + 1;
+            w.history_oldest = oldest;
+            (stored, self.inner.gate.register(None))
+        };
+        self.inner.gate.wait(ticket).await?;
+        Ok(stored)
+    }
+
+    /// History entries matching `query`, newest first.
+    ///
+    /// # Errors
+    /// [`Error::DecodeFailed`], [`Error::EngineFailed`].
+    pub fn history(&self, query: &Query) -> Result<Vec<Entry>> {
+        let engine = &self.inner.engine;
+        let mut out = Vec::new();
+        let mut before = query.before;
+        // With a subject, walk its index; otherwise walk all entries.
+        let prefix = match &query.subject {
+            Some(s) => {
+                check_name(&s.name)?;
+                keys::history_index_prefix(s.kind, &s.name)
+            }
+            None => keys::HISTORY_ENTRIES.to_vec(),
+        };
+        while out.len() < query.limit {
+            let range = match before {
+                Some(seq) => {
+                    let mut below = prefix.clone();
+                    below.extend_from_slice(&seq.to_be_bytes());
+                    KeyRange::prefix_below(&prefix, below)
+                }
+                None => KeyRange::prefix(&prefix),
+            };
+            let chunk_len = if query.reason.is_some() {
+                HISTORY_SCAN_CHUNK
+            } else {
+                query.limit - out.len()
+            };
+            let chunk = engine.scan(Keyspace::History, &range, Order::Descending, chunk_len)?;
+            let exhausted = chunk.len() < chunk_len;
+            for (key, value) in chunk {
+                let Some(seq) = keys::trailing_u64(&key) else {
+                    continue;
+                };
+                before = Some(seq);
+                let bytes = if query.subject.is_some() {
+                    // An index key whose entry retention removed concurrently is skipped.
+                    match engine.get(Keyspace::History, &keys::history_entry(seq))? {
+                        Some(bytes) => bytes,
+                        None => continue,
+                    }
+                } else {
+                    value
+                };
+                let entry: Entry = decode_value(&bytes, "history entry")?;
+                if query.matches(&entry) && out.len() < query.limit {
+                    out.push(entry);
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes every history entry retention no longer keeps; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::FlushFailed`], [`Error::EngineFailed`].
+    pub async fn prune_history(&self) -> Result<u64> {
+        let mut pruned = 0;
+        loop {
+            let ticket = {
+                let mut w = self.inner.lock_writer();
+                let now = self.inner.config.clock.now_ms();
+                let (ops, oldest) =
+                    self.inner
+                        .plan_prune(&w, w.history_next, now, HISTORY_SCAN_CHUNK)?;
+                if ops.is_empty() {
+                    None
+                } else {
+                    pruned += oldest - w.history_oldest;
+                    self.inner.engine.apply(Keyspace::History, ops)?;
+                    w.history_oldest = oldest;
+                    Some(self.inner.gate.register(None))
+                }
+            };
+            match ticket {
+                Some(ticket) => self.inner.gate.wait(ticket).await?,
+                None => return Ok(pruned),
+            }
+        }
+    }
+
+    // ----- maintenance -------------------------------------------------------------------
+
+    /// Bytes the store occupies on disk.
+    ///
+    /// # Errors
+    /// [`Error::EngineFailed`].
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.inner.engine.size_on_disk()?)
+    }
+
+    /// The nightly hook: applies history retention fully and reports the size.
+    ///
+    /// # Errors
+    /// As [`Store::prune_history`].
+    pub async fn maintenance(&self) -> Result<MaintenanceReport> {
+        let history_pruned = self.prune_history().await?;
+        let size_on_disk = self.size_on_disk()?;
+        tracing::info!(history_pruned, size_on_disk, "store maintenance done");
+        Ok(MaintenanceReport {
+            history_pruned,
+            size_on_disk,
+        })
+    }
+}
+
+impl Inner {
+    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        // Writer state is only changed after a successful apply, so it is consistent even if
+        // a holder panicked.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deletions that bring history within retention once it holds entries
+    /// `w.history_oldest..next`; at most `max` removals. Returns them and the new oldest seq.
+    fn plan_prune(&self, w: &Writer, next: u64, now: u64, max: usize) -> Result<(Vec<Op>, u64)> {
+        let retention = &self.config.history_retention;
+        let count = next.saturating_sub(w.history_oldest);
+        let mut excess = retention.excess(count);
+        if excess == 0 && retention.max_age.is_none() {
+            return Ok((Vec::new(), w.history_oldest));
+        }
+        let mut ops = Vec::new();
+        let mut oldest = w.history_oldest;
+        let candidates = self.engine.scan(
+            Keyspace::History,
+            &KeyRange::prefix(keys::HISTORY_ENTRIES),
+            Order::Ascending,
+            max,
+        )?;
+        for (key, bytes) in candidates {
+            let entry: Entry = decode_value(&bytes, "history entry")?;
+            // Never remove the newest entry (`next - 1`), so at least one is always kept.
+            if entry.seq + 1 >= next || (excess == 0 && !retention.expired(entry.time_ms, now)) {
+                break;
+            }
+            excess = excess.saturating_sub(1);
+            ops.push(Op::Delete(key));
+            if let Some(s) = &entry.subject {
+                ops.push(Op::Delete(keys::history_index(s.kind, &s.name, entry.seq)));
+            }
+            oldest = entry.seq + 1;
+        }
+        Ok((ops, oldest))
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    match keys::name_problem(name) {
+        Some(reason) => Err(Error::NameRejected {
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_version<R: Resource>(current: &R, expected: u64) -> Result<()> {
+    let actual = current.meta().resource_version;
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(Error::ResourceVersionMismatched {
+            kind: R::KIND,
+            name: current.name().to_string(),
+            expected,
+            actual,
+        })
+    }
+}
+
+fn not_found<R: Resource>(name: &str) -> Error {
+    Error::ObjectNotFound {
+        kind: R::KIND,
+        name: name.to_string(),
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|source| Error::EncodeFailed {
+        what: what.to_string(),
+        source,
+    })
+}
+
+fn decode<R: Resource>(bytes: &[u8], name: &str) -> Result<R> {
+    decode_value(bytes, &format!("{}/{}", R::KIND, name))
+}
+
+fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| Error::DecodeFailed {
+        what: what.to_string(),
+        source,
+    })
+}
+
+/// Re-exported for callers that build queries.
+pub use history::ObjectRef;

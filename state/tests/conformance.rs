@@ -1,0 +1,614 @@
+//! One conformance suite, run against every engine (memory and sled).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{App, Backend, Job, MemoryBackend, SledBackend};
+
+/// The cases; each takes a fresh backend.
+mod cases {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crd::{Kind, Resource};
+    use futures::FutureExt;
+    use serde_json::json;
+    use state::engine::{Keyspace, Op};
+    use state::history::{NewEntry, ObjectRef, Query, Retention};
+    use state::watch::{self, ChangeType};
+    use state::{Config, Error, ManualClock, Store, SCHEMA_VERSION};
+
+    use super::common::{open, App, Backend, Job};
+
+    fn config_at(clock: &Arc<ManualClock>) -> Config {
+        Config {
+            clock: clock.clone(),
+            ..Config::default()
+        }
+    }
+
+    pub async fn crud_should_round_trip(b: impl Backend) {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let store = open(&b, config_at(&clock)).await;
+        assert!(store.get_opt::<App>("web").unwrap().is_none());
+        assert!(store.get::<App>("web").unwrap_err().is_not_found());
+
+        let created = store.create(&App::new("web", "1.0.0")).await.unwrap();
+        assert_eq!(created.metadata.generation, 1);
+        assert!(created.metadata.resource_version > 0);
+        assert_eq!(created.metadata.creation_timestamp_ms, 1_700_000_000_000);
+        assert_eq!(store.get::<App>("web").unwrap(), created);
+
+        let again = store.create(&App::new("web", "2.0.0")).await.unwrap_err();
+        assert!(matches!(
+            again,
+            Error::ObjectAlreadyExists {
+                kind: Kind::WarmApp,
+                ..
+            }
+        ));
+
+        clock.advance(5_000);
+        let mut edit = created.clone();
+        edit.spec.version = "1.1.0".into();
+        let updated = store.update(&edit).await.unwrap();
+        assert_eq!(updated.spec.version, "1.1.0");
+        assert_eq!(updated.metadata.generation, 2);
+        assert!(updated.metadata.resource_version > created.metadata.resource_version);
+        assert_eq!(updated.metadata.creation_timestamp_ms, 1_700_000_000_000);
+        assert_eq!(store.get::<App>("web").unwrap(), updated);
+
+        let deleted: App = store.delete("web", None).await.unwrap();
+        assert_eq!(deleted, updated);
+        assert!(store.get_opt::<App>("web").unwrap().is_none());
+        assert!(store
+            .delete::<App>("web", None)
+            .await
+            .unwrap_err()
+            .is_not_found());
+        assert!(store.update(&updated).await.unwrap_err().is_not_found());
+
+        let bad = store.create(&App::new("a/b", "1")).await.unwrap_err();
+        assert!(matches!(bad, Error::NameRejected { .. }));
+    }
+
+    pub async fn stale_resource_versions_should_be_rejected(b: impl Backend) {
+        let store = open(&b, Config::default()).await;
+        let v1 = store.create(&App::new("web", "1")).await.unwrap();
+        let mut edit = v1.clone();
+        edit.spec.version = "2".into();
+        let v2 = store.update(&edit).await.unwrap();
+
+        let mut stale = v1.clone();
+        stale.spec.version = "3".into();
+        match store.update(&stale).await.unwrap_err() {
+            Error::ResourceVersionMismatched {
+                kind,
+                name,
+                expected,
+                actual,
+            } => {
+                assert_eq!((kind, name.as_str()), (Kind::WarmApp, "web"));
+                assert_eq!(expected, v1.metadata.resource_version);
+                assert_eq!(actual, v2.metadata.resource_version);
+            }
+            other => panic!("unexpected: {other}"),
+        }
+        stale.status.phase = "Ready".into();
+        assert!(store.update_status(&stale).await.unwrap_err().is_conflict());
+        let err = store
+            .delete::<App>("web", Some(v1.metadata.resource_version))
+            .await
+            .unwrap_err();
+        assert!(err.is_conflict());
+        assert_eq!(store.get::<App>("web").unwrap(), v2);
+        store
+            .delete::<App>("web", Some(v2.metadata.resource_version))
+            .await
+            .unwrap();
+        assert!(store.get_opt::<App>("web").unwrap().is_none());
+    }
+
+    pub async fn generation_should_bump_only_on_spec_change(b: impl Backend) {
+        let store = open(&b, Config::default()).await;
+        let v1 = store.create(&App::new("web", "1")).await.unwrap();
+
+        let mut labelled = v1.clone();
+        labelled.metadata.labels.insert("team".into(), "a".into());
+        let v2 = store.update(&labelled).await.unwrap();
+        assert_eq!(v2.metadata.generation, 1, "labels are not spec");
+        assert!(v2.metadata.resource_version > v1.metadata.resource_version);
+
+        let v3 = store.update(&v2).await.unwrap();
+        assert_eq!(v3, v2, "an unchanged write is a no-op");
+        assert_eq!(store.revision(), v2.metadata.resource_version);
+
+        let mut spec = v3.clone();
+        spec.spec.version = "2".into();
+        spec.metadata.generation = 99; // callers cannot set generation
+        let v4 = store.update(&spec).await.unwrap();
+        assert_eq!(v4.metadata.generation, 2);
+        assert_eq!(
+            v4.metadata.labels.get("team").map(String::as_str),
+            Some("a")
+        );
+    }
+
+    pub async fn status_writes_should_not_bump_generation(b: impl Backend) {
+        let store = open(&b, Config::default()).await;
+        let v1 = store.create(&App::new("web", "1")).await.unwrap();
+        let mut s = v1.clone();
+        s.status.phase = "Ready".into();
+        s.spec.version = "ignored".into();
+        let v2 = store.update_status(&s).await.unwrap();
+        assert_eq!(v2.metadata.generation, 1);
+        assert_eq!(v2.spec.version, "1", "update_status ignores spec");
+        assert_eq!(v2.status.phase, "Ready");
+        assert!(v2.metadata.resource_version > v1.metadata.resource_version);
+
+        let same = store.update_status(&v2).await.unwrap();
+        assert_eq!(same, v2, "an unchanged status is a no-op");
+
+        let mut spec = v2.clone();
+        spec.spec.version = "2".into();
+        spec.status.phase = "ignored".into();
+        let v3 = store.update(&spec).await.unwrap();
+        assert_eq!(v3.status.phase, "Ready", "update keeps the stored status");
+        assert_eq!(v3.metadata.generation, 2);
+    }
+
+    pub async fn lists_should_be_isolated_per_kind(b: impl Backend) {
+        let store = open(&b, Config::default()).await;
+        store.create(&App::new("b", "1")).await.unwrap();
+        store.create(&App::new("a", "1")).await.unwrap();
+        store.create(&Job::new("a", 1)).await.unwrap();
+        let last = store.create(&Job::new("c", 1)).await.unwrap();
+        let apps = store.list::<App>().unwrap();
+        let names: Vec<_> = apps
+            .items
+            .iter()
+            .map(|a| a.metadata.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        let jobs = store.list::<Job>().unwrap();
+        let names: Vec<_> = jobs
+            .items
+            .iter()
+            .map(|j| j.metadata.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(jobs.revision, last.metadata.resource_version);
+        store.delete::<Job>("a", None).await.unwrap();
+        assert_eq!(store.list::<App>().unwrap().items.len(), 2);
+        assert_eq!(store.list::<Job>().unwrap().items.len(), 1);
+    }
+
+    pub async fn the_change_feed_should_deliver_every_write_in_order(b: impl Backend) {
+        let store = open(&b, Config::default()).await;
+        let mut feed = store.subscribe();
+        let a = store.create(&App::new("web", "1")).await.unwrap();
+        let j = store.create(&Job::new("r1", 0)).await.unwrap();
+        let mut edit = a.clone();
+        edit.spec.version = "2".into();
+        let a2 = store.update(&edit).await.unwrap();
+        store.update(&a2).await.unwrap(); // no-op: no event
+        let mut s = j.clone();
+        s.status.done = true;
+        let j2 = store.update_status(&s).await.unwrap();
+        store.delete::<App>("web", None).await.unwrap();
+
+        let mut got = Vec::new();
+        while let Some(c) = feed.try_recv().unwrap() {
+            got.push((c.kind, c.name, c.generation, c.change, c.resource_version));
+        }
+        let kinds: Vec<_> = got
+            .iter()
+            .map(|(k, n, g, c, _)| (*k, n.as_str(), *g, *c))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (Kind::WarmApp, "web", 1, ChangeType::Created),
+                (Kind::Run, "r1", 1, ChangeType::Created),
+                (Kind::WarmApp, "web", 2, ChangeType::Updated),
+                (Kind::Run, "r1", 1, ChangeType::StatusUpdated),
+                (Kind::WarmApp, "web", 2, ChangeType::Deleted),
+            ]
+        );
+        let revs: Vec<u64> = got.iter().map(|g| g.4).collect();
+        assert!(revs.windows(2).all(|w| w[0] < w[1]), "increasing: {revs:?}");
+        assert_eq!(revs[3], j2.metadata.resource_version);
+        assert_eq!(*revs.last().unwrap(), store.revision());
+
+        // The per-kind trigger: resolves for a later write of that kind only.
+        let r = store.revision();
+        assert!(store.changed(Kind::Run, r).now_or_never().is_none());
+        assert_eq!(store.changed(Kind::Run, 0).now_or_never(), Some(revs[3]));
+        let waiter = {
+            let store = store.clone();
+            tokio::spawn(async move { store.changed(Kind::Run, r).await })
+        };
+        store.create(&App::new("other", "1")).await.unwrap();
+        let job = store.create(&Job::new("r2", 0)).await.unwrap();
+        assert_eq!(waiter.await.unwrap(), job.metadata.resource_version);
+    }
+
+    pub async fn a_lagging_subscriber_should_be_told_to_relist(b: impl Backend) {
+        let config = Config {
+            feed_capacity: 4,
+            ..Config::default()
+        };
+        let store = open(&b, config).await;
+        let mut feed = store.subscribe();
+        for i in 0..10 {
+            store.create(&Job::new(&format!("j{i}"), i)).await.unwrap();
+        }
+        assert_eq!(feed.recv().await, Err(watch::Error::Lagged { missed: 6 }));
+        // After relisting, the subscription keeps delivering newer changes.
+        assert_eq!(store.list::<Job>().unwrap().items.len(), 10);
+        assert_eq!(feed.recv().await.unwrap().name, "j6");
+    }
+
+    pub async fn history_should_append_list_and_filter(b: impl Backend) {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = open(&b, config_at(&clock)).await;
+        let web = ObjectRef::new(Kind::WarmApp, "web");
+        let run = ObjectRef::new(Kind::Run, "r1");
+        for i in 0..10u64 {
+            clock.advance(1);
+            let (reason, subject) = if i % 2 == 0 {
+                ("Deployed", web.clone())
+            } else {
+                ("Swept", run.clone())
+            };
+            let e = store
+                .append_history(
+                    NewEntry::new(reason, format!("event {i}"))
+                        .subject(subject)
+                        .details(json!({ "i": i })),
+                )
+                .await
+                .unwrap();
+            assert_eq!(e.seq, i + 1);
+            assert_eq!(e.time_ms, 1_001 + i);
+        }
+        store
+            .append_history(NewEntry::new("Rejected", "bad state file"))
+            .await
+            .unwrap();
+
+        let newest = store.history(&Query::newest(3)).unwrap();
+        let seqs: Vec<u64> = newest.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [11, 10, 9]);
+        assert_eq!(newest[0].subject, None);
+        assert_eq!(newest[1].details, json!({ "i": 9 }));
+
+        let about_web = store
+            .history(&Query::newest(100).about(web.clone()))
+            .unwrap();
+        let seqs: Vec<u64> = about_web.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [9, 7, 5, 3, 1]);
+        let page = store
+            .history(&Query::newest(2).about(web.clone()).before(7))
+            .unwrap();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 3]);
+        let swept = store.history(&Query::newest(2).reason("Swept")).unwrap();
+        assert_eq!(swept.iter().map(|e| e.seq).collect::<Vec<_>>(), [10, 8]);
+        let none = store
+            .history(&Query::newest(5).about(ObjectRef::new(Kind::Run, "nope")))
+            .unwrap();
+        assert!(none.is_empty());
+    }
+
+    pub async fn history_retention_should_drop_the_oldest_entries(b: impl Backend) {
+        let clock = Arc::new(ManualClock::new(0));
+        let config = Config {
+            history_retention: Retention {
+                max_entries: Some(5),
+                max_age: Some(Duration::from_secs(60)),
+            },
+            ..config_at(&clock)
+        };
+        let store = open(&b, config).await;
+        let web = ObjectRef::new(Kind::WarmApp, "web");
+        for i in 0..12 {
+            store
+                .append_history(NewEntry::new("Deployed", format!("{i}")).subject(web.clone()))
+                .await
+                .unwrap();
+        }
+        let all = store.history(&Query::newest(100)).unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [12, 11, 10, 9, 8]
+        );
+        let indexed = store
+            .history(&Query::newest(100).about(web.clone()))
+            .unwrap();
+        assert_eq!(indexed.len(), 5, "the index is pruned with the entries");
+
+        // Age: everything older than 60 s goes at maintenance, but never the newest entry.
+        clock.advance(30_000);
+        store
+            .append_history(NewEntry::new("Swept", "recent"))
+            .await
+            .unwrap();
+        clock.advance(40_000);
+        let report = store.maintenance().await.unwrap();
+        assert_eq!(report.history_pruned, 4);
+        let left = store.history(&Query::newest(100)).unwrap();
+        assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [13]);
+        assert!(report.size_on_disk > 0);
+        clock.advance(600_000);
+        assert_eq!(
+            store.prune_history().await.unwrap(),
+            0,
+            "the newest entry stays"
+        );
+        let next = store
+            .append_history(NewEntry::new("Swept", "later"))
+            .await
+            .unwrap();
+        assert_eq!(next.seq, 14, "sequence numbers are never reused");
+        assert_eq!(store.history(&Query::newest(100)).unwrap().len(), 1);
+    }
+
+    pub async fn concurrent_updates_of_one_key_should_have_one_winner_per_revision(
+        b: impl Backend,
+    ) {
+        let store = open(&b, Config::default()).await;
+        let base = store.create(&Job::new("counter", 0)).await.unwrap();
+
+        // One race: every task writes from the same copy; exactly one may win.
+        let tasks: Vec<_> = (0..16u64)
+            .map(|i| {
+                let store = store.clone();
+                let mut copy = base.clone();
+                copy.spec.n = 100 + i;
+                tokio::spawn(async move { store.update(&copy).await })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => wins += 1,
+                Err(e) => assert!(e.is_conflict(), "{e}"),
+            }
+        }
+        assert_eq!(wins, 1);
+
+        // Many read-modify-write loops: no increment is lost, each success owns its revision.
+        let start = store.get::<Job>("counter").unwrap().spec.n;
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut revisions = Vec::new();
+                    let mut conflicts = 0u32;
+                    for _ in 0..25 {
+                        loop {
+                            let mut job = store.get::<Job>("counter").unwrap();
+                            job.spec.n += 1;
+                            match store.update(&job).await {
+                                Ok(done) => {
+                                    revisions.push(done.metadata.resource_version);
+                                    break;
+                                }
+                                Err(e) if e.is_conflict() => conflicts += 1,
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                    (revisions, conflicts)
+                })
+            })
+            .collect();
+        let mut all = BTreeSet::new();
+        for t in tasks {
+            let (revs, _conflicts) = t.await.unwrap();
+            for r in revs {
+                assert!(all.insert(r), "revision {r} won twice");
+            }
+        }
+        assert_eq!(all.len(), 200);
+        let end = store.get::<Job>("counter").unwrap();
+        assert_eq!(end.spec.n, start + 200);
+        assert_eq!(end.metadata.generation, 2 + 200);
+    }
+
+    pub async fn an_unknown_schema_version_should_be_refused(b: impl Backend) {
+        let store = open(&b, Config::default()).await;
+        store.create(&App::new("web", "1")).await.unwrap();
+        drop(store);
+        let engine = b.engine();
+        let newer = SCHEMA_VERSION + 41;
+        engine
+            .apply(
+                Keyspace::Meta,
+                vec![Op::Put(
+                    b"schema_version".to_vec(),
+                    newer.to_be_bytes().to_vec(),
+                )],
+            )
+            .unwrap();
+        engine.flush().await.unwrap();
+        drop(engine);
+        let err = Store::with_engine(b.engine(), Config::default())
+            .await
+            .unwrap_err();
+        match &err {
+            Error::SchemaVersionUnsupported {
+                found, supported, ..
+            } => assert_eq!((*found, *supported), (newer, SCHEMA_VERSION)),
+            other => panic!("unexpected: {other}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("schema version {newer}")),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("supports version {SCHEMA_VERSION}")),
+            "{message}"
+        );
+    }
+
+    pub async fn a_reopened_store_should_keep_data_and_counters(b: impl Backend) {
+        let store = open(&b, Config::default()).await;
+        let a = store.create(&App::new("web", "1")).await.unwrap();
+        let mut s = store.create(&Job::new("r1", 7)).await.unwrap();
+        s.status.done = true;
+        store.update_status(&s).await.unwrap();
+        let gone = store.create(&Job::new("gone", 1)).await.unwrap();
+        let deleted_rev = store.revision();
+        store.delete::<Job>("gone", None).await.unwrap();
+        assert!(store.revision() > gone.metadata.resource_version);
+        let last_rev = store.revision();
+        assert!(last_rev > deleted_rev);
+        let h = store
+            .append_history(NewEntry::new("Deployed", "web 1").subject(ObjectRef::to(&a)))
+            .await
+            .unwrap();
+        drop(store);
+
+        let store = open(&b, Config::default()).await;
+        assert_eq!(store.get::<App>("web").unwrap(), a);
+        let job = store.get::<Job>("r1").unwrap();
+        assert!(job.status.done);
+        assert!(store.get_opt::<Job>("gone").unwrap().is_none());
+        assert_eq!(store.revision(), last_rev);
+        // Revisions never go back, even when the newest write was a delete.
+        let next = store.create(&Job::new("gone", 2)).await.unwrap();
+        assert_eq!(next.metadata.resource_version, last_rev + 1);
+        let h2 = store
+            .append_history(NewEntry::new("Deployed", "again"))
+            .await
+            .unwrap();
+        assert_eq!(h2.seq, h.seq + 1);
+        let about = store
+            .history(&Query::newest(10).about(ObjectRef::to(&a)))
+            .unwrap();
+        assert_eq!(about.len(), 1);
+        assert!(store.size_on_disk().unwrap() > 0);
+        if b.durable() {
+            assert!(store.location().ends_with("data"));
+        }
+    }
+
+    pub async fn every_acknowledged_concurrent_write_should_be_readable(b: impl Backend) {
+        let store = open(&b, Config::default()).await;
+        let tasks: Vec<_> = (0..64u64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.create(&Job::new(&format!("j{i}"), i)).await })
+            })
+            .collect();
+        let mut revs = BTreeSet::new();
+        for t in tasks {
+            revs.insert(t.await.unwrap().unwrap().metadata.resource_version);
+        }
+        assert_eq!(revs.len(), 64);
+        drop(store);
+        let store = open(&b, Config::default()).await;
+        let jobs = store.list::<Job>().unwrap();
+        assert_eq!(jobs.items.len(), 64);
+        for j in jobs.items {
+            assert_eq!(format!("j{}", j.spec.n), j.metadata.name);
+            assert_eq!(j.meta().generation, 1);
+        }
+    }
+}
+
+macro_rules! conformance_suite {
+    ($engine:ident, $backend:expr) => {
+        mod $engine {
+            use super::*;
+
+            #[tokio::test]
+            async fn crud_should_round_trip() {
+                cases::crud_should_round_trip($backend).await
+            }
+
+            #[tokio::test]
+            async fn stale_resource_versions_should_be_rejected() {
+                cases::stale_resource_versions_should_be_rejected($backend).await
+            }
+
+            #[tokio::test]
+            async fn generation_should_bump_only_on_spec_change() {
+                cases::generation_should_bump_only_on_spec_change($backend).await
+            }
+
+            #[tokio::test]
+            async fn status_writes_should_not_bump_generation() {
+                cases::status_writes_should_not_bump_generation($backend).await
+            }
+
+            #[tokio::test]
+            async fn lists_should_be_isolated_per_kind() {
+                cases::lists_should_be_isolated_per_kind($backend).await
+            }
+
+            #[tokio::test]
+            async fn the_change_feed_should_deliver_every_write_in_order() {
+                cases::the_change_feed_should_deliver_every_write_in_order($backend).await
+            }
+
+            #[tokio::test]
+            async fn a_lagging_subscriber_should_be_told_to_relist() {
+                cases::a_lagging_subscriber_should_be_told_to_relist($backend).await
+            }
+
+            #[tokio::test]
+            async fn history_should_append_list_and_filter() {
+                cases::history_should_append_list_and_filter($backend).await
+            }
+
+            #[tokio::test]
+            async fn history_retention_should_drop_the_oldest_entries() {
+                cases::history_retention_should_drop_the_oldest_entries($backend).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_updates_of_one_key_should_have_one_winner_per_revision() {
+                cases::concurrent_updates_of_one_key_should_have_one_winner_per_revision($backend)
+                    .await
+            }
+
+            #[tokio::test]
+            async fn an_unknown_schema_version_should_be_refused() {
+                cases::an_unknown_schema_version_should_be_refused($backend).await
+            }
+
+            #[tokio::test]
+            async fn a_reopened_store_should_keep_data_and_counters() {
+                cases::a_reopened_store_should_keep_data_and_counters($backend).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn every_acknowledged_concurrent_write_should_be_readable() {
+                cases::every_acknowledged_concurrent_write_should_be_readable($backend).await
+            }
+        }
+    };
+}
+
+conformance_suite!(memory, MemoryBackend::new());
+conformance_suite!(sled, SledBackend::new());
+
+/// Compile-time check: store futures can be spawned on a multi-threaded runtime.
+#[allow(dead_code)]
+fn store_futures_are_send(store: state::Store, app: App, job: Job) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(store.create(&app));
+    is_send(store.update(&job));
+    is_send(store.update_status(&job));
+    is_send(store.delete::<App>("x", None));
+    is_send(store.append_history(state::history::NewEntry::new("A", "b")));
+    is_send(store.maintenance());
+    is_send(store.changed(crd::Kind::Run, 0));
+}
+
+#[allow(dead_code)]
+fn backends_are_usable_as_trait_objects(_: &dyn Backend) {}
