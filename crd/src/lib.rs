@@ -9,10 +9,12 @@
 //! - [`names`]: stack names, run ids, dep names and domains that never collide.
 //! - [`version`]: recipe versions (`1.11.0+1.29.0`) and their order.
 //! - [`verdict`]: tier results and the green/not-green verdict.
+//! - [`consistency`]: checks across resources (references, unique names and domains).
 //! - [`condition`], [`owner`], [`duration`]: shared status and spec building blocks.
 
 pub mod any;
 pub mod condition;
+pub mod consistency;
 pub mod depprovider;
 pub mod duration;
 pub mod names;
