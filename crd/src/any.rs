@@ -329,4 +329,108 @@ spec: { slots: 3, portBase: 20000, portsPerSlot: 10, waitTimeout: 15m }
             .to_string();
         assert!(err.contains("unknown field `portbase`"), "{err}");
     }
+
+    fn one_of_each() -> Vec<AnyResource> {
+        serde_saphyr::from_multiple(
+            r#"
+apiVersion: hearth/v1
+kind: WarmApp
+metadata: { name: x }
+spec: { recipe: web, version: 1.0.0 }
+---
+apiVersion: hearth/v1
+kind: Run
+metadata: { name: x }
+spec: { recipe: web, version: 1.0.0, owner: { pid: 1, processStartTime: 1, host: h, bootId: ab } }
+---
+apiVersion: hearth/v1
+kind: DepProvider
+metadata: { name: x }
+spec: { mode: perRun, recipe: db, version: 1.0.0 }
+---
+apiVersion: hearth/v1
+kind: SlotPool
+metadata: { name: x }
+spec: { slots: 1, portBase: 1000 }
+"#,
+        )
+        .unwrap()
+    }
+
+    fn rename(r: &mut AnyResource, name: String) {
+        match r {
+            AnyResource::WarmApp(x) => x.metadata.name = name,
+            AnyResource::Run(x) => x.metadata.name = name,
+            AnyResource::DepProvider(x) => x.metadata.name = name,
+            AnyResource::SlotPool(x) => x.metadata.name = name,
+        }
+    }
+
+    #[test]
+    fn every_kind_accepts_names_up_to_its_limit_and_rejects_one_more() {
+        use crate::names::*;
+        for mut r in one_of_each() {
+            let limit = match r.kind() {
+                Kind::WarmApp => MAX_WARM_APP_NAME_LEN,
+                Kind::Run => MAX_RUN_NAME_LEN,
+                Kind::DepProvider => MAX_DEP_PROVIDER_NAME_LEN,
+                Kind::SlotPool => MAX_SLOT_POOL_NAME_LEN,
+            };
+            rename(&mut r, "n".repeat(limit));
+            r.validate().unwrap();
+            for bad in [
+                "n".repeat(limit + 1),
+                "N".into(),
+                "n_1".into(),
+                "1n".into(),
+                "n-".into(),
+                String::new(),
+            ] {
+                rename(&mut r, bad.clone());
+                assert_eq!(
+                    r.validate().unwrap_err().paths(),
+                    ["metadata.name"],
+                    "{} {bad:?}",
+                    r.kind()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_document_whose_kind_field_disagrees_with_its_type_is_invalid() {
+        for r in one_of_each() {
+            let mut v = serde_json::to_value(&r).unwrap();
+            v["apiVersion"] = "hearth/v2".into();
+            let other = if r.kind() == Kind::Run {
+                "WarmApp"
+            } else {
+                "Run"
+            };
+            v["kind"] = other.into();
+            let err = match r.kind() {
+                Kind::WarmApp => serde_json::from_value::<WarmApp>(v).unwrap().validate(),
+                Kind::Run => serde_json::from_value::<Run>(v).unwrap().validate(),
+                Kind::DepProvider => serde_json::from_value::<DepProvider>(v).unwrap().validate(),
+                Kind::SlotPool => serde_json::from_value::<SlotPool>(v).unwrap().validate(),
+            }
+            .unwrap_err();
+            assert_eq!(err.paths(), ["apiVersion", "kind"], "{}", r.kind());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn env_values_of_any_text_survive_a_yaml_round_trip(
+            values in proptest::collection::btree_map("[A-Z_][A-Z0-9_]{0,8}", "\\PC{0,20}|yes|no|null|~|1\\.0|0x1F|'q'|\"d\"|: x|- y|#c", 0..6)
+        ) {
+            let mut all = one_of_each();
+            if let AnyResource::WarmApp(w) = &mut all[0] {
+                w.spec.env = values.into_iter().collect();
+            }
+            let yaml = serde_saphyr::to_string_multiple(&all).expect("serialises");
+            let again: Vec<AnyResource> = serde_saphyr::from_multiple(&yaml).expect("parses back");
+            proptest::prop_assert_eq!(again, all);
+        }
+    }
 }

@@ -95,7 +95,7 @@ fn input(what: &'static str, value: &str, max_len: usize) -> Result<(), Error> {
 }
 
 /// What a hearth stack is for; encoded as the stack name's prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StackRole {
     /// The canonical deployment of a WarmApp (`hw-`).
     WarmCanonical,
@@ -129,31 +129,71 @@ impl StackRole {
             StackRole::SlotNamespace => "hs-",
         }
     }
+
+    /// The role as a label value ([`labels::ROLE`]): `warm`, `provider`, `run`, `dep`, `slot`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackRole::WarmCanonical => "warm",
+            StackRole::WarmProvider => "provider",
+            StackRole::Run => "run",
+            StackRole::RunDep => "dep",
+            StackRole::SlotNamespace => "slot",
+        }
+    }
+}
+
+/// Docker label keys hearth puts on the objects it manages (services, networks, volumes,
+/// secrets, configs). The sweeper only ever removes objects carrying [`MANAGED_BY`] =
+/// [`MANAGED_BY_VALUE`] (or in a stack namespace hearth assigned to a recorded run).
+pub mod labels {
+    /// Marks an object as managed by hearth.
+    pub const MANAGED_BY: &str = "hearth.managed-by";
+    /// The value of [`MANAGED_BY`].
+    pub const MANAGED_BY_VALUE: &str = "hearth";
+    /// The stack role ([`super::StackRole::as_str`]).
+    pub const ROLE: &str = "hearth.role";
+    /// The kind of the owning resource (`WarmApp`, `Run`, ...).
+    pub const KIND: &str = "hearth.kind";
+    /// The name of the owning resource.
+    pub const NAME: &str = "hearth.name";
+    /// For per-run deps: the parent run.
+    pub const PARENT_RUN: &str = "hearth.parent-run";
+    /// Hash of the desired spec hearth deployed (compare this, never the inspected spec).
+    pub const SPEC_HASH: &str = "hearth.spec-hash";
+    /// Objects created by hearth's test suites (`hearth.test=1`); the test bed removes these.
+    pub const TEST: &str = "hearth.test";
 }
 
 /// A stack name hearth assigned: a valid DNS label of at most [`MAX_STACK_NAME_LEN`] characters
 /// starting with its role's prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StackName(String);
+pub struct StackName {
+    name: String,
+    // A function of `name` (its prefix), so deriving Eq/Ord/Hash stays consistent.
+    role: StackRole,
+}
 
 impl StackName {
+    fn new(role: StackRole, rest: &str) -> StackName {
+        StackName {
+            name: format!("{}{rest}", role.prefix()),
+            role,
+        }
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
     }
 
     /// The name, owned.
     pub fn into_string(self) -> String {
-        self.0
+        self.name
     }
 
     /// The role encoded in the prefix.
     pub fn role(&self) -> StackRole {
-        // Constructed only by this module, always with a known prefix.
-        StackRole::ALL
-            .into_iter()
-            .find(|r| self.0.starts_with(r.prefix()))
-            .unwrap_or(StackRole::Run)
+        self.role
     }
 
     /// Recognises a stack name hearth could have assigned (for adoption and sweeping): a
@@ -163,19 +203,22 @@ impl StackName {
         let role = StackRole::ALL
             .into_iter()
             .find(|r| name.starts_with(r.prefix()))?;
-        (name.len() > role.prefix().len()).then(|| StackName(name.into()))
+        (name.len() > role.prefix().len()).then(|| StackName {
+            name: name.into(),
+            role,
+        })
     }
 }
 
 impl fmt::Display for StackName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 
 impl AsRef<str> for StackName {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.name
     }
 }
 
@@ -190,7 +233,7 @@ pub fn warm_stack(warm_app: &str, provider: bool) -> Result<StackName, Error> {
     } else {
         StackRole::WarmCanonical
     };
-    Ok(StackName(format!("{}{warm_app}", role.prefix())))
+    Ok(StackName::new(role, warm_app))
 }
 
 /// The stack of a run: `hr-<run>`.
@@ -199,7 +242,7 @@ pub fn warm_stack(warm_app: &str, provider: bool) -> Result<StackName, Error> {
 /// [`Error::InvalidInputGiven`] when `run` is not a label of ≤ [`MAX_RUN_NAME_LEN`].
 pub fn run_stack(run: &str) -> Result<StackName, Error> {
     input("run name", run, MAX_RUN_NAME_LEN)?;
-    Ok(StackName(format!("{}{run}", StackRole::Run.prefix())))
+    Ok(StackName::new(StackRole::Run, run))
 }
 
 /// The stack of a per-run dependency: `hd-<dep>-<12 hex of sha256(parent run, dep, ref)>`.
@@ -228,11 +271,10 @@ pub fn dep_stack(parent_run: &str, dep: &str, git_ref: Option<&str>) -> Result<S
         None => h.update(b"\0none"),
     }
     let digest = hex::encode(h.finalize());
-    Ok(StackName(format!(
-        "{}{dep}-{}",
-        StackRole::RunDep.prefix(),
-        &digest[..DEP_HASH_LEN]
-    )))
+    Ok(StackName::new(
+        StackRole::RunDep,
+        &format!("{dep}-{}", &digest[..DEP_HASH_LEN]),
+    ))
 }
 
 /// The namespace of slot `index` of `pool`, used when a slot is held outside a run:
@@ -246,10 +288,10 @@ pub fn slot_namespace(pool: &str, index: u32) -> Result<StackName, Error> {
     if index > 65534 {
         return Err(Error::SlotIndexOutOfRange(index));
     }
-    Ok(StackName(format!(
-        "{}{pool}-{index}",
-        StackRole::SlotNamespace.prefix()
-    )))
+    Ok(StackName::new(
+        StackRole::SlotNamespace,
+        &format!("{pool}-{index}"),
+    ))
 }
 
 /// A run id: `<recipe>-<10 hex of sha256(recipe, nonce)>`.
@@ -526,7 +568,7 @@ mod tests {
             slot_namespace("a", 3).unwrap(),
         ] {
             let again = StackName::recognise(s.as_str()).unwrap();
-            assert_eq!(again.role(), s.role());
+            assert_eq!(again, s);
         }
         for other in [
             "web",
@@ -618,6 +660,28 @@ mod tests {
         fn run_ids_are_always_valid_run_names(recipe in label(MAX_RECIPE_NAME_LEN), nonce in proptest::collection::vec(any::<u8>(), 0..32)) {
             let id = run_id(&recipe, &nonce).expect("valid");
             prop_assert!(check_dns_label(&id, MAX_RUN_NAME_LEN).is_ok());
+        }
+    }
+
+    #[test]
+    fn role_label_values_and_prefixes_are_distinct() {
+        let prefixes: HashSet<_> = StackRole::ALL.iter().map(|r| r.prefix()).collect();
+        let values: HashSet<_> = StackRole::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(prefixes.len(), StackRole::ALL.len());
+        assert_eq!(values.len(), StackRole::ALL.len());
+        for p in prefixes {
+            assert_eq!(p.len(), ROLE_PREFIX_LEN);
+        }
+        for key in [
+            labels::MANAGED_BY,
+            labels::ROLE,
+            labels::KIND,
+            labels::NAME,
+            labels::PARENT_RUN,
+            labels::SPEC_HASH,
+            labels::TEST,
+        ] {
+            crate::validation::check_label_key(key).unwrap();
         }
     }
 
