@@ -8,7 +8,7 @@
 //!   field path).
 //! - [`names`]: stack names, run ids, dep names and domains that never collide.
 //! - [`version`]: recipe versions (`1.11.0+1.29.0`) and their order.
-//! - [`verdict`]: tier results and the green/not-green verdict.
+//! - [`verdict`](mod@verdict): tier results and the green/not-green verdict.
 //! - [`consistency`]: checks across resources (references, unique names and domains).
 //! - [`condition`], [`owner`], [`duration`]: shared status and spec building blocks.
 

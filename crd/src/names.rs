@@ -143,8 +143,8 @@ impl StackRole {
 }
 
 /// Docker label keys hearth puts on the objects it manages (services, networks, volumes,
-/// secrets, configs). The sweeper only ever removes objects carrying [`MANAGED_BY`] =
-/// [`MANAGED_BY_VALUE`] (or in a stack namespace hearth assigned to a recorded run).
+/// secrets, configs). The sweeper only ever removes objects carrying [`labels::MANAGED_BY`] =
+/// [`labels::MANAGED_BY_VALUE`] (or in a stack namespace hearth assigned to a recorded run).
 pub mod labels {
     /// Marks an object as managed by hearth.
     pub const MANAGED_BY: &str = "hearth.managed-by";

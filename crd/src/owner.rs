@@ -42,15 +42,15 @@ impl Owner {
         }
         if self.boot_id.is_empty() {
             errs.push(format!("{path}.bootId"), "must not be empty");
-        } else if !self
-            .boot_id
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() || c == '-')
-            || self.boot_id.len() > 64
+        } else if self.boot_id.len() > 64
+            || self
+                .boot_id
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
         {
             errs.push(
                 format!("{path}.bootId"),
-                "must be a boot id like 0f1e2d3c-... (hex digits and '-', at most 64)",
+                "must be at most 64 characters without whitespace (e.g. the uuid in /proc/sys/kernel/random/boot_id)",
             );
         }
     }
