@@ -27,9 +27,9 @@
 //!   so two names of different roles differ in their first two characters.
 //! - Within a role: warm, run and slot names embed their inputs unchanged (injective; slot
 //!   indexes contain no `-`, so `<pool>-<index>` splits at its last `-` uniquely). Dep names
-//!   carry a SHA-256 prefix of (parent run, dep, ref): deterministic, and distinct per parent
-//!   unless 48-bit hash prefixes collide (about 1 in 2^24 pairs of *live* deps of the same
-//!   dep name, far above what one host runs).
+//!   carry a 48-bit SHA-256 prefix of (parent run, dep, ref): deterministic, and distinct per
+//!   parent unless the prefixes collide — 2^-48 for any two runs; a collision among n live
+//!   deps of the same name only becomes likely near n = 2^24, far above what one host runs.
 //! - Warm canonical vs warm provider of the same recipe (or even the same WarmApp name):
 //!   `hw-` vs `hp-`, so stack names and derived domains differ.
 

@@ -441,7 +441,12 @@ impl HealthProbe {
     }
 }
 
-/// Checks env overrides: valid keys; values may be multi-line but without NUL, ≤ 32 KiB.
+/// Variables hearth sets for every stack it deploys; overriding them would break the naming
+/// guarantees (e.g. an overridden `STACK_NAME` could collide with another stack).
+pub const RESERVED_ENV_KEYS: [&str; 3] = ["STACK_NAME", "VERSION", "DOMAIN"];
+
+/// Checks env overrides: valid keys that hearth does not reserve (see [`RESERVED_ENV_KEYS`],
+/// plus every `HEARTH_*` key); values may be multi-line but without NUL, ≤ 32 KiB.
 pub(crate) fn validate_env(
     errs: &mut ValidationErrors,
     path: &str,
@@ -449,6 +454,12 @@ pub(crate) fn validate_env(
 ) {
     for (k, v) in env {
         errs.check(format!("{path}[{k:?}]"), check_env_key(k));
+        if RESERVED_ENV_KEYS.contains(&k.as_str()) || k.starts_with("HEARTH_") {
+            errs.push(
+                format!("{path}[{k:?}]"),
+                "is set by hearth and cannot be overridden",
+            );
+        }
         if v.contains('\0') {
             errs.push(format!("{path}[{k:?}]"), "value must not contain NUL");
         } else if v.len() > 32 * 1024 {
@@ -739,6 +750,29 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::VersionRejected { .. }), "{err}");
         assert!(err.to_string().contains("recipe part \"latest\""), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_cannot_change_what_hearth_sets() {
+        let mut a = app();
+        for k in ["STACK_NAME", "VERSION", "DOMAIN", "HEARTH_RUN"] {
+            a.spec.env.insert(k.into(), "x".into());
+        }
+        a.spec.env.insert("STACK_NAME_SUFFIX".into(), "x".into());
+        let err = a.validate().unwrap_err();
+        assert_eq!(
+            err.paths(),
+            [
+                "spec.env[\"DOMAIN\"]",
+                "spec.env[\"HEARTH_RUN\"]",
+                "spec.env[\"STACK_NAME\"]",
+                "spec.env[\"VERSION\"]"
+            ]
+        );
+        assert_eq!(
+            err.errors[0].message,
+            "is set by hearth and cannot be overridden"
+        );
     }
 
     #[test]
