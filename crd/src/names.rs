@@ -4,7 +4,9 @@
 //! Docker names a service `<stack>_<service>` and that name must fit in 63 characters (it
 //! becomes a DNS name on the overlay network). hearth reserves [`MAX_SERVICE_NAME_LEN`] = 20
 //! characters for recipe service names, so a stack name may use
-//! `63 - 1 ('_') - 20 = 42` characters ([`MAX_STACK_NAME_LEN`]).
+//! `63 - 1 ('_') - 20 = 42` characters ([`MAX_STACK_NAME_LEN`]). The same 20-character budget
+//! covers the other stack-scoped names (`<stack>_<network|volume|secret|config>`; Docker caps
+//! secret and config names at 64), so a recipe's object names must fit 20 characters too.
 //!
 //! Every stack name hearth assigns is `<role prefix><rest>`, the prefix being 3 characters:
 //!
@@ -24,7 +26,7 @@
 //!
 //! # Why names cannot collide
 //! - Across roles: the 3-character prefix differs, and the prefix is the start of the name,
-//!   so two names of different roles differ in their first two characters.
+//!   so two names of different roles differ at their second character.
 //! - Within a role: warm, run and slot names embed their inputs unchanged (injective; slot
 //!   indexes contain no `-`, so `<pool>-<index>` splits at its last `-` uniquely). Dep names
 //!   carry a 48-bit SHA-256 prefix of (parent run, dep, ref): deterministic, and distinct per
