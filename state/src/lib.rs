@@ -16,6 +16,7 @@ pub mod history;
 pub mod memory;
 pub mod sled_engine;
 pub mod store;
+pub mod transaction;
 pub mod watch;
 
 mod dir_lock;
@@ -30,3 +31,4 @@ pub use memory::MemoryEngine;
 pub use schema::SCHEMA_VERSION;
 pub use sled_engine::SledEngine;
 pub use store::{Config, MaintenanceReport, ObjectList, Store};
+pub use transaction::Transaction;

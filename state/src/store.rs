@@ -1,5 +1,6 @@
 //! The shared store layer: typed, optimistically concurrent, durable access to resources over any [`Engine`].
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -14,6 +15,7 @@ use crate::keys;
 use crate::memory::MemoryEngine;
 use crate::schema;
 use crate::sled_engine::SledEngine;
+use crate::transaction::{PendingOp, Transaction};
 use crate::watch::{Change, ChangeType, Subscription};
 
 /// Most history entries retention removes per append (the rest waits for the next append or
@@ -104,7 +106,7 @@ struct Writer {
 }
 
 /// What a mutation decided to do, given the current object.
-enum Plan<R> {
+pub(crate) enum Plan<R> {
     /// Write this object (its metadata already assigned).
     Put(R, ChangeType),
     /// Delete the current object (returned as is).
@@ -259,22 +261,7 @@ impl Store {
     /// [`Error::ObjectAlreadyExists`], [`Error::NameRejected`], [`Error::FlushFailed`],
     /// [`Error::EngineFailed`].
     pub async fn create<R: Resource>(&self, obj: &R) -> Result<R> {
-        let now = self.inner.config.clock.now_ms();
-        self.mutate(obj.name(), |current: Option<R>, rev| {
-            if current.is_some() {
-                return Err(Error::ObjectAlreadyExists {
-                    kind: R::KIND,
-                    name: obj.name().to_string(),
-                });
-            }
-            let mut next = obj.clone();
-            let meta = next.meta_mut();
-            meta.generation = 1;
-            meta.resource_version = rev;
-            meta.creation_timestamp_ms = now;
-            Ok(Plan::Put(next, ChangeType::Created))
-        })
-        .await
+        self.mutate(obj.name(), plan_create(obj.clone())).await
     }
 
     /// Replaces labels and spec of `obj` if its resourceVersion is current. The stored status
@@ -285,22 +272,7 @@ impl Store {
     /// [`Error::ResourceVersionMismatched`] for a stale copy, [`Error::ObjectNotFound`],
     /// [`Error::FlushFailed`], [`Error::EngineFailed`].
     pub async fn update<R: Resource>(&self, obj: &R) -> Result<R> {
-        self.mutate(obj.name(), |current: Option<R>, rev| {
-            let current = current.ok_or_else(|| not_found::<R>(obj.name()))?;
-            check_version(&current, obj.meta().resource_version)?;
-            let spec_changed = obj.spec() != current.spec();
-            if !spec_changed && obj.meta().labels == current.meta().labels {
-                return Ok(Plan::Unchanged(current));
-            }
-            let mut next = obj.clone();
-            *next.status_mut() = current.status().clone();
-            let meta = next.meta_mut();
-            meta.generation = current.meta().generation + u64::from(spec_changed);
-            meta.resource_version = rev;
-            meta.creation_timestamp_ms = current.meta().creation_timestamp_ms;
-            Ok(Plan::Put(next, ChangeType::Updated))
-        })
-        .await
+        self.mutate(obj.name(), plan_update(obj.clone())).await
     }
 
     /// Replaces only the status with `obj`'s if its resourceVersion is current (labels and
@@ -309,18 +281,8 @@ impl Store {
     /// # Errors
     /// As [`Store::update`].
     pub async fn update_status<R: Resource>(&self, obj: &R) -> Result<R> {
-        self.mutate(obj.name(), |current: Option<R>, rev| {
-            let current = current.ok_or_else(|| not_found::<R>(obj.name()))?;
-            check_version(&current, obj.meta().resource_version)?;
-            if obj.status() == current.status() {
-                return Ok(Plan::Unchanged(current));
-            }
-            let mut next = current;
-            *next.status_mut() = obj.status().clone();
-            next.meta_mut().resource_version = rev;
-            Ok(Plan::Put(next, ChangeType::StatusUpdated))
-        })
-        .await
+        self.mutate(obj.name(), plan_update_status(obj.clone()))
+            .await
     }
 
     /// Deletes `name`, if `expected_resource_version` (when given) is current. Returns the
@@ -334,57 +296,89 @@ impl Store {
         name: &str,
         expected_resource_version: Option<u64>,
     ) -> Result<R> {
-        self.mutate(name, |current: Option<R>, _rev| {
-            let current = current.ok_or_else(|| not_found::<R>(name))?;
-            if let Some(expected) = expected_resource_version {
-                check_version(&current, expected)?;
-            }
-            Ok(Plan::Delete(current))
-        })
-        .await
+        let plan = plan_delete::<R>(name.to_string(), expected_resource_version);
+        self.mutate(name, plan).await
+    }
+
+    /// Starts an atomic multi-object write (e.g. create a Run and take its slot lease).
+    pub fn transaction(&self) -> Transaction {
+        Transaction::new(self.clone())
     }
 
     /// Reads `name`, lets `plan` decide under the writer lock, applies and registers the write,
     /// then waits for durability outside the lock.
-    async fn mutate<R: Resource>(
-        &self,
-        name: &str,
-        plan: impl FnOnce(Option<R>, u64) -> Result<Plan<R>>,
-    ) -> Result<R> {
+    async fn mutate<R: Resource>(&self, name: &str, plan: impl Planner<R>) -> Result<R> {
         check_name(name)?;
         let key = keys::object(R::KIND, name);
-        let (result, ticket) = 'locked: {
+        let (result, ticket) = {
             let mut w = self.inner.lock_writer();
             let engine = &self.inner.engine;
-            let current = engine
-                .get(Keyspace::Objects, &key)?
-                .map(|bytes| decode::<R>(&bytes, name))
-                .transpose()?;
-            let rev = w.revision + 1;
-            let rev_op = Op::Put(keys::REVISION.to_vec(), rev.to_be_bytes().to_vec());
-            let (obj, op, change) = match plan(current, rev)? {
+            let current = engine.get(Keyspace::Objects, &key)?;
+            let stamp = Stamp {
+                revision: w.revision + 1,
+                now_ms: self.inner.config.clock.now_ms(),
+            };
+            match step(name, current.as_deref(), stamp, plan)? {
                 // Nothing to write, but still wait: what we read may be another writer's
                 // applied but not yet durable write.
-                Plan::Unchanged(obj) => break 'locked (obj, self.inner.gate.applied()),
-                Plan::Put(obj, change) => {
-                    let op = Op::Put(key, encode(&obj, name)?);
-                    (obj, op, change)
+                (obj, None) => (obj, self.inner.gate.applied()),
+                (obj, Some((op, change))) => {
+                    engine.apply(Keyspace::Objects, vec![op, revision_op(stamp.revision)])?;
+                    w.revision = stamp.revision;
+                    (obj, self.inner.gate.register(Some(change)))
                 }
-                Plan::Delete(obj) => (obj, Op::Delete(key), ChangeType::Deleted),
-            };
-            engine.apply(Keyspace::Objects, vec![op, rev_op])?;
-            w.revision = rev;
-            let ticket = self.inner.gate.register(Some(Change {
-                kind: R::KIND,
-                name: name.to_string(),
-                resource_version: rev,
-                generation: obj.meta().generation,
-                change,
-            }));
-            (obj, ticket)
+            }
         };
         self.inner.gate.wait(ticket).await?;
         Ok(result)
+    }
+
+    /// Applies `ops` (planned against the current objects, in order, each seeing the effect
+    /// of the previous ones) in one atomic engine batch; nothing is written if any fails.
+    pub(crate) async fn commit(&self, ops: Vec<PendingOp>) -> Result<Vec<Change>> {
+        let (changes, ticket) = {
+            let mut w = self.inner.lock_writer();
+            let engine = &self.inner.engine;
+            let now_ms = self.inner.config.clock.now_ms();
+            let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+            let mut revision = w.revision;
+            let mut writes = Vec::new();
+            let mut changes = Vec::new();
+            for pending in ops {
+                let current = match overlay.get(&pending.key) {
+                    Some(bytes) => bytes.clone(),
+                    None => engine.get(Keyspace::Objects, &pending.key)?,
+                };
+                let stamp = Stamp {
+                    revision: revision + 1,
+                    now_ms,
+                };
+                if let Some((op, change)) = (pending.run)(current.as_deref(), stamp)? {
+                    revision += 1;
+                    let after = match &op {
+                        Op::Put(_, bytes) => Some(bytes.clone()),
+                        Op::Delete(_) => None,
+                    };
+                    overlay.insert(pending.key, after);
+                    writes.push(op);
+                    changes.push(change);
+                }
+            }
+            if writes.is_empty() {
+                (changes, self.inner.gate.applied())
+            } else {
+                writes.push(revision_op(revision));
+                engine.apply(Keyspace::Objects, writes)?;
+                w.revision = revision;
+                let mut ticket = 0;
+                for change in &changes {
+                    ticket = self.inner.gate.register(Some(change.clone()));
+                }
+                (changes, ticket)
+            }
+        };
+        self.inner.gate.wait(ticket).await?;
+        Ok(changes)
     }
 
     // ----- change feed -------------------------------------------------------------------
@@ -610,7 +604,114 @@ impl Inner {
     }
 }
 
-fn check_name(name: &str) -> Result<()> {
+/// The revision and time a write is stamped with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp {
+    /// The revision this write gets if it writes.
+    pub(crate) revision: u64,
+    /// Now, for creation timestamps.
+    pub(crate) now_ms: u64,
+}
+
+/// Decides one object write from the current object (pure).
+pub(crate) trait Planner<R>:
+    FnOnce(Option<R>, Stamp) -> Result<Plan<R>> + Send + 'static
+{
+}
+impl<R, F: FnOnce(Option<R>, Stamp) -> Result<Plan<R>> + Send + 'static> Planner<R> for F {}
+
+pub(crate) fn plan_create<R: Resource>(obj: R) -> impl Planner<R> {
+    move |current: Option<R>, stamp: Stamp| {
+        if current.is_some() {
+            return Err(Error::ObjectAlreadyExists {
+                kind: R::KIND,
+                name: obj.name().to_string(),
+            });
+        }
+        let mut next = obj;
+        let meta = next.meta_mut();
+        meta.generation = 1;
+        meta.resource_version = stamp.revision;
+        meta.creation_timestamp_ms = stamp.now_ms;
+        Ok(Plan::Put(next, ChangeType::Created))
+    }
+}
+
+pub(crate) fn plan_update<R: Resource>(obj: R) -> impl Planner<R> {
+    move |current: Option<R>, stamp: Stamp| {
+        let current = current.ok_or_else(|| not_found::<R>(obj.name()))?;
+        check_version(&current, obj.meta().resource_version)?;
+        let spec_changed = obj.spec() != current.spec();
+        if !spec_changed && obj.meta().labels == current.meta().labels {
+            return Ok(Plan::Unchanged(current));
+        }
+        let mut next = obj;
+        *next.status_mut() = current.status().clone();
+        let meta = next.meta_mut();
+        meta.generation = current.meta().generation + u64::from(spec_changed);
+        meta.resource_version = stamp.revision;
+        meta.creation_timestamp_ms = current.meta().creation_timestamp_ms;
+        Ok(Plan::Put(next, ChangeType::Updated))
+    }
+}
+
+pub(crate) fn plan_update_status<R: Resource>(obj: R) -> impl Planner<R> {
+    move |current: Option<R>, stamp: Stamp| {
+        let current = current.ok_or_else(|| not_found::<R>(obj.name()))?;
+        check_version(&current, obj.meta().resource_version)?;
+        if obj.status() == current.status() {
+            return Ok(Plan::Unchanged(current));
+        }
+        let mut next = current;
+        *next.status_mut() = obj.status().clone();
+        next.meta_mut().resource_version = stamp.revision;
+        Ok(Plan::Put(next, ChangeType::StatusUpdated))
+    }
+}
+
+pub(crate) fn plan_delete<R: Resource>(name: String, expected: Option<u64>) -> impl Planner<R> {
+    move |current: Option<R>, _stamp: Stamp| {
+        let current = current.ok_or_else(|| not_found::<R>(&name))?;
+        if let Some(expected) = expected {
+            check_version(&current, expected)?;
+        }
+        Ok(Plan::Delete(current))
+    }
+}
+
+/// Runs `plan` against the stored bytes: the resulting object and, unless nothing changes,
+/// the engine write and its change event.
+pub(crate) fn step<R: Resource>(
+    name: &str,
+    current: Option<&[u8]>,
+    stamp: Stamp,
+    plan: impl Planner<R>,
+) -> Result<(R, Option<(Op, Change)>)> {
+    let current = current.map(|bytes| decode::<R>(bytes, name)).transpose()?;
+    let key = keys::object(R::KIND, name);
+    let (obj, op, change) = match plan(current, stamp)? {
+        Plan::Unchanged(obj) => return Ok((obj, None)),
+        Plan::Put(obj, change) => {
+            let op = Op::Put(key, encode(&obj, name)?);
+            (obj, op, change)
+        }
+        Plan::Delete(obj) => (obj, Op::Delete(key), ChangeType::Deleted),
+    };
+    let change = Change {
+        kind: R::KIND,
+        name: name.to_string(),
+        resource_version: stamp.revision,
+        generation: obj.meta().generation,
+        change,
+    };
+    Ok((obj, Some((op, change))))
+}
+
+fn revision_op(revision: u64) -> Op {
+    Op::Put(keys::REVISION.to_vec(), revision.to_be_bytes().to_vec())
+}
+
+pub(crate) fn check_name(name: &str) -> Result<()> {
     match keys::name_problem(name) {
         Some(reason) => Err(Error::NameRejected {
             name: name.to_string(),

@@ -496,6 +496,64 @@ mod cases {
         }
     }
 
+    pub async fn transactions_should_apply_all_writes_or_none(b: impl Backend) {
+        let store = open(&b, Config::default()).await;
+        let pool = store.create(&App::new("pool", "1")).await.unwrap();
+        let mut feed = store.subscribe();
+
+        // All: a new run and the pool's lease, atomically, one revision each.
+        let mut leased = pool.clone();
+        leased.status.phase = "leased-to-r1".into();
+        let mut tx = store.transaction();
+        tx.create(&Job::new("r1", 1)).update_status(&leased);
+        let changes = tx.commit().await.unwrap();
+        assert_eq!(changes.len(), 2);
+        assert_eq!(
+            (changes[0].kind, changes[0].change),
+            (Kind::Run, ChangeType::Created)
+        );
+        assert_eq!(changes[1].change, ChangeType::StatusUpdated);
+        assert_eq!(changes[1].resource_version, changes[0].resource_version + 1);
+        assert_eq!(store.revision(), changes[1].resource_version);
+        let r1 = store.get::<Job>("r1").unwrap();
+        assert_eq!(r1.metadata.resource_version, changes[0].resource_version);
+        assert_eq!(
+            store.get::<App>("pool").unwrap().status.phase,
+            "leased-to-r1"
+        );
+        for expected in &changes {
+            assert_eq!(&feed.recv().await.unwrap(), expected);
+        }
+
+        // None: the stale pool copy fails the whole transaction.
+        let before = store.revision();
+        let mut tx = store.transaction();
+        tx.create(&Job::new("r2", 2)).update_status(&leased);
+        assert!(tx.commit().await.unwrap_err().is_conflict());
+        assert!(store.get_opt::<Job>("r2").unwrap().is_none());
+        assert_eq!(store.revision(), before);
+        assert_eq!(feed.try_recv().unwrap(), None);
+        let mut tx = store.transaction();
+        tx.create(&Job::new("ok", 2))
+            .create(&Job::new("bad/name", 2));
+        assert!(matches!(tx.commit().await, Err(Error::NameRejected { .. })));
+        assert!(store.get_opt::<Job>("ok").unwrap().is_none());
+
+        // Later writes see earlier ones: replace r1 by delete + create in one transaction.
+        let mut tx = store.transaction();
+        tx.delete::<Job>("r1", Some(r1.metadata.resource_version))
+            .create(&Job::new("r1", 9));
+        let changes = tx.commit().await.unwrap();
+        let kinds: Vec<_> = changes.iter().map(|c| c.change).collect();
+        assert_eq!(kinds, [ChangeType::Deleted, ChangeType::Created]);
+        let r1 = store.get::<Job>("r1").unwrap();
+        assert_eq!((r1.spec.n, r1.metadata.generation), (9, 1));
+        assert_eq!(store.transaction().commit().await.unwrap(), []);
+        drop(store);
+        let store = open(&b, Config::default()).await;
+        assert_eq!(store.get::<Job>("r1").unwrap(), r1);
+    }
+
     pub async fn every_acknowledged_concurrent_write_should_be_readable(b: impl Backend) {
         let store = open(&b, Config::default()).await;
         let tasks: Vec<_> = (0..64u64)
@@ -584,6 +642,11 @@ macro_rules! conformance_suite {
             #[tokio::test]
             async fn a_reopened_store_should_keep_data_and_counters() {
                 cases::a_reopened_store_should_keep_data_and_counters($backend).await
+            }
+
+            #[tokio::test]
+            async fn transactions_should_apply_all_writes_or_none() {
+                cases::transactions_should_apply_all_writes_or_none($backend).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -64,11 +64,31 @@ fn sigkill(child: &Child) {
 /// Operation `i` (1-based) of the deterministic workload; each is exactly one store write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum WorkOp {
-    Create { name: String, version: String },
-    UpdateSpec { name: String, version: String },
-    UpdateStatus { name: String, phase: String },
-    Delete { name: String },
-    History { message: String, subject: String },
+    Create {
+        name: String,
+        version: String,
+    },
+    UpdateSpec {
+        name: String,
+        version: String,
+    },
+    UpdateStatus {
+        name: String,
+        phase: String,
+    },
+    Delete {
+        name: String,
+    },
+    History {
+        message: String,
+        subject: String,
+    },
+    /// One atomic transaction: create `create`, set the status of `name` to `phase`.
+    Transaction {
+        create: String,
+        name: String,
+        phase: String,
+    },
 }
 
 fn name_of(i: u64) -> String {
@@ -91,6 +111,11 @@ fn work_op(i: u64) -> WorkOp {
         },
         4 if i % 10 == 4 => WorkOp::Delete {
             name: name_of(i - 3),
+        },
+        0 if i.is_multiple_of(10) => WorkOp::Transaction {
+            create: format!("tx-{i}"),
+            name: name_of(i - 4),
+            phase: format!("t{i}"),
         },
         _ => WorkOp::History {
             message: format!("op {i}"),
@@ -129,6 +154,16 @@ fn model(n: u64) -> Model {
             }
             WorkOp::History { message, .. } => {
                 m.history.insert(message);
+            }
+            WorkOp::Transaction {
+                create,
+                name,
+                phase,
+            } => {
+                m.apps.insert(create, (String::new(), String::new()));
+                if let Some(app) = m.apps.get_mut(&name) {
+                    app.1 = phase;
+                }
             }
         }
     }
@@ -189,6 +224,19 @@ async fn run_writer(dir: &Path, start: u64) {
                     .subject(ObjectRef::new(crd::Kind::WarmApp, subject));
                 store.append_history(entry).await.unwrap().seq
             }
+            WorkOp::Transaction {
+                create,
+                name,
+                phase,
+            } => {
+                let mut app = store.get::<App>(&name).unwrap();
+                app.status.phase = phase;
+                let mut tx = store.transaction();
+                tx.create(&App::new(&create, "")).update_status(&app);
+                let changes = tx.commit().await.unwrap();
+                assert_eq!(changes.len(), 2);
+                changes[1].resource_version
+            }
         };
         println!("ACK {i} {stamp}");
     }
@@ -224,6 +272,7 @@ fn acknowledged_writes_should_survive_sigkill() {
     let mut at: u64 = 0;
     let mut last_stamp: BTreeMap<bool, u64> = BTreeMap::new();
     let mut total_acks = 0;
+    let mut tx_count = 0u64;
     let started = Instant::now();
     for iteration in 0..ITERATIONS {
         let mut child = spawn_child(
@@ -264,6 +313,7 @@ fn acknowledged_writes_should_survive_sigkill() {
             acks += 1;
             // Revisions (objects) and sequence numbers (history) only grow, across crashes.
             let is_history = matches!(work_op(i), WorkOp::History { .. });
+            tx_count += u64::from(matches!(work_op(i), WorkOp::Transaction { .. }));
             let last = last_stamp.entry(is_history).or_insert(0);
             assert!(stamp > *last, "op {i}: stamp {stamp} after {last}");
             *last = stamp;
@@ -295,7 +345,8 @@ fn acknowledged_writes_should_survive_sigkill() {
             };
     }
     eprintln!(
-        "{ITERATIONS} SIGKILLs, {total_acks} acknowledged writes verified, final op {at}, {:?}",
+        "{ITERATIONS} SIGKILLs, {total_acks} acknowledged writes ({tx_count} transactions) \
+         verified, final op {at}, {:?}",
         started.elapsed()
     );
     assert!(total_acks > ITERATIONS as u64, "the children made progress");
