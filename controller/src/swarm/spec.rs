@@ -66,6 +66,24 @@ pub struct ServiceMode {
     /// One task per eligible node (serialised as `{}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global: Option<Global>,
+    /// A job run to a number of completions (compose `mode: replicated-job`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicated_job: Option<ReplicatedJob>,
+    /// A job run once per node (compose `mode: global-job`; serialised as `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_job: Option<Global>,
+}
+
+/// `Mode.ReplicatedJob`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReplicatedJob {
+    /// Tasks run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u64>,
+    /// Successful completions wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_completions: Option<u64>,
 }
 
 impl ServiceMode {
@@ -73,15 +91,15 @@ impl ServiceMode {
     pub fn replicated(replicas: Option<u64>) -> Self {
         Self {
             replicated: Some(Replicated { replicas }),
-            global: None,
+            ..Default::default()
         }
     }
 
     /// `{"Global": {}}`.
     pub fn global() -> Self {
         Self {
-            replicated: None,
             global: Some(Global {}),
+            ..Default::default()
         }
     }
 }
@@ -498,6 +516,9 @@ pub struct ContainerSpec {
     /// Resource limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ulimits: Option<Vec<Ulimit>>,
+    /// Isolation technology (`default`, `process`, `hyperv`; Windows only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
 }
 
 /// `ContainerSpec.Privileges` (only what compose can express).

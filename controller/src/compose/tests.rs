@@ -1,0 +1,1 @@
+//! End-to-end translation tests: whole compose files in, stack specs out.
