@@ -1,0 +1,1614 @@
+//! A simulated swarm: in memory, deterministic, converging over (virtual) tokio time.
+//!
+//! [`SimSwarm`] implements [`Swarm`] for tests of scale, faults and timing. Time is tokio's
+//! clock, so tests run it paused (`#[tokio::test(start_paused = true)]`) and a minute of swarm
+//! life passes in microseconds. IDs, fault draws and ordering come from one seeded RNG: the
+//! same seed and the same calls give the same run.
+//!
+//! # How the simulation behaves
+//! - A task starts `start_delay` after it is created (pending → running), with a container.
+//!   With a healthcheck, the container is `starting` until one interval has passed, then
+//!   `healthy` — or `unhealthy` after `retries` intervals for images marked with
+//!   [`SimSwarm::set_unhealthy_image`]; an unhealthy task fails and is replaced after
+//!   `restart_delay`.
+//! - Removing a service stops its tasks: each container goes away after `stop_delay` (capped
+//!   by the spec's stop grace period). Updating a service's template or mode replaces all its
+//!   tasks at once (stop-first, parallelism unlimited: simpler than swarmkit's rolling update).
+//! - A volume is in use while any container that mounts it exists; a network while a service
+//!   or container uses it; a secret or config while a service refers to it.
+//! - Faults: [`SimSwarm::fail_next`], [`SimSwarm::fail_fraction`], [`SimSwarm::set_latency`],
+//!   [`SimSwarm::hang_removals`]; [`SimSwarm::restart_daemon`] ends every events stream.
+//! - Every call is logged ([`SimSwarm::calls`]) before faults apply.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::stream::{self, BoxStream, StreamExt};
+use futures::FutureExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{broadcast, Notify};
+use tokio::time::Instant;
+
+use super::error::{Error, Result};
+use super::spec;
+use super::types::*;
+use super::{with_deadline, Swarm, SwarmFuture, DEFAULT_CALL_TIMEOUT};
+
+/// Finished tasks kept per service slot (swarmkit's default task history limit).
+const TASK_HISTORY: usize = 5;
+
+/// Timings and identity of a simulated swarm.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Seed of every random choice (IDs, fault draws).
+    pub seed: u64,
+    /// Deadline of every call.
+    pub call_timeout: Duration,
+    /// Created → running.
+    pub start_delay: Duration,
+    /// How long a container takes to stop (capped by the spec's stop grace period).
+    pub stop_delay: Duration,
+    /// Failed task → its replacement is created.
+    pub restart_delay: Duration,
+    /// Healthcheck interval when the spec gives none (Docker's default).
+    pub default_health_interval: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            start_delay: Duration::from_secs(1),
+            stop_delay: Duration::from_secs(1),
+            restart_delay: Duration::from_secs(5),
+            default_health_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The error an injected fault produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// [`Error::Transport`] (connection refused).
+    Transport,
+    /// [`Error::Unavailable`] (HTTP 503).
+    Unavailable,
+    /// [`Error::Rejected`] with status 500.
+    ServerError,
+}
+
+/// One logged call, with the virtual time since the swarm was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoggedCall {
+    /// The call.
+    pub call: Call,
+    /// When it was received.
+    pub at: Duration,
+}
+
+/// A simulated swarm. Cheap to clone: clones share the same state.
+#[derive(Clone)]
+pub struct SimSwarm {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: SimConfig,
+    state: Mutex<State>,
+    /// Wakes the driver when a transition is scheduled earlier than the one it sleeps on.
+    wake: Notify,
+}
+
+/// Something that happens to a task at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Pending → running, with a container.
+    Start,
+    /// The first health verdict.
+    HealthVerdict,
+    /// Unhealthy / killed: the task fails.
+    Fail,
+    /// The container finished stopping: it is removed.
+    Stopped,
+    /// Create a replacement for a failed task of the same slot.
+    Replace,
+}
+
+struct SimService {
+    spec: spec::ServiceSpec,
+    meta: Meta,
+}
+
+struct SimTask {
+    task: Task,
+    next: Option<(Instant, Step)>,
+}
+
+struct SimContainer {
+    container: Container,
+    task_id: String,
+    volumes: Vec<String>,
+    networks: Vec<String>,
+}
+
+struct SimObject {
+    meta: Meta,
+    /// Extra fields shown by list calls (network driver/scope, volume driver).
+    driver: String,
+    scope: String,
+}
+
+struct State {
+    epoch: Instant,
+    rng: StdRng,
+    next_version: u64,
+    node_id: String,
+    services: BTreeMap<String, SimService>,
+    tasks: BTreeMap<String, SimTask>,
+    containers: BTreeMap<String, SimContainer>,
+    networks: BTreeMap<String, SimObject>,
+    volumes: BTreeMap<String, SimObject>,
+    secrets: BTreeMap<String, SimObject>,
+    configs: BTreeMap<String, SimObject>,
+    events: broadcast::Sender<Event>,
+    log: Vec<LoggedCall>,
+    faults: VecDeque<(Option<Call>, Fault)>,
+    fail_fraction: f64,
+    latency: Duration,
+    hang: BTreeSet<ObjectKind>,
+    unhealthy_images: BTreeSet<String>,
+}
+
+impl SimSwarm {
+    /// A simulated single-node swarm. Starts a driver task that advances the simulation as
+    /// virtual time passes; it stops when the last clone is dropped.
+    ///
+    /// # Caveats
+    /// Must be called inside a tokio runtime.
+    pub fn new(config: SimConfig) -> Self {
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let node_id = random_id(&mut rng, 25);
+        let (events, _) = broadcast::channel(256);
+        let state = State {
+            epoch: Instant::now(),
+            rng,
+            next_version: 10,
+            node_id,
+            services: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            containers: BTreeMap::new(),
+            networks: BTreeMap::new(),
+            volumes: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            events,
+            log: Vec::new(),
+            faults: VecDeque::new(),
+            fail_fraction: 0.0,
+            latency: Duration::ZERO,
+            hang: BTreeSet::new(),
+            unhealthy_images: BTreeSet::new(),
+        };
+        let shared = Arc::new(Shared {
+            config,
+            state: Mutex::new(state),
+            wake: Notify::new(),
+        });
+        tokio::spawn(drive(Arc::clone(&shared)));
+        Self { shared }
+    }
+
+    /// The next `n` calls fail with `fault` (after being logged).
+    pub fn fail_next(&self, n: usize, fault: Fault) {
+        let mut st = self.lock();
+        st.faults.extend(std::iter::repeat_n((None, fault), n));
+    }
+
+    /// The next `n` calls equal to `call` fail with `fault`; other calls pass.
+    pub fn fail_next_of(&self, call: Call, n: usize, fault: Fault) {
+        let mut st = self.lock();
+        st.faults
+            .extend(std::iter::repeat_n((Some(call), fault), n));
+    }
+
+    /// Each call fails with [`Fault::Transport`] with probability `p` (seeded draw).
+    pub fn fail_fraction(&self, p: f64) {
+        self.lock().fail_fraction = p.clamp(0.0, 1.0);
+    }
+
+    /// Every call takes `latency` (virtual time) before it acts.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Removals of `kind` never answer (until the call deadline fires); `false` undoes it.
+    pub fn hang_removals(&self, kind: ObjectKind, hang: bool) {
+        let mut st = self.lock();
+        if hang {
+            st.hang.insert(kind);
+        } else {
+            st.hang.remove(&kind);
+        }
+    }
+
+    /// Tasks of `image` fail their healthcheck.
+    pub fn set_unhealthy_image(&self, image: impl Into<String>) {
+        self.lock().unhealthy_images.insert(image.into());
+    }
+
+    /// Simulates a daemon restart: every open events stream ends (objects are kept).
+    pub fn restart_daemon(&self) {
+        let (events, _) = broadcast::channel(256);
+        self.lock().events = events;
+    }
+
+    /// Every call received so far, in order.
+    pub fn calls(&self) -> Vec<LoggedCall> {
+        self.lock().log.clone()
+    }
+
+    /// How many calls were received.
+    pub fn call_count(&self) -> usize {
+        self.lock().log.len()
+    }
+
+    /// How many write calls (create, update, remove) were received.
+    pub fn write_count(&self) -> usize {
+        self.lock().log.iter().filter(|c| c.call.is_write()).count()
+    }
+
+    /// Forgets the call log.
+    pub fn clear_calls(&self) {
+        self.lock().log.clear();
+    }
+
+    /// Virtual time since the swarm was created.
+    pub fn elapsed(&self) -> Duration {
+        self.lock().epoch.elapsed()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    /// Runs one call: log, latency, faults, then `act` on the advanced state.
+    fn op<'a, T: Send + 'a>(
+        &'a self,
+        call: Call,
+        act: impl FnOnce(&mut State, &SimConfig) -> Result<T> + Send + 'a,
+    ) -> SwarmFuture<'a, T> {
+        let timeout = self.shared.config.call_timeout;
+        with_deadline(call, timeout, async move {
+            let (latency, fault, hang) = {
+                let mut st = self.lock();
+                let at = st.epoch.elapsed();
+                st.log.push(LoggedCall { call, at });
+                let fault = st.take_fault(call);
+                let hang = call.verb == Verb::Remove && st.hang.contains(&call.kind);
+                (st.latency, fault, hang)
+            };
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            if let Some(fault) = fault {
+                return Err(fault_error(call, fault));
+            }
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            let result = {
+                let mut st = self.lock();
+                st.advance(Instant::now(), &self.shared.config);
+                act(&mut st, &self.shared.config)
+            };
+            self.shared.wake.notify_one();
+            result
+        })
+        .boxed()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent maps (every step is applied whole),
+        // so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Advances the simulation whenever the next scheduled step is due. Ends once every
+/// [`SimSwarm`] clone is dropped (checked at least once a virtual minute).
+async fn drive(shared: Arc<Shared>) {
+    loop {
+        if Arc::strong_count(&shared) == 1 {
+            return;
+        }
+        let next = {
+            let mut st = shared.lock();
+            st.advance(Instant::now(), &shared.config);
+            st.next_due()
+        };
+        let recheck = Instant::now() + Duration::from_secs(60);
+        let until = next.map_or(recheck, |at| at.min(recheck));
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = shared.wake.notified() => {}
+        }
+    }
+}
+
+fn fault_error(call: Call, fault: Fault) -> Error {
+    match fault {
+        Fault::Transport => Error::Transport {
+            call,
+            source: "simulated: connection refused".into(),
+        },
+        Fault::Unavailable => Error::Unavailable {
+            call,
+            message: "simulated: swarm unavailable".into(),
+        },
+        Fault::ServerError => Error::Rejected {
+            call,
+            status: 500,
+            message: "simulated: internal server error".into(),
+        },
+    }
+}
+
+fn random_id(rng: &mut StdRng, len: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
+        .collect()
+}
+
+fn random_hex(rng: &mut StdRng, len: usize) -> String {
+    const CHARS: &[u8] = b"0123456789abcdef";
+    (0..len)
+        .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
+        .collect()
+}
+
+fn map_labels(labels: &Option<spec::Map>) -> Labels {
+    labels.clone().unwrap_or_default()
+}
+
+fn nanos(ns: Option<i64>) -> Option<Duration> {
+    ns.and_then(|n| u64::try_from(n).ok())
+        .map(Duration::from_nanos)
+}
+
+fn container_spec(spec: &spec::ServiceSpec) -> Option<&spec::ContainerSpec> {
+    spec.task_template.as_ref()?.container_spec.as_ref()
+}
+
+fn replicas(spec: &spec::ServiceSpec) -> u64 {
+    match &spec.mode {
+        None => 1,
+        Some(spec::ServiceMode {
+            replicated: Some(r),
+            ..
+        }) => r.replicas.unwrap_or(1),
+        // One node: a global service runs one task.
+        Some(spec::ServiceMode {
+            global: Some(_), ..
+        }) => 1,
+        Some(_) => 1,
+    }
+}
+
+fn has_healthcheck(spec: &spec::ServiceSpec) -> bool {
+    container_spec(spec)
+        .and_then(|c| c.health_check.as_ref())
+        .and_then(|h| h.test.as_ref())
+        .is_some_and(|t| t.first().map(String::as_str) != Some("NONE") && !t.is_empty())
+}
+
+fn service_mode(spec: &spec::ServiceSpec) -> ServiceMode {
+    match &spec.mode {
+        Some(spec::ServiceMode {
+            global: Some(_), ..
+        }) => ServiceMode::Global,
+        _ => ServiceMode::Replicated(replicas(spec)),
+    }
+}
+
+impl State {
+    fn now_wall(&self) -> SystemTime {
+        // A fixed wall-clock origin keeps runs identical.
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000) + self.epoch.elapsed()
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.next_version += 1;
+        self.next_version
+    }
+
+    fn emit(&self, kind: ObjectKind, action: &str, id: &str, name: Option<&str>) {
+        // No receivers is fine: events are hints.
+        let _ = self.events.send(Event {
+            kind,
+            action: action.to_string(),
+            id: id.to_string(),
+            name: name.map(str::to_string),
+            time: Some(self.now_wall()),
+        });
+    }
+
+    fn take_fault(&mut self, call: Call) -> Option<Fault> {
+        if let Some(pos) = self
+            .faults
+            .iter()
+            .position(|(only, _)| only.is_none_or(|c| c == call))
+        {
+            return self.faults.remove(pos).map(|(_, f)| f);
+        }
+        if self.fail_fraction > 0.0 && self.rng.random::<f64>() < self.fail_fraction {
+            return Some(Fault::Transport);
+        }
+        None
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.tasks
+            .values()
+            .filter_map(|t| t.next.map(|(at, _)| at))
+            .min()
+    }
+
+    /// Applies every step due at or before `now`, in time order (ties by task ID).
+    fn advance(&mut self, now: Instant, cfg: &SimConfig) {
+        loop {
+            let due = self
+                .tasks
+                .iter()
+                .filter_map(|(id, t)| t.next.map(|(at, step)| (at, id.clone(), step)))
+                .filter(|(at, _, _)| *at <= now)
+                .min_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            let Some((at, task_id, step)) = due else {
+                return;
+            };
+            if let Some(t) = self.tasks.get_mut(&task_id) {
+                t.next = None;
+            }
+            self.apply(at, &task_id, step, cfg);
+        }
+    }
+
+    fn apply(&mut self, at: Instant, task_id: &str, step: Step, cfg: &SimConfig) {
+        let Some(service_id) = self.tasks.get(task_id).map(|t| t.task.service_id.clone()) else {
+            return;
+        };
+        let spec = self.services.get(&service_id).map(|s| s.spec.clone());
+        match step {
+            Step::Start => {
+                let Some(spec) = spec else { return };
+                let container_id = random_hex(&mut self.rng, 64);
+                let cs = container_spec(&spec);
+                let mut labels = cs.map(|c| map_labels(&c.labels)).unwrap_or_default();
+                labels.insert("com.docker.swarm.service.id".into(), service_id.clone());
+                labels.insert(
+                    "com.docker.swarm.service.name".into(),
+                    spec.name.clone().unwrap_or_default(),
+                );
+                labels.insert("com.docker.swarm.task.id".into(), task_id.to_string());
+                let mut volumes = Vec::new();
+                for m in cs.and_then(|c| c.mounts.as_ref()).into_iter().flatten() {
+                    if m.r#type != Some(spec::MountType::Volume) {
+                        continue;
+                    }
+                    let Some(source) = m.source.clone() else {
+                        continue;
+                    };
+                    if !self.volumes.contains_key(&source) {
+                        let vol_labels = m
+                            .volume_options
+                            .as_ref()
+                            .map(|o| map_labels(&o.labels))
+                            .unwrap_or_default();
+                        self.insert_volume(&source, "local", vol_labels);
+                    }
+                    volumes.push(source);
+                }
+                let networks = spec
+                    .task_template
+                    .as_ref()
+                    .and_then(|t| t.networks.as_ref())
+                    .map(|n| n.iter().map(|a| self.network_key(&a.target)).collect())
+                    .unwrap_or_default();
+                let healthcheck = has_healthcheck(&spec);
+                let name = format!(
+                    "{}.{}.{}",
+                    spec.name.clone().unwrap_or_default(),
+                    self.tasks
+                        .get(task_id)
+                        .and_then(|t| t.task.slot)
+                        .unwrap_or(1),
+                    task_id
+                );
+                let container = Container {
+                    id: container_id.clone(),
+                    name: name.clone(),
+                    labels,
+                    state: ContainerState::Running,
+                    health: healthcheck.then_some(Health::Starting),
+                    status: if healthcheck {
+                        "Up (health: starting)".into()
+                    } else {
+                        "Up".into()
+                    },
+                    created_at: Some(self.now_wall()),
+                };
+                self.containers.insert(
+                    container_id.clone(),
+                    SimContainer {
+                        container,
+                        task_id: task_id.to_string(),
+                        volumes,
+                        networks,
+                    },
+                );
+                let version = self.bump();
+                if let Some(t) = self.tasks.get_mut(task_id) {
+                    t.task.state = TaskState::Running;
+                    t.task.message = Some("started".into());
+                    t.task.container_id = Some(container_id.clone());
+                    t.task.version = version;
+                    if healthcheck {
+                        let interval = container_spec(&spec)
+                            .and_then(|c| c.health_check.as_ref())
+                            .and_then(|h| nanos(h.interval))
+                            .unwrap_or(cfg.default_health_interval);
+                        t.next = Some((at + interval, Step::HealthVerdict));
+                    }
+                }
+                self.emit(ObjectKind::Container, "start", &container_id, Some(&name));
+            }
+            Step::HealthVerdict => {
+                let Some(spec) = spec else { return };
+                let image = container_spec(&spec).and_then(|c| c.image.clone());
+                let unhealthy = image.is_some_and(|i| self.unhealthy_images.contains(&i));
+                let Some(cid) = self
+                    .tasks
+                    .get(task_id)
+                    .and_then(|t| t.task.container_id.clone())
+                else {
+                    return;
+                };
+                if unhealthy {
+                    let hc = container_spec(&spec).and_then(|c| c.health_check.clone());
+                    let interval = hc
+                        .as_ref()
+                        .and_then(|h| nanos(h.interval))
+                        .unwrap_or(cfg.default_health_interval);
+                    let retries = hc
+                        .and_then(|h| h.retries)
+                        .and_then(|r| u32::try_from(r).ok())
+                        .filter(|r| *r > 0)
+                        .unwrap_or(3);
+                    if let Some(c) = self.containers.get_mut(&cid) {
+                        c.container.health = Some(Health::Unhealthy);
+                        c.container.status = "Up (unhealthy)".into();
+                    }
+                    if let Some(t) = self.tasks.get_mut(task_id) {
+                        t.next = Some((at + interval * retries.saturating_sub(1), Step::Fail));
+                    }
+                    self.emit(
+                        ObjectKind::Container,
+                        "health_status: unhealthy",
+                        &cid,
+                        None,
+                    );
+                } else {
+                    if let Some(c) = self.containers.get_mut(&cid) {
+                        c.container.health = Some(Health::Healthy);
+                        c.container.status = "Up (healthy)".into();
+                    }
+                    self.emit(ObjectKind::Container, "health_status: healthy", &cid, None);
+                }
+            }
+            Step::Fail => {
+                let version = self.bump();
+                let mut cid = None;
+                if let Some(t) = self.tasks.get_mut(task_id) {
+                    t.task.state = TaskState::Failed;
+                    t.task.desired_state = TaskState::Shutdown;
+                    t.task.error = Some("task: non-zero exit (137): unhealthy container".into());
+                    t.task.version = version;
+                    cid = t.task.container_id.clone();
+                    t.next = Some((at + cfg.restart_delay, Step::Replace));
+                }
+                if let Some(c) = cid.and_then(|c| self.containers.get_mut(&c)) {
+                    c.container.state = ContainerState::Exited;
+                    c.container.status = "Exited (137)".into();
+                    let (id, name) = (c.container.id.clone(), c.container.name.clone());
+                    self.emit(ObjectKind::Container, "die", &id, Some(&name));
+                }
+            }
+            Step::Stopped => {
+                let cid = self
+                    .tasks
+                    .get(task_id)
+                    .and_then(|t| t.task.container_id.clone());
+                if let Some(c) = cid.and_then(|c| self.containers.remove(&c)) {
+                    self.emit(
+                        ObjectKind::Container,
+                        "destroy",
+                        &c.container.id,
+                        Some(&c.container.name),
+                    );
+                }
+                let version = self.bump();
+                if spec.is_none() {
+                    // The service is gone: its tasks go with their containers.
+                    self.tasks.remove(task_id);
+                } else if let Some(t) = self.tasks.get_mut(task_id) {
+                    if !t.task.state.is_terminal() {
+                        t.task.state = TaskState::Shutdown;
+                    }
+                    t.task.version = version;
+                }
+            }
+            Step::Replace => {
+                let slot = self.tasks.get(task_id).and_then(|t| t.task.slot);
+                let cid = self
+                    .tasks
+                    .get(task_id)
+                    .and_then(|t| t.task.container_id.clone());
+                if let Some(c) = cid.and_then(|c| self.containers.remove(&c)) {
+                    self.emit(
+                        ObjectKind::Container,
+                        "destroy",
+                        &c.container.id,
+                        Some(&c.container.name),
+                    );
+                }
+                if spec.is_some() {
+                    self.new_task(&service_id, slot, at, cfg);
+                    self.prune_history(&service_id, slot);
+                }
+            }
+        }
+    }
+
+    fn network_key(&self, target: &str) -> String {
+        self.networks
+            .iter()
+            .find(|(id, n)| *id == target || n.meta.name == target)
+            .map(|(id, _)| id.clone())
+            .unwrap_or_else(|| target.to_string())
+    }
+
+    fn new_task(&mut self, service_id: &str, slot: Option<u64>, at: Instant, cfg: &SimConfig) {
+        let Some(service) = self.services.get(service_id) else {
+            return;
+        };
+        let labels = map_labels(&service.spec.labels);
+        let id = random_id(&mut self.rng, 25);
+        let version = self.bump();
+        let task = Task {
+            id: id.clone(),
+            version,
+            service_id: service_id.to_string(),
+            slot,
+            node_id: Some(self.node_id.clone()),
+            state: TaskState::Pending,
+            desired_state: TaskState::Running,
+            message: Some("pending task scheduling".into()),
+            error: None,
+            container_id: None,
+            labels,
+            created_at: Some(self.now_wall()),
+        };
+        self.tasks.insert(
+            id,
+            SimTask {
+                task,
+                next: Some((at + cfg.start_delay, Step::Start)),
+            },
+        );
+    }
+
+    fn start_tasks(&mut self, service_id: &str, at: Instant, cfg: &SimConfig) {
+        let Some(service) = self.services.get(service_id) else {
+            return;
+        };
+        let global = matches!(service_mode(&service.spec), ServiceMode::Global);
+        for slot in 1..=replicas(&service.spec) {
+            self.new_task(service_id, (!global).then_some(slot), at, cfg);
+        }
+    }
+
+    /// Stops every task of a service: running containers go after the stop delay, the rest
+    /// at once.
+    fn stop_tasks(
+        &mut self,
+        service_id: &str,
+        grace: Option<Duration>,
+        at: Instant,
+        cfg: &SimConfig,
+    ) {
+        let delay = grace.map_or(cfg.stop_delay, |g| g.min(cfg.stop_delay));
+        let containers = &self.containers;
+        for t in self
+            .tasks
+            .values_mut()
+            .filter(|t| t.task.service_id == service_id)
+        {
+            t.task.desired_state = TaskState::Shutdown;
+            let running = t
+                .task
+                .container_id
+                .as_ref()
+                .and_then(|c| containers.get(c))
+                .is_some_and(|c| c.container.state == ContainerState::Running);
+            t.next = Some((if running { at + delay } else { at }, Step::Stopped));
+        }
+    }
+
+    /// Keeps at most `TASK_HISTORY` finished tasks per service slot, like swarmkit's
+    /// task-history retention limit.
+    fn prune_history(&mut self, service_id: &str, slot: Option<u64>) {
+        let mut finished: Vec<(u64, String)> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                t.task.service_id == service_id
+                    && t.task.slot == slot
+                    && t.task.state.is_terminal()
+                    && t.next.is_none()
+            })
+            .map(|t| (t.task.version, t.task.id.clone()))
+            .collect();
+        finished.sort();
+        let excess = finished.len().saturating_sub(TASK_HISTORY);
+        for (_, id) in finished.into_iter().take(excess) {
+            self.tasks.remove(&id);
+        }
+    }
+
+    fn insert_volume(&mut self, name: &str, driver: &str, labels: Labels) {
+        let created = self.now_wall();
+        self.volumes.insert(
+            name.to_string(),
+            SimObject {
+                meta: Meta {
+                    id: name.to_string(),
+                    name: name.to_string(),
+                    version: 0,
+                    labels,
+                    created_at: Some(created),
+                    updated_at: Some(created),
+                },
+                driver: driver.to_string(),
+                scope: "local".into(),
+            },
+        );
+        self.emit(ObjectKind::Volume, "create", name, Some(name));
+    }
+
+    fn new_object(&mut self, name: &str, labels: Labels, driver: &str, scope: &str) -> SimObject {
+        let id = random_id(&mut self.rng, 25);
+        let version = self.bump();
+        let now = self.now_wall();
+        SimObject {
+            meta: Meta {
+                id,
+                name: name.to_string(),
+                version,
+                labels,
+                created_at: Some(now),
+                updated_at: Some(now),
+            },
+            driver: driver.to_string(),
+            scope: scope.to_string(),
+        }
+    }
+
+    fn service_refs(&self) -> impl Iterator<Item = &spec::ServiceSpec> {
+        self.services.values().map(|s| &s.spec)
+    }
+}
+
+/// Finds an object by ID or name.
+fn find_key(map: &BTreeMap<String, SimObject>, id_or_name: &str) -> Option<String> {
+    if map.contains_key(id_or_name) {
+        return Some(id_or_name.to_string());
+    }
+    map.iter()
+        .find(|(_, o)| o.meta.name == id_or_name)
+        .map(|(k, _)| k.clone())
+}
+
+fn not_found(call: Call, id: &str) -> Error {
+    Error::NotFound {
+        call,
+        id: id.to_string(),
+    }
+}
+
+fn in_use(call: Call, id: &str, message: String) -> Error {
+    Error::InUse {
+        call,
+        id: id.to_string(),
+        message,
+    }
+}
+
+impl Swarm for SimSwarm {
+    fn ping(&self) -> SwarmFuture<'_, ()> {
+        self.op(Call::new(Verb::Ping, ObjectKind::Daemon), |_, _| Ok(()))
+    }
+
+    fn info(&self) -> SwarmFuture<'_, SwarmInfo> {
+        self.op(Call::new(Verb::Info, ObjectKind::Daemon), |st, _| {
+            Ok(SwarmInfo {
+                node_id: st.node_id.clone(),
+                local_node_state: "active".into(),
+                control_available: true,
+                nodes: 1,
+                managers: 1,
+                server_version: "sim".into(),
+                api_version: "1.41".into(),
+            })
+        })
+    }
+
+    fn list_services<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Service>> {
+        self.op(Call::new(Verb::List, ObjectKind::Service), move |st, _| {
+            Ok(st
+                .services
+                .values()
+                .filter(|s| filter.matches(&s.meta.labels))
+                .map(|s| Service {
+                    meta: s.meta.clone(),
+                    image: container_spec(&s.spec).and_then(|c| c.image.clone()),
+                    mode: service_mode(&s.spec),
+                })
+                .collect())
+        })
+    }
+
+    fn list_tasks<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Task>> {
+        self.op(Call::new(Verb::List, ObjectKind::Task), move |st, _| {
+            Ok(st
+                .tasks
+                .values()
+                .filter(|t| filter.matches(&t.task.labels))
+                .map(|t| t.task.clone())
+                .collect())
+        })
+    }
+
+    fn list_containers<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Container>> {
+        self.op(
+            Call::new(Verb::List, ObjectKind::Container),
+            move |st, _| {
+                Ok(st
+                    .containers
+                    .values()
+                    .filter(|c| filter.matches(&c.container.labels))
+                    .map(|c| c.container.clone())
+                    .collect())
+            },
+        )
+    }
+
+    fn list_networks<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Network>> {
+        self.op(Call::new(Verb::List, ObjectKind::Network), move |st, _| {
+            Ok(st
+                .networks
+                .values()
+                .filter(|n| filter.matches(&n.meta.labels))
+                .map(|n| Network {
+                    id: n.meta.id.clone(),
+                    name: n.meta.name.clone(),
+                    driver: n.driver.clone(),
+                    scope: n.scope.clone(),
+                    labels: n.meta.labels.clone(),
+                    created_at: n.meta.created_at,
+                })
+                .collect())
+        })
+    }
+
+    fn list_volumes<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Volume>> {
+        self.op(Call::new(Verb::List, ObjectKind::Volume), move |st, _| {
+            Ok(st
+                .volumes
+                .values()
+                .filter(|v| filter.matches(&v.meta.labels))
+                .map(|v| Volume {
+                    name: v.meta.name.clone(),
+                    driver: v.driver.clone(),
+                    labels: v.meta.labels.clone(),
+                    created_at: v.meta.created_at,
+                })
+                .collect())
+        })
+    }
+
+    fn list_secrets<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Secret>> {
+        self.op(Call::new(Verb::List, ObjectKind::Secret), move |st, _| {
+            Ok(st
+                .secrets
+                .values()
+                .filter(|s| filter.matches(&s.meta.labels))
+                .map(|s| Secret {
+                    meta: s.meta.clone(),
+                })
+                .collect())
+        })
+    }
+
+    fn list_configs<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Config>> {
+        self.op(Call::new(Verb::List, ObjectKind::Config), move |st, _| {
+            Ok(st
+                .configs
+                .values()
+                .filter(|c| filter.matches(&c.meta.labels))
+                .map(|c| Config {
+                    meta: c.meta.clone(),
+                })
+                .collect())
+        })
+    }
+
+    fn list_nodes<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Node>> {
+        self.op(Call::new(Verb::List, ObjectKind::Node), move |st, _| {
+            let node = Node {
+                meta: Meta {
+                    id: st.node_id.clone(),
+                    name: "sim".into(),
+                    version: 1,
+                    labels: Labels::new(),
+                    created_at: Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+                    updated_at: Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+                },
+                role: "manager".into(),
+                availability: "active".into(),
+                state: "ready".into(),
+                leader: true,
+            };
+            Ok(filter
+                .matches(&node.meta.labels)
+                .then_some(node)
+                .into_iter()
+                .collect())
+        })
+    }
+
+    fn create_service<'a>(&'a self, spec: &'a spec::ServiceSpec) -> SwarmFuture<'a, String> {
+        let call = Call::new(Verb::Create, ObjectKind::Service);
+        self.op(call, move |st, cfg| {
+            let name = spec.name.clone().unwrap_or_default();
+            if container_spec(spec)
+                .and_then(|c| c.image.as_ref())
+                .is_none()
+            {
+                return Err(Error::Rejected {
+                    call,
+                    status: 400,
+                    message: "ContainerSpec: image reference must be provided".into(),
+                });
+            }
+            if st.services.values().any(|s| s.meta.name == name) {
+                return Err(Error::AlreadyExists { call, name });
+            }
+            let cs = container_spec(spec);
+            for r in cs.and_then(|c| c.secrets.as_ref()).into_iter().flatten() {
+                let key = r.secret_id.as_deref().unwrap_or(&r.secret_name);
+                if find_key(&st.secrets, key).is_none() {
+                    return Err(not_found(Call::new(Verb::Create, ObjectKind::Secret), key));
+                }
+            }
+            for r in cs.and_then(|c| c.configs.as_ref()).into_iter().flatten() {
+                let key = r.config_id.as_deref().unwrap_or(&r.config_name);
+                if find_key(&st.configs, key).is_none() {
+                    return Err(not_found(Call::new(Verb::Create, ObjectKind::Config), key));
+                }
+            }
+            let id = random_id(&mut st.rng, 25);
+            let version = st.bump();
+            let now = st.now_wall();
+            st.services.insert(
+                id.clone(),
+                SimService {
+                    spec: spec.clone(),
+                    meta: Meta {
+                        id: id.clone(),
+                        name: name.clone(),
+                        version,
+                        labels: map_labels(&spec.labels),
+                        created_at: Some(now),
+                        updated_at: Some(now),
+                    },
+                },
+            );
+            st.start_tasks(&id, Instant::now(), cfg);
+            st.emit(ObjectKind::Service, "create", &id, Some(&name));
+            Ok(id)
+        })
+    }
+
+    fn update_service<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        spec: &'a spec::ServiceSpec,
+    ) -> SwarmFuture<'a, ()> {
+        let call = Call::new(Verb::Update, ObjectKind::Service);
+        self.op(call, move |st, cfg| {
+            let key = st
+                .services
+                .iter()
+                .find(|(k, s)| *k == id || s.meta.name == id)
+                .map(|(k, _)| k.clone())
+                .ok_or_else(|| not_found(call, id))?;
+            let Some(current) = st.services.get(&key) else {
+                return Err(not_found(call, id));
+            };
+            if current.meta.version != version {
+                return Err(Error::OutOfSequence {
+                    call,
+                    id: id.to_string(),
+                    version,
+                });
+            }
+            let replace =
+                current.spec.task_template != spec.task_template || current.spec.mode != spec.mode;
+            let grace = container_spec(&current.spec).and_then(|c| nanos(c.stop_grace_period));
+            let new_version = st.bump();
+            let now = st.now_wall();
+            if let Some(s) = st.services.get_mut(&key) {
+                s.spec = spec.clone();
+                s.meta.version = new_version;
+                s.meta.labels = map_labels(&spec.labels);
+                s.meta.updated_at = Some(now);
+            }
+            if replace {
+                let at = Instant::now();
+                st.stop_tasks(&key, grace, at, cfg);
+                let delay = grace.map_or(cfg.stop_delay, |g| g.min(cfg.stop_delay));
+                st.start_tasks(&key, at + delay, cfg);
+            }
+            let name = spec.name.clone();
+            st.emit(ObjectKind::Service, "update", &key, name.as_deref());
+            Ok(())
+        })
+    }
+
+    fn remove_service<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        let call = Call::new(Verb::Remove, ObjectKind::Service);
+        self.op(call, move |st, cfg| {
+            let key = st
+                .services
+                .iter()
+                .find(|(k, s)| *k == id || s.meta.name == id)
+                .map(|(k, _)| k.clone())
+                .ok_or_else(|| not_found(call, id))?;
+            let Some(service) = st.services.remove(&key) else {
+                return Err(not_found(call, id));
+            };
+            let grace = container_spec(&service.spec).and_then(|c| nanos(c.stop_grace_period));
+            st.stop_tasks(&key, grace, Instant::now(), cfg);
+            st.emit(
+                ObjectKind::Service,
+                "remove",
+                &key,
+                Some(&service.meta.name),
+            );
+            Ok(())
+        })
+    }
+
+    fn create_network<'a>(&'a self, spec: &'a spec::NetworkSpec) -> SwarmFuture<'a, String> {
+        let call = Call::new(Verb::Create, ObjectKind::Network);
+        self.op(call, move |st, _| {
+            if st.networks.values().any(|n| n.meta.name == spec.name) {
+                return Err(Error::AlreadyExists {
+                    call,
+                    name: spec.name.clone(),
+                });
+            }
+            let driver = spec.driver.clone().unwrap_or_else(|| "bridge".into());
+            let scope = if driver == "overlay" {
+                "swarm"
+            } else {
+                "local"
+            };
+            let obj = st.new_object(&spec.name, map_labels(&spec.labels), &driver, scope);
+            let id = obj.meta.id.clone();
+            st.networks.insert(id.clone(), obj);
+            st.emit(ObjectKind::Network, "create", &id, Some(&spec.name));
+            Ok(id)
+        })
+    }
+
+    fn remove_network<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        let call = Call::new(Verb::Remove, ObjectKind::Network);
+        self.op(call, move |st, _| {
+            let key = find_key(&st.networks, id).ok_or_else(|| not_found(call, id))?;
+            let name = st
+                .networks
+                .get(&key)
+                .map(|n| n.meta.name.clone())
+                .unwrap_or_default();
+            let by_service = st.service_refs().find(|s| {
+                s.task_template
+                    .as_ref()
+                    .and_then(|t| t.networks.as_ref())
+                    .is_some_and(|n| n.iter().any(|a| a.target == key || a.target == name))
+            });
+            if let Some(s) = by_service {
+                let message = format!(
+                    "network {key} is in use by service {}",
+                    s.name.clone().unwrap_or_default()
+                );
+                return Err(in_use(call, id, message));
+            }
+            if st.containers.values().any(|c| c.networks.contains(&key)) {
+                return Err(in_use(
+                    call,
+                    id,
+                    format!("error while removing network: network {name} id {key} has active endpoints"),
+                ));
+            }
+            st.networks.remove(&key);
+            st.emit(ObjectKind::Network, "destroy", &key, Some(&name));
+            Ok(())
+        })
+    }
+
+    fn create_volume<'a>(&'a self, spec: &'a spec::VolumeSpec) -> SwarmFuture<'a, String> {
+        let call = Call::new(Verb::Create, ObjectKind::Volume);
+        self.op(call, move |st, _| {
+            // Docker returns the existing volume when the name is taken (create is idempotent).
+            if !st.volumes.contains_key(&spec.name) {
+                let driver = spec.driver.clone().unwrap_or_else(|| "local".into());
+                st.insert_volume(&spec.name, &driver, map_labels(&spec.labels));
+            }
+            Ok(spec.name.clone())
+        })
+    }
+
+    fn remove_volume<'a>(&'a self, name: &'a str) -> SwarmFuture<'a, ()> {
+        let call = Call::new(Verb::Remove, ObjectKind::Volume);
+        self.op(call, move |st, _| {
+            if !st.volumes.contains_key(name) {
+                return Err(not_found(call, name));
+            }
+            let users: Vec<String> = st
+                .containers
+                .values()
+                .filter(|c| c.volumes.iter().any(|v| v == name))
+                .map(|c| c.container.id.clone())
+                .collect();
+            if !users.is_empty() {
+                return Err(in_use(
+                    call,
+                    name,
+                    format!("remove {name}: volume is in use - [{}]", users.join(", ")),
+                ));
+            }
+            st.volumes.remove(name);
+            st.emit(ObjectKind::Volume, "destroy", name, Some(name));
+            Ok(())
+        })
+    }
+
+    fn create_secret<'a>(&'a self, spec: &'a spec::SecretSpec) -> SwarmFuture<'a, String> {
+        let call = Call::new(Verb::Create, ObjectKind::Secret);
+        self.op(call, move |st, _| {
+            if st.secrets.values().any(|s| s.meta.name == spec.name) {
+                return Err(Error::AlreadyExists {
+                    call,
+                    name: spec.name.clone(),
+                });
+            }
+            let obj = st.new_object(&spec.name, map_labels(&spec.labels), "", "swarm");
+            let id = obj.meta.id.clone();
+            st.secrets.insert(id.clone(), obj);
+            st.emit(ObjectKind::Secret, "create", &id, Some(&spec.name));
+            Ok(id)
+        })
+    }
+
+    fn update_secret<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        spec: &'a spec::SecretSpec,
+    ) -> SwarmFuture<'a, ()> {
+        let call = Call::new(Verb::Update, ObjectKind::Secret);
+        self.op(call, move |st, _| {
+            update_labels(st, ObjectKind::Secret, call, id, version, &spec.labels)
+        })
+    }
+
+    fn remove_secret<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        let call = Call::new(Verb::Remove, ObjectKind::Secret);
+        self.op(call, move |st, _| {
+            let key = find_key(&st.secrets, id).ok_or_else(|| not_found(call, id))?;
+            let name = st
+                .secrets
+                .get(&key)
+                .map(|s| s.meta.name.clone())
+                .unwrap_or_default();
+            let user = st.service_refs().find(|s| {
+                container_spec(s)
+                    .and_then(|c| c.secrets.as_ref())
+                    .is_some_and(|r| {
+                        r.iter()
+                            .any(|r| r.secret_id.as_deref() == Some(&key) || r.secret_name == name)
+                    })
+            });
+            if let Some(s) = user {
+                let message = format!(
+                    "secret '{name}' is in use by the following service: {}",
+                    s.name.clone().unwrap_or_default()
+                );
+                return Err(in_use(call, id, message));
+            }
+            st.secrets.remove(&key);
+            st.emit(ObjectKind::Secret, "remove", &key, Some(&name));
+            Ok(())
+        })
+    }
+
+    fn create_config<'a>(&'a self, spec: &'a spec::ConfigSpec) -> SwarmFuture<'a, String> {
+        let call = Call::new(Verb::Create, ObjectKind::Config);
+        self.op(call, move |st, _| {
+            if st.configs.values().any(|s| s.meta.name == spec.name) {
+                return Err(Error::AlreadyExists {
+                    call,
+                    name: spec.name.clone(),
+                });
+            }
+            let obj = st.new_object(&spec.name, map_labels(&spec.labels), "", "swarm");
+            let id = obj.meta.id.clone();
+            st.configs.insert(id.clone(), obj);
+            st.emit(ObjectKind::Config, "create", &id, Some(&spec.name));
+            Ok(id)
+        })
+    }
+
+    fn update_config<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        spec: &'a spec::ConfigSpec,
+    ) -> SwarmFuture<'a, ()> {
+        let call = Call::new(Verb::Update, ObjectKind::Config);
+        self.op(call, move |st, _| {
+            update_labels(st, ObjectKind::Config, call, id, version, &spec.labels)
+        })
+    }
+
+    fn remove_config<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        let call = Call::new(Verb::Remove, ObjectKind::Config);
+        self.op(call, move |st, _| {
+            let key = find_key(&st.configs, id).ok_or_else(|| not_found(call, id))?;
+            let name = st
+                .configs
+                .get(&key)
+                .map(|s| s.meta.name.clone())
+                .unwrap_or_default();
+            let user = st.service_refs().find(|s| {
+                container_spec(s)
+                    .and_then(|c| c.configs.as_ref())
+                    .is_some_and(|r| {
+                        r.iter()
+                            .any(|r| r.config_id.as_deref() == Some(&key) || r.config_name == name)
+                    })
+            });
+            if let Some(s) = user {
+                let message = format!(
+                    "config '{name}' is in use by the following service: {}",
+                    s.name.clone().unwrap_or_default()
+                );
+                return Err(in_use(call, id, message));
+            }
+            st.configs.remove(&key);
+            st.emit(ObjectKind::Config, "remove", &key, Some(&name));
+            Ok(())
+        })
+    }
+
+    fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        let call = Call::new(Verb::Remove, ObjectKind::Container);
+        self.op(call, move |st, cfg| {
+            let key = st
+                .containers
+                .iter()
+                .find(|(k, c)| *k == id || c.container.name == id)
+                .map(|(k, _)| k.clone())
+                .ok_or_else(|| not_found(call, id))?;
+            let Some(c) = st.containers.remove(&key) else {
+                return Err(not_found(call, id));
+            };
+            let version = st.bump();
+            let now = Instant::now();
+            let service_gone = st
+                .tasks
+                .get(&c.task_id)
+                .is_some_and(|t| !st.services.contains_key(&t.task.service_id));
+            if service_gone {
+                st.tasks.remove(&c.task_id);
+            } else if let Some(t) = st.tasks.get_mut(&c.task_id) {
+                t.task.state = TaskState::Failed;
+                t.task.desired_state = TaskState::Shutdown;
+                t.task.error = Some("container removed".into());
+                t.task.container_id = None;
+                t.task.version = version;
+                t.next = Some((now + cfg.restart_delay, Step::Replace));
+            }
+            st.emit(
+                ObjectKind::Container,
+                "destroy",
+                &c.container.id,
+                Some(&c.container.name),
+            );
+            Ok(())
+        })
+    }
+
+    fn events(&self) -> BoxStream<'static, Result<Event>> {
+        let call = Call::new(Verb::Events, ObjectKind::Daemon);
+        let receiver = {
+            let mut st = self.lock();
+            let at = st.epoch.elapsed();
+            st.log.push(LoggedCall { call, at });
+            match st.take_fault(call) {
+                Some(fault) => Err(fault_error(call, fault)),
+                None => Ok(st.events.subscribe()),
+            }
+        };
+        match receiver {
+            Err(e) => stream::once(async move { Err(e) }).boxed(),
+            Ok(receiver) => stream::unfold(receiver, |mut rx| async move {
+                // Lagging behind (more than 256 events) ends the stream, like a daemon that
+                // dropped events: the consumer relists and reopens.
+                rx.recv().await.ok().map(|event| (Ok(event), rx))
+            })
+            .boxed(),
+        }
+    }
+}
+
+fn update_labels(
+    st: &mut State,
+    kind: ObjectKind,
+    call: Call,
+    id: &str,
+    version: u64,
+    labels: &Option<spec::Map>,
+) -> Result<()> {
+    let version_next = st.bump();
+    let now = st.now_wall();
+    let map = match kind {
+        ObjectKind::Secret => &mut st.secrets,
+        _ => &mut st.configs,
+    };
+    let key = find_key(map, id).ok_or_else(|| not_found(call, id))?;
+    let Some(obj) = map.get_mut(&key) else {
+        return Err(not_found(call, id));
+    };
+    if obj.meta.version != version {
+        return Err(Error::OutOfSequence {
+            call,
+            id: id.to_string(),
+            version,
+        });
+    }
+    obj.meta.labels = map_labels(labels);
+    obj.meta.version = version_next;
+    obj.meta.updated_at = Some(now);
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn web(name: &str, image: &str) -> spec::ServiceSpec {
+        spec::ServiceSpec {
+            name: Some(name.into()),
+            labels: Some(spec::Map::from([("hearth.test".into(), "1".into())])),
+            task_template: Some(spec::TaskSpec {
+                container_spec: Some(spec::ContainerSpec {
+                    image: Some(image.into()),
+                    args: Some(vec!["/bin/serve".into()]),
+                    health_check: Some(spec::HealthCheck {
+                        test: Some(vec!["CMD".into(), "/bin/healthcheck".into()]),
+                        interval: Some(1_000_000_000),
+                        retries: Some(2),
+                        ..Default::default()
+                    }),
+                    mounts: Some(vec![spec::Mount {
+                        r#type: Some(spec::MountType::Volume),
+                        source: Some(format!("{name}-data")),
+                        target: Some("/data".into()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn sim() -> SimSwarm {
+        SimSwarm::new(SimConfig::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tasks_converge_to_running_and_healthy_over_virtual_time() {
+        let swarm = sim();
+        let id = swarm.create_service(&web("a", "img:1")).await.unwrap();
+        let all = LabelFilter::all();
+        let tasks = swarm.list_tasks(&all).await.unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].state, TaskState::Pending);
+        assert_eq!(tasks[0].service_id, id);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let tasks = swarm.list_tasks(&all).await.unwrap();
+        assert_eq!(tasks[0].state, TaskState::Running);
+        let containers = swarm.list_containers(&all).await.unwrap();
+        assert_eq!(task_health(&tasks[0], &containers), Some(Health::Starting));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let containers = swarm.list_containers(&all).await.unwrap();
+        assert_eq!(task_health(&tasks[0], &containers), Some(Health::Healthy));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unhealthy_image_fails_and_is_replaced() {
+        let swarm = sim();
+        swarm.set_unhealthy_image("img:broken");
+        swarm.create_service(&web("b", "img:broken")).await.unwrap();
+        // start 1 s + first verdict 1 s + (retries-1) 1 s → failed; replacement after 5 s.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let tasks = swarm.list_tasks(&LabelFilter::all()).await.unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].state, TaskState::Failed);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let tasks = swarm.list_tasks(&LabelFilter::all()).await.unwrap();
+        let states: Vec<_> = tasks.iter().map(|t| t.state.clone()).collect();
+        assert_eq!(tasks.len(), 2, "{states:?}");
+        assert!(states.contains(&TaskState::Failed) && states.contains(&TaskState::Running));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_volume_is_in_use_until_its_containers_are_gone() {
+        let swarm = sim();
+        let id = swarm.create_service(&web("c", "img:1")).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        swarm.remove_service(&id).await.unwrap();
+        let err = swarm.remove_volume("c-data").await.unwrap_err();
+        assert!(matches!(err, Error::InUse { .. }), "{err}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(swarm
+            .list_containers(&LabelFilter::all())
+            .await
+            .unwrap()
+            .is_empty());
+        swarm.remove_volume("c-data").await.unwrap();
+        let err = swarm.remove_volume("c-data").await.unwrap_err();
+        assert!(err.is_not_found());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn injected_failures_hit_the_next_calls_only() {
+        let swarm = sim();
+        swarm.fail_next(2, Fault::Transport);
+        let all = LabelFilter::all();
+        assert!(swarm.list_services(&all).await.unwrap_err().is_retryable());
+        assert!(swarm.list_services(&all).await.is_err());
+        assert!(swarm.list_services(&all).await.is_ok());
+        swarm.fail_next_of(
+            Call::new(Verb::Remove, ObjectKind::Volume),
+            1,
+            Fault::ServerError,
+        );
+        assert!(swarm.list_volumes(&all).await.is_ok());
+        assert!(matches!(
+            swarm.remove_volume("x").await.unwrap_err(),
+            Error::Rejected { status: 500, .. }
+        ));
+        assert_eq!(swarm.call_count(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_removal_ends_at_the_call_deadline() {
+        let swarm = SimSwarm::new(SimConfig {
+            call_timeout: Duration::from_secs(5),
+            ..SimConfig::default()
+        });
+        let id = swarm
+            .create_network(&spec::NetworkSpec {
+                name: "n".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        swarm.hang_removals(ObjectKind::Network, true);
+        let before = swarm.elapsed();
+        let err = swarm.remove_network(&id).await.unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert_eq!(swarm.elapsed() - before, Duration::from_secs(5));
+        swarm.hang_removals(ObjectKind::Network, false);
+        swarm.remove_network(&id).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_delays_every_call() {
+        let swarm = sim();
+        swarm.set_latency(Duration::from_millis(200));
+        let before = swarm.elapsed();
+        swarm.ping().await.unwrap();
+        assert_eq!(swarm.elapsed() - before, Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fraction_of_calls_fails_the_same_way_for_the_same_seed() {
+        async fn pattern(seed: u64) -> Vec<bool> {
+            let swarm = SimSwarm::new(SimConfig {
+                seed,
+                ..SimConfig::default()
+            });
+            swarm.fail_fraction(0.5);
+            let mut out = Vec::new();
+            for _ in 0..40 {
+                out.push(swarm.ping().await.is_ok());
+            }
+            out
+        }
+        let a = pattern(7).await;
+        assert_eq!(a, pattern(7).await);
+        let failures = a.iter().filter(|ok| !**ok).count();
+        assert!((8..=32).contains(&failures), "{failures} of 40 failed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_announce_changes_and_end_when_the_daemon_restarts() {
+        let swarm = sim();
+        let mut events = swarm.events();
+        let id = swarm.create_service(&web("e", "img:1")).await.unwrap();
+        let first = events.next().await.unwrap().unwrap();
+        assert_eq!(
+            (first.kind, first.action.as_str(), first.id.as_str()),
+            (ObjectKind::Service, "create", id.as_str())
+        );
+        swarm.restart_daemon();
+        // Drain what was sent before the restart, then the stream must end.
+        let rest: Vec<_> = events.collect().await;
+        assert!(rest.iter().all(|e| e.is_ok()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_call_log_counts_writes_and_reads() {
+        let swarm = sim();
+        let all = LabelFilter::all();
+        swarm.list_services(&all).await.unwrap();
+        let id = swarm.create_service(&web("f", "img:1")).await.unwrap();
+        let version = swarm.list_services(&all).await.unwrap()[0].meta.version;
+        let err = swarm
+            .update_service(&id, version - 1, &web("f", "img:2"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::OutOfSequence { .. }));
+        swarm
+            .update_service(&id, version, &web("f", "img:2"))
+            .await
+            .unwrap();
+        assert_eq!(swarm.call_count(), 5);
+        assert_eq!(swarm.write_count(), 3);
+        let calls: Vec<Call> = swarm.calls().into_iter().map(|c| c.call).collect();
+        assert_eq!(calls[1], Call::new(Verb::Create, ObjectKind::Service));
+    }
+}
