@@ -63,46 +63,52 @@ fn section_mut<'a>(node: &'a mut Node, k: &Key, at: super::yaml::Loc) -> Option<
     node.get_mut(&k.name)
 }
 
+fn port_key(n: &Node) -> String {
+    n.get("published")
+        .and_then(Node::scalar_string)
+        .unwrap_or_else(|| "0".into())
+}
+
+fn target_key(n: &Node) -> String {
+    n.get("target")
+        .and_then(Node::scalar_string)
+        .unwrap_or_default()
+}
+
+fn source_key(n: &Node) -> String {
+    n.get("source")
+        .and_then(Node::scalar_string)
+        .unwrap_or_default()
+}
+
 fn merge_service(mut base: Node, over: Node) -> Node {
     let V::Map(entries) = over.v else {
         return base;
     };
+    // mergo runs docker's slice transformers on every merged service, so these lists are
+    // de-duplicated by key and sorted even when the later file does not mention them.
+    for list in ["ports", "volumes", "secrets", "configs"] {
+        if let Some(existing) = base.get(list).cloned() {
+            let empty = Node::new(V::Seq(Vec::new()), existing.at);
+            let normalized = match list {
+                "ports" => keyed(existing, empty, port_key, true),
+                "volumes" => keyed(existing, empty, target_key, false),
+                _ => keyed(existing, empty, source_key, false),
+            };
+            if let Some(slot) = base.get_mut(list) {
+                *slot = normalized;
+            }
+        }
+    }
     for (k, v) in entries {
         let Some(existing) = base.get(&k.name).cloned() else {
             base.set(k, v);
             continue;
         };
         let merged = match k.name.as_str() {
-            "ports" => keyed(
-                existing,
-                v,
-                |n| {
-                    n.get("published")
-                        .and_then(Node::scalar_string)
-                        .unwrap_or_else(|| "0".into())
-                },
-                true,
-            ),
-            "volumes" => keyed(
-                existing,
-                v,
-                |n| {
-                    n.get("target")
-                        .and_then(Node::scalar_string)
-                        .unwrap_or_default()
-                },
-                false,
-            ),
-            "secrets" | "configs" => keyed(
-                existing,
-                v,
-                |n| {
-                    n.get("source")
-                        .and_then(Node::scalar_string)
-                        .unwrap_or_default()
-                },
-                false,
-            ),
+            "ports" => keyed(existing, v, port_key, true),
+            "volumes" => keyed(existing, v, target_key, false),
+            "secrets" | "configs" => keyed(existing, v, source_key, false),
             "logging" => merge_logging(existing, v),
             "command" | "entrypoint" => match &v.v {
                 V::Seq(list) if !list.is_empty() => v,
