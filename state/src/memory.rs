@@ -13,7 +13,8 @@ type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 /// An engine that keeps everything in process memory.
 ///
 /// Cloning shares the data, so a test can drop a [`Store`](crate::Store) and build a new one
-/// over the same engine to exercise the store's recovery path ("reopen").
+/// over the same engine to exercise the store's recovery path ("reopen"). Unlike sled there is
+/// no exclusive open: never run two stores over clones of one engine at the same time.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryEngine {
     trees: Arc<RwLock<BTreeMap<Keyspace, Tree>>>,

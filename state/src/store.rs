@@ -10,7 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::engine::{Engine, KeyRange, Keyspace, Op, Order};
 use crate::error::{Error, Result};
 use crate::gate::Gate;
-use crate::history::{self, Entry, NewEntry, Query, Retention};
+use crate::history::{Entry, NewEntry, Query, Retention};
 use crate::keys;
 use crate::memory::MemoryEngine;
 use crate::schema;
@@ -581,16 +581,29 @@ impl Inner {
         }
         let mut ops = Vec::new();
         let mut oldest = w.history_oldest;
-        let candidates = self.engine.scan(
-            Keyspace::History,
-            &KeyRange::prefix(keys::HISTORY_ENTRIES),
-            Order::Ascending,
-            max,
-        )?;
+        let scan = |limit| {
+            self.engine.scan(
+                Keyspace::History,
+                &KeyRange::prefix(keys::HISTORY_ENTRIES),
+                Order::Ascending,
+                limit,
+            )
+        };
+        // Never remove the newest entry (`next - 1`), so at least one is always kept.
+        let prunable = |entry: &Entry, excess: u64| {
+            entry.seq + 1 < next && (excess > 0 || retention.expired(entry.time_ms, now))
+        };
+        // Usually nothing is due: peek at the oldest entry before reading a batch.
+        let mut candidates = scan(1)?;
+        if let Some((_, bytes)) = candidates.first() {
+            let entry: Entry = decode_value(bytes, "history entry")?;
+            if prunable(&entry, excess) && max > 1 {
+                candidates = scan(max)?;
+            }
+        }
         for (key, bytes) in candidates {
             let entry: Entry = decode_value(&bytes, "history entry")?;
-            // Never remove the newest entry (`next - 1`), so at least one is always kept.
-            if entry.seq + 1 >= next || (excess == 0 && !retention.expired(entry.time_ms, now)) {
+            if !prunable(&entry, excess) {
                 break;
             }
             excess = excess.saturating_sub(1);
@@ -759,6 +772,3 @@ fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Res
         source,
     })
 }
-
-/// Re-exported for callers that build queries.
-pub use history::ObjectRef;
