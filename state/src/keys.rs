@@ -11,6 +11,11 @@ pub(crate) const HISTORY_ENTRIES: &[u8] = b"e/";
 /// Meta keyspace: the schema version (big-endian u32).
 pub(crate) const SCHEMA_VERSION: &[u8] = b"schema_version";
 
+/// `v/<key>` in the meta keyspace: small named values.
+pub(crate) fn value(key: &str) -> Vec<u8> {
+    format!("v/{key}").into_bytes()
+}
+
 /// Longest name the store accepts (DNS subdomain length; crd enforces stricter rules).
 pub(crate) const MAX_NAME_LEN: usize = 253;
 

@@ -538,6 +538,39 @@ impl Store {
         }
     }
 
+    // ----- small named values --------------------------------------------------------------
+
+    /// A small named value (e.g. the nightly job's last completed window and cursor), or
+    /// `None` when never written. Values live outside the resource kinds and the change feed.
+    ///
+    /// # Errors
+    /// [`Error::NameRejected`], [`Error::DecodeFailed`], [`Error::EngineFailed`].
+    pub fn get_value<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        check_name(key)?;
+        self.inner
+            .engine
+            .get(Keyspace::Meta, &keys::value(key))?
+            .map(|bytes| decode_value(&bytes, &format!("value {key}")))
+            .transpose()
+    }
+
+    /// Writes a small named value durably (last write wins; no revision, no change event).
+    ///
+    /// # Errors
+    /// [`Error::NameRejected`], [`Error::EncodeFailed`], [`Error::FlushFailed`],
+    /// [`Error::EngineFailed`].
+    pub async fn put_value<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        check_name(key)?;
+        let bytes = encode(value, &format!("value {key}"))?;
+        let ticket = {
+            let _w = self.inner.lock_writer();
+            let op = Op::Put(keys::value(key), bytes);
+            self.inner.engine.apply(Keyspace::Meta, vec![op])?;
+            self.inner.gate.register(None)
+        };
+        self.inner.gate.wait(ticket).await
+    }
+
     // ----- maintenance -------------------------------------------------------------------
 
     /// Bytes the store occupies on disk.

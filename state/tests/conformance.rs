@@ -554,6 +554,36 @@ mod cases {
         assert_eq!(store.get::<Job>("r1").unwrap(), r1);
     }
 
+    pub async fn named_values_should_persist_and_stay_off_the_feed(b: impl Backend) {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Nightly {
+            last_window_ms: u64,
+            cursor: String,
+        }
+        let store = open(&b, Config::default()).await;
+        let mut feed = store.subscribe();
+        assert_eq!(store.get_value::<Nightly>("nightly").unwrap(), None);
+        let v = Nightly {
+            last_window_ms: 86_400_000,
+            cursor: "app-7".into(),
+        };
+        store.put_value("nightly", &v).await.unwrap();
+        assert_eq!(
+            store.get_value::<Nightly>("nightly").unwrap().as_ref(),
+            Some(&v)
+        );
+        assert_eq!(feed.try_recv().unwrap(), None);
+        assert_eq!(store.revision(), 0);
+        assert!(store.put_value("a/b", &1).await.is_err());
+        drop(store);
+        let store = open(&b, Config::default()).await;
+        assert_eq!(store.get_value::<Nightly>("nightly").unwrap(), Some(v));
+        assert!(matches!(
+            store.get_value::<u64>("nightly"),
+            Err(Error::DecodeFailed { .. })
+        ));
+    }
+
     pub async fn every_acknowledged_concurrent_write_should_be_readable(b: impl Backend) {
         let store = open(&b, Config::default()).await;
         let tasks: Vec<_> = (0..64u64)
@@ -647,6 +677,11 @@ macro_rules! conformance_suite {
             #[tokio::test]
             async fn transactions_should_apply_all_writes_or_none() {
                 cases::transactions_should_apply_all_writes_or_none($backend).await
+            }
+
+            #[tokio::test]
+            async fn named_values_should_persist_and_stay_off_the_feed() {
+                cases::named_values_should_persist_and_stay_off_the_feed($backend).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
