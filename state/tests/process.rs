@@ -352,6 +352,120 @@ fn acknowledged_writes_should_survive_sigkill() {
     assert!(total_acks > ITERATIONS as u64, "the children made progress");
 }
 
+const CHILD_GROUP_DIR: &str = "HEARTH_STATE_TEST_GROUP_DIR";
+const GROUP_WRITERS: u64 = 8;
+const GROUP_ITERATIONS: usize = 20;
+
+/// Per writer, the objects `g<w>-<k>` present: `k` runs without gaps from 0 to the returned
+/// count (exclusive).
+fn group_progress(store: &Store) -> BTreeMap<u64, u64> {
+    let mut seen: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for app in store.list::<App>().unwrap().items {
+        let (w, k) = app.metadata.name[1..].split_once('-').unwrap();
+        seen.entry(w.parse().unwrap())
+            .or_default()
+            .insert(k.parse().unwrap());
+    }
+    seen.into_iter()
+        .map(|(w, ks)| {
+            let n = u64::try_from(ks.len()).unwrap();
+            assert_eq!(
+                ks.iter().next_back().map_or(0, |k| k + 1),
+                n,
+                "writer {w}: gap in {ks:?}"
+            );
+            (w, n)
+        })
+        .collect()
+}
+
+/// Child: `GROUP_WRITERS` concurrent writers (sharing flushes), each creating its next objects
+/// and printing `ACK <writer> <k>` after each create returned.
+async fn run_group_writers(dir: &Path) {
+    let store = Store::open(dir).await.unwrap();
+    let progress = group_progress(&store);
+    let deadline = Instant::now() + CHILD_LIFETIME;
+    let tasks: Vec<_> = (0..GROUP_WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            let mut k = progress.get(&w).copied().unwrap_or(0);
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    store
+                        .create(&App::new(&format!("g{w}-{k}"), "v"))
+                        .await
+                        .unwrap();
+                    println!("ACK {w} {k}");
+                    k += 1;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[test]
+fn acknowledged_concurrent_writes_should_survive_sigkill() {
+    if let Ok(dir) = std::env::var(CHILD_GROUP_DIR) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(run_group_writers(Path::new(&dir)));
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut rng = rand::rng();
+    let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut total = 0;
+    for iteration in 0..GROUP_ITERATIONS {
+        let mut child = spawn_child(
+            "acknowledged_concurrent_writes_should_survive_sigkill",
+            &[(CHILD_GROUP_DIR, dir.display().to_string())],
+        );
+        let lines = lines_of(&mut child);
+        let mut record = |line: &str| {
+            if let Some((w, k)) = parse_ack(line) {
+                let next = acked.entry(w).or_insert(0);
+                *next = (*next).max(k + 1);
+                total += 1;
+            }
+        };
+        let wanted = rng.random_range(1..200);
+        let mut seen = 0;
+        while seen < wanted {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("child acknowledges writes");
+            seen += usize::from(parse_ack(&line).is_some());
+            record(&line);
+        }
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..3_000)));
+        sigkill(&child);
+        child.wait().unwrap();
+        for line in lines.iter() {
+            record(&line);
+        }
+        let present = rt.block_on(async { group_progress(&Store::open(&dir).await.unwrap()) });
+        for (w, n) in &acked {
+            let have = present.get(w).copied().unwrap_or(0);
+            // Every acknowledged create is there; at most the one in flight besides.
+            assert!(
+                have >= *n && have <= n + 1,
+                "iteration {iteration}: writer {w} acknowledged {n} creates, store has {have}"
+            );
+        }
+        // Continue from what is there (an unacknowledged but durable create counts).
+        acked = present;
+    }
+    eprintln!("{GROUP_ITERATIONS} SIGKILLs, {total} acknowledged concurrent creates verified");
+}
+
 #[test]
 fn a_second_process_should_be_told_which_pid_holds_the_directory() {
     if let Ok(dir) = std::env::var(CHILD_HOLDER_DIR) {
