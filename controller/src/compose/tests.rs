@@ -751,22 +751,279 @@ fn translate_corpus(group: &[String], stack: &str) -> (Result<Translation, Error
     (result, read)
 }
 
+/// Expected outcome per corpus group: services, networks created, external networks, and the
+/// key paths of the warnings (everything docker stack deploy ignores). Documented in CORPUS.md.
+struct Expect {
+    prefix: &'static str,
+    services: usize,
+    networks: &'static [&'static str],
+    external_networks: &'static [&'static str],
+    warnings: &'static [&'static str],
+}
+
+const CORPUS: &[Expect] = &[
+    Expect {
+        prefix: "01",
+        services: 1,
+        networks: &[],
+        external_networks: &["proxy"],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "03",
+        services: 1,
+        networks: &[],
+        external_networks: &["proxy"],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "04",
+        services: 2,
+        networks: &["st_internal"],
+        external_networks: &["proxy"],
+        warnings: &["services.app.depends_on", "services.db.tmpfs"],
+    },
+    Expect {
+        prefix: "06",
+        services: 3,
+        networks: &["st_internal"],
+        external_networks: &["proxy"],
+        warnings: &["services.app.depends_on", "services.frontend.depends_on"],
+    },
+    Expect {
+        prefix: "07",
+        services: 8,
+        networks: &["st_net"],
+        external_networks: &[],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "08",
+        services: 6,
+        networks: &["st_backend", "st_default", "st_frontend"],
+        external_networks: &[],
+        warnings: &[
+            "services.vote.depends_on",
+            "services.result.depends_on",
+            "services.worker.depends_on",
+        ],
+    },
+    Expect {
+        prefix: "09",
+        services: 5,
+        networks: &["st_back-tier", "st_default", "st_front-tier", "st_payment"],
+        external_networks: &[],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "10",
+        services: 2,
+        networks: &["st_agent_network"],
+        external_networks: &[],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "11",
+        services: 1,
+        networks: &[],
+        external_networks: &["traefik-public"],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "12",
+        services: 4,
+        networks: &["st_net"],
+        external_networks: &[],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "13",
+        services: 4,
+        networks: &["proxy", "st_traefik-consul", "st_traefik-docker"],
+        external_networks: &[],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "14",
+        services: 3,
+        networks: &["st_ghost"],
+        external_networks: &["proxy"],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "15",
+        services: 3,
+        networks: &["st_elk"],
+        external_networks: &["proxy"],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "16",
+        services: 6,
+        networks: &[],
+        external_networks: &["logging_default", "monitor", "proxy"],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "17",
+        services: 6,
+        networks: &[],
+        external_networks: &["elastic"],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "18",
+        services: 1,
+        networks: &[],
+        external_networks: &["host"],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "19",
+        services: 2,
+        networks: &["st_default"],
+        external_networks: &[],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "20",
+        services: 1,
+        networks: &["docker_socket_proxy"],
+        external_networks: &[],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "21",
+        services: 1,
+        networks: &["traefik-public"],
+        external_networks: &["docker_socket_proxy"],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "22",
+        services: 7,
+        networks: &["st_functions"],
+        external_networks: &[],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "23",
+        services: 11,
+        networks: &["esnet", "proxy", "st_default"],
+        external_networks: &[],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "24",
+        services: 4,
+        networks: &["st_bookstack", "st_bookstack_db", "st_redis"],
+        external_networks: &["traefik"],
+        warnings: &[],
+    },
+    Expect {
+        prefix: "25",
+        services: 2,
+        networks: &["st_default"],
+        external_networks: &[],
+        warnings: &[],
+    },
+];
+
 #[test]
-fn every_corpus_stack_translates() {
-    let mut failures = Vec::new();
-    for group in corpus_groups() {
-        let (result, _) = translate_corpus(&group, "st");
-        match result {
-            Ok(t) => {
-                assert!(!t.stack.services.is_empty(), "{group:?} has services");
-                for s in &t.stack.services {
-                    assert!(s.name.as_deref().unwrap().starts_with("st_"));
-                }
-            }
-            Err(e) => failures.push(format!("{group:?}: {e}")),
+fn every_corpus_stack_translates_with_the_documented_outcome() {
+    let groups = corpus_groups();
+    assert_eq!(groups.len(), CORPUS.len());
+    for (group, want) in groups.iter().zip(CORPUS) {
+        assert_eq!(&group[0][..2], want.prefix);
+        let (result, _) = translate_corpus(group, "st");
+        let t = result.unwrap_or_else(|e| panic!("{group:?}: {e}"));
+        assert_eq!(t.stack.services.len(), want.services, "{group:?}");
+        for s in &t.stack.services {
+            assert!(s.name.as_deref().unwrap().starts_with("st_"));
+            let labels = s.labels.as_ref().unwrap();
+            assert_eq!(labels["com.docker.stack.namespace"], "st");
         }
+        let nets: Vec<&str> = t.stack.networks.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(nets, want.networks, "{group:?}");
+        assert_eq!(
+            t.stack.externals.networks, want.external_networks,
+            "{group:?}"
+        );
+        let warned: Vec<&str> = t.warnings.iter().map(|w| w.at.path.as_str()).collect();
+        assert_eq!(warned, want.warnings, "{group:?}");
     }
-    assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn corpus_side_files_are_read_where_docker_reads_them() {
+    let groups = corpus_groups();
+    let group = groups.iter().find(|g| g[0].starts_with("25")).unwrap();
+    let (result, read) = translate_corpus(group, "st");
+    let t = result.unwrap();
+    // Both services list the env file; docker reads it once per service too.
+    assert_eq!(
+        read,
+        vec![PathBuf::from("/work/shared/compose-corpus/rabbitmq.env"); 2]
+    );
+    // Bare names in the env file are taken from the environment.
+    let env = container(&t.stack.services[0])
+        .env
+        .clone()
+        .unwrap_or_default();
+    let all: Vec<String> = t
+        .stack
+        .services
+        .iter()
+        .flat_map(|s| container(s).env.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        all.contains(&"CAF_RABBITMQ_HOST=rabbit".to_string()),
+        "{env:?} / {all:?}"
+    );
+    // 17 reads its logstash config from $PWD, which interpolation made absolute.
+    let group = groups.iter().find(|g| g[0].starts_with("17")).unwrap();
+    let (_, read) = translate_corpus(group, "st");
+    assert_eq!(
+        read,
+        [PathBuf::from(
+            "/tmp/corpus/elk/logstash/config/pipeline/logstash.conf"
+        )]
+    );
+}
+
+#[test]
+fn corpus_required_variables_fail_with_their_message() {
+    let groups = corpus_groups();
+    let group = groups.iter().find(|g| g[0].starts_with("11")).unwrap();
+    let dir = corpus_dir();
+    let sources = vec![Source {
+        name: group[0].clone(),
+        text: std::fs::read_to_string(dir.join(&group[0])).unwrap(),
+    }];
+    let env = env(&[]);
+    let e = translate(
+        &sources,
+        &Options {
+            stack: "st",
+            env: &env,
+            working_dir: dir,
+            files: &MemFiles::default(),
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::InterpolationFailed { .. }), "{e}");
+    assert!(e.to_string().contains("Variable not set"), "{e}");
+}
+
+#[test]
+fn corpus_specs_match_their_snapshots() {
+    for prefix in ["01", "08", "13", "23"] {
+        let groups = corpus_groups();
+        let group = groups.iter().find(|g| g[0].starts_with(prefix)).unwrap();
+        let (result, _) = translate_corpus(group, "st");
+        let t = result.unwrap();
+        insta::assert_json_snapshot!(format!("corpus-{prefix}"), t.stack);
+    }
 }
 
 #[test]
