@@ -1,1 +1,9 @@
 //! Shared helpers for hearth's scenario and real-swarm tests.
+//!
+//! - [`support`]: connecting to the real swarm (fails under `CI=true` when Docker is
+//!   unreachable, never skips there), unique names and labels, polling.
+//! - [`conformance`]: behaviours every [`controller::swarm::Swarm`] must show, run against the
+//!   simulated swarm (`tests/sim_conformance.rs`) and the real one (`tests/real_swarm.rs`).
+
+pub mod conformance;
+pub mod support;

@@ -634,7 +634,14 @@ impl Swarm for DockerSwarm {
             "config",
             "node",
         ];
+        // bollard connects on the first poll; `since` makes the daemon replay what happened
+        // from this call on, so nothing between `events()` and that poll is lost.
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
+            .ok();
         let opts = qp::EventsOptions {
+            since,
             filters: Some(HashMap::from([(
                 "type".to_string(),
                 types.iter().map(|t| t.to_string()).collect(),

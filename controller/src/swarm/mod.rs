@@ -121,7 +121,8 @@ pub trait Swarm: Send + Sync {
     /// Change hints for services, tasks' containers, networks, volumes, secrets, configs and
     /// nodes. Opening it makes one [`Verb::Events`] call; the stream has no deadline, yields an
     /// error if opening fails, and ends when the daemon restarts or drops it: relist, then open
-    /// it again.
+    /// it again. It carries every event from the moment `events()` is called, even if the
+    /// first poll comes later.
     fn events(&self) -> BoxStream<'static, Result<Event>>;
 }
 

@@ -1,0 +1,133 @@
+//! Test support: the real swarm (or a loud skip outside CI), unique names, labels, polling.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use controller::swarm::{spec, DockerOptions, DockerSwarm, LabelFilter, Swarm};
+
+/// The label every object a test creates carries; the test bed removes leftovers by it.
+pub const TEST_LABEL: (&str, &str) = ("hearth.test", "1");
+/// The label that tells one test's objects from another's (value: the test's unique name).
+pub const RUN_LABEL: &str = "hearth.test.run";
+
+/// Fixture images built by `scripts/testbed.sh`.
+pub mod fixtures {
+    /// Healthy web app, version 1.0.0 (command `/bin/serve`, healthcheck `/bin/healthcheck`).
+    pub const WEBAPP_1_0_0: &str = "hearth-fixture/webapp:1.0.0";
+    /// Healthy web app, version 1.1.0.
+    pub const WEBAPP_1_1_0: &str = "hearth-fixture/webapp:1.1.0";
+    /// Healthy web app, version 2.0.0.
+    pub const WEBAPP_2_0_0: &str = "hearth-fixture/webapp:2.0.0";
+    /// Serves like the others, but its healthcheck always fails.
+    pub const WEBAPP_BROKEN: &str = "hearth-fixture/webapp:2.1.0-broken";
+}
+
+/// Whether the tests run under CI (`CI=true`), where a missing Docker is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Connects to the local Docker daemon (`/var/run/docker.sock`, or `HEARTH_DOCKER_SOCKET`)
+/// and checks it is an active swarm manager.
+///
+/// # Panics
+/// Under `CI=true`, when Docker is unreachable or not an active swarm manager: the suite must
+/// fail, never skip. Outside CI it prints a loud SKIP line and returns `None`.
+pub async fn real_swarm(test: &str) -> Option<DockerSwarm> {
+    match connect().await {
+        Ok(swarm) => Some(swarm),
+        Err(why) if in_ci() => panic!(
+            "CI=true and the real swarm is unusable for {test}: {why}. \
+             Run `bash scripts/testbed.sh` as root first."
+        ),
+        Err(why) => {
+            eprintln!(
+                "\n!!!!!! SKIPPING real-swarm test {test}: {why}\n\
+                 !!!!!! (run `bash scripts/testbed.sh` as root; under CI=true this fails)\n"
+            );
+            None
+        }
+    }
+}
+
+async fn connect() -> Result<DockerSwarm, String> {
+    let mut options = DockerOptions::default();
+    if let Some(socket) = std::env::var_os("HEARTH_DOCKER_SOCKET") {
+        options.socket = socket.into();
+    }
+    let swarm = DockerSwarm::connect(options)
+        .await
+        .map_err(|e| format!("docker unreachable: {}", chain(&e)))?;
+    let info = swarm
+        .info()
+        .await
+        .map_err(|e| format!("info failed: {e}"))?;
+    if !info.is_active_manager() {
+        return Err(format!(
+            "docker is not an active swarm manager (state {:?})",
+            info.local_node_state
+        ));
+    }
+    Ok(swarm)
+}
+
+/// An error and its sources, joined by ": ".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique object name `hearth-test-<test>-<pid><n>` (≤ 63 characters for a short `test`).
+pub fn unique_name(test: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "hearth-test-{test}-{:x}{:x}{n}",
+        std::process::id(),
+        nanos % 0x1000
+    )
+}
+
+/// The labels of a test's objects: the test label plus its run label.
+pub fn labels(run: &str) -> spec::Map {
+    spec::Map::from([
+        (TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string()),
+        (RUN_LABEL.to_string(), run.to_string()),
+    ])
+}
+
+/// The filter that finds exactly one test's objects.
+pub fn run_filter(run: &str) -> LabelFilter {
+    LabelFilter::eq(TEST_LABEL.0, TEST_LABEL.1).and_eq(RUN_LABEL, run)
+}
+
+/// Polls `probe` every `every` until it yields `Some`, or panics after `within` naming `what`.
+///
+/// Uses tokio time, so under a paused clock (simulated swarm) the wait is virtual.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, every: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what}: not reached within {within:?}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}

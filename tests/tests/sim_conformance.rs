@@ -1,0 +1,28 @@
+//! The swarm conformance suite against the simulated swarm, on a paused (virtual) clock.
+
+use controller::swarm::sim::{SimConfig, SimSwarm};
+use hearth_tests::conformance;
+
+fn sim() -> SimSwarm {
+    SimSwarm::new(SimConfig::default())
+}
+
+#[tokio::test(start_paused = true)]
+async fn sim_service_lifecycle_conforms() {
+    conformance::service_lifecycle(&sim(), "hearth-test-svc").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn sim_objects_lifecycle_conforms() {
+    conformance::objects_lifecycle(&sim(), "hearth-test-obj").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn sim_in_use_until_users_are_gone_conforms() {
+    conformance::in_use_until_users_are_gone(&sim(), "hearth-test-use").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn sim_events_report_service_changes_conforms() {
+    conformance::events_report_service_changes(&sim(), "hearth-test-evt").await;
+}
