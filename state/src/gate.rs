@@ -87,9 +87,15 @@ impl Gate {
         ticket
     }
 
-    /// The last ticket handed out (to wait for everything applied so far).
-    pub(crate) fn applied(&self) -> u64 {
-        self.lock().applied
+    /// A ticket covering everything applied so far, for callers that wrote nothing but read
+    /// state that must be durable before they answer. Starts a new flush when something
+    /// applied is not durable yet (also after a failed flush, so it is retried).
+    pub(crate) fn sync(self: &Arc<Self>) -> u64 {
+        let applied = self.lock().applied;
+        if self.progress.borrow().durable >= applied {
+            return 0;
+        }
+        self.register(None)
     }
 
     /// Waits until `ticket` is durable.
@@ -97,6 +103,9 @@ impl Gate {
     /// # Errors
     /// [`Error::FlushFailed`] when the flush covering the ticket failed.
     pub(crate) async fn wait(&self, ticket: u64) -> Result<()> {
+        if ticket == 0 {
+            return Ok(());
+        }
         let mut rx = self.progress.subscribe();
         let progress = rx
             .wait_for(|p| p.durable >= ticket || p.failed >= ticket)

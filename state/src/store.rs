@@ -321,7 +321,7 @@ impl Store {
             match step(name, current.as_deref(), stamp, plan)? {
                 // Nothing to write, but still wait: what we read may be another writer's
                 // applied but not yet durable write.
-                (obj, None) => (obj, self.inner.gate.applied()),
+                (obj, None) => (obj, self.inner.gate.sync()),
                 (obj, Some((op, change))) => {
                     engine.apply(Keyspace::Objects, vec![op, revision_op(stamp.revision)])?;
                     w.revision = stamp.revision;
@@ -365,7 +365,7 @@ impl Store {
                 }
             }
             if writes.is_empty() {
-                (changes, self.inner.gate.applied())
+                (changes, self.inner.gate.sync())
             } else {
                 writes.push(revision_op(revision));
                 engine.apply(Keyspace::Objects, writes)?;
@@ -804,4 +804,177 @@ fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Res
         what: what.to_string(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crd::ObjectMeta;
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::engine::{self, Entries};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Thing {
+        metadata: ObjectMeta,
+        spec: u32,
+        status: u32,
+    }
+
+    impl Resource for Thing {
+        const KIND: Kind = Kind::DepProvider;
+        type Spec = u32;
+        type Status = u32;
+        fn meta(&self) -> &ObjectMeta {
+            &self.metadata
+        }
+        fn meta_mut(&mut self) -> &mut ObjectMeta {
+            &mut self.metadata
+        }
+        fn spec(&self) -> &u32 {
+            &self.spec
+        }
+        fn status(&self) -> &u32 {
+            &self.status
+        }
+        fn status_mut(&mut self) -> &mut u32 {
+            &mut self.status
+        }
+    }
+
+    fn thing(name: &str) -> Thing {
+        Thing {
+            metadata: ObjectMeta::named(name),
+            spec: 1,
+            status: 0,
+        }
+    }
+
+    /// A memory engine whose writes or flushes can be made to fail.
+    #[derive(Debug, Default)]
+    struct FlakyEngine {
+        inner: MemoryEngine,
+        fail_apply: AtomicBool,
+        fail_flush: Arc<AtomicBool>,
+    }
+
+    impl Engine for FlakyEngine {
+        fn location(&self) -> String {
+            "flaky".into()
+        }
+        fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, engine::Error> {
+            self.inner.get(space, key)
+        }
+        fn scan(
+            &self,
+            space: Keyspace,
+            range: &KeyRange,
+            order: Order,
+            limit: usize,
+        ) -> Result<Entries, engine::Error> {
+            self.inner.scan(space, range, order, limit)
+        }
+        fn apply(&self, space: Keyspace, ops: Vec<Op>) -> Result<(), engine::Error> {
+            if self.fail_apply.load(Ordering::SeqCst) {
+                return Err(engine::Error::Closed);
+            }
+            self.inner.apply(space, ops)
+        }
+        fn flush(&self) -> BoxFuture<'static, Result<(), engine::Error>> {
+            let fail = self.fail_flush.load(Ordering::SeqCst);
+            async move {
+                if fail {
+                    Err(engine::Error::Closed)
+                } else {
+                    Ok(())
+                }
+            }
+            .boxed()
+        }
+        fn size_on_disk(&self) -> Result<u64, engine::Error> {
+            self.inner.size_on_disk()
+        }
+    }
+
+    async fn flaky_store() -> (Store, Arc<FlakyEngine>) {
+        let engine = Arc::new(FlakyEngine::default());
+        let store = Store::with_engine(engine.clone(), Config::default())
+            .await
+            .unwrap();
+        (store, engine)
+    }
+
+    #[tokio::test]
+    async fn a_failed_apply_should_leave_revision_and_feed_untouched() {
+        let (store, engine) = flaky_store().await;
+        let mut feed = store.subscribe();
+        engine.fail_apply.store(true, Ordering::SeqCst);
+        let err = store.create(&thing("a")).await.unwrap_err();
+        assert!(matches!(err, Error::EngineFailed(_)), "{err}");
+        engine.fail_apply.store(false, Ordering::SeqCst);
+        let created = store.create(&thing("a")).await.unwrap();
+        assert_eq!(
+            created.metadata.resource_version, 1,
+            "no revision was used up"
+        );
+        assert_eq!(
+            feed.try_recv().unwrap().map(|c| c.resource_version),
+            Some(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_should_not_report_the_write_done_nor_publish_it() {
+        let (store, engine) = flaky_store().await;
+        let mut feed = store.subscribe();
+        engine.fail_flush.store(true, Ordering::SeqCst);
+        let err = store.create(&thing("a")).await.unwrap_err();
+        assert!(matches!(err, Error::FlushFailed { .. }), "{err}");
+        assert_eq!(feed.try_recv().unwrap(), None, "not durable, not published");
+        assert_eq!(store.revision(), 0);
+        // The write was applied; once a later flush succeeds it is durable and published.
+        engine.fail_flush.store(false, Ordering::SeqCst);
+        store.create(&thing("b")).await.unwrap();
+        let names: Vec<String> = std::iter::from_fn(|| feed.try_recv().unwrap())
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(store.revision(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_write_should_still_wait_for_pending_durability() {
+        let (store, engine) = flaky_store().await;
+        let created = store.create(&thing("a")).await.unwrap();
+        engine.fail_flush.store(true, Ordering::SeqCst);
+        let mut edit = created.clone();
+        edit.spec = 2;
+        assert!(store.update(&edit).await.is_err());
+        // Re-sending the (applied, not durable) spec is a no-op write, but it must not claim
+        // durability the store does not have.
+        let current = store.get::<Thing>("a").unwrap();
+        assert!(matches!(
+            store.update(&current).await,
+            Err(Error::FlushFailed { .. })
+        ));
+        engine.fail_flush.store(false, Ordering::SeqCst);
+        assert_eq!(store.update(&current).await.unwrap(), current);
+    }
+
+    #[tokio::test]
+    async fn history_and_values_should_be_kept_apart_from_objects() {
+        let (store, _engine) = flaky_store().await;
+        store
+            .append_history(NewEntry::new("Deployed", "x"))
+            .await
+            .unwrap();
+        store.put_value("cursor", &7u32).await.unwrap();
+        assert_eq!(store.revision(), 0, "only object writes take revisions");
+        assert!(store.list::<Thing>().unwrap().items.is_empty());
+    }
 }
