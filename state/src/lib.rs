@@ -1,13 +1,35 @@
 //! hearth's desired-state store: the `Store` layer, a sled engine and an in-memory engine.
 //!
 //! Layering (one concept per module):
-//! - [`engine`]: the small key-value [`Engine`] trait raw backends implement
-//!   ([`SledEngine`] in `sled_engine`, the only file that imports sled; [`MemoryEngine`]).
-//! - [`store`]: the one shared layer over any engine — typed access per kind, optimistic
-//!   concurrency, generation/resourceVersion bookkeeping, durability (group commit), the
-//!   change feed and history. Both engines therefore behave identically.
-//! - [`watch`]: the change feed types; [`history`]: the append-only history types;
-//!   [`clock`]: the time source; [`error`]: the store's error type.
+//! - [`engine`]: the small key-value [`Engine`] trait raw backends implement — get, ordered
+//!   scan, atomic batch, flush, size. [`SledEngine`] (`sled_engine`, the only file that
+//!   imports sled) and [`MemoryEngine`] (`memory`).
+//! - [`store`]: [`Store`], the one shared layer over any `Arc<dyn Engine>`: typed access per
+//!   kind, optimistic concurrency, generation/resourceVersion bookkeeping, durability with
+//!   group commit, the change feed, history and small named values. Because all semantics
+//!   live here, both engines behave identically (one conformance suite proves it), and a
+//!   future engine only has to implement [`Engine`].
+//! - [`transaction`]: atomic multi-object writes ([`Transaction`]).
+//! - [`watch`]: the change feed ([`watch::Subscription`], [`watch::Change`]).
+//! - [`history`]: the append-only history's types and retention.
+//! - [`clock`]: the time source; [`error`]: the store's [`Error`].
+//!
+//! Typical use:
+//! ```no_run
+//! # async fn demo(app: crd::WarmApp) -> state::Result<()> {
+//! let store = state::Store::open("/var/lib/hearth").await?; // or Store::in_memory()
+//! let mut feed = store.subscribe();
+//! let created = store.create(&app).await?; // durable when it returns
+//! let mut edit = created.clone();
+//! edit.spec.version = "1.12.0".into();
+//! match store.update(&edit).await {
+//!     Ok(updated) => assert_eq!(updated.metadata.generation, 2),
+//!     Err(e) if e.is_conflict() => { /* re-read, re-apply, retry */ }
+//!     Err(e) => return Err(e),
+//! }
+//! let change = feed.recv().await; // Created, then Updated (or Lagged: relist)
+//! # Ok(()) }
+//! ```
 
 pub mod clock;
 pub mod engine;
