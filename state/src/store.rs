@@ -861,6 +861,8 @@ mod tests {
         inner: MemoryEngine,
         fail_apply: AtomicBool,
         fail_flush: Arc<AtomicBool>,
+        /// Every scan: keyspace, range, limit.
+        scans: Mutex<Vec<(Keyspace, KeyRange, usize)>>,
     }
 
     impl Engine for FlakyEngine {
@@ -877,6 +879,10 @@ mod tests {
             order: Order,
             limit: usize,
         ) -> Result<Entries, engine::Error> {
+            self.scans
+                .lock()
+                .unwrap()
+                .push((space, range.clone(), limit));
             self.inner.scan(space, range, order, limit)
         }
         fn apply(&self, space: Keyspace, ops: Vec<Op>) -> Result<(), engine::Error> {
@@ -976,5 +982,45 @@ mod tests {
         store.put_value("cursor", &7u32).await.unwrap();
         assert_eq!(store.revision(), 0, "only object writes take revisions");
         assert!(store.list::<Thing>().unwrap().items.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_list_should_scan_only_its_own_kinds_key_range() {
+        let (store, engine) = flaky_store().await;
+        for i in 0..5 {
+            store.create(&thing(&format!("t{i}"))).await.unwrap();
+        }
+        engine.scans.lock().unwrap().clear();
+        assert_eq!(store.list::<Thing>().unwrap().items.len(), 5);
+        let scans = engine.scans.lock().unwrap().clone();
+        assert_eq!(
+            scans,
+            [(
+                Keyspace::Objects,
+                KeyRange::prefix(b"o/DepProvider/"),
+                usize::MAX
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn history_about_one_object_should_read_only_its_index() {
+        let (store, engine) = flaky_store().await;
+        let me = crate::history::ObjectRef::new(Kind::Run, "r1");
+        for i in 0..20 {
+            let entry = NewEntry::new("Tested", format!("{i}"));
+            let entry = if i % 10 == 0 {
+                entry.subject(me.clone())
+            } else {
+                entry
+            };
+            store.append_history(entry).await.unwrap();
+        }
+        engine.scans.lock().unwrap().clear();
+        let found = store.history(&Query::newest(10).about(me)).unwrap();
+        assert_eq!(found.iter().map(|e| e.seq).collect::<Vec<_>>(), [11, 1]);
+        let scans = engine.scans.lock().unwrap().clone();
+        assert_eq!(scans.len(), 1);
+        assert_eq!(scans[0].1, KeyRange::prefix(b"i/Run/r1/"));
     }
 }
