@@ -1,0 +1,269 @@
+//! `DirCatalogue`: recipes read from `<dir>/<recipe>/recipe.yml` and compose files, on every call.
+
+use std::path::{Component, Path, PathBuf};
+
+use crd::names::MAX_RECIPE_NAME_LEN;
+use crd::validation::{check_dns_label, check_env_key};
+use crd::RecipeVersion;
+
+use super::{
+    variables, Catalogue, Error, Recipe, RecipeFile, RenderRequest, Rendered, Result,
+    BUILTIN_VARIABLES, RECIPE_FILE,
+};
+use crate::compose;
+
+/// Largest `recipe.yml` accepted.
+const MAX_RECIPE_FILE_BYTES: usize = 256 * 1024;
+
+/// A catalogue in a directory: one sub-directory per recipe.
+///
+/// # Guarantees
+/// Files are read on every call, so edits take effect without a restart; a recipe whose
+/// `recipe.yml` is broken fails alone, with every problem and its location.
+#[derive(Debug, Clone)]
+pub struct DirCatalogue {
+    dir: PathBuf,
+}
+
+impl DirCatalogue {
+    /// A catalogue rooted at `dir`.
+    ///
+    /// # Errors
+    /// [`Error::DirectoryUnreadable`] when `dir` is not a readable directory.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<DirCatalogue> {
+        let dir = dir.into();
+        std::fs::read_dir(&dir).map_err(|source| Error::DirectoryUnreadable {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(DirCatalogue { dir })
+    }
+
+    /// The catalogue directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Loads every recipe and renders its every version with placeholder built-ins (what
+    /// `hearth catalogue check` would run); returns the problems, empty when all is well.
+    pub fn check_all(&self) -> Vec<Error> {
+        let names = match self.recipes() {
+            Ok(names) => names,
+            Err(e) => return vec![e],
+        };
+        let mut problems = Vec::new();
+        for name in names {
+            let recipe = match self.recipe(&name) {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            };
+            let env = recipe
+                .file
+                .variables
+                .iter()
+                .filter(|(_, v)| v.required)
+                .map(|(k, _)| (k.clone(), "check".to_string()))
+                .collect();
+            for version in &recipe.versions {
+                let stack = format!("hw-{name}");
+                let request = RenderRequest {
+                    recipe: &name,
+                    version: version.as_str(),
+                    stack: &stack,
+                    domain: "check.invalid",
+                    env: &env,
+                };
+                if let Err(e) = self.render(&request) {
+                    problems.push(e);
+                }
+            }
+        }
+        problems
+    }
+}
+
+impl Catalogue for DirCatalogue {
+    fn recipes(&self) -> Result<Vec<String>> {
+        let unreadable = |source| Error::DirectoryUnreadable {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(unreadable)? {
+            let entry = entry.map_err(unreadable)?;
+            if entry.path().join(RECIPE_FILE).is_file() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn recipe(&self, name: &str) -> Result<Recipe> {
+        let not_found = || -> Result<Recipe> {
+            Err(Error::RecipeNotFound {
+                recipe: name.to_string(),
+                dir: self.dir.clone(),
+                known: self.recipes().map(|r| r.join(", ")).unwrap_or_default(),
+            })
+        };
+        // The name becomes a path component: only DNS labels, never `..` or `/`.
+        if check_dns_label(name, MAX_RECIPE_NAME_LEN).is_err() {
+            return not_found();
+        }
+        let dir = self.dir.join(name);
+        let path = dir.join(RECIPE_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return not_found(),
+            Err(source) => return Err(Error::DirectoryUnreadable { path, source }),
+        };
+        load_recipe(name, dir, &path, &bytes)
+    }
+
+    fn render(&self, request: &RenderRequest<'_>) -> Result<Rendered> {
+        let recipe = self.recipe(request.recipe)?;
+        if recipe.published(request.version).is_none() {
+            return Err(Error::VersionNotPublished {
+                recipe: recipe.name.clone(),
+                version: request.version.to_string(),
+                published: recipe.versions.iter().map(|v| v.to_string()).collect(),
+            });
+        }
+        let vars = variables(&recipe, request)?;
+        let translation = compose::translate_paths(&recipe.compose_paths(), request.stack, &vars)
+            .map_err(|source| Error::ComposeRejected {
+            recipe: recipe.name.clone(),
+            version: request.version.to_string(),
+            source: Box::new(source),
+        })?;
+        Ok(Rendered {
+            stack: translation.stack,
+            warnings: translation.warnings,
+            variables: vars,
+        })
+    }
+}
+
+/// Parses and checks a `recipe.yml`, reporting every problem with the file's path.
+fn load_recipe(name: &str, dir: PathBuf, path: &Path, bytes: &[u8]) -> Result<Recipe> {
+    let shown = path.display().to_string();
+    let rejected = |problems: Vec<String>| Error::RecipeRejected {
+        path: path.to_path_buf(),
+        problems,
+    };
+    if bytes.len() > MAX_RECIPE_FILE_BYTES {
+        return Err(rejected(vec![format!(
+            "{shown}: file is {} bytes, more than the {MAX_RECIPE_FILE_BYTES}-byte limit",
+            bytes.len()
+        )]));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| rejected(vec![format!("{shown}: not UTF-8: {e}")]))?;
+    let file: RecipeFile = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| rejected(vec![located(&shown, &e)]))?;
+
+    let mut problems = Vec::new();
+    let mut problem = |field: &str, message: String| {
+        problems.push(format!("{shown}: {field}: {message}"));
+    };
+    if let Err(m) = check_dns_label(name, MAX_RECIPE_NAME_LEN) {
+        problem("(directory name)", format!("recipe name {name:?} {m}"));
+    }
+    if file.compose_files.is_empty() {
+        problem("composeFiles", "must list at least one compose file".into());
+    }
+    for (i, f) in file.compose_files.iter().enumerate() {
+        let rel = Path::new(f);
+        if f.is_empty()
+            || rel.is_absolute()
+            || rel.components().any(|c| !matches!(c, Component::Normal(_)))
+        {
+            problem(
+                &format!("composeFiles[{i}]"),
+                format!("{f:?} must be a path inside the recipe directory"),
+            );
+        } else if !dir.join(rel).is_file() {
+            problem(
+                &format!("composeFiles[{i}]"),
+                format!("{} does not exist", dir.join(rel).display()),
+            );
+        }
+    }
+    if file.versions.is_empty() {
+        problem("versions", "must list at least one version".into());
+    }
+    let mut versions: Vec<RecipeVersion> = Vec::new();
+    for (i, v) in file.versions.iter().enumerate() {
+        match RecipeVersion::parse(v) {
+            Ok(parsed) => match versions.iter().find(|p| **p == parsed) {
+                Some(same) => problem(
+                    &format!("versions[{i}]"),
+                    format!("{v:?} is listed twice (same as {:?})", same.as_str()),
+                ),
+                None => versions.push(parsed),
+            },
+            Err(e) => problem(&format!("versions[{i}]"), e.to_string()),
+        }
+    }
+    for (k, var) in &file.variables {
+        let field = format!("variables.{k}");
+        if let Err(m) = check_env_key(k) {
+            problem(&field, m);
+        }
+        if BUILTIN_VARIABLES.contains(&k.as_str()) || k.starts_with("HEARTH_") {
+            problem(&field, "is set by hearth and cannot be declared".into());
+        }
+        if var.required && var.default.is_some() {
+            problem(&field, "a required variable cannot have a default".into());
+        }
+    }
+    if !problems.is_empty() {
+        return Err(rejected(problems));
+    }
+    versions.sort();
+    Ok(Recipe {
+        name: name.to_string(),
+        dir,
+        file,
+        versions,
+    })
+}
+
+/// Parser settings for small hand-written files: tight input budgets, duplicate keys rejected.
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_events = 100_000;
+    budget.max_aliases = 100;
+    budget.max_anchors = 100;
+    budget.max_depth = 32;
+    budget.max_documents = 1;
+    budget.max_nodes = 50_000;
+    budget.max_total_scalar_bytes = 4 * MAX_RECIPE_FILE_BYTES;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.duplicate_keys = serde_saphyr::options::DuplicateKeyPolicy::Error;
+    options.with_snippet = false;
+    options
+}
+
+/// `file:line:col: message` for a parse error (`file: message` when it has no location).
+fn located(file: &str, e: &serde_saphyr::Error) -> String {
+    let message = e
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    match e.location() {
+        Some(l) if l.line() > 0 => format!("{file}:{}:{}: {message}", l.line(), l.column()),
+        _ => format!("{file}: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,306 @@
+//! The recipe catalogue: which recipes and versions exist, and how a version renders to a stack spec.
+//!
+//! [`Catalogue`] is the seam; [`DirCatalogue`] reads a directory:
+//!
+//! ```text
+//! <dir>/<recipe>/recipe.yml     what the recipe publishes (see [`RecipeFile`])
+//! <dir>/<recipe>/compose.yml    compose file(s), `${VAR}`-interpolated at render time
+//! ```
+//!
+//! ```yaml
+//! # recipe.yml
+//! description: the fixture web app
+//! composeFiles: [compose.yml]          # merged in order, as `docker stack deploy -c a -c b`
+//! versions: [1.0.0, 1.1.0, 2.0.0]      # published versions, any order
+//! variables:                           # what the compose files read besides the built-ins
+//!   PORT: { default: "8080", description: port the app listens on }
+//!   ADMIN_EMAIL: { required: true }
+//! ```
+//!
+//! Rendering sets the built-in variables `VERSION`, `STACK_NAME` and `DOMAIN`, then the
+//! recipe's defaults, then the caller's overrides, and translates the compose files with
+//! [`crate::compose`].
+
+mod dir;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crd::RecipeVersion;
+use serde::{Deserialize, Serialize};
+
+use crate::compose;
+use crate::swarm::spec::StackSpec;
+
+pub use dir::DirCatalogue;
+
+/// Name of the file describing a recipe inside its directory.
+pub const RECIPE_FILE: &str = "recipe.yml";
+
+/// Variables every render sets; a recipe may use them but not declare them.
+pub const BUILTIN_VARIABLES: [&str; 3] = ["VERSION", "STACK_NAME", "DOMAIN"];
+
+/// The contents of a `recipe.yml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecipeFile {
+    /// One line for humans.
+    #[serde(default)]
+    pub description: String,
+    /// Compose files relative to the recipe directory, merged in order.
+    pub compose_files: Vec<String>,
+    /// Published versions (recipe versions such as `1.11.0+1.29.0`).
+    pub versions: Vec<String>,
+    /// Variables the compose files read besides the built-ins.
+    #[serde(default)]
+    pub variables: BTreeMap<String, Variable>,
+}
+
+/// One declared variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Variable {
+    /// The value when the caller gives none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// The caller must give a value (no default may be set then).
+    #[serde(default)]
+    pub required: bool,
+    /// What it is for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// A loaded, checked recipe.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// The recipe name (its directory name).
+    pub name: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// What `recipe.yml` says.
+    pub file: RecipeFile,
+    /// The published versions, oldest first (recipe-version order).
+    pub versions: Vec<RecipeVersion>,
+}
+
+impl Recipe {
+    /// The newest published version; pre-releases (such as `2.1.0-broken`) only when
+    /// `include_prerelease`.
+    pub fn newest(&self, include_prerelease: bool) -> Option<&RecipeVersion> {
+        self.versions
+            .iter()
+            .rev()
+            .find(|v| include_prerelease || is_release(v))
+    }
+
+    /// The published version equal to `version` (in recipe-version order: `1.0.0+1.29`
+    /// equals `1.0.0+1.29.0`).
+    pub fn published(&self, version: &str) -> Option<&RecipeVersion> {
+        let wanted = RecipeVersion::parse(version).ok()?;
+        self.versions.iter().find(|v| **v == wanted)
+    }
+
+    /// The compose files' paths.
+    pub fn compose_paths(&self) -> Vec<PathBuf> {
+        self.file
+            .compose_files
+            .iter()
+            .map(|f| self.dir.join(f))
+            .collect()
+    }
+}
+
+fn is_release(v: &RecipeVersion) -> bool {
+    v.recipe().pre.is_empty() && v.upstream().is_none_or(|u| u.pre.is_empty())
+}
+
+/// What to render.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderRequest<'a> {
+    /// The recipe.
+    pub recipe: &'a str,
+    /// A published version.
+    pub version: &'a str,
+    /// The stack name (`STACK_NAME`, and the namespace of the stack spec).
+    pub stack: &'a str,
+    /// The domain the stack serves (`DOMAIN`).
+    pub domain: &'a str,
+    /// Overrides of declared variables.
+    pub env: &'a BTreeMap<String, String>,
+}
+
+/// A rendered version: the stack to deploy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// The stack spec.
+    pub stack: StackSpec,
+    /// Compose keys docker stack deploy would ignore or adjust.
+    pub warnings: Vec<compose::Warning>,
+    /// Every variable the compose files were interpolated with.
+    pub variables: BTreeMap<String, String>,
+}
+
+/// Where recipes come from.
+///
+/// # Caveats
+/// Calls read files (or a remote index): run them off the async executor's hot path
+/// (`spawn_blocking`) when the catalogue is large.
+pub trait Catalogue: Send + Sync {
+    /// Recipe names, sorted.
+    ///
+    /// # Errors
+    /// [`Error::DirectoryUnreadable`].
+    fn recipes(&self) -> Result<Vec<String>>;
+
+    /// One recipe, loaded and checked.
+    ///
+    /// # Errors
+    /// [`Error::RecipeNotFound`], [`Error::RecipeRejected`], [`Error::DirectoryUnreadable`].
+    fn recipe(&self, name: &str) -> Result<Recipe>;
+
+    /// The published versions of `recipe`, oldest first.
+    ///
+    /// # Errors
+    /// As [`Catalogue::recipe`].
+    fn versions(&self, recipe: &str) -> Result<Vec<RecipeVersion>> {
+        Ok(self.recipe(recipe)?.versions)
+    }
+
+    /// The newest published version of `recipe` (pre-releases only when asked).
+    ///
+    /// # Errors
+    /// As [`Catalogue::recipe`], and [`Error::VersionNotPublished`] when none qualifies.
+    fn newest(&self, recipe: &str, include_prerelease: bool) -> Result<RecipeVersion> {
+        let r = self.recipe(recipe)?;
+        r.newest(include_prerelease)
+            .cloned()
+            .ok_or_else(|| Error::VersionNotPublished {
+                recipe: recipe.to_string(),
+                version: if include_prerelease {
+                    "any".into()
+                } else {
+                    "any release".into()
+                },
+                published: r.versions.iter().map(|v| v.to_string()).collect(),
+            })
+    }
+
+    /// Renders a published version to a stack spec.
+    ///
+    /// # Errors
+    /// As [`Catalogue::recipe`], [`Error::VersionNotPublished`], [`Error::VariableMissing`],
+    /// [`Error::VariableUndeclared`], [`Error::ComposeRejected`].
+    fn render(&self, request: &RenderRequest<'_>) -> Result<Rendered>;
+}
+
+/// The variables a render of `recipe` at `version` uses: the recipe's defaults, then `env`,
+/// then the built-ins.
+///
+/// # Errors
+/// [`Error::VariableUndeclared`] for an override the recipe does not declare (or a built-in),
+/// [`Error::VariableMissing`] for a required variable without a value.
+pub fn variables(recipe: &Recipe, request: &RenderRequest<'_>) -> Result<BTreeMap<String, String>> {
+    let mut vars = BTreeMap::new();
+    for (name, var) in &recipe.file.variables {
+        if let Some(default) = &var.default {
+            vars.insert(name.clone(), default.clone());
+        }
+    }
+    for (name, value) in request.env {
+        if !recipe.file.variables.contains_key(name) {
+            return Err(Error::VariableUndeclared {
+                recipe: recipe.name.clone(),
+                name: name.clone(),
+                declared: recipe.file.variables.keys().cloned().collect(),
+            });
+        }
+        vars.insert(name.clone(), value.clone());
+    }
+    for (name, var) in &recipe.file.variables {
+        if var.required && !vars.contains_key(name) {
+            return Err(Error::VariableMissing {
+                recipe: recipe.name.clone(),
+                name: name.clone(),
+            });
+        }
+    }
+    vars.insert("VERSION".into(), request.version.to_string());
+    vars.insert("STACK_NAME".into(), request.stack.to_string());
+    vars.insert("DOMAIN".into(), request.domain.to_string());
+    Ok(vars)
+}
+
+/// The catalogue's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Catalogue errors. None is retryable unless noted: the catalogue or the request must change.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A directory or file could not be read. Retryable if the cause is transient.
+    #[error("cannot read {path}")]
+    DirectoryUnreadable {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No recipe of that name.
+    #[error("recipe {recipe:?} not found in {dir} (known: {known})")]
+    RecipeNotFound {
+        /// The name asked for.
+        recipe: String,
+        /// The catalogue directory.
+        dir: PathBuf,
+        /// The recipes that exist, comma-separated.
+        known: String,
+    },
+    /// A `recipe.yml` did not parse or broke a rule; every problem is listed.
+    #[error("{}", problems.join("\n"))]
+    RecipeRejected {
+        /// The file.
+        path: PathBuf,
+        /// Each problem as `file:line:col: message` or `file: field: message`.
+        problems: Vec<String>,
+    },
+    /// The version is not published by the recipe.
+    #[error("recipe {recipe:?} does not publish version {version:?} (published: {})", published.join(", "))]
+    VersionNotPublished {
+        /// The recipe.
+        recipe: String,
+        /// The version asked for.
+        version: String,
+        /// What it publishes, oldest first.
+        published: Vec<String>,
+    },
+    /// A required variable has no value.
+    #[error("recipe {recipe:?} requires variable {name} and none was given")]
+    VariableMissing {
+        /// The recipe.
+        recipe: String,
+        /// The variable.
+        name: String,
+    },
+    /// An override names a variable the recipe does not declare.
+    #[error("recipe {recipe:?} declares no variable {name} (declared: {})", declared.join(", "))]
+    VariableUndeclared {
+        /// The recipe.
+        recipe: String,
+        /// The variable.
+        name: String,
+        /// What it declares.
+        declared: Vec<String>,
+    },
+    /// The compose files did not translate.
+    #[error("recipe {recipe:?} version {version}: {source}")]
+    ComposeRejected {
+        /// The recipe.
+        recipe: String,
+        /// The version.
+        version: String,
+        /// The translator's error, with file:line:col (boxed: it is large).
+        #[source]
+        source: Box<compose::Error>,
+    },
+}

@@ -1,0 +1,366 @@
+//! The runner: pulls due keys from the scheduler and reconciles them, never one key twice at once.
+
+use std::collections::HashSet;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crd::Resource;
+use futures::FutureExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use state::Store;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::backoff::Backoff;
+use super::scheduler::Scheduler;
+use super::triggers::{self, Trigger};
+use super::{Action, Config, Error, Next, ObjectRef, Reconciler, Shutdown};
+use crate::swarm::Swarm;
+
+/// Counters shared with [`Handle`]s.
+#[derive(Debug, Default)]
+struct Stats {
+    queue_depth: AtomicUsize,
+    active: AtomicUsize,
+    started: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A cheap, cloneable view of a running controller: its gauges and a way to trigger keys.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Trigger>,
+    stats: Arc<Stats>,
+}
+
+impl Handle {
+    /// Requests a reconcile of `key` now (deduplicated with every other request).
+    /// Returns `false` when the controller has stopped.
+    pub fn trigger(&self, key: ObjectRef) -> bool {
+        self.tx.send(Trigger::now(key)).is_ok()
+    }
+
+    /// Keys waiting: pending in the scheduler, or due while their previous reconcile runs.
+    pub fn queue_depth(&self) -> usize {
+        self.stats.queue_depth.load(Ordering::Relaxed)
+    }
+
+    /// Reconciles running now.
+    pub fn active_workers(&self) -> usize {
+        self.stats.active.load(Ordering::Relaxed)
+    }
+
+    /// Reconciles started since the controller started.
+    pub fn reconciles_started(&self) -> u64 {
+        self.stats.started.load(Ordering::Relaxed)
+    }
+
+    /// Reconciles that failed (error or panic) since the controller started.
+    pub fn reconciles_failed(&self) -> u64 {
+        self.stats.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// How [`Controller::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Graceful: every in-flight reconcile finished.
+    Drained,
+    /// Forced: in-flight reconciles were aborted.
+    Aborted,
+}
+
+/// What one reconcile call ended with.
+enum Outcome<E> {
+    Reconciled(Action),
+    Failed(E),
+    Broken(Error),
+}
+
+/// Wires triggers, scheduler and runner for reconciler `R`.
+///
+/// ```ignore
+/// let controller = Controller::<WarmAppReconciler>::new(store, ctx, config).with_swarm(swarm);
+/// let handle = controller.handle();
+/// tokio::spawn(runtime::signals::on_os_signals(shutdown.clone()));
+/// controller.run(shutdown).await;
+/// ```
+pub struct Controller<R: Reconciler> {
+    store: Store,
+    swarm: Option<Arc<dyn Swarm>>,
+    ctx: Arc<R::Context>,
+    config: Config,
+    tx: mpsc::UnboundedSender<Trigger>,
+    rx: mpsc::UnboundedReceiver<Trigger>,
+    stats: Arc<Stats>,
+    reconciler: PhantomData<fn() -> R>,
+}
+
+impl<R: Reconciler> Controller<R> {
+    /// A controller of `R::Object`s in `store`, without Docker events (add them with
+    /// [`Controller::with_swarm`]).
+    pub fn new(store: Store, ctx: Arc<R::Context>, config: Config) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Controller {
+            store,
+            swarm: None,
+            ctx,
+            config,
+            tx,
+            rx,
+            stats: Arc::default(),
+            reconciler: PhantomData,
+        }
+    }
+
+    /// Also follows `swarm`'s events (mapped to owners) and lists its hearth-managed services
+    /// at every relist, so orphans get their `cleanup`.
+    pub fn with_swarm(mut self, swarm: Arc<dyn Swarm>) -> Self {
+        self.swarm = Some(swarm);
+        self
+    }
+
+    /// A handle for gauges and manual triggers; valid before and during [`Controller::run`].
+    pub fn handle(&self) -> Handle {
+        Handle {
+            tx: self.tx.clone(),
+            stats: Arc::clone(&self.stats),
+        }
+    }
+
+    /// Runs until `shutdown`: relists once, then follows the change feed, Docker events
+    /// (when a swarm is set) and the periodic resync, and reconciles due keys.
+    ///
+    /// # Guarantees
+    /// - Never two reconciles of one key at once; a key that becomes due while it is being
+    ///   reconciled is reconciled again right after.
+    /// - At most `config.concurrency` reconciles at once.
+    /// - A failure retries the key after its exponential backoff (unless the error policy says
+    ///   otherwise); a success resets it. `Action::requeue(d)` makes the key due after `d`.
+    /// - On `shutdown.graceful` no new reconcile starts and in-flight ones finish
+    ///   ([`Stopped::Drained`]); on `shutdown.force` they are aborted ([`Stopped::Aborted`]).
+    pub async fn run(self, shutdown: Shutdown) -> Stopped {
+        let Controller {
+            store,
+            swarm,
+            ctx,
+            config,
+            tx,
+            mut rx,
+            stats,
+            ..
+        } = self;
+        let mut rng = match config.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        let concurrency = config.concurrency.max(1);
+
+        // Triggers. Subscribe before the initial relist so no write falls between them.
+        let mut sources = JoinSet::new();
+        let feed = store.subscribe();
+        sources.spawn(triggers::store_feed::<R::Object>(
+            store.clone(),
+            swarm.clone(),
+            feed,
+            tx.clone(),
+        ));
+        if let Some(swarm) = &swarm {
+            sources.spawn(triggers::docker_events::<R::Object>(
+                store.clone(),
+                Arc::clone(swarm),
+                config.clone(),
+                StdRng::seed_from_u64(rng.random()),
+                tx.clone(),
+            ));
+        }
+        sources.spawn(triggers::resync::<R::Object>(
+            store.clone(),
+            swarm.clone(),
+            config.clone(),
+            StdRng::seed_from_u64(rng.random()),
+            tx.clone(),
+        ));
+        let initial = tx.clone();
+        let (s, w) = (store.clone(), swarm.clone());
+        sources.spawn(async move {
+            triggers::send_relist::<R::Object>(&s, w.as_deref(), &initial, "startup").await;
+        });
+        drop(tx);
+
+        let mut scheduler: Scheduler<ObjectRef> = Scheduler::new();
+        let mut running: HashSet<ObjectRef> = HashSet::new();
+        let mut rerun: HashSet<ObjectRef> = HashSet::new();
+        let mut workers: JoinSet<(ObjectRef, Outcome<R::Error>)> = JoinSet::new();
+        let mut backoff = Backoff::new(config.backoff_policy());
+        let mut draining = false;
+        tracing::info!(kind = %R::Object::KIND, concurrency, "controller started");
+
+        let stopped = loop {
+            if !draining {
+                let now = Instant::now();
+                while running.len() < concurrency {
+                    let Some(key) = scheduler.pop_due(now) else {
+                        break;
+                    };
+                    if running.contains(&key) {
+                        rerun.insert(key);
+                        continue;
+                    }
+                    running.insert(key.clone());
+                    stats.started.fetch_add(1, Ordering::Relaxed);
+                    let span = tracing::info_span!("reconcile", object = %key);
+                    workers.spawn(work::<R>(store.clone(), Arc::clone(&ctx), key).instrument(span));
+                }
+            }
+            stats
+                .queue_depth
+                .store(scheduler.len() + rerun.len(), Ordering::Relaxed);
+            stats.active.store(running.len(), Ordering::Relaxed);
+            if draining && workers.is_empty() {
+                break Stopped::Drained;
+            }
+            let wake = if !draining && running.len() < concurrency {
+                scheduler.next_due()
+            } else {
+                None
+            };
+
+            tokio::select! {
+                biased;
+                _ = shutdown.force.cancelled() => {
+                    workers.abort_all();
+                    break Stopped::Aborted;
+                }
+                _ = shutdown.graceful.cancelled(), if !draining => {
+                    tracing::info!(in_flight = running.len(), "draining: no new reconciles");
+                    draining = true;
+                    sources.abort_all();
+                }
+                Some(joined) = workers.join_next() => {
+                    let (key, outcome) = match joined {
+                        Ok(done) => done,
+                        // Panics are caught inside `work`; only aborts end up here.
+                        Err(e) => {
+                            tracing::error!(error = %e, "reconcile task ended abnormally");
+                            continue;
+                        }
+                    };
+                    running.remove(&key);
+                    let now = Instant::now();
+                    let next = match outcome {
+                        Outcome::Reconciled(action) => {
+                            backoff.succeeded(&key);
+                            action.next
+                        }
+                        Outcome::Failed(e) => {
+                            stats.failed.fetch_add(1, Ordering::Relaxed);
+                            let action = R::error_policy(&key, &e, &ctx);
+                            tracing::warn!(object = %key, error = %chain(&e), "reconcile failed");
+                            action.next
+                        }
+                        Outcome::Broken(e) => {
+                            stats.failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(object = %key, error = %e, "reconcile failed");
+                            Next::Backoff
+                        }
+                    };
+                    match next {
+                        Next::Requeue(d) => {
+                            scheduler.schedule(key.clone(), now + d);
+                        }
+                        Next::Backoff => {
+                            let d = backoff.failed(key.clone(), &mut rng);
+                            tracing::debug!(object = %key, delay = ?d, "retrying after backoff");
+                            scheduler.schedule(key.clone(), now + d);
+                        }
+                        Next::AwaitChange => {}
+                    }
+                    if rerun.remove(&key) {
+                        scheduler.schedule(key, now);
+                    }
+                }
+                Some(trigger) = rx.recv(), if !draining => {
+                    // Take the whole burst before starting work, so a burst for one key
+                    // becomes one reconcile.
+                    let mut next = Some(trigger);
+                    while let Some(trigger) = next {
+                        if trigger.key.kind == R::Object::KIND {
+                            scheduler.schedule(trigger.key, trigger.at);
+                        } else {
+                            tracing::debug!(object = %trigger.key, "ignoring a trigger of another kind");
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                }
+                _ = sleep_until(wake), if wake.is_some() => {}
+            }
+        };
+        sources.abort_all();
+        stats.active.store(0, Ordering::Relaxed);
+        tracing::info!(?stopped, "controller stopped");
+        stopped
+    }
+}
+
+/// Sleeps until `at` (forever when `None`; the select guard keeps that branch off then).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One reconcile: read the object, call `reconcile` (or `cleanup` when it is gone), catch
+/// panics so the key is always released.
+async fn work<R: Reconciler>(
+    store: Store,
+    ctx: Arc<R::Context>,
+    key: ObjectRef,
+) -> (ObjectRef, Outcome<R::Error>) {
+    let call = async {
+        match store.get_opt::<R::Object>(&key.name) {
+            Ok(Some(obj)) => R::reconcile(Arc::new(obj), ctx).await,
+            Ok(None) => R::cleanup(key.clone(), ctx).await,
+            Err(source) => {
+                return Outcome::Broken(Error::ObjectReadFailed {
+                    key: key.clone(),
+                    source,
+                })
+            }
+        }
+        .map_or_else(Outcome::Failed, Outcome::Reconciled)
+    };
+    let outcome = match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            Outcome::Broken(Error::ReconcilerPanicked {
+                key: key.clone(),
+                message,
+            })
+        }
+    };
+    (key, outcome)
+}
+
+/// An error and its sources, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,464 @@
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crd::{Kind, SlotPool, WarmApp};
+use state::history::{reason, Query};
+use state::Store;
+
+use super::*;
+
+const GOOD: &str = "\
+apiVersion: hearth/v1
+kind: WarmApp
+metadata:
+  name: web
+spec:
+  recipe: webapp
+  version: 1.0.0
+---
+apiVersion: hearth/v1
+kind: SlotPool
+metadata:
+  name: ci
+spec:
+  slots: 2
+  portBase: 20000
+";
+
+fn problems(text: &str) -> (String, Vec<Problem>) {
+    match parse("state.yml", text, None) {
+        Err(e @ Error::FileRejected { .. }) => {
+            let shown = e.to_string();
+            let Error::FileRejected { problems, .. } = e else {
+                unreachable!()
+            };
+            (shown, problems)
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+fn lines(text: &str) -> Vec<String> {
+    let (shown, _) = problems(text);
+    shown
+        .lines()
+        .skip(1)
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn the_example_state_file_should_validate() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/state.yml");
+    let set = load(&path, None).unwrap();
+    let kinds: Vec<(Kind, &str)> = set.resources.iter().map(|r| (r.kind(), r.name())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (Kind::WarmApp, "webapp"),
+            (Kind::WarmApp, "sso"),
+            (Kind::DepProvider, "sso"),
+            (Kind::SlotPool, "ci"),
+        ]
+    );
+    let providers = set
+        .resources
+        .iter()
+        .filter(|r| matches!(r, AnyResource::WarmApp(w) if w.spec.provider))
+        .count();
+    assert_eq!(providers, 1);
+}
+
+#[test]
+fn a_multi_document_file_should_parse_every_document() {
+    let set = parse(
+        "state.yml",
+        &format!("# leading comment\n---\n{GOOD}---\n# only a comment\n"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(set.resources.len(), 2);
+    assert_eq!(set.resources[1].name(), "ci");
+}
+
+#[test]
+fn malformed_yaml_should_be_rejected_with_its_position() {
+    let text = "apiVersion: hearth/v1\nkind: WarmApp\nmetadata:\n  name: [web\nspec: {}\n";
+    let (shown, found) = problems(text);
+    assert_eq!(found.len(), 1, "{shown}");
+    assert!(found[0].line >= 4, "{shown}");
+    assert!(shown.lines().nth(1).unwrap().trim().starts_with(&format!(
+        "state.yml:{}:{}: ",
+        found[0].line, found[0].column
+    )));
+}
+
+#[test]
+fn an_unknown_field_should_be_rejected_with_its_position_and_path() {
+    let text = "apiVersion: hearth/v1\nkind: WarmApp\nmetadata:\n  name: web\nspec:\n  recipe: webapp\n  versoin: 1.0.0\n";
+    let l = lines(text);
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert!(
+        l[0].starts_with("state.yml:7:3: WarmApp/web: spec.versoin: unknown field `versoin`"),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn an_invalid_value_should_be_rejected_with_its_position_and_path() {
+    let text = "\
+apiVersion: hearth/v1
+kind: WarmApp
+metadata:
+  name: web
+spec:
+  recipe: webapp
+  version: 1.0.0
+  health:
+    http: { path: /healthz, expectedCodes: [200, 700] }
+  env:
+    STACK_NAME: x
+";
+    let l = lines(text);
+    assert_eq!(
+        l,
+        vec![
+            "state.yml:9:50: WarmApp/web: spec.health.http.expectedCodes[1]: must be an HTTP status code 100-599 (got 700)".to_string(),
+            "state.yml:11:17: WarmApp/web: spec.env[\"STACK_NAME\"]: is set by hearth and cannot be overridden".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn problems_in_later_documents_should_carry_file_line_numbers() {
+    let text = format!("{GOOD}---\napiVersion: hearth/v1\nkind: SlotPool\nmetadata:\n  name: Bad_Name\nspec:\n  slots: 0\n  portBase: 20000\n");
+    let (shown, found) = problems(&text);
+    let at: Vec<(u64, &str)> = found.iter().map(|p| (p.line, p.path.as_str())).collect();
+    assert_eq!(
+        at,
+        vec![(20, "metadata.name"), (22, "spec.slots")],
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_wrongly_typed_value_should_be_rejected_with_its_path() {
+    let text = "apiVersion: hearth/v1\nkind: SlotPool\nmetadata:\n  name: ci\nspec:\n  slots: many\n  portBase: 20000\n";
+    let (shown, found) = problems(text);
+    assert_eq!(found.len(), 1, "{shown}");
+    assert_eq!(
+        (found[0].line, found[0].path.as_str()),
+        (6, "spec.slots"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn duplicate_names_should_be_rejected_at_the_second_one() {
+    let text = format!("{GOOD}---\napiVersion: hearth/v1\nkind: WarmApp\nmetadata:\n  name: web\nspec:\n  recipe: other\n  version: 2.0.0\n");
+    let l = lines(&text);
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert!(
+        l[0].starts_with("state.yml:20:9: WarmApp/web: metadata.name: duplicate WarmApp name"),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn a_run_or_an_unknown_kind_should_be_rejected() {
+    let text = "apiVersion: hearth/v1\nkind: Run\nmetadata: { name: r }\nspec: {}\n---\napiVersion: hearth/v2\nkind: WarmApp\n---\nkind: Gadget\napiVersion: hearth/v1\n";
+    let (shown, found) = problems(text);
+    let at: Vec<(u64, u64, &str)> = found
+        .iter()
+        .map(|p| (p.line, p.column, p.path.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        vec![(2, 7, "kind"), (6, 13, "apiVersion"), (9, 7, "kind")],
+        "{shown}"
+    );
+    assert!(shown.contains("a Run cannot be declared in an operator state file"));
+}
+
+#[test]
+fn status_and_store_owned_metadata_should_be_rejected() {
+    let text = "apiVersion: hearth/v1\nkind: SlotPool\nmetadata:\n  name: ci\n  resourceVersion: 9\nspec:\n  slots: 1\n  portBase: 20000\nstatus: {}\n";
+    let (shown, found) = problems(text);
+    let paths: Vec<&str> = found.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, vec!["metadata.resourceVersion", "status"], "{shown}");
+}
+
+#[test]
+fn a_dangling_reference_should_be_rejected_at_its_field() {
+    let text = "apiVersion: hearth/v1\nkind: DepProvider\nmetadata:\n  name: sso\nspec:\n  mode: shared\n  warmApp: nowhere\n";
+    let l = lines(text);
+    assert_eq!(l.len(), 1);
+    assert!(
+        l[0].starts_with(
+            "state.yml:7:12: DepProvider/sso: spec.warmApp: no WarmApp named \"nowhere\""
+        ),
+        "{l:?}"
+    );
+}
+
+fn set(text: &str) -> DesiredSet {
+    parse("state.yml", text, None).unwrap()
+}
+
+async fn snapshot(store: &Store) -> String {
+    let w = store.list::<WarmApp>().unwrap().items;
+    let s = store.list::<SlotPool>().unwrap().items;
+    let d = store.list::<crd::DepProvider>().unwrap().items;
+    serde_json::to_string(&(w, s, d)).unwrap()
+}
+
+#[tokio::test]
+async fn applying_should_create_then_update_and_report_unchanged() {
+    let store = Store::in_memory().await.unwrap();
+    let diff = apply(&store, &set(GOOD), ApplyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(diff.counts(), (2, 0, 0, 0, 0));
+    assert_eq!(store.get::<WarmApp>("web").unwrap().spec.version, "1.0.0");
+
+    let again = apply(&store, &set(GOOD), ApplyOptions::default())
+        .await
+        .unwrap();
+    assert!(again.is_noop());
+    assert_eq!(again.counts(), (0, 0, 0, 2, 0));
+
+    // The controller wrote a status meanwhile: an update keeps it.
+    let mut web = store.get::<WarmApp>("web").unwrap();
+    web.status.observed_generation = 1;
+    store.update_status(&web).await.unwrap();
+    let bumped = GOOD.replace("version: 1.0.0", "version: 1.1.0");
+    let diff = apply(&store, &set(&bumped), ApplyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(diff.counts(), (0, 1, 0, 1, 0));
+    let shown = diff.to_string();
+    assert!(
+        shown.contains("~ WarmApp/web (update)\n    spec.version: \"1.0.0\" -> \"1.1.0\""),
+        "{shown}"
+    );
+    let web = store.get::<WarmApp>("web").unwrap();
+    assert_eq!(
+        (web.spec.version.as_str(), web.metadata.generation),
+        ("1.1.0", 2)
+    );
+    assert_eq!(web.status.observed_generation, 1, "status kept");
+
+    let applied = store
+        .history(&Query::newest(10))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.reason == APPLIED)
+        .count();
+    assert_eq!(applied, 3);
+}
+
+#[tokio::test]
+async fn a_rejected_file_should_leave_the_store_exactly_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.yml");
+    let store = Store::in_memory().await.unwrap();
+    std::fs::write(&path, GOOD).unwrap();
+    apply_file(&store, &path, None, ApplyOptions::default())
+        .await
+        .unwrap();
+    let before = snapshot(&store).await;
+
+    // Valid first document (a change), invalid second one: nothing may be applied.
+    let bad = GOOD
+        .replace("version: 1.0.0", "version: 2.0.0")
+        .replace("slots: 2", "slots: 0");
+    std::fs::write(&path, bad).unwrap();
+    let err = apply_file(
+        &store,
+        &path,
+        None,
+        ApplyOptions {
+            prune: true,
+            dry_run: false,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::FileRejected { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("state.yml:14:10: SlotPool/ci: spec.slots"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&store).await, before);
+
+    let rejected = store
+        .history(&Query::newest(10))
+        .unwrap()
+        .into_iter()
+        .find(|e| e.reason == reason::REJECTED)
+        .expect("a Rejected history entry");
+    assert!(rejected.details["problems"][0]
+        .as_str()
+        .unwrap()
+        .contains("spec.slots"));
+}
+
+#[tokio::test]
+async fn objects_missing_from_the_file_should_be_deleted_only_with_prune() {
+    let store = Store::in_memory().await.unwrap();
+    apply(&store, &set(GOOD), ApplyOptions::default())
+        .await
+        .unwrap();
+    let only_web = GOOD.split("---").next().unwrap();
+
+    let diff = apply(&store, &set(only_web), ApplyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(diff.counts(), (0, 0, 0, 1, 1));
+    assert!(diff
+        .to_string()
+        .contains("! SlotPool/ci (not in the file; kept without --prune)"));
+    assert!(store.get_opt::<SlotPool>("ci").unwrap().is_some());
+
+    let dry = apply(
+        &store,
+        &set(only_web),
+        ApplyOptions {
+            prune: true,
+            dry_run: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(dry.counts(), (0, 0, 1, 1, 0));
+    assert!(
+        store.get_opt::<SlotPool>("ci").unwrap().is_some(),
+        "dry run writes nothing"
+    );
+
+    let diff = apply(
+        &store,
+        &set(only_web),
+        ApplyOptions {
+            prune: true,
+            dry_run: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(diff.counts(), (0, 0, 1, 1, 0));
+    assert!(store.get_opt::<SlotPool>("ci").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_file_that_strands_a_kept_object_should_be_rejected_without_prune() {
+    let store = Store::in_memory().await.unwrap();
+    let with_provider = "apiVersion: hearth/v1\nkind: WarmApp\nmetadata:\n  name: sso\nspec:\n  recipe: sso\n  version: 1.0.0\n  provider: true\n---\napiVersion: hearth/v1\nkind: DepProvider\nmetadata:\n  name: sso\nspec:\n  mode: shared\n  warmApp: sso\n";
+    apply(&store, &set(with_provider), ApplyOptions::default())
+        .await
+        .unwrap();
+    let before = snapshot(&store).await;
+    // The file keeps the WarmApp but no longer as a provider, and drops the DepProvider: without
+    // prune the DepProvider stays and would point at a WarmApp that is no provider.
+    let not_a_provider = set(&with_provider
+        .split("---")
+        .next()
+        .unwrap()
+        .replace("  provider: true\n", ""));
+    let err = apply(&store, &not_a_provider, ApplyOptions::default())
+        .await
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("DepProvider/sso (kept in the store, not in the file): spec.warmApp"),
+        "{shown}"
+    );
+    assert_eq!(snapshot(&store).await, before);
+    // With prune the DepProvider goes, which is consistent.
+    apply(
+        &store,
+        &not_a_provider,
+        ApplyOptions {
+            prune: true,
+            dry_run: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(store.get_opt::<crd::DepProvider>("sso").unwrap().is_none());
+    assert!(!store.get::<WarmApp>("sso").unwrap().spec.provider);
+}
+
+async fn next_change(watch: &mut watch::FileWatch) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), watch.changed())
+        .await
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn the_watcher_should_see_a_rename_replace_and_ignore_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.yml");
+    std::fs::write(&path, GOOD).unwrap();
+    let mut watch = watch::FileWatch::new(&path, Duration::from_millis(100)).unwrap();
+
+    // What editors do: write a temporary file, rename it over the original.
+    let tmp = dir.path().join(".state.yml.swp");
+    std::fs::write(&tmp, GOOD.replace("1.0.0", "1.1.0")).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    assert!(next_change(&mut watch).await, "rename-replace noticed");
+
+    // Reading the file (as a reload does) is not a change.
+    let _ = std::fs::read_to_string(&path).unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(800), watch.changed()).await;
+    assert!(quiet.is_err(), "a read must not count as a change");
+
+    // Plain in-place writes count too.
+    std::fs::write(&path, GOOD).unwrap();
+    assert!(next_change(&mut watch).await);
+}
+
+#[tokio::test]
+async fn follow_should_apply_at_start_and_after_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.yml");
+    std::fs::write(&path, GOOD).unwrap();
+    let store = Store::in_memory().await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(watch::follow(
+        store.clone(),
+        path.clone(),
+        None,
+        ApplyOptions::default(),
+        Duration::from_millis(50),
+        stop.clone(),
+    ));
+    let wait_for = |want: &'static str| {
+        let store = store.clone();
+        async move {
+            for _ in 0..200 {
+                if store
+                    .get_opt::<WarmApp>("web")
+                    .unwrap()
+                    .is_some_and(|w| w.spec.version == want)
+                {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+    assert!(wait_for("1.0.0").await, "applied at start");
+    let tmp = dir.path().join("state.yml.new");
+    std::fs::write(&tmp, "not: [valid").unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    std::fs::write(&tmp, GOOD.replace("1.0.0", "2.0.0")).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    assert!(wait_for("2.0.0").await, "applied after the change");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
