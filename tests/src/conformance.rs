@@ -472,3 +472,31 @@ async fn next_service_event(
     .await;
     found == Ok(true)
 }
+
+/// The daemon answers, is an active swarm manager, and lists itself as a ready manager node.
+pub async fn daemon_and_nodes(swarm: &dyn Swarm) {
+    swarm.ping().await.expect("ping");
+    let info = swarm.info().await.expect("info");
+    assert!(info.is_active_manager(), "{info:?}");
+    assert_eq!(info.api_version, "1.41");
+    let nodes = swarm
+        .list_nodes(&controller::swarm::LabelFilter::all())
+        .await
+        .expect("list nodes");
+    let me = nodes
+        .iter()
+        .find(|n| n.meta.id == info.node_id)
+        .unwrap_or_else(|| panic!("node {} not listed: {nodes:?}", info.node_id));
+    assert_eq!(
+        (me.role.as_str(), me.state.as_str(), me.leader),
+        ("manager", "ready", true)
+    );
+    let none = swarm
+        .list_nodes(&controller::swarm::LabelFilter::eq(
+            "hearth.test.no-such-label",
+            "1",
+        ))
+        .await
+        .expect("list nodes by label");
+    assert!(none.is_empty(), "{none:?}");
+}

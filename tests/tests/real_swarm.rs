@@ -38,3 +38,11 @@ async fn real_events_report_service_create_and_remove() {
     };
     conformance::events_report_service_changes(&swarm, &unique_name("evt")).await;
 }
+
+#[tokio::test]
+async fn real_daemon_is_an_active_manager_and_lists_its_node() {
+    let Some(swarm) = real_swarm("daemon").await else {
+        return;
+    };
+    conformance::daemon_and_nodes(&swarm).await;
+}

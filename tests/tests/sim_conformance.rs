@@ -26,3 +26,8 @@ async fn sim_in_use_until_users_are_gone_conforms() {
 async fn sim_events_report_service_changes_conforms() {
     conformance::events_report_service_changes(&sim(), "hearth-test-evt").await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn sim_daemon_and_nodes_conform() {
+    conformance::daemon_and_nodes(&sim()).await;
+}

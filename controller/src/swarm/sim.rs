@@ -1591,6 +1591,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_full_relist_costs_one_call_per_kind_however_many_stacks_exist() {
+        let swarm = sim();
+        for i in 0..30 {
+            let mut spec = web(&format!("s{i}"), "img:1");
+            spec.labels = Some(spec::Map::from([(
+                "com.docker.stack.namespace".into(),
+                format!("stack{}", i % 10),
+            )]));
+            swarm.create_service(&spec).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        swarm.clear_calls();
+        let mine = LabelFilter::all().and_has("com.docker.stack.namespace");
+        assert_eq!(swarm.list_services(&mine).await.unwrap().len(), 30);
+        assert_eq!(swarm.list_tasks(&mine).await.unwrap().len(), 30);
+        swarm.list_containers(&mine).await.unwrap();
+        swarm.list_networks(&mine).await.unwrap();
+        swarm.list_volumes(&mine).await.unwrap();
+        swarm.list_secrets(&mine).await.unwrap();
+        swarm.list_configs(&mine).await.unwrap();
+        assert_eq!(swarm.call_count(), 7);
+        assert_eq!(swarm.write_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_call_log_counts_writes_and_reads() {
         let swarm = sim();
         let all = LabelFilter::all();
