@@ -12,9 +12,10 @@
 //!   ignores becomes a [`Warning`] with the same position. Nothing is dropped silently.
 //!
 //! # Caveats
-//! - One schema (v3.13 plus docker's forbidden and unsupported keys) is used for every `3.x`
-//!   version; docker validates against the declared version's schema, so a file using a newer key
-//!   under an older `version:` is accepted here and rejected by docker.
+//! - One schema (v3.13 plus docker's forbidden and unsupported keys) serves every `3.x`
+//!   version, with each key's first version recorded: a key newer than the declared version is
+//!   rejected, as docker's per-version schemas do. Type differences between the versions'
+//!   schemas are not modelled.
 //! - See `CORPUS.md` next to this file for per-file results on the shared corpus.
 
 mod convert;
@@ -263,7 +264,11 @@ pub fn translate(sources: &[Source], options: &Options<'_>) -> Result<Translatio
             }
         })?;
         let mut notices = Vec::new();
-        schema::validate(&root, &schema::TOP, "", &mut notices).map_err(|v| {
+        let minor = version
+            .as_ref()
+            .and_then(|(v, _)| v.strip_prefix("3.").and_then(|m| m.parse::<u8>().ok()))
+            .unwrap_or(LATEST_MINOR);
+        schema::validate(&root, &schema::TOP, "", minor, &mut notices).map_err(|v| {
             let at = ctx.pos(v.at, &v.path);
             match v.kind {
                 schema::ViolationKind::Unknown => Error::FieldUnknown { at },
@@ -271,6 +276,16 @@ pub fn translate(sources: &[Source], options: &Options<'_>) -> Result<Translatio
                 schema::ViolationKind::Forbidden(why) => Error::PropertyForbidden {
                     at,
                     message: why.to_string(),
+                },
+                schema::ViolationKind::TooNew { since, declared } => Error::VersionRejected {
+                    at,
+                    message: format!(
+                        "needs compose file version 3.{since} or later; the file declares 3.{declared}"
+                    ),
+                },
+                schema::ViolationKind::NameInvalid => Error::ValueRejected {
+                    at,
+                    message: "invalid name: use only letters, digits, '.', '_' and '-'".into(),
                 },
             }
         })?;
@@ -427,6 +442,9 @@ fn check_stack_name(name: &str) -> Result<(), Error> {
 
 /// The declared version, normalised as docker/cli's `schema.Version`: absent or "3" → the
 /// latest 3.x; anything that is not 3.x is rejected.
+/// The newest compose file version docker 28.2 knows (`3.13`).
+const LATEST_MINOR: u8 = 13;
+
 fn check_version(ctx: &Ctx<'_>, root: &yaml::Node) -> Result<(String, Position), Error> {
     const LATEST: &str = "3.13";
     let Some(node) = root.get("version") else {
@@ -439,25 +457,20 @@ fn check_version(ctx: &Ctx<'_>, root: &yaml::Node) -> Result<(String, Position),
             message: format!("must be a string, not {}", node.kind()),
         });
     };
-    let normalized = match v.as_str() {
-        "3" | "3.0" => {
-            if v == "3" {
-                LATEST.to_string()
-            } else {
-                v.clone()
-            }
-        }
-        other => other.to_string(),
+    let normalized = if v == "3" {
+        LATEST.to_string()
+    } else {
+        v.clone()
     };
     let ok = normalized
         .strip_prefix("3.")
-        .map(|minor| !minor.is_empty() && minor.chars().all(|c| c.is_ascii_digit()))
-        .unwrap_or(false);
+        .and_then(|minor| minor.parse::<u8>().ok())
+        .is_some_and(|minor| minor <= LATEST_MINOR && !normalized.contains('+'));
     if !ok {
         return Err(Error::VersionRejected {
             at,
             message: format!(
-                "unsupported Compose file version: {v}; docker stack deploy reads version 3.x only"
+                "unsupported Compose file version: {v}; docker stack deploy reads versions 3.0 to 3.13"
             ),
         });
     }

@@ -28,6 +28,8 @@ pub(crate) enum T {
     Obj(&'static [Field], bool),
     /// The first alternative whose top-level kind matches is used for validation.
     OneOf(&'static [T]),
+    /// An alternative that exists only from compose file version `3.N` on.
+    Since(u8, &'static T),
 }
 
 /// What hearth does with a key that docker stack deploy does not turn into a swarm object.
@@ -51,18 +53,35 @@ pub(crate) struct Field {
     pub name: &'static str,
     pub ty: T,
     pub use_: Use,
+    /// The key exists from compose file version `3.since` on.
+    pub since: u8,
 }
 
 const fn f(name: &'static str, ty: T) -> Field {
+    fv(name, ty, 0)
+}
+
+/// A key added in compose file version `3.since`.
+const fn fv(name: &'static str, ty: T, since: u8) -> Field {
     Field {
         name,
         ty,
         use_: Use::Used,
+        since,
     }
 }
 
 const fn fu(name: &'static str, ty: T, use_: Use) -> Field {
-    Field { name, ty, use_ }
+    fuv(name, ty, use_, 0)
+}
+
+const fn fuv(name: &'static str, ty: T, use_: Use, since: u8) -> Field {
+    Field {
+        name,
+        ty,
+        use_,
+        since,
+    }
 }
 
 const STR_LIST: T = T::Seq(&T::Str);
@@ -95,7 +114,7 @@ const UPDATE_CONFIG: T = T::Obj(
         f("failure_action", T::Str),
         f("monitor", T::Duration),
         f("max_failure_ratio", T::Num),
-        f("order", T::Str),
+        fv("order", T::Str, 4),
     ],
     false,
 );
@@ -105,10 +124,10 @@ const DEPLOY: T = T::OneOf(&[
     T::Obj(
         &[
             f("mode", T::Str),
-            f("endpoint_mode", T::Str),
+            fv("endpoint_mode", T::Str, 2),
             f("replicas", T::Int),
             f("labels", LIST_OR_DICT),
-            f("rollback_config", UPDATE_CONFIG),
+            fv("rollback_config", UPDATE_CONFIG, 7),
             f("update_config", UPDATE_CONFIG),
             f(
                 "resources",
@@ -117,7 +136,11 @@ const DEPLOY: T = T::OneOf(&[
                         f(
                             "limits",
                             T::Obj(
-                                &[f("cpus", T::Str), f("memory", T::Str), f("pids", T::Int)],
+                                &[
+                                    f("cpus", T::Str),
+                                    f("memory", T::Str),
+                                    fv("pids", T::Int, 9),
+                                ],
                                 false,
                             ),
                         ),
@@ -127,7 +150,7 @@ const DEPLOY: T = T::OneOf(&[
                                 &[
                                     f("cpus", T::Str),
                                     f("memory", T::Str),
-                                    f(
+                                    fv(
                                         "generic_resources",
                                         T::Seq(&T::Obj(
                                             &[f(
@@ -139,6 +162,7 @@ const DEPLOY: T = T::OneOf(&[
                                             )],
                                             false,
                                         )),
+                                        5,
                                     ),
                                 ],
                                 false,
@@ -165,11 +189,12 @@ const DEPLOY: T = T::OneOf(&[
                 T::Obj(
                     &[
                         f("constraints", T::Seq(&T::Str)),
-                        f(
+                        fv(
                             "preferences",
                             T::Seq(&T::Obj(&[f("spread", T::Str)], false)),
+                            3,
                         ),
-                        f("max_replicas_per_node", T::Int),
+                        fv("max_replicas_per_node", T::Int, 8),
                     ],
                     false,
                 ),
@@ -186,26 +211,29 @@ const HEALTHCHECK: T = T::Obj(
         f("retries", T::Num),
         f("test", STR_OR_LIST),
         f("timeout", T::Duration),
-        f("start_period", T::Duration),
-        f("start_interval", T::Duration),
+        fv("start_period", T::Duration, 4),
+        fv("start_interval", T::Duration, 12),
     ],
     false,
 );
 
 const SERVICE_VOLUME: T = T::OneOf(&[
     T::Str,
-    T::Obj(
-        &[
-            f("type", T::Str),
-            f("source", T::Str),
-            f("target", T::Str),
-            f("read_only", T::Bool),
-            f("consistency", T::Str),
-            f("bind", T::Obj(&[f("propagation", T::Str)], false)),
-            f("volume", T::Obj(&[f("nocopy", T::Bool)], false)),
-            f("tmpfs", T::Obj(&[f("size", T::Int)], false)),
-        ],
-        false,
+    T::Since(
+        2,
+        &T::Obj(
+            &[
+                f("type", T::Str),
+                f("source", T::Str),
+                f("target", T::Str),
+                f("read_only", T::Bool),
+                f("consistency", T::Str),
+                f("bind", T::Obj(&[f("propagation", T::Str)], false)),
+                f("volume", T::Obj(&[f("nocopy", T::Bool)], false)),
+                fv("tmpfs", T::Obj(&[f("size", T::Int)], false), 6),
+            ],
+            false,
+        ),
     ),
 ]);
 
@@ -218,25 +246,26 @@ pub(crate) const SERVICE: T = T::Obj(
         fu("build", T::Any, IGNORED),
         f("cap_add", STR_LIST),
         f("cap_drop", STR_LIST),
-        fu("cgroupns_mode", T::Str, IGNORED),
+        fuv("cgroupns_mode", T::Str, IGNORED, 9),
         fu("cgroup_parent", T::Str, IGNORED),
         f("command", STR_OR_LIST),
-        f("configs", T::Seq(&FILE_REF)),
+        fv("configs", T::Seq(&FILE_REF), 3),
         fu(
             "container_name",
             T::Str,
             Use::IgnoredDeprecated("Setting the container name is not supported."),
         ),
-        f(
+        fv(
             "credential_spec",
             T::Obj(
                 &[
-                    f("config", T::Str),
+                    fv("config", T::Str, 8),
                     f("file", T::Str),
                     f("registry", T::Str),
                 ],
                 false,
             ),
+            3,
         ),
         fu(
             "depends_on",
@@ -265,9 +294,9 @@ pub(crate) const SERVICE: T = T::Obj(
         f("healthcheck", HEALTHCHECK),
         f("hostname", T::Str),
         f("image", T::Str),
-        f("init", T::Bool),
+        fv("init", T::Bool, 7),
         fu("ipc", T::Str, IGNORED),
-        f("isolation", T::Str),
+        fv("isolation", T::Str, 5),
         f("labels", LIST_OR_DICT),
         fu("links", STR_LIST, IGNORED),
         f(
@@ -290,7 +319,7 @@ pub(crate) const SERVICE: T = T::Obj(
                     T::Obj(
                         &[
                             f("aliases", STR_LIST),
-                            f("driver_opts", STR_OR_NUM_MAP),
+                            fv("driver_opts", STR_OR_NUM_MAP, 13),
                             f("ipv4_address", T::Str),
                             f("ipv6_address", T::Str),
                         ],
@@ -300,10 +329,11 @@ pub(crate) const SERVICE: T = T::Obj(
                 ])),
             ]),
         ),
-        fu(
+        fuv(
             "oom_score_adj",
             T::Int,
             Use::IgnoredSilently("the Engine API 1.41 has no OomScoreAdj for services"),
+            13,
         ),
         fu("pid", T::OneOf(&[T::Str, T::Null]), IGNORED),
         f(
@@ -311,7 +341,9 @@ pub(crate) const SERVICE: T = T::Obj(
             T::Seq(&T::OneOf(&[
                 T::Num,
                 T::Str,
-                T::Obj(
+                T::Since(
+                    2,
+                    &T::Obj(
                     &[
                         f("mode", T::Str),
                         f("target", T::Int),
@@ -320,6 +352,7 @@ pub(crate) const SERVICE: T = T::Obj(
                     ],
                     false,
                 ),
+                ),
             ])),
         ),
         fu("privileged", T::Bool, IGNORED),
@@ -327,7 +360,7 @@ pub(crate) const SERVICE: T = T::Obj(
         fu("restart", T::Str, IGNORED),
         fu("security_opt", STR_LIST, IGNORED),
         fu("shm_size", T::OneOf(&[T::Num, T::Str]), IGNORED),
-        f("secrets", T::Seq(&FILE_REF)),
+        fv("secrets", T::Seq(&FILE_REF), 1),
         f("sysctls", LIST_OR_DICT),
         f("stdin_open", T::Bool),
         f("stop_grace_period", T::Duration),
@@ -367,7 +400,7 @@ const NETWORK: T = T::OneOf(&[
     T::Null,
     T::Obj(
         &[
-            f("name", T::Str),
+            fv("name", T::Str, 5),
             f("driver", T::Str),
             f("driver_opts", STR_OR_NUM_MAP),
             f(
@@ -382,7 +415,7 @@ const NETWORK: T = T::OneOf(&[
             ),
             f("external", EXTERNAL),
             f("internal", T::Bool),
-            f("attachable", T::Bool),
+            fv("attachable", T::Bool, 2),
             f("labels", LIST_OR_DICT),
         ],
         true,
@@ -393,7 +426,7 @@ const VOLUME: T = T::OneOf(&[
     T::Null,
     T::Obj(
         &[
-            f("name", T::Str),
+            fv("name", T::Str, 4),
             f("driver", T::Str),
             f("driver_opts", STR_OR_NUM_MAP),
             f("external", EXTERNAL),
@@ -405,24 +438,24 @@ const VOLUME: T = T::OneOf(&[
 
 const SECRET: T = T::Obj(
     &[
-        f("name", T::Str),
+        fv("name", T::Str, 5),
         f("file", T::Str),
         f("external", EXTERNAL),
         f("labels", LIST_OR_DICT),
-        f("driver", T::Str),
-        f("driver_opts", STR_OR_NUM_MAP),
-        f("template_driver", T::Str),
+        fv("driver", T::Str, 8),
+        fv("driver_opts", STR_OR_NUM_MAP, 8),
+        fv("template_driver", T::Str, 8),
     ],
     true,
 );
 
 const CONFIG: T = T::Obj(
     &[
-        f("name", T::Str),
+        fv("name", T::Str, 5),
         f("file", T::Str),
         f("external", EXTERNAL),
         f("labels", LIST_OR_DICT),
-        f("template_driver", T::Str),
+        fv("template_driver", T::Str, 8),
     ],
     true,
 );
@@ -434,8 +467,8 @@ pub(crate) const TOP: T = T::Obj(
         f("services", T::MapOf(&SERVICE)),
         f("networks", T::MapOf(&NETWORK)),
         f("volumes", T::MapOf(&VOLUME)),
-        f("secrets", T::MapOf(&SECRET)),
-        f("configs", T::MapOf(&CONFIG)),
+        fv("secrets", T::MapOf(&SECRET), 1),
+        fv("configs", T::MapOf(&CONFIG), 3),
     ],
     true,
 );
@@ -457,6 +490,10 @@ pub(crate) enum ViolationKind {
     Type(String),
     /// A key docker refuses outright.
     Forbidden(&'static str),
+    /// A key (or syntax) that needs a newer compose file version than the file declares.
+    TooNew { since: u8, declared: u8 },
+    /// A service, volume, secret or config name outside `[a-zA-Z0-9._-]`.
+    NameInvalid,
 }
 
 /// A key that is accepted but not translated.
@@ -467,11 +504,13 @@ pub(crate) struct Notice {
     pub use_: Use,
 }
 
-/// Validates `node` against `ty`, collecting notices for ignored keys.
+/// Validates `node` against `ty` for compose file version `3.minor`, collecting notices for
+/// ignored keys.
 pub(crate) fn validate(
     node: &Node,
     ty: &T,
     path: &str,
+    minor: u8,
     notices: &mut Vec<Notice>,
 ) -> Result<(), Violation> {
     let mismatch = |what: &str| Violation {
@@ -505,7 +544,7 @@ pub(crate) fn validate(
         T::Seq(item) => match &node.v {
             V::Seq(items) => {
                 for (i, it) in items.iter().enumerate() {
-                    validate(it, item, &format!("{path}[{i}]"), notices)?;
+                    validate(it, item, &format!("{path}[{i}]"), minor, notices)?;
                 }
                 Ok(())
             }
@@ -513,8 +552,20 @@ pub(crate) fn validate(
         },
         T::MapOf(value) => match &node.v {
             V::Map(entries) => {
+                let named = matches!(path, "services" | "volumes" | "secrets" | "configs");
                 for (k, v) in entries {
-                    validate(v, value, &join(path, &k.name), notices)?;
+                    let valid_name = !k.name.is_empty()
+                        && k.name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+                    if named && !valid_name {
+                        return Err(Violation {
+                            at: k.at,
+                            path: join(path, &k.name),
+                            kind: ViolationKind::NameInvalid,
+                        });
+                    }
+                    validate(v, value, &join(path, &k.name), minor, notices)?;
                 }
                 Ok(())
             }
@@ -525,6 +576,19 @@ pub(crate) fn validate(
                 for (k, v) in entries {
                     let child = join(path, &k.name);
                     if *extensions && k.name.starts_with("x-") {
+                        // docker's schemas allow `x-` keys at the top from 3.4 and inside
+                        // services, networks, volumes, secrets and configs from 3.7.
+                        let since = if path.is_empty() { 4 } else { 7 };
+                        if minor < since {
+                            return Err(Violation {
+                                at: k.at,
+                                path: child,
+                                kind: ViolationKind::TooNew {
+                                    since,
+                                    declared: minor,
+                                },
+                            });
+                        }
                         continue;
                     }
                     let Some(field) = fields.iter().find(|fl| fl.name == k.name) else {
@@ -534,6 +598,16 @@ pub(crate) fn validate(
                             kind: ViolationKind::Unknown,
                         });
                     };
+                    if minor < field.since {
+                        return Err(Violation {
+                            at: k.at,
+                            path: child,
+                            kind: ViolationKind::TooNew {
+                                since: field.since,
+                                declared: minor,
+                            },
+                        });
+                    }
                     if let Use::Forbidden(why) = field.use_ {
                         return Err(Violation {
                             at: k.at,
@@ -541,7 +615,7 @@ pub(crate) fn validate(
                             kind: ViolationKind::Forbidden(why),
                         });
                     }
-                    validate(v, &field.ty, &child, notices)?;
+                    validate(v, &field.ty, &child, minor, notices)?;
                     if field.use_ != Use::Used {
                         notices.push(Notice {
                             at: k.at,
@@ -554,10 +628,23 @@ pub(crate) fn validate(
             }
             _ => Err(mismatch("a mapping")),
         },
+        T::Since(since, inner) => {
+            if minor < *since {
+                return Err(Violation {
+                    at: node.at,
+                    path: path.to_string(),
+                    kind: ViolationKind::TooNew {
+                        since: *since,
+                        declared: minor,
+                    },
+                });
+            }
+            validate(node, inner, path, minor, notices)
+        }
         T::OneOf(alternatives) => {
             let chosen = alternatives.iter().find(|alt| kind_matches(node, alt));
             match chosen {
-                Some(alt) => validate(node, alt, path, notices),
+                Some(alt) => validate(node, alt, path, minor, notices),
                 None => {
                     let names: Vec<&str> = alternatives.iter().map(kind_name).collect();
                     Err(mismatch(&names.join(" or ")))
@@ -578,6 +665,7 @@ fn kind_matches(node: &Node, ty: &T) -> bool {
         T::Seq(_) => matches!(node.v, V::Seq(_)),
         T::MapOf(_) | T::Obj(..) => matches!(node.v, V::Map(_)),
         T::OneOf(alts) => alts.iter().any(|a| kind_matches(node, a)),
+        T::Since(_, inner) => kind_matches(node, inner),
     }
 }
 
@@ -592,6 +680,7 @@ fn kind_name(ty: &T) -> &'static str {
         T::Seq(_) => "an array",
         T::MapOf(_) | T::Obj(..) => "a mapping",
         T::OneOf(_) => "one of several types",
+        T::Since(_, inner) => kind_name(inner),
     }
 }
 
@@ -613,7 +702,7 @@ mod tests {
     fn check(text: &str) -> Result<Vec<Notice>, Violation> {
         let n = parse(text, 0).unwrap();
         let mut notices = Vec::new();
-        validate(&n, &TOP, "", &mut notices).map(|_| notices)
+        validate(&n, &TOP, "", 13, &mut notices).map(|_| notices)
     }
 
     #[test]
@@ -649,5 +738,37 @@ mod tests {
         assert_eq!(paths, ["services.web.build", "services.web.depends_on"]);
         let v = check("services:\n  web:\n    image: a\n    volumes_from: [x]\n").unwrap_err();
         assert!(matches!(v.kind, ViolationKind::Forbidden(_)));
+    }
+
+    #[test]
+    fn keys_newer_than_the_declared_version_are_rejected() {
+        let n = parse("services:\n  web:\n    image: a\n    init: true\n", 0).unwrap();
+        let v = validate(&n, &TOP, "", 6, &mut Vec::new()).unwrap_err();
+        assert_eq!(v.path, "services.web.init");
+        assert_eq!(
+            v.kind,
+            ViolationKind::TooNew {
+                since: 7,
+                declared: 6
+            }
+        );
+        assert!(validate(&n, &TOP, "", 7, &mut Vec::new()).is_ok());
+        // Long-syntax ports arrived in 3.2.
+        let n = parse(
+            "services:\n  web:\n    image: a\n    ports: [{target: 80}]\n",
+            0,
+        )
+        .unwrap();
+        let v = validate(&n, &TOP, "", 1, &mut Vec::new()).unwrap_err();
+        assert_eq!(v.path, "services.web.ports[0]");
+        // Extension keys inside a service arrived in 3.7.
+        let n = parse("services:\n  web:\n    image: a\n    x-a: 1\n", 0).unwrap();
+        assert!(validate(&n, &TOP, "", 6, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn object_names_must_be_docker_names() {
+        let v = check("services:\n  'web app':\n    image: a\n").unwrap_err();
+        assert_eq!(v.kind, ViolationKind::NameInvalid);
     }
 }
