@@ -332,7 +332,17 @@ fn normalize_service(
                     }
                     Node::new(V::Map(m), at)
                 }
-                _ => v.clone(),
+                _ => {
+                    // docker's schema requires `type` in the long syntax.
+                    if v.get("type").is_none() {
+                        return Err(ctx.value_err(
+                            v.at,
+                            &vpath,
+                            "type is required in the long volume syntax",
+                        ));
+                    }
+                    v.clone()
+                }
             };
             let kind = long.get("type").and_then(Node::scalar_string);
             if kind.as_deref() == Some("bind") {

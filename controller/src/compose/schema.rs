@@ -22,6 +22,8 @@ pub(crate) enum T {
     Duration,
     /// A list whose items all have the given type.
     Seq(&'static T),
+    /// A list whose items all have the given type and are pairwise different (`uniqueItems`).
+    USeq(&'static T),
     /// A mapping with arbitrary keys whose values have the given type.
     MapOf(&'static T),
     /// A mapping with known keys; `x-` keys are allowed when the flag is set.
@@ -84,11 +86,11 @@ const fn fuv(name: &'static str, ty: T, use_: Use, since: u8) -> Field {
     }
 }
 
-const STR_LIST: T = T::Seq(&T::Str);
-const STR_OR_LIST: T = T::OneOf(&[T::Str, T::Seq(&T::Str)]);
+const STR_LIST: T = T::USeq(&T::Str);
+const STR_OR_LIST: T = T::OneOf(&[T::Str, T::USeq(&T::Str)]);
 const LIST_OR_DICT: T = T::OneOf(&[
     T::MapOf(&T::OneOf(&[T::Str, T::Num, T::Null])),
-    T::Seq(&T::Str),
+    T::USeq(&T::Str),
 ]);
 const STR_OR_NUM_MAP: T = T::MapOf(&T::OneOf(&[T::Str, T::Num]));
 const EXTERNAL: T = T::OneOf(&[T::Bool, T::Obj(&[f("name", T::Str)], false)]);
@@ -281,14 +283,14 @@ pub(crate) const SERVICE: T = T::Obj(
         f("environment", LIST_OR_DICT),
         fu(
             "expose",
-            T::Seq(&T::OneOf(&[T::Str, T::Num])),
+            T::USeq(&T::OneOf(&[T::Str, T::Num])),
             Use::IgnoredDeprecated("Exposing ports is unnecessary - services on the same network can access each other's containers on any port."),
         ),
         fu("external_links", STR_LIST, IGNORED),
         f("extra_hosts", LIST_OR_DICT),
         fu(
             "group_add",
-            T::Seq(&T::OneOf(&[T::Str, T::Num])),
+            T::USeq(&T::OneOf(&[T::Str, T::Num])),
             Use::IgnoredSilently("docker stack deploy does not read group_add"),
         ),
         f("healthcheck", HEALTHCHECK),
@@ -338,7 +340,7 @@ pub(crate) const SERVICE: T = T::Obj(
         fu("pid", T::OneOf(&[T::Str, T::Null]), IGNORED),
         f(
             "ports",
-            T::Seq(&T::OneOf(&[
+            T::USeq(&T::OneOf(&[
                 T::Num,
                 T::Str,
                 T::Since(
@@ -541,10 +543,22 @@ pub(crate) fn validate(
             V::Null => Ok(()),
             _ => Err(mismatch("null")),
         },
-        T::Seq(item) => match &node.v {
+        T::Seq(item) | T::USeq(item) => match &node.v {
             V::Seq(items) => {
                 for (i, it) in items.iter().enumerate() {
                     validate(it, item, &format!("{path}[{i}]"), minor, notices)?;
+                    if matches!(ty, T::USeq(_)) {
+                        if let Some(first) = items[..i].iter().position(|earlier| same(earlier, it))
+                        {
+                            return Err(Violation {
+                                at: it.at,
+                                path: format!("{path}[{i}]"),
+                                kind: ViolationKind::Type(format!(
+                                    "array items must be unique: this item equals item [{first}]"
+                                )),
+                            });
+                        }
+                    }
                 }
                 Ok(())
             }
@@ -662,7 +676,7 @@ fn kind_matches(node: &Node, ty: &T) -> bool {
         T::Num => matches!(node.v, V::Int(_) | V::UInt(_) | V::Float(_)),
         T::Bool => matches!(node.v, V::Bool(_)),
         T::Null => matches!(node.v, V::Null),
-        T::Seq(_) => matches!(node.v, V::Seq(_)),
+        T::Seq(_) | T::USeq(_) => matches!(node.v, V::Seq(_)),
         T::MapOf(_) | T::Obj(..) => matches!(node.v, V::Map(_)),
         T::OneOf(alts) => alts.iter().any(|a| kind_matches(node, a)),
         T::Since(_, inner) => kind_matches(node, inner),
@@ -677,10 +691,24 @@ fn kind_name(ty: &T) -> &'static str {
         T::Num => "a number",
         T::Bool => "a boolean",
         T::Null => "null",
-        T::Seq(_) => "an array",
+        T::Seq(_) | T::USeq(_) => "an array",
         T::MapOf(_) | T::Obj(..) => "a mapping",
         T::OneOf(_) => "one of several types",
         T::Since(_, inner) => kind_name(inner),
+    }
+}
+
+/// Structural equality, ignoring where the values are.
+fn same(a: &Node, b: &Node) -> bool {
+    match (&a.v, &b.v) {
+        (V::Seq(x), V::Seq(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q)),
+        (V::Map(x), V::Map(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.iter().any(|(k2, v2)| k.name == k2.name && same(v, v2)))
+        }
+        (V::Int(x), V::Float(y)) | (V::Float(y), V::Int(x)) => (*x as f64) == *y,
+        (x, y) => x == y,
     }
 }
 
@@ -770,5 +798,16 @@ mod tests {
     fn object_names_must_be_docker_names() {
         let v = check("services:\n  'web app':\n    image: a\n").unwrap_err();
         assert_eq!(v.kind, ViolationKind::NameInvalid);
+    }
+
+    #[test]
+    fn unique_lists_reject_duplicates() {
+        let v =
+            check("services:\n  web:\n    image: a\n    ports: ['80:80', '80:80']\n").unwrap_err();
+        assert_eq!(v.path, "services.web.ports[1]");
+        assert!(check(
+            "services:\n  web:\n    image: a\n    deploy: {placement: {constraints: [a, a]}}\n"
+        )
+        .is_ok());
     }
 }

@@ -1057,3 +1057,45 @@ fn overlay_02_alone_is_rejected_for_its_missing_image() {
         "{e}"
     );
 }
+
+#[test]
+fn errors_point_at_the_offending_value() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "services:\n  web:\n    image: a\n    stop_grace_period: 10\n",
+            "a.yml:4:24: services.web.stop_grace_period: must be a string, not integer",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    stop_grace_period: 10x\n",
+            "a.yml:4:24: services.web.stop_grace_period: unknown unit \"x\" in duration \"10x\"",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    ports: ['80:x']\n",
+            "a.yml:4:13: services.web.ports[0]: invalid containerPort: x",
+        ),
+        (
+            "services:\n  web:\n    image: 'a$'\n",
+            "a.yml:3:12: services.web.image: invalid interpolation format: \"a$\"; you may need to escape any $ with another $",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    deploy:\n      resources: {limits: {memory: lots}}\n",
+            "a.yml:5:36: services.web.deploy.resources.limits.memory: invalid size: \"lots\"",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    volumes: [{source: x, target: /x}]\n",
+            "a.yml:4:15: services.web.volumes[0]: type is required in the long volume syntax",
+        ),
+        (
+            "version: '3.6'\nservices:\n  web:\n    image: a\n    init: true\n",
+            "a.yml:5:5: services.web.init: needs compose file version 3.7 or later; the file declares 3.6",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    deploy:\n      restart_policy: {condition: always}\n",
+            "a.yml:5:35: services.web.deploy.restart_policy.condition: invalid restart condition \"always\": must be none, on-failure or any",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = one(text).unwrap_err();
+        assert_eq!(&e.to_string(), want);
+    }
+}
