@@ -3,5 +3,6 @@
 pub mod catalogue;
 pub mod compose;
 pub mod runtime;
+pub mod stack;
 pub mod statefile;
 pub mod swarm;

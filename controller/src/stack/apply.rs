@@ -1,0 +1,405 @@
+//! The executor: runs a [`Plan`] through `&dyn Swarm`, with retries and version conflicts handled.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crd::names::labels as keys;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::observe::{observe, Depth};
+use super::plan::{plan, Action, Plan, NAMESPACE_LABEL};
+use super::retry::{swarm_until, until};
+use super::{Error, Owner, Result, DEFAULT_APPLY_DEADLINE};
+use crate::swarm::{self, spec::StackSpec, LabelFilter, Swarm};
+
+/// How an apply runs.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Deadline of the whole apply; retryable failures are retried with backoff until it.
+    pub deadline: Duration,
+    /// How often a service update that meets a newer version is re-read and tried again.
+    pub conflict_retries: u32,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self {
+            deadline: DEFAULT_APPLY_DEADLINE,
+            conflict_retries: 3,
+        }
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApplyReport {
+    /// The stack.
+    pub namespace: String,
+    /// The actions carried out, in order.
+    pub done: Vec<Action>,
+}
+
+impl ApplyReport {
+    /// Whether the stack was already converged.
+    pub fn is_noop(&self) -> bool {
+        self.done.is_empty()
+    }
+}
+
+/// Observes the stack's namespace, plans, and executes the plan.
+///
+/// # Guarantees
+/// An unchanged stack costs 5 list calls and zero writes. Everything [`execute`] guarantees.
+///
+/// # Errors
+/// [`Error::ObserveFailed`] (after retries), the planner's errors, and [`execute`]'s.
+pub async fn apply(
+    swarm: &dyn Swarm,
+    desired: &StackSpec,
+    owner: &Owner,
+    options: &ApplyOptions,
+) -> Result<ApplyReport> {
+    let deadline = Instant::now() + options.deadline;
+    let retried = AtomicBool::new(false);
+    let observed = until(deadline, Error::is_retryable, &retried, || {
+        observe(swarm, &desired.namespace, Depth::Objects)
+    })
+    .await?;
+    let plan = plan(desired, owner, &observed)?;
+    execute_until(swarm, &plan, options, deadline).await
+}
+
+/// Carries out `plan`'s actions in order, stopping at the first that fails for good.
+///
+/// # Guarantees
+/// - Retryable failures (timeouts, transport, unavailable, in use) are retried with
+///   exponential backoff until `options.deadline`.
+/// - A create that reports "already exists" after an earlier attempt of it failed counts as
+///   done (the earlier attempt took effect); otherwise it is an error.
+/// - A service update that is out of sequence re-reads the service and tries again with its
+///   current version, up to `options.conflict_retries` times; if the re-read service already
+///   carries the desired spec hash, the update is done.
+/// - Removals count "not found" as done. No failure is swallowed.
+///
+/// # Errors
+/// [`Error::ActionFailed`] naming the action and how many completed before it;
+/// [`Error::ConflictPersisted`].
+pub async fn execute(
+    swarm: &dyn Swarm,
+    plan: &Plan,
+    options: &ApplyOptions,
+) -> Result<ApplyReport> {
+    execute_until(swarm, plan, options, Instant::now() + options.deadline).await
+}
+
+async fn execute_until(
+    swarm: &dyn Swarm,
+    plan: &Plan,
+    options: &ApplyOptions,
+    deadline: Instant,
+) -> Result<ApplyReport> {
+    let mut report = ApplyReport {
+        namespace: plan.namespace.clone(),
+        done: Vec::with_capacity(plan.actions.len()),
+    };
+    for action in &plan.actions {
+        run(swarm, &plan.namespace, action, options, deadline)
+            .await
+            .map_err(|e| match e {
+                Step::Swarm(source) => Error::ActionFailed {
+                    namespace: plan.namespace.clone(),
+                    action: action.to_string(),
+                    done: report.done.len(),
+                    source,
+                },
+                Step::Stack(e) => e,
+            })?;
+        info!(stack = %plan.namespace, "{action}");
+        report.done.push(action.clone());
+    }
+    Ok(report)
+}
+
+/// An action's failure: a swarm call, or a stack-level condition.
+enum Step {
+    Swarm(swarm::Error),
+    Stack(Error),
+}
+
+impl From<swarm::Error> for Step {
+    fn from(e: swarm::Error) -> Self {
+        Step::Swarm(e)
+    }
+}
+
+/// Runs a create; "already exists" after a failed earlier attempt means that attempt worked.
+async fn create<T, F, Fut>(deadline: Instant, op: F) -> std::result::Result<(), swarm::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = swarm::Result<T>>,
+{
+    let retried = AtomicBool::new(false);
+    match until(deadline, swarm::Error::is_retryable, &retried, op).await {
+        Ok(_) => Ok(()),
+        Err(swarm::Error::AlreadyExists { .. }) if retried.load(Ordering::Relaxed) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs a removal; "not found" means done.
+async fn remove<F, Fut>(deadline: Instant, op: F) -> std::result::Result<(), swarm::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = swarm::Result<()>>,
+{
+    match swarm_until(deadline, op).await {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+async fn run(
+    swarm: &dyn Swarm,
+    namespace: &str,
+    action: &Action,
+    options: &ApplyOptions,
+    deadline: Instant,
+) -> std::result::Result<(), Step> {
+    match action {
+        Action::CreateNetwork(spec) => create(deadline, || swarm.create_network(spec)).await?,
+        Action::RemoveNetwork { id, .. } => remove(deadline, || swarm.remove_network(id)).await?,
+        Action::CreateVolume(spec) => create(deadline, || swarm.create_volume(spec)).await?,
+        Action::CreateSecret(spec) => create(deadline, || swarm.create_secret(spec)).await?,
+        Action::UpdateSecret { id, version, spec } => {
+            swarm_until(deadline, || swarm.update_secret(id, *version, spec)).await?
+        }
+        Action::CreateConfig(spec) => create(deadline, || swarm.create_config(spec)).await?,
+        Action::UpdateConfig { id, version, spec } => {
+            swarm_until(deadline, || swarm.update_config(id, *version, spec)).await?
+        }
+        Action::CreateService(spec) => create(deadline, || swarm.create_service(spec)).await?,
+        Action::UpdateService { id, version, spec } => {
+            update_service(swarm, namespace, id, *version, spec, options, deadline).await?
+        }
+        Action::RemoveService { id, .. } => remove(deadline, || swarm.remove_service(id)).await?,
+        Action::RemoveSecret { id, .. } => remove(deadline, || swarm.remove_secret(id)).await?,
+        Action::RemoveConfig { id, .. } => remove(deadline, || swarm.remove_config(id)).await?,
+    }
+    Ok(())
+}
+
+async fn update_service(
+    swarm: &dyn Swarm,
+    namespace: &str,
+    id: &str,
+    observed_version: u64,
+    spec: &swarm::spec::ServiceSpec,
+    options: &ApplyOptions,
+    deadline: Instant,
+) -> std::result::Result<(), Step> {
+    let want_hash = spec.labels.as_ref().and_then(|l| l.get(keys::SPEC_HASH));
+    let filter = LabelFilter::eq(NAMESPACE_LABEL, namespace);
+    let mut version = observed_version;
+    let mut conflicts = 0;
+    loop {
+        match swarm_until(deadline, || swarm.update_service(id, version, spec)).await {
+            Ok(()) => return Ok(()),
+            Err(swarm::Error::OutOfSequence { .. }) if conflicts < options.conflict_retries => {
+                conflicts += 1;
+                let services = swarm_until(deadline, || swarm.list_services(&filter)).await?;
+                let Some(current) = services.iter().find(|s| s.meta.id == id) else {
+                    return Err(Step::Swarm(swarm::Error::NotFound {
+                        call: swarm::Call::new(swarm::Verb::Update, swarm::ObjectKind::Service),
+                        id: id.to_string(),
+                    }));
+                };
+                let labels_match = spec.labels.as_ref().is_some_and(|want| {
+                    want.iter()
+                        .all(|(k, v)| current.meta.labels.get(k) == Some(v))
+                });
+                if labels_match && current.meta.labels.get(keys::SPEC_HASH) == want_hash {
+                    debug!(service = id, "already updated by an earlier attempt");
+                    return Ok(());
+                }
+                debug!(
+                    service = id,
+                    stale = version,
+                    current = current.meta.version,
+                    "update out of sequence; retrying at the current version"
+                );
+                version = current.meta.version;
+            }
+            Err(swarm::Error::OutOfSequence { .. }) => {
+                return Err(Step::Stack(Error::ConflictPersisted {
+                    namespace: namespace.to_string(),
+                    service: spec.name.clone().unwrap_or_else(|| id.to_string()),
+                    attempts: conflicts + 1,
+                }))
+            }
+            Err(e) => return Err(Step::Swarm(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::stack::plan::tests::sample_stack;
+    use crate::stack::Owner;
+    use crate::swarm::sim::{Fault, SimConfig, SimSwarm};
+    use crate::swarm::{Call, ObjectKind, Verb};
+
+    fn owner() -> Owner {
+        Owner::new("WarmApp", "shop").with_label("hearth.test", "1")
+    }
+
+    fn sim() -> SimSwarm {
+        SimSwarm::new(SimConfig::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reapplying_an_unchanged_stack_makes_zero_writes() {
+        let swarm = sim();
+        let stack = sample_stack("s", "img:1", "pw");
+        let first = apply(&swarm, &stack, &owner(), &ApplyOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(first.done.len(), 6);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        swarm.clear_calls();
+        let again = apply(&swarm, &stack, &owner(), &ApplyOptions::default())
+            .await
+            .unwrap();
+        assert!(again.is_noop(), "{:?}", again.done);
+        assert_eq!(swarm.write_count(), 0);
+        assert_eq!(swarm.call_count(), 5, "one list per kind");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rotated_secret_and_config_replace_the_old_ones_which_are_removed() {
+        let swarm = sim();
+        apply(
+            &swarm,
+            &sample_stack("s", "img:1", "pw"),
+            &owner(),
+            &ApplyOptions::default(),
+        )
+        .await
+        .unwrap();
+        let before = swarm.list_secrets(&LabelFilter::all()).await.unwrap();
+        let mut changed = sample_stack("s", "img:1", "pw2");
+        changed.configs[0].set_data(b"listen 9090\n");
+        let report = apply(&swarm, &changed, &owner(), &ApplyOptions::default())
+            .await
+            .unwrap();
+        let verbs: Vec<String> = report.done.iter().map(ToString::to_string).collect();
+        assert_eq!(verbs.len(), 6, "{verbs:?}");
+        let secrets = swarm.list_secrets(&LabelFilter::all()).await.unwrap();
+        let configs = swarm.list_configs(&LabelFilter::all()).await.unwrap();
+        assert_eq!((secrets.len(), configs.len()), (1, 1));
+        assert_ne!(secrets[0].meta.name, before[0].meta.name);
+        assert!(secrets[0].meta.name.starts_with("s_token-"));
+        // Converged: a third apply writes nothing.
+        swarm.clear_calls();
+        apply(&swarm, &changed, &owner(), &ApplyOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(swarm.write_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_out_of_sequence_update_rereads_the_service_and_retries() {
+        let swarm = sim();
+        let stack = sample_stack("s", "img:1", "pw");
+        apply(&swarm, &stack, &owner(), &ApplyOptions::default())
+            .await
+            .unwrap();
+        let observed = observe(&swarm, "s", Depth::Objects).await.unwrap();
+        // Someone else updates the service after we observed it: our version is stale.
+        let api = observed
+            .services
+            .iter()
+            .find(|s| s.meta.name == "s_api")
+            .unwrap();
+        let mut theirs = crate::stack::plan::render(&stack, &owner())
+            .unwrap()
+            .services[0]
+            .clone();
+        theirs
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("someone".into(), "else".into());
+        swarm
+            .update_service(&api.meta.id, api.meta.version, &theirs)
+            .await
+            .unwrap();
+        let plan = plan(&sample_stack("s", "img:2", "pw"), &owner(), &observed).unwrap();
+        swarm.clear_calls();
+        execute(&swarm, &plan, &ApplyOptions::default())
+            .await
+            .unwrap();
+        let calls: Vec<Call> = swarm.calls().iter().map(|c| c.call).collect();
+        let update = Call::new(Verb::Update, ObjectKind::Service);
+        let list = Call::new(Verb::List, ObjectKind::Service);
+        assert_eq!(calls, vec![update, list, update, update], "{calls:?}");
+        let services = swarm.list_services(&LabelFilter::all()).await.unwrap();
+        assert!(services.iter().all(|s| s.image.as_deref() == Some("img:2")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_and_a_rejection_is_reported() {
+        let swarm = sim();
+        swarm.fail_next(3, Fault::Transport);
+        let stack = sample_stack("s", "img:1", "pw");
+        let report = apply(&swarm, &stack, &owner(), &ApplyOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(report.done.len(), 6);
+
+        let mut bad = sample_stack("t", "img:1", "pw");
+        bad.services[1]
+            .task_template
+            .as_mut()
+            .unwrap()
+            .container_spec
+            .as_mut()
+            .unwrap()
+            .image = None;
+        let err = apply(&swarm, &bad, &owner(), &ApplyOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::ActionFailed { action, done: 5, .. } if action == "create service t_web"),
+            "{err}"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_taken_outside_the_stack_is_an_error_not_an_adoption() {
+        let swarm = sim();
+        swarm
+            .create_network(&crate::swarm::spec::NetworkSpec {
+                name: "s_default".into(),
+                driver: Some("overlay".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let err = apply(
+            &swarm,
+            &sample_stack("s", "img:1", "pw"),
+            &owner(),
+            &ApplyOptions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::ActionFailed { action, done: 0, source: swarm::Error::AlreadyExists { .. }, .. } if action == "create network s_default"),
+            "{err}"
+        );
+    }
+}

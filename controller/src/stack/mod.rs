@@ -1,0 +1,299 @@
+//! Stacks: plan, apply, observe and tear down a whole `docker stack` through the [`Swarm`] trait.
+//!
+//! A stack is everything carrying `com.docker.stack.namespace=<name>`, exactly as `docker stack
+//! deploy` marks it, so `docker stack ls/ps/rm` work on hearth's stacks and hearth can adopt
+//! stacks deployed by docker. The module is split the usual way:
+//!
+//! - [`plan()`] (pure): desired [`StackSpec`] + what was observed → ordered [`Action`]s. Drift is
+//!   the `hearth.spec-hash` label, never a deep diff of the daemon's defaulted spec.
+//! - [`execute`] / [`apply`]: runs a plan through `&dyn Swarm`, with retries and version-index
+//!   conflict handling.
+//! - [`observe`] / [`observe_all`] / [`status`]: one list call per kind (for one stack, or for
+//!   every stack at once in a resync) and readiness.
+//! - [`teardown`]: services first, wait for their containers, then networks, secrets, configs,
+//!   volumes; verified by a final listing, leftovers are [`Error::Residuals`].
+//!
+//! [`Swarm`]: crate::swarm::Swarm
+
+mod apply;
+mod observe;
+mod plan;
+mod retry;
+mod teardown;
+
+use std::fmt;
+use std::time::Duration;
+
+use crd::names::{labels as keys, StackRole};
+
+use crate::swarm::{self, Labels, ObjectKind};
+
+pub use apply::{apply, execute, ApplyOptions, ApplyReport};
+pub use observe::{
+    observe, observe_all, status, Depth, Observed, ServiceStatus, StackStatus, TaskProblem,
+};
+pub use plan::{plan, render, Action, Plan, NAMESPACE_LABEL};
+pub use teardown::{teardown, Mode, TeardownOptions, TeardownReport};
+
+pub use crate::swarm::spec::StackSpec;
+
+/// Who a stack belongs to; becomes hearth's labels on every object of the stack.
+///
+/// The labels are compared on every apply (an owner change is drift), but they are not part of
+/// the spec hash: the hash says what runs, the owner labels say for whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Kind of the owning resource (`WarmApp`, `Run`, `DepProvider`; `Stack` for a stack an
+    /// operator deployed with `hearth stack deploy`).
+    pub kind: String,
+    /// Name of the owning resource.
+    pub name: String,
+    /// The stack's role, when hearth assigned the name ([`StackRole::as_str`] → `hearth.role`).
+    pub role: Option<StackRole>,
+    /// The run this stack belongs to, where there is one (`hearth.parent-run`).
+    pub run: Option<String>,
+    /// Further labels put on every object (e.g. `hearth.test=1` in tests). Keys must not be
+    /// hearth's own label keys.
+    pub extra: Labels,
+}
+
+impl Owner {
+    /// An owner with no role, run or extra labels.
+    pub fn new(kind: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            name: name.into(),
+            role: None,
+            run: None,
+            extra: Labels::new(),
+        }
+    }
+
+    /// The owner of a stack deployed by an operator with `hearth stack deploy NAME`.
+    pub fn operator(stack: &str) -> Self {
+        Self::new("Stack", stack)
+    }
+
+    /// Adds one extra label.
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+
+    /// The labels this owner puts on objects (without the spec hash). Absent optional labels
+    /// map to `None` so a stale value on an observed object is noticed.
+    pub fn labels(&self) -> Vec<(String, Option<String>)> {
+        let mut out = vec![
+            (
+                keys::MANAGED_BY.to_string(),
+                Some(keys::MANAGED_BY_VALUE.to_string()),
+            ),
+            (keys::KIND.to_string(), Some(self.kind.clone())),
+            (keys::NAME.to_string(), Some(self.name.clone())),
+            (
+                keys::ROLE.to_string(),
+                self.role.map(|r| r.as_str().to_string()),
+            ),
+            (keys::PARENT_RUN.to_string(), self.run.clone()),
+        ];
+        out.extend(self.extra.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
+        out
+    }
+
+    /// Whether `labels` carry exactly this owner's labels.
+    pub fn is_on(&self, labels: &Labels) -> bool {
+        self.labels()
+            .iter()
+            .all(|(k, v)| labels.get(k) == v.as_ref())
+    }
+
+    /// Adds this owner's labels to `labels`.
+    pub(crate) fn stamp(&self, labels: &mut Labels) {
+        for (k, v) in self.labels() {
+            match v {
+                Some(v) => {
+                    labels.insert(k, v);
+                }
+                None => {
+                    labels.remove(&k);
+                }
+            }
+        }
+    }
+}
+
+/// One object of a stack, as reports and errors name it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ObjectRef {
+    /// Its kind.
+    pub kind: ObjectKind,
+    /// Its name.
+    pub name: String,
+    /// Its ID (a volume's ID is its name).
+    pub id: String,
+}
+
+impl ObjectRef {
+    /// A reference.
+    pub fn new(kind: ObjectKind, name: impl Into<String>, id: impl Into<String>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+            id: id.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.id == self.name || self.id.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            let short: String = self.id.chars().take(12).collect();
+            write!(f, "{} {} ({short})", self.kind, self.name)
+        }
+    }
+}
+
+/// Formats a list of objects for an error message.
+fn list(objects: &[ObjectRef]) -> String {
+    objects
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Errors of stack operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The desired stack cannot be planned as given (a name too long for Docker, two objects
+    /// with one name, a spec that does not serialise). Not retryable: fix the input.
+    #[error("stack {namespace}: plan rejected: {message}")]
+    PlanRejected {
+        /// The stack.
+        namespace: String,
+        /// Why.
+        message: String,
+    },
+    /// A network or volume of the stack exists with a different spec; Docker cannot update
+    /// either in place. A network is recreated only while the stack has no services (hearth
+    /// never takes a running version's network away); a volume is never recreated (it holds
+    /// data). Not retryable until the stack (or the object) is removed.
+    #[error("stack {namespace}: {object} exists with a different spec and cannot be changed in place; remove the stack (or the {}) first", object.kind)]
+    ImmutableChanged {
+        /// The stack.
+        namespace: String,
+        /// The object.
+        object: ObjectRef,
+    },
+    /// A swarm call failed while observing. Retryable when the source is.
+    #[error("stack {namespace}: observing failed")]
+    ObserveFailed {
+        /// The stack (`*` for a resync of every stack).
+        namespace: String,
+        /// The call's error.
+        #[source]
+        source: swarm::Error,
+    },
+    /// An action of the plan failed (after its retries). Actions before it took effect; the
+    /// next apply re-plans from what it observes. Retryable when the source is.
+    #[error("stack {namespace}: {action} failed after {done} completed action(s)")]
+    ActionFailed {
+        /// The stack.
+        namespace: String,
+        /// The action, described.
+        action: String,
+        /// Actions completed before it.
+        done: usize,
+        /// The call's error.
+        #[source]
+        source: swarm::Error,
+    },
+    /// A service update kept meeting a newer version (someone else updates it concurrently).
+    /// Retryable.
+    #[error("stack {namespace}: service {service} kept changing under {attempts} update attempts")]
+    ConflictPersisted {
+        /// The stack.
+        namespace: String,
+        /// The service.
+        service: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Teardown ended with objects of the stack still present. Each is named; `failures` holds
+    /// the last error of each removal that failed. Retryable (forced mode frees most causes).
+    #[error(
+        "stack {namespace}: teardown left {} object(s): {}{}",
+        residuals.len(),
+        list(residuals),
+        if failures.is_empty() { String::new() } else { format!("; failures: {}", failures.join("; ")) }
+    )]
+    Residuals {
+        /// The stack.
+        namespace: String,
+        /// What is still there.
+        residuals: Vec<ObjectRef>,
+        /// Errors met on the way (object: error).
+        failures: Vec<String>,
+        /// What was removed before giving up.
+        report: Box<TeardownReport>,
+    },
+}
+
+impl Error {
+    /// Whether trying the same operation again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::PlanRejected { .. } | Error::ImmutableChanged { .. } => false,
+            Error::ObserveFailed { source, .. } | Error::ActionFailed { source, .. } => {
+                source.is_retryable() || matches!(source, swarm::Error::OutOfSequence { .. })
+            }
+            Error::ConflictPersisted { .. } | Error::Residuals { .. } => true,
+        }
+    }
+}
+
+/// `Result` of stack operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Default deadline of one apply (all its retries included).
+pub const DEFAULT_APPLY_DEADLINE: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_labels_include_absent_optionals_so_stale_values_are_noticed() {
+        let owner = Owner::new("Run", "r1").with_label("hearth.test", "1");
+        let mut labels = Labels::new();
+        owner.stamp(&mut labels);
+        assert!(owner.is_on(&labels));
+        assert_eq!(labels.get("hearth.managed-by").unwrap(), "hearth");
+        assert_eq!(labels.get("hearth.test").unwrap(), "1");
+        labels.insert("hearth.parent-run".into(), "old".into());
+        assert!(!owner.is_on(&labels));
+        owner.stamp(&mut labels);
+        assert!(owner.is_on(&labels));
+    }
+
+    #[test]
+    fn residuals_name_every_leftover_object() {
+        let err = Error::Residuals {
+            namespace: "s".into(),
+            residuals: vec![
+                ObjectRef::new(ObjectKind::Network, "s_default", "abcdef0123456789"),
+                ObjectRef::new(ObjectKind::Volume, "s_data", "s_data"),
+            ],
+            failures: vec!["remove network s_default: timed out".into()],
+            report: Box::default(),
+        };
+        let text = err.to_string();
+        assert!(text.contains("network s_default (abcdef012345)"), "{text}");
+        assert!(text.contains("volume s_data"), "{text}");
+        assert!(text.contains("timed out"), "{text}");
+        assert!(err.is_retryable());
+    }
+}

@@ -1,0 +1,400 @@
+//! Observing stacks (one list call per kind, for one stack or all at once) and their readiness.
+
+use std::collections::BTreeMap;
+
+use crd::names::labels as keys;
+
+use super::plan::NAMESPACE_LABEL;
+use super::{Error, Result};
+use crate::swarm::{
+    Config, Container, Health, LabelFilter, Network, Secret, Service, ServiceMode, Swarm, Task,
+    TaskState, Volume,
+};
+
+/// Label swarm puts on a task's container naming its service.
+pub(crate) const SERVICE_ID_LABEL: &str = "com.docker.swarm.service.id";
+
+/// How much to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Services, networks, volumes, secrets, configs (5 list calls): enough to plan.
+    Objects,
+    /// Also tasks and containers (7 list calls): enough to judge readiness.
+    WithTasks,
+}
+
+/// What one stack's namespace holds, as the list calls returned it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Services.
+    pub services: Vec<Service>,
+    /// Tasks of those services (with [`Depth::WithTasks`]).
+    pub tasks: Vec<Task>,
+    /// Their containers on this node (with [`Depth::WithTasks`]).
+    pub containers: Vec<Container>,
+    /// Networks.
+    pub networks: Vec<Network>,
+    /// Volumes on this node.
+    pub volumes: Vec<Volume>,
+    /// Secrets.
+    pub secrets: Vec<Secret>,
+    /// Configs.
+    pub configs: Vec<Config>,
+}
+
+impl Observed {
+    /// Whether nothing of the stack exists.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+            && self.tasks.is_empty()
+            && self.containers.is_empty()
+            && self.networks.is_empty()
+            && self.volumes.is_empty()
+            && self.secrets.is_empty()
+            && self.configs.is_empty()
+    }
+}
+
+fn observe_failed(namespace: &str) -> impl Fn(crate::swarm::Error) -> Error + '_ {
+    move |source| Error::ObserveFailed {
+        namespace: namespace.to_string(),
+        source,
+    }
+}
+
+async fn list_all(
+    swarm: &dyn Swarm,
+    filter: &LabelFilter,
+    depth: Depth,
+) -> crate::swarm::Result<Observed> {
+    let with_tasks = depth == Depth::WithTasks;
+    let tasks = async {
+        if with_tasks {
+            swarm.list_tasks(filter).await
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    let containers = async {
+        if with_tasks {
+            swarm.list_containers(filter).await
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    let (services, tasks, containers, networks, volumes, secrets, configs) = futures::try_join!(
+        swarm.list_services(filter),
+        tasks,
+        containers,
+        swarm.list_networks(filter),
+        swarm.list_volumes(filter),
+        swarm.list_secrets(filter),
+        swarm.list_configs(filter),
+    )?;
+    Ok(Observed {
+        services,
+        tasks,
+        containers,
+        networks,
+        volumes,
+        secrets,
+        configs,
+    })
+}
+
+/// Reads one stack: one list call per kind, filtered by its namespace label, run concurrently.
+///
+/// # Errors
+/// [`Error::ObserveFailed`] with the first failed call (not retried here: callers requeue).
+pub async fn observe(swarm: &dyn Swarm, namespace: &str, depth: Depth) -> Result<Observed> {
+    let filter = LabelFilter::eq(NAMESPACE_LABEL, namespace);
+    list_all(swarm, &filter, depth)
+        .await
+        .map_err(observe_failed(namespace))
+}
+
+/// Reads every stack matching `filter` (plus "has a namespace label") at once and groups the
+/// objects by namespace: a resync costs 5 (or 7) list calls however many stacks exist.
+///
+/// Tasks are grouped through their service (Docker filters tasks by their service's labels
+/// but returns them without labels); containers by their namespace label, else through their
+/// service.
+///
+/// # Errors
+/// [`Error::ObserveFailed`] (namespace `*`) with the first failed call.
+pub async fn observe_all(
+    swarm: &dyn Swarm,
+    filter: &LabelFilter,
+    depth: Depth,
+) -> Result<BTreeMap<String, Observed>> {
+    let filter = filter.clone().and_has(NAMESPACE_LABEL);
+    let all = list_all(swarm, &filter, depth)
+        .await
+        .map_err(observe_failed("*"))?;
+    Ok(group(all))
+}
+
+fn namespace_of(labels: &crate::swarm::Labels) -> Option<String> {
+    labels.get(NAMESPACE_LABEL).cloned()
+}
+
+/// Splits one observation of many stacks by namespace.
+fn group(all: Observed) -> BTreeMap<String, Observed> {
+    let mut out: BTreeMap<String, Observed> = BTreeMap::new();
+    let mut service_ns: BTreeMap<String, String> = BTreeMap::new();
+    for s in all.services {
+        if let Some(ns) = namespace_of(&s.meta.labels) {
+            service_ns.insert(s.meta.id.clone(), ns.clone());
+            out.entry(ns).or_default().services.push(s);
+        }
+    }
+    for t in all.tasks {
+        if let Some(ns) = service_ns.get(&t.service_id) {
+            out.entry(ns.clone()).or_default().tasks.push(t);
+        }
+    }
+    for c in all.containers {
+        let ns = namespace_of(&c.labels).or_else(|| {
+            c.labels
+                .get(SERVICE_ID_LABEL)
+                .and_then(|id| service_ns.get(id).cloned())
+        });
+        if let Some(ns) = ns {
+            out.entry(ns).or_default().containers.push(c);
+        }
+    }
+    for n in all.networks {
+        if let Some(ns) = namespace_of(&n.labels) {
+            out.entry(ns).or_default().networks.push(n);
+        }
+    }
+    for v in all.volumes {
+        if let Some(ns) = namespace_of(&v.labels) {
+            out.entry(ns).or_default().volumes.push(v);
+        }
+    }
+    for s in all.secrets {
+        if let Some(ns) = namespace_of(&s.meta.labels) {
+            out.entry(ns).or_default().secrets.push(s);
+        }
+    }
+    for c in all.configs {
+        if let Some(ns) = namespace_of(&c.meta.labels) {
+            out.entry(ns).or_default().configs.push(c);
+        }
+    }
+    out
+}
+
+/// Why a task does not count as ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskProblem {
+    /// Task ID.
+    pub task_id: String,
+    /// Its observed state.
+    pub state: TaskState,
+    /// Its container's health, when known.
+    pub health: Option<Health>,
+    /// What is wrong, for humans.
+    pub message: String,
+}
+
+/// Readiness of one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceStatus {
+    /// Service ID.
+    pub id: String,
+    /// Service name.
+    pub name: String,
+    /// Image of its template.
+    pub image: Option<String>,
+    /// The `hearth.spec-hash` it carries (which desired spec it runs).
+    pub spec_hash: Option<String>,
+    /// Replicated or global.
+    pub mode: ServiceMode,
+    /// Tasks the orchestrator wants running.
+    pub desired: u64,
+    /// Tasks running (and healthy where a healthcheck exists).
+    pub ready_tasks: u64,
+    /// Tasks that should run but are not ready.
+    pub problems: Vec<TaskProblem>,
+    /// Every wanted task runs (and is healthy) and replicas are satisfied.
+    pub ready: bool,
+}
+
+/// Readiness of a stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackStatus {
+    /// Each service, by name.
+    pub services: Vec<ServiceStatus>,
+    /// Every service is ready (a stack without services is not).
+    pub ready: bool,
+}
+
+/// Judges readiness from an observation made with [`Depth::WithTasks`].
+///
+/// A service is ready when every task whose desired state is `running` is running with a
+/// container that is healthy (or has no healthcheck), and there are at least as many such
+/// tasks as replicas (a global service: at least one).
+///
+/// # Caveats
+/// Health lives on containers, and containers are listed on the node hearth talks to: on a
+/// multi-node swarm a task on another node shows as "container not visible" (not ready).
+pub fn status(observed: &Observed) -> StackStatus {
+    let mut services: Vec<ServiceStatus> = observed
+        .services
+        .iter()
+        .map(|s| service_status(s, observed))
+        .collect();
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    let ready = !services.is_empty() && services.iter().all(|s| s.ready);
+    StackStatus { services, ready }
+}
+
+fn service_status(service: &Service, observed: &Observed) -> ServiceStatus {
+    let wanted: Vec<&Task> = observed
+        .tasks
+        .iter()
+        .filter(|t| t.service_id == service.meta.id && t.desired_state == TaskState::Running)
+        .collect();
+    let mut ready_tasks = 0;
+    let mut problems = Vec::new();
+    for t in &wanted {
+        let container = t
+            .container_id
+            .as_deref()
+            .and_then(|id| observed.containers.iter().find(|c| c.id == id));
+        let health = container.and_then(|c| c.health);
+        let problem = if t.state != TaskState::Running {
+            let why = t.error.as_deref().or(t.message.as_deref()).unwrap_or("");
+            Some(format!("task is {:?}: {why}", t.state).to_lowercase())
+        } else {
+            match (container, health) {
+                (None, _) => Some("container not visible on this node".to_string()),
+                (Some(_), None | Some(Health::Healthy)) => None,
+                (Some(_), Some(Health::Starting)) => Some("health: starting".to_string()),
+                (Some(_), Some(Health::Unhealthy)) => Some("health: unhealthy".to_string()),
+            }
+        };
+        match problem {
+            None => ready_tasks += 1,
+            Some(message) => problems.push(TaskProblem {
+                task_id: t.id.clone(),
+                state: t.state.clone(),
+                health,
+                message,
+            }),
+        }
+    }
+    let desired = match service.mode {
+        ServiceMode::Replicated(n) => n,
+        ServiceMode::Global => (wanted.len() as u64).max(1),
+        ServiceMode::Other => wanted.len() as u64,
+    };
+    ServiceStatus {
+        id: service.meta.id.clone(),
+        name: service.meta.name.clone(),
+        image: service.image.clone(),
+        spec_hash: service.meta.labels.get(keys::SPEC_HASH).cloned(),
+        mode: service.mode,
+        desired,
+        ready_tasks,
+        ready: problems.is_empty() && ready_tasks >= desired,
+        problems,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::swarm::sim::{SimConfig, SimSwarm};
+    use crate::swarm::{ObjectKind, Verb};
+    use std::time::Duration;
+
+    use crate::stack::plan::tests::sample_stack;
+    use crate::stack::{apply, ApplyOptions, Owner};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stack_becomes_ready_once_every_task_runs_healthy() {
+        let swarm = SimSwarm::new(SimConfig::default());
+        let stack = sample_stack("s", "img:1", "pw");
+        apply(
+            &swarm,
+            &stack,
+            &Owner::operator("s"),
+            &ApplyOptions::default(),
+        )
+        .await
+        .unwrap();
+        let seen = observe(&swarm, "s", Depth::WithTasks).await.unwrap();
+        let st = status(&seen);
+        assert!(!st.ready);
+        assert_eq!(st.services.len(), 2);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let st = status(&observe(&swarm, "s", Depth::WithTasks).await.unwrap());
+        assert!(!st.ready, "health is still starting");
+        assert_eq!(st.services[0].problems[0].message, "health: starting");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let st = status(&observe(&swarm, "s", Depth::WithTasks).await.unwrap());
+        assert!(st.ready, "{st:?}");
+        assert_eq!(st.services[0].ready_tasks, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unhealthy_image_keeps_the_stack_unready() {
+        let swarm = SimSwarm::new(SimConfig::default());
+        swarm.set_unhealthy_image("img:broken");
+        let stack = sample_stack("s", "img:broken", "pw");
+        apply(
+            &swarm,
+            &stack,
+            &Owner::operator("s"),
+            &ApplyOptions::default(),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let st = status(&observe(&swarm, "s", Depth::WithTasks).await.unwrap());
+        assert!(!st.ready);
+        assert!(st.services[0]
+            .problems
+            .iter()
+            .any(|p| p.health == Some(Health::Unhealthy)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn observing_all_stacks_costs_the_same_calls_for_one_or_fifty() {
+        let swarm = SimSwarm::new(SimConfig::default());
+        let owner = Owner::operator("x");
+        for i in 0..50 {
+            let ns = format!("s{i}");
+            apply(
+                &swarm,
+                &sample_stack(&ns, "img:1", "pw"),
+                &owner,
+                &ApplyOptions::default(),
+            )
+            .await
+            .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        swarm.clear_calls();
+        let all = observe_all(&swarm, &LabelFilter::all(), Depth::WithTasks)
+            .await
+            .unwrap();
+        assert_eq!(swarm.call_count(), 7);
+        assert!(swarm
+            .calls()
+            .iter()
+            .all(|c| c.call.verb == Verb::List && c.call.kind != ObjectKind::Node));
+        assert_eq!(all.len(), 50);
+        let one = &all["s7"];
+        assert_eq!(one.services.len(), 2);
+        assert_eq!(one.tasks.len(), 2);
+        assert_eq!(one.containers.len(), 2);
+        assert_eq!((one.networks.len(), one.volumes.len()), (1, 1));
+        assert_eq!((one.secrets.len(), one.configs.len()), (1, 1));
+        assert!(status(one).ready);
+    }
+}

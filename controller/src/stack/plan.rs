@@ -1,0 +1,861 @@
+//! The pure planner: desired stack + observed objects of its namespace → ordered actions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crd::names::labels as keys;
+use serde::Serialize;
+
+use super::observe::Observed;
+use super::{Error, ObjectRef, Owner, Result};
+use crate::swarm::spec::{
+    self, ConfigSpec, Map, MountType, NetworkSpec, SecretSpec, ServiceSpec, StackSpec, VolumeSpec,
+};
+use crate::swarm::{Labels, ObjectKind};
+
+/// The label `docker stack` uses to group a stack's objects.
+pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+
+/// Longest secret or config name Docker accepts.
+const MAX_SECRET_NAME_LEN: usize = 64;
+/// Hex digits of the content hash appended to secret and config names.
+const NAME_HASH_LEN: usize = 10;
+
+/// One write hearth makes to converge a stack. The fields are what the call needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create a network that is missing.
+    CreateNetwork(NetworkSpec),
+    /// Remove a network (only to recreate a changed one while the stack has no services).
+    RemoveNetwork {
+        /// Network ID.
+        id: String,
+        /// Network name.
+        name: String,
+    },
+    /// Create a volume that is missing (on this node).
+    CreateVolume(VolumeSpec),
+    /// Create a secret under its content-hash name.
+    CreateSecret(SecretSpec),
+    /// Replace a secret's labels (its owner changed; data is immutable and unchanged).
+    UpdateSecret {
+        /// Secret ID.
+        id: String,
+        /// Its current version index.
+        version: u64,
+        /// The spec (same name and data, new labels).
+        spec: SecretSpec,
+    },
+    /// Create a config under its content-hash name.
+    CreateConfig(ConfigSpec),
+    /// Replace a config's labels (its owner changed).
+    UpdateConfig {
+        /// Config ID.
+        id: String,
+        /// Its current version index.
+        version: u64,
+        /// The spec (same name and data, new labels).
+        spec: ConfigSpec,
+    },
+    /// Create a missing service.
+    CreateService(Box<ServiceSpec>),
+    /// Update a service whose spec hash or owner labels differ.
+    UpdateService {
+        /// Service ID.
+        id: String,
+        /// The version index observed.
+        version: u64,
+        /// The desired spec.
+        spec: Box<ServiceSpec>,
+    },
+    /// Remove a service that is no longer in the desired stack (prune).
+    RemoveService {
+        /// Service ID.
+        id: String,
+        /// Service name.
+        name: String,
+    },
+    /// Remove a secret superseded by a new content hash (after services were updated).
+    RemoveSecret {
+        /// Secret ID.
+        id: String,
+        /// Secret name.
+        name: String,
+    },
+    /// Remove a config superseded by a new content hash (after services were updated).
+    RemoveConfig {
+        /// Config ID.
+        id: String,
+        /// Config name.
+        name: String,
+    },
+}
+
+impl Action {
+    /// The object the action writes.
+    pub fn object(&self) -> ObjectRef {
+        match self {
+            Action::CreateNetwork(s) => ObjectRef::new(ObjectKind::Network, &s.name, ""),
+            Action::RemoveNetwork { id, name } => ObjectRef::new(ObjectKind::Network, name, id),
+            Action::CreateVolume(s) => ObjectRef::new(ObjectKind::Volume, &s.name, &s.name),
+            Action::CreateSecret(s) => ObjectRef::new(ObjectKind::Secret, &s.name, ""),
+            Action::UpdateSecret { id, spec, .. } => {
+                ObjectRef::new(ObjectKind::Secret, &spec.name, id)
+            }
+            Action::CreateConfig(s) => ObjectRef::new(ObjectKind::Config, &s.name, ""),
+            Action::UpdateConfig { id, spec, .. } => {
+                ObjectRef::new(ObjectKind::Config, &spec.name, id)
+            }
+            Action::CreateService(s) => {
+                ObjectRef::new(ObjectKind::Service, s.name.clone().unwrap_or_default(), "")
+            }
+            Action::UpdateService { id, spec, .. } => ObjectRef::new(
+                ObjectKind::Service,
+                spec.name.clone().unwrap_or_default(),
+                id,
+            ),
+            Action::RemoveService { id, name } => ObjectRef::new(ObjectKind::Service, name, id),
+            Action::RemoveSecret { id, name } => ObjectRef::new(ObjectKind::Secret, name, id),
+            Action::RemoveConfig { id, name } => ObjectRef::new(ObjectKind::Config, name, id),
+        }
+    }
+
+    /// `create`, `update` or `remove`.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::CreateNetwork(_)
+            | Action::CreateVolume(_)
+            | Action::CreateSecret(_)
+            | Action::CreateConfig(_)
+            | Action::CreateService(_) => "create",
+            Action::UpdateSecret { .. }
+            | Action::UpdateConfig { .. }
+            | Action::UpdateService { .. } => "update",
+            Action::RemoveNetwork { .. }
+            | Action::RemoveService { .. }
+            | Action::RemoveSecret { .. }
+            | Action::RemoveConfig { .. } => "remove",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let object = self.object();
+        write!(f, "{} {} {}", self.verb(), object.kind, object.name)
+    }
+}
+
+/// The actions that converge one stack, in the order they must run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    /// The stack.
+    pub namespace: String,
+    /// Networks, volumes, secrets, configs, services (create/update), pruned services,
+    /// superseded secrets and configs — in that order.
+    pub actions: Vec<Action>,
+}
+
+impl Plan {
+    /// Whether the stack is already converged (applying makes no write call).
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+fn rejected(namespace: &str, message: impl Into<String>) -> Error {
+    Error::PlanRejected {
+        namespace: namespace.to_string(),
+        message: message.into(),
+    }
+}
+
+fn hash<T: Serialize>(namespace: &str, value: &T) -> Result<String> {
+    spec::content_hash(value).map_err(|e| rejected(namespace, format!("cannot hash spec: {e}")))
+}
+
+fn with_namespace(labels: &mut Option<Map>, namespace: &str) {
+    labels
+        .get_or_insert_with(Map::new)
+        .insert(NAMESPACE_LABEL.into(), namespace.into());
+}
+
+/// Stamps owner labels and the spec hash on a label map.
+fn finish_labels(labels: &mut Option<Map>, owner: &Owner, spec_hash: &str) {
+    let labels = labels.get_or_insert_with(Map::new);
+    owner.stamp(labels);
+    labels.insert(keys::SPEC_HASH.into(), spec_hash.into());
+}
+
+fn spec_hash(labels: &Option<Map>) -> Option<&str> {
+    labels.as_ref()?.get(keys::SPEC_HASH).map(String::as_str)
+}
+
+/// The stack exactly as hearth sends it: namespace, owner and `hearth.spec-hash` labels on every
+/// object; secrets and configs renamed `<name>-<hash10>` after their content, with the services'
+/// references rewritten; the stack's volumes' labels also on the mounts that create them (so a
+/// task that creates the volume on another node labels it the same way).
+///
+/// # Guarantees
+/// Pure and deterministic. Each object's `hearth.spec-hash` is the content hash of the object
+/// before owner labels were added: it changes when what runs changes, not when the owner does.
+///
+/// # Errors
+/// [`Error::PlanRejected`] for a service without a name, duplicate names, a secret or config
+/// name longer than Docker's 64 characters once hashed, or a spec that does not serialise.
+pub fn render(desired: &StackSpec, owner: &Owner) -> Result<StackSpec> {
+    let ns = desired.namespace.as_str();
+    if ns.is_empty() {
+        return Err(rejected(ns, "the stack has no name"));
+    }
+    let mut out = StackSpec {
+        namespace: ns.to_string(),
+        externals: desired.externals.clone(),
+        ..StackSpec::default()
+    };
+
+    let mut secret_names = BTreeMap::new();
+    for s in &desired.secrets {
+        let mut s = s.clone();
+        with_namespace(&mut s.labels, ns);
+        let h = hash(ns, &s)?;
+        let renamed = format!("{}-{}", s.name, &h[..NAME_HASH_LEN]);
+        if renamed.len() > MAX_SECRET_NAME_LEN {
+            return Err(rejected(
+                ns,
+                format!("secret name {renamed:?} is longer than {MAX_SECRET_NAME_LEN} characters"),
+            ));
+        }
+        if secret_names
+            .insert(s.name.clone(), renamed.clone())
+            .is_some()
+        {
+            return Err(rejected(ns, format!("two secrets are named {:?}", s.name)));
+        }
+        s.name = renamed;
+        finish_labels(&mut s.labels, owner, &h);
+        out.secrets.push(s);
+    }
+    let mut config_names = BTreeMap::new();
+    for c in &desired.configs {
+        let mut c = c.clone();
+        with_namespace(&mut c.labels, ns);
+        let h = hash(ns, &c)?;
+        let renamed = format!("{}-{}", c.name, &h[..NAME_HASH_LEN]);
+        if renamed.len() > MAX_SECRET_NAME_LEN {
+            return Err(rejected(
+                ns,
+                format!("config name {renamed:?} is longer than {MAX_SECRET_NAME_LEN} characters"),
+            ));
+        }
+        if config_names
+            .insert(c.name.clone(), renamed.clone())
+            .is_some()
+        {
+            return Err(rejected(ns, format!("two configs are named {:?}", c.name)));
+        }
+        c.name = renamed;
+        finish_labels(&mut c.labels, owner, &h);
+        out.configs.push(c);
+    }
+
+    let mut seen = BTreeSet::new();
+    for n in &desired.networks {
+        let mut n = n.clone();
+        with_namespace(&mut n.labels, ns);
+        let h = hash(ns, &n)?;
+        if !seen.insert(n.name.clone()) {
+            return Err(rejected(ns, format!("two networks are named {:?}", n.name)));
+        }
+        finish_labels(&mut n.labels, owner, &h);
+        out.networks.push(n);
+    }
+
+    // Volume labels without the owner (for the service hash) and with it (what is sent).
+    let mut volume_labels: BTreeMap<String, (Map, Map)> = BTreeMap::new();
+    for v in &desired.volumes {
+        let mut v = v.clone();
+        with_namespace(&mut v.labels, ns);
+        let h = hash(ns, &v)?;
+        let mut base = v.labels.clone().unwrap_or_default();
+        base.insert(keys::SPEC_HASH.into(), h.clone());
+        finish_labels(&mut v.labels, owner, &h);
+        let full = v.labels.clone().unwrap_or_default();
+        if volume_labels.insert(v.name.clone(), (base, full)).is_some() {
+            return Err(rejected(ns, format!("two volumes are named {:?}", v.name)));
+        }
+        out.volumes.push(v);
+    }
+
+    let mut seen = BTreeSet::new();
+    for s in &desired.services {
+        let mut s = s.clone();
+        let name = s
+            .name
+            .clone()
+            .ok_or_else(|| rejected(ns, "a service has no name"))?;
+        if !seen.insert(name.clone()) {
+            return Err(rejected(ns, format!("two services are named {name:?}")));
+        }
+        with_namespace(&mut s.labels, ns);
+        let container = s
+            .task_template
+            .as_mut()
+            .and_then(|t| t.container_spec.as_mut());
+        if let Some(cs) = container {
+            with_namespace(&mut cs.labels, ns);
+            for r in cs.secrets.iter_mut().flatten() {
+                if let Some(new) = secret_names.get(&r.secret_name) {
+                    r.secret_name = new.clone();
+                    r.secret_id = None;
+                }
+            }
+            for r in cs.configs.iter_mut().flatten() {
+                if let Some(new) = config_names.get(&r.config_name) {
+                    r.config_name = new.clone();
+                    r.config_id = None;
+                }
+            }
+            for m in stack_mounts(&mut cs.mounts, &volume_labels) {
+                if let Some((base, _)) = volume_labels.get(m.source.as_deref().unwrap_or("")) {
+                    m.volume_options.get_or_insert_with(Default::default).labels =
+                        Some(base.clone());
+                }
+            }
+        }
+        let h = hash(ns, &s)?;
+        finish_labels(&mut s.labels, owner, &h);
+        if let Some(cs) = s
+            .task_template
+            .as_mut()
+            .and_then(|t| t.container_spec.as_mut())
+        {
+            let labels = cs.labels.get_or_insert_with(Map::new);
+            owner.stamp(labels);
+            for m in stack_mounts(&mut cs.mounts, &volume_labels) {
+                if let Some((_, full)) = volume_labels.get(m.source.as_deref().unwrap_or("")) {
+                    m.volume_options.get_or_insert_with(Default::default).labels =
+                        Some(full.clone());
+                }
+            }
+        }
+        out.services.push(s);
+    }
+    Ok(out)
+}
+
+/// The volume mounts of a container that mount one of the stack's own volumes.
+fn stack_mounts<'m>(
+    mounts: &'m mut Option<Vec<spec::Mount>>,
+    volumes: &BTreeMap<String, (Map, Map)>,
+) -> impl Iterator<Item = &'m mut spec::Mount> {
+    let names: BTreeSet<String> = volumes.keys().cloned().collect();
+    mounts.iter_mut().flatten().filter(move |m| {
+        m.r#type == Some(MountType::Volume) && m.source.as_ref().is_some_and(|s| names.contains(s))
+    })
+}
+
+fn observed_hash(labels: &Labels) -> Option<&str> {
+    labels.get(keys::SPEC_HASH).map(String::as_str)
+}
+
+/// Plans the writes that make the stack's namespace match `desired`, owned by `owner`.
+///
+/// `observed` must hold what one list call per kind returned for the namespace
+/// (`com.docker.stack.namespace=<desired.namespace>`); tasks and containers are not needed.
+///
+/// # Guarantees
+/// - Pure. An unchanged stack (same spec hashes, same owner labels) plans no action.
+/// - Order: networks, volumes, secrets, configs, then services (create/update), then services
+///   no longer desired (prune), then secrets and configs no service refers to any more.
+/// - Networks and volumes are create-if-missing. One that hearth created with another spec
+///   hash is an [`Error::ImmutableChanged`], except that a network is removed and recreated
+///   while the stack has no services (nothing can be using it for this stack). Networks and
+///   volumes without a hash label (made by `docker stack deploy` or by a task) are adopted as
+///   they are. Networks and volumes dropped from the desired stack stay until teardown: tasks
+///   of the previous version may still use them, and volumes hold data.
+///
+/// # Errors
+/// [`Error::PlanRejected`] (see [`render`]) and [`Error::ImmutableChanged`].
+///
+/// # Caveats
+/// A swarm-native rollback (`failure_action: rollback`) returns a service to a spec that may
+/// name a secret or config this plan removed as superseded; hearth's own rollback re-applies
+/// the previous version, which recreates them by content hash.
+pub fn plan(desired: &StackSpec, owner: &Owner, observed: &Observed) -> Result<Plan> {
+    let rendered = render(desired, owner)?;
+    let ns = rendered.namespace.clone();
+    let mut actions = Vec::new();
+    let immutable = |kind, name: &str, id: &str| Error::ImmutableChanged {
+        namespace: ns.clone(),
+        object: ObjectRef::new(kind, name, id),
+    };
+
+    for n in &rendered.networks {
+        let want = spec_hash(&n.labels).unwrap_or_default();
+        match observed.networks.iter().find(|o| o.name == n.name) {
+            None => actions.push(Action::CreateNetwork(n.clone())),
+            Some(o) => match observed_hash(&o.labels) {
+                None => {}
+                Some(have) if have == want => {}
+                Some(_) if observed.services.is_empty() => {
+                    actions.push(Action::RemoveNetwork {
+                        id: o.id.clone(),
+                        name: o.name.clone(),
+                    });
+                    actions.push(Action::CreateNetwork(n.clone()));
+                }
+                Some(_) => return Err(immutable(ObjectKind::Network, &o.name, &o.id)),
+            },
+        }
+    }
+
+    for v in &rendered.volumes {
+        let want = spec_hash(&v.labels).unwrap_or_default();
+        match observed.volumes.iter().find(|o| o.name == v.name) {
+            None => actions.push(Action::CreateVolume(v.clone())),
+            Some(o) => match observed_hash(&o.labels) {
+                None => {}
+                Some(have) if have == want => {}
+                Some(_) => return Err(immutable(ObjectKind::Volume, &o.name, &o.name)),
+            },
+        }
+    }
+
+    for s in &rendered.secrets {
+        match observed.secrets.iter().find(|o| o.meta.name == s.name) {
+            None => actions.push(Action::CreateSecret(s.clone())),
+            Some(o) if owner.is_on(&o.meta.labels) => {}
+            Some(o) => actions.push(Action::UpdateSecret {
+                id: o.meta.id.clone(),
+                version: o.meta.version,
+                spec: s.clone(),
+            }),
+        }
+    }
+    for c in &rendered.configs {
+        match observed.configs.iter().find(|o| o.meta.name == c.name) {
+            None => actions.push(Action::CreateConfig(c.clone())),
+            Some(o) if owner.is_on(&o.meta.labels) => {}
+            Some(o) => actions.push(Action::UpdateConfig {
+                id: o.meta.id.clone(),
+                version: o.meta.version,
+                spec: c.clone(),
+            }),
+        }
+    }
+
+    let mut desired_services = BTreeSet::new();
+    for s in &rendered.services {
+        let name = s.name.clone().unwrap_or_default();
+        let want = spec_hash(&s.labels);
+        match observed.services.iter().find(|o| o.meta.name == name) {
+            None => actions.push(Action::CreateService(Box::new(s.clone()))),
+            Some(o) if observed_hash(&o.meta.labels) == want && owner.is_on(&o.meta.labels) => {}
+            Some(o) => actions.push(Action::UpdateService {
+                id: o.meta.id.clone(),
+                version: o.meta.version,
+                spec: Box::new(s.clone()),
+            }),
+        }
+        desired_services.insert(name);
+    }
+    for o in &observed.services {
+        if !desired_services.contains(&o.meta.name) {
+            actions.push(Action::RemoveService {
+                id: o.meta.id.clone(),
+                name: o.meta.name.clone(),
+            });
+        }
+    }
+
+    let keep_secrets: BTreeSet<&str> = rendered
+        .secrets
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain(rendered.externals.secrets.iter().map(String::as_str))
+        .collect();
+    for o in &observed.secrets {
+        if !keep_secrets.contains(o.meta.name.as_str()) {
+            actions.push(Action::RemoveSecret {
+                id: o.meta.id.clone(),
+                name: o.meta.name.clone(),
+            });
+        }
+    }
+    let keep_configs: BTreeSet<&str> = rendered
+        .configs
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(rendered.externals.configs.iter().map(String::as_str))
+        .collect();
+    for o in &observed.configs {
+        if !keep_configs.contains(o.meta.name.as_str()) {
+            actions.push(Action::RemoveConfig {
+                id: o.meta.id.clone(),
+                name: o.meta.name.clone(),
+            });
+        }
+    }
+
+    Ok(Plan {
+        namespace: ns,
+        actions,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::swarm::spec::{
+        ContainerSpec, FileTarget, HealthCheck, Mount, NetworkAttachment, SecretReference, TaskSpec,
+    };
+    use crate::swarm::{Meta, Network, Secret, Service, ServiceMode, Volume};
+
+    /// A two-service stack with a network, a volume, a secret and a config.
+    pub(crate) fn sample_stack(ns: &str, image: &str, secret: &str) -> StackSpec {
+        let service = |name: &str| ServiceSpec {
+            name: Some(format!("{ns}_{name}")),
+            task_template: Some(TaskSpec {
+                container_spec: Some(ContainerSpec {
+                    image: Some(image.into()),
+                    args: Some(vec!["/bin/serve".into()]),
+                    health_check: Some(HealthCheck {
+                        test: Some(vec!["CMD".into(), "/bin/healthcheck".into()]),
+                        interval: Some(1_000_000_000),
+                        ..Default::default()
+                    }),
+                    stop_grace_period: Some(2_000_000_000),
+                    secrets: Some(vec![SecretReference {
+                        file: Some(FileTarget {
+                            name: "token".into(),
+                            uid: "0".into(),
+                            gid: "0".into(),
+                            mode: 0o444,
+                        }),
+                        secret_id: None,
+                        secret_name: format!("{ns}_token"),
+                    }]),
+                    configs: Some(vec![spec::ConfigReference {
+                        file: Some(FileTarget {
+                            name: "/etc/app.conf".into(),
+                            uid: "0".into(),
+                            gid: "0".into(),
+                            mode: 0o444,
+                        }),
+                        config_id: None,
+                        config_name: format!("{ns}_conf"),
+                    }]),
+                    mounts: Some(vec![Mount {
+                        r#type: Some(MountType::Volume),
+                        source: Some(format!("{ns}_data")),
+                        target: Some(format!("/data/{name}")),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                networks: Some(vec![NetworkAttachment {
+                    target: format!("{ns}_default"),
+                    aliases: Some(vec![name.into()]),
+                    driver_opts: None,
+                }]),
+                ..Default::default()
+            }),
+            mode: Some(spec::ServiceMode::replicated(Some(1))),
+            endpoint_spec: Some(spec::EndpointSpec {
+                mode: Some(spec::EndpointMode::Dnsrr),
+                ports: None,
+            }),
+            ..Default::default()
+        };
+        let mut secret_spec = SecretSpec {
+            name: format!("{ns}_token"),
+            ..Default::default()
+        };
+        secret_spec.set_data(secret.as_bytes());
+        let mut config_spec = ConfigSpec {
+            name: format!("{ns}_conf"),
+            ..Default::default()
+        };
+        config_spec.set_data(b"listen 8080\n");
+        StackSpec {
+            namespace: ns.into(),
+            services: vec![service("api"), service("web")],
+            networks: vec![NetworkSpec {
+                name: format!("{ns}_default"),
+                driver: Some("overlay".into()),
+                ..Default::default()
+            }],
+            volumes: vec![VolumeSpec {
+                name: format!("{ns}_data"),
+                ..Default::default()
+            }],
+            secrets: vec![secret_spec],
+            configs: vec![config_spec],
+            externals: Default::default(),
+        }
+    }
+
+    fn owner() -> Owner {
+        Owner::new("WarmApp", "shop").with_label("hearth.test", "1")
+    }
+
+    fn meta(id: &str, name: &str, labels: &Option<Map>) -> Meta {
+        Meta {
+            id: id.into(),
+            name: name.into(),
+            version: 7,
+            labels: labels.clone().unwrap_or_default(),
+            created_at: None,
+            updated_at: None,
+        }
+    }
+
+    /// What the swarm would list after `stack` was applied as rendered.
+    fn observed_after(stack: &StackSpec, owner: &Owner) -> Observed {
+        let r = render(stack, owner).unwrap();
+        Observed {
+            services: r
+                .services
+                .iter()
+                .map(|s| Service {
+                    meta: meta(
+                        &format!("id-{}", s.name.clone().unwrap()),
+                        s.name.as_deref().unwrap(),
+                        &s.labels,
+                    ),
+                    image: None,
+                    mode: ServiceMode::Replicated(1),
+                })
+                .collect(),
+            networks: r
+                .networks
+                .iter()
+                .map(|n| Network {
+                    id: format!("id-{}", n.name),
+                    name: n.name.clone(),
+                    driver: "overlay".into(),
+                    scope: "swarm".into(),
+                    labels: n.labels.clone().unwrap_or_default(),
+                    created_at: None,
+                })
+                .collect(),
+            volumes: r
+                .volumes
+                .iter()
+                .map(|v| Volume {
+                    name: v.name.clone(),
+                    driver: "local".into(),
+                    labels: v.labels.clone().unwrap_or_default(),
+                    created_at: None,
+                })
+                .collect(),
+            secrets: r
+                .secrets
+                .iter()
+                .map(|s| Secret {
+                    meta: meta(&format!("id-{}", s.name), &s.name, &s.labels),
+                })
+                .collect(),
+            configs: r
+                .configs
+                .iter()
+                .map(|c| crate::swarm::Config {
+                    meta: meta(&format!("id-{}", c.name), &c.name, &c.labels),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn verbs(plan: &Plan) -> Vec<String> {
+        plan.actions.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn an_empty_namespace_plans_every_object_in_dependency_order() {
+        let stack = sample_stack("s", "img:1", "pw");
+        let plan = plan(&stack, &owner(), &Observed::default()).unwrap();
+        let v = verbs(&plan);
+        assert_eq!(v.len(), 6, "{v:?}");
+        assert_eq!(v[0], "create network s_default");
+        assert_eq!(v[1], "create volume s_data");
+        assert!(v[2].starts_with("create secret s_token-"), "{v:?}");
+        assert!(v[3].starts_with("create config s_conf-"), "{v:?}");
+        assert_eq!(&v[4..], ["create service s_api", "create service s_web"]);
+    }
+
+    #[test]
+    fn every_object_carries_the_namespace_owner_and_hash_labels() {
+        let r = render(&sample_stack("s", "img:1", "pw"), &owner()).unwrap();
+        let check = |labels: &Option<Map>| {
+            let l = labels.as_ref().unwrap();
+            assert_eq!(l.get(NAMESPACE_LABEL).unwrap(), "s");
+            assert_eq!(l.get(keys::MANAGED_BY).unwrap(), "hearth");
+            assert_eq!(l.get(keys::KIND).unwrap(), "WarmApp");
+            assert_eq!(l.get(keys::NAME).unwrap(), "shop");
+            assert_eq!(l.get("hearth.test").unwrap(), "1");
+            assert_eq!(l.get(keys::SPEC_HASH).unwrap().len(), 64);
+        };
+        for s in &r.services {
+            check(&s.labels);
+            let cs = s
+                .task_template
+                .as_ref()
+                .unwrap()
+                .container_spec
+                .as_ref()
+                .unwrap();
+            assert_eq!(
+                cs.labels.as_ref().unwrap().get(NAMESPACE_LABEL).unwrap(),
+                "s"
+            );
+            assert_eq!(
+                cs.labels.as_ref().unwrap().get(keys::MANAGED_BY).unwrap(),
+                "hearth"
+            );
+            // The mount creates the volume with the volume's own labels.
+            let mount = &cs.mounts.as_ref().unwrap()[0];
+            assert_eq!(
+                mount.volume_options.as_ref().unwrap().labels,
+                r.volumes[0].labels
+            );
+        }
+        r.networks.iter().for_each(|n| check(&n.labels));
+        r.volumes.iter().for_each(|v| check(&v.labels));
+        r.secrets.iter().for_each(|s| check(&s.labels));
+        r.configs.iter().for_each(|c| check(&c.labels));
+    }
+
+    #[test]
+    fn an_unchanged_stack_plans_nothing() {
+        let stack = sample_stack("s", "img:1", "pw");
+        let observed = observed_after(&stack, &owner());
+        assert!(plan(&stack, &owner(), &observed).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_changed_image_updates_only_the_services_at_their_observed_version() {
+        let observed = observed_after(&sample_stack("s", "img:1", "pw"), &owner());
+        let plan = plan(&sample_stack("s", "img:2", "pw"), &owner(), &observed).unwrap();
+        assert_eq!(
+            verbs(&plan),
+            ["update service s_api", "update service s_web"]
+        );
+        assert!(matches!(
+            &plan.actions[0],
+            Action::UpdateService { id, version: 7, .. } if id == "id-s_api"
+        ));
+    }
+
+    #[test]
+    fn a_changed_secret_gets_a_new_name_and_the_old_one_is_removed_after_the_services() {
+        let observed = observed_after(&sample_stack("s", "img:1", "pw"), &owner());
+        let old = observed.secrets[0].meta.name.clone();
+        let plan = plan(&sample_stack("s", "img:1", "new-pw"), &owner(), &observed).unwrap();
+        let v = verbs(&plan);
+        assert_eq!(v.len(), 4, "{v:?}");
+        let Action::CreateSecret(new) = &plan.actions[0] else {
+            panic!("{v:?}")
+        };
+        assert_ne!(new.name, old);
+        assert!(new.name.starts_with("s_token-"));
+        assert_eq!(&v[1..3], ["update service s_api", "update service s_web"]);
+        let Action::UpdateService { spec, .. } = &plan.actions[1] else {
+            panic!()
+        };
+        let refs = spec
+            .task_template
+            .as_ref()
+            .unwrap()
+            .container_spec
+            .as_ref()
+            .unwrap()
+            .secrets
+            .as_ref()
+            .unwrap();
+        assert_eq!(refs[0].secret_name, new.name);
+        assert_eq!(v[3], format!("remove secret {old}"));
+    }
+
+    #[test]
+    fn services_no_longer_desired_are_pruned_after_the_others() {
+        let observed = observed_after(&sample_stack("s", "img:1", "pw"), &owner());
+        let mut smaller = sample_stack("s", "img:1", "pw");
+        smaller
+            .services
+            .retain(|s| s.name.as_deref() == Some("s_web"));
+        let plan = plan(&smaller, &owner(), &observed).unwrap();
+        assert_eq!(verbs(&plan), ["remove service s_api"]);
+    }
+
+    #[test]
+    fn an_owner_change_updates_labels_but_not_the_spec_hash() {
+        let observed = observed_after(&sample_stack("s", "img:1", "pw"), &owner());
+        let other = Owner::new("Run", "r-1").with_label("hearth.test", "1");
+        let plan = plan(&sample_stack("s", "img:1", "pw"), &other, &observed).unwrap();
+        let v = verbs(&plan);
+        assert_eq!(v.len(), 4, "{v:?}");
+        assert!(v[0].starts_with("update secret s_token-"));
+        assert!(v[1].starts_with("update config s_conf-"));
+        let Action::UpdateService { spec, .. } = &plan.actions[2] else {
+            panic!()
+        };
+        assert_eq!(
+            spec_hash(&spec.labels),
+            observed_hash(&observed.services[0].meta.labels)
+        );
+    }
+
+    #[test]
+    fn a_changed_network_is_an_error_while_services_run_and_recreated_otherwise() {
+        let mut observed = observed_after(&sample_stack("s", "img:1", "pw"), &owner());
+        let mut changed = sample_stack("s", "img:1", "pw");
+        changed.networks[0].internal = Some(true);
+        let err = plan(&changed, &owner(), &observed).unwrap_err();
+        assert!(matches!(err, Error::ImmutableChanged { .. }), "{err}");
+        assert!(err.to_string().contains("network s_default"), "{err}");
+        observed.services.clear();
+        let plan = plan(&changed, &owner(), &observed).unwrap();
+        let v = verbs(&plan);
+        assert_eq!(
+            &v[..2],
+            ["remove network s_default", "create network s_default"]
+        );
+    }
+
+    #[test]
+    fn a_changed_volume_is_never_recreated() {
+        let mut observed = observed_after(&sample_stack("s", "img:1", "pw"), &owner());
+        observed.services.clear();
+        let mut changed = sample_stack("s", "img:1", "pw");
+        changed.volumes[0].driver = Some("other".into());
+        let err = plan(&changed, &owner(), &observed).unwrap_err();
+        assert!(matches!(err, Error::ImmutableChanged { .. }), "{err}");
+    }
+
+    #[test]
+    fn objects_without_a_hash_label_are_adopted_as_they_are() {
+        let mut observed = observed_after(&sample_stack("s", "img:1", "pw"), &owner());
+        observed.networks[0].labels.remove(keys::SPEC_HASH);
+        observed.volumes[0].labels.remove(keys::SPEC_HASH);
+        let mut changed = sample_stack("s", "img:1", "pw");
+        changed.networks[0].internal = Some(true);
+        assert!(plan(&changed, &owner(), &observed).unwrap().is_empty());
+    }
+
+    #[test]
+    fn duplicate_and_overlong_names_are_rejected() {
+        let mut stack = sample_stack("s", "img:1", "pw");
+        stack.services.push(stack.services[0].clone());
+        assert!(matches!(
+            render(&stack, &owner()),
+            Err(Error::PlanRejected { .. })
+        ));
+        let mut stack = sample_stack("s", "img:1", "pw");
+        stack.secrets[0].name = "x".repeat(60);
+        let err = render(&stack, &owner()).unwrap_err();
+        assert!(err.to_string().contains("longer than 64"), "{err}");
+    }
+}
