@@ -254,8 +254,21 @@ pub(crate) fn parse(text: &str, file: usize) -> Result<Node, ParseError> {
     }
 }
 
+/// The parser's message without the position (we print our own) or library advice.
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().trim().to_string()
+    let mut line = s.lines().next().unwrap_or_default().trim().to_string();
+    if let Some(i) = line.rfind(" at line ") {
+        if line[i..].contains(", column ") {
+            line.truncate(i);
+        }
+    }
+    if let Some(i) = line.find(", set DuplicateKeyPolicy") {
+        line.truncate(i);
+    }
+    if line.starts_with("recursive references") {
+        line = "recursive alias: an anchor refers to itself".into();
+    }
+    line
 }
 
 /// The raw tree serde-saphyr fills; [`lower`] turns it into [`Node`]s.
@@ -474,7 +487,8 @@ mod tests {
     #[test]
     fn duplicate_keys_and_non_mapping_documents_are_errors() {
         let e = parse("a: 1\na: 2\n", 0).unwrap_err();
-        assert_eq!(e.line, 2);
+        assert_eq!((e.line, e.col), (2, 1));
+        assert_eq!(e.message, "duplicate mapping key: a");
         assert!(parse("- a\n", 0).is_err());
         assert!(parse("1: a\n", 0)
             .unwrap_err()
