@@ -7,6 +7,7 @@
 //!   owning resource, a periodic resync with jitter, and full relists.
 //! - [`Controller`]: the wiring — the runner that never reconciles one key twice at once, with
 //!   bounded concurrency, requeue timers and graceful shutdown ([`Shutdown`], [`signals`]).
+//! - [`logging`]: human-readable or JSON log output for the daemon.
 //!
 //! # The reconcile contract
 //! A [`Reconciler`] gets the object (`reconcile(Arc<Obj>, Arc<Ctx>) -> Result<Action>`), or
@@ -16,6 +17,7 @@
 
 pub mod backoff;
 mod controller;
+pub mod logging;
 pub mod scheduler;
 pub mod signals;
 pub mod triggers;

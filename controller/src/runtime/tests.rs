@@ -568,3 +568,77 @@ fn config_durations_should_read_as_humantime() {
     let err = serde_saphyr::from_str::<Config>("resyncPeriod: soon\n").unwrap_err();
     assert!(err.to_string().contains("soon"), "{err}");
 }
+
+/// Records every new span's name and `object` field.
+#[derive(Clone, Default)]
+struct SpanRecorder(Arc<Mutex<Vec<(String, String)>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanRecorder {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Object(String);
+        impl tracing::field::Visit for Object {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "object" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+        }
+        let mut object = Object(String::new());
+        attrs.record(&mut object);
+        self.0
+            .lock()
+            .unwrap()
+            .push((attrs.metadata().name().to_string(), object.0));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_reconcile_should_run_in_a_span_carrying_its_key() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    struct SpanSeer;
+    impl Reconciler for SpanSeer {
+        type Object = WarmApp;
+        type Context = Mutex<Vec<Option<&'static str>>>;
+        type Error = Injected;
+        async fn reconcile(_: Arc<WarmApp>, seen: Arc<Self::Context>) -> Result<Action, Injected> {
+            let span = tracing::Span::current();
+            seen.lock().unwrap().push(span.metadata().map(|m| m.name()));
+            Ok(Action::await_change())
+        }
+    }
+    let recorder = SpanRecorder::default();
+    let subscriber = tracing_subscriber::registry().with(recorder.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let store = store_with(&["web", "api"]).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let controller = Controller::<SpanSeer>::new(store, Arc::clone(&seen), config());
+    tokio::spawn(controller.run(Shutdown::new()));
+    sleep_secs(1.0).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Some("reconcile"), Some("reconcile")]
+    );
+    let mut spans: Vec<(String, String)> = recorder
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name == "reconcile")
+        .cloned()
+        .collect();
+    spans.sort();
+    assert_eq!(
+        spans,
+        vec![
+            ("reconcile".to_string(), "WarmApp/api".to_string()),
+            ("reconcile".to_string(), "WarmApp/web".to_string()),
+        ]
+    );
+}

@@ -115,6 +115,19 @@ impl Node {
     }
 }
 
+/// The path without its last segment (`a.b[2]` → `a.b`, `a["k"]` → `a`, `a` → ``).
+pub fn parent(path: &str) -> &str {
+    if path.ends_with(']') {
+        if let Some(i) = path.rfind('[') {
+            return &path[..i];
+        }
+    }
+    match path.rfind('.') {
+        Some(i) => &path[..i],
+        None => "",
+    }
+}
+
 fn is_plain(k: &str) -> bool {
     !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
@@ -208,7 +221,21 @@ pub fn error_pos(e: &serde_saphyr::Error) -> Pos {
 pub fn error_message(e: &serde_saphyr::Error) -> String {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default().trim();
-    strip_position(first).to_string()
+    let mut message = strip_position(first);
+    // A trailing ` at line N, column M` repeats what `file:line:col` already says.
+    if let Some(i) = message.rfind(" at line ") {
+        let tail = &message[i + " at line ".len()..];
+        if tail.contains(", column ")
+            && tail
+                .chars()
+                .all(|c| c.is_ascii_digit() || ", column".contains(c))
+        {
+            message = &message[..i];
+        }
+    }
+    // Advice meant for programmers using the parser, not for operators.
+    let message = message.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable");
+    message.to_string()
 }
 
 /// Drops a leading `line N column M: ` (serde-saphyr's own prefix; we print `file:line:col`).

@@ -412,7 +412,14 @@ fn read_document(doc: &Document, problems: &mut Vec<Problem>) -> Option<(AnyReso
 fn typed<R: DeserializeOwned>(doc: &Document, tree: &Node) -> Result<R, Problem> {
     serde_saphyr::from_str_with_options::<R>(&doc.text, options()).map_err(|e| {
         let pos = located::error_pos(&e);
-        Problem::at(pos, None, tree.path_at(pos), located::error_message(&e))
+        let message = located::error_message(&e);
+        let mut path = tree.path_at(pos);
+        // serde reports a missing field at the mapping that lacks it, which starts where its
+        // first key does: name the mapping, not that key.
+        if message.starts_with("missing field") {
+            path = located::parent(&path).to_string();
+        }
+        Problem::at(pos, None, path, message)
     })
 }
 
