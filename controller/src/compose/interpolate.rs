@@ -385,4 +385,17 @@ mod tests {
         assert_eq!(e.path, "services.a.command[1]");
         assert_eq!((e.node.at.line, e.node.at.col), (3, 21));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn escaped_text_always_comes_back_unchanged(text in ".{0,60}") {
+            let escaped = text.replace('$', "$$");
+            proptest::prop_assert_eq!(substitute(&escaped, &env()).unwrap(), text);
+        }
+
+        #[test]
+        fn text_without_dollars_is_never_changed(text in "[^$]{0,60}") {
+            proptest::prop_assert_eq!(substitute(&text, &env()).unwrap(), text);
+        }
+    }
 }

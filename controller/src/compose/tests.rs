@@ -1099,3 +1099,74 @@ fn errors_point_at_the_offending_value() {
         assert_eq!(&e.to_string(), want);
     }
 }
+
+/// Compose-shaped fragments for the no-panic property below.
+const FRAGMENTS: &[&str] = &[
+    "services:",
+    "\n",
+    "  ",
+    "    ",
+    "web:",
+    "image: a",
+    "ports:",
+    "- ",
+    "'80:80'",
+    "80-81:90",
+    "$",
+    "${A:-b}",
+    "$$",
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    "deploy:",
+    "replicas: 2",
+    "mode: global",
+    "&a ",
+    "*a",
+    "<<: *a",
+    "x-a:",
+    "volumes:",
+    "/x:/y",
+    "d:/x",
+    "~/h:/h",
+    "type: tmpfs",
+    "networks:",
+    "external: true",
+    "name: n",
+    "secrets:",
+    "configs:",
+    "file: ./f",
+    "source: s",
+    "environment:",
+    "A=1",
+    "labels:",
+    "healthcheck:",
+    "test: x",
+    "disable: true",
+    "0555",
+    "1.5",
+    "null",
+    "true",
+    "'",
+    "\"",
+    "#",
+    "version: '3.8'",
+    "stop_grace_period: 1m",
+    "cpus: '0.5'",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+    #[test]
+    fn translation_never_panics_on_compose_like_input(
+        picks in proptest::collection::vec(0..FRAGMENTS.len(), 0..60)
+    ) {
+        let text: String = picks.iter().map(|i| FRAGMENTS[*i]).collect::<Vec<_>>().join("");
+        let side = MemFiles { any: Some(b"x".to_vec()), ..Default::default() };
+        // Either outcome is fine; a panic fails the property.
+        let _ = run(&[("p.yml", &text)], &[("A", "1")], &side);
+    }
+}
