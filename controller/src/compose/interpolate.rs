@@ -47,14 +47,14 @@ pub(crate) fn substitute(
             i += 2;
         } else if rb.first() == Some(&b'{') {
             let inner = &rest[1..];
-            let len = match_subst(inner, true).ok_or(Failure::Invalid)?;
+            let len = match_subst(inner).ok_or(Failure::Invalid)?;
             if inner.as_bytes().get(len) != Some(&b'}') {
                 return Err(Failure::Invalid);
             }
             out.push_str(&apply(&inner[..len], env)?);
             i += 1 + 1 + len + 1;
         } else {
-            let len = match_subst(rest, false).ok_or(Failure::Invalid)?;
+            let len = match_subst(rest).ok_or(Failure::Invalid)?;
             out.push_str(&apply(&rest[..len], env)?);
             i += 1 + len;
         }
@@ -66,7 +66,7 @@ pub(crate) fn substitute(
 
 /// Length of the longest match of `[_a-z][_a-z0-9]*(?::?[-?][^}]*)?` (case-insensitive) at the
 /// start of `s`, or `None`.
-fn match_subst(s: &str, _braced: bool) -> Option<usize> {
+fn match_subst(s: &str) -> Option<usize> {
     let b = s.as_bytes();
     let first = *b.first()?;
     if !(first == b'_' || first.is_ascii_alphabetic()) {

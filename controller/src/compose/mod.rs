@@ -32,6 +32,8 @@ use std::path::{Path, PathBuf};
 
 use crate::swarm::spec::StackSpec;
 
+pub use convert::{LABEL_IMAGE, LABEL_NAMESPACE};
+
 /// Where in which compose file something is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {

@@ -20,13 +20,6 @@ fn s(text: impl Into<String>, at: Loc) -> Node {
     Node::new(V::Str(text.into()), at)
 }
 
-fn entries(node: &Node) -> &[(Key, Node)] {
-    match &node.v {
-        V::Map(e) => e,
-        _ => &[],
-    }
-}
-
 fn items(node: &Node) -> &[Node] {
     match &node.v {
         V::Seq(i) => i,
@@ -526,7 +519,6 @@ fn normalize_object(
             );
         }
     }
-    let _ = entries(obj);
     Ok(())
 }
 
