@@ -11,6 +11,25 @@
 //! - Every error names the file, line, column and key path; every key that docker stack deploy
 //!   ignores becomes a [`Warning`] with the same position. Nothing is dropped silently.
 //!
+//! # What is translated
+//! Everything docker stack deploy (docker 28.2) turns into swarm objects: services (image,
+//! command/entrypoint incl. shell splitting, environment incl. `env_file` and pass-through,
+//! labels, deploy: mode incl. jobs, replicas, labels, resources incl. generic resources,
+//! placement incl. preferences and max replicas, restart_policy, update/rollback_config,
+//! endpoint_mode; healthcheck incl. disable; networks with aliases and driver_opts; volumes in
+//! short and long syntax incl. bind/tmpfs/npipe and docker's Windows-drive reading of `d:/x`;
+//! secrets and configs in short and long syntax; ports in short syntax incl. ranges and IPs and
+//! long syntax incl. `mode: host`; stop_grace_period, stop_signal, user, working_dir, hostname,
+//! cap_add/cap_drop, extra_hosts, dns/dns_search, sysctls, ulimits, init, logging, tty,
+//! stdin_open, read_only, isolation, credential_spec file/registry) and top-level networks,
+//! volumes, secrets and configs (external incl. legacy `external: {name:}`, name, driver,
+//! driver_opts, labels, ipam, attachable, internal, template_driver, file).
+//!
+//! Keys docker accepts but stack deploy ignores (`build`, `links`, `restart`, `depends_on`,
+//! service-level `tmpfs`, …) become [`Warning`]s; keys docker refuses (`extends`,
+//! `volumes_from`, …), unknown keys, `type: cluster` volumes and `credential_spec.config` are
+//! errors.
+//!
 //! # Caveats
 //! - One schema (v3.13 plus docker's forbidden and unsupported keys) serves every `3.x`
 //!   version, with each key's first version recorded: a key newer than the declared version is
