@@ -70,6 +70,24 @@ pub fn owner_of_stack(stack: &str) -> Option<ObjectRef> {
     }
 }
 
+/// The resources owning a listed swarm object: listed objects carry hearth's labels
+/// (`hearth.kind` + `hearth.name`, and `hearth.parent-run` for a run's stacks), which also
+/// resolve the per-run dep stacks a name cannot; without labels, [`owner_of_swarm_name`].
+pub fn owners_of_listed(name: &str, labels: &crate::swarm::Labels) -> Vec<ObjectRef> {
+    let mut out = Vec::new();
+    let kind = labels.get(labels::KIND).and_then(|k| Kind::parse(k));
+    if let (Some(kind), Some(owner)) = (kind, labels.get(labels::NAME)) {
+        out.push(ObjectRef::new(kind, owner.clone()));
+    }
+    if let Some(run) = labels.get(labels::PARENT_RUN) {
+        out.push(ObjectRef::new(Kind::Run, run.clone()));
+    }
+    if out.is_empty() {
+        out.extend(owner_of_swarm_name(name));
+    }
+    out
+}
+
 /// Every key of kind `K` worth reconciling: the objects in the store plus, when a swarm is
 /// given, the owners of the hearth-managed services it runs (so an orphan whose object was
 /// deleted gets its `cleanup`).
@@ -97,7 +115,7 @@ pub async fn relist<K: Resource>(
             Ok(services) => keys.extend(
                 services
                     .iter()
-                    .filter_map(|s| owner_of_swarm_name(&s.meta.name))
+                    .flat_map(|s| owners_of_listed(&s.meta.name, &s.meta.labels))
                     .filter(|k| k.kind == K::KIND),
             ),
             Err(e) => tracing::warn!(error = %e, "relist: listing swarm services failed"),
@@ -258,6 +276,28 @@ mod tests {
         assert_eq!(
             owner_of_swarm_name("hs-ci-pool-3_x"),
             key(Kind::SlotPool, "ci-pool")
+        );
+    }
+
+    #[test]
+    fn listed_objects_should_map_by_their_labels_first() {
+        let labels: crate::swarm::Labels = [
+            (labels::KIND.to_string(), "DepProvider".to_string()),
+            (labels::NAME.to_string(), "sso".to_string()),
+            (labels::PARENT_RUN.to_string(), "web-0123456789".to_string()),
+        ]
+        .into();
+        assert_eq!(
+            owners_of_listed("hd-sso-0123456789ab_idp", &labels),
+            vec![
+                ObjectRef::new(Kind::DepProvider, "sso"),
+                ObjectRef::new(Kind::Run, "web-0123456789")
+            ]
+        );
+        let none = crate::swarm::Labels::new();
+        assert_eq!(
+            owners_of_listed("hw-web_app", &none),
+            vec![ObjectRef::new(Kind::WarmApp, "web")]
         );
     }
 
