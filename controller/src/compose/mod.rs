@@ -1,9 +1,9 @@
 //! Compose files → swarm stack specs, as `docker stack deploy -c a.yml -c b.yml NAME` reads them.
 //!
 //! The pipeline follows docker/cli's `cli/compose` packages step by step, per file:
-//! parse ([`yaml`], located values) → interpolate ([`interpolate`]) → validate ([`schema`]) →
+//! parse (`yaml`, located values) → interpolate (`interpolate`) → validate (`schema`) →
 //! normalise (short syntaxes to long ones, `env_file` and bind paths resolved); then the files
-//! are merged in order ([`merge`]) and converted to Engine API specs ([`convert`]).
+//! are merged in order (`merge`) and converted to Engine API specs (`convert`).
 //!
 //! # Guarantees
 //! - Pure: the environment and every side file (env files, secret and config files) come in

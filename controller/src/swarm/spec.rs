@@ -455,7 +455,7 @@ pub struct ContainerSpec {
     /// Working directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
-    /// User (name or uid[:gid]).
+    /// User (`name`, `uid` or `uid:gid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Supplementary groups.
