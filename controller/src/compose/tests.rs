@@ -1170,3 +1170,61 @@ proptest::proptest! {
         let _ = run(&[("p.yml", &text)], &[("A", "1")], &side);
     }
 }
+
+#[test]
+fn jobs_generic_resources_credential_specs_and_isolation_convert() {
+    let t = one(concat!(
+        "version: '3.13'\nservices:\n",
+        "  job:\n    image: a\n    deploy: {mode: replicated-job, replicas: 3}\n",
+        "  gjob:\n    image: a\n    deploy: {mode: global-job}\n",
+        "  gpu:\n    image: a\n    isolation: process\n    credential_spec: {file: spec.json}\n",
+        "    cap_add: [ALL, NET_ADMIN]\n",
+        "    deploy:\n      resources:\n        reservations:\n          generic_resources:\n",
+        "            - discrete_resource_spec: {kind: gpu, value: 2}\n",
+    ))
+    .unwrap();
+    let job = service(&t, "st_job").mode.clone().unwrap();
+    let rj = job.replicated_job.unwrap();
+    assert_eq!(
+        (rj.max_concurrent, rj.total_completions),
+        (Some(3), Some(3))
+    );
+    assert!(service(&t, "st_gjob")
+        .mode
+        .as_ref()
+        .unwrap()
+        .global_job
+        .is_some());
+    let gpu = service(&t, "st_gpu");
+    let c = container(gpu);
+    assert_eq!(c.isolation.as_deref(), Some("process"));
+    assert_eq!(
+        c.privileges
+            .as_ref()
+            .unwrap()
+            .credential_spec
+            .as_ref()
+            .unwrap()
+            .file
+            .as_deref(),
+        Some("spec.json")
+    );
+    assert_eq!(c.capability_add.as_ref().unwrap(), &["ALL"]);
+    let generic = gpu
+        .task_template
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap()
+        .reservations
+        .as_ref()
+        .unwrap()
+        .generic_resources
+        .clone()
+        .unwrap();
+    let d = generic[0].discrete_resource_spec.as_ref().unwrap();
+    assert_eq!((d.kind.as_str(), d.value), ("gpu", 2));
+    let e = one("services:\n  a:\n    image: a\n    credential_spec: {config: c}\n").unwrap_err();
+    assert!(e.to_string().contains("credential_spec.config"), "{e}");
+}
