@@ -1,1 +1,611 @@
 //! hearth's Prometheus metrics: a `Metrics` struct that owns its registry.
+//!
+//! There are no global metrics: the controller builds one [`Metrics`], shares it (it is cheap
+//! to clone: every metric is reference-counted inside) and the HTTP server encodes it at
+//! `/metrics`.
+//!
+//! # Label cardinality
+//! No label may grow without bound. Labels are either closed sets spelled by hearth's own code
+//! (`controller`, `phase`, `result`, `kind`, `verb`, `object`: `&'static str` in the API so a
+//! per-object string cannot slip in) or operator-declared names that are bounded by the state
+//! file and the recipe catalogue (`app`, `recipe`, `tier`, `pool`). Run ids never become
+//! labels, and versions appear only in the `hearth_warm_app_info` info metric, whose series for
+//! an app is replaced (the old version's series removed) when the version changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// What can go wrong building or encoding the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A metric could not be defined or registered (a programming error: duplicate name or
+    /// bad label set). Not retryable.
+    #[error("metric definition rejected")]
+    DefinitionRejected(#[source] prometheus::Error),
+    /// Encoding the registry to the text format failed. Not retryable.
+    #[error("metrics encoding failed")]
+    EncodingFailed(#[source] prometheus::Error),
+}
+
+/// The result type of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Buckets for reconcile and Docker call latencies, in seconds (1 ms … 2 min).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Buckets for slot wait times, in seconds (0 … 1 h).
+const WAIT_BUCKETS: &[f64] = &[
+    0.0, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Every metric hearth exports, owned together with their registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: IntCounterVec,
+    reconcile_errors: IntCounterVec,
+    reconcile_duration: HistogramVec,
+    queue_depth: IntGaugeVec,
+    active_workers: IntGaugeVec,
+    warm_app_ready: IntGaugeVec,
+    warm_app_info: IntGaugeVec,
+    warm_app_versions: Arc<Mutex<HashMap<String, String>>>,
+    runs_by_phase: IntGaugeVec,
+    tier_results: IntCounterVec,
+    slots_in_use: IntGaugeVec,
+    slots_capacity: IntGaugeVec,
+    slot_wait: HistogramVec,
+    orphans_swept: IntCounterVec,
+    teardown_leftovers: IntGaugeVec,
+    promotions: IntCounterVec,
+    nightly_last_success: Gauge,
+    nightly_duration: Gauge,
+    store_size: IntGauge,
+    state_file_rejections: IntCounter,
+    docker_calls: IntCounterVec,
+    docker_errors: IntCounterVec,
+    docker_latency: HistogramVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Registers `metric` with `registry` and hands it back.
+fn register<M>(registry: &Registry, metric: M) -> Result<M>
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    registry
+        .register(Box::new(metric.clone()))
+        .map_err(Error::DefinitionRejected)?;
+    Ok(metric)
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {
+    let m = IntCounterVec::new(Opts::new(name, help), labels).map_err(Error::DefinitionRejected)?;
+    register(r, m)
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec> {
+    let m = IntGaugeVec::new(Opts::new(name, help), labels).map_err(Error::DefinitionRejected)?;
+    register(r, m)
+}
+
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> Result<HistogramVec> {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    let m = HistogramVec::new(opts, labels).map_err(Error::DefinitionRejected)?;
+    register(r, m)
+}
+
+impl Metrics {
+    /// Builds the registry with every metric defined (and none observed yet).
+    ///
+    /// # Errors
+    /// Only on a programming error in the definitions ([`Error::DefinitionRejected`]).
+    pub fn new() -> Result<Self> {
+        let r = Registry::new_custom(Some("hearth".to_owned()), None)
+            .map_err(Error::DefinitionRejected)?;
+        let nightly_last_success = register(
+            &r,
+            Gauge::new(
+                "nightly_last_success_timestamp_seconds",
+                "Unix time at which the nightly sweep last completed successfully.",
+            )
+            .map_err(Error::DefinitionRejected)?,
+        )?;
+        let nightly_duration = register(
+            &r,
+            Gauge::new(
+                "nightly_last_duration_seconds",
+                "How long the last completed nightly sweep took.",
+            )
+            .map_err(Error::DefinitionRejected)?,
+        )?;
+        let store_size = register(
+            &r,
+            IntGauge::new("store_size_bytes", "Size of the state store on disk.")
+                .map_err(Error::DefinitionRejected)?,
+        )?;
+        let state_file_rejections = register(
+            &r,
+            IntCounter::new(
+                "state_file_rejections_total",
+                "Operator state files rejected as a whole (parse or validation errors).",
+            )
+            .map_err(Error::DefinitionRejected)?,
+        )?;
+        Ok(Metrics {
+            reconciles: counter_vec(
+                &r,
+                "reconciles_total",
+                "Reconciles run, per controller.",
+                &["controller"],
+            )?,
+            reconcile_errors: counter_vec(
+                &r,
+                "reconcile_errors_total",
+                "Reconciles that returned an error, per controller.",
+                &["controller"],
+            )?,
+            reconcile_duration: histogram_vec(
+                &r,
+                "reconcile_duration_seconds",
+                "Time spent in one reconcile, per controller.",
+                &["controller"],
+                LATENCY_BUCKETS,
+            )?,
+            queue_depth: gauge_vec(
+                &r,
+                "queue_depth",
+                "Keys waiting to be reconciled, per controller.",
+                &["controller"],
+            )?,
+            active_workers: gauge_vec(
+                &r,
+                "active_workers",
+                "Reconciles running now, per controller.",
+                &["controller"],
+            )?,
+            warm_app_ready: gauge_vec(
+                &r,
+                "warm_app_ready",
+                "1 when the warm app is Ready at its desired version, else 0.",
+                &["app"],
+            )?,
+            warm_app_info: gauge_vec(
+                &r,
+                "warm_app_info",
+                "Always 1; the labels say which version each warm app runs.",
+                &["app", "version"],
+            )?,
+            warm_app_versions: Arc::new(Mutex::new(HashMap::new())),
+            runs_by_phase: gauge_vec(&r, "runs", "Runs in the store, per phase.", &["phase"])?,
+            tier_results: counter_vec(
+                &r,
+                "tier_results_total",
+                "Tier results reported by runs, per recipe, tier and result.",
+                &["recipe", "tier", "result"],
+            )?,
+            slots_in_use: gauge_vec(&r, "slots_in_use", "Slots held, per pool.", &["pool"])?,
+            slots_capacity: gauge_vec(&r, "slots_capacity", "Slots a pool has in all.", &["pool"])?,
+            slot_wait: histogram_vec(
+                &r,
+                "slot_wait_seconds",
+                "Time a caller waited for a slot, per pool.",
+                &["pool"],
+                WAIT_BUCKETS,
+            )?,
+            orphans_swept: counter_vec(
+                &r,
+                "orphans_swept_total",
+                "Orphaned objects removed by the sweeper, per object kind.",
+                &["kind"],
+            )?,
+            teardown_leftovers: gauge_vec(
+                &r,
+                "teardown_leftovers",
+                "Objects a verified teardown found left behind, per object kind.",
+                &["kind"],
+            )?,
+            promotions: counter_vec(
+                &r,
+                "promotions_total",
+                "Promotions of warm apps, per result.",
+                &["result"],
+            )?,
+            nightly_last_success,
+            nightly_duration,
+            store_size,
+            state_file_rejections,
+            docker_calls: counter_vec(
+                &r,
+                "docker_api_calls_total",
+                "Docker Engine API calls, per verb and object kind.",
+                &["verb", "object"],
+            )?,
+            docker_errors: counter_vec(
+                &r,
+                "docker_api_errors_total",
+                "Docker Engine API calls that failed, per verb, object kind and error class.",
+                &["verb", "object", "error"],
+            )?,
+            docker_latency: histogram_vec(
+                &r,
+                "docker_api_call_duration_seconds",
+                "Latency of Docker Engine API calls, per verb and object kind.",
+                &["verb", "object"],
+                LATENCY_BUCKETS,
+            )?,
+            registry: r,
+        })
+    }
+
+    /// The registry, for callers that add their own collectors.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Encodes every metric in the Prometheus text exposition format.
+    ///
+    /// # Errors
+    /// [`Error::EncodingFailed`] if a metric family cannot be encoded.
+    pub fn encode(&self) -> Result<String> {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .map_err(Error::EncodingFailed)?;
+        String::from_utf8(out).map_err(|e| {
+            Error::EncodingFailed(prometheus::Error::Msg(format!("non-utf8 output: {e}")))
+        })
+    }
+
+    /// The content type `encode` produces.
+    pub fn content_type(&self) -> &'static str {
+        prometheus::TEXT_FORMAT
+    }
+
+    /// Records one reconcile of `controller` that took `took` and succeeded or not.
+    pub fn observe_reconcile(&self, controller: &'static str, took: Duration, ok: bool) {
+        self.reconciles.with_label_values(&[controller]).inc();
+        if !ok {
+            self.reconcile_errors.with_label_values(&[controller]).inc();
+        }
+        self.reconcile_duration
+            .with_label_values(&[controller])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Starts a timer that records a reconcile of `controller` when finished (or dropped,
+    /// which counts as an error: the reconcile did not report success).
+    pub fn reconcile_timer(&self, controller: &'static str) -> ReconcileTimer {
+        ReconcileTimer {
+            metrics: self.clone(),
+            controller,
+            started: std::time::Instant::now(),
+            done: false,
+        }
+    }
+
+    /// Sets the queue depth and running reconciles of `controller`.
+    pub fn set_queue(&self, controller: &'static str, depth: usize, active: usize) {
+        self.queue_depth
+            .with_label_values(&[controller])
+            .set(saturating_i64(depth));
+        self.active_workers
+            .with_label_values(&[controller])
+            .set(saturating_i64(active));
+    }
+
+    /// Sets a warm app's readiness and running version. The app's previous version series is
+    /// removed from the info metric, so each app has exactly one info series.
+    pub fn set_warm_app(&self, app: &str, ready: bool, version: Option<&str>) {
+        self.warm_app_ready
+            .with_label_values(&[app])
+            .set(i64::from(ready));
+        let Ok(mut versions) = self.warm_app_versions.lock() else {
+            return;
+        };
+        let previous = match version {
+            Some(v) => versions.insert(app.to_owned(), v.to_owned()),
+            None => versions.remove(app),
+        };
+        if let Some(old) = previous {
+            if Some(old.as_str()) != version {
+                // An absent series is fine: nothing to remove.
+                let _ = self.warm_app_info.remove_label_values(&[app, &old]);
+            }
+        }
+        if let Some(v) = version {
+            self.warm_app_info.with_label_values(&[app, v]).set(1);
+        }
+    }
+
+    /// Forgets a warm app that was deleted.
+    pub fn remove_warm_app(&self, app: &str) {
+        self.set_warm_app(app, false, None);
+        // An absent series is fine: nothing to remove.
+        let _ = self.warm_app_ready.remove_label_values(&[app]);
+    }
+
+    /// Replaces the runs-by-phase gauge with `counts` (phase name → runs). Phases missing
+    /// from `counts` are set to 0, so a phase that empties reads 0 rather than its last value.
+    pub fn set_runs_by_phase(&self, counts: impl IntoIterator<Item = (&'static str, usize)>) {
+        self.runs_by_phase.reset();
+        for (phase, n) in counts {
+            self.runs_by_phase
+                .with_label_values(&[phase])
+                .set(saturating_i64(n));
+        }
+    }
+
+    /// Counts one reported tier result (`result` is `pass`, `fail` or `skip`).
+    pub fn record_tier(&self, recipe: &str, tier: &str, result: &'static str) {
+        self.tier_results
+            .with_label_values(&[recipe, tier, result])
+            .inc();
+    }
+
+    /// Sets a pool's capacity and slots in use.
+    pub fn set_slots(&self, pool: &str, in_use: usize, capacity: usize) {
+        self.slots_in_use
+            .with_label_values(&[pool])
+            .set(saturating_i64(in_use));
+        self.slots_capacity
+            .with_label_values(&[pool])
+            .set(saturating_i64(capacity));
+    }
+
+    /// Records how long a caller waited for a slot of `pool`.
+    pub fn observe_slot_wait(&self, pool: &str, waited: Duration) {
+        self.slot_wait
+            .with_label_values(&[pool])
+            .observe(waited.as_secs_f64());
+    }
+
+    /// Counts `n` orphaned objects of `kind` removed by the sweeper.
+    pub fn add_orphans_swept(&self, kind: &'static str, n: u64) {
+        self.orphans_swept.with_label_values(&[kind]).inc_by(n);
+    }
+
+    /// Sets the number of objects of `kind` that teardowns currently leave behind.
+    pub fn set_teardown_leftovers(&self, kind: &'static str, n: usize) {
+        self.teardown_leftovers
+            .with_label_values(&[kind])
+            .set(saturating_i64(n));
+    }
+
+    /// Counts one promotion that ended with `result` (e.g. `promoted`, `rolled_back`,
+    /// `rejected`).
+    pub fn record_promotion(&self, result: &'static str) {
+        self.promotions.with_label_values(&[result]).inc();
+    }
+
+    /// Records a completed nightly sweep that finished at `finished_unix_s` after `took`.
+    pub fn record_nightly(&self, finished_unix_s: f64, took: Duration) {
+        self.nightly_last_success.set(finished_unix_s);
+        self.nightly_duration.set(took.as_secs_f64());
+    }
+
+    /// Sets the store's size on disk.
+    pub fn set_store_size(&self, bytes: u64) {
+        self.store_size
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one rejected operator state file.
+    pub fn record_state_file_rejection(&self) {
+        self.state_file_rejections.inc();
+    }
+
+    /// Records one Docker API call: its verb and object kind, latency, and error class when
+    /// it failed (`not_found`, `timeout`, … — a closed set defined by the swarm adapter).
+    pub fn observe_docker_call(
+        &self,
+        verb: &'static str,
+        object: &'static str,
+        took: Duration,
+        error: Option<&'static str>,
+    ) {
+        self.docker_calls.with_label_values(&[verb, object]).inc();
+        self.docker_latency
+            .with_label_values(&[verb, object])
+            .observe(took.as_secs_f64());
+        if let Some(class) = error {
+            self.docker_errors
+                .with_label_values(&[verb, object, class])
+                .inc();
+        }
+    }
+}
+
+/// Records a reconcile's duration when finished; see [`Metrics::reconcile_timer`].
+#[must_use = "a timer records on finish or drop"]
+pub struct ReconcileTimer {
+    metrics: Metrics,
+    controller: &'static str,
+    started: std::time::Instant,
+    done: bool,
+}
+
+impl ReconcileTimer {
+    /// Records the reconcile as succeeded (`ok`) or failed.
+    pub fn finish(mut self, ok: bool) {
+        self.record(ok);
+    }
+
+    fn record(&mut self, ok: bool) {
+        if !self.done {
+            self.done = true;
+            self.metrics
+                .observe_reconcile(self.controller, self.started.elapsed(), ok);
+        }
+    }
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.record(false);
+    }
+}
+
+fn saturating_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn line_value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn every_family_is_prefixed_and_encodes() {
+        let m = Metrics::new().unwrap();
+        m.observe_reconcile("warmapp", Duration::from_millis(20), true);
+        m.set_store_size(1234);
+        let text = m.encode().unwrap();
+        assert!(text.contains("hearth_reconciles_total{controller=\"warmapp\"} 1"));
+        assert_eq!(line_value(&text, "hearth_store_size_bytes"), Some(1234.0));
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            assert!(line.starts_with("hearth_"), "unprefixed series: {line}");
+        }
+    }
+
+    #[test]
+    fn a_failed_reconcile_counts_as_an_error_and_a_dropped_timer_too() {
+        let m = Metrics::new().unwrap();
+        m.reconcile_timer("run").finish(true);
+        m.reconcile_timer("run").finish(false);
+        drop(m.reconcile_timer("run"));
+        let text = m.encode().unwrap();
+        assert_eq!(
+            line_value(&text, "hearth_reconciles_total{controller=\"run\"}"),
+            Some(3.0)
+        );
+        assert_eq!(
+            line_value(&text, "hearth_reconcile_errors_total{controller=\"run\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                "hearth_reconcile_duration_seconds_count{controller=\"run\"}"
+            ),
+            Some(3.0)
+        );
+    }
+
+    #[test]
+    fn a_warm_app_has_one_info_series_whatever_versions_it_went_through() {
+        let m = Metrics::new().unwrap();
+        m.set_warm_app("web", false, Some("1.0.0"));
+        m.set_warm_app("web", true, Some("1.1.0"));
+        m.set_warm_app("web", true, Some("2.0.0"));
+        let text = m.encode().unwrap();
+        let info: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with("hearth_warm_app_info{"))
+            .collect();
+        assert_eq!(info.len(), 1, "{info:?}");
+        assert!(info[0].contains("version=\"2.0.0\""));
+        assert_eq!(
+            line_value(&text, "hearth_warm_app_ready{app=\"web\"}"),
+            Some(1.0)
+        );
+        m.remove_warm_app("web");
+        let text = m.encode().unwrap();
+        assert!(!text.contains("app=\"web\""), "{text}");
+    }
+
+    #[test]
+    fn runs_by_phase_forgets_phases_that_emptied() {
+        let m = Metrics::new().unwrap();
+        m.set_runs_by_phase([("Running", 3), ("Succeeded", 1)]);
+        m.set_runs_by_phase([("Succeeded", 4)]);
+        let text = m.encode().unwrap();
+        assert_eq!(line_value(&text, "hearth_runs{phase=\"Running\"}"), None);
+        assert_eq!(
+            line_value(&text, "hearth_runs{phase=\"Succeeded\"}"),
+            Some(4.0)
+        );
+    }
+
+    #[test]
+    fn docker_calls_count_errors_by_class() {
+        let m = Metrics::new().unwrap();
+        m.observe_docker_call("list", "service", Duration::from_millis(3), None);
+        m.observe_docker_call("remove", "volume", Duration::from_millis(9), Some("in_use"));
+        let text = m.encode().unwrap();
+        assert_eq!(
+            line_value(
+                &text,
+                "hearth_docker_api_errors_total{error=\"in_use\",object=\"volume\",verb=\"remove\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                "hearth_docker_api_calls_total{object=\"service\",verb=\"list\"}"
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn tiers_slots_orphans_promotions_and_nightly_are_exported() {
+        let m = Metrics::new().unwrap();
+        m.record_tier("webapp", "install", "pass");
+        m.set_slots("ci", 2, 3);
+        m.observe_slot_wait("ci", Duration::from_secs(2));
+        m.add_orphans_swept("volume", 2);
+        m.set_teardown_leftovers("network", 1);
+        m.record_promotion("promoted");
+        m.record_nightly(1_700_000_000.0, Duration::from_secs(42));
+        m.record_state_file_rejection();
+        let text = m.encode().unwrap();
+        for series in [
+            "hearth_tier_results_total{recipe=\"webapp\",result=\"pass\",tier=\"install\"} 1",
+            "hearth_slots_in_use{pool=\"ci\"} 2",
+            "hearth_slots_capacity{pool=\"ci\"} 3",
+            "hearth_slot_wait_seconds_count{pool=\"ci\"} 1",
+            "hearth_orphans_swept_total{kind=\"volume\"} 2",
+            "hearth_teardown_leftovers{kind=\"network\"} 1",
+            "hearth_promotions_total{result=\"promoted\"} 1",
+            "hearth_nightly_last_duration_seconds 42",
+            "hearth_state_file_rejections_total 1",
+        ] {
+            assert!(text.contains(series), "missing {series} in\n{text}");
+        }
+        assert_eq!(
+            line_value(&text, "hearth_nightly_last_success_timestamp_seconds"),
+            Some(1.7e9)
+        );
+    }
+}
