@@ -499,4 +499,6 @@ fn check_version(ctx: &Ctx<'_>, root: &yaml::Node) -> Result<(String, Position),
 }
 
 #[cfg(test)]
+mod reference;
+#[cfg(test)]
 mod tests;

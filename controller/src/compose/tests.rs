@@ -615,7 +615,7 @@ fn translation_is_deterministic_and_hashable() {
 // The shared corpus (../shared/compose-corpus, described in its SOURCES.md).
 // ------------------------------------------------------------------------------------------
 
-fn corpus_dir() -> PathBuf {
+pub(super) fn corpus_dir() -> PathBuf {
     // HEARTH_CORPUS_DIR lets a checkout elsewhere point at the corpus; the default is the
     // shared directory next to the workspace.
     std::env::var_os("HEARTH_CORPUS_DIR")
@@ -626,7 +626,7 @@ fn corpus_dir() -> PathBuf {
 }
 
 /// Variables SOURCES.md lists for each file (harmless example values).
-fn corpus_env(prefix: &str) -> Vec<(&'static str, &'static str)> {
+pub(super) fn corpus_env(prefix: &str) -> Vec<(&'static str, &'static str)> {
     let stack = [("STACK_NAME", "st")];
     let mut vars: Vec<(&str, &str)> = match prefix {
         "01" => vec![
@@ -695,7 +695,7 @@ fn corpus_env(prefix: &str) -> Vec<(&'static str, &'static str)> {
 }
 
 /// Which files are deployed together (`-c 01 -c 02`, `-c 04 -c 05`).
-fn corpus_groups() -> Vec<Vec<String>> {
+pub(super) fn corpus_groups() -> Vec<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(corpus_dir())
         .expect("the corpus directory ../shared/compose-corpus must exist")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
