@@ -493,6 +493,32 @@ fn compare(cfg: &Value, stack: &StackSpec) -> Vec<String> {
             diffs.push(format!("{section}: docker {want:?} hearth {got:?}"));
         }
     }
+    // Networks created: those some service uses, minus external ones.
+    let nets = cfg.get("networks").cloned().unwrap_or(Value::Null);
+    let mut used: Vec<String> = Vec::new();
+    for svc in services.values() {
+        match svc.get("networks").and_then(Value::as_object) {
+            Some(m) => used.extend(m.keys().cloned()),
+            None => used.push("default".into()),
+        }
+    }
+    used.sort();
+    used.dedup();
+    let mut want: Vec<String> = used
+        .iter()
+        .filter(|k| {
+            nets.get(k.as_str())
+                .and_then(|n| n.get("external"))
+                .and_then(Value::as_bool)
+                != Some(true)
+        })
+        .map(|k| scoped(&nets, k))
+        .collect();
+    want.sort();
+    let got: Vec<String> = stack.networks.iter().map(|n| n.name.clone()).collect();
+    if want != got {
+        diffs.push(format!("networks: docker {want:?} hearth {got:?}"));
+    }
     diffs
 }
 
