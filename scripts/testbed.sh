@@ -50,8 +50,18 @@ fi
 
 # --- 2. dockerd --------------------------------------------------------------------------
 docker_up() { "$DOCKER" info >/dev/null 2>&1; }
+# The oldest process named dockerd (no procps needed: minimal images lack pgrep).
+dockerd_pid() {
+    local comm
+    for comm in /proc/[0-9]*/comm; do
+        if [ "$(cat "$comm" 2>/dev/null)" = dockerd ]; then
+            comm=${comm#/proc/}
+            echo "${comm%/comm}"
+        fi
+    done | sort -n | head -n 1
+}
 if ! docker_up; then
-    if pgrep -x dockerd >/dev/null; then
+    if [ -n "$(dockerd_pid)" ]; then
         log "dockerd is running but not answering yet; waiting"
     else
         log "starting dockerd (log: $DOCKERD_LOG)"
@@ -63,7 +73,7 @@ if ! docker_up; then
     done
     docker_up || die "dockerd did not answer within 60 s; see $DOCKERD_LOG"
 fi
-pid=$(pgrep -x -o dockerd || true)
+pid=$(dockerd_pid)
 if [ -n "$pid" ] && ! tr '\0' '\n' <"/proc/$pid/environ" | grep -qx 'DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1'; then
     log "warning: dockerd (pid $pid) runs without DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1;"
     log "warning: swarm tasks will try to pull fixture images before using the local ones"

@@ -29,12 +29,16 @@ use super::spec;
 use super::types::*;
 use super::{with_deadline, Swarm, SwarmFuture, DEFAULT_CALL_TIMEOUT};
 
+/// bollard's own timeout (until response headers): a backstop behind the per-call deadline.
+const BOLLARD_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How to reach the daemon.
 #[derive(Debug, Clone)]
 pub struct DockerOptions {
     /// Unix socket of the daemon.
     pub socket: PathBuf,
-    /// Deadline of every call (not of the events stream).
+    /// Deadline of every call (not of the events stream). bollard's own 120 s timeout bounds
+    /// it as well.
     pub call_timeout: Duration,
 }
 
@@ -66,10 +70,12 @@ impl DockerSwarm {
     pub async fn connect(options: DockerOptions) -> Result<Self> {
         let call = Call::new(Verb::Ping, ObjectKind::Daemon);
         let socket = options.socket.to_string_lossy().into_owned();
-        // bollard's own timeout is a backstop only; our deadline is tighter.
-        let backstop = options.call_timeout.as_secs().saturating_add(30);
-        let docker = Docker::connect_with_socket(&socket, backstop, ::bollard::API_DEFAULT_VERSION)
-            .map_err(|e| map_err(call, "", None, e))?;
+        let docker = Docker::connect_with_socket(
+            &socket,
+            BOLLARD_TIMEOUT.as_secs(),
+            ::bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(|e| map_err(call, "", None, e))?;
         let docker = with_deadline(call, options.call_timeout, async {
             docker
                 .negotiate_version()
@@ -928,7 +934,7 @@ fn map_err(call: Call, id: &str, version: Option<u64>, e: BollardError) -> Error
         } => Error::from_response(call, id, version, status_code, message),
         BollardError::RequestTimeoutError => Error::Timeout {
             call,
-            after: Duration::ZERO,
+            after: BOLLARD_TIMEOUT,
         },
         e @ (BollardError::JsonDataError { .. } | BollardError::JsonSerdeError { .. }) => {
             Error::Invalid {
