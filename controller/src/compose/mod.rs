@@ -35,6 +35,11 @@
 //!   version, with each key's first version recorded: a key newer than the declared version is
 //!   rejected, as docker's per-version schemas do. Type differences between the versions'
 //!   schemas are not modelled.
+//! - Known differences from docker 28.2 (deliberate or not worth mimicking): an unquoted YAML
+//!   timestamp (`2001-12-14`) stays as written, where go-yaml makes it
+//!   `2001-12-14 00:00:00 +0000 UTC`; `.inf`/`.nan` values are rejected with another message
+//!   (docker fails too); unknown keys are rejected everywhere, also in the few places docker's
+//!   schema does not check (secret/config references).
 //! - See `CORPUS.md` next to this file for per-file results on the shared corpus.
 
 mod convert;
