@@ -6,6 +6,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
+use super::Error;
+
 /// How logs are written (`--log-format`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -34,13 +36,14 @@ impl FromStr for LogFormat {
 /// else `default_filter` (e.g. `info`).
 ///
 /// # Errors
-/// When the filter does not parse or a global subscriber is already installed.
-pub fn init(format: LogFormat, default_filter: &str) -> Result<(), String> {
+/// [`Error::LoggingInitFailed`] when the filter does not parse or a global subscriber is
+/// already installed.
+pub fn init(format: LogFormat, default_filter: &str) -> Result<(), Error> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(s) if !s.is_empty() => EnvFilter::try_new(s),
         _ => EnvFilter::try_new(default_filter),
     }
-    .map_err(|e| format!("invalid log filter: {e}"))?;
+    .map_err(|e| Error::LoggingInitFailed(format!("invalid log filter: {e}")))?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Human => registry
@@ -56,7 +59,7 @@ pub fn init(format: LogFormat, default_filter: &str) -> Result<(), String> {
             )
             .try_init(),
     };
-    result.map_err(|e| format!("cannot install the log subscriber: {e}"))
+    result.map_err(|e| Error::LoggingInitFailed(format!("cannot install the log subscriber: {e}")))
 }
 
 #[cfg(test)]

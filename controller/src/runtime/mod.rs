@@ -208,6 +208,10 @@ pub enum Error {
         /// The panic payload, when it was a string.
         message: String,
     },
+    /// The log subscriber could not be installed (bad filter, or one is installed already).
+    /// Not retryable.
+    #[error("{0}")]
+    LoggingInitFailed(String),
     /// Listing objects for a relist failed. Retryable: the next trigger relists again.
     #[error("relisting {what} failed: {message}")]
     RelistFailed {

@@ -31,8 +31,9 @@ pub struct ApplyOptions {
 /// - Nothing is written before everything is checked: the file was validated when parsed, and
 ///   the set that results (file plus objects kept without `prune`) is checked for consistency
 ///   here; a problem rejects the whole file ([`Error::FileRejected`]) and writes nothing.
-/// - Updates carry the resourceVersion the diff was computed from, so a concurrent writer is
-///   never overwritten silently.
+/// - Writes are guarded by resourceVersion; a version made stale by a concurrent write (the
+///   controller's status writes, typically) is retried at the current version, because the
+///   file owns labels and spec of operator kinds (last writer wins for those).
 /// - Without `prune` nothing is deleted. With `dry_run` nothing is written at all.
 ///
 /// # Errors
@@ -231,37 +232,77 @@ async fn create(store: &Store, r: &AnyResource) -> Result<(), Error> {
     result.map_err(Error::StoreFailed)
 }
 
-/// Writes `desired`'s labels and spec over `current` (guarded by its resourceVersion).
-async fn update(store: &Store, current: &AnyResource, desired: &AnyResource) -> Result<(), Error> {
-    fn next<R: Resource>(current: &R, desired: &R) -> R {
-        let mut next = desired.clone();
-        next.meta_mut().resource_version = current.meta().resource_version;
-        next
-    }
+/// Attempts at a write whose resourceVersion went stale meanwhile.
+const WRITE_ATTEMPTS: usize = 5;
+
+/// Writes `desired`'s labels and spec over `current`.
+pub(super) async fn update(
+    store: &Store,
+    current: &AnyResource,
+    desired: &AnyResource,
+) -> Result<(), Error> {
     let result = match (current, desired) {
-        (AnyResource::WarmApp(c), AnyResource::WarmApp(d)) => {
-            store.update(&next(c, d)).await.map(drop)
-        }
+        (AnyResource::WarmApp(c), AnyResource::WarmApp(d)) => update_typed(store, c, d).await,
         (AnyResource::DepProvider(c), AnyResource::DepProvider(d)) => {
-            store.update(&next(c, d)).await.map(drop)
+            update_typed(store, c, d).await
         }
-        (AnyResource::SlotPool(c), AnyResource::SlotPool(d)) => {
-            store.update(&next(c, d)).await.map(drop)
-        }
-        (AnyResource::Run(c), AnyResource::Run(d)) => store.update(&next(c, d)).await.map(drop),
+        (AnyResource::SlotPool(c), AnyResource::SlotPool(d)) => update_typed(store, c, d).await,
+        (AnyResource::Run(c), AnyResource::Run(d)) => update_typed(store, c, d).await,
         // The diff pairs objects by (kind, name), so kinds always match.
         _ => Ok(()),
     };
     result.map_err(Error::StoreFailed)
 }
 
+/// An update guarded by resourceVersion. The controller writes statuses all the time, which
+/// makes the version the diff saw stale without touching what the file owns (labels and
+/// spec), so a stale version is retried at the current one: for operator kinds the file is
+/// the source of truth.
+async fn update_typed<R: Resource>(store: &Store, current: &R, desired: &R) -> state::Result<()> {
+    let mut version = current.meta().resource_version;
+    let mut attempt = 1;
+    loop {
+        let mut next = desired.clone();
+        next.meta_mut().resource_version = version;
+        match store.update(&next).await {
+            Err(state::Error::ResourceVersionMismatched { actual, .. })
+                if attempt < WRITE_ATTEMPTS =>
+            {
+                tracing::debug!(object = %desired.name(), actual, "stale resourceVersion; retrying");
+                version = actual;
+                attempt += 1;
+            }
+            other => return other.map(drop),
+        }
+    }
+}
+
 async fn delete(store: &Store, r: &AnyResource) -> Result<(), Error> {
-    let rv = Some(r.meta().resource_version);
+    let version = r.meta().resource_version;
     let result = match r {
-        AnyResource::WarmApp(o) => store.delete::<WarmApp>(o.name(), rv).await.map(drop),
-        AnyResource::DepProvider(o) => store.delete::<DepProvider>(o.name(), rv).await.map(drop),
-        AnyResource::SlotPool(o) => store.delete::<SlotPool>(o.name(), rv).await.map(drop),
-        AnyResource::Run(o) => store.delete::<crd::Run>(o.name(), rv).await.map(drop),
+        AnyResource::WarmApp(o) => delete_typed::<WarmApp>(store, o.name(), version).await,
+        AnyResource::DepProvider(o) => delete_typed::<DepProvider>(store, o.name(), version).await,
+        AnyResource::SlotPool(o) => delete_typed::<SlotPool>(store, o.name(), version).await,
+        AnyResource::Run(o) => delete_typed::<crd::Run>(store, o.name(), version).await,
     };
     result.map_err(Error::StoreFailed)
+}
+
+/// A delete guarded by resourceVersion, retried like [`update_typed`]; an object already gone
+/// is fine.
+async fn delete_typed<R: Resource>(store: &Store, name: &str, version: u64) -> state::Result<()> {
+    let mut version = version;
+    let mut attempt = 1;
+    loop {
+        match store.delete::<R>(name, Some(version)).await {
+            Err(state::Error::ResourceVersionMismatched { actual, .. })
+                if attempt < WRITE_ATTEMPTS =>
+            {
+                version = actual;
+                attempt += 1;
+            }
+            Err(state::Error::ObjectNotFound { .. }) => return Ok(()),
+            other => return other.map(drop),
+        }
+    }
 }

@@ -481,3 +481,35 @@ fn a_duplicate_key_should_be_rejected_at_the_second_one() {
         vec!["state.yml:5:3: duplicate mapping key: name".to_string()]
     );
 }
+
+#[tokio::test]
+async fn a_status_write_between_diff_and_write_should_not_fail_the_apply() {
+    let store = Store::in_memory().await.unwrap();
+    apply(&store, &set(GOOD), ApplyOptions::default())
+        .await
+        .unwrap();
+    // Compute the plan as apply does, then let the controller write a status.
+    let current: Vec<AnyResource> = vec![
+        AnyResource::WarmApp(store.get::<WarmApp>("web").unwrap()),
+        AnyResource::SlotPool(store.get::<SlotPool>("ci").unwrap()),
+    ];
+    let bumped = set(&GOOD.replace("version: 1.0.0", "version: 1.1.0"));
+    let plan = diff(&current, &bumped.resources, false);
+    let mut web = store.get::<WarmApp>("web").unwrap();
+    web.status.observed_generation = 1;
+    store.update_status(&web).await.unwrap();
+    for entry in &plan.entries {
+        if let Op::Update {
+            current, desired, ..
+        } = &entry.op
+        {
+            apply::update(&store, current, desired).await.unwrap();
+        }
+    }
+    let web = store.get::<WarmApp>("web").unwrap();
+    assert_eq!(web.spec.version, "1.1.0");
+    assert_eq!(
+        web.status.observed_generation, 1,
+        "the status write is kept"
+    );
+}

@@ -11,6 +11,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::{apply_file, ApplyOptions, Error};
 
+/// Delay before applying again after a store failure.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+
+/// Sleeps for `d`, or forever when `None`.
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Default quiet time before a burst of file events counts as one change.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(300);
 
@@ -118,20 +129,27 @@ pub async fn follow(
 ) -> Result<(), Error> {
     let mut watch = FileWatch::new(&file, debounce)?;
     loop {
-        match apply_file(&store, &file, base.as_ref(), options).await {
+        // A store failure is retried on its own; a bad file waits for the next edit.
+        let retry = match apply_file(&store, &file, base.as_ref(), options).await {
             Ok(diff) if diff.is_noop() => {
-                tracing::debug!(file = %file.display(), "state file unchanged")
+                tracing::debug!(file = %file.display(), "state file unchanged");
+                None
             }
-            Ok(diff) => tracing::info!(file = %file.display(), "state file applied:\n{diff}"),
+            Ok(diff) => {
+                tracing::info!(file = %file.display(), "state file applied:\n{diff}");
+                None
+            }
             // Logged (and recorded) by apply_file.
-            Err(Error::FileRejected { .. } | Error::FileUnreadable { .. }) => {}
+            Err(Error::FileRejected { .. } | Error::FileUnreadable { .. }) => None,
             Err(e) => {
-                tracing::error!(file = %file.display(), error = %e, "applying the state file failed")
+                tracing::error!(file = %file.display(), error = %e, "applying the state file failed; retrying");
+                Some(STORE_RETRY)
             }
-        }
+        };
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             more = watch.changed() => if !more { return Ok(()) },
+            _ = sleep_opt(retry) => {}
         }
     }
 }
