@@ -256,7 +256,11 @@ impl<R: Reconciler> Controller<R> {
                     let next = match outcome {
                         Outcome::Reconciled(action) => {
                             backoff.succeeded(&key);
-                            action.next
+                            // `backoff()` only means something after a failure.
+                            match action.next {
+                                Next::Backoff => Next::AwaitChange,
+                                next => next,
+                            }
                         }
                         Outcome::Failed(e) => {
                             stats.failed.fetch_add(1, Ordering::Relaxed);

@@ -362,6 +362,16 @@ async fn a_requeue_action_should_reconcile_again_after_its_delay() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_success_returning_backoff_should_just_await_a_change() {
+    let store = store_with(&["web"]).await;
+    let probe = Probe::new(None);
+    *probe.action.lock().unwrap() = Action::backoff();
+    let _run = start(&store, &probe, config(), None);
+    sleep_secs(600.0).await;
+    assert_eq!(probe.count("web"), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_resync_should_catch_a_change_whose_event_was_missed() {
     let swarm = SimSwarm::new(SimConfig::default());
     let id = swarm
