@@ -388,6 +388,36 @@ fn compare_service(name: &str, want: &Value, top: &Value, got: &ServiceSpec) -> 
             format!("{:?}", c.health_check.as_ref().and_then(|h| h.test.clone())),
         );
     }
+    let hosts: Option<Vec<String>> = str_list(want.get("extra_hosts")).map(|l| {
+        l.iter()
+            .filter_map(|h| h.split_once(':').map(|(host, ip)| format!("{ip} {host}")))
+            .collect()
+    });
+    cmp("hosts", format!("{hosts:?}"), format!("{:?}", c.hosts));
+    cmp(
+        "dns",
+        format!("{:?}", str_list(want.get("dns"))),
+        format!(
+            "{:?}",
+            c.dns_config.as_ref().and_then(|d| d.nameservers.clone())
+        ),
+    );
+    if let Some(u) = deploy.get("update_config") {
+        let hu = serde_json::to_value(got.update_config.as_ref().unwrap()).unwrap();
+        cmp(
+            "update_config",
+            format!(
+                "{} {:?}",
+                u.get("parallelism").and_then(Value::as_u64).unwrap_or(1),
+                u.get("order").and_then(s)
+            ),
+            format!(
+                "{} {:?}",
+                hu.get("Parallelism").and_then(Value::as_u64).unwrap_or(0),
+                hu.get("Order").and_then(s)
+            ),
+        );
+    }
     let logging = want.get("logging").map(|l| {
         (
             l.get("driver").and_then(s).unwrap_or_default(),
@@ -590,6 +620,74 @@ secrets:
   s2: {external: true, name: real-s2}
 "#;
 
+/// A base and an override exercising docker's merge rules.
+const MERGE_BASE: &str = r#"version: "3.13"
+services:
+  web:
+    image: nginx
+    command: ["a", "b"]
+    environment: {A: base, B: base, C: base}
+    labels: [L=base, M=base]
+    extra_hosts: ["h1:10.0.0.1"]
+    dns: [1.1.1.1]
+    ports: ["80:80", "443:443", "53"]
+    volumes: ["data:/data", "/anon", "./b:/b"]
+    secrets: [s1]
+    configs: [{source: c1, target: /c1}]
+    networks: {front: {aliases: [w1]}, back: null}
+    logging: {driver: json-file, options: {max-size: 1m}}
+    healthcheck: {test: [CMD, a], interval: 10s}
+    deploy:
+      replicas: 2
+      labels: {D: base}
+      resources: {limits: {cpus: "0.5", memory: 64M}}
+      placement: {constraints: [node.role == manager]}
+      update_config: {parallelism: 2, order: start-first}
+  only-base:
+    image: busybox
+volumes:
+  data: {}
+networks:
+  front: {}
+  back: {}
+secrets:
+  s1: {file: ./s1}
+  s2: {file: ./s2}
+configs:
+  c1: {file: ./c1}
+"#;
+
+const MERGE_OVERRIDE: &str = r#"version: "3.13"
+services:
+  web:
+    image: nginx:1.27
+    command: ""
+    environment: [A=over, B, C=]
+    labels: {M: over}
+    extra_hosts: {h2: 10.0.0.2}
+    dns: 8.8.8.8
+    ports: [{target: 8443, published: 443, mode: host}, "54"]
+    volumes: [{type: bind, source: /host, target: /data}]
+    secrets: [{source: s1, target: renamed}, s2]
+    networks: [back]
+    logging: {options: {max-file: "2"}}
+    healthcheck: {test: [CMD, b]}
+    stop_grace_period: 5s
+    deploy:
+      replicas: 0
+      labels: [E=over]
+      resources: {limits: {memory: 128M}}
+      placement: {constraints: [node.labels.x == y]}
+      update_config: {order: stop-first}
+  only-override:
+    image: alpine
+    logging: {driver: syslog}
+networks:
+  front: {driver: overlay, attachable: true}
+secrets:
+  s2: {external: true, name: ext-s2}
+"#;
+
 #[test]
 fn translation_matches_docker_stack_config() {
     if docker_cli().is_none() {
@@ -611,8 +709,14 @@ fn translation_matches_docker_stack_config() {
     )
     .unwrap();
     std::fs::write(dir.path().join("edge.yml"), EDGE_CASES).unwrap();
+    std::fs::write(dir.path().join("merge-base.yml"), MERGE_BASE).unwrap();
+    std::fs::write(dir.path().join("merge-override.yml"), MERGE_OVERRIDE).unwrap();
     let mut groups = corpus_groups();
     groups.push(vec!["edge.yml".to_string()]);
+    groups.push(vec![
+        "merge-base.yml".to_string(),
+        "merge-override.yml".to_string(),
+    ]);
     let mut failures = Vec::new();
     for group in &groups {
         let mut env: BTreeMap<String, String> = group
