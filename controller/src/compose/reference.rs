@@ -549,6 +549,45 @@ fn compare(cfg: &Value, stack: &StackSpec) -> Vec<String> {
     if want != got {
         diffs.push(format!("networks: docker {want:?} hearth {got:?}"));
     }
+    // Network attributes, with the overlay default docker stack deploy fills in.
+    for key in used.iter().filter(|k| {
+        nets.get(k.as_str())
+            .and_then(|n| n.get("external"))
+            .and_then(Value::as_bool)
+            != Some(true)
+    }) {
+        let def = nets.get(key.as_str()).cloned().unwrap_or(Value::Null);
+        let mut labels = str_map(def.get("labels"));
+        labels.insert("com.docker.stack.namespace".into(), "st".into());
+        let want = format!(
+            "{} attachable={} internal={} opts={:?} labels={labels:?}",
+            def.get("driver")
+                .and_then(s)
+                .unwrap_or_else(|| "overlay".into()),
+            def.get("attachable")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            def.get("internal")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            str_map(def.get("driver_opts")),
+        );
+        let name = scoped(&nets, key);
+        let Some(n) = stack.networks.iter().find(|n| n.name == name) else {
+            continue;
+        };
+        let got = format!(
+            "{} attachable={} internal={} opts={:?} labels={:?}",
+            n.driver.clone().unwrap_or_default(),
+            n.attachable.unwrap_or(false),
+            n.internal.unwrap_or(false),
+            n.options.clone().unwrap_or_default(),
+            n.labels.clone().unwrap_or_default(),
+        );
+        if want != got {
+            diffs.push(format!("network {name}:\n  docker {want}\n  hearth {got}"));
+        }
+    }
     diffs
 }
 
