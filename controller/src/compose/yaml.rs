@@ -214,19 +214,16 @@ pub(crate) fn parse(text: &str, file: usize) -> Result<Node, ParseError> {
     options.strict_booleans = true;
     options.with_snippet = false;
     options.crop_radius = 0;
-    // An empty document (or one holding only comments) is an empty mapping for docker.
+    // An empty document (or one holding only comments) is null, which docker rejects too.
     if text
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
     {
-        return Ok(Node::new(
-            V::Map(Vec::new()),
-            Loc {
-                file,
-                line: 1,
-                col: 1,
-            },
-        ));
+        return Err(ParseError {
+            line: 1,
+            col: 1,
+            message: "top-level object must be a mapping (the file is empty)".into(),
+        });
     }
     let raw: Spanned<Raw> = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
         let (line, col) = e
@@ -497,8 +494,9 @@ mod tests {
     }
 
     #[test]
-    fn empty_documents_are_empty_mappings() {
-        assert_eq!(parse("# nothing\n", 0).unwrap().v, V::Map(vec![]));
+    fn empty_documents_are_rejected_as_docker_rejects_them() {
+        let e = parse("# nothing\n", 0).unwrap_err();
+        assert!(e.message.starts_with("top-level object must be a mapping"));
     }
 
     #[test]
