@@ -1,8 +1,13 @@
 //! The hearth controller: swarm adapter and simulated swarm, runtime, reconcilers, API and CLI.
 
 pub mod catalogue;
+pub mod cli;
 pub mod compose;
+pub mod liveness;
+pub mod runs;
 pub mod runtime;
+pub mod slots;
 pub mod stack;
 pub mod statefile;
 pub mod swarm;
+pub mod sweeper;

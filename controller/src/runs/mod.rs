@@ -1,0 +1,637 @@
+//! Runs: start (slot, deterministic names, deps, optional deploy), heartbeat, tier reports, and finish with verified teardown.
+//!
+//! - [`decide`] (pure): teardown order, the phase after a teardown, tier parsing, output.
+//! - [`Runs`]: the executor over the store, the swarm, the slots and the catalogue.
+//!
+//! A run's life: `start` records the Run (Pending), takes a slot (the lease names the run),
+//! resolves each dep — shared: the warm provider's `hp-` stack; per run: rendered from the
+//! catalogue and deployed as `hd-<dep>-<hash>` — and with `deploy` deploys its own `hr-` stack
+//! (else the CI harness deploys under that name and hearth adopts it by its namespace label).
+//! Before anything is deployed under a deterministic name, leftovers under that name are swept
+//! first (forced) and the sweep is recorded. `finish` tears down gracefully — the run's stack,
+//! then its per-run deps in reverse — verifies, computes the verdict and releases the slot in
+//! the same store transaction that makes the run terminal; leftovers keep it in TeardownFailed,
+//! retried by [`Runs::retry_teardowns`]. A run whose owner dies is closed by the
+//! [sweeper](crate::sweeper).
+
+pub mod decide;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crd::names::{self, labels as keys, BaseDomain, StackRole};
+use crd::run::{DepBinding, LeaseSpec, SlotAssignment};
+use crd::{
+    DepProvider, DepProviderSpec, Kind, Owner, Run, RunPhase, RunSpec, TierResult, Validate,
+    WarmApp, WarmAppPhase,
+};
+use state::history::{reason, NewEntry, ObjectRef};
+use state::{Clock, Store};
+
+use crate::catalogue::{Catalogue, RenderRequest};
+use crate::slots::{SlotRequest, Slots};
+use crate::stack::{self, ApplyOptions, Depth, TeardownOptions};
+use crate::swarm::{Labels, Swarm};
+
+pub use decide::{parse_tier, phase_after_teardown, teardown_order, Started};
+
+/// History reason: leftovers under a deterministic name were swept before deploying.
+pub const COLLISION_SWEPT: &str = "CollisionSwept";
+
+/// Errors of run operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is invalid (field paths in the message). Not retryable.
+    #[error("run rejected: {0}")]
+    RequestRejected(String),
+    /// No run of that name is recorded. Not retryable.
+    #[error("run {0} was not found")]
+    RunNotFound(String),
+    /// The run is already terminal. Not retryable.
+    #[error("run {run} is already {phase:?}")]
+    RunAlreadyOver {
+        /// The run.
+        run: String,
+        /// Its phase.
+        phase: RunPhase,
+    },
+    /// A requested dep is not usable (unknown provider, no catalogue, warm app missing). Not
+    /// retryable until the operator fixes it.
+    #[error("dep {dep} of run {run} is unavailable: {reason}")]
+    DepUnavailable {
+        /// The run.
+        run: String,
+        /// The dep.
+        dep: String,
+        /// Why.
+        reason: String,
+    },
+    /// `deploy` was asked but the recipe could not be rendered. Not retryable.
+    #[error("rendering {recipe} {version} failed")]
+    RenderFailed {
+        /// The recipe.
+        recipe: String,
+        /// The version.
+        version: String,
+        /// The cause.
+        #[source]
+        source: Box<crate::catalogue::Error>,
+    },
+    /// Taking a slot failed (pool unknown, wait timed out). See [`crate::slots::Error`].
+    #[error(transparent)]
+    SlotFailed(#[from] crate::slots::Error),
+    /// Deploying or tearing down a stack failed. See [`stack::Error`] for retryability.
+    #[error(transparent)]
+    StackFailed(Box<stack::Error>),
+    /// The store failed. See [`state::Error`].
+    #[error(transparent)]
+    StoreFailed(#[from] state::Error),
+    /// A name could not be derived. Not retryable.
+    #[error(transparent)]
+    NameInvalid(#[from] names::Error),
+}
+
+impl From<stack::Error> for Error {
+    fn from(e: stack::Error) -> Self {
+        Error::StackFailed(Box::new(e))
+    }
+}
+
+/// `Result` of run operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What `hearth run start` asks for.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    /// The recipe under test.
+    pub recipe: String,
+    /// Its version.
+    pub version: String,
+    /// The source revision, part of per-run dep names.
+    pub git_ref: Option<String>,
+    /// DepProviders needed, in order.
+    pub deps: Vec<String>,
+    /// The slot pool, if any.
+    pub pool: Option<String>,
+    /// Lease TTL renewed by heartbeats (owners on other hosts need one).
+    pub ttl: Option<Duration>,
+    /// The owning process (`--owner-pid`, else the caller).
+    pub owner: Owner,
+    /// Whether hearth deploys the run's own stack from the catalogue.
+    pub deploy: bool,
+    /// Tiers that must pass.
+    pub required_tiers: Vec<String>,
+    /// Randomness (or a CI job id, for idempotent retries) for the run id.
+    pub nonce: Vec<u8>,
+}
+
+/// Settings of the runs executor.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base domain of run and dep domains.
+    pub base_domain: BaseDomain,
+    /// Extra labels on every object hearth deploys for runs (e.g. `hearth.test=1`).
+    pub extra_labels: Labels,
+    /// How stacks are applied.
+    pub apply: ApplyOptions,
+    /// How a finishing run's stacks are torn down (graceful).
+    pub teardown: TeardownOptions,
+    /// How leftovers under a deterministic name are swept before deploying (forced).
+    pub collision_teardown: TeardownOptions,
+}
+
+impl Config {
+    /// Defaults under `base_domain`.
+    pub fn new(base_domain: BaseDomain) -> Config {
+        Config {
+            base_domain,
+            extra_labels: Labels::new(),
+            apply: ApplyOptions::default(),
+            teardown: TeardownOptions::graceful(),
+            collision_teardown: TeardownOptions::forced(),
+        }
+    }
+}
+
+/// The runs executor.
+#[derive(Clone)]
+pub struct Runs {
+    store: Store,
+    swarm: Arc<dyn Swarm>,
+    slots: Slots,
+    catalogue: Option<Arc<dyn Catalogue>>,
+    clock: Arc<dyn Clock>,
+    config: Config,
+}
+
+impl std::fmt::Debug for Runs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runs")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Runs {
+    /// An executor; `catalogue` is needed for per-run deps and `deploy`.
+    pub fn new(
+        store: Store,
+        swarm: Arc<dyn Swarm>,
+        catalogue: Option<Arc<dyn Catalogue>>,
+        clock: Arc<dyn Clock>,
+        config: Config,
+    ) -> Runs {
+        let slots = Slots::with_clock(store.clone(), clock.clone());
+        Runs {
+            store,
+            swarm,
+            slots,
+            catalogue,
+            clock,
+            config,
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Run> {
+        self.store
+            .get_opt::<Run>(name)?
+            .ok_or_else(|| Error::RunNotFound(name.into()))
+    }
+
+    /// Re-reads `name`, applies `f` to its status and writes it, retrying on conflicts.
+    async fn edit_status(&self, name: &str, f: impl Fn(&mut Run)) -> Result<Run> {
+        loop {
+            let mut run = self.get(name)?;
+            f(&mut run);
+            match self.store.update_status(&run).await {
+                Ok(r) => return Ok(r),
+                Err(e) if e.is_conflict() => tokio::task::yield_now().await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn stack_owner(&self, kind: &str, name: &str, role: StackRole, run: &str) -> stack::Owner {
+        let mut owner = stack::Owner::new(kind, name);
+        owner.role = Some(role);
+        owner.run = Some(run.to_string());
+        owner.extra = self.config.extra_labels.clone();
+        owner
+    }
+
+    /// Sweeps leftovers under `namespace` (forced) before hearth deploys there, recording it.
+    ///
+    /// # Errors
+    /// [`Error::StackFailed`] when the leftovers cannot be removed (nothing is deployed then).
+    pub async fn clear_leftovers(&self, namespace: &str, run: &str) -> Result<usize> {
+        let observed = stack::observe(self.swarm.as_ref(), namespace, Depth::Objects).await?;
+        if observed.is_empty() {
+            return Ok(0);
+        }
+        let report = stack::teardown(
+            self.swarm.as_ref(),
+            namespace,
+            &self.config.collision_teardown,
+        )
+        .await?;
+        let removed: Vec<String> = report.removed.iter().map(ToString::to_string).collect();
+        self.store
+            .append_history(
+                NewEntry::new(
+                    COLLISION_SWEPT,
+                    format!(
+                        "leftovers under {namespace} swept before deploying: {} object(s)",
+                        removed.len()
+                    ),
+                )
+                .subject(ObjectRef::new(Kind::Run, run))
+                .details(serde_json::json!({"namespace": namespace, "removed": removed})),
+            )
+            .await?;
+        Ok(removed.len())
+    }
+
+    fn render(
+        &self,
+        recipe: &str,
+        version: &str,
+        stack: &str,
+        domain: &str,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<crate::swarm::spec::StackSpec> {
+        let catalogue = self
+            .catalogue
+            .as_ref()
+            .ok_or_else(|| Error::RequestRejected("no recipe catalogue configured".into()))?;
+        catalogue
+            .render(&RenderRequest {
+                recipe,
+                version,
+                stack,
+                domain,
+                env,
+            })
+            .map(|r| r.stack)
+            .map_err(|source| Error::RenderFailed {
+                recipe: recipe.into(),
+                version: version.into(),
+                source: Box::new(source),
+            })
+    }
+
+    /// Starts a run (see the module docs) and returns what the CI job needs.
+    ///
+    /// # Errors
+    /// [`Error::RequestRejected`] before anything is recorded; after the run is recorded, any
+    /// failure tears down what was deployed, ends the run Failed and is returned.
+    pub async fn start(&self, req: &StartRequest) -> Result<Started> {
+        let name = names::run_id(&req.recipe, &req.nonce)?;
+        let mut run = Run::new(
+            &name,
+            RunSpec {
+                recipe: req.recipe.clone(),
+                version: req.version.clone(),
+                git_ref: req.git_ref.clone(),
+                owner: req.owner.clone(),
+                lease: req.ttl.map(|ttl| LeaseSpec { ttl }),
+                slot_pool: req.pool.clone(),
+                deps: req.deps.clone(),
+                required_tiers: req.required_tiers.clone(),
+                deploy: req.deploy,
+                finish: false,
+            },
+        );
+        run.validate()
+            .map_err(|e| Error::RequestRejected(e.to_string()))?;
+        let stack = run.stack_name()?;
+        run.status.stack_name = Some(stack.to_string());
+        run.status.domain = Some(names::domain(&stack, &self.config.base_domain));
+        run.status.last_heartbeat_ms = Some(self.clock.now_ms());
+        self.store.create(&run).await?;
+        match self.bring_up(&name).await {
+            Ok(run) => Ok(Started::from_run(&run)),
+            Err(e) => {
+                let msg = e.to_string().to_lowercase();
+                let _ = self
+                    .edit_status(&name, |r| r.status.last_error = Some(msg.clone()))
+                    .await;
+                if let Err(t) = self.finish(&name).await {
+                    tracing::warn!(run = name, error = %t, "teardown after a failed start failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn bring_up(&self, name: &str) -> Result<Run> {
+        let run = self.get(name)?;
+        // 1. The slot; the lease names the run, so it is found even before the status says so.
+        if let Some(pool) = &run.spec.slot_pool {
+            let grant = self
+                .slots
+                .acquire(&SlotRequest {
+                    pool: pool.clone(),
+                    owner: run.spec.owner.clone(),
+                    run: Some(name.to_string()),
+                    ttl: None,
+                })
+                .await?;
+            let now = self.clock.now_ms();
+            self.edit_status(name, |r| {
+                r.status.slot = Some(SlotAssignment {
+                    pool: grant.pool.clone(),
+                    index: grant.slot,
+                    port_base: grant.port_base,
+                    ports: grant.ports,
+                });
+                r.status.phase = RunPhase::Deploying;
+                r.status.started_at_ms = Some(now);
+            })
+            .await?;
+        } else {
+            let now = self.clock.now_ms();
+            self.edit_status(name, |r| {
+                r.status.phase = RunPhase::Deploying;
+                r.status.started_at_ms = Some(now);
+            })
+            .await?;
+        }
+        // 2. Deps, in order.
+        for dep in &run.spec.deps {
+            self.bring_up_dep(name, dep).await?;
+        }
+        // 3. The run's own stack.
+        let stack_name = run.stack_name()?.into_string();
+        self.clear_leftovers(&stack_name, name).await?;
+        if run.spec.deploy {
+            let domain = run.status.domain.clone().unwrap_or_default();
+            let spec = self.render(
+                &run.spec.recipe,
+                &run.spec.version,
+                &stack_name,
+                &domain,
+                &Default::default(),
+            )?;
+            let owner = self.stack_owner("Run", name, StackRole::Run, name);
+            stack::apply(self.swarm.as_ref(), &spec, &owner, &self.config.apply).await?;
+            self.store
+                .append_history(
+                    NewEntry::new(reason::DEPLOYED, format!("run stack {stack_name} deployed"))
+                        .subject(ObjectRef::new(Kind::Run, name)),
+                )
+                .await?;
+        }
+        let now = self.clock.now_ms();
+        self.edit_status(name, |r| {
+            r.status.phase = RunPhase::Running;
+            r.status.deployed_at_ms = Some(now);
+        })
+        .await
+    }
+
+    async fn bring_up_dep(&self, run_name: &str, dep: &str) -> Result<()> {
+        let run = self.get(run_name)?;
+        let unavailable = |reason: String| Error::DepUnavailable {
+            run: run_name.into(),
+            dep: dep.into(),
+            reason,
+        };
+        let provider = self
+            .store
+            .get_opt::<DepProvider>(dep)?
+            .ok_or_else(|| unavailable("no DepProvider of that name".into()))?;
+        let stack = provider.stack_for_run(&run)?;
+        let domain = names::domain(&stack, &self.config.base_domain);
+        let mut binding = DepBinding {
+            name: dep.into(),
+            mode: provider.spec.mode(),
+            stack_name: stack.to_string(),
+            domain: Some(domain.clone()),
+            ready: false,
+        };
+        match &provider.spec {
+            DepProviderSpec::Shared { warm_app } => {
+                let app = self
+                    .store
+                    .get_opt::<WarmApp>(warm_app)?
+                    .ok_or_else(|| unavailable(format!("warm app {warm_app} is not declared")))?;
+                if !app.spec.provider {
+                    return Err(unavailable(format!(
+                        "warm app {warm_app} is not a provider"
+                    )));
+                }
+                binding.ready = app.status.phase == WarmAppPhase::Ready;
+                self.record_dep(run_name, binding).await?;
+            }
+            DepProviderSpec::PerRun {
+                recipe,
+                version,
+                env,
+            } => {
+                // Record the binding first: from now on the stack name is assigned to this
+                // run, so its objects are hearth's even before they carry labels.
+                self.record_dep(run_name, binding.clone()).await?;
+                self.clear_leftovers(stack.as_str(), run_name).await?;
+                let spec = self.render(recipe, version, stack.as_str(), &domain, env)?;
+                let owner = self.stack_owner("DepProvider", dep, StackRole::RunDep, run_name);
+                stack::apply(self.swarm.as_ref(), &spec, &owner, &self.config.apply).await?;
+                binding.ready = true;
+                self.record_dep(run_name, binding).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_dep(&self, run: &str, binding: DepBinding) -> Result<()> {
+        self.edit_status(run, |r| {
+            match r.status.deps.iter_mut().find(|d| d.name == binding.name) {
+                Some(d) => *d = binding.clone(),
+                None => r.status.deps.push(binding.clone()),
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Renews the run's lease.
+    ///
+    /// # Errors
+    /// [`Error::RunNotFound`], [`Error::RunAlreadyOver`], [`Error::StoreFailed`].
+    pub async fn heartbeat(&self, name: &str) -> Result<Run> {
+        let run = self.get(name)?;
+        if run.status.phase.is_terminal() {
+            return Err(Error::RunAlreadyOver {
+                run: name.into(),
+                phase: run.status.phase,
+            });
+        }
+        let now = self.clock.now_ms();
+        self.edit_status(name, |r| r.status.last_heartbeat_ms = Some(now))
+            .await
+    }
+
+    /// Records tier results (a new report of a tier replaces the old one).
+    ///
+    /// # Errors
+    /// [`Error::RequestRejected`] for an invalid tier; as [`Runs::heartbeat`].
+    pub async fn report(&self, name: &str, tiers: &[TierResult]) -> Result<Run> {
+        let run = self.get(name)?;
+        if run.status.phase.is_terminal() {
+            return Err(Error::RunAlreadyOver {
+                run: name.into(),
+                phase: run.status.phase,
+            });
+        }
+        let mut check = run.clone();
+        for t in tiers {
+            let mut t = t.clone();
+            t.required |= run.spec.required_tiers.contains(&t.name);
+            check.status.record_tier(t);
+        }
+        check
+            .validate()
+            .map_err(|e| Error::RequestRejected(e.to_string()))?;
+        self.edit_status(name, |r| {
+            for t in tiers {
+                let mut t = t.clone();
+                t.required |= r.spec.required_tiers.contains(&t.name);
+                r.status.record_tier(t);
+            }
+        })
+        .await
+    }
+
+    /// Finishes a run: graceful teardown of its stack, then its per-run deps in reverse,
+    /// verified; then the verdict and, in the same transaction, the slot release. Leftovers
+    /// leave it TeardownFailed (with `status.residuals`), retried by
+    /// [`Runs::retry_teardowns`].
+    ///
+    /// # Errors
+    /// [`Error::RunNotFound`], [`Error::RunAlreadyOver`], [`Error::StoreFailed`]. A teardown
+    /// with leftovers is not an error of this call: the run's phase says it.
+    pub async fn finish(&self, name: &str) -> Result<Run> {
+        let mut run = self.get(name)?;
+        if run.status.phase.is_terminal() {
+            return Err(Error::RunAlreadyOver {
+                run: name.into(),
+                phase: run.status.phase,
+            });
+        }
+        if !run.spec.finish {
+            run.spec.finish = true;
+            loop {
+                match self.store.update(&run).await {
+                    Ok(_) => break,
+                    Err(e) if e.is_conflict() => {
+                        run = self.get(name)?;
+                        run.spec.finish = true;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        self.edit_status(name, |r| r.status.phase = RunPhase::Finishing)
+            .await?;
+        self.teardown(name).await
+    }
+
+    /// Tears a finishing run down and records the outcome.
+    async fn teardown(&self, name: &str) -> Result<Run> {
+        let run = self.get(name)?;
+        let mut residuals = Vec::new();
+        let mut errors = Vec::new();
+        let mut removed = Vec::new();
+        for namespace in teardown_order(&run) {
+            match stack::teardown(self.swarm.as_ref(), &namespace, &self.config.teardown).await {
+                Ok(report) => removed.extend(report.removed.iter().map(ToString::to_string)),
+                Err(stack::Error::Residuals {
+                    residuals: left,
+                    failures,
+                    report,
+                    ..
+                }) => {
+                    removed.extend(report.removed.iter().map(ToString::to_string));
+                    residuals.extend(left.iter().map(|o| format!("{}/{}", o.kind, o.name)));
+                    errors.extend(failures);
+                }
+                Err(e) => {
+                    // Not verified: count the whole stack as remaining.
+                    residuals.push(format!("stack/{namespace}"));
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        let phase = phase_after_teardown(&run, &residuals);
+        let now = self.clock.now_ms();
+        loop {
+            let mut r = self.get(name)?;
+            r.status.phase = phase;
+            r.status.residuals = residuals.clone();
+            let mut tx = self.store.transaction();
+            if residuals.is_empty() {
+                r.status.verdict = Some(r.compute_verdict());
+                r.status.finished_at_ms = Some(now);
+                if let Some(pool) = crate::sweeper::release_run_slot(&self.store, &r)? {
+                    tx.update_status(&pool);
+                }
+            } else {
+                r.status.last_error = Some(format!(
+                    "teardown left {} object(s): {}",
+                    residuals.len(),
+                    errors.join("; ")
+                ));
+            }
+            tx.update_status(&r);
+            match tx.commit().await {
+                Ok(_) => break,
+                Err(e) if e.is_conflict() => tokio::task::yield_now().await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let entry = if residuals.is_empty() {
+            NewEntry::new(
+                reason::TORN_DOWN,
+                format!("run {name} finished {phase:?}; teardown verified"),
+            )
+        } else {
+            NewEntry::new(
+                reason::TEARDOWN_FAILED,
+                format!("run {name}: teardown left {} object(s)", residuals.len()),
+            )
+        };
+        self.store
+            .append_history(entry.subject(ObjectRef::new(Kind::Run, name)).details(
+                serde_json::json!({
+                    "removed": removed, "remained": residuals, "failures": errors
+                }),
+            ))
+            .await?;
+        self.get(name)
+    }
+
+    /// Retries the teardown of every finishing run left in TeardownFailed; returns the runs
+    /// retried.
+    ///
+    /// # Errors
+    /// [`Error::StoreFailed`].
+    pub async fn retry_teardowns(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for run in self.store.list::<Run>()?.items {
+            if run.spec.finish
+                && matches!(
+                    run.status.phase,
+                    RunPhase::TeardownFailed | RunPhase::Finishing
+                )
+            {
+                self.teardown(&run.metadata.name).await?;
+                out.push(run.metadata.name);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whether `labels` mark an object as hearth-managed (for callers that list objects).
+pub fn is_managed(labels: &Labels) -> bool {
+    labels.get(keys::MANAGED_BY).map(String::as_str) == Some(keys::MANAGED_BY_VALUE)
+}

@@ -1,0 +1,451 @@
+//! Slot pools and leases over the store: atomic FIFO grants, heartbeats, release, and prompt reclaim of dead owners' slots.
+//!
+//! - [`decide`] (pure): grant or wait, renew, release, reclaim.
+//! - [`Slots`]: those decisions applied to `SlotPool` objects in the [`Store`] with optimistic
+//!   concurrency, so grants are atomic across tasks (and, through the store's single writer,
+//!   across everything sharing the store).
+//! - [`reclaim_loop`]: frees slots whose owner died (same host: `/proc`, polled) or whose
+//!   lease expired (owners on other hosts), promptly, and records each reclaim in history.
+//! - [`exec`](mod@exec): `hearth slot exec`: run a command while holding a slot.
+
+pub mod decide;
+pub mod exec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crd::names;
+use crd::{Kind, Owner, Run, SlotPool};
+use state::history::{NewEntry, ObjectRef};
+use state::{Clock, Store, SystemClock};
+use tokio_util::sync::CancellationToken;
+
+use crate::liveness::Checker;
+use decide::{Decision, Holder, ReclaimReason, RunHold};
+
+pub use exec::{exec, ExecOptions, SlotClient};
+
+/// History reason of a reclaimed lease or dropped waiter.
+pub const RECLAIMED: &str = "SlotReclaimed";
+
+/// How many optimistic-concurrency retries one operation makes before giving up.
+const MAX_CONFLICT_RETRIES: u32 = 10_000;
+
+/// Errors of slot operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No SlotPool of that name is recorded. Not retryable until an operator creates it.
+    #[error("slot pool {pool} was not found")]
+    PoolNotFound {
+        /// The pool.
+        pool: String,
+    },
+    /// No slot became free (for this waiter, in arrival order) within the pool's wait timeout.
+    /// Retryable later.
+    #[error("no slot of pool {pool} became free within {waited:?}")]
+    WaitTimedOut {
+        /// The pool.
+        pool: String,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+    /// The caller does not hold that slot (any more): it was released or reclaimed (owner
+    /// dead, lease expired). Not retryable: acquire again.
+    #[error("slot {slot} of pool {pool} is not held by this owner (released or reclaimed)")]
+    LeaseNotHeld {
+        /// The pool.
+        pool: String,
+        /// The slot.
+        slot: u32,
+    },
+    /// The pool kept changing under every attempt. Retryable.
+    #[error("slot pool {pool} kept changing concurrently ({attempts} attempts)")]
+    ContentionPersisted {
+        /// The pool.
+        pool: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A slot namespace could not be named (an invalid pool name). Not retryable.
+    #[error("slot namespace could not be named")]
+    NamespaceInvalid(#[source] names::Error),
+    /// The store failed. Retryable when the store error is (see [`state::Error`]).
+    #[error("store operation failed")]
+    StoreFailed(#[from] state::Error),
+}
+
+/// `Result` of slot operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A slot request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRequest {
+    /// The pool.
+    pub pool: String,
+    /// The owning process (its death frees the slot).
+    pub owner: Owner,
+    /// The run the slot is for, if any.
+    pub run: Option<String>,
+    /// Lease TTL renewed by heartbeats; `None` = owner liveness alone decides.
+    pub ttl: Option<Duration>,
+}
+
+/// A granted slot: what the holder exports to its workload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    /// The pool.
+    pub pool: String,
+    /// The slot index (0-based).
+    pub slot: u32,
+    /// First port of the slot's block.
+    pub port_base: u32,
+    /// Number of ports in the block.
+    pub ports: u32,
+    /// The slot's namespace (`hs-<pool>-<slot>`).
+    pub namespace: String,
+    /// The lease owner.
+    pub owner: Owner,
+    /// When the lease expires unless renewed (unix ms); `None` = never.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Grant {
+    fn new(pool: &SlotPool, lease: &crd::slotpool::SlotLease) -> Result<Grant> {
+        let (port_base, ports) = pool
+            .spec
+            .port_block(lease.slot)
+            .unwrap_or((pool.spec.port_base, pool.spec.ports_per_slot));
+        Ok(Grant {
+            pool: pool.metadata.name.clone(),
+            slot: lease.slot,
+            port_base,
+            ports,
+            namespace: names::slot_namespace(&pool.metadata.name, lease.slot)
+                .map_err(Error::NamespaceInvalid)?
+                .into_string(),
+            owner: lease.owner.clone(),
+            expires_at_ms: lease.expires_at_ms,
+        })
+    }
+}
+
+/// The outcome of one acquisition attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// Granted.
+    Granted(Grant),
+    /// Waiting in line; pass `ticket` to the next attempt.
+    Waiting {
+        /// The waiter entry's `enqueuedAtMs`.
+        ticket: u64,
+        /// Live waiters ahead.
+        position: usize,
+        /// When the wait ends (unix ms).
+        deadline_ms: u64,
+    },
+    /// The wait deadline passed; the entry is gone.
+    TimedOut,
+}
+
+/// One reclaimed lease or dropped waiter.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reclaimed {
+    /// The pool.
+    pub pool: String,
+    /// The slot, for a lease; `None` for a dropped waiter.
+    pub slot: Option<u32>,
+    /// The owner.
+    pub owner: Owner,
+    /// The run, if any.
+    pub run: Option<String>,
+    /// Why.
+    pub reason: ReclaimReason,
+}
+
+/// Slot operations over a store.
+#[derive(Debug, Clone)]
+pub struct Slots {
+    store: Store,
+    clock: Arc<dyn Clock>,
+}
+
+impl Slots {
+    /// Slots over `store`, with the system clock.
+    pub fn new(store: Store) -> Slots {
+        Slots::with_clock(store, Arc::new(SystemClock))
+    }
+
+    /// Slots over `store` with `clock` (virtual time in tests).
+    pub fn with_clock(store: Store, clock: Arc<dyn Clock>) -> Slots {
+        Slots { store, clock }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Now, in unix milliseconds, by this instance's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn pool(&self, pool: &str) -> Result<SlotPool> {
+        self.store
+            .get_opt::<SlotPool>(pool)?
+            .ok_or_else(|| Error::PoolNotFound { pool: pool.into() })
+    }
+
+    /// Reads the pool, lets `f` change it (returning `None` to write nothing), writes the
+    /// status if the pool did not change meanwhile, and retries on conflicts.
+    async fn modify<T>(
+        &self,
+        pool: &str,
+        mut f: impl FnMut(&mut SlotPool, u64) -> Result<Option<T>>,
+    ) -> Result<(SlotPool, Option<T>)> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let mut p = self.pool(pool)?;
+            let before = p.clone();
+            let out = f(&mut p, self.now_ms())?;
+            if p == before {
+                return Ok((p, out));
+            }
+            match self.store.update_status(&p).await {
+                Ok(written) => return Ok((written, out)),
+                Err(e) if e.is_conflict() => tokio::task::yield_now().await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::ContentionPersisted {
+            pool: pool.into(),
+            attempts: MAX_CONFLICT_RETRIES,
+        })
+    }
+
+    /// One acquisition attempt: grant a free slot (first come, first served) or join / keep
+    /// the line. `ticket` is the one a previous `Waiting` returned.
+    ///
+    /// # Errors
+    /// [`Error::PoolNotFound`], [`Error::ContentionPersisted`], [`Error::StoreFailed`].
+    pub async fn try_acquire(&self, req: &SlotRequest, ticket: Option<u64>) -> Result<Attempt> {
+        let holder = Holder {
+            owner: req.owner.clone(),
+            run: req.run.clone(),
+        };
+        let (pool, decision) = self
+            .modify(&req.pool, |p, now| {
+                let d = decide::decide_acquire(p, &holder, ticket, req.ttl, now);
+                decide::apply_acquire(p, &d, &holder, ticket);
+                Ok(Some(d))
+            })
+            .await?;
+        match decision {
+            Some(Decision::Grant(lease)) => Ok(Attempt::Granted(Grant::new(&pool, &lease)?)),
+            Some(Decision::Wait {
+                waiter, position, ..
+            }) => Ok(Attempt::Waiting {
+                ticket: waiter.enqueued_at_ms,
+                position,
+                deadline_ms: waiter.deadline_ms,
+            }),
+            Some(Decision::TimedOut(_)) | None => Ok(Attempt::TimedOut),
+        }
+    }
+
+    /// Acquires a slot, waiting in line (woken by every pool change, re-checking at least
+    /// every second) up to the pool's wait timeout.
+    ///
+    /// # Caveats
+    /// If this future is dropped while waiting, the waiter entry stays until its deadline or
+    /// its owner's death; call [`Slots::withdraw`] to leave the line early.
+    ///
+    /// # Errors
+    /// [`Error::WaitTimedOut`], and as [`Slots::try_acquire`].
+    pub async fn acquire(&self, req: &SlotRequest) -> Result<Grant> {
+        let started = self.now_ms();
+        let mut ticket = None;
+        loop {
+            let seen = self.store.revision();
+            match self.try_acquire(req, ticket).await? {
+                Attempt::Granted(g) => return Ok(g),
+                Attempt::TimedOut => {
+                    return Err(Error::WaitTimedOut {
+                        pool: req.pool.clone(),
+                        waited: Duration::from_millis(self.now_ms().saturating_sub(started)),
+                    })
+                }
+                Attempt::Waiting {
+                    ticket: t,
+                    deadline_ms,
+                    ..
+                } => {
+                    ticket = Some(t);
+                    let left = deadline_ms.saturating_sub(self.now_ms());
+                    let pause = Duration::from_millis(left.clamp(1, 1000));
+                    tokio::select! {
+                        _ = self.store.changed(Kind::SlotPool, seen) => {}
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leaves the line (a waiter that gives up); whether an entry was removed.
+    ///
+    /// # Errors
+    /// As [`Slots::try_acquire`].
+    pub async fn withdraw(&self, req: &SlotRequest, ticket: u64) -> Result<bool> {
+        let holder = Holder {
+            owner: req.owner.clone(),
+            run: req.run.clone(),
+        };
+        let (_, removed) = self
+            .modify(&req.pool, |p, _| {
+                Ok(Some(decide::withdraw(p, &holder, ticket)))
+            })
+            .await?;
+        Ok(removed.unwrap_or(false))
+    }
+
+    /// Renews the lease of `slot` held by `owner` for `ttl` from now.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotHeld`] when it was released or reclaimed; as [`Slots::try_acquire`].
+    pub async fn heartbeat(
+        &self,
+        pool: &str,
+        slot: u32,
+        owner: &Owner,
+        ttl: Duration,
+    ) -> Result<Grant> {
+        let (p, lease) = self
+            .modify(pool, |p, now| {
+                decide::renew(p, slot, owner, ttl, now)
+                    .map(Some)
+                    .ok_or_else(|| Error::LeaseNotHeld {
+                        pool: pool.into(),
+                        slot,
+                    })
+            })
+            .await?;
+        let lease = lease.ok_or_else(|| Error::LeaseNotHeld {
+            pool: pool.into(),
+            slot,
+        })?;
+        Grant::new(&p, &lease)
+    }
+
+    /// Releases the lease of `slot` held by `owner`.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotHeld`] when it was already released or reclaimed; as
+    /// [`Slots::try_acquire`].
+    pub async fn release(&self, pool: &str, slot: u32, owner: &Owner) -> Result<()> {
+        self.modify(pool, |p, _| {
+            decide::release(p, slot, owner)
+                .map(Some)
+                .ok_or_else(|| Error::LeaseNotHeld {
+                    pool: pool.into(),
+                    slot,
+                })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// One reclaim pass over every pool: removes leases of dead owners, expired leases,
+    /// leases of runs that are gone, and dead or expired waiters; records each in history.
+    ///
+    /// # Errors
+    /// [`Error::StoreFailed`], [`Error::ContentionPersisted`].
+    pub async fn reclaim(&self, checker: &dyn Checker) -> Result<Vec<Reclaimed>> {
+        let mut out = Vec::new();
+        for pool in self.store.list::<SlotPool>()?.items {
+            let name = pool.metadata.name.clone();
+            let store = self.store.clone();
+            let run_hold = move |run: &str| match store.get_opt::<Run>(run) {
+                Ok(Some(r)) if !r.status.phase.is_terminal() => RunHold::Active,
+                Ok(Some(_)) | Ok(None) => RunHold::Gone,
+                // Unreadable: do not take the slot from what may be an active run.
+                Err(_) => RunHold::Active,
+            };
+            let (_, plan) = self
+                .modify(&name, |p, now| {
+                    let plan = decide::decide_reclaim(p, now, &|o| checker.check(o), &run_hold);
+                    if plan.is_empty() {
+                        return Ok(None);
+                    }
+                    decide::apply_reclaim(p, &plan);
+                    Ok(Some(plan))
+                })
+                .await?;
+            let Some(plan) = plan else { continue };
+            for (lease, reason) in &plan.leases {
+                out.push(Reclaimed {
+                    pool: name.clone(),
+                    slot: Some(lease.slot),
+                    owner: lease.owner.clone(),
+                    run: lease.run.clone(),
+                    reason: *reason,
+                });
+            }
+            for (w, reason) in &plan.waiters {
+                out.push(Reclaimed {
+                    pool: name.clone(),
+                    slot: None,
+                    owner: w.owner.clone(),
+                    run: w.run.clone(),
+                    reason: *reason,
+                });
+            }
+        }
+        for r in &out {
+            let what = match r.slot {
+                Some(s) => format!("slot {s} reclaimed"),
+                None => "waiter dropped".to_string(),
+            };
+            let message = format!(
+                "{what} from pid {} on {} ({:?})",
+                r.owner.pid, r.owner.host, r.reason
+            );
+            tracing::info!(pool = r.pool, "{message}");
+            self.store
+                .append_history(
+                    NewEntry::new(RECLAIMED, message)
+                        .subject(ObjectRef::new(Kind::SlotPool, &r.pool))
+                        .details(serde_json::to_value(r).unwrap_or_default()),
+                )
+                .await?;
+        }
+        Ok(out)
+    }
+}
+
+/// How often [`reclaim_loop`] checks owners by default: a dead owner's slot is free within
+/// about this long.
+pub const DEFAULT_RECLAIM_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Runs [`Slots::reclaim`] every `every` until `cancel` fires. Errors are logged and the
+/// next pass retries.
+pub async fn reclaim_loop(
+    slots: Slots,
+    checker: Arc<dyn Checker>,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        if let Err(e) = slots.reclaim(checker.as_ref()).await {
+            tracing::warn!(error = %e, "slot reclaim pass failed");
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,516 @@
+//! The orphan sweeper: removes, with forced teardown, what hearth owns of runs that are over, unknown, expired or whose owner died.
+//!
+//! One pass: list every object kind once (services, networks, volumes, secrets, configs;
+//! unfiltered, so adoption by namespace works), read the runs from the store, [`decide()`]
+//! (pure), remove the selected objects (services, then their containers at once, then
+//! networks, secrets, configs, then volumes), list again to verify, close the runs whose owner
+//! died or lease expired (phase Orphaned/Expired, slot released in the same transaction), and
+//! record one history entry per run with what was removed and what remained.
+//!
+//! # Ownership
+//! Only objects carrying `hearth.managed-by=hearth`, or in the stack namespace hearth assigned
+//! to a run it recorded (adoption), are ever touched, one by one: a foreign object sharing a
+//! namespace with hearth's objects is not removed with them.
+
+pub mod decide;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crd::{Kind, Run, RunPhase, SlotPool};
+use serde::Serialize;
+use state::history::{reason, NewEntry, ObjectRef};
+use state::{Clock, Store};
+use tokio::time::Instant;
+
+use crate::liveness::Checker;
+use crate::swarm::{self, LabelFilter, ObjectKind, Swarm};
+
+pub use decide::{decide, CloseRun, Decision, Object, Reason, SweepAction};
+
+/// Label swarm puts on a task's container naming its service.
+const SERVICE_ID_LABEL: &str = "com.docker.swarm.service.id";
+
+/// Errors of a sweep.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Listing the swarm's objects failed; nothing was removed. Retryable when the source is.
+    #[error("listing swarm objects failed")]
+    ObserveFailed(#[source] swarm::Error),
+    /// Reading or writing the store failed. Retryable when the source is.
+    #[error("store operation failed")]
+    StoreFailed(#[from] state::Error),
+}
+
+/// `Result` of a sweep.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Settings of the sweeper.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The decision's settings (creation guard).
+    pub decide: decide::Config,
+    /// Deadline of one pass's removals ("in use" is retried until it).
+    pub deadline: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            decide: decide::Config::default(),
+            deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepReport {
+    /// What was decided.
+    pub decision: Decision,
+    /// Objects removed (or found gone).
+    pub removed: Vec<Object>,
+    /// Selected objects still present after the pass.
+    pub remained: Vec<Object>,
+    /// Errors met on the way (object: error).
+    pub failures: Vec<String>,
+    /// Runs closed (Orphaned/Expired).
+    pub closed: Vec<String>,
+    /// Runs left in TeardownFailed because objects remained.
+    pub teardown_failed: Vec<String>,
+}
+
+/// The orphan sweeper.
+#[derive(Clone)]
+pub struct Sweeper {
+    swarm: Arc<dyn Swarm>,
+    store: Store,
+    checker: Arc<dyn Checker>,
+    clock: Arc<dyn Clock>,
+    config: Config,
+}
+
+impl std::fmt::Debug for Sweeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sweeper")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn ms(t: Option<SystemTime>) -> Option<u64> {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+}
+
+/// Lists every service, network, volume, secret and config (one call per kind).
+///
+/// # Errors
+/// [`Error::ObserveFailed`].
+pub async fn observe(swarm: &dyn Swarm) -> Result<Vec<Object>> {
+    let all = LabelFilter::all();
+    let (services, networks, volumes, secrets, configs) = futures::try_join!(
+        swarm.list_services(&all),
+        swarm.list_networks(&all),
+        swarm.list_volumes(&all),
+        swarm.list_secrets(&all),
+        swarm.list_configs(&all),
+    )
+    .map_err(Error::ObserveFailed)?;
+    let mut out = Vec::new();
+    let meta = |kind, m: swarm::Meta| Object {
+        kind,
+        id: m.id,
+        name: m.name,
+        labels: m.labels,
+        created_at_ms: ms(m.created_at),
+    };
+    out.extend(
+        services
+            .into_iter()
+            .map(|s| meta(ObjectKind::Service, s.meta)),
+    );
+    out.extend(networks.into_iter().map(|n| Object {
+        kind: ObjectKind::Network,
+        id: n.id,
+        name: n.name,
+        labels: n.labels,
+        created_at_ms: ms(n.created_at),
+    }));
+    out.extend(volumes.into_iter().map(|v| Object {
+        kind: ObjectKind::Volume,
+        id: v.name.clone(),
+        name: v.name,
+        labels: v.labels,
+        created_at_ms: ms(v.created_at),
+    }));
+    out.extend(
+        secrets
+            .into_iter()
+            .map(|s| meta(ObjectKind::Secret, s.meta)),
+    );
+    out.extend(
+        configs
+            .into_iter()
+            .map(|c| meta(ObjectKind::Config, c.meta)),
+    );
+    Ok(out)
+}
+
+impl Sweeper {
+    /// A sweeper over `swarm` and `store`, judging owners with `checker` and time by `clock`
+    /// (the store's clock, so lease expiry agrees with heartbeats).
+    pub fn new(
+        swarm: Arc<dyn Swarm>,
+        store: Store,
+        checker: Arc<dyn Checker>,
+        clock: Arc<dyn Clock>,
+        config: Config,
+    ) -> Sweeper {
+        Sweeper {
+            swarm,
+            store,
+            checker,
+            clock,
+            config,
+        }
+    }
+
+    /// What a sweep would do now, without doing it (`hearth sweep --dry-run`).
+    ///
+    /// # Errors
+    /// [`Error::ObserveFailed`], [`Error::StoreFailed`].
+    pub async fn plan(&self) -> Result<Decision> {
+        let objects = observe(self.swarm.as_ref()).await?;
+        let runs = self.store.list::<Run>()?.items;
+        let checker = self.checker.clone();
+        Ok(decide(
+            &objects,
+            &runs,
+            self.clock.now_ms(),
+            &|o| checker.check(o),
+            &self.config.decide,
+        ))
+    }
+
+    /// One sweep pass (see the module docs).
+    ///
+    /// # Guarantees
+    /// A run is closed only when a listing after the removals found nothing of it; otherwise it
+    /// is left in TeardownFailed with its residuals, and the next pass retries.
+    ///
+    /// # Errors
+    /// [`Error::ObserveFailed`] (before or after removing), [`Error::StoreFailed`]. Removal
+    /// failures are not errors of the pass: they are in the report and in history.
+    pub async fn sweep(&self) -> Result<SweepReport> {
+        let decision = self.plan().await?;
+        let mut report = SweepReport::default();
+        if decision.remove.is_empty() && decision.close.is_empty() {
+            report.decision = decision;
+            return Ok(report);
+        }
+        let selected: Vec<Object> = decision.remove.iter().map(|a| a.object.clone()).collect();
+        report.failures = remove_forced(self.swarm.as_ref(), &selected, self.config.deadline).await;
+        // Verify.
+        let present: BTreeSet<(ObjectKind, String)> = observe(self.swarm.as_ref())
+            .await?
+            .into_iter()
+            .map(|o| (o.kind, o.id))
+            .collect();
+        let mut remained_by_run: BTreeMap<String, Vec<Object>> = BTreeMap::new();
+        let mut removed_by_run: BTreeMap<String, Vec<Object>> = BTreeMap::new();
+        for a in &decision.remove {
+            if present.contains(&(a.object.kind, a.object.id.clone())) {
+                report.remained.push(a.object.clone());
+                remained_by_run
+                    .entry(a.run.clone())
+                    .or_default()
+                    .push(a.object.clone());
+            } else {
+                report.removed.push(a.object.clone());
+                removed_by_run
+                    .entry(a.run.clone())
+                    .or_default()
+                    .push(a.object.clone());
+            }
+        }
+        for c in &decision.close {
+            let left = remained_by_run.get(&c.run).cloned().unwrap_or_default();
+            let phase = c.reason.closing_phase().unwrap_or(RunPhase::Orphaned);
+            match close_run(
+                &self.store,
+                &c.run,
+                phase,
+                &left,
+                c.reason,
+                self.clock.now_ms(),
+            )
+            .await
+            {
+                Ok(true) if left.is_empty() => report.closed.push(c.run.clone()),
+                Ok(true) => report.teardown_failed.push(c.run.clone()),
+                Ok(false) => {}
+                Err(e) => report.failures.push(format!("closing run {}: {e}", c.run)),
+            }
+        }
+        // History: one entry per run touched.
+        let mut runs: BTreeSet<String> = decision.remove.iter().map(|a| a.run.clone()).collect();
+        runs.extend(decision.close.iter().map(|c| c.run.clone()));
+        for run in runs {
+            let removed = removed_by_run.get(&run).cloned().unwrap_or_default();
+            let remained = remained_by_run.get(&run).cloned().unwrap_or_default();
+            let why: BTreeSet<Reason> = decision
+                .remove
+                .iter()
+                .filter(|a| a.run == run)
+                .map(|a| a.reason)
+                .chain(
+                    decision
+                        .close
+                        .iter()
+                        .filter(|c| c.run == run)
+                        .map(|c| c.reason),
+                )
+                .collect();
+            let message = format!(
+                "swept run {run} ({why:?}): {} object(s) removed, {} remained",
+                removed.len(),
+                remained.len()
+            );
+            let entry = NewEntry::new(
+                if remained.is_empty() {
+                    reason::SWEPT
+                } else {
+                    reason::TEARDOWN_FAILED
+                },
+                message,
+            )
+            .subject(ObjectRef::new(Kind::Run, &run))
+            .details(serde_json::json!({
+                "reasons": why,
+                "removed": removed,
+                "remained": remained,
+                "failures": report.failures,
+            }));
+            self.store.append_history(entry).await?;
+        }
+        report.decision = decision;
+        Ok(report)
+    }
+}
+
+/// Sets a run's closing phase (or TeardownFailed with residuals) and, when closing, releases
+/// its slot in the same transaction. Retries on conflicts. `Ok(false)` when the run is gone or
+/// already terminal.
+///
+/// # Errors
+/// The store's errors.
+pub(crate) async fn close_run(
+    store: &Store,
+    name: &str,
+    phase: RunPhase,
+    residuals: &[Object],
+    why: Reason,
+    now: u64,
+) -> state::Result<bool> {
+    for _ in 0..100 {
+        let Some(mut run) = store.get_opt::<Run>(name)? else {
+            return Ok(false);
+        };
+        if run.status.phase.is_terminal() {
+            return Ok(false);
+        }
+        let mut tx = store.transaction();
+        if residuals.is_empty() {
+            run.status.phase = phase;
+            run.status.finished_at_ms = Some(now);
+            run.status.residuals.clear();
+            run.status.last_error =
+                Some(format!("{why:?}: swept with forced teardown").to_lowercase());
+            if let Some(pool) = release_run_slot(store, &run)? {
+                tx.update_status(&pool);
+            }
+        } else {
+            run.status.phase = RunPhase::TeardownFailed;
+            run.status.residuals = residuals
+                .iter()
+                .map(|o| format!("{}/{}", o.kind, o.name))
+                .collect();
+            run.status.last_error = Some(format!(
+                "forced teardown left {} object(s); retrying",
+                residuals.len()
+            ));
+        }
+        tx.update_status(&run);
+        match tx.commit().await {
+            Ok(_) => return Ok(true),
+            Err(e) if e.is_conflict() => tokio::task::yield_now().await,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+/// The run's pool with the run's lease removed, or `None` when it holds none.
+pub(crate) fn release_run_slot(store: &Store, run: &Run) -> state::Result<Option<SlotPool>> {
+    let Some(pool_name) = run.spec.slot_pool.as_deref() else {
+        return Ok(None);
+    };
+    let Some(mut pool) = store.get_opt::<SlotPool>(pool_name)? else {
+        return Ok(None);
+    };
+    let before = pool.status.leases.len();
+    pool.status
+        .leases
+        .retain(|l| l.run.as_deref() != Some(run.metadata.name.as_str()));
+    if pool.status.leases.len() == before {
+        return Ok(None);
+    }
+    crate::slots::decide::refresh_phase(&mut pool);
+    Ok(Some(pool))
+}
+
+/// Removes `objects` one by one with forced teardown: services, their containers at once,
+/// then networks, secrets, configs, then volumes; retryable failures are retried until
+/// `deadline`. Returns the failures of objects whose removal failed for good or timed out.
+pub async fn remove_forced(
+    swarm: &dyn Swarm,
+    objects: &[Object],
+    deadline: Duration,
+) -> Vec<String> {
+    let until = Instant::now() + deadline;
+    let mut failures = Vec::new();
+    let of = |k: ObjectKind| objects.iter().filter(move |o| o.kind == k);
+    // 1. Services.
+    let services: Vec<&Object> = of(ObjectKind::Service).collect();
+    let results = futures::future::join_all(
+        services
+            .iter()
+            .map(|o| retry(until, move || swarm.remove_service(&o.id))),
+    )
+    .await;
+    let mut service_ids = BTreeSet::new();
+    for (o, r) in services.iter().zip(results) {
+        service_ids.insert(o.id.clone());
+        if let Err(e) = r {
+            failures.push(format!("{o}: {e}"));
+        }
+    }
+    // 2. Their containers, killed and removed at once.
+    if !service_ids.is_empty() {
+        let filter = LabelFilter::all().and_has(SERVICE_ID_LABEL);
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let listed = match swarm.list_containers(&filter).await {
+                Ok(l) => l,
+                Err(e) if e.is_retryable() && Instant::now() < until => {
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                Err(e) => {
+                    failures.push(format!("listing containers: {e}"));
+                    break;
+                }
+            };
+            let ours: Vec<_> = listed
+                .into_iter()
+                .filter(|c| {
+                    c.labels
+                        .get(SERVICE_ID_LABEL)
+                        .is_some_and(|id| service_ids.contains(id))
+                })
+                .collect();
+            if ours.is_empty() {
+                break;
+            }
+            for c in &ours {
+                match swarm.remove_container(&c.id).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() || e.is_retryable() => {}
+                    Err(e) => failures.push(format!("container {}: {e}", c.name)),
+                }
+            }
+            if Instant::now() >= until {
+                failures.push(format!(
+                    "{} container(s) still present at the deadline",
+                    ours.len()
+                ));
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+    // 3. Networks, secrets, configs; 4. volumes.
+    for kinds in [
+        &[ObjectKind::Network, ObjectKind::Secret, ObjectKind::Config][..],
+        &[ObjectKind::Volume][..],
+    ] {
+        let batch: Vec<&Object> = objects.iter().filter(|o| kinds.contains(&o.kind)).collect();
+        let results = futures::future::join_all(batch.iter().map(|o| {
+            retry(until, move || match o.kind {
+                ObjectKind::Network => swarm.remove_network(&o.id),
+                ObjectKind::Secret => swarm.remove_secret(&o.id),
+                ObjectKind::Config => swarm.remove_config(&o.id),
+                _ => swarm.remove_volume(&o.id),
+            })
+        }))
+        .await;
+        for (o, r) in batch.iter().zip(results) {
+            if let Err(e) = r {
+                failures.push(format!("{o}: {e}"));
+            }
+        }
+    }
+    failures
+}
+
+/// Runs a removal until it succeeds, is "not found" (done), fails for good, or `until` passes.
+async fn retry<'a, F>(until: Instant, mut op: F) -> swarm::Result<()>
+where
+    F: FnMut() -> swarm::SwarmFuture<'a, ()>,
+{
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if e.is_retryable() && Instant::now() + pause < until => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs [`Sweeper::sweep`] every `every` until `cancel` fires; failures are logged.
+pub async fn sweep_loop(
+    sweeper: Sweeper,
+    every: Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        match sweeper.sweep().await {
+            Ok(r) if !r.removed.is_empty() || !r.closed.is_empty() || !r.remained.is_empty() => {
+                tracing::info!(
+                    removed = r.removed.len(),
+                    remained = r.remained.len(),
+                    closed = r.closed.len(),
+                    "sweep"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
