@@ -500,3 +500,51 @@ pub async fn daemon_and_nodes(swarm: &dyn Swarm) {
         .expect("list nodes by label");
     assert!(none.is_empty(), "{none:?}");
 }
+
+/// A service of an image whose healthcheck fails never turns healthy: the swarm stops the
+/// task (it ends `complete` or `failed`, depending on how the process takes SIGTERM) and
+/// starts a replacement.
+pub async fn failing_healthcheck_replaces_the_task(swarm: &dyn Swarm, run: &str, image: &str) {
+    let filter = run_filter(run);
+    let mut spec = web_service(run, run);
+    if let Some(c) = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+    {
+        c.image = Some(image.to_string());
+        if let Some(h) = c.health_check.as_mut() {
+            h.retries = Some(2);
+        }
+    }
+    let id = swarm.create_service(&spec).await.expect("create service");
+    let mut saw_healthy = false;
+    let replaced = tokio::time::timeout(CONVERGE, async {
+        loop {
+            let tasks = swarm.list_tasks(&filter).await.expect("list tasks");
+            let containers = swarm
+                .list_containers(&filter)
+                .await
+                .expect("list containers");
+            let mine: Vec<_> = tasks.iter().filter(|t| t.service_id == id).collect();
+            saw_healthy |= mine
+                .iter()
+                .any(|t| task_health(t, &containers) == Some(Health::Healthy));
+            let stopped = mine.iter().any(|t| t.state.is_terminal());
+            let live = mine.iter().any(|t| !t.desired_state.is_terminal());
+            if stopped && live && mine.len() >= 2 {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+    // Remove before asserting, so a failure does not leak the service.
+    swarm.remove_service(&id).await.expect("remove service");
+    wait_containers_gone(swarm, run).await;
+    assert!(
+        replaced.is_ok(),
+        "no task of {image} was stopped and replaced within {CONVERGE:?}"
+    );
+    assert!(!saw_healthy, "{image} must never be healthy");
+}

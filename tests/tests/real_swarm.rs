@@ -5,7 +5,7 @@
 //! Every object is named `hearth-test-<test>-<unique>` and labelled `hearth.test=1`.
 
 use hearth_tests::conformance;
-use hearth_tests::support::{real_swarm, unique_name};
+use hearth_tests::support::{fixtures, real_swarm, unique_name};
 
 #[tokio::test]
 async fn real_service_runs_healthy_updates_and_is_removed() {
@@ -45,4 +45,17 @@ async fn real_daemon_is_an_active_manager_and_lists_its_node() {
         return;
     };
     conformance::daemon_and_nodes(&swarm).await;
+}
+
+#[tokio::test]
+async fn real_broken_fixture_is_never_healthy_and_is_replaced() {
+    let Some(swarm) = real_swarm("broken-fixture").await else {
+        return;
+    };
+    conformance::failing_healthcheck_replaces_the_task(
+        &swarm,
+        &unique_name("bad"),
+        fixtures::WEBAPP_BROKEN,
+    )
+    .await;
 }

@@ -2,6 +2,7 @@
 
 use controller::swarm::sim::{SimConfig, SimSwarm};
 use hearth_tests::conformance;
+use hearth_tests::support::fixtures;
 
 fn sim() -> SimSwarm {
     SimSwarm::new(SimConfig::default())
@@ -30,4 +31,16 @@ async fn sim_events_report_service_changes_conforms() {
 #[tokio::test(start_paused = true)]
 async fn sim_daemon_and_nodes_conform() {
     conformance::daemon_and_nodes(&sim()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn sim_failing_healthcheck_replaces_the_task_conforms() {
+    let swarm = sim();
+    swarm.set_unhealthy_image(fixtures::WEBAPP_BROKEN);
+    conformance::failing_healthcheck_replaces_the_task(
+        &swarm,
+        "hearth-test-bad",
+        fixtures::WEBAPP_BROKEN,
+    )
+    .await;
 }
