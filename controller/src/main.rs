@@ -1,5 +1,53 @@
-//! The `hearth` binary.
+//! The `hearth` binary: parses the command line, installs logging, runs the command.
 
-fn main() {
-    println!("hearth: not yet implemented");
+use std::process::ExitCode;
+
+use clap::Parser;
+use controller::cli::{self, Cli, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_format, &cli.log) {
+        eprintln!("hearth: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hearth: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+        cli::run(cli, &mut out, &mut err).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hearth: {}", cli::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries command output); `RUST_LOG` overrides `--log`.
+fn init_logging(format: LogFormat, default_filter: &str) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(s) if !s.is_empty() => EnvFilter::try_new(s),
+        _ => EnvFilter::try_new(default_filter),
+    }
+    .map_err(|e| format!("invalid log filter: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+    };
+    installed.map_err(|e| format!("cannot install the log subscriber: {e}"))
 }

@@ -207,8 +207,20 @@ pub async fn teardown(
         record(&mut report, &mut failures, object, result);
     }
 
-    // 5. Verify.
-    let residuals = residuals(swarm, namespace, &service_ids, deadline).await?;
+    // 5. Verify: list again until nothing is left. Swarm finishes some removals after
+    // answering (an overlay network's node-local copy lingers for a moment after a forced
+    // teardown), and a task that was starting during teardown may have created a volume late:
+    // leftovers hearth did not remove yet are removed again.
+    let residuals = verify(
+        swarm,
+        namespace,
+        &service_ids,
+        options,
+        deadline,
+        &mut report,
+        &mut failures,
+    )
+    .await?;
     report.elapsed = started.elapsed();
     if residuals.is_empty() {
         for failure in &failures {
@@ -310,6 +322,65 @@ async fn wait_for_containers(
             ));
             failures.extend(last_errors);
             return Ok(());
+        }
+        let pause = pauses.next().unwrap_or(options.max_poll);
+        tokio::time::sleep(pause.min(deadline - now)).await;
+    }
+}
+
+/// How long verification keeps listing after the deadline, so a teardown that used its whole
+/// deadline still gets its removals confirmed.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// Lists the stack until nothing is left or the deadline (at least [`SETTLE`] from now) passes,
+/// removing again what is left and was not removed yet. Returns what is still there.
+async fn verify(
+    swarm: &dyn Swarm,
+    namespace: &str,
+    service_ids: &BTreeSet<String>,
+    options: &TeardownOptions,
+    deadline: Instant,
+    report: &mut TeardownReport,
+    failures: &mut Vec<String>,
+) -> Result<Vec<ObjectRef>> {
+    let deadline = deadline.max(Instant::now() + SETTLE);
+    let mut pauses = poll_delays(options.max_poll);
+    loop {
+        let left = residuals(swarm, namespace, service_ids, deadline).await?;
+        let now = Instant::now();
+        if left.is_empty() || now >= deadline {
+            return Ok(left);
+        }
+        let removed: BTreeSet<&str> = report.removed.iter().map(|o| o.id.as_str()).collect();
+        let again: Vec<ObjectRef> = left
+            .into_iter()
+            .filter(|o| !removed.contains(o.id.as_str()))
+            .filter(|o| o.kind != ObjectKind::Container || options.mode == Mode::Forced)
+            .collect();
+        let results = join_all(again.into_iter().map(|o| async move {
+            let result = match o.kind {
+                ObjectKind::Service => swarm.remove_service(&o.id).await,
+                ObjectKind::Container => swarm.remove_container(&o.id).await,
+                ObjectKind::Network => swarm.remove_network(&o.id).await,
+                ObjectKind::Secret => swarm.remove_secret(&o.id).await,
+                ObjectKind::Config => swarm.remove_config(&o.id).await,
+                ObjectKind::Volume => swarm.remove_volume(&o.id).await,
+                ObjectKind::Task | ObjectKind::Node | ObjectKind::Daemon => Ok(()),
+            };
+            (o, result)
+        }))
+        .await;
+        for (object, result) in results {
+            match result {
+                Ok(()) if object.kind == ObjectKind::Container => {
+                    report.containers_removed.push(object)
+                }
+                Ok(()) => report.removed.push(object),
+                Err(e) if e.is_not_found() => {}
+                // Still in use, or still hanging: the next round tries again.
+                Err(e) if e.is_retryable() => {}
+                Err(e) => failures.push(format!("{object}: {e}")),
+            }
         }
         let pause = pauses.next().unwrap_or(options.max_poll);
         tokio::time::sleep(pause.min(deadline - now)).await;

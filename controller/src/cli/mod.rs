@@ -1,0 +1,259 @@
+//! The `hearth` command line: the clap command tree and what each command runs.
+//!
+//! Each top-level command is one variant of [`Command`] with its own module (`stack` now;
+//! `serve`, `apply`, `get`, `run`, `slot`, `sweep`, `promote` are added as siblings). Commands
+//! write their results to the writers they are given, so tests run them without a terminal.
+
+pub mod stack;
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::swarm::{self, DockerSwarm, Swarm};
+
+/// hearth: a reconciling controller for Docker Swarm.
+#[derive(Debug, Parser)]
+#[command(name = "hearth", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log line format (logs go to stderr).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter (`RUST_LOG` syntax), e.g. `info` or `controller=debug`.
+    #[arg(long, env = "HEARTH_LOG", default_value = "warn", global = true)]
+    pub log: String,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy, remove and inspect stacks directly on Docker (in place of `docker stack`).
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
+}
+
+/// Errors of CLI commands. None is retried by the CLI; the exit code is non-zero for all.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Docker daemon could not be reached (or is not a swarm manager).
+    #[error("cannot talk to docker")]
+    DockerUnreachable(#[source] swarm::Error),
+    /// The daemon is reachable but not an active swarm manager.
+    #[error("docker is not an active swarm manager (swarm state: {0}); run `docker swarm init`")]
+    SwarmInactive(String),
+    /// The compose files could not be translated.
+    #[error("compose files rejected")]
+    ComposeRejected(#[from] crate::compose::Error),
+    /// An env file could not be read.
+    #[error("cannot read env file {path}")]
+    EnvFileUnreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An env file line is not `KEY=VALUE`.
+    #[error("{path}:{line}: {message}")]
+    EnvFileRejected {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A stack operation failed.
+    #[error(transparent)]
+    StackFailed(#[from] crate::stack::Error),
+    /// A swarm call made directly by a command failed.
+    #[error(transparent)]
+    SwarmFailed(#[from] swarm::Error),
+    /// The stack has nothing to show or remove.
+    #[error("nothing found in stack: {0}")]
+    StackNotFound(String),
+    /// `--wait` ran out of time before the stack was ready.
+    #[error("stack {namespace} not ready after {after}: {why}")]
+    NotReady {
+        /// The stack.
+        namespace: String,
+        /// How long it waited.
+        after: String,
+        /// What was not ready.
+        why: String,
+    },
+    /// Writing the output failed (closed pipe).
+    #[error("cannot write output")]
+    OutputFailed(#[from] std::io::Error),
+    /// A `KEY=VALUE` argument is malformed.
+    #[error("invalid argument: {0}")]
+    ArgumentRejected(String),
+}
+
+/// Connects to the local daemon and checks it can manage a swarm.
+///
+/// # Errors
+/// [`Error::DockerUnreachable`], [`Error::SwarmInactive`].
+pub async fn connect() -> Result<DockerSwarm, Error> {
+    let swarm = DockerSwarm::connect_local()
+        .await
+        .map_err(Error::DockerUnreachable)?;
+    let info = swarm.info().await.map_err(Error::DockerUnreachable)?;
+    if !info.is_active_manager() {
+        return Err(Error::SwarmInactive(info.local_node_state));
+    }
+    Ok(swarm)
+}
+
+/// Runs a parsed command line, writing results to `out` and notices to `err`.
+///
+/// # Errors
+/// Whatever the command reports; the binary prints it with its causes and exits non-zero.
+pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Error> {
+    match cli.command {
+        Command::Stack(command) => {
+            let swarm = connect().await?;
+            stack::run(&swarm, command, out, err).await
+        }
+    }
+}
+
+/// Formats an error with its chain of causes: `a: b: c`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // `#[error(transparent)]` repeats the source's text; print it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Writes rows as left-aligned columns separated by three spaces (like docker's tables).
+pub(crate) fn table(
+    out: &mut dyn Write,
+    header: &[&str],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut s = String::new();
+        for (i, cell) in cells.into_iter().enumerate() {
+            s.push_str(cell);
+            if i < last {
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 3;
+                s.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        s
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn stack_commands_parse_like_docker_stack() {
+        let cli = Cli::try_parse_from([
+            "hearth",
+            "stack",
+            "deploy",
+            "-c",
+            "a.yml",
+            "-c",
+            "b.yml",
+            "--env-file",
+            "x.env",
+            "web",
+        ])
+        .unwrap();
+        let Command::Stack(stack::StackCommand::Deploy(args)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.compose_files.len(), 2);
+        assert_eq!(args.name, "web");
+        let cli = Cli::try_parse_from([
+            "hearth",
+            "--log-format",
+            "json",
+            "stack",
+            "rm",
+            "--force",
+            "a",
+            "b",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let Command::Stack(stack::StackCommand::Rm(args)) = cli.command else {
+            panic!()
+        };
+        assert!(args.force);
+        assert_eq!(args.names, ["a", "b"]);
+        assert!(Cli::try_parse_from(["hearth", "stack", "deploy", "web"]).is_err());
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let mut out = Vec::new();
+        table(
+            &mut out,
+            &["NAME", "SERVICES"],
+            &[
+                vec!["a".into(), "2".into()],
+                vec!["longer".into(), "10".into()],
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "NAME     SERVICES\na        2\nlonger   10\n"
+        );
+    }
+
+    #[test]
+    fn error_chains_show_every_cause_once() {
+        let e = Error::EnvFileUnreadable {
+            path: "x.env".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        };
+        assert_eq!(error_chain(&e), "cannot read env file x.env: no such file");
+    }
+}
