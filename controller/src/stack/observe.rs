@@ -234,8 +234,11 @@ pub struct StackStatus {
 /// Judges readiness from an observation made with [`Depth::WithTasks`].
 ///
 /// A service is ready when every task whose desired state is `running` is running with a
-/// container that is healthy (or has no healthcheck), and there are at least as many such
-/// tasks as replicas (a global service: at least one).
+/// container that is healthy (or has no healthcheck) and runs the service's current spec (its
+/// `hearth.spec-hash` label matches the service's, for services hearth deployed), and there
+/// are at least as many such tasks as replicas (a global service: at least one). During a
+/// start-first update the old tasks keep running, so the service is not ready until the new
+/// ones have replaced them.
 ///
 /// # Caveats
 /// Health lives on containers, and containers are listed on the node hearth talks to: on a
@@ -257,6 +260,7 @@ fn service_status(service: &Service, observed: &Observed) -> ServiceStatus {
         .iter()
         .filter(|t| t.service_id == service.meta.id && t.desired_state == TaskState::Running)
         .collect();
+    let spec_hash = service.meta.labels.get(keys::SPEC_HASH);
     let mut ready_tasks = 0;
     let mut problems = Vec::new();
     for t in &wanted {
@@ -271,6 +275,11 @@ fn service_status(service: &Service, observed: &Observed) -> ServiceStatus {
         } else {
             match (container, health) {
                 (None, _) => Some("container not visible on this node".to_string()),
+                (Some(c), _)
+                    if spec_hash.is_some() && c.labels.get(keys::SPEC_HASH) != spec_hash =>
+                {
+                    Some("runs an older spec of the service".to_string())
+                }
                 (Some(_), None | Some(Health::Healthy)) => None,
                 (Some(_), Some(Health::Starting)) => Some("health: starting".to_string()),
                 (Some(_), Some(Health::Unhealthy)) => Some("health: unhealthy".to_string()),
@@ -339,6 +348,45 @@ mod tests {
         let st = status(&observe(&swarm, "s", Depth::WithTasks).await.unwrap());
         assert!(st.ready, "{st:?}");
         assert_eq!(st.services[0].ready_tasks, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_update_only_tasks_of_the_new_spec_count() {
+        let swarm = SimSwarm::new(SimConfig::default());
+        let owner = Owner::operator("s");
+        apply(
+            &swarm,
+            &sample_stack("s", "img:1", "pw"),
+            &owner,
+            &ApplyOptions::default(),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let before = observe(&swarm, "s", Depth::WithTasks).await.unwrap();
+        assert!(status(&before).ready);
+        apply(
+            &swarm,
+            &sample_stack("s", "img:2", "pw"),
+            &owner,
+            &ApplyOptions::default(),
+        )
+        .await
+        .unwrap();
+        // A view where the old task is still wanted (as in a start-first update) is not ready:
+        // its container carries the previous spec hash.
+        let mut mixed = observe(&swarm, "s", Depth::Objects).await.unwrap();
+        mixed.tasks = before.tasks.clone();
+        mixed.containers = before.containers.clone();
+        let st = status(&mixed);
+        assert!(!st.ready);
+        assert_eq!(
+            st.services[0].problems[0].message,
+            "runs an older spec of the service"
+        );
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let st = status(&observe(&swarm, "s", Depth::WithTasks).await.unwrap());
+        assert!(st.ready, "{st:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -192,7 +192,7 @@ fn spec_hash(labels: &Option<Map>) -> Option<&str> {
 }
 
 /// The stack exactly as hearth sends it: namespace, owner and `hearth.spec-hash` labels on every
-/// object; secrets and configs renamed `<name>-<hash10>` after their content, with the services'
+/// object (and on each service's container spec); secrets and configs renamed `<name>-<hash10>` after their content, with the services'
 /// references rewritten; the stack's volumes' labels also on the mounts that create them (so a
 /// task that creates the volume on another node labels it the same way).
 ///
@@ -330,8 +330,9 @@ pub fn render(desired: &StackSpec, owner: &Owner) -> Result<StackSpec> {
             .as_mut()
             .and_then(|t| t.container_spec.as_mut())
         {
-            let labels = cs.labels.get_or_insert_with(Map::new);
-            owner.stamp(labels);
+            // The hash on the container tells which spec a task runs (readiness after an
+            // update counts only tasks of the current spec).
+            finish_labels(&mut cs.labels, owner, &h);
             for m in stack_mounts(&mut cs.mounts, &volume_labels) {
                 if let Some((_, full)) = volume_labels.get(m.source.as_deref().unwrap_or("")) {
                     m.volume_options.get_or_insert_with(Default::default).labels =
@@ -714,6 +715,10 @@ pub(crate) mod tests {
             assert_eq!(
                 cs.labels.as_ref().unwrap().get(keys::MANAGED_BY).unwrap(),
                 "hearth"
+            );
+            assert_eq!(
+                cs.labels.as_ref().unwrap().get(keys::SPEC_HASH),
+                s.labels.as_ref().unwrap().get(keys::SPEC_HASH)
             );
             // The mount creates the volume with the volume's own labels.
             let mount = &cs.mounts.as_ref().unwrap()[0];
