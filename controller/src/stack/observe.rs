@@ -444,5 +444,12 @@ mod tests {
         assert_eq!((one.networks.len(), one.volumes.len()), (1, 1));
         assert_eq!((one.secrets.len(), one.configs.len()), (1, 1));
         assert!(status(one).ready);
+        // A resync plans from the grouped observation alone: nothing to do, no further call.
+        for (ns, observed) in &all {
+            let plan =
+                crate::stack::plan(&sample_stack(ns, "img:1", "pw"), &owner, observed).unwrap();
+            assert!(plan.is_empty(), "{ns}: {:?}", plan.actions);
+        }
+        assert_eq!(swarm.call_count(), 7);
     }
 }
