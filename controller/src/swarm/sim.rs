@@ -17,7 +17,8 @@
 //! - A volume is in use while any container that mounts it exists; a network while a service
 //!   or container uses it; a secret or config while a service refers to it.
 //! - Faults: [`SimSwarm::fail_next`], [`SimSwarm::fail_fraction`], [`SimSwarm::set_latency`],
-//!   [`SimSwarm::hang_removals`]; [`SimSwarm::restart_daemon`] ends every events stream.
+//!   [`SimSwarm::hang_removals`] (a kind), [`SimSwarm::hang_removal_of`] (one object);
+//!   [`SimSwarm::restart_daemon`] ends every events stream.
 //! - Every call is logged ([`SimSwarm::calls`]) before faults apply.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -159,6 +160,7 @@ struct State {
     fail_fraction: f64,
     latency: Duration,
     hang: BTreeSet<ObjectKind>,
+    hang_objects: BTreeSet<String>,
     unhealthy_images: BTreeSet<String>,
 }
 
@@ -190,6 +192,7 @@ impl SimSwarm {
             fail_fraction: 0.0,
             latency: Duration::ZERO,
             hang: BTreeSet::new(),
+            hang_objects: BTreeSet::new(),
             unhealthy_images: BTreeSet::new(),
         };
         let shared = Arc::new(Shared {
@@ -231,6 +234,18 @@ impl SimSwarm {
             st.hang.insert(kind);
         } else {
             st.hang.remove(&kind);
+        }
+    }
+
+    /// Removals of the one object with this ID or name never answer (until the call deadline
+    /// fires); `false` undoes it.
+    pub fn hang_removal_of(&self, id_or_name: impl Into<String>, hang: bool) {
+        let mut st = self.lock();
+        let key = id_or_name.into();
+        if hang {
+            st.hang_objects.insert(key);
+        } else {
+            st.hang_objects.remove(&key);
         }
     }
 
@@ -280,6 +295,16 @@ impl SimSwarm {
         call: Call,
         act: impl FnOnce(&mut State, &SimConfig) -> Result<T> + Send + 'a,
     ) -> SwarmFuture<'a, T> {
+        self.op_on(call, None, act)
+    }
+
+    /// [`SimSwarm::op`] for a call addressing one object (`target`: its ID or name).
+    fn op_on<'a, T: Send + 'a>(
+        &'a self,
+        call: Call,
+        target: Option<&'a str>,
+        act: impl FnOnce(&mut State, &SimConfig) -> Result<T> + Send + 'a,
+    ) -> SwarmFuture<'a, T> {
         let timeout = self.shared.config.call_timeout;
         with_deadline(call, timeout, async move {
             let (latency, fault, hang) = {
@@ -287,7 +312,13 @@ impl SimSwarm {
                 let at = st.epoch.elapsed();
                 st.log.push(LoggedCall { call, at });
                 let fault = st.take_fault(call);
-                let hang = call.verb == Verb::Remove && st.hang.contains(&call.kind);
+                let hang = call.verb == Verb::Remove
+                    && (st.hang.contains(&call.kind)
+                        || target.is_some_and(|t| {
+                            st.identities(call.kind, t)
+                                .iter()
+                                .any(|i| st.hang_objects.contains(i))
+                        }));
                 (st.latency, fault, hang)
             };
             if !latency.is_zero() {
@@ -672,6 +703,31 @@ impl State {
                 }
             }
         }
+    }
+
+    /// The ID and name of the object of `kind` addressed as `target` (just `target` if absent).
+    fn identities(&self, kind: ObjectKind, target: &str) -> Vec<String> {
+        let mut out = vec![target.to_string()];
+        let found = match kind {
+            ObjectKind::Service => self
+                .services
+                .values()
+                .find(|s| s.meta.id == target || s.meta.name == target)
+                .map(|s| s.meta.clone()),
+            ObjectKind::Network => find_key(&self.networks, target)
+                .and_then(|k| self.networks.get(&k).map(|o| o.meta.clone())),
+            ObjectKind::Volume => self.volumes.get(target).map(|o| o.meta.clone()),
+            ObjectKind::Secret => find_key(&self.secrets, target)
+                .and_then(|k| self.secrets.get(&k).map(|o| o.meta.clone())),
+            ObjectKind::Config => find_key(&self.configs, target)
+                .and_then(|k| self.configs.get(&k).map(|o| o.meta.clone())),
+            _ => None,
+        };
+        if let Some(meta) = found {
+            out.push(meta.id);
+            out.push(meta.name);
+        }
+        out
     }
 
     fn network_key(&self, target: &str) -> String {
@@ -1083,7 +1139,7 @@ impl Swarm for SimSwarm {
 
     fn remove_service<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Service);
-        self.op(call, move |st, cfg| {
+        self.op_on(call, Some(id), move |st, cfg| {
             let key = st
                 .services
                 .iter()
@@ -1130,7 +1186,7 @@ impl Swarm for SimSwarm {
 
     fn remove_network<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Network);
-        self.op(call, move |st, _| {
+        self.op_on(call, Some(id), move |st, _| {
             let key = find_key(&st.networks, id).ok_or_else(|| not_found(call, id))?;
             let name = st
                 .networks
@@ -1177,7 +1233,7 @@ impl Swarm for SimSwarm {
 
     fn remove_volume<'a>(&'a self, name: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Volume);
-        self.op(call, move |st, _| {
+        self.op_on(call, Some(name), move |st, _| {
             if !st.volumes.contains_key(name) {
                 return Err(not_found(call, name));
             }
@@ -1231,7 +1287,7 @@ impl Swarm for SimSwarm {
 
     fn remove_secret<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Secret);
-        self.op(call, move |st, _| {
+        self.op_on(call, Some(id), move |st, _| {
             let key = find_key(&st.secrets, id).ok_or_else(|| not_found(call, id))?;
             let name = st
                 .secrets
@@ -1290,7 +1346,7 @@ impl Swarm for SimSwarm {
 
     fn remove_config<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Config);
-        self.op(call, move |st, _| {
+        self.op_on(call, Some(id), move |st, _| {
             let key = find_key(&st.configs, id).ok_or_else(|| not_found(call, id))?;
             let name = st
                 .configs
@@ -1320,7 +1376,7 @@ impl Swarm for SimSwarm {
 
     fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Container);
-        self.op(call, move |st, cfg| {
+        self.op_on(call, Some(id), move |st, cfg| {
             let key = st
                 .containers
                 .iter()
@@ -1543,6 +1599,30 @@ mod tests {
         assert_eq!(swarm.elapsed() - before, Duration::from_secs(5));
         swarm.hang_removals(ObjectKind::Network, false);
         swarm.remove_network(&id).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_removal_can_hang_for_one_named_object_only() {
+        let swarm = SimSwarm::new(SimConfig {
+            call_timeout: Duration::from_secs(5),
+            ..SimConfig::default()
+        });
+        for name in ["stuck", "fine"] {
+            swarm
+                .create_volume(&spec::VolumeSpec {
+                    name: name.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        swarm.hang_removal_of("stuck", true);
+        swarm.remove_volume("fine").await.unwrap();
+        let err = swarm.remove_volume("stuck").await.unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        let left = swarm.list_volumes(&LabelFilter::all()).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].name, "stuck");
     }
 
     #[tokio::test(start_paused = true)]
