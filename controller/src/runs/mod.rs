@@ -37,6 +37,8 @@ pub use decide::{parse_tier, phase_after_teardown, teardown_order, Started};
 
 /// History reason: leftovers under a deterministic name were swept before deploying.
 pub const COLLISION_SWEPT: &str = "CollisionSwept";
+/// History reason: a terminal run was replaced by a new start under the same run id.
+pub const RUN_REPLACED: &str = "RunReplaced";
 
 /// Errors of run operations.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,15 @@ pub enum Error {
     /// No run of that name is recorded. Not retryable.
     #[error("run {0} was not found")]
     RunNotFound(String),
+    /// A start reused the id of a run that is not over yet. Retryable once the earlier run
+    /// is finished or swept.
+    #[error("run {run} is still {phase:?}; finish it or wait for the sweeper")]
+    RunStillActive {
+        /// The run.
+        run: String,
+        /// Its phase.
+        phase: RunPhase,
+    },
     /// The run is already terminal. Not retryable.
     #[error("run {run} is already {phase:?}")]
     RunAlreadyOver {
@@ -224,7 +235,7 @@ impl Runs {
     /// # Errors
     /// [`Error::StackFailed`] when the leftovers cannot be removed (nothing is deployed then).
     pub async fn clear_leftovers(&self, namespace: &str, run: &str) -> Result<usize> {
-        let observed = stack::observe(self.swarm.as_ref(), namespace, Depth::Objects).await?;
+        let observed = self.observe(namespace).await?;
         if observed.is_empty() {
             return Ok(0);
         }
@@ -307,7 +318,7 @@ impl Runs {
         run.status.stack_name = Some(stack.to_string());
         run.status.domain = Some(names::domain(&stack, &self.config.base_domain));
         run.status.last_heartbeat_ms = Some(self.clock.now_ms());
-        self.store.create(&run).await?;
+        self.record(&run).await?;
         match self.bring_up(&name).await {
             Ok(run) => Ok(Started::from_run(&run)),
             Err(e) => {
@@ -319,6 +330,57 @@ impl Runs {
                     tracing::warn!(run = name, error = %t, "teardown after a failed start failed");
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// Records a new run. A terminal run of the same name (a retried CI job reusing its
+    /// nonce) is replaced, and the replacement recorded; a live one is an error.
+    async fn record(&self, run: &Run) -> Result<()> {
+        let name = run.metadata.name.as_str();
+        match self.store.create(run).await {
+            Ok(_) => return Ok(()),
+            Err(state::Error::ObjectAlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let old = self.get(name)?;
+        if !old.status.phase.is_terminal() {
+            return Err(Error::RunStillActive {
+                run: name.into(),
+                phase: old.status.phase,
+            });
+        }
+        self.store
+            .delete::<Run>(name, Some(old.metadata.resource_version))
+            .await?;
+        self.store
+            .append_history(
+                NewEntry::new(
+                    RUN_REPLACED,
+                    format!(
+                        "run {name} ({:?}) replaced by a new start",
+                        old.status.phase
+                    ),
+                )
+                .subject(ObjectRef::new(Kind::Run, name)),
+            )
+            .await?;
+        self.store.create(run).await?;
+        Ok(())
+    }
+
+    /// Lists a stack's objects, retrying retryable failures for up to 30 s.
+    async fn observe(&self, namespace: &str) -> Result<stack::Observed> {
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match stack::observe(self.swarm.as_ref(), namespace, Depth::Objects).await {
+                Ok(o) => return Ok(o),
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() + pause < until => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     }

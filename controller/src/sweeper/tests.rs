@@ -1,1 +1,551 @@
+//! Sweeper and runs against the simulated swarm, in virtual time.
+#![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crd::names::BaseDomain;
+use crd::{
+    DepProvider, DepProviderSpec, Owner, Resource, Run, RunPhase, SlotPool, SlotPoolSpec,
+    TierOutcome, TierResult,
+};
+use rand::{Rng, SeedableRng};
+use state::history::Query;
+use state::{Clock, Store};
+
+use super::*;
+use crate::catalogue::DirCatalogue;
+use crate::liveness::{Checker, Liveness};
+use crate::runs::{self, Runs, StartRequest};
+use crate::swarm::sim::{SimConfig, SimSwarm};
+use crate::swarm::{spec, LabelFilter, Swarm};
+
+/// The simulated swarm's wall clock (its fixed origin plus virtual time), so creation times,
+/// store timestamps and lease expiry agree.
+#[derive(Debug)]
+struct SimClock(tokio::time::Instant);
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        1_800_000_000_000 + u64::try_from(self.0.elapsed().as_millis()).unwrap()
+    }
+}
+
+/// Owners are alive until the test kills them (their PIDs are made up).
+#[derive(Debug, Default)]
+struct Scripted {
+    dead: Mutex<BTreeSet<u32>>,
+}
+
+impl Scripted {
+    fn kill(&self, pid: u32) {
+        self.dead.lock().unwrap().insert(pid);
+    }
+}
+
+impl Checker for Scripted {
+    fn check(&self, owner: &Owner) -> Liveness {
+        if self.dead.lock().unwrap().contains(&owner.pid) {
+            Liveness::Dead
+        } else {
+            Liveness::Alive
+        }
+    }
+}
+
+fn owner(pid: u32) -> Owner {
+    Owner {
+        pid,
+        process_start_time: 7,
+        host: "ci-host".into(),
+        boot_id: "boot-1".into(),
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A catalogue with `app` (service, volume, network, secret, config) and `db` (service,
+/// volume).
+fn catalogue(dir: &Path) -> Arc<DirCatalogue> {
+    write(
+        &dir.join("app/recipe.yml"),
+        "composeFiles: [compose.yml]\nversions: [1.0.0]\n",
+    );
+    write(&dir.join("app/pw.txt"), "secret\n");
+    write(&dir.join("app/conf.txt"), "conf\n");
+    write(
+        &dir.join("app/compose.yml"),
+        r#"version: "3.8"
+services:
+  web:
+    image: hearth-fixture/webapp:${VERSION}
+    command: ["/bin/serve"]
+    volumes: [data:/data]
+    networks: [net]
+    secrets: [pw]
+    configs: [conf]
+    stop_grace_period: 1s
+    deploy: { endpoint_mode: dnsrr }
+volumes: { data: {} }
+networks: { net: {} }
+secrets: { pw: { file: ./pw.txt } }
+configs: { conf: { file: ./conf.txt } }
+"#,
+    );
+    write(
+        &dir.join("db/recipe.yml"),
+        "composeFiles: [compose.yml]\nversions: [1.0.0]\n",
+    );
+    write(
+        &dir.join("db/compose.yml"),
+        r#"version: "3.8"
+services:
+  db:
+    image: hearth-fixture/webapp:${VERSION}
+    command: ["/bin/serve"]
+    volumes: [data:/data]
+    stop_grace_period: 1s
+    deploy: { endpoint_mode: dnsrr }
+volumes: { data: {} }
+"#,
+    );
+    Arc::new(DirCatalogue::open(dir).unwrap())
+}
+
+struct Bed {
+    sim: SimSwarm,
+    store: Store,
+    checker: Arc<Scripted>,
+    runs: Runs,
+    sweeper: Sweeper,
+    _dir: tempfile::TempDir,
+}
+
+async fn bed(slots: u32) -> Bed {
+    let sim = SimSwarm::new(SimConfig::default());
+    let clock: Arc<dyn Clock> = Arc::new(SimClock(tokio::time::Instant::now()));
+    let store = Store::with_engine(
+        Arc::new(state::MemoryEngine::new()),
+        state::Config {
+            clock: clock.clone(),
+            ..state::Config::default()
+        },
+    )
+    .await
+    .unwrap();
+    store
+        .create(&SlotPool::new(
+            "ci",
+            SlotPoolSpec {
+                slots,
+                port_base: 20000,
+                ports_per_slot: 10,
+                wait_timeout: Duration::from_secs(3600),
+            },
+        ))
+        .await
+        .unwrap();
+    store
+        .create(&DepProvider::new(
+            "db",
+            DepProviderSpec::PerRun {
+                recipe: "db".into(),
+                version: "1.0.0".into(),
+                env: Default::default(),
+            },
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let checker = Arc::new(Scripted::default());
+    let swarm: Arc<dyn Swarm> = Arc::new(sim.clone());
+    let runs = Runs::new(
+        store.clone(),
+        swarm.clone(),
+        Some(catalogue(dir.path())),
+        clock.clone(),
+        runs::Config::new(BaseDomain::parse("ci.test").unwrap()),
+    );
+    let sweeper = Sweeper::new(
+        swarm,
+        store.clone(),
+        checker.clone(),
+        clock,
+        Config::default(),
+    );
+    Bed {
+        sim,
+        store,
+        checker,
+        runs,
+        sweeper,
+        _dir: dir,
+    }
+}
+
+fn request(pid: u32, nonce: &str) -> StartRequest {
+    StartRequest {
+        recipe: "app".into(),
+        version: "1.0.0".into(),
+        git_ref: Some("abc123".into()),
+        deps: vec!["db".into()],
+        pool: Some("ci".into()),
+        ttl: None,
+        owner: owner(pid),
+        deploy: true,
+        required_tiers: vec!["install".into()],
+        nonce: nonce.as_bytes().to_vec(),
+    }
+}
+
+/// Every object in the simulated swarm, by kind and name.
+async fn everything(sim: &SimSwarm) -> Vec<String> {
+    try_everything(sim).await.unwrap()
+}
+
+/// [`everything`], or the first list call's error.
+async fn try_everything(sim: &SimSwarm) -> crate::swarm::Result<Vec<String>> {
+    let all = LabelFilter::all();
+    let mut out = Vec::new();
+    out.extend(
+        sim.list_services(&all)
+            .await?
+            .into_iter()
+            .map(|s| format!("service/{}", s.meta.name)),
+    );
+    out.extend(
+        sim.list_networks(&all)
+            .await?
+            .into_iter()
+            .map(|n| format!("network/{}", n.name)),
+    );
+    out.extend(
+        sim.list_volumes(&all)
+            .await?
+            .into_iter()
+            .map(|v| format!("volume/{}", v.name)),
+    );
+    out.extend(
+        sim.list_secrets(&all)
+            .await?
+            .into_iter()
+            .map(|s| format!("secret/{}", s.meta.name)),
+    );
+    out.extend(
+        sim.list_configs(&all)
+            .await?
+            .into_iter()
+            .map(|c| format!("config/{}", c.meta.name)),
+    );
+    out.extend(
+        sim.list_containers(&all)
+            .await?
+            .into_iter()
+            .map(|c| format!("container/{}", c.name)),
+    );
+    Ok(out)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_run_tears_down_its_stack_and_per_run_dep_and_releases_its_slot() {
+    let bed = bed(2).await;
+    let started = bed.runs.start(&request(100, "job-1")).await.unwrap();
+    assert_eq!(started.stack, format!("hr-{}", started.run));
+    assert_eq!(started.slot.as_ref().unwrap().port_base, 20000);
+    assert_eq!(started.deps.len(), 1);
+    assert!(started.deps[0].stack_name.starts_with("hd-db-") && started.deps[0].ready);
+    let objects = everything(&bed.sim).await;
+    assert!(
+        objects.iter().any(|o| o.starts_with("service/hr-")),
+        "{objects:?}"
+    );
+    assert!(
+        objects.iter().any(|o| o.starts_with("secret/hr-")),
+        "{objects:?}"
+    );
+    assert!(
+        objects.iter().any(|o| o.starts_with("volume/hd-db-")),
+        "{objects:?}"
+    );
+    bed.runs
+        .report(
+            &started.run,
+            &[TierResult {
+                name: "install".into(),
+                result: TierOutcome::Pass,
+                required: false,
+                reason: None,
+            }],
+        )
+        .await
+        .unwrap();
+    let run = bed.runs.finish(&started.run).await.unwrap();
+    assert_eq!(run.status.phase, RunPhase::Succeeded, "{:?}", run.status);
+    assert!(run.status.verdict.unwrap().green);
+    assert_eq!(everything(&bed.sim).await, Vec::<String>::new());
+    let pool: SlotPool = bed.store.get("ci").unwrap();
+    assert!(pool.status.leases.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_owners_run_is_swept_closed_as_orphaned_and_its_slot_freed_while_a_foreign_stack_stays(
+) {
+    let bed = bed(1).await;
+    // A foreign stack: deployed without hearth's labels, under a name hearth never assigned.
+    let foreign: spec::ServiceSpec = serde_json::from_value(serde_json::json!({
+        "Name": "foreign_web",
+        "Labels": {"com.docker.stack.namespace": "foreign"},
+        "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Command": ["sleep", "1000"]}}
+    }))
+    .unwrap();
+    bed.sim.create_service(&foreign).await.unwrap();
+    let started = bed.runs.start(&request(200, "job-2")).await.unwrap();
+    // A second run waits for the only slot.
+    let waiting = {
+        let runs = bed.runs.clone();
+        tokio::spawn(async move { runs.start(&request(201, "job-3")).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished());
+    let plan = bed.sweeper.plan().await.unwrap();
+    assert!(plan.remove.is_empty() && plan.close.is_empty(), "{plan:?}");
+    bed.checker.kill(200);
+    let dry = bed.sweeper.plan().await.unwrap();
+    assert_eq!(dry.close.len(), 1);
+    assert!(dry.remove.len() >= 6, "{dry:?}");
+    assert!(dry.remove.iter().all(|a| a.run == started.run));
+    let report = bed.sweeper.sweep().await.unwrap();
+    assert!(report.remained.is_empty(), "{report:?}");
+    assert_eq!(report.closed, std::slice::from_ref(&started.run));
+    let run: Run = bed.store.get(&started.run).unwrap();
+    assert_eq!(run.status.phase, RunPhase::Orphaned);
+    let next = waiting.await.unwrap().unwrap();
+    assert_eq!(next.slot.unwrap().index, 0);
+    let left = everything(&bed.sim).await;
+    assert!(
+        left.contains(&"service/foreign_web".to_string()),
+        "{left:?}"
+    );
+    assert!(!left.iter().any(|o| o.contains(&started.run)), "{left:?}");
+    let history = bed
+        .store
+        .history(
+            &Query::newest(10).about(state::history::ObjectRef::new(crd::Kind::Run, &started.run)),
+        )
+        .unwrap();
+    let swept = history.iter().find(|e| e.reason == "Swept").unwrap();
+    assert!(swept.details["removed"].as_array().unwrap().len() >= 6);
+    assert_eq!(swept.details["remained"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reusing_a_deterministic_dep_name_after_a_leaked_run_sweeps_the_leftovers_first() {
+    let bed = bed(2).await;
+    let first = bed.runs.start(&request(300, "job-4")).await.unwrap();
+    let dep_stack = first.deps[0].stack_name.clone();
+    let old_ids: BTreeSet<String> = bed
+        .sim
+        .list_services(&LabelFilter::all())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.meta.id)
+        .collect();
+    // The earlier attempt leaked: its record is lost (as after a crash before it was
+    // written), so nothing but the deterministic names ties hearth to its objects.
+    let run: Run = bed.store.get(&first.run).unwrap();
+    bed.store
+        .delete::<Run>(&first.run, Some(run.meta().resource_version))
+        .await
+        .unwrap();
+    let mut pool: SlotPool = bed.store.get("ci").unwrap();
+    pool.status.leases.clear();
+    bed.store.update_status(&pool).await.unwrap();
+    // The retried CI job reuses its nonce: same run id, same dep stack name.
+    let second = bed.runs.start(&request(301, "job-4")).await.unwrap();
+    assert_eq!(second.run, first.run);
+    assert_eq!(second.deps[0].stack_name, dep_stack);
+    let history = bed
+        .store
+        .history(&Query::newest(50).reason(runs::COLLISION_SWEPT))
+        .unwrap();
+    let namespaces: BTreeSet<&str> = history
+        .iter()
+        .map(|e| e.details["namespace"].as_str().unwrap())
+        .collect();
+    assert!(namespaces.contains(dep_stack.as_str()), "{history:?}");
+    assert!(namespaces.contains(second.stack.as_str()), "{history:?}");
+    let new_ids: BTreeSet<String> = bed
+        .sim
+        .list_services(&LabelFilter::all())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.meta.id)
+        .collect();
+    assert_eq!(new_ids.len(), 2);
+    assert!(
+        new_ids.is_disjoint(&old_ids),
+        "the leftovers were replaced, not reused"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_runs_id_can_be_reused_but_a_live_one_cannot() {
+    let bed = bed(2).await;
+    let first = bed.runs.start(&request(400, "job-5")).await.unwrap();
+    let err = bed.runs.start(&request(401, "job-5")).await.unwrap_err();
+    assert!(matches!(err, runs::Error::RunStillActive { .. }), "{err}");
+    bed.runs.finish(&first.run).await.unwrap();
+    let again = bed.runs.start(&request(401, "job-5")).await.unwrap();
+    assert_eq!(again.run, first.run);
+    let history = bed
+        .store
+        .history(&Query::newest(50).reason(runs::RUN_REPLACED))
+        .unwrap();
+    assert_eq!(history.len(), 1);
+}
+
+/// 1,000 runs through 8 slots with 10 % of swarm calls failing: a third of the owners die
+/// (some while others wait for their slot), the rest report and finish. The sweeper runs
+/// concurrently. At the end: nothing is left in the swarm, no slot was ever over-granted,
+/// every run is terminal.
+#[tokio::test(start_paused = true)]
+async fn a_thousand_runs_with_random_owner_deaths_and_api_failures_leak_nothing() {
+    const RUNS: u32 = 1000;
+    const SLOTS: u32 = 8;
+    let bed = Arc::new(bed(SLOTS).await);
+    bed.sim.fail_fraction(0.10);
+    // Check every pool version written.
+    let watcher = {
+        let store = bed.store.clone();
+        let mut feed = store.subscribe();
+        tokio::spawn(async move {
+            let mut checked = 0u64;
+            while let Ok(change) = feed.recv().await {
+                if change.kind == crd::Kind::SlotPool {
+                    let pool: SlotPool = store.get("ci").unwrap();
+                    let slots: BTreeSet<u32> = pool.status.leases.iter().map(|l| l.slot).collect();
+                    assert!(
+                        pool.status.leases.len() <= SLOTS as usize,
+                        "over-granted: {pool:?}"
+                    );
+                    assert_eq!(slots.len(), pool.status.leases.len(), "a slot leased twice");
+                    assert!(slots.iter().all(|s| *s < SLOTS));
+                    checked += 1;
+                }
+            }
+            checked
+        })
+    };
+    let sweeping = tokio_util::sync::CancellationToken::new();
+    let sweeper = tokio::spawn(sweep_loop(
+        bed.sweeper.clone(),
+        Duration::from_secs(2),
+        sweeping.clone(),
+    ));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut jobs = tokio::task::JoinSet::new();
+    let mut start_failures = 0;
+    for i in 0..RUNS {
+        let pid = 10_000 + i;
+        let dies = rng.random_bool(0.33);
+        let pass = rng.random_bool(0.7);
+        let hold = Duration::from_millis(rng.random_range(0..5_000));
+        let bed = bed.clone();
+        jobs.spawn(async move {
+            let started = match bed.runs.start(&request(pid, &format!("job-{i}"))).await {
+                Ok(s) => s,
+                // A start that fails ends its run Failed after tearing down what it deployed.
+                Err(_) => return false,
+            };
+            tokio::time::sleep(hold).await;
+            if dies {
+                bed.checker.kill(pid);
+                return true;
+            }
+            let outcome = if pass {
+                TierOutcome::Pass
+            } else {
+                TierOutcome::Fail
+            };
+            let tier = TierResult {
+                name: "install".into(),
+                result: outcome,
+                required: true,
+                reason: None,
+            };
+            // The owner may report and finish; calls fail only on store errors.
+            bed.runs.report(&started.run, &[tier]).await.unwrap();
+            bed.runs.finish(&started.run).await.unwrap();
+            true
+        });
+        // Keep a bounded number of CI jobs in flight (more than slots: some wait).
+        while jobs.len() >= 2 * SLOTS as usize {
+            if !jobs.join_next().await.unwrap().unwrap() {
+                start_failures += 1;
+            }
+        }
+    }
+    while let Some(j) = jobs.join_next().await {
+        if !j.unwrap() {
+            start_failures += 1;
+        }
+    }
+    // Let teardown retries and the sweeper finish their work, then stop failing.
+    for _ in 0..30 {
+        bed.runs.retry_teardowns().await.ok();
+        let runs = bed.store.list::<Run>().unwrap().items;
+        if runs.iter().all(|r| r.status.phase.is_terminal())
+            && try_everything(&bed.sim).await.is_ok_and(|l| l.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    sweeping.cancel();
+    sweeper.await.unwrap();
+    bed.sim.fail_fraction(0.0);
+    let runs = bed.store.list::<Run>().unwrap().items;
+    assert_eq!(runs.len(), RUNS as usize);
+    let not_terminal: Vec<_> = runs
+        .iter()
+        .filter(|r| !r.status.phase.is_terminal())
+        .map(|r| {
+            (
+                r.metadata.name.clone(),
+                r.status.phase,
+                r.status.last_error.clone(),
+            )
+        })
+        .collect();
+    assert!(not_terminal.is_empty(), "{not_terminal:?}");
+    let left = everything(&bed.sim).await;
+    assert!(left.is_empty(), "leaked: {left:?}");
+    let pool: SlotPool = bed.store.get("ci").unwrap();
+    assert!(pool.status.leases.is_empty(), "{pool:?}");
+    let phases: std::collections::BTreeMap<String, usize> =
+        runs.iter().fold(Default::default(), |mut m, r| {
+            *m.entry(format!("{:?}", r.status.phase)).or_default() += 1;
+            m
+        });
+    eprintln!(
+        "phases: {phases:?}; starts failed: {start_failures}; sim calls: {}",
+        bed.sim.call_count()
+    );
+    assert!(
+        phases.get("Orphaned").copied().unwrap_or(0) > 200,
+        "{phases:?}"
+    );
+    assert!(
+        phases.get("Succeeded").copied().unwrap_or(0) > 200,
+        "{phases:?}"
+    );
+    drop(bed);
+    watcher.abort();
+}
