@@ -8,7 +8,12 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(cli.log_format, &cli.log) {
+    // `serve` narrates its startup at info: the global default (`warn`) is raised for it.
+    let filter = match (&cli.command, cli.log.as_str()) {
+        (cli::Command::Serve(_), "warn") => "info",
+        (_, f) => f,
+    };
+    if let Err(e) = init_logging(cli.log_format, filter) {
         eprintln!("hearth: {e}");
         return ExitCode::from(2);
     }

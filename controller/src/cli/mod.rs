@@ -42,6 +42,13 @@ pub enum Command {
     /// Deploy, remove and inspect stacks directly on Docker (in place of `docker stack`).
     #[command(subcommand)]
     Stack(stack::StackCommand),
+    /// Run the daemon: keep the warm apps of the state file deployed, healthy and current.
+    Serve(crate::serve::cli::ServeArgs),
+    /// Validate a state file and apply it (through the running daemon, else to the store).
+    Apply(crate::serve::cli::ApplyArgs),
+    /// Show resources (asks the running daemon).
+    #[command(subcommand)]
+    Get(crate::serve::cli::GetCommand),
 }
 
 /// Errors of CLI commands. None is retried by the CLI; the exit code is non-zero for all.
@@ -97,6 +104,9 @@ pub enum Error {
     /// Writing the output failed (closed pipe).
     #[error("cannot write output")]
     OutputFailed(#[from] std::io::Error),
+    /// `serve`, `apply` or `get` failed.
+    #[error(transparent)]
+    DaemonFailed(#[from] crate::serve::cli::Error),
     /// A `KEY=VALUE` argument is malformed.
     #[error("invalid argument: {0}")]
     ArgumentRejected(String),
@@ -127,6 +137,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             let swarm = connect().await?;
             stack::run(&swarm, command, out, err).await
         }
+        Command::Serve(args) => Ok(crate::serve::cli::serve(&args).await?),
+        Command::Apply(args) => Ok(crate::serve::cli::apply(&args, out).await?),
+        Command::Get(command) => Ok(crate::serve::cli::get(&command, out).await?),
     }
 }
 

@@ -1,0 +1,457 @@
+//! `hearth serve`, `hearth apply -f FILE` and `hearth get warmapps`: arguments and what they run.
+//!
+//! `serve` holds the store (sled: one process per data directory), so `get` and `apply` ask
+//! the running daemon over its local endpoint (`--server`, default `127.0.0.1:7433`). When no
+//! daemon answers, `apply` opens the data directory itself and applies there (the daemon
+//! picks the change up when it starts); `get` then reads the store directly too.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use crd::names::BaseDomain;
+use crd::WarmApp;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+
+use super::{default_data_dir, Options, DEFAULT_BASE_DOMAIN, DEFAULT_LISTEN};
+use crate::statefile;
+use crate::swarm::Labels;
+
+/// `hearth serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The operator state file to load at start and follow (its directory is watched).
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Delete resources removed from the state file (their stacks are torn down).
+    #[arg(long)]
+    pub prune: bool,
+    /// Data directory (default: $HEARTH_DATA_DIR, $XDG_DATA_HOME/hearth, /var/lib/hearth
+    /// for root, else ~/.local/share/hearth).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Recipe catalogue directory.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "HEARTH_CATALOGUE",
+        default_value = "/etc/hearth/catalogue"
+    )]
+    pub catalogue: PathBuf,
+    /// Docker socket.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "HEARTH_DOCKER_SOCKET",
+        default_value = "/var/run/docker.sock"
+    )]
+    pub docker_socket: PathBuf,
+    /// Reconcile every warm app at least this often (humantime: 90s, 5m, 1h).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    pub resync: Duration,
+    /// Local endpoint for `hearth get` / `hearth apply` (`off` to disable).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Base domain of derived domains (`<stack>.<base>`).
+    #[arg(long, default_value = DEFAULT_BASE_DOMAIN)]
+    pub base_domain: String,
+    /// Extra label on every object hearth deploys, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+}
+
+/// `hearth apply`.
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// The state file.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Validate and show the diff; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete resources that are not in the file.
+    #[arg(long)]
+    pub prune: bool,
+    /// The daemon's local endpoint.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub server: SocketAddr,
+    /// Data directory used when no daemon answers.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Base domain (must match the daemon's).
+    #[arg(long, default_value = DEFAULT_BASE_DOMAIN)]
+    pub base_domain: String,
+}
+
+/// `hearth get`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum GetCommand {
+    /// Warm apps: phase, versions, readiness.
+    #[command(alias = "warmapp", alias = "wa")]
+    Warmapps(GetArgs),
+}
+
+/// Arguments of `hearth get warmapps`.
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// The daemon's local endpoint.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub server: SocketAddr,
+    /// Data directory read when no daemon answers.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns.
+    Table,
+    /// The objects as JSON.
+    Json,
+}
+
+/// Errors of these commands.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The daemon failed to start or run.
+    #[error(transparent)]
+    ServeFailed(#[from] super::Error),
+    /// An argument is malformed.
+    #[error("invalid argument: {0}")]
+    ArgumentRejected(String),
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    DaemonRefused(String),
+    /// The daemon could not be asked (and the store could not be used instead).
+    #[error("cannot reach hearth at {addr}: {message}")]
+    DaemonUnreachable {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        message: String,
+    },
+    /// The state file was rejected or could not be applied.
+    #[error(transparent)]
+    StateFileFailed(#[from] statefile::Error),
+    /// Reading the store failed.
+    #[error("reading the store failed")]
+    StoreFailed(#[source] state::Error),
+    /// Writing the output failed.
+    #[error("cannot write output")]
+    OutputFailed(#[from] std::io::Error),
+}
+
+/// Turns `serve` arguments into daemon options.
+///
+/// # Errors
+/// [`Error::ArgumentRejected`] for a bad label, listen address or base domain.
+pub fn options(args: &ServeArgs) -> Result<Options, Error> {
+    let mut extra = Labels::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| Error::ArgumentRejected(format!("label {l:?} is not KEY=VALUE")))?;
+        extra.insert(k.to_string(), v.to_string());
+    }
+    let listen = match args.listen.as_str() {
+        "off" | "" => None,
+        s => Some(
+            s.parse::<SocketAddr>()
+                .map_err(|e| Error::ArgumentRejected(format!("--listen {s:?}: {e}")))?,
+        ),
+    };
+    Ok(Options {
+        state_file: args.state.clone(),
+        prune: args.prune,
+        data_dir: args.data_dir.clone().unwrap_or_else(default_data_dir),
+        catalogue: args.catalogue.clone(),
+        docker_socket: args.docker_socket.clone(),
+        resync: args.resync,
+        listen,
+        base_domain: base_domain(&args.base_domain)?,
+        extra_labels: extra,
+    })
+}
+
+fn base_domain(s: &str) -> Result<BaseDomain, Error> {
+    BaseDomain::parse(s).map_err(|e| Error::ArgumentRejected(format!("--base-domain: {e}")))
+}
+
+/// Runs `hearth serve` until SIGINT/SIGTERM.
+///
+/// # Errors
+/// Startup errors ([`super::Error`]) and bad arguments.
+pub async fn serve(args: &ServeArgs) -> Result<(), Error> {
+    let options = options(args)?;
+    super::run(options).await?;
+    Ok(())
+}
+
+/// Runs `hearth apply`.
+///
+/// # Errors
+/// A rejected file (with every problem's location), or an unreachable daemon and store.
+pub async fn apply(args: &ApplyArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let base = base_domain(&args.base_domain)?;
+    // Validate locally first: a bad file is reported the same way with or without a daemon.
+    let set = statefile::load(&args.file, Some(&base))?;
+    let text =
+        std::fs::read_to_string(&args.file).map_err(|source| statefile::Error::FileUnreadable {
+            path: args.file.clone(),
+            source,
+        })?;
+    let path = format!(
+        "/api/v1/apply?dryRun={}&prune={}&file={}",
+        args.dry_run,
+        args.prune,
+        encode(&set.source)
+    );
+    match request(args.server, hyper::Method::POST, &path, Some(text)).await {
+        Ok((200, body)) => {
+            write!(out, "{body}")?;
+            Ok(())
+        }
+        Ok((_, body)) => Err(Error::DaemonRefused(daemon_message(&body))),
+        Err(e) => {
+            let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+            tracing::info!(server = %args.server, error = %e, data_dir = %dir.display(), "no daemon answered; applying to the data directory");
+            let store = super::open_store(&dir).await?;
+            let diff = statefile::apply(
+                &store,
+                &set,
+                statefile::ApplyOptions {
+                    prune: args.prune,
+                    dry_run: args.dry_run,
+                },
+            )
+            .await?;
+            writeln!(out, "{diff}{}", diff.summary())?;
+            Ok(())
+        }
+    }
+}
+
+/// Runs `hearth get ...`.
+///
+/// # Errors
+/// An unreachable daemon and store, or a failed output.
+pub async fn get(command: &GetCommand, out: &mut dyn Write) -> Result<(), Error> {
+    let GetCommand::Warmapps(args) = command;
+    let apps: Vec<WarmApp> =
+        match request(args.server, hyper::Method::GET, "/api/v1/warmapps", None).await {
+            Ok((200, body)) => {
+                serde_json::from_str(&body).map_err(|e| Error::DaemonUnreachable {
+                    addr: args.server,
+                    message: format!("unexpected answer: {e}"),
+                })?
+            }
+            Ok((_, body)) => return Err(Error::DaemonRefused(daemon_message(&body))),
+            Err(e) => {
+                let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+                let store =
+                    super::open_store(&dir)
+                        .await
+                        .map_err(|open| Error::DaemonUnreachable {
+                            addr: args.server,
+                            message: format!("{e}; and the data directory cannot be read: {open}"),
+                        })?;
+                store.list::<WarmApp>().map_err(Error::StoreFailed)?.items
+            }
+        };
+    match args.output {
+        Output::Json => {
+            let text = serde_json::to_string_pretty(&apps)
+                .map_err(|e| Error::DaemonRefused(e.to_string()))?;
+            writeln!(out, "{text}")?;
+        }
+        Output::Table => write_table(&apps, out)?,
+    }
+    Ok(())
+}
+
+/// `NAME RECIPE VERSION OBSERVED PHASE READY STACK LAST ERROR`.
+pub fn write_table(apps: &[WarmApp], out: &mut dyn Write) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = apps
+        .iter()
+        .map(|a| {
+            let ready =
+                crd::condition::find_condition(&a.status.conditions, crd::condition::types::READY)
+                    .map(|c| format!("{:?}", c.status))
+                    .unwrap_or_else(|| "Unknown".into());
+            vec![
+                a.metadata.name.clone(),
+                a.spec.recipe.clone(),
+                a.spec.version.clone(),
+                a.status
+                    .observed_version
+                    .clone()
+                    .unwrap_or_else(|| "-".into()),
+                format!("{:?}", a.status.phase),
+                ready,
+                a.status.stack_name.clone().unwrap_or_else(|| "-".into()),
+                a.status.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let header = [
+        "NAME",
+        "RECIPE",
+        "VERSION",
+        "OBSERVED",
+        "PHASE",
+        "READY",
+        "STACK",
+        "LAST ERROR",
+    ];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        let last = cells.len() - 1;
+        for (i, cell) in cells.into_iter().enumerate() {
+            s.push_str(cell);
+            if i < last {
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 3;
+                s.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for row in &rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+fn daemon_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string())
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request to the daemon; (status, body).
+async fn request(
+    addr: SocketAddr,
+    method: hyper::Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<(u16, String), String> {
+    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::CONTENT_TYPE, "application/yaml")
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_arguments_become_options_with_labels_and_durations() {
+        let args = ServeArgs {
+            state: Some("s.yml".into()),
+            prune: false,
+            data_dir: Some("/tmp/x".into()),
+            catalogue: "c".into(),
+            docker_socket: "/var/run/docker.sock".into(),
+            resync: humantime::parse_duration("2m 30s").unwrap(),
+            listen: "off".into(),
+            base_domain: "hearth.test".into(),
+            labels: vec!["hearth.test=1".into()],
+        };
+        let o = options(&args).unwrap();
+        assert_eq!(o.resync, Duration::from_secs(150));
+        assert_eq!(o.listen, None);
+        assert_eq!(o.extra_labels.get("hearth.test").unwrap(), "1");
+        let bad = ServeArgs {
+            labels: vec!["nolabel".into()],
+            ..args
+        };
+        assert!(options(&bad).is_err());
+    }
+
+    #[test]
+    fn the_warmapp_table_shows_phase_versions_and_errors() {
+        let mut app: WarmApp = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hearth/v1", "kind": "WarmApp",
+            "metadata": {"name": "web"},
+            "spec": {"recipe": "webapp", "version": "2.0.0"}
+        }))
+        .unwrap();
+        app.status.observed_version = Some("1.1.0".into());
+        app.status.phase = crd::WarmAppPhase::Degraded;
+        app.status.last_error = Some("upgrade to 2.0.0 failed".into());
+        let mut out = Vec::new();
+        write_table(&[app], &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("NAME   RECIPE   VERSION   OBSERVED   PHASE"));
+        assert!(
+            lines[1].contains("web    webapp   2.0.0     1.1.0      Degraded"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with("upgrade to 2.0.0 failed"));
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(encode("deploy/a b.yml"), "deploy/a%20b.yml");
+    }
+}

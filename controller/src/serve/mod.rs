@@ -1,0 +1,452 @@
+//! `hearth serve`: the daemon — store, Docker, state file, WarmApp controller and a local read/apply HTTP endpoint, started step by step.
+//!
+//! [`run`] is what the binary calls; [`start`] is the same daemon with the swarm and prober
+//! given by the caller (tests run it in-process against the real swarm with a counting
+//! wrapper). Startup is narrated in the log, one line per step:
+//!
+//! 1. open the store in the data directory (sled: one process per directory — a second
+//!    daemon on the same directory stops here with a clear error);
+//! 2. connect to Docker and negotiate the API version ([`run`] only);
+//! 3. open the recipe catalogue;
+//! 4. load the state file (a rejected file changes nothing: logged, counted in
+//!    `hearth_state_file_rejections_total`, recorded as `Rejected` in the history) and watch
+//!    its directory for edits;
+//! 5. listen on the local HTTP endpoint (`127.0.0.1:7433` by default: `GET
+//!    /api/v1/warmapps`, `POST /api/v1/apply`, `GET /metrics`, `GET /healthz`) — how
+//!    `hearth get` and `hearth apply` talk to a running daemon, since it holds the store;
+//! 6. run the WarmApp controller until SIGINT/SIGTERM (in-flight reconciles finish; a
+//!    second signal stops at once).
+
+pub mod cli;
+mod http;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crd::names::BaseDomain;
+use metrics::Metrics;
+use state::Store;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::catalogue::DirCatalogue;
+use crate::runtime::{self, Controller, Handle, Shutdown, Stopped};
+use crate::stack::{ApplyOptions, TeardownOptions};
+use crate::statefile;
+use crate::swarm::{DockerOptions, DockerSwarm, Labels, Swarm};
+use crate::warmapp::probe::{GatewayProber, Prober};
+use crate::warmapp::{Context, TokioClock, WarmAppReconciler};
+
+/// The default local endpoint.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7433";
+
+/// The default base domain of derived domains.
+pub const DEFAULT_BASE_DOMAIN: &str = "hearth.localhost";
+
+/// How long one HTTP/TCP probe may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The data directory when none is given: `$HEARTH_DATA_DIR`, else `$XDG_DATA_HOME/hearth`,
+/// else `/var/lib/hearth` for root (`$HOME` is `/root` or unset), else
+/// `$HOME/.local/share/hearth`.
+pub fn default_data_dir() -> PathBuf {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(dir) = var("HEARTH_DATA_DIR") {
+        return dir.into();
+    }
+    if let Some(xdg) = var("XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join("hearth");
+    }
+    match var("HOME") {
+        Some(home) if home != "/root" => PathBuf::from(home).join(".local/share/hearth"),
+        _ => PathBuf::from("/var/lib/hearth"),
+    }
+}
+
+/// Daemon settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The operator state file to load and follow.
+    pub state_file: Option<PathBuf>,
+    /// Delete objects removed from the state file.
+    pub prune: bool,
+    /// The data directory (the store).
+    pub data_dir: PathBuf,
+    /// The recipe catalogue directory.
+    pub catalogue: PathBuf,
+    /// The Docker socket.
+    pub docker_socket: PathBuf,
+    /// Every warm app is reconciled at least this often.
+    pub resync: Duration,
+    /// Where the local HTTP endpoint listens (`None`: no endpoint).
+    pub listen: Option<SocketAddr>,
+    /// Base of derived domains.
+    pub base_domain: BaseDomain,
+    /// Extra labels on every object hearth deploys (e.g. `hearth.test=1`).
+    pub extra_labels: Labels,
+}
+
+/// Daemon errors. None is retried: the daemon stops and the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The data directory is held by another process.
+    #[error(
+        "{0}; another hearth is running on it (sled allows one process per data directory): \
+         stop it, or use `hearth get`/`hearth apply` which talk to it, or pass another --data-dir"
+    )]
+    StoreLocked(#[source] state::Error),
+    /// The store could not be opened.
+    #[error("cannot open the store in {path}")]
+    StoreUnopenable {
+        /// The data directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: state::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}")]
+    DataDirUncreatable {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Docker could not be reached.
+    #[error("cannot connect to docker at {socket}")]
+    DockerUnreachable {
+        /// The socket.
+        socket: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::swarm::Error,
+    },
+    /// Docker is reachable but not an active swarm manager.
+    #[error("docker is not an active swarm manager (swarm state: {0}); run `docker swarm init` (or scripts/testbed.sh)")]
+    SwarmInactive(String),
+    /// The catalogue directory could not be opened.
+    #[error("cannot open the recipe catalogue")]
+    CatalogueUnopenable(#[source] crate::catalogue::Error),
+    /// The state file's directory could not be watched.
+    #[error("cannot follow the state file")]
+    StateFileUnwatchable(#[source] statefile::Error),
+    /// The HTTP endpoint could not listen.
+    #[error("cannot listen on {addr}")]
+    ListenFailed {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics registry could not be built (a bug).
+    #[error("cannot build the metrics registry")]
+    MetricsFailed(#[source] metrics::Error),
+    /// A signal handler could not be installed.
+    #[error("cannot install signal handlers")]
+    SignalsFailed(#[source] std::io::Error),
+}
+
+/// A started daemon.
+pub struct Running {
+    /// The store it holds.
+    pub store: Store,
+    /// Its metrics.
+    pub metrics: Metrics,
+    /// Where the HTTP endpoint listens (the bound address, if one was asked for).
+    pub http_addr: Option<SocketAddr>,
+    /// The controller's handle (gauges, manual triggers).
+    pub handle: Handle,
+    shutdown: Shutdown,
+    controller: JoinHandle<Stopped>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Waits until `shutdown` stopped the controller, then stops the other tasks, each
+    /// awaited by name. The store is released when the returned value and every clone of
+    /// `store` are dropped.
+    pub async fn wait(self) -> Stopped {
+        let stopped = match self.controller.await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "controller task ended abnormally");
+                Stopped::Aborted
+            }
+        };
+        self.shutdown.stop_gracefully();
+        for (name, task) in self.tasks {
+            task.abort();
+            match task.await {
+                Ok(()) => info!(task = name, "stopped"),
+                Err(e) if e.is_cancelled() => info!(task = name, "stopped"),
+                Err(e) => warn!(task = name, error = %e, "ended abnormally"),
+            }
+        }
+        info!(?stopped, "hearth stopped");
+        stopped
+    }
+}
+
+/// Opens the store in `dir`, creating the directory.
+///
+/// # Errors
+/// [`Error::StoreLocked`] when another process holds it; [`Error::StoreUnopenable`],
+/// [`Error::DataDirUncreatable`].
+pub async fn open_store(dir: &Path) -> Result<Store, Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::DataDirUncreatable {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    match Store::open(dir).await {
+        Ok(store) => Ok(store),
+        Err(e @ state::Error::EngineFailed(state::engine::Error::DirectoryInUse { .. })) => {
+            Err(Error::StoreLocked(e))
+        }
+        Err(source) => Err(Error::StoreUnopenable {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Connects to Docker at `socket` and checks it manages an active swarm.
+///
+/// # Errors
+/// [`Error::DockerUnreachable`], [`Error::SwarmInactive`].
+pub async fn connect(socket: &Path) -> Result<DockerSwarm, Error> {
+    let unreachable = |source| Error::DockerUnreachable {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    let swarm = DockerSwarm::connect(DockerOptions {
+        socket: socket.to_path_buf(),
+        ..DockerOptions::default()
+    })
+    .await
+    .map_err(unreachable)?;
+    let info = swarm.info().await.map_err(unreachable)?;
+    if !info.is_active_manager() {
+        return Err(Error::SwarmInactive(info.local_node_state));
+    }
+    Ok(swarm)
+}
+
+/// `hearth serve`: connects to Docker, starts the daemon, and runs it until SIGINT/SIGTERM.
+///
+/// # Errors
+/// Any startup [`Error`].
+pub async fn run(options: Options) -> Result<Stopped, Error> {
+    info!(version = env!("CARGO_PKG_VERSION"), "hearth serve starting");
+    let shutdown = Shutdown::new();
+    let signals = runtime::signals::os_signals().map_err(Error::SignalsFailed)?;
+    let follower = shutdown.clone();
+    tokio::spawn(async move { follower.follow(signals).await });
+    // The store comes first: a second daemon on the same directory stops before touching Docker.
+    let store = open_store(&options.data_dir).await?;
+    info!(data_dir = %options.data_dir.display(), "step 1/6: store opened");
+    let swarm = connect(&options.docker_socket).await?;
+    info!(socket = %options.docker_socket.display(), api = swarm.api_version(), "step 2/6: connected to docker (swarm manager)");
+    let prober = Arc::new(GatewayProber::new(
+        &options.docker_socket,
+        swarm.api_version(),
+        PROBE_TIMEOUT,
+    ));
+    let running = start_with_store(options, store, Arc::new(swarm), prober, shutdown).await?;
+    Ok(running.wait().await)
+}
+
+/// Starts the daemon on `swarm` with `prober`: opens the store, then steps 3–6 of the
+/// module docs. Stop it with `shutdown`, then [`Running::wait`].
+///
+/// # Errors
+/// Any startup [`Error`].
+pub async fn start(
+    options: Options,
+    swarm: Arc<dyn Swarm>,
+    prober: Arc<dyn Prober>,
+    shutdown: Shutdown,
+) -> Result<Running, Error> {
+    let store = open_store(&options.data_dir).await?;
+    info!(data_dir = %options.data_dir.display(), "step 1/6: store opened");
+    info!("step 2/6: docker given by the caller");
+    start_with_store(options, store, swarm, prober, shutdown).await
+}
+
+async fn start_with_store(
+    options: Options,
+    store: Store,
+    swarm: Arc<dyn Swarm>,
+    prober: Arc<dyn Prober>,
+    shutdown: Shutdown,
+) -> Result<Running, Error> {
+    let metrics = Metrics::new().map_err(Error::MetricsFailed)?;
+    let catalogue = DirCatalogue::open(&options.catalogue).map_err(Error::CatalogueUnopenable)?;
+    let recipes = catalogue.check_all();
+    for problem in &recipes {
+        warn!(problem = %problem, "catalogue problem");
+    }
+    info!(catalogue = %options.catalogue.display(), problems = recipes.len(), "step 3/6: catalogue opened");
+
+    let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
+    match &options.state_file {
+        Some(file) => {
+            let apply = statefile::ApplyOptions {
+                prune: options.prune,
+                dry_run: false,
+            };
+            // Set the watch up before the first load, so an edit in between is not missed.
+            let watch = statefile::watch::FileWatch::new(file, statefile::watch::DEFAULT_DEBOUNCE)
+                .map_err(Error::StateFileUnwatchable)?;
+            load_state_file(&store, &metrics, file, &options.base_domain, apply).await;
+            info!(file = %file.display(), prune = options.prune, "step 4/6: state file loaded; following its directory");
+            tasks.push((
+                "state-file",
+                tokio::spawn(follow_state_file(
+                    store.clone(),
+                    metrics.clone(),
+                    file.clone(),
+                    options.base_domain.clone(),
+                    apply,
+                    watch,
+                )),
+            ));
+        }
+        None => info!("step 4/6: no state file; the store's desired state is used as is"),
+    }
+
+    let ctx = Arc::new(Context {
+        swarm: Arc::clone(&swarm),
+        store: store.clone(),
+        catalogue: Arc::new(catalogue),
+        prober,
+        metrics: metrics.clone(),
+        clock: Arc::new(TokioClock::new()),
+        base_domain: options.base_domain.clone(),
+        extra_labels: options.extra_labels.clone(),
+        apply: ApplyOptions::default(),
+        teardown: TeardownOptions::graceful(),
+    });
+    let config = runtime::Config {
+        resync_period: options.resync,
+        ..runtime::Config::default()
+    };
+    let controller =
+        Controller::<WarmAppReconciler>::new(store.clone(), ctx, config).with_swarm(swarm);
+    let handle = controller.handle();
+
+    let mut http_addr = None;
+    if let Some(addr) = options.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::ListenFailed { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| Error::ListenFailed { addr, source })?;
+        http_addr = Some(bound);
+        let state = http::State {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            base_domain: options.base_domain.clone(),
+        };
+        let stop = shutdown.graceful.clone();
+        tasks.push(("http", tokio::spawn(http::serve(listener, state, stop))));
+        info!(addr = %bound, "step 5/6: local endpoint listening (hearth get / hearth apply)");
+    } else {
+        info!("step 5/6: no local endpoint");
+    }
+
+    let gauges = handle.clone();
+    let gauge_metrics = metrics.clone();
+    tasks.push((
+        "gauges",
+        tokio::spawn(async move {
+            loop {
+                gauge_metrics.set_queue(
+                    crate::warmapp::CONTROLLER,
+                    gauges.queue_depth(),
+                    gauges.active_workers(),
+                );
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }),
+    ));
+
+    info!(resync = %humantime::format_duration(options.resync), "step 6/6: warm-app controller running");
+    let controller = tokio::spawn(controller.run(shutdown.clone()));
+    Ok(Running {
+        store,
+        metrics,
+        http_addr,
+        handle,
+        shutdown,
+        controller,
+        tasks,
+    })
+}
+
+/// Applies the state file once; a rejection is counted (logging and history are
+/// `apply_file`'s).
+async fn load_state_file(
+    store: &Store,
+    metrics: &Metrics,
+    file: &Path,
+    base: &BaseDomain,
+    options: statefile::ApplyOptions,
+) -> Option<Duration> {
+    match statefile::apply_file(store, file, Some(base), options).await {
+        Ok(diff) if diff.is_noop() => {
+            info!(file = %file.display(), "state file unchanged");
+            None
+        }
+        Ok(diff) => {
+            info!(file = %file.display(), "state file applied:\n{diff}");
+            None
+        }
+        Err(statefile::Error::FileRejected { .. } | statefile::Error::FileUnreadable { .. }) => {
+            metrics.record_state_file_rejection();
+            None
+        }
+        Err(e) => {
+            tracing::error!(file = %file.display(), error = %e, "applying the state file failed; retrying in 5s");
+            Some(Duration::from_secs(5))
+        }
+    }
+}
+
+/// Re-applies the state file after every change (and after store failures).
+async fn follow_state_file(
+    store: Store,
+    metrics: Metrics,
+    file: PathBuf,
+    base: BaseDomain,
+    options: statefile::ApplyOptions,
+    mut watch: statefile::watch::FileWatch,
+) {
+    let mut retry: Option<Duration> = None;
+    loop {
+        let wait_retry = async {
+            match retry {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            more = watch.changed() => if !more { return },
+            () = wait_retry => {}
+        }
+        info!(file = %file.display(), "state file changed; reloading");
+        retry = load_state_file(&store, &metrics, &file, &base, options).await;
+    }
+}

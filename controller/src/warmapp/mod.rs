@@ -1,0 +1,618 @@
+//! The WarmApp reconciler: keeps each warm app's stack deployed at its version, healthy, repaired, and upgraded only through a health gate.
+//!
+//! - [`decide`]: pure — which version to run ([`decide::target`]) and what one reconcile does
+//!   ([`decide::step`]: (spec, status, observation, now) → (effect, next status, history)).
+//! - [`probe`]: the optional HTTP/TCP probe, reaching task containers from the host through
+//!   `docker_gwbridge` (this host has no ip_vs; see the module docs).
+//! - This module: the thin executor ([`WarmAppReconciler`]) — render through the catalogue,
+//!   observe with one list call per kind, decide, apply with `stack::apply`, write status,
+//!   history and metrics.
+//!
+//! # Health gate and rollback
+//! An upgrade is an in-place `stack::apply` of the new version. Every service is updated
+//! start-first ([`prepare`] sets `update_config.order: start-first` when the recipe does not
+//! choose, except for services with host-mode ports, which cannot run twice on one node), so
+//! Swarm keeps the old task serving until the new one runs healthy. The new version is Ready
+//! when every task that should run runs healthy, every such task's container carries the new
+//! version's label (no old task left), and the probe passes. If that does not happen within
+//! `spec.health.readyTimeout` — or Swarm rolls the update back by itself
+//! (`failure_action: rollback`) — hearth applies the version that served before, marks the
+//! app `RollingBack`, then `Degraded` with `Ready=True` (it serves), `Degraded=True` reason
+//! `UpgradeFailed`, `lastError` saying why, and a `RolledBack` history entry. It stays at the
+//! old version until the spec changes again (a new generation).
+
+pub mod decide;
+pub mod probe;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crd::names::{labels as keys, BaseDomain, StackName, StackRole};
+use crd::{Kind, Resource, WarmApp};
+use metrics::Metrics;
+use state::history::{reason, NewEntry, ObjectRef};
+use state::{Clock, Store};
+use tracing::{info, warn};
+
+use crate::catalogue::{self, Catalogue, RenderRequest};
+use crate::runtime::{Action, Reconciler};
+use crate::stack::{self, ApplyOptions, Depth, Observed, Owner, StackSpec, TeardownOptions};
+use crate::swarm::spec::{PublishMode, UpdateConfig, UpdateOrder};
+use crate::swarm::{LabelFilter, Labels, Swarm, TaskState};
+
+use decide::{Effect, Now, Observation, Readiness, Target};
+use probe::{probe_spec, ProbeTarget, Prober};
+
+/// Label on every warm-app task container naming the recipe version it runs: tells the new
+/// version's tasks from the old one's during a start-first update.
+pub const VERSION_LABEL: &str = "hearth.warm-version";
+
+/// The controller name in metrics.
+pub const CONTROLLER: &str = "warmapp";
+
+/// Label swarm puts on a task's container naming its service.
+const SERVICE_NAME_LABEL: &str = "com.docker.swarm.service.name";
+
+/// What every WarmApp reconcile needs.
+pub struct Context {
+    /// The swarm.
+    pub swarm: Arc<dyn Swarm>,
+    /// The store (status and history writes).
+    pub store: Store,
+    /// Where recipes come from.
+    pub catalogue: Arc<dyn Catalogue>,
+    /// The optional HTTP/TCP probe.
+    pub prober: Arc<dyn Prober>,
+    /// Metrics (reconcile timer, ready + version info).
+    pub metrics: Metrics,
+    /// "Now" for deadlines (unix ms).
+    pub clock: Arc<dyn Clock>,
+    /// Base of derived domains (`<stack>.<base>`).
+    pub base_domain: BaseDomain,
+    /// Extra labels on every object of every warm-app stack (e.g. `hearth.test=1`); cleanup
+    /// only tears down stacks carrying them, so a daemon never removes what another owns.
+    pub extra_labels: Labels,
+    /// How stacks are applied.
+    pub apply: ApplyOptions,
+    /// How a deleted app's stack is torn down.
+    pub teardown: TeardownOptions,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("base_domain", &self.base_domain)
+            .field("extra_labels", &self.extra_labels)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A clock following tokio's (possibly paused) time from a wall-clock start, so deadlines work
+/// the same in virtual-time tests and in production.
+#[derive(Debug)]
+pub struct TokioClock {
+    start_ms: u64,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// Starts now (must be called inside a tokio runtime).
+    pub fn new() -> Self {
+        Self {
+            start_ms: state::SystemClock.now_ms(),
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.start_ms.saturating_add(elapsed)
+    }
+}
+
+/// WarmApp reconciler errors. Every variant is retried with the key's backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The app's name does not make a stack name (validation should have caught it). Not
+    /// retryable until the object changes.
+    #[error("warm app {name}: no stack name")]
+    NameRejected {
+        /// The app.
+        name: String,
+        /// Why.
+        #[source]
+        source: crd::names::Error,
+    },
+    /// Observing or applying the stack failed. Retryable when the source is.
+    #[error("warm app {name}: stack operation failed")]
+    StackFailed {
+        /// The app.
+        name: String,
+        /// The stack error.
+        #[source]
+        source: stack::Error,
+    },
+    /// Writing status or history failed. Retryable (a conflict means someone wrote first:
+    /// the next reconcile reads again).
+    #[error("warm app {name}: store write failed")]
+    StoreFailed {
+        /// The app.
+        name: String,
+        /// The store error.
+        #[source]
+        source: state::Error,
+    },
+    /// A deleted app's stack could not be torn down completely. Retryable.
+    #[error("warm app {name}: teardown of {stack} failed")]
+    TeardownFailed {
+        /// The app.
+        name: String,
+        /// The stack.
+        stack: String,
+        /// The teardown error (names the residual objects).
+        #[source]
+        source: stack::Error,
+    },
+}
+
+/// The WarmApp reconciler (see the module docs).
+#[derive(Debug)]
+pub struct WarmAppReconciler;
+
+impl Reconciler for WarmAppReconciler {
+    type Object = WarmApp;
+    type Context = Context;
+    type Error = Error;
+
+    async fn reconcile(app: Arc<WarmApp>, ctx: Arc<Context>) -> Result<Action, Error> {
+        let timer = ctx.metrics.reconcile_timer(CONTROLLER);
+        let result = reconcile(&app, &ctx).await;
+        timer.finish(result.is_ok());
+        result
+    }
+
+    async fn cleanup(key: ObjectRef, ctx: Arc<Context>) -> Result<Action, Error> {
+        let timer = ctx.metrics.reconcile_timer(CONTROLLER);
+        let result = cleanup(&key.name, &ctx).await;
+        timer.finish(result.is_ok());
+        result
+    }
+}
+
+/// The owner labels of app `name`'s stack.
+pub fn owner(name: &str, stack: &StackName, extra: &Labels) -> Owner {
+    Owner {
+        kind: Kind::WarmApp.as_str().to_string(),
+        name: name.to_string(),
+        role: Some(stack.role()),
+        run: None,
+        extra: extra.clone(),
+    }
+}
+
+/// Makes a rendered stack fit for health-gated in-place upgrades.
+///
+/// # Guarantees
+/// Pure. Every service's containers carry [`VERSION_LABEL`]`=<version>`; every service
+/// without host-mode published ports updates (and rolls back) start-first unless the recipe
+/// chose an order itself.
+pub fn prepare(mut stack: StackSpec, version: &str) -> StackSpec {
+    for s in &mut stack.services {
+        let host_ports = s
+            .endpoint_spec
+            .as_ref()
+            .and_then(|e| e.ports.as_ref())
+            .is_some_and(|ports| {
+                ports
+                    .iter()
+                    .any(|p| p.publish_mode == Some(PublishMode::Host))
+            });
+        if !host_ports {
+            for config in [&mut s.update_config, &mut s.rollback_config] {
+                let c = config.get_or_insert_with(UpdateConfig::default);
+                if c.order.is_none() {
+                    c.order = Some(UpdateOrder::StartFirst);
+                }
+            }
+        }
+        if let Some(cs) = s
+            .task_template
+            .as_mut()
+            .and_then(|t| t.container_spec.as_mut())
+        {
+            cs.labels
+                .get_or_insert_with(Default::default)
+                .insert(VERSION_LABEL.into(), version.into());
+        }
+    }
+    stack
+}
+
+/// Judges readiness at `version` from an observation with tasks (probe not included): every
+/// service ready (tasks running, healthchecks healthy, replicas met) and every task that
+/// should run belongs to `version`.
+pub fn readiness(observed: &Observed, version: &str) -> Readiness {
+    let st = stack::status(observed);
+    if !st.ready {
+        let why = st
+            .services
+            .iter()
+            .find(|s| !s.ready)
+            .map(|s| {
+                let problem = s
+                    .problems
+                    .first()
+                    .map(|p| p.message.clone())
+                    .unwrap_or_else(|| "tasks not started yet".into());
+                format!(
+                    "service {}: {}/{} ready: {problem}",
+                    s.name, s.ready_tasks, s.desired
+                )
+            })
+            .unwrap_or_else(|| "no services".into());
+        return Readiness::NotReady(why);
+    }
+    for t in observed
+        .tasks
+        .iter()
+        .filter(|t| t.desired_state == TaskState::Running)
+    {
+        let container = t
+            .container_id
+            .as_deref()
+            .and_then(|id| observed.containers.iter().find(|c| c.id == id));
+        let runs = container.and_then(|c| c.labels.get(VERSION_LABEL));
+        if runs.map(String::as_str) != Some(version) {
+            let service = container
+                .and_then(|c| c.labels.get(SERVICE_NAME_LABEL))
+                .cloned()
+                .unwrap_or_else(|| t.service_id.clone());
+            return Readiness::NotReady(format!(
+                "service {service} still runs a task of version {}",
+                runs.map(String::as_str).unwrap_or("unknown")
+            ));
+        }
+    }
+    Readiness::Ready
+}
+
+/// The probe of `app` against the observed stack, if it has one.
+fn probe_target(
+    app: &WarmApp,
+    desired: &StackSpec,
+    observed: &Observed,
+) -> Option<Result<ProbeTarget, String>> {
+    let (service, port, kind) = probe_spec(&app.spec.health)?;
+    let short = match service.or_else(|| {
+        desired.services.first().and_then(|s| {
+            s.name
+                .as_deref()
+                .and_then(|n| n.strip_prefix(&format!("{}_", desired.namespace)))
+                .map(str::to_string)
+        })
+    }) {
+        Some(s) => s,
+        None => {
+            return Some(Err(
+                "the probe names no service and the stack has none".into()
+            ))
+        }
+    };
+    let full = format!("{}_{short}", desired.namespace);
+    let Some(svc) = observed.services.iter().find(|s| s.meta.name == full) else {
+        return Some(Err(format!("probed service {short} is not in the stack")));
+    };
+    let containers = observed
+        .tasks
+        .iter()
+        .filter(|t| {
+            t.service_id == svc.meta.id
+                && t.desired_state == TaskState::Running
+                && t.state == TaskState::Running
+        })
+        .filter_map(|t| t.container_id.clone())
+        .collect();
+    Some(Ok(ProbeTarget {
+        kind,
+        port,
+        containers,
+    }))
+}
+
+/// Renders `version` of the app's recipe into the stack to apply.
+fn render(
+    ctx: &Context,
+    app: &WarmApp,
+    stack: &StackName,
+    version: &str,
+) -> Result<StackSpec, String> {
+    let domain = app.domain(&ctx.base_domain).map_err(|e| e.to_string())?;
+    let request = RenderRequest {
+        recipe: &app.spec.recipe,
+        version,
+        stack: stack.as_str(),
+        domain: &domain,
+        env: &app.spec.env,
+    };
+    let rendered = ctx.catalogue.render(&request).map_err(|e| error_text(&e))?;
+    Ok(prepare(rendered.stack, version))
+}
+
+fn error_text(e: &catalogue::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// One reconcile: render, observe, decide, act, record.
+async fn reconcile(app: &WarmApp, ctx: &Context) -> Result<Action, Error> {
+    let name = app.name().to_string();
+    let stack = app.stack_name().map_err(|source| Error::NameRejected {
+        name: name.clone(),
+        source,
+    })?;
+    let owner = owner(&name, &stack, &ctx.extra_labels);
+    let target = decide::target(app);
+    let version = target.version().to_string();
+    let stack_failed = |source| Error::StackFailed {
+        name: name.clone(),
+        source,
+    };
+
+    // Observe against the target.
+    let (observation, desired) = match render(ctx, app, &stack, &version) {
+        Err(why) => (Observation::RenderFailed(why), None),
+        Ok(desired) => {
+            let observed = stack::observe(ctx.swarm.as_ref(), stack.as_str(), Depth::WithTasks)
+                .await
+                .map_err(stack_failed)?;
+            match stack::plan(&desired, &owner, &observed) {
+                Err(e) => (Observation::RenderFailed(e.to_string()), None),
+                Ok(plan) => {
+                    let writes_needed = plan.actions.len();
+                    let mut ready = if writes_needed == 0 {
+                        readiness(&observed, &version)
+                    } else {
+                        Readiness::NotReady("stack differs from the desired spec".into())
+                    };
+                    if ready == Readiness::Ready {
+                        if let Some(target) = probe_target(app, &desired, &observed) {
+                            let outcome = match target {
+                                Ok(t) => ctx.prober.probe(&t).await,
+                                Err(e) => Err(e),
+                            };
+                            if let Err(why) = outcome {
+                                ready = Readiness::NotReady(format!("probe failed: {why}"));
+                            }
+                        }
+                    }
+                    // During an upgrade: has the swarm rolled back to the serving version?
+                    let at_serving_version = match (&target, &app.status.observed_version) {
+                        (Target::Spec(v), Some(serving))
+                            if serving != v
+                                && writes_needed > 0
+                                && app.status.phase == crd::WarmAppPhase::Upgrading =>
+                        {
+                            render(ctx, app, &stack, serving)
+                                .ok()
+                                .and_then(|prev| stack::plan(&prev, &owner, &observed).ok())
+                                .is_some_and(|p| p.is_empty())
+                        }
+                        _ => false,
+                    };
+                    (
+                        Observation::Seen {
+                            writes_needed,
+                            readiness: ready,
+                            at_serving_version,
+                        },
+                        Some(desired),
+                    )
+                }
+            }
+        }
+    };
+
+    let now = Now {
+        ms: ctx.clock.now_ms(),
+    };
+    let decision = decide::step(app, &target, &observation, now);
+    let mut status = decision.status.clone();
+    status.stack_name = Some(stack.as_str().to_string());
+    status.domain = app.domain(&ctx.base_domain).ok();
+
+    // Act.
+    let mut apply_error = None;
+    if let Effect::Apply(v) = &decision.effect {
+        let spec = match (&desired, v == &version) {
+            (Some(d), true) => Ok(d.clone()),
+            _ => render(ctx, app, &stack, v),
+        };
+        match spec {
+            Ok(spec) => match stack::apply(ctx.swarm.as_ref(), &spec, &owner, &ctx.apply).await {
+                Ok(report) => {
+                    if !report.is_noop() {
+                        info!(stack = %stack, version = %v, writes = report.done.len(), "applied");
+                    }
+                }
+                Err(e) => {
+                    status.last_error = Some(format!("applying {v} failed: {}", chain(&e)));
+                    apply_error = Some(e);
+                }
+            },
+            Err(why) => {
+                status.last_error = Some(format!("cannot render {v}: {why}"));
+            }
+        }
+    }
+
+    // Record.
+    if status != app.status {
+        let mut updated = app.clone();
+        updated.status = status.clone();
+        if let Err(source) = ctx.store.update_status(&updated).await {
+            if source.is_conflict() || source.is_not_found() {
+                // Someone wrote first (a spec change); the feed triggers a fresh reconcile.
+                warn!(error = %source, "status write lost a race; reconciling again");
+                return Ok(Action::requeue(decide::PROGRESS_POLL));
+            }
+            return Err(Error::StoreFailed { name, source });
+        }
+        if status.phase != app.status.phase {
+            info!(from = ?app.status.phase, to = ?status.phase, version = ?status.observed_version, "phase changed");
+        }
+    }
+    if let Some(note) = &decision.note {
+        let entry = NewEntry::new(note.reason, note.message.clone())
+            .subject(ObjectRef::new(Kind::WarmApp, &name))
+            .details(serde_json::json!({
+                "stack": stack.as_str(),
+                "specVersion": app.spec.version,
+                "observedVersion": status.observed_version,
+                "phase": status.phase,
+            }));
+        ctx.store
+            .append_history(entry)
+            .await
+            .map_err(|source| Error::StoreFailed {
+                name: name.clone(),
+                source,
+            })?;
+        info!(reason = note.reason, "{}", note.message);
+    }
+    let ready = crd::condition::find_condition(&status.conditions, crd::condition::types::READY)
+        .is_some_and(|c| c.status == crd::ConditionStatus::True);
+    ctx.metrics
+        .set_warm_app(&name, ready, status.observed_version.as_deref());
+
+    if let Some(e) = apply_error {
+        return Err(stack_failed(e));
+    }
+    Ok(match decision.requeue {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    })
+}
+
+/// A deleted app: tear its stack down (either role's name), if this daemon owns it.
+async fn cleanup(name: &str, ctx: &Context) -> Result<Action, Error> {
+    for provider in [false, true] {
+        let Ok(stack) = crd::names::warm_stack(name, provider) else {
+            continue;
+        };
+        let mut filter = LabelFilter::eq(stack::NAMESPACE_LABEL, stack.as_str())
+            .and_eq(keys::KIND, Kind::WarmApp.as_str())
+            .and_eq(keys::NAME, name);
+        for (k, v) in &ctx.extra_labels {
+            filter = filter.and_eq(k.clone(), v.clone());
+        }
+        let owned = owned_objects(ctx.swarm.as_ref(), &filter)
+            .await
+            .map_err(|source| Error::StackFailed {
+                name: name.to_string(),
+                source,
+            })?;
+        if !owned {
+            continue;
+        }
+        info!(stack = %stack, "warm app deleted; tearing its stack down gracefully");
+        let subject = ObjectRef::new(Kind::WarmApp, name);
+        match stack::teardown(ctx.swarm.as_ref(), stack.as_str(), &ctx.teardown).await {
+            Ok(report) => {
+                let message = format!(
+                    "stack {stack} torn down: {} object(s) removed, verified empty",
+                    report.removed.len()
+                );
+                info!("{message}");
+                ctx.store
+                    .append_history(NewEntry::new(reason::TORN_DOWN, message).subject(subject))
+                    .await
+                    .map_err(|source| Error::StoreFailed {
+                        name: name.to_string(),
+                        source,
+                    })?;
+            }
+            Err(source) => {
+                let message = format!("teardown of {stack} failed: {}", chain(&source));
+                // The error below carries the failure; a lost history write must not hide it.
+                if let Err(e) = ctx
+                    .store
+                    .append_history(
+                        NewEntry::new(reason::TEARDOWN_FAILED, message).subject(subject),
+                    )
+                    .await
+                {
+                    warn!(error = %e, "recording the failed teardown failed");
+                }
+                return Err(Error::TeardownFailed {
+                    name: name.to_string(),
+                    stack: stack.as_str().to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    ctx.metrics.remove_warm_app(name);
+    Ok(Action::await_change())
+}
+
+/// Whether any service or network matches `filter` (a stack this daemon owns).
+async fn owned_objects(swarm: &dyn Swarm, filter: &LabelFilter) -> Result<bool, stack::Error> {
+    let failed = |source| stack::Error::ObserveFailed {
+        namespace: "*".into(),
+        source,
+    };
+    if !swarm
+        .list_services(filter)
+        .await
+        .map_err(failed)?
+        .is_empty()
+    {
+        return Ok(true);
+    }
+    Ok(!swarm
+        .list_networks(filter)
+        .await
+        .map_err(failed)?
+        .is_empty())
+}
+
+/// The role of a warm app's stack, for docs and tests.
+pub fn role(provider: bool) -> StackRole {
+    if provider {
+        StackRole::WarmProvider
+    } else {
+        StackRole::WarmCanonical
+    }
+}
+
+/// An error with its causes, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// How long a reconcile may wait for an apply by default (the stack module's default).
+pub const APPLY_DEADLINE: Duration = stack::DEFAULT_APPLY_DEADLINE;
