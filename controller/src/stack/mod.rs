@@ -13,6 +13,25 @@
 //! - [`teardown`]: services first, wait for their containers, then networks, secrets, configs,
 //!   volumes; verified by a final listing, leftovers are [`Error::Residuals`].
 //!
+//! # Decisions
+//! - Labels: every object (and each service's container spec, and the mounts that create the
+//!   stack's volumes) carries the namespace label, the owner's labels ([`Owner`]) and
+//!   `hearth.spec-hash` = content hash of the object before owner labels were added.
+//! - Secrets and configs are immutable in Swarm, so they are named `<name>-<hash10>` after
+//!   their content; services refer to the new name; superseded ones in the namespace are removed
+//!   after the services were updated. (This differs from `docker stack deploy`, which keeps the
+//!   name `<stack>_<key>` and fails on changed content.)
+//! - Networks and volumes are create-if-missing; hearth creates the stack's volumes itself
+//!   (docker lets the first task create them) so they carry hearth's labels from the start. A
+//!   changed network is recreated only while the stack has no services, otherwise it is
+//!   [`Error::ImmutableChanged`]; a changed volume is always that error (it holds data).
+//! - Teardown polls containers with growing pauses rather than following events: events are
+//!   hints that Docker drops after 256, and a poll is one list call.
+//!
+//! # Caveats
+//! Containers and volumes are read and removed on the node hearth talks to; on a multi-node
+//! swarm, volumes that tasks created on other nodes are not removed (see [`teardown`]).
+//!
 //! [`Swarm`]: crate::swarm::Swarm
 
 mod apply;
