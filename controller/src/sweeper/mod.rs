@@ -53,6 +53,10 @@ pub struct Config {
     pub decide: decide::Config,
     /// Deadline of one pass's removals ("in use" is retried until it).
     pub deadline: Duration,
+    /// Which objects the pass looks at (every object by default). A narrower scope confines a
+    /// sweeper to one hearth instance's or one test's objects; ownership is still decided
+    /// within it.
+    pub scope: LabelFilter,
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
         Config {
             decide: decide::Config::default(),
             deadline: Duration::from_secs(60),
+            scope: LabelFilter::all(),
         }
     }
 }
@@ -105,18 +110,18 @@ fn ms(t: Option<SystemTime>) -> Option<u64> {
         .and_then(|d| u64::try_from(d.as_millis()).ok())
 }
 
-/// Lists every service, network, volume, secret and config (one call per kind).
+/// Lists every service, network, volume, secret and config in `scope` (one call per kind).
 ///
 /// # Errors
 /// [`Error::ObserveFailed`].
-pub async fn observe(swarm: &dyn Swarm) -> Result<Vec<Object>> {
-    let all = LabelFilter::all();
+pub async fn observe(swarm: &dyn Swarm, scope: &LabelFilter) -> Result<Vec<Object>> {
+    let all = scope;
     let (services, networks, volumes, secrets, configs) = futures::try_join!(
-        swarm.list_services(&all),
-        swarm.list_networks(&all),
-        swarm.list_volumes(&all),
-        swarm.list_secrets(&all),
-        swarm.list_configs(&all),
+        swarm.list_services(all),
+        swarm.list_networks(all),
+        swarm.list_volumes(all),
+        swarm.list_secrets(all),
+        swarm.list_configs(all),
     )
     .map_err(Error::ObserveFailed)?;
     let mut out = Vec::new();
@@ -183,7 +188,7 @@ impl Sweeper {
     /// # Errors
     /// [`Error::ObserveFailed`], [`Error::StoreFailed`].
     pub async fn plan(&self) -> Result<Decision> {
-        let objects = observe(self.swarm.as_ref()).await?;
+        let objects = observe(self.swarm.as_ref(), &self.config.scope).await?;
         let runs = self.store.list::<Run>()?.items;
         let checker = self.checker.clone();
         Ok(decide(
@@ -214,11 +219,12 @@ impl Sweeper {
         let selected: Vec<Object> = decision.remove.iter().map(|a| a.object.clone()).collect();
         report.failures = remove_forced(self.swarm.as_ref(), &selected, self.config.deadline).await;
         // Verify.
-        let present: BTreeSet<(ObjectKind, String)> = observe(self.swarm.as_ref())
-            .await?
-            .into_iter()
-            .map(|o| (o.kind, o.id))
-            .collect();
+        let present: BTreeSet<(ObjectKind, String)> =
+            observe(self.swarm.as_ref(), &self.config.scope)
+                .await?
+                .into_iter()
+                .map(|o| (o.kind, o.id))
+                .collect();
         let mut remained_by_run: BTreeMap<String, Vec<Object>> = BTreeMap::new();
         let mut removed_by_run: BTreeMap<String, Vec<Object>> = BTreeMap::new();
         for a in &decision.remove {
