@@ -549,3 +549,55 @@ async fn a_thousand_runs_with_random_owner_deaths_and_api_failures_leak_nothing(
     drop(bed);
     watcher.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_teardown_with_leftovers_keeps_the_run_in_teardown_failed_until_a_retry_removes_them() {
+    let bed = bed(1).await;
+    let started = bed.runs.start(&request(500, "job-6")).await.unwrap();
+    bed.sim
+        .hang_removals(crate::swarm::ObjectKind::Volume, true);
+    let run = bed.runs.finish(&started.run).await.unwrap();
+    assert_eq!(run.status.phase, RunPhase::TeardownFailed);
+    assert!(
+        run.status
+            .residuals
+            .iter()
+            .any(|r| r.starts_with("volume/")),
+        "{:?}",
+        run.status
+    );
+    assert!(run
+        .status
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("teardown left"));
+    // The slot stays held while anything of the run remains.
+    let pool: SlotPool = bed.store.get("ci").unwrap();
+    assert_eq!(pool.status.leases.len(), 1);
+    let history = bed
+        .store
+        .history(&Query::newest(10).reason(state::history::reason::TEARDOWN_FAILED))
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    assert!(!history[0].details["remained"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    bed.sim
+        .hang_removals(crate::swarm::ObjectKind::Volume, false);
+    assert_eq!(
+        bed.runs.retry_teardowns().await.unwrap(),
+        [started.run.clone()]
+    );
+    let run: Run = bed.store.get(&started.run).unwrap();
+    assert_eq!(
+        run.status.phase,
+        RunPhase::Failed,
+        "no tiers reported: not green"
+    );
+    assert!(run.status.residuals.is_empty());
+    assert_eq!(everything(&bed.sim).await, Vec::<String>::new());
+    let pool: SlotPool = bed.store.get("ci").unwrap();
+    assert!(pool.status.leases.is_empty());
+}
