@@ -588,7 +588,7 @@ async fn a_teardown_with_leftovers_keeps_the_run_in_teardown_failed_until_a_retr
         .hang_removals(crate::swarm::ObjectKind::Volume, false);
     assert_eq!(
         bed.runs.retry_teardowns().await.unwrap(),
-        [started.run.clone()]
+        std::slice::from_ref(&started.run)
     );
     let run: Run = bed.store.get(&started.run).unwrap();
     assert_eq!(
