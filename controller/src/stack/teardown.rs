@@ -42,7 +42,8 @@ impl TeardownOptions {
         Self {
             mode: Mode::Graceful,
             deadline: Duration::from_secs(180),
-            max_poll: Duration::from_secs(1),
+            // One list call per poll; 250 ms keeps hearth within a poll of docker's own timing.
+            max_poll: Duration::from_millis(250),
         }
     }
 
