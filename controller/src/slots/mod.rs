@@ -428,8 +428,9 @@ impl Slots {
 /// about this long.
 pub const DEFAULT_RECLAIM_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Runs [`Slots::reclaim`] every `every` until `cancel` fires. Errors are logged and the
-/// next pass retries.
+/// Runs [`Slots::reclaim`] every `every` (liveness polling) and whenever a pool changes (the
+/// store feed: a new lease or waiter is checked at once), until `cancel` fires. Errors are
+/// logged and the next pass retries.
 pub async fn reclaim_loop(
     slots: Slots,
     checker: Arc<dyn Checker>,
@@ -437,12 +438,16 @@ pub async fn reclaim_loop(
     cancel: CancellationToken,
 ) {
     loop {
+        let seen = slots.store.revision();
         if let Err(e) = slots.reclaim(checker.as_ref()).await {
             tracing::warn!(error = %e, "slot reclaim pass failed");
         }
+        // A pass's own writes bump the revision after `seen`: wait for later changes only.
+        let seen = seen.max(slots.store.revision());
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(every) => {}
+            _ = slots.store.changed(Kind::SlotPool, seen) => {}
         }
     }
 }
