@@ -16,6 +16,10 @@
 //!    `hearth get` and `hearth apply` talk to a running daemon, since it holds the store;
 //! 6. run the WarmApp controller until SIGINT/SIGTERM (in-flight reconciles finish; a
 //!    second signal stops at once).
+//!
+//! Every stack the daemon deploys carries `hearth.instance=<id>`, an ID drawn once per data
+//! directory: a deleted (pruned) warm app's stack is torn down only if it carries this ID, so
+//! a daemon never removes warm-app stacks that another hearth deployed on the same host.
 
 pub mod cli;
 mod http;
@@ -326,6 +330,11 @@ async fn start_with_store(
         None => info!("step 4/6: no state file; the store's desired state is used as is"),
     }
 
+    let instance = instance_id(&store).await?;
+    let mut extra_labels = options.extra_labels.clone();
+    extra_labels.insert(crate::warmapp::INSTANCE_LABEL.to_string(), instance.clone());
+    info!(instance = %instance, "stacks are labelled {}={instance}; only those are ever torn down", crate::warmapp::INSTANCE_LABEL);
+
     let ctx = Arc::new(Context {
         swarm: Arc::clone(&swarm),
         store: store.clone(),
@@ -334,7 +343,7 @@ async fn start_with_store(
         metrics: metrics.clone(),
         clock: Arc::new(TokioClock::new()),
         base_domain: options.base_domain.clone(),
-        extra_labels: options.extra_labels.clone(),
+        extra_labels,
         apply: ApplyOptions::default(),
         teardown: TeardownOptions::graceful(),
     });
@@ -394,6 +403,28 @@ async fn start_with_store(
         controller,
         tasks,
     })
+}
+
+/// Key of the instance ID in the store's named values.
+const INSTANCE_KEY: &str = "serve.instance-id";
+
+/// This data directory's instance ID: read from the store, or drawn and stored on first start.
+///
+/// # Errors
+/// [`Error::StoreUnopenable`] when the store cannot be read or written.
+pub async fn instance_id(store: &Store) -> Result<String, Error> {
+    let failed = |source| Error::StoreUnopenable {
+        path: PathBuf::from(store.location()),
+        source,
+    };
+    if let Some(id) = store.get_value::<String>(INSTANCE_KEY).map_err(failed)? {
+        return Ok(id);
+    }
+    let id: String = (0..6)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    store.put_value(INSTANCE_KEY, &id).await.map_err(failed)?;
+    Ok(id)
 }
 
 /// Applies the state file once; a rejection is counted (logging and history are

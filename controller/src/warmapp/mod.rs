@@ -28,9 +28,8 @@ pub mod probe;
 mod tests;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use crd::names::{labels as keys, BaseDomain, StackName, StackRole};
+use crd::names::{labels as keys, BaseDomain, StackName};
 use crd::{Kind, Resource, WarmApp};
 use metrics::Metrics;
 use state::history::{reason, NewEntry, ObjectRef};
@@ -49,6 +48,11 @@ use probe::{probe_spec, ProbeTarget, Prober};
 /// Label on every warm-app task container naming the recipe version it runs: tells the new
 /// version's tasks from the old one's during a start-first update.
 pub const VERSION_LABEL: &str = "hearth.warm-version";
+
+/// Label naming the data directory (store) that deployed a stack: a random ID kept in the
+/// store. Cleanup tears down only stacks carrying this daemon's ID, so a daemon never removes
+/// warm-app stacks another hearth (another data directory, a test) deployed.
+pub const INSTANCE_LABEL: &str = "hearth.instance";
 
 /// The controller name in metrics.
 pub const CONTROLLER: &str = "warmapp";
@@ -72,8 +76,9 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// Base of derived domains (`<stack>.<base>`).
     pub base_domain: BaseDomain,
-    /// Extra labels on every object of every warm-app stack (e.g. `hearth.test=1`); cleanup
-    /// only tears down stacks carrying them, so a daemon never removes what another owns.
+    /// Extra labels on every object of every warm-app stack: [`INSTANCE_LABEL`] (set by
+    /// `serve`) and e.g. `hearth.test=1`; cleanup only tears down stacks carrying all of
+    /// them, so a daemon never removes what another owns.
     pub extra_labels: Labels,
     /// How stacks are applied.
     pub apply: ApplyOptions,
@@ -593,15 +598,6 @@ async fn owned_objects(swarm: &dyn Swarm, filter: &LabelFilter) -> Result<bool, 
         .is_empty())
 }
 
-/// The role of a warm app's stack, for docs and tests.
-pub fn role(provider: bool) -> StackRole {
-    if provider {
-        StackRole::WarmProvider
-    } else {
-        StackRole::WarmCanonical
-    }
-}
-
 /// An error with its causes, `: `-separated.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -613,6 +609,3 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
-
-/// How long a reconcile may wait for an apply by default (the stack module's default).
-pub const APPLY_DEADLINE: Duration = stack::DEFAULT_APPLY_DEADLINE;
