@@ -233,7 +233,7 @@ pub async fn apply(args: &ApplyArgs, out: &mut dyn Write) -> Result<(), Error> {
                 },
             )
             .await?;
-            writeln!(out, "{diff}{}", diff.summary())?;
+            writeln!(out, "{diff}")?;
             Ok(())
         }
     }

@@ -122,7 +122,7 @@ async fn apply(
         Err(e) => Err(e),
     };
     match result {
-        Ok(diff) => Ok(format!("{diff}{}\n", diff.summary())),
+        Ok(diff) => Ok(format!("{diff}\n")),
         Err(e @ statefile::Error::FileRejected { .. }) => {
             if !params.dry_run {
                 s.metrics.record_state_file_rejection();
