@@ -481,3 +481,41 @@ async fn follow_state_file(
         retry = load_state_file(&store, &metrics, &file, &base, options).await;
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_instance_id_is_drawn_once_and_kept_by_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let store = open_store(dir.path()).await.unwrap();
+            let id = instance_id(&store).await.unwrap();
+            assert_eq!(id.len(), 12);
+            assert_eq!(instance_id(&store).await.unwrap(), id);
+            id
+        };
+        let store = open_store(dir.path()).await.unwrap();
+        assert_eq!(
+            instance_id(&store).await.unwrap(),
+            first,
+            "kept across a restart"
+        );
+        let other = Store::in_memory().await.unwrap();
+        assert_ne!(instance_id(&other).await.unwrap(), first);
+    }
+
+    #[tokio::test]
+    async fn a_second_daemon_on_the_same_data_directory_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = open_store(dir.path()).await.unwrap();
+        let err = open_store(dir.path()).await.unwrap_err();
+        assert!(matches!(err, Error::StoreLocked(_)), "{err}");
+        assert!(
+            err.to_string().contains("another hearth is running on it"),
+            "{err}"
+        );
+    }
+}
