@@ -1,0 +1,593 @@
+//! Benchmark: `hearth stack deploy|rm` against `docker stack deploy|rm` on the real swarm.
+//!
+//! Run once, in release mode, on the test bed (see `BENCHMARKS.md`, "How to reproduce"):
+//!
+//! ```text
+//! cargo build --release -p hearth-controller --bin hearth -p hearth-tests --bin bench_stack
+//! target/release/bench_stack [--runs N] [--hearth PATH] [--docker PATH]
+//! ```
+//!
+//! Every measurement is repeated `--runs` times (default 5), hearth and docker alternating so
+//! that drifting background load hits both alike, and reported as median and min–max with the
+//! ratio of the medians (hearth / docker):
+//!
+//! - **deploy**: the deploy command, then polling (50 ms, one task listing per poll, the same
+//!   poller for both) until every service has as many running tasks as it wants; stacks of 3
+//!   and 10 services;
+//! - **forced rm**: `hearth stack rm --force` (exits once its final listing finds nothing)
+//!   against `docker stack rm` followed by what a script must do to get the same result:
+//!   retrying `docker volume rm` and listing networks every 100 ms until the stack's volumes
+//!   and networks are gone;
+//! - **graceful rm**: `hearth stack rm` against the same docker procedure;
+//! - **no-op re-apply**: the API calls (and writes) of applying an unchanged stack, counted by
+//!   a wrapper around the bollard adapter (the library call `hearth stack deploy` makes).
+//!
+//! Stacks are named `hearth-test-bench-…`; every object carries `hearth.test=1`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use controller::compose;
+use controller::stack::{self, ApplyOptions, Owner, TeardownOptions, NAMESPACE_LABEL};
+use controller::swarm::{
+    spec, Call, Config, Container, DockerOptions, DockerSwarm, Event, LabelFilter, Network, Node,
+    ObjectKind, Secret, Service, ServiceMode, Swarm, SwarmFuture, SwarmInfo, Task, TaskState, Verb,
+    Volume,
+};
+use futures::stream::BoxStream;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Settings from the command line.
+struct Settings {
+    runs: usize,
+    hearth: PathBuf,
+    docker: PathBuf,
+}
+
+fn settings() -> Result<Settings, BoxError> {
+    let exe = std::env::current_exe()?;
+    let mut s = Settings {
+        runs: 5,
+        hearth: exe.with_file_name("hearth"),
+        docker: PathBuf::from("/usr/bin/docker"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--runs" => s.runs = value()?.parse()?,
+            "--hearth" => s.hearth = PathBuf::from(value()?),
+            "--docker" => s.docker = PathBuf::from(value()?),
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    if s.runs < 5 {
+        return Err("--runs must be at least 5".into());
+    }
+    if !s.hearth.exists() {
+        return Err(format!(
+            "{} missing: cargo build --release -p hearth-controller --bin hearth",
+            s.hearth.display()
+        )
+        .into());
+    }
+    Ok(s)
+}
+
+/// A compose file of `services` fixture services sharing one overlay network, one volume,
+/// one secret and one config; `stop_grace_period` as given.
+fn compose_file(services: usize, grace: &str) -> String {
+    let mut out = String::from("version: \"3.8\"\nservices:\n");
+    for i in 1..=services {
+        out.push_str(&format!(
+            "  web{i}:\n    image: hearth-fixture/webapp:1.0.0\n    command: [\"/bin/serve\"]\n    \
+             stop_grace_period: {grace}\n    networks: [net]\n    volumes: [\"data:/data\"]\n    \
+             secrets: [token]\n    configs: [{{source: conf, target: /etc/conf}}]\n    \
+             deploy:\n      replicas: 1\n      endpoint_mode: dnsrr\n      labels: {{hearth.test: \"1\"}}\n"
+        ));
+    }
+    out.push_str(
+        "networks:\n  net:\n    driver: overlay\n    labels: {hearth.test: \"1\"}\n\
+         volumes:\n  data:\n    labels: {hearth.test: \"1\"}\n\
+         secrets:\n  token:\n    file: ./token\n    labels: {hearth.test: \"1\"}\n\
+         configs:\n  conf:\n    file: ./conf\n    labels: {hearth.test: \"1\"}\n",
+    );
+    out
+}
+
+/// Counts the calls it passes on to the bollard adapter.
+struct Counting {
+    inner: DockerSwarm,
+    calls: AtomicUsize,
+    writes: AtomicUsize,
+}
+
+impl Counting {
+    fn count(&self, verb: Verb, kind: ObjectKind) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if Call::new(verb, kind).is_write() {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn take(&self) -> (usize, usize) {
+        (
+            self.calls.swap(0, Ordering::Relaxed),
+            self.writes.swap(0, Ordering::Relaxed),
+        )
+    }
+}
+
+impl Swarm for Counting {
+    fn ping(&self) -> SwarmFuture<'_, ()> {
+        self.count(Verb::Ping, ObjectKind::Daemon);
+        self.inner.ping()
+    }
+    fn info(&self) -> SwarmFuture<'_, SwarmInfo> {
+        self.count(Verb::Info, ObjectKind::Daemon);
+        self.inner.info()
+    }
+    fn list_services<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Service>> {
+        self.count(Verb::List, ObjectKind::Service);
+        self.inner.list_services(f)
+    }
+    fn list_tasks<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Task>> {
+        self.count(Verb::List, ObjectKind::Task);
+        self.inner.list_tasks(f)
+    }
+    fn list_containers<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Container>> {
+        self.count(Verb::List, ObjectKind::Container);
+        self.inner.list_containers(f)
+    }
+    fn list_networks<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Network>> {
+        self.count(Verb::List, ObjectKind::Network);
+        self.inner.list_networks(f)
+    }
+    fn list_volumes<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Volume>> {
+        self.count(Verb::List, ObjectKind::Volume);
+        self.inner.list_volumes(f)
+    }
+    fn list_secrets<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Secret>> {
+        self.count(Verb::List, ObjectKind::Secret);
+        self.inner.list_secrets(f)
+    }
+    fn list_configs<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Config>> {
+        self.count(Verb::List, ObjectKind::Config);
+        self.inner.list_configs(f)
+    }
+    fn list_nodes<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Node>> {
+        self.count(Verb::List, ObjectKind::Node);
+        self.inner.list_nodes(f)
+    }
+    fn create_service<'a>(&'a self, s: &'a spec::ServiceSpec) -> SwarmFuture<'a, String> {
+        self.count(Verb::Create, ObjectKind::Service);
+        self.inner.create_service(s)
+    }
+    fn update_service<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        s: &'a spec::ServiceSpec,
+    ) -> SwarmFuture<'a, ()> {
+        self.count(Verb::Update, ObjectKind::Service);
+        self.inner.update_service(id, version, s)
+    }
+    fn remove_service<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        self.count(Verb::Remove, ObjectKind::Service);
+        self.inner.remove_service(id)
+    }
+    fn create_network<'a>(&'a self, s: &'a spec::NetworkSpec) -> SwarmFuture<'a, String> {
+        self.count(Verb::Create, ObjectKind::Network);
+        self.inner.create_network(s)
+    }
+    fn remove_network<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        self.count(Verb::Remove, ObjectKind::Network);
+        self.inner.remove_network(id)
+    }
+    fn create_volume<'a>(&'a self, s: &'a spec::VolumeSpec) -> SwarmFuture<'a, String> {
+        self.count(Verb::Create, ObjectKind::Volume);
+        self.inner.create_volume(s)
+    }
+    fn remove_volume<'a>(&'a self, name: &'a str) -> SwarmFuture<'a, ()> {
+        self.count(Verb::Remove, ObjectKind::Volume);
+        self.inner.remove_volume(name)
+    }
+    fn create_secret<'a>(&'a self, s: &'a spec::SecretSpec) -> SwarmFuture<'a, String> {
+        self.count(Verb::Create, ObjectKind::Secret);
+        self.inner.create_secret(s)
+    }
+    fn update_secret<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        s: &'a spec::SecretSpec,
+    ) -> SwarmFuture<'a, ()> {
+        self.count(Verb::Update, ObjectKind::Secret);
+        self.inner.update_secret(id, version, s)
+    }
+    fn remove_secret<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        self.count(Verb::Remove, ObjectKind::Secret);
+        self.inner.remove_secret(id)
+    }
+    fn create_config<'a>(&'a self, s: &'a spec::ConfigSpec) -> SwarmFuture<'a, String> {
+        self.count(Verb::Create, ObjectKind::Config);
+        self.inner.create_config(s)
+    }
+    fn update_config<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        s: &'a spec::ConfigSpec,
+    ) -> SwarmFuture<'a, ()> {
+        self.count(Verb::Update, ObjectKind::Config);
+        self.inner.update_config(id, version, s)
+    }
+    fn remove_config<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        self.count(Verb::Remove, ObjectKind::Config);
+        self.inner.remove_config(id)
+    }
+    fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        self.count(Verb::Remove, ObjectKind::Container);
+        self.inner.remove_container(id)
+    }
+    fn events(&self) -> BoxStream<'static, controller::swarm::Result<Event>> {
+        self.count(Verb::Events, ObjectKind::Daemon);
+        self.inner.events()
+    }
+}
+
+/// Runs a command; its failure (with stderr) is an error.
+fn run(program: &Path, args: &[&str], dir: &Path) -> Result<(), BoxError> {
+    let out = Command::new(program).args(args).current_dir(dir).output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} {args:?} failed: {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn ns_filter(namespace: &str) -> LabelFilter {
+    LabelFilter::eq(NAMESPACE_LABEL, namespace)
+}
+
+/// Polls every 50 ms until every service of the stack has its replicas running.
+async fn wait_running(swarm: &dyn Swarm, namespace: &str, services: usize) -> Result<(), BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let filter = ns_filter(namespace);
+    loop {
+        let listed = swarm.list_services(&filter).await?;
+        if listed.len() == services {
+            let tasks = swarm.list_tasks(&filter).await?;
+            let all = listed.iter().all(|s| {
+                let want = match s.mode {
+                    ServiceMode::Replicated(replicas) => replicas as usize,
+                    _ => 1,
+                };
+                let running = tasks
+                    .iter()
+                    .filter(|t| t.service_id == s.meta.id && t.state == TaskState::Running)
+                    .count();
+                running >= want
+            });
+            if all {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{namespace}: tasks not running within 180 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether nothing of the stack is left (every kind listed by the namespace label).
+async fn gone(swarm: &dyn Swarm, namespace: &str) -> Result<bool, BoxError> {
+    let f = ns_filter(namespace);
+    Ok(swarm.list_services(&f).await?.is_empty()
+        && swarm.list_networks(&f).await?.is_empty()
+        && swarm.list_volumes(&f).await?.is_empty()
+        && swarm.list_secrets(&f).await?.is_empty()
+        && swarm.list_configs(&f).await?.is_empty())
+}
+
+/// `docker stack rm`, then what a script does: every 100 ms remove the stack's volumes (they
+/// fail while containers stop) and list its networks, until both are gone.
+async fn docker_rm(
+    swarm: &dyn Swarm,
+    docker: &Path,
+    namespace: &str,
+    dir: &Path,
+) -> Result<(), BoxError> {
+    run(docker, &["stack", "rm", namespace], dir)?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let f = ns_filter(namespace);
+    loop {
+        let volumes = swarm.list_volumes(&f).await?;
+        for v in &volumes {
+            // In use while containers stop: try again next round.
+            let _ = Command::new(docker)
+                .args(["volume", "rm", &v.name])
+                .output()?;
+        }
+        let networks = swarm.list_networks(&f).await?;
+        if networks.is_empty() && swarm.list_volumes(&f).await?.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{namespace}: docker stack rm left objects after 180 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Median, min and max of durations in seconds.
+fn stats(samples: &[f64]) -> (f64, f64, f64) {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    (median, s[0], s[n - 1])
+}
+
+struct Row {
+    what: String,
+    hearth: Vec<f64>,
+    docker: Vec<f64>,
+    target: &'static str,
+}
+
+impl Row {
+    fn print(&self) {
+        let (hm, hmin, hmax) = stats(&self.hearth);
+        let (dm, dmin, dmax) = stats(&self.docker);
+        println!(
+            "| {} | {hm:.2} s ({hmin:.2}–{hmax:.2}) | {dm:.2} s ({dmin:.2}–{dmax:.2}) | {:.3} | {} |",
+            self.what,
+            hm / dm,
+            self.target
+        );
+    }
+}
+
+struct Bench {
+    settings: Settings,
+    swarm: DockerSwarm,
+    dir: PathBuf,
+    seq: usize,
+}
+
+impl Bench {
+    fn name(&mut self, side: &str, what: &str) -> String {
+        self.seq += 1;
+        format!("hearth-test-bench-{side}-{what}-{}", self.seq)
+    }
+
+    fn file(&self, services: usize) -> PathBuf {
+        self.dir.join(format!("stack-{services}.yml"))
+    }
+
+    async fn deploy(
+        &self,
+        hearth: bool,
+        services: usize,
+        namespace: &str,
+    ) -> Result<f64, BoxError> {
+        let file = self.file(services);
+        let file = file.to_string_lossy();
+        let started = Instant::now();
+        if hearth {
+            run(
+                &self.settings.hearth,
+                &["stack", "deploy", "-c", &file, namespace],
+                &self.dir,
+            )?;
+        } else {
+            run(
+                &self.settings.docker,
+                &[
+                    "stack",
+                    "deploy",
+                    "--resolve-image",
+                    "never",
+                    "-c",
+                    &file,
+                    namespace,
+                ],
+                &self.dir,
+            )?;
+        }
+        wait_running(&self.swarm, namespace, services).await?;
+        Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// Times a removal of a freshly deployed, running stack.
+    async fn rm(&mut self, hearth: bool, force: bool, services: usize) -> Result<f64, BoxError> {
+        let side = if hearth { "hth" } else { "ref" };
+        let namespace = self.name(side, if force { "frm" } else { "grm" });
+        // Deployed by the same tool that removes it.
+        self.deploy(hearth, services, &namespace).await?;
+        let started = Instant::now();
+        if hearth {
+            let mut args = vec!["stack", "rm"];
+            if force {
+                args.push("--force");
+            }
+            args.push(&namespace);
+            run(&self.settings.hearth, &args, &self.dir)?;
+        } else {
+            docker_rm(&self.swarm, &self.settings.docker, &namespace, &self.dir).await?;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        self.clean(&namespace).await?;
+        Ok(elapsed)
+    }
+
+    /// Removes whatever is left of a stack (not timed) and checks nothing is.
+    async fn clean(&self, namespace: &str) -> Result<(), BoxError> {
+        if !gone(&self.swarm, namespace).await? {
+            stack::teardown(&self.swarm, namespace, &TeardownOptions::forced()).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn main_async() -> Result<(), BoxError> {
+    let settings = settings()?;
+    let swarm = DockerSwarm::connect(DockerOptions::default()).await?;
+    let dir = std::env::temp_dir().join(format!("hearth-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("token"), "bench-secret\n")?;
+    std::fs::write(dir.join("conf"), "bench-config\n")?;
+    for n in [3, 10] {
+        std::fs::write(dir.join(format!("stack-{n}.yml")), compose_file(n, "10s"))?;
+    }
+    let runs = settings.runs;
+    let load_before = std::fs::read_to_string("/proc/loadavg")?;
+    let started = Instant::now();
+    let mut bench = Bench {
+        settings,
+        swarm,
+        dir,
+        seq: 0,
+    };
+    let mut rows = Vec::new();
+
+    for services in [3, 10] {
+        let mut row = Row {
+            what: format!("deploy, {services} services, to all tasks running"),
+            hearth: Vec::new(),
+            docker: Vec::new(),
+            target: "≤ 1.0",
+        };
+        for i in 0..runs {
+            for hearth in [i % 2 == 0, i % 2 != 0] {
+                let namespace = bench.name(if hearth { "hth" } else { "ref" }, "dep");
+                let t = bench.deploy(hearth, services, &namespace).await?;
+                eprintln!("deploy {services} {namespace}: {t:.2} s");
+                if hearth {
+                    &mut row.hearth
+                } else {
+                    &mut row.docker
+                }
+                .push(t);
+                bench.clean(&namespace).await?;
+            }
+        }
+        rows.push(row);
+    }
+    for (force, target) in [(true, "≤ 0.1"), (false, "≤ 1.0")] {
+        let mut row = Row {
+            what: format!(
+                "{} rm, 3 services, until volumes and networks are gone",
+                if force { "forced" } else { "graceful" }
+            ),
+            hearth: Vec::new(),
+            docker: Vec::new(),
+            target,
+        };
+        for i in 0..runs {
+            for hearth in [i % 2 == 0, i % 2 != 0] {
+                let t = bench.rm(hearth, force, 3).await?;
+                eprintln!("rm force={force} hearth={hearth}: {t:.2} s");
+                if hearth {
+                    &mut row.hearth
+                } else {
+                    &mut row.docker
+                }
+                .push(t);
+            }
+        }
+        rows.push(row);
+    }
+
+    // No-op re-apply through the library call `hearth stack deploy` makes, counted.
+    let counting = Counting {
+        inner: bench.swarm.clone(),
+        calls: AtomicUsize::new(0),
+        writes: AtomicUsize::new(0),
+    };
+    let mut noop = Vec::new();
+    for services in [3, 10] {
+        let namespace = bench.name("hth", "noop");
+        let env = std::collections::BTreeMap::new();
+        let translation = compose::translate_paths(&[bench.file(services)], &namespace, &env)?;
+        let owner = Owner::operator(&namespace);
+        let options = ApplyOptions::default();
+        stack::apply(&counting, &translation.stack, &owner, &options).await?;
+        let (first_calls, first_writes) = counting.take();
+        let mut calls = Vec::new();
+        let mut times = Vec::new();
+        let mut writes = 0;
+        for _ in 0..runs {
+            let started = Instant::now();
+            let report = stack::apply(&counting, &translation.stack, &owner, &options).await?;
+            times.push(started.elapsed().as_secs_f64());
+            let (c, w) = counting.take();
+            if !report.is_noop() {
+                return Err(format!("re-apply of {namespace} was not a no-op").into());
+            }
+            calls.push(c);
+            writes += w;
+        }
+        let (tm, tmin, tmax) = stats(&times);
+        noop.push(format!(
+            "| no-op re-apply, {services} services | first apply: {first_calls} calls, \
+             {first_writes} writes | re-apply (×{runs}): {} calls each, {writes} writes in total | \
+             {:.1} ms ({:.1}–{:.1}) | 0 writes |",
+            calls
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("/"),
+            tm * 1e3,
+            tmin * 1e3,
+            tmax * 1e3
+        ));
+        bench.clean(&namespace).await?;
+    }
+
+    let load_after = std::fs::read_to_string("/proc/loadavg")?;
+    println!(
+        "runs: {runs}; took {:.0} s; /proc/loadavg before: {}; after: {}",
+        started.elapsed().as_secs_f64(),
+        load_before.trim(),
+        load_after.trim()
+    );
+    println!();
+    println!(
+        "| measurement | hearth median (min–max) | docker median (min–max) | ratio | target |"
+    );
+    println!("|---|---|---|---|---|");
+    for row in &rows {
+        row.print();
+    }
+    println!();
+    println!("| measurement | first apply | re-apply | re-apply time | target |");
+    println!("|---|---|---|---|---|");
+    for line in &noop {
+        println!("{line}");
+    }
+    std::fs::remove_dir_all(&bench.dir)?;
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> std::process::ExitCode {
+    match main_async().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_stack: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
