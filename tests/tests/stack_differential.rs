@@ -760,6 +760,11 @@ async fn hearth_deploys_every_corpus_stack_as_docker_stack_deploy_does() {
     let Some(swarm) = real_swarm("stack_differential").await else {
         return;
     };
+    // One differential run at a time on this machine (several test runs share the daemon):
+    // stack names and the externals the corpus names (`proxy`, …) are fixed. Released on exit.
+    let lock = std::fs::File::create(std::env::temp_dir().join("hearth-stack-differential.lock"))
+        .expect("create the lock file");
+    lock.lock().expect("lock the lock file");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     for entry in std::fs::read_dir(corpus_dir()).unwrap() {
