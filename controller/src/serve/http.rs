@@ -15,11 +15,14 @@ use tokio_util::sync::CancellationToken;
 use crate::statefile;
 
 /// What the handlers share.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct State {
     pub store: Store,
     pub metrics: Metrics,
     pub base_domain: BaseDomain,
+    pub runs: crate::runs::Runs,
+    pub slots: crate::slots::Slots,
+    pub sweeper: crate::sweeper::Sweeper,
 }
 
 /// One error answer per failure kind.
@@ -50,6 +53,7 @@ fn router(state: State) -> Router {
         .route("/api/v1/warmapps", get(list_warmapps))
         .route("/api/v1/warmapps/{name}", get(get_warmapp))
         .route("/api/v1/apply", post(apply))
+        .merge(super::http_ci::routes())
         .with_state(state)
 }
 

@@ -21,8 +21,10 @@
 //! directory: a deleted (pruned) warm app's stack is torn down only if it carries this ID, so
 //! a daemon never removes warm-app stacks that another hearth deployed on the same host.
 
+mod ci;
 pub mod cli;
 mod http;
+mod http_ci;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -149,6 +151,9 @@ pub enum Error {
     /// The metrics registry could not be built (a bug).
     #[error("cannot build the metrics registry")]
     MetricsFailed(#[source] metrics::Error),
+    /// This host's identity (boot id, hostname) could not be read for owner liveness checks.
+    #[error("cannot read this host's identity for owner liveness checks")]
+    HostUnidentified(#[source] crate::liveness::Error),
     /// A signal handler could not be installed.
     #[error("cannot install signal handlers")]
     SignalsFailed(#[source] std::io::Error),
@@ -335,18 +340,29 @@ async fn start_with_store(
     extra_labels.insert(crate::warmapp::INSTANCE_LABEL.to_string(), instance.clone());
     info!(instance = %instance, "stacks are labelled {}={instance}; only those are ever torn down", crate::warmapp::INSTANCE_LABEL);
 
+    let catalogue: Arc<DirCatalogue> = Arc::new(catalogue);
     let ctx = Arc::new(Context {
         swarm: Arc::clone(&swarm),
         store: store.clone(),
-        catalogue: Arc::new(catalogue),
+        catalogue: catalogue.clone(),
         prober,
         metrics: metrics.clone(),
         clock: Arc::new(TokioClock::new()),
         base_domain: options.base_domain.clone(),
-        extra_labels,
+        extra_labels: extra_labels.clone(),
         apply: ApplyOptions::default(),
         teardown: TeardownOptions::graceful(),
     });
+    let cleanup = ci::start(ci::Setup {
+        store: store.clone(),
+        swarm: Arc::clone(&swarm),
+        catalogue,
+        base_domain: options.base_domain.clone(),
+        extra_labels,
+        instance: instance.clone(),
+        cancel: shutdown.graceful.clone(),
+    })?;
+    tasks.extend(cleanup.tasks);
     let config = runtime::Config {
         resync_period: options.resync,
         ..runtime::Config::default()
@@ -368,6 +384,9 @@ async fn start_with_store(
             store: store.clone(),
             metrics: metrics.clone(),
             base_domain: options.base_domain.clone(),
+            runs: cleanup.runs.clone(),
+            slots: cleanup.slots.clone(),
+            sweeper: cleanup.sweeper.clone(),
         };
         let stop = shutdown.graceful.clone();
         tasks.push(("http", tokio::spawn(http::serve(listener, state, stop))));

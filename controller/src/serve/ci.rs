@@ -1,0 +1,126 @@
+//! The daemon's CI side: runs, slots and the orphan sweeper, with their background loops (slot reclaim, sweep, teardown retries).
+//!
+//! Scope: the sweeper only looks at objects labelled `hearth.instance=<this daemon's id>`,
+//! so a daemon never sweeps what another hearth (or another test) deployed on a shared
+//! swarm. Run stacks and per-run deps deployed by this daemon carry that label; a stack the
+//! CI harness deploys by itself (adoption, no `--deploy`) must carry it too to be swept.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crd::names::BaseDomain;
+use state::{Store, SystemClock};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::catalogue::DirCatalogue;
+use crate::liveness::ProcLiveness;
+use crate::runs::{self, Runs};
+use crate::slots::{self, Slots};
+use crate::swarm::{LabelFilter, Labels, Swarm};
+use crate::sweeper::{self, Sweeper};
+
+/// How often the orphan sweeper runs.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often finishing runs left in TeardownFailed are retried.
+pub const TEARDOWN_RETRY_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the CI side needs.
+pub(crate) struct Setup {
+    pub store: Store,
+    pub swarm: Arc<dyn Swarm>,
+    pub catalogue: Arc<DirCatalogue>,
+    pub base_domain: BaseDomain,
+    pub extra_labels: Labels,
+    pub instance: String,
+    pub cancel: CancellationToken,
+}
+
+/// The started CI side.
+pub(crate) struct Started {
+    pub runs: Runs,
+    pub slots: Slots,
+    pub sweeper: Sweeper,
+    pub tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+/// Builds runs, slots and the sweeper and spawns their loops on `setup.cancel`.
+///
+/// # Errors
+/// [`super::Error::HostUnidentified`] when this host's identity cannot be read.
+pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
+    let checker = Arc::new(ProcLiveness::new().map_err(super::Error::HostUnidentified)?);
+    let clock = Arc::new(SystemClock);
+    let mut config = runs::Config::new(setup.base_domain);
+    config.extra_labels = setup.extra_labels;
+    let catalogue: Arc<dyn crate::catalogue::Catalogue> = setup.catalogue;
+    let runs = Runs::new(
+        setup.store.clone(),
+        setup.swarm.clone(),
+        Some(catalogue),
+        clock.clone(),
+        config,
+    );
+    let slots = Slots::with_clock(setup.store.clone(), clock.clone());
+    let sweeper = Sweeper::new(
+        setup.swarm,
+        setup.store,
+        checker.clone(),
+        clock,
+        sweeper::Config {
+            scope: LabelFilter::eq(crate::warmapp::INSTANCE_LABEL, &setup.instance),
+            ..sweeper::Config::default()
+        },
+    );
+    let tasks = vec![
+        (
+            "slot-reclaim",
+            tokio::spawn(slots::reclaim_loop(
+                slots.clone(),
+                checker,
+                slots::DEFAULT_RECLAIM_INTERVAL,
+                setup.cancel.clone(),
+            )),
+        ),
+        (
+            "sweeper",
+            tokio::spawn(sweeper::sweep_loop(
+                sweeper.clone(),
+                SWEEP_INTERVAL,
+                setup.cancel.clone(),
+            )),
+        ),
+        (
+            "teardown-retry",
+            tokio::spawn(retry_loop(runs.clone(), setup.cancel)),
+        ),
+    ];
+    info!(
+        reclaim = ?slots::DEFAULT_RECLAIM_INTERVAL,
+        sweep = ?SWEEP_INTERVAL,
+        "slot reclaim, orphan sweep and teardown retries running"
+    );
+    Ok(Started {
+        runs,
+        slots,
+        sweeper,
+        tasks,
+    })
+}
+
+/// Retries failed teardowns every [`TEARDOWN_RETRY_INTERVAL`] until `cancel`.
+async fn retry_loop(runs: Runs, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(TEARDOWN_RETRY_INTERVAL) => {}
+        }
+        match runs.retry_teardowns().await {
+            Ok(retried) if !retried.is_empty() => info!(?retried, "teardowns retried"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "retrying teardowns failed"),
+        }
+    }
+}
