@@ -4,6 +4,7 @@
 //! `serve`, `apply`, `get`, `run`, `slot`, `sweep`, `promote` are added as siblings). Commands
 //! write their results to the writers they are given, so tests run them without a terminal.
 
+pub mod ci;
 pub mod stack;
 
 use std::io::Write;
@@ -49,6 +50,14 @@ pub enum Command {
     /// Show resources (asks the running daemon).
     #[command(subcommand)]
     Get(crate::serve::cli::GetCommand),
+    /// Hold a slot of a pool while a command runs (through the daemon).
+    #[command(subcommand)]
+    Slot(ci::SlotCommand),
+    /// Start, heartbeat, report and finish CI runs (through the daemon).
+    #[command(subcommand)]
+    Run(ci::RunCommand),
+    /// Sweep orphaned objects now, or list them with --dry-run (through the daemon).
+    Sweep(ci::SweepArgs),
 }
 
 /// Errors of CLI commands. None is retried by the CLI; the exit code is non-zero for all.
@@ -107,6 +116,9 @@ pub enum Error {
     /// `serve`, `apply` or `get` failed.
     #[error(transparent)]
     DaemonFailed(#[from] crate::serve::cli::Error),
+    /// A CI command (slot, run, sweep) failed.
+    #[error(transparent)]
+    CiFailed(#[from] ci::Error),
     /// A `KEY=VALUE` argument is malformed.
     #[error("invalid argument: {0}")]
     ArgumentRejected(String),
@@ -140,6 +152,15 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         Command::Serve(args) => Ok(crate::serve::cli::serve(&args).await?),
         Command::Apply(args) => Ok(crate::serve::cli::apply(&args, out).await?),
         Command::Get(command) => Ok(crate::serve::cli::get(&command, out).await?),
+        Command::Slot(command) => {
+            let code = ci::slot(&command).await?;
+            out.flush()?;
+            err.flush()?;
+            // The wrapper exits with the command's code.
+            std::process::exit(code)
+        }
+        Command::Run(command) => Ok(ci::run(&command, out).await?),
+        Command::Sweep(args) => Ok(ci::sweep(&args, out).await?),
     }
 }
 

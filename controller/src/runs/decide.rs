@@ -76,7 +76,7 @@ pub fn parse_tier(arg: &str, required_tiers: &[String]) -> Result<TierResult, St
 }
 
 /// What `hearth run start` prints (`-o json`, or `-o env` for `eval`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Started {
     /// The run id.

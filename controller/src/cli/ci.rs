@@ -1,0 +1,480 @@
+//! `hearth slot exec`, `hearth run start|heartbeat|report|finish` and `hearth sweep`: clients of the daemon's CI endpoints.
+//!
+//! The daemon holds the store (sled: one process per data directory), so these commands talk
+//! to it over HTTP (`--server`, `$HEARTH_SERVER`, default `127.0.0.1:7433`).
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use crd::Owner;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::runs::Started;
+use crate::serve::DEFAULT_LISTEN;
+use crate::slots::{self, ExecOptions, Grant, SlotClient, SlotRequest};
+
+/// Errors of the CI commands. None is retried by the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The daemon could not be reached.
+    #[error("cannot reach the hearth daemon at {addr} (is `hearth serve` running?): {reason}")]
+    DaemonUnreachable {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The daemon refused or failed the request.
+    #[error("{method} {path}: {status}: {message}")]
+    RequestRefused {
+        /// HTTP method.
+        method: String,
+        /// Path.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// The daemon's message.
+        message: String,
+    },
+    /// The daemon's answer could not be read.
+    #[error("unreadable answer to {path}: {reason}")]
+    AnswerUnreadable {
+        /// Path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The caller's process identity could not be read.
+    #[error("cannot identify the owner process")]
+    OwnerUnidentified(#[source] crate::liveness::Error),
+    /// `slot exec` failed.
+    #[error(transparent)]
+    ExecFailed(#[from] slots::exec::Error),
+    /// Output could not be written.
+    #[error("cannot write output")]
+    OutputFailed(#[from] std::io::Error),
+}
+
+/// The daemon address argument.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArg {
+    /// The daemon's endpoint.
+    #[arg(long, env = "HEARTH_SERVER", default_value = DEFAULT_LISTEN, global = true)]
+    pub server: SocketAddr,
+}
+
+/// `hearth slot`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SlotCommand {
+    /// Run a command while holding a slot of a pool (exports HEARTH_SLOT, HEARTH_PORT_BASE, …).
+    Exec(SlotExecArgs),
+}
+
+/// `hearth slot exec`.
+#[derive(Debug, Clone, Args)]
+pub struct SlotExecArgs {
+    /// The slot pool.
+    #[arg(long)]
+    pub pool: String,
+    /// Lease TTL renewed by heartbeat (e.g. `30s`); without it the lease lives as long as
+    /// this wrapper process.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+    /// The daemon.
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
+}
+
+/// `hearth run`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RunCommand {
+    /// Start a run: take a slot, resolve deps, optionally deploy the run's stack.
+    Start(RunStartArgs),
+    /// Renew a run's lease.
+    Heartbeat(RunIdArgs),
+    /// Report tier results (`--tier install=pass --tier custom=skip:reason`).
+    Report(RunReportArgs),
+    /// Finish a run: verified teardown, then slot release.
+    Finish(RunIdArgs),
+}
+
+/// How `run start` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StartOutput {
+    /// JSON.
+    Json,
+    /// `KEY='value'` lines for `eval`.
+    Env,
+}
+
+/// `hearth run start`.
+#[derive(Debug, Clone, Args)]
+pub struct RunStartArgs {
+    /// The recipe.
+    #[arg(long)]
+    pub recipe: String,
+    /// Its version.
+    #[arg(long)]
+    pub version: String,
+    /// The git ref under test.
+    #[arg(long = "ref")]
+    pub git_ref: Option<String>,
+    /// Dependency providers (repeatable).
+    #[arg(long = "dep")]
+    pub deps: Vec<String>,
+    /// The slot pool.
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// Lease TTL (e.g. `10m`).
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// The owning process (default: this command's parent, e.g. the CI script).
+    #[arg(long)]
+    pub owner_pid: Option<u32>,
+    /// Deploy the run's stack from the catalogue.
+    #[arg(long)]
+    pub deploy: bool,
+    /// Tiers that must pass (repeatable).
+    #[arg(long = "require")]
+    pub require: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = StartOutput::Json)]
+    pub output: StartOutput,
+    /// The daemon.
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// A command on one run.
+#[derive(Debug, Clone, Args)]
+pub struct RunIdArgs {
+    /// The run id.
+    pub id: String,
+    /// The daemon.
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// `hearth run report`.
+#[derive(Debug, Clone, Args)]
+pub struct RunReportArgs {
+    /// The run id.
+    pub id: String,
+    /// `NAME=pass|fail[:reason]|skip[:reason]` (repeatable).
+    #[arg(long = "tier", required = true)]
+    pub tiers: Vec<String>,
+    /// The daemon.
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// `hearth sweep`.
+#[derive(Debug, Clone, Args)]
+pub struct SweepArgs {
+    /// List what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The daemon.
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// A JSON client of the daemon.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    addr: SocketAddr,
+}
+
+impl Client {
+    /// A client of the daemon at `addr`.
+    pub fn new(addr: SocketAddr) -> Client {
+        Client { addr }
+    }
+
+    /// `POST path` with a JSON body; the decoded answer.
+    ///
+    /// # Errors
+    /// [`Error::DaemonUnreachable`], [`Error::RequestRefused`], [`Error::AnswerUnreadable`].
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, Error> {
+        self.call(hyper::Method::POST, path, Some(body)).await
+    }
+
+    /// `GET path`; the decoded answer.
+    ///
+    /// # Errors
+    /// As [`Client::post`].
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.call(hyper::Method::GET, path, None).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, Error> {
+        let addr = self.addr;
+        let unreachable = |reason: String| Error::DaemonUnreachable { addr, reason };
+        let stream =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| unreachable("connect timed out".into()))?
+                .map_err(|e| unreachable(e.to_string()))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| unreachable(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let request = hyper::Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let result = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let status = response.status().as_u16();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?
+                .to_bytes();
+            Ok::<_, Error>((status, bytes))
+        }
+        .await;
+        driver.abort();
+        let (status, bytes) = result?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(String::from))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(Error::RequestRefused {
+                method: method.to_string(),
+                path: path.to_string(),
+                status,
+                message,
+            });
+        }
+        let bytes = if bytes.is_empty() {
+            Bytes::from_static(b"null")
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&bytes).map_err(|e| Error::AnswerUnreadable {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// A slot error for [`SlotClient`]: the daemon's refusal mapped back where it has a meaning.
+fn slot_error(pool: &str, slot: Option<u32>, e: Error) -> slots::Error {
+    match e {
+        Error::RequestRefused { status: 404, .. } => {
+            slots::Error::PoolNotFound { pool: pool.into() }
+        }
+        Error::RequestRefused { status: 409, .. } => slots::Error::LeaseNotHeld {
+            pool: pool.into(),
+            slot: slot.unwrap_or_default(),
+        },
+        // The trait's error type has no daemon variant: the remote store's failure is carried
+        // as an engine failure with the daemon's address and message.
+        other => slots::Error::StoreFailed(state::Error::EngineFailed(
+            state::engine::Error::OperationFailed {
+                location: "the hearth daemon".into(),
+                op: "serve the slot request",
+                source: Box::new(other),
+            },
+        )),
+    }
+}
+
+fn ttl_text(ttl: Option<Duration>) -> Option<String> {
+    ttl.map(|d| humantime::format_duration(d).to_string())
+}
+
+impl SlotClient for Client {
+    fn acquire<'a>(&'a self, req: &'a SlotRequest) -> BoxFuture<'a, slots::Result<Grant>> {
+        Box::pin(async move {
+            let body = serde_json::json!({
+                "owner": req.owner,
+                "run": req.run,
+                "ttl": ttl_text(req.ttl),
+            });
+            self.post(&format!("/api/v1/slotpools/{}/acquire", req.pool), &body)
+                .await
+                .map_err(|e| match e {
+                    Error::RequestRefused { status: 408, .. } => slots::Error::WaitTimedOut {
+                        pool: req.pool.clone(),
+                        waited: Duration::ZERO,
+                    },
+                    other => slot_error(&req.pool, None, other),
+                })
+        })
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        grant: &'a Grant,
+        ttl: Duration,
+    ) -> BoxFuture<'a, slots::Result<Grant>> {
+        Box::pin(async move {
+            let body = serde_json::json!({
+                "slot": grant.slot,
+                "owner": grant.owner,
+                "ttl": ttl_text(Some(ttl)),
+            });
+            self.post(
+                &format!("/api/v1/slotpools/{}/heartbeat", grant.pool),
+                &body,
+            )
+            .await
+            .map_err(|e| slot_error(&grant.pool, Some(grant.slot), e))
+        })
+    }
+
+    fn release<'a>(&'a self, grant: &'a Grant) -> BoxFuture<'a, slots::Result<()>> {
+        Box::pin(async move {
+            let body = serde_json::json!({"slot": grant.slot, "owner": grant.owner});
+            self.post::<()>(&format!("/api/v1/slotpools/{}/release", grant.pool), &body)
+                .await
+                .map_err(|e| slot_error(&grant.pool, Some(grant.slot), e))
+        })
+    }
+}
+
+/// `hearth slot exec`: returns the command's exit code.
+///
+/// # Errors
+/// See [`Error`].
+pub async fn slot(command: &SlotCommand) -> Result<i32, Error> {
+    let SlotCommand::Exec(args) = command;
+    let client = Client::new(args.server.server);
+    let owner = crate::liveness::current_owner().map_err(Error::OwnerUnidentified)?;
+    let outcome = slots::exec(
+        &client,
+        &ExecOptions {
+            pool: args.pool.clone(),
+            owner,
+            ttl: args.ttl,
+            command: args.command.clone(),
+        },
+    )
+    .await?;
+    Ok(outcome.exit_code)
+}
+
+fn owner(pid: Option<u32>) -> Result<Owner, Error> {
+    let pid = pid.unwrap_or_else(std::os::unix::process::parent_id);
+    crate::liveness::owner_of(pid).map_err(Error::OwnerUnidentified)
+}
+
+/// `hearth run …`.
+///
+/// # Errors
+/// See [`Error`].
+pub async fn run(command: &RunCommand, out: &mut dyn Write) -> Result<(), Error> {
+    match command {
+        RunCommand::Start(a) => {
+            let client = Client::new(a.server.server);
+            let body = serde_json::json!({
+                "recipe": a.recipe,
+                "version": a.version,
+                "gitRef": a.git_ref,
+                "deps": a.deps,
+                "pool": a.pool,
+                "ttl": a.ttl,
+                "owner": owner(a.owner_pid)?,
+                "deploy": a.deploy,
+                "requiredTiers": a.require,
+            });
+            let started: Started = client.post("/api/v1/runs", &body).await?;
+            match a.output {
+                StartOutput::Json => {
+                    let text = serde_json::to_string_pretty(&started)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    writeln!(out, "{text}")?;
+                }
+                StartOutput::Env => write!(out, "{}", started.to_env())?,
+            }
+        }
+        RunCommand::Heartbeat(a) => {
+            let run: serde_json::Value = Client::new(a.server.server)
+                .post(
+                    &format!("/api/v1/runs/{}/heartbeat", a.id),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            print_phase(out, &a.id, &run)?;
+        }
+        RunCommand::Report(a) => {
+            let run: serde_json::Value = Client::new(a.server.server)
+                .post(
+                    &format!("/api/v1/runs/{}/report", a.id),
+                    &serde_json::json!({"tiers": a.tiers}),
+                )
+                .await?;
+            print_phase(out, &a.id, &run)?;
+        }
+        RunCommand::Finish(a) => {
+            let run: serde_json::Value = Client::new(a.server.server)
+                .post(
+                    &format!("/api/v1/runs/{}/finish", a.id),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            print_phase(out, &a.id, &run)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_phase(out: &mut dyn Write, id: &str, run: &serde_json::Value) -> std::io::Result<()> {
+    let phase = run
+        .pointer("/status/phase")
+        .and_then(|p| p.as_str())
+        .unwrap_or("Unknown");
+    writeln!(out, "run {id}: {phase}")
+}
+
+/// `hearth sweep [--dry-run]`: prints the plan or report as JSON.
+///
+/// # Errors
+/// See [`Error`].
+pub async fn sweep(args: &SweepArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let answer: serde_json::Value = Client::new(args.server.server)
+        .post(
+            "/api/v1/sweep",
+            &serde_json::json!({"dryRun": args.dry_run}),
+        )
+        .await?;
+    let text =
+        serde_json::to_string_pretty(&answer).map_err(|e| std::io::Error::other(e.to_string()))?;
+    writeln!(out, "{text}")?;
+    Ok(())
+}
