@@ -65,7 +65,7 @@ pub enum Error {
 #[derive(Debug, Clone, Args)]
 pub struct ServerArg {
     /// The daemon's endpoint.
-    #[arg(long, env = "HEARTH_SERVER", default_value = DEFAULT_LISTEN, global = true)]
+    #[arg(long, env = "HEARTH_SERVER", default_value = DEFAULT_LISTEN)]
     pub server: SocketAddr,
 }
 
@@ -98,6 +98,7 @@ pub struct SlotExecArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum RunCommand {
     /// Start a run: take a slot, resolve deps, optionally deploy the run's stack.
+    #[command(disable_version_flag = true)]
     Start(RunStartArgs),
     /// Renew a run's lease.
     Heartbeat(RunIdArgs),
@@ -477,4 +478,66 @@ pub async fn sweep(args: &SweepArgs, out: &mut dyn Write) -> Result<(), Error> {
         serde_json::to_string_pretty(&answer).map_err(|e| std::io::Error::other(e.to_string()))?;
     writeln!(out, "{text}")?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn run_start_takes_every_flag_of_issue_5() {
+        let cli = Cli::try_parse_from([
+            "hearth",
+            "run",
+            "start",
+            "--recipe",
+            "r",
+            "--version",
+            "1.2.0",
+            "--ref",
+            "abc",
+            "--dep",
+            "sso",
+            "--pool",
+            "ci",
+            "--ttl",
+            "10m",
+            "--owner-pid",
+            "42",
+            "--deploy",
+            "--require",
+            "install",
+            "-o",
+            "env",
+            "--server",
+            "127.0.0.1:9",
+        ])
+        .unwrap();
+        let Command::Run(RunCommand::Start(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.version, "1.2.0");
+        assert_eq!(a.deps, ["sso"]);
+        assert_eq!(a.owner_pid, Some(42));
+        assert!(a.deploy);
+        assert_eq!(a.output, StartOutput::Env);
+        assert_eq!(a.server.server.port(), 9);
+    }
+
+    #[test]
+    fn slot_exec_takes_the_command_after_a_double_dash() {
+        let cli = Cli::try_parse_from([
+            "hearth", "slot", "exec", "--pool", "p", "--", "sh", "-c", "x",
+        ])
+        .unwrap();
+        let Command::Slot(SlotCommand::Exec(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.command, ["sh", "-c", "x"]);
+        assert!(Cli::try_parse_from(["hearth", "slot", "exec", "--pool", "p"]).is_err());
+    }
 }
