@@ -187,3 +187,130 @@ async fn slot_exec_with_three_slots_and_ten_jobs_keeps_three_inside_in_order_and
     shutdown.stop_gracefully();
     running.wait().await;
 }
+
+async fn objects_of(swarm: &dyn Swarm, namespace: &str) -> controller::stack::Observed {
+    let mut o = controller::stack::observe(swarm, namespace, controller::stack::Depth::WithTasks)
+        .await
+        .unwrap();
+    // Tasks of removed services linger in the task list; they are not removable objects.
+    o.tasks.clear();
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_ci_script_run_through_the_cli_is_cleaned_up_by_the_daemon_and_a_foreign_stack_stays(
+) {
+    let run = unique_name("cli-runkill");
+    let dir = tempfile::tempdir().unwrap();
+    let (running, shutdown) =
+        start_serve(dir.path(), &pool_yaml("hearth-test-runs", 1, "1m"), &run).await;
+    let server = running.http_addr.unwrap().to_string();
+    wait_for_pool(&server, "hearth-test-runs").await;
+    let swarm = real_swarm(&run).await.unwrap();
+
+    // A foreign stack, deployed with `docker stack deploy` and no hearth labels.
+    let foreign = format!("hearth-test-foreign-{}", &run[run.len() - 6..]).replace('_', "-");
+    let compose = dir.path().join("foreign.yml");
+    std::fs::write(
+        &compose,
+        format!(
+            "version: \"3.8\"\nservices:\n  web:\n    image: hearth-fixture/webapp:1.0.0\n    \
+             command: [\"/bin/serve\"]\n    deploy:\n      endpoint_mode: dnsrr\n      \
+             labels: {{ \"hearth.test\": \"1\", \"{RUN_LABEL}\": \"{run}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("docker")
+        .args(["stack", "deploy", "-c"])
+        .arg(&compose)
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The CI-like script: starts a run owned by itself, lets hearth deploy, then waits.
+    let stack_file = dir.path().join("stack");
+    let script = format!(
+        "set -e\neval \"$({hearth} run start --server {server} --recipe webapp --version 1.0.0 \
+         --pool hearth-test-runs --owner-pid $$ --deploy -o env)\"\n\
+         echo \"$HEARTH_STACK\" > {stack_file}.tmp && mv {stack_file}.tmp {stack_file}\nsleep 600\n",
+        hearth = hearth_bin().display(),
+        stack_file = stack_file.display()
+    );
+    let mut job = Command::new("sh").arg("-c").arg(&script).spawn().unwrap();
+    let until = Instant::now() + Duration::from_secs(120);
+    let stack = loop {
+        if let Ok(s) = std::fs::read_to_string(&stack_file) {
+            break s.trim().to_string();
+        }
+        assert!(Instant::now() < until, "run start did not finish");
+        assert!(
+            job.try_wait().unwrap().is_none(),
+            "the CI script ended early"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    loop {
+        let o = controller::stack::observe(&swarm, &stack, controller::stack::Depth::WithTasks)
+            .await
+            .unwrap();
+        if o.tasks
+            .iter()
+            .any(|t| t.state == controller::swarm::TaskState::Running)
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "the run's stack did not come up");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let deployed = objects_of(&swarm, &stack).await;
+    assert!(!deployed.services.is_empty(), "{deployed:?}");
+    let client = controller::cli::ci::Client::new(server.parse().unwrap());
+
+    let killed = Instant::now();
+    job.kill().unwrap(); // SIGKILL
+    job.wait().unwrap();
+    loop {
+        let o = objects_of(&swarm, &stack).await;
+        if o.is_empty() {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(120),
+            "not swept: {o:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = killed.elapsed();
+    println!(
+        "MEASURE cli_runs_real kill_to_last_object_gone_ms={}",
+        took.as_millis()
+    );
+    // The slot is free again.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pools: Vec<crd::SlotPool> = client.get("/api/v1/slotpools").await.unwrap();
+        let pool = pools
+            .iter()
+            .find(|p| p.metadata.name == "hearth-test-runs")
+            .unwrap();
+        if pool.status.leases.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < until, "slot still held: {:?}", pool.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The foreign stack is untouched.
+    let f = objects_of(&swarm, &foreign).await;
+    let _ = Command::new("docker")
+        .args(["stack", "rm", &foreign])
+        .output();
+    assert_eq!(f.services.len(), 1, "{f:?}");
+
+    shutdown.stop_gracefully();
+    running.wait().await;
+}
