@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 
 bash scripts/testbed.sh
 
+# Real-swarm CLI tests spawn the `hearth` binary; nextest builds only the tests' own package's
+# bins, so build it first (a fresh target dir has none).
+cargo build -p hearth-controller --bin hearth
+
 if cargo nextest --version >/dev/null 2>&1; then
     # One line per test (PASS/FAIL/SKIP with its duration), failures summarised at the end.
     exec cargo nextest run --workspace --no-fail-fast --status-level all --final-status-level fail "$@"
