@@ -1,9 +1,10 @@
 //! The daemon's CI side: runs, slots and the orphan sweeper, with their background loops (slot reclaim, sweep, teardown retries).
 //!
-//! Scope: the sweeper only looks at objects labelled `hearth.instance=<this daemon's id>`,
-//! so a daemon never sweeps what another hearth (or another test) deployed on a shared
-//! swarm. Run stacks and per-run deps deployed by this daemon carry that label; a stack the
-//! CI harness deploys by itself (adoption, no `--deploy`) must carry it too to be swept.
+//! Scope: the sweeper looks at objects labelled `hearth.instance=<this daemon's id>` (run
+//! stacks and per-run deps this daemon deployed) and at objects in a stack namespace this
+//! daemon assigned to a run in its own store (adoption: a stack the CI harness deployed by
+//! itself, without `--deploy`, carries no hearth label). A daemon never sweeps what another
+//! hearth (or another test) deployed on a shared swarm.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,8 @@
 //! The orphan sweeper: removes, with forced teardown, what hearth owns of runs that are over, unknown, expired or whose owner died.
 //!
-//! One pass: list every object kind once (services, networks, volumes, secrets, configs;
-//! unfiltered, so adoption by namespace works), read the runs from the store, [`decide()`]
+//! One pass: list every object kind in the scope (services, networks, volumes, secrets,
+//! configs; with a narrowed scope, once more for every object with a stack namespace, so
+//! adoption by namespace works), read the runs from the store, [`decide()`]
 //! (pure), remove the selected objects (services, then their containers at once, then
 //! networks, secrets, configs, then volumes), list again to verify, close the runs whose owner
 //! died or lease expired (phase Orphaned/Expired, slot released in the same transaction), and
@@ -25,6 +26,7 @@ use state::{Clock, Store};
 use tokio::time::Instant;
 
 use crate::liveness::Checker;
+use crate::stack::NAMESPACE_LABEL;
 use crate::swarm::{self, LabelFilter, ObjectKind, Swarm};
 
 pub use decide::{decide, CloseRun, Decision, Object, Reason, SweepAction};
@@ -183,13 +185,38 @@ impl Sweeper {
         }
     }
 
+    /// The objects in the scope, plus — when the scope is narrower than everything — the
+    /// objects in the stack namespaces hearth assigned to `runs` (adoption: a stack the CI
+    /// harness deployed by itself carries none of this daemon's labels).
+    ///
+    /// # Errors
+    /// [`Error::ObserveFailed`].
+    async fn observe_owned(&self, runs: &[Run]) -> Result<Vec<Object>> {
+        let mut objects = observe(self.swarm.as_ref(), &self.config.scope).await?;
+        let assigned = decide::assigned_stacks(runs);
+        if self.config.scope.conditions().is_empty() || assigned.is_empty() {
+            return Ok(objects);
+        }
+        let seen: BTreeSet<(ObjectKind, String)> =
+            objects.iter().map(|o| (o.kind, o.id.clone())).collect();
+        let stacked = LabelFilter::all().and_has(NAMESPACE_LABEL);
+        let adopted = observe(self.swarm.as_ref(), &stacked).await?;
+        objects.extend(adopted.into_iter().filter(|o| {
+            !seen.contains(&(o.kind, o.id.clone()))
+                && o.labels
+                    .get(NAMESPACE_LABEL)
+                    .is_some_and(|ns| assigned.contains_key(ns))
+        }));
+        Ok(objects)
+    }
+
     /// What a sweep would do now, without doing it (`hearth sweep --dry-run`).
     ///
     /// # Errors
     /// [`Error::ObserveFailed`], [`Error::StoreFailed`].
     pub async fn plan(&self) -> Result<Decision> {
-        let objects = observe(self.swarm.as_ref(), &self.config.scope).await?;
         let runs = self.store.list::<Run>()?.items;
+        let objects = self.observe_owned(&runs).await?;
         let checker = self.checker.clone();
         Ok(decide(
             &objects,
@@ -218,13 +245,14 @@ impl Sweeper {
         }
         let selected: Vec<Object> = decision.remove.iter().map(|a| a.object.clone()).collect();
         report.failures = remove_forced(self.swarm.as_ref(), &selected, self.config.deadline).await;
-        // Verify.
-        let present: BTreeSet<(ObjectKind, String)> =
-            observe(self.swarm.as_ref(), &self.config.scope)
-                .await?
-                .into_iter()
-                .map(|o| (o.kind, o.id))
-                .collect();
+        // Verify (adopted objects are outside the scope: list them the same way).
+        let runs = self.store.list::<Run>()?.items;
+        let present: BTreeSet<(ObjectKind, String)> = self
+            .observe_owned(&runs)
+            .await?
+            .into_iter()
+            .map(|o| (o.kind, o.id))
+            .collect();
         let mut remained_by_run: BTreeMap<String, Vec<Object>> = BTreeMap::new();
         let mut removed_by_run: BTreeMap<String, Vec<Object>> = BTreeMap::new();
         for a in &decision.remove {

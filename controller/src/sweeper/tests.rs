@@ -601,3 +601,66 @@ async fn a_teardown_with_leftovers_keeps_the_run_in_teardown_failed_until_a_retr
     let pool: SlotPool = bed.store.get("ci").unwrap();
     assert!(pool.status.leases.is_empty());
 }
+
+/// A sweeper confined to one daemon's objects (`hearth.instance=<id>`, as `hearth serve`
+/// runs it) still adopts a stack the CI harness deployed by itself under the name hearth
+/// assigned — it carries no hearth label at all — and still leaves a foreign stack alone.
+#[tokio::test(start_paused = true)]
+async fn a_scoped_sweeper_adopts_a_harness_deployed_stack_by_its_namespace_and_leaves_a_foreign_one(
+) {
+    let bed = bed(1).await;
+    let mut sweeper = bed.sweeper.clone();
+    sweeper.config.scope = LabelFilter::eq("hearth.instance", "this-daemon");
+    let mut req = request(600, "job-7");
+    req.deploy = false;
+    req.deps.clear();
+    let started = bed.runs.start(&req).await.unwrap();
+    let service = |name: &str, namespace: &str| -> spec::ServiceSpec {
+        serde_json::from_value(serde_json::json!({
+            "Name": name,
+            "Labels": {"com.docker.stack.namespace": namespace},
+            "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Command": ["sleep", "1000"]}}
+        }))
+        .unwrap()
+    };
+    // What `docker stack deploy -c … $HEARTH_STACK` leaves: namespace labels only.
+    let adopted = format!("{}_app", started.stack);
+    bed.sim
+        .create_service(&service(&adopted, &started.stack))
+        .await
+        .unwrap();
+    bed.sim
+        .create_service(&service("foreign_web", "foreign"))
+        .await
+        .unwrap();
+    // A stack in the namespace of a run another daemon recorded: not this store's run.
+    bed.sim
+        .create_service(&service("hr-app-0000000000_app", "hr-app-0000000000"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await; // past the creation guard
+    let plan = sweeper.plan().await.unwrap();
+    assert!(plan.remove.is_empty(), "owner alive: {plan:?}");
+    bed.checker.kill(600);
+    let plan = sweeper.plan().await.unwrap();
+    let names: Vec<(&str, bool)> = plan
+        .remove
+        .iter()
+        .map(|a| (a.object.name.as_str(), a.adopted))
+        .collect();
+    assert_eq!(names, [(adopted.as_str(), true)]);
+    let report = sweeper.sweep().await.unwrap();
+    assert_eq!(report.removed.len(), 1, "{report:?}");
+    assert!(report.remained.is_empty(), "{report:?}");
+    assert_eq!(report.closed, std::slice::from_ref(&started.run));
+    let left = everything(&bed.sim).await;
+    assert!(!left.contains(&format!("service/{adopted}")), "{left:?}");
+    assert!(
+        left.contains(&"service/foreign_web".to_string()),
+        "{left:?}"
+    );
+    assert!(
+        left.contains(&"service/hr-app-0000000000_app".to_string()),
+        "{left:?}"
+    );
+}
