@@ -2,8 +2,11 @@
 //!
 //! - [`support`]: connecting to the real swarm (fails under `CI=true` when Docker is
 //!   unreachable, never skips there), unique names and labels, polling.
+//! - [`ci_kill`]: the CI-kill scenario (a SIGKILLed CI script's run, every object kind
+//!   polled until gone), shared by `tests/cli_runs_real.rs` and `bench_sweep`.
 //! - [`conformance`]: behaviours every [`controller::swarm::Swarm`] must show, run against the
 //!   simulated swarm (`tests/sim_conformance.rs`) and the real one (`tests/real_swarm.rs`).
 
+pub mod ci_kill;
 pub mod conformance;
 pub mod support;

@@ -13,6 +13,7 @@ use controller::serve::{self, Options, Running};
 use controller::swarm::{Labels, Swarm};
 use controller::warmapp::probe::GatewayProber;
 use crd::names::BaseDomain;
+use hearth_tests::ci_kill;
 use hearth_tests::support::{real_swarm, unique_name, RUN_LABEL, TEST_LABEL};
 
 /// The `hearth` binary next to this test's target directory.
@@ -29,7 +30,16 @@ fn hearth_bin() -> PathBuf {
     bin
 }
 
-async fn start_serve(dir: &Path, state: &str, run: &str) -> (Running, Shutdown) {
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/catalogue")
+}
+
+async fn start_serve(
+    dir: &Path,
+    state: &str,
+    run: &str,
+    catalogue: PathBuf,
+) -> (Running, Shutdown) {
     let swarm = real_swarm(run).await.expect("real swarm");
     std::fs::write(dir.join("state.yml"), state).unwrap();
     let socket = std::env::var_os("HEARTH_DOCKER_SOCKET")
@@ -39,7 +49,7 @@ async fn start_serve(dir: &Path, state: &str, run: &str) -> (Running, Shutdown) 
         state_file: Some(dir.join("state.yml")),
         prune: true,
         data_dir: dir.join("data"),
-        catalogue: Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/catalogue"),
+        catalogue,
         docker_socket: socket.clone(),
         resync: Duration::from_secs(300),
         listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -100,7 +110,7 @@ async fn slot_exec_with_three_slots_and_ten_jobs_keeps_three_inside_in_order_and
         pool_yaml("hearth-test-ci", 3, "2m"),
         pool_yaml("hearth-test-one", 1, "30s")
     );
-    let (running, shutdown) = start_serve(dir.path(), &state, &run).await;
+    let (running, shutdown) = start_serve(dir.path(), &state, &run, examples()).await;
     let server = running.http_addr.unwrap().to_string();
     wait_for_pool(&server, "hearth-test-ci").await;
     wait_for_pool(&server, "hearth-test-one").await;
@@ -188,42 +198,14 @@ async fn slot_exec_with_three_slots_and_ten_jobs_keeps_three_inside_in_order_and
     running.wait().await;
 }
 
-async fn objects_of(swarm: &dyn Swarm, namespace: &str) -> controller::stack::Observed {
-    let mut o = controller::stack::observe(swarm, namespace, controller::stack::Depth::WithTasks)
-        .await
-        .unwrap();
-    // Tasks of removed services linger in the task list; they are not removable objects.
-    o.tasks.clear();
-    o
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkilled_ci_script_run_through_the_cli_is_cleaned_up_by_the_daemon_and_a_foreign_stack_stays(
-) {
-    let run = unique_name("cli-runkill");
-    let dir = tempfile::tempdir().unwrap();
-    let (running, shutdown) =
-        start_serve(dir.path(), &pool_yaml("hearth-test-runs", 1, "1m"), &run).await;
-    let server = running.http_addr.unwrap().to_string();
-    wait_for_pool(&server, "hearth-test-runs").await;
-    let swarm = real_swarm(&run).await.unwrap();
-
-    // A foreign stack, deployed with `docker stack deploy` and no hearth labels.
-    let foreign = format!("hearth-test-foreign-{}", &run[run.len() - 6..]).replace('_', "-");
-    let compose = dir.path().join("foreign.yml");
-    std::fs::write(
-        &compose,
-        format!(
-            "version: \"3.8\"\nservices:\n  web:\n    image: hearth-fixture/webapp:1.0.0\n    \
-             command: [\"/bin/serve\"]\n    deploy:\n      endpoint_mode: dnsrr\n      \
-             labels: {{ \"hearth.test\": \"1\", \"{RUN_LABEL}\": \"{run}\" }}\n"
-        ),
-    )
-    .unwrap();
+/// Deploys the fixture full stack with `docker stack deploy` under `name`: no hearth label on
+/// anything (only `hearth.test=1`).
+fn deploy_foreign(name: &str) {
     let out = Command::new("docker")
         .args(["stack", "deploy", "-c"])
-        .arg(&compose)
-        .arg(&foreign)
+        .arg(ci_kill::catalogue_dir().join("fullstack/compose.yml"))
+        .arg(name)
+        .env("VERSION", ci_kill::VERSION)
         .output()
         .unwrap();
     assert!(
@@ -231,66 +213,95 @@ async fn a_sigkilled_ci_script_run_through_the_cli_is_cleaned_up_by_the_daemon_a
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
 
-    // The CI-like script: starts a run owned by itself, lets hearth deploy, then waits.
-    let stack_file = dir.path().join("stack");
-    let script = format!(
-        "set -e\neval \"$({hearth} run start --server {server} --recipe webapp --version 1.0.0 \
-         --pool hearth-test-runs --owner-pid $$ --deploy -o env)\"\n\
-         echo \"$HEARTH_STACK\" > {stack_file}.tmp && mv {stack_file}.tmp {stack_file}\nsleep 600\n",
-        hearth = hearth_bin().display(),
-        stack_file = stack_file.display()
-    );
-    let mut job = Command::new("sh").arg("-c").arg(&script).spawn().unwrap();
-    let until = Instant::now() + Duration::from_secs(120);
-    let stack = loop {
-        if let Ok(s) = std::fs::read_to_string(&stack_file) {
-            break s.trim().to_string();
-        }
-        assert!(Instant::now() < until, "run start did not finish");
-        assert!(
-            job.try_wait().unwrap().is_none(),
-            "the CI script ended early"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    loop {
-        let o = controller::stack::observe(&swarm, &stack, controller::stack::Depth::WithTasks)
-            .await
+/// Removes the foreign stack and, once its containers are gone, its volumes.
+async fn remove_foreign(name: &str) {
+    let _ = Command::new("docker").args(["stack", "rm", name]).output();
+    for _ in 0..300 {
+        let out = Command::new("docker")
+            .args([
+                "volume",
+                "rm",
+                &format!("{name}_data"),
+                &format!("{name}_cache"),
+            ])
+            .output()
             .unwrap();
-        if o.tasks
-            .iter()
-            .any(|t| t.state == controller::swarm::TaskState::Running)
-        {
-            break;
+        if out.status.success() || String::from_utf8_lossy(&out.stderr).contains("no such volume") {
+            let left = Command::new("docker")
+                .args(["volume", "ls", "-q", "--filter"])
+                .arg(format!("label=com.docker.stack.namespace={name}"))
+                .output()
+                .unwrap();
+            if left.stdout.trim_ascii().is_empty() {
+                return;
+            }
         }
-        assert!(Instant::now() < until, "the run's stack did not come up");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let deployed = objects_of(&swarm, &stack).await;
-    assert!(!deployed.services.is_empty(), "{deployed:?}");
-    let client = controller::cli::ci::Client::new(server.parse().unwrap());
+}
 
-    let killed = Instant::now();
-    job.kill().unwrap(); // SIGKILL
-    job.wait().unwrap();
-    loop {
-        let o = objects_of(&swarm, &stack).await;
-        if o.is_empty() {
-            break;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(120),
-            "not swept: {o:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let took = killed.elapsed();
+/// The CI-kill scenario end to end: the script (`hearth run start --owner-pid $$ … -o env`,
+/// with hearth or the script itself deploying the full stack) is SIGKILLed; the daemon removes
+/// every object of the run — services, containers, networks, volumes, secrets, configs, each
+/// kind checked by namespace and by run label — marks the run Orphaned and frees the slot,
+/// while a foreign full stack deployed with `docker stack deploy` stays exactly as it was.
+async fn a_killed_ci_script_is_cleaned_up(test: &str, deploy: ci_kill::Deploy) {
+    let run = unique_name(test);
+    let dir = tempfile::tempdir().unwrap();
+    let (running, shutdown) = start_serve(
+        dir.path(),
+        &pool_yaml("hearth-test-runs", 1, "1m"),
+        &run,
+        ci_kill::catalogue_dir(),
+    )
+    .await;
+    let server = running.http_addr.unwrap().to_string();
+    wait_for_pool(&server, "hearth-test-runs").await;
+    let swarm = real_swarm(&run).await.unwrap();
+
+    let foreign = format!("hearth-test-foreign-{}", &run[run.len() - 6..]).replace('_', "-");
+    deploy_foreign(&foreign);
+
+    let scenario = ci_kill::Scenario {
+        hearth: hearth_bin(),
+        server: server.clone(),
+        pool: "hearth-test-runs".into(),
+        deploy,
+        work: dir.path().join("job"),
+        env: vec![],
+    };
+    let mut job = ci_kill::start_job(&swarm, &scenario, Duration::from_secs(120))
+        .await
+        .unwrap();
+    println!("deployed: {:?}", job.deployed);
+    let foreign_before = ci_kill::inventory(&swarm, &foreign, "-").await.unwrap();
+    assert!(foreign_before.is_complete(), "{foreign_before:?}");
+    let client = controller::cli::ci::Client::new(server.parse().unwrap());
+    let recorded: crd::Run = client
+        .get(&format!("/api/v1/runs/{}", job.run))
+        .await
+        .unwrap();
+    assert_eq!(recorded.status.phase, crd::RunPhase::Running);
+    assert_eq!(recorded.spec.owner.pid, job.child.id());
+
+    let killed = ci_kill::kill(&mut job).unwrap();
+    let took = ci_kill::wait_until_gone(
+        &swarm,
+        &job.stack,
+        &job.run,
+        killed,
+        Duration::from_secs(120),
+        Duration::from_millis(25),
+    )
+    .await
+    .unwrap();
     println!(
-        "MEASURE cli_runs_real kill_to_last_object_gone_ms={}",
+        "MEASURE cli_runs_real {deploy:?} kill_to_last_object_gone_ms={}",
         took.as_millis()
     );
-    // The slot is free again.
+    // The run is closed as orphaned and its slot is free again.
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let pools: Vec<crd::SlotPool> = client.get("/api/v1/slotpools").await.unwrap();
@@ -298,19 +309,38 @@ async fn a_sigkilled_ci_script_run_through_the_cli_is_cleaned_up_by_the_daemon_a
             .iter()
             .find(|p| p.metadata.name == "hearth-test-runs")
             .unwrap();
-        if pool.status.leases.is_empty() {
+        let r: crd::Run = client
+            .get(&format!("/api/v1/runs/{}", job.run))
+            .await
+            .unwrap();
+        if pool.status.leases.is_empty() && r.status.phase == crd::RunPhase::Orphaned {
             break;
         }
-        assert!(Instant::now() < until, "slot still held: {:?}", pool.status);
+        assert!(
+            Instant::now() < until,
+            "slot still held or run not closed: {:?} {:?}",
+            pool.status,
+            r.status
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The foreign stack is untouched.
-    let f = objects_of(&swarm, &foreign).await;
-    let _ = Command::new("docker")
-        .args(["stack", "rm", &foreign])
-        .output();
-    assert_eq!(f.services.len(), 1, "{f:?}");
+    // The foreign stack is untouched: every object still there.
+    let foreign_after = ci_kill::inventory(&swarm, &foreign, "-").await.unwrap();
+    remove_foreign(&foreign).await;
+    assert_eq!(foreign_after, foreign_before);
 
     shutdown.stop_gracefully();
     running.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_ci_script_run_deployed_by_hearth_is_removed_entirely_and_a_foreign_stack_stays(
+) {
+    a_killed_ci_script_is_cleaned_up("cli-runkill", ci_kill::Deploy::Hearth).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_ci_script_stack_deployed_by_the_harness_is_adopted_and_removed_and_a_foreign_stack_stays(
+) {
+    a_killed_ci_script_is_cleaned_up("cli-runadopt", ci_kill::Deploy::Harness).await;
 }
