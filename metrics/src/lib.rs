@@ -237,20 +237,20 @@ impl Metrics {
             docker_calls: counter_vec(
                 &r,
                 "docker_api_calls_total",
-                "Docker Engine API calls, per verb and object kind.",
-                &["verb", "object"],
+                "Docker Engine API calls, per operation.",
+                &["operation"],
             )?,
             docker_errors: counter_vec(
                 &r,
                 "docker_api_errors_total",
-                "Docker Engine API calls that failed, per verb, object kind and error class.",
-                &["verb", "object", "error"],
+                "Docker Engine API calls that failed, per operation and error kind.",
+                &["operation", "error"],
             )?,
             docker_latency: histogram_vec(
                 &r,
                 "docker_api_call_duration_seconds",
-                "Latency of Docker Engine API calls, per verb and object kind.",
-                &["verb", "object"],
+                "Latency of Docker Engine API calls, per operation.",
+                &["operation"],
                 LATENCY_BUCKETS,
             )?,
             registry: r,
@@ -372,6 +372,13 @@ impl Metrics {
             .set(saturating_i64(capacity));
     }
 
+    /// Forgets a slot pool that was deleted (its in-use and capacity series).
+    pub fn remove_slot_pool(&self, pool: &str) {
+        // An absent series is fine: nothing to remove.
+        let _ = self.slots_in_use.remove_label_values(&[pool]);
+        let _ = self.slots_capacity.remove_label_values(&[pool]);
+    }
+
     /// Records how long a caller waited for a slot of `pool`.
     pub fn observe_slot_wait(&self, pool: &str, waited: Duration) {
         self.slot_wait
@@ -414,24 +421,62 @@ impl Metrics {
         self.state_file_rejections.inc();
     }
 
-    /// Records one Docker API call: its verb and object kind, latency, and error class when
-    /// it failed (`not_found`, `timeout`, … — a closed set defined by the swarm adapter).
+    /// Records one Docker API call: its operation (`list_services`, `create_volume`, … — a
+    /// closed set spelled by the metered swarm), latency, and error kind when it failed
+    /// (`not_found`, `timeout`, … — a closed set defined by the swarm's error type).
     pub fn observe_docker_call(
         &self,
-        verb: &'static str,
-        object: &'static str,
+        operation: &'static str,
         took: Duration,
         error: Option<&'static str>,
     ) {
-        self.docker_calls.with_label_values(&[verb, object]).inc();
+        self.docker_calls.with_label_values(&[operation]).inc();
         self.docker_latency
-            .with_label_values(&[verb, object])
+            .with_label_values(&[operation])
             .observe(took.as_secs_f64());
-        if let Some(class) = error {
+        if let Some(kind) = error {
             self.docker_errors
-                .with_label_values(&[verb, object, class])
+                .with_label_values(&[operation, kind])
                 .inc();
         }
+    }
+
+    /// The number of series (samples, counting every histogram bucket) the registry exports
+    /// now: what a cardinality test watches.
+    pub fn series_count(&self) -> usize {
+        self.registry
+            .gather()
+            .iter()
+            .map(|family| {
+                let per_metric = match family.get_field_type() {
+                    // every bucket, plus _sum and _count
+                    prometheus::proto::MetricType::HISTOGRAM => {
+                        |m: &prometheus::proto::Metric| m.get_histogram().get_bucket().len() + 2
+                    }
+                    _ => |_: &prometheus::proto::Metric| 1,
+                };
+                family.get_metric().iter().map(per_metric).sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// Every label value of `label` that series of the family `name` (without the `hearth_`
+    /// prefix) carry now, sorted and deduplicated: what tests read to check label sets.
+    pub fn label_values(&self, name: &str, label: &str) -> Vec<String> {
+        let full = format!("hearth_{name}");
+        let mut out: Vec<String> = self
+            .registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == full)
+            .flat_map(|f| f.get_metric().iter())
+            .flat_map(|m| m.get_label().iter())
+            .filter(|l| l.name() == label)
+            .map(|l| l.value().to_owned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 }
 
@@ -559,22 +604,26 @@ mod tests {
     #[test]
     fn docker_calls_count_errors_by_class() {
         let m = Metrics::new().unwrap();
-        m.observe_docker_call("list", "service", Duration::from_millis(3), None);
-        m.observe_docker_call("remove", "volume", Duration::from_millis(9), Some("in_use"));
+        m.observe_docker_call("list_services", Duration::from_millis(3), None);
+        m.observe_docker_call("remove_volume", Duration::from_millis(9), Some("in_use"));
         let text = m.encode().unwrap();
         assert_eq!(
             line_value(
                 &text,
-                "hearth_docker_api_errors_total{error=\"in_use\",object=\"volume\",verb=\"remove\"}"
+                "hearth_docker_api_errors_total{error=\"in_use\",operation=\"remove_volume\"}"
             ),
             Some(1.0)
         );
         assert_eq!(
             line_value(
                 &text,
-                "hearth_docker_api_calls_total{object=\"service\",verb=\"list\"}"
+                "hearth_docker_api_calls_total{operation=\"list_services\"}"
             ),
             Some(1.0)
+        );
+        assert_eq!(
+            m.label_values("docker_api_calls_total", "operation"),
+            ["list_services", "remove_volume"]
         );
     }
 

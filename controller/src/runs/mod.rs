@@ -22,9 +22,10 @@ use std::time::Duration;
 use crd::names::{self, labels as keys, BaseDomain, StackRole};
 use crd::run::{DepBinding, LeaseSpec, SlotAssignment};
 use crd::{
-    DepProvider, DepProviderSpec, Kind, Owner, Run, RunPhase, RunSpec, TierResult, Validate,
-    WarmApp, WarmAppPhase,
+    DepProvider, DepProviderSpec, Kind, Owner, Run, RunPhase, RunSpec, TierOutcome, TierResult,
+    Validate, WarmApp, WarmAppPhase,
 };
+use metrics::Metrics;
 use state::history::{reason, NewEntry, ObjectRef};
 use state::{Clock, Store};
 
@@ -173,6 +174,7 @@ pub struct Runs {
     catalogue: Option<Arc<dyn Catalogue>>,
     clock: Arc<dyn Clock>,
     config: Config,
+    metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for Runs {
@@ -200,7 +202,16 @@ impl Runs {
             catalogue,
             clock,
             config,
+            metrics: None,
         }
+    }
+
+    /// Records tier results (`hearth_tier_results_total`) and slot waits
+    /// (`hearth_slot_wait_seconds`) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Runs {
+        self.slots = self.slots.with_metrics(metrics.clone());
+        self.metrics = Some(metrics);
+        self
     }
 
     fn get(&self, name: &str) -> Result<Run> {
@@ -553,14 +564,22 @@ impl Runs {
         check
             .validate()
             .map_err(|e| Error::RequestRejected(e.to_string()))?;
-        self.edit_status(name, |r| {
+        let run = self
+            .edit_status(name, |r| {
+                for t in tiers {
+                    let mut t = t.clone();
+                    t.required |= r.spec.required_tiers.contains(&t.name);
+                    r.status.record_tier(t);
+                }
+            })
+            .await?;
+        if let Some(m) = &self.metrics {
+            // Labels: the recipe (catalogue-bounded) and the tier name, never the run.
             for t in tiers {
-                let mut t = t.clone();
-                t.required |= r.spec.required_tiers.contains(&t.name);
-                r.status.record_tier(t);
+                m.record_tier(&run.spec.recipe, &t.name, outcome_label(t.result));
             }
-        })
-        .await
+        }
+        Ok(run)
     }
 
     /// Finishes a run: graceful teardown of its stack, then its per-run deps in reverse,
@@ -690,6 +709,15 @@ impl Runs {
             }
         }
         Ok(out)
+    }
+}
+
+/// The `result` label of a tier outcome.
+fn outcome_label(outcome: TierOutcome) -> &'static str {
+    match outcome {
+        TierOutcome::Pass => "pass",
+        TierOutcome::Fail => "fail",
+        TierOutcome::Skip => "skip",
     }
 }
 

@@ -37,6 +37,7 @@ pub(crate) struct Setup {
     pub extra_labels: Labels,
     pub instance: String,
     pub cancel: CancellationToken,
+    pub metrics: metrics::Metrics,
 }
 
 /// The started CI side.
@@ -63,8 +64,10 @@ pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
         Some(catalogue),
         clock.clone(),
         config,
-    );
-    let slots = Slots::with_clock(setup.store.clone(), clock.clone());
+    )
+    .with_metrics(setup.metrics.clone());
+    let slots =
+        Slots::with_clock(setup.store.clone(), clock.clone()).with_metrics(setup.metrics.clone());
     let sweeper = Sweeper::new(
         setup.swarm,
         setup.store,
@@ -74,7 +77,8 @@ pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
             scope: LabelFilter::eq(crate::warmapp::INSTANCE_LABEL, &setup.instance),
             ..sweeper::Config::default()
         },
-    );
+    )
+    .with_metrics(setup.metrics);
     let tasks = vec![
         (
             "slot-reclaim",

@@ -23,6 +23,7 @@
 
 mod ci;
 pub mod cli;
+pub mod gauges;
 mod http;
 mod http_ci;
 
@@ -41,7 +42,7 @@ use crate::catalogue::DirCatalogue;
 use crate::runtime::{self, Controller, Handle, Shutdown, Stopped};
 use crate::stack::{ApplyOptions, TeardownOptions};
 use crate::statefile;
-use crate::swarm::{DockerOptions, DockerSwarm, Labels, Swarm};
+use crate::swarm::{DockerOptions, DockerSwarm, Labels, MeteredSwarm, Swarm};
 use crate::warmapp::probe::{GatewayProber, Prober};
 use crate::warmapp::{Context, TokioClock, WarmAppReconciler};
 
@@ -301,6 +302,8 @@ async fn start_with_store(
     shutdown: Shutdown,
 ) -> Result<Running, Error> {
     let metrics = Metrics::new().map_err(Error::MetricsFailed)?;
+    // Every Docker call of the daemon is counted, timed and its failures classified.
+    let swarm: Arc<dyn Swarm> = Arc::new(MeteredSwarm::new(swarm, metrics.clone()));
     let catalogue = DirCatalogue::open(&options.catalogue).map_err(Error::CatalogueUnopenable)?;
     let recipes = catalogue.check_all();
     for problem in &recipes {
@@ -361,6 +364,7 @@ async fn start_with_store(
         extra_labels,
         instance: instance.clone(),
         cancel: shutdown.graceful.clone(),
+        metrics: metrics.clone(),
     })?;
     tasks.extend(cleanup.tasks);
     let config = runtime::Config {
@@ -395,20 +399,15 @@ async fn start_with_store(
         info!("step 5/6: no local endpoint");
     }
 
-    let gauges = handle.clone();
-    let gauge_metrics = metrics.clone();
     tasks.push((
         "gauges",
-        tokio::spawn(async move {
-            loop {
-                gauge_metrics.set_queue(
-                    crate::warmapp::CONTROLLER,
-                    gauges.queue_depth(),
-                    gauges.active_workers(),
-                );
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        }),
+        tokio::spawn(gauges::refresh_loop(
+            store.clone(),
+            metrics.clone(),
+            handle.clone(),
+            crate::warmapp::CONTROLLER,
+            shutdown.graceful.clone(),
+        )),
     ));
 
     info!(resync = %humantime::format_duration(options.resync), "step 6/6: warm-app controller running");

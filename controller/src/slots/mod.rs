@@ -169,6 +169,7 @@ pub struct Reclaimed {
 pub struct Slots {
     store: Store,
     clock: Arc<dyn Clock>,
+    metrics: Option<metrics::Metrics>,
 }
 
 impl Slots {
@@ -179,7 +180,18 @@ impl Slots {
 
     /// Slots over `store` with `clock` (virtual time in tests).
     pub fn with_clock(store: Store, clock: Arc<dyn Clock>) -> Slots {
-        Slots { store, clock }
+        Slots {
+            store,
+            clock,
+            metrics: None,
+        }
+    }
+
+    /// Records how long [`Slots::acquire`] waited for each grant in `metrics`
+    /// (`hearth_slot_wait_seconds`, per pool).
+    pub fn with_metrics(mut self, metrics: metrics::Metrics) -> Slots {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The store.
@@ -269,7 +281,13 @@ impl Slots {
         loop {
             let seen = self.store.revision();
             match self.try_acquire(req, ticket).await? {
-                Attempt::Granted(g) => return Ok(g),
+                Attempt::Granted(g) => {
+                    if let Some(m) = &self.metrics {
+                        let waited = self.now_ms().saturating_sub(started);
+                        m.observe_slot_wait(&g.pool, Duration::from_millis(waited));
+                    }
+                    return Ok(g);
+                }
                 Attempt::TimedOut => {
                     return Err(Error::WaitTimedOut {
                         pool: req.pool.clone(),

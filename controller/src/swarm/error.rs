@@ -114,6 +114,23 @@ impl Error {
         }
     }
 
+    /// The error's kind as a short, closed-set name (`not_found`, `out_of_sequence`, `in_use`,
+    /// `already_exists`, `timeout`, `transport`, `unavailable`, `rejected`, `invalid`): the
+    /// `error` label of `hearth_docker_api_errors_total`, never anything per object.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::OutOfSequence { .. } => "out_of_sequence",
+            Error::InUse { .. } => "in_use",
+            Error::AlreadyExists { .. } => "already_exists",
+            Error::Timeout { .. } => "timeout",
+            Error::Transport { .. } => "transport",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Rejected { .. } => "rejected",
+            Error::Invalid { .. } => "invalid",
+        }
+    }
+
     /// Whether the object was not there (teardown treats this as success).
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })

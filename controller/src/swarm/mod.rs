@@ -17,12 +17,14 @@ use futures::stream::BoxStream;
 
 mod docker;
 mod error;
+mod metered;
 pub mod sim;
 pub mod spec;
 mod types;
 
 pub use docker::{DockerOptions, DockerSwarm};
 pub use error::{Error, Result};
+pub use metered::MeteredSwarm;
 pub use types::{
     health_from_status, task_health, Call, Config, Container, ContainerState, Event, Health,
     LabelFilter, Labels, Meta, Network, Node, ObjectKind, Secret, Service, ServiceMode, SwarmInfo,

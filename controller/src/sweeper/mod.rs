@@ -97,6 +97,7 @@ pub struct Sweeper {
     checker: Arc<dyn Checker>,
     clock: Arc<dyn Clock>,
     config: Config,
+    metrics: Option<metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Sweeper {
@@ -182,6 +183,7 @@ impl Sweeper {
             checker,
             clock,
             config,
+            metrics: None,
         }
     }
 
@@ -208,6 +210,16 @@ impl Sweeper {
                     .is_some_and(|ns| assigned.contains_key(ns))
         }));
         Ok(objects)
+    }
+
+    /// The controller name of sweep passes in `hearth_reconciles_total` and its siblings.
+    pub const CONTROLLER: &'static str = "sweeper";
+
+    /// Records every pass (`hearth_reconciles_total{controller="sweeper"}`, errors, duration)
+    /// and the orphans it removed (`hearth_orphans_swept_total`, per object kind) in `metrics`.
+    pub fn with_metrics(mut self, metrics: metrics::Metrics) -> Sweeper {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// What a sweep would do now, without doing it (`hearth sweep --dry-run`).
@@ -237,6 +249,25 @@ impl Sweeper {
     /// [`Error::ObserveFailed`] (before or after removing), [`Error::StoreFailed`]. Removal
     /// failures are not errors of the pass: they are in the report and in history.
     pub async fn sweep(&self) -> Result<SweepReport> {
+        let Some(metrics) = &self.metrics else {
+            return self.sweep_once().await;
+        };
+        let timer = metrics.reconcile_timer(Self::CONTROLLER);
+        let result = self.sweep_once().await;
+        timer.finish(result.is_ok());
+        if let Ok(report) = &result {
+            let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
+            for o in &report.removed {
+                *by_kind.entry(o.kind.as_str()).or_default() += 1;
+            }
+            for (kind, n) in by_kind {
+                metrics.add_orphans_swept(kind, n);
+            }
+        }
+        result
+    }
+
+    async fn sweep_once(&self) -> Result<SweepReport> {
         let decision = self.plan().await?;
         let mut report = SweepReport::default();
         if decision.remove.is_empty() && decision.close.is_empty() {

@@ -127,6 +127,11 @@ struct Bed {
 }
 
 async fn bed(slots: u32) -> Bed {
+    bed_with(slots, None).await
+}
+
+/// [`bed`] whose runs, slots, sweeper and swarm calls record into `metrics`.
+async fn bed_with(slots: u32, metrics: Option<metrics::Metrics>) -> Bed {
     let sim = SimSwarm::new(SimConfig::default());
     let clock: Arc<dyn Clock> = Arc::new(SimClock(tokio::time::Instant::now()));
     let store = Store::with_engine(
@@ -163,21 +168,28 @@ async fn bed(slots: u32) -> Bed {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let checker = Arc::new(Scripted::default());
-    let swarm: Arc<dyn Swarm> = Arc::new(sim.clone());
-    let runs = Runs::new(
+    let mut swarm: Arc<dyn Swarm> = Arc::new(sim.clone());
+    if let Some(m) = &metrics {
+        swarm = Arc::new(crate::swarm::MeteredSwarm::new(swarm, m.clone()));
+    }
+    let mut runs = Runs::new(
         store.clone(),
         swarm.clone(),
         Some(catalogue(dir.path())),
         clock.clone(),
         runs::Config::new(BaseDomain::parse("ci.test").unwrap()),
     );
-    let sweeper = Sweeper::new(
+    let mut sweeper = Sweeper::new(
         swarm,
         store.clone(),
         checker.clone(),
         clock,
         Config::default(),
     );
+    if let Some(m) = metrics {
+        runs = runs.with_metrics(m.clone());
+        sweeper = sweeper.with_metrics(m);
+    }
     Bed {
         sim,
         store,
@@ -663,4 +675,113 @@ async fn a_scoped_sweeper_adopts_a_harness_deployed_stack_by_its_namespace_and_l
         left.contains(&"service/hr-app-0000000000_app".to_string()),
         "{left:?}"
     );
+}
+
+/// One run of the cardinality test: started, tiers reported (pass, fail, skip), then finished
+/// — or, every fifth run, its owner dies and the sweeper closes it.
+async fn one_run(bed: &Bed, metrics: &metrics::Metrics, i: u32) -> String {
+    let pid = 10_000 + i;
+    let started = bed
+        .runs
+        .start(&request(pid, &format!("card-{i}")))
+        .await
+        .unwrap();
+    let tiers: Vec<TierResult> = [
+        ("install", TierOutcome::Pass),
+        ("upgrade", TierOutcome::Fail),
+        ("custom-sso", TierOutcome::Skip),
+    ]
+    .into_iter()
+    .map(|(name, result)| TierResult {
+        name: name.into(),
+        result,
+        required: false,
+        reason: None,
+    })
+    .collect();
+    bed.runs.report(&started.run, &tiers).await.unwrap();
+    if i.is_multiple_of(5) {
+        bed.checker.kill(pid);
+        let report = bed.sweeper.sweep().await.unwrap();
+        assert_eq!(report.closed, std::slice::from_ref(&started.run));
+    } else {
+        let run = bed.runs.finish(&started.run).await.unwrap();
+        assert!(run.status.phase.is_terminal(), "{:?}", run.status);
+    }
+    crate::serve::gauges::refresh(&bed.store, metrics, &[]);
+    started.run
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_hundred_runs_leave_the_number_of_metric_series_unchanged() {
+    let metrics = metrics::Metrics::new().unwrap();
+    let bed = bed_with(1, Some(metrics.clone())).await;
+    // Warm-up: every path (finish, sweep) and every tier outcome has been taken once.
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(one_run(&bed, &metrics, i).await);
+    }
+    let series = metrics.series_count();
+    let operations = metrics.label_values("docker_api_calls_total", "operation");
+    assert!(
+        series > 100,
+        "the test must watch a populated registry: {series}"
+    );
+    assert!(
+        operations.contains(&"create_service".to_string()),
+        "{operations:?}"
+    );
+    for i in 5..200 {
+        ids.push(one_run(&bed, &metrics, i).await);
+    }
+    assert_eq!(metrics.series_count(), series, "series grew with the runs");
+    assert_eq!(
+        metrics.label_values("docker_api_calls_total", "operation"),
+        operations
+    );
+    assert_eq!(
+        metrics.label_values("tier_results_total", "tier"),
+        ["custom-sso", "install", "upgrade"]
+    );
+    assert_eq!(
+        metrics.label_values("tier_results_total", "recipe"),
+        ["app"]
+    );
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains(
+            r#"hearth_tier_results_total{recipe="app",result="pass",tier="install"} 200"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"hearth_runs{phase="Orphaned"} 40"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"hearth_runs{phase="Succeeded"} 160"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"hearth_reconciles_total{controller="sweeper"} 40"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"hearth_orphans_swept_total{kind="service"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"hearth_slots_capacity{pool="ci"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"hearth_slot_wait_seconds_count{pool="ci"} 200"#),
+        "{text}"
+    );
+    for id in &ids {
+        assert!(
+            !text.contains(id.as_str()),
+            "run id {id} leaked into a label"
+        );
+    }
 }
