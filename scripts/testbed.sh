@@ -3,7 +3,7 @@
 #
 # Run as root on a fresh Debian 12 machine (or again on a prepared one: every step
 # checks before it acts, so a second run takes a second or two). It
-#   1. installs what is missing: docker.io, busybox-static (apt-get);
+#   1. installs what is missing: docker.io, busybox-static, prometheus (apt-get);
 #   2. starts dockerd if it is not running, with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
 #      so swarm tasks never try to pull (there is no registry);
 #   3. initialises a single-node swarm (--advertise-addr 127.0.0.1) if none is active;
@@ -33,6 +33,9 @@ missing=()
 if ! { [ -x /bin/busybox ] && dpkg -s busybox-static >/dev/null 2>&1; }; then
     missing+=(busybox-static)
 fi
+# prometheus + promtool: tests/tests/prometheus_real.rs runs a real Prometheus that scrapes
+# hearth (the package's own service is kept from starting by the policy-rc.d below).
+[ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
