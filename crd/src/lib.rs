@@ -19,6 +19,7 @@ pub mod depprovider;
 pub mod duration;
 pub mod names;
 pub mod owner;
+pub mod promotion;
 pub mod resource;
 pub mod run;
 pub mod slotpool;

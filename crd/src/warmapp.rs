@@ -222,6 +222,9 @@ pub struct WarmAppStatus {
     /// The last error, lowercase, cleared on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The declared version and the last promotion hearth made (see [`crate::promotion`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<crate::promotion::PromotionRecord>,
 }
 
 impl Validate for WarmApp {

@@ -1,0 +1,601 @@
+//! Promotion: a green run's version (or an operator's, a rollback's, the nightly refresh's) becomes a warm app's version, serialised per app, latest wins, gated by the WarmApp reconciler.
+//!
+//! - [`decide`] (pure): may a request promote ([`decide::plan`]), what the health gate
+//!   decided ([`decide::outcome`]), where a rollback goes ([`decide::rollback_target`]).
+//! - [`Promoter`]: the executor over the store. It writes `spec.version` (and the
+//!   declared/promoted record in `status.promotion`), then waits for the WarmApp reconciler's
+//!   verdict — Ready at the new version, or rolled back — and records it.
+//!
+//! # Guarantees
+//! - One promotion of an app at a time: a request for an app whose promotion is under way
+//!   waits; a newer request replaces a waiting older one (latest wins; the older one is
+//!   recorded as superseded). Different apps promote in parallel.
+//! - Every request ends in exactly one history entry with its final result (`Promoted` with
+//!   details `run, from, to, source, result`, or `Rejected` for a refused one) and one count
+//!   in `hearth_promotions_total{result}`; a promotion that starts also gets a `pending`
+//!   entry when `spec.version` is written.
+//! - A rolled-back promotion sets `spec.version` back to the version that serves, so the
+//!   next green run is judged against what really runs.
+//!
+//! # Caveats
+//! The queue lives in memory: a request waiting behind another when hearth stops is lost
+//! (the next green run or operator asks again). A promotion already written is resumed at
+//! startup ([`Promoter::resume`]): its verdict is still recorded.
+
+pub mod decide;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crd::promotion::{PromotionAttempt, PromotionRecord, PromotionResult, PromotionSource};
+use crd::warmapp::PromotePolicy;
+use crd::{Kind, Run, RunPhase, WarmApp};
+use metrics::Metrics;
+use state::history::{reason, NewEntry, ObjectRef, Query};
+use state::{Clock, Store};
+use tracing::{info, warn};
+
+use crate::catalogue::Catalogue;
+
+pub use decide::{Plan, Request};
+
+/// Promotion errors (of a request as submitted).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No WarmApp of that name. Not retryable.
+    #[error("WarmApp/{0} was not found")]
+    AppNotFound(String),
+    /// The request was refused by the app's policy or version order (recorded as
+    /// `Rejected`). Not retryable as is.
+    #[error("{0}")]
+    PromotionRefused(String),
+    /// The version is not published by the app's recipe. Not retryable as is.
+    #[error("{field}: {message}")]
+    VersionUnknown {
+        /// The request field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No promotion of the app ever became Ready, so there is nothing to roll back. Not
+    /// retryable.
+    #[error("WarmApp/{0} has no promotion to roll back (none became Ready)")]
+    NothingToRollBack(String),
+    /// The store failed. Retryable.
+    #[error(transparent)]
+    StoreFailed(#[from] state::Error),
+}
+
+/// What became of a submitted request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Submitted {
+    /// The WarmApp.
+    pub app: String,
+    /// Its `spec.version` when the request came.
+    pub from: String,
+    /// The version asked for.
+    pub to: String,
+    /// `started`, `queued` (behind a promotion under way; a newer request replaces it) or
+    /// `alreadyCurrent`.
+    pub state: &'static str,
+}
+
+/// Settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often a promotion under way looks at its app (besides change notifications).
+    pub poll: Duration,
+    /// How long a promotion waits for the gate beyond twice the app's ready timeout.
+    pub grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            poll: Duration::from_millis(500),
+            grace: Duration::from_secs(120),
+        }
+    }
+}
+
+struct Inner {
+    store: Store,
+    metrics: Metrics,
+    clock: Arc<dyn Clock>,
+    catalogue: Option<Arc<dyn Catalogue>>,
+    config: Config,
+    /// Apps with a promotion under way, and the request waiting behind it.
+    queues: Mutex<HashMap<String, Option<Request>>>,
+}
+
+/// The promotion executor (cheap to clone; see the module docs).
+#[derive(Clone)]
+pub struct Promoter {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Promoter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Promoter")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Promoter {
+    /// A promoter; `catalogue` (when given) lets it refuse versions the recipe does not
+    /// publish before anything is written.
+    pub fn new(
+        store: Store,
+        metrics: Metrics,
+        clock: Arc<dyn Clock>,
+        catalogue: Option<Arc<dyn Catalogue>>,
+        config: Config,
+    ) -> Promoter {
+        Promoter {
+            inner: Arc::new(Inner {
+                store,
+                metrics,
+                clock,
+                catalogue,
+                config,
+                queues: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Request>>> {
+        self.inner
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a promotion of `app` is under way or waiting.
+    pub fn busy(&self, app: &str) -> bool {
+        self.queues().contains_key(app)
+    }
+
+    /// Whether any promotion is under way (the nightly image prune waits for none).
+    pub fn any_busy(&self) -> bool {
+        !self.queues().is_empty()
+    }
+
+    /// Submits a request: checked now against the app as stored (a refusal is recorded and
+    /// returned), then started, or queued behind the app's promotion under way.
+    ///
+    /// # Errors
+    /// [`Error::AppNotFound`], [`Error::PromotionRefused`], [`Error::VersionUnknown`],
+    /// [`Error::StoreFailed`].
+    pub async fn submit(&self, req: Request) -> Result<Submitted, Error> {
+        let app = self
+            .inner
+            .store
+            .get_opt::<WarmApp>(&req.app)?
+            .ok_or_else(|| Error::AppNotFound(req.app.clone()))?;
+        self.check_published(&app, &req)?;
+        let from = app.spec.version.clone();
+        let submitted = |state| Submitted {
+            app: req.app.clone(),
+            from: from.clone(),
+            to: req.to.clone(),
+            state,
+        };
+        let busy = self.busy(&req.app);
+        // Judged now for a prompt answer; judged again when it runs (the app may change).
+        match decide::plan(&app, &req) {
+            Plan::Refused(why) => {
+                self.record_refusal(&req, &from, &why).await?;
+                return Err(Error::PromotionRefused(why));
+            }
+            Plan::AlreadyCurrent if !busy => {
+                self.record_final(&req, &from, PromotionResult::Ready, "already at that version")
+                    .await?;
+                return Ok(submitted("alreadyCurrent"));
+            }
+            Plan::AlreadyCurrent | Plan::Promote { .. } => {}
+        }
+        let older = {
+            let mut queues = self.queues();
+            match queues.get_mut(&req.app) {
+                Some(waiting) => Some(waiting.replace(req.clone())),
+                None => {
+                    queues.insert(req.app.clone(), None);
+                    None
+                }
+            }
+        };
+        match older {
+            None => {
+                let this = self.clone();
+                let first = req.clone();
+                tokio::spawn(async move { this.work(first).await });
+                Ok(submitted("started"))
+            }
+            Some(replaced) => {
+                if let Some(old) = replaced {
+                    self.record_final(
+                        &old,
+                        &from,
+                        PromotionResult::Superseded,
+                        "a newer request replaced it while it waited",
+                    )
+                    .await?;
+                }
+                Ok(submitted("queued"))
+            }
+        }
+    }
+
+    fn check_published(&self, app: &WarmApp, req: &Request) -> Result<(), Error> {
+        let Some(catalogue) = &self.inner.catalogue else {
+            return Ok(());
+        };
+        let unknown = |message: String| Error::VersionUnknown {
+            field: "to",
+            message,
+        };
+        let recipe = catalogue
+            .recipe(&app.spec.recipe)
+            .map_err(|e| unknown(e.to_string()))?;
+        if recipe.published(&req.to).is_none() {
+            return Err(unknown(format!(
+                "recipe {} does not publish version {} (published: {})",
+                app.spec.recipe,
+                req.to,
+                recipe
+                    .versions
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// A green run finished: promotes its version to every WarmApp of its recipe with
+    /// `promote: onGreen`. Returns what was submitted; refusals are recorded, not returned.
+    ///
+    /// # Errors
+    /// [`Error::StoreFailed`].
+    pub async fn run_succeeded(&self, run: &Run) -> Result<Vec<Submitted>, Error> {
+        let green = run.status.phase == RunPhase::Succeeded
+            && run.status.verdict.as_ref().is_some_and(|v| v.green);
+        if !green {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for app in self.inner.store.list::<WarmApp>()?.items {
+            if app.spec.recipe != run.spec.recipe || app.spec.promote != PromotePolicy::OnGreen {
+                continue;
+            }
+            let req = Request {
+                app: app.metadata.name.clone(),
+                to: run.spec.version.clone(),
+                source: PromotionSource::GreenRun,
+                run: Some(run.metadata.name.clone()),
+                allow_downgrade: false,
+            };
+            match self.submit(req).await {
+                Ok(s) => {
+                    info!(app = %s.app, to = %s.to, state = s.state, run = %run.metadata.name, "green run promoted");
+                    out.push(s);
+                }
+                Err(Error::StoreFailed(e)) => return Err(Error::StoreFailed(e)),
+                Err(e) => info!(run = %run.metadata.name, error = %e, "green run not promoted"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `hearth rollback APP`: promotes the version before the app's last promotion that
+    /// became Ready (from the history).
+    ///
+    /// # Errors
+    /// [`Error::NothingToRollBack`], and as [`Promoter::submit`].
+    pub async fn rollback(&self, app: &str) -> Result<Submitted, Error> {
+        let entries = self.inner.store.history(
+            &Query::newest(500)
+                .about(ObjectRef::new(Kind::WarmApp, app))
+                .reason(reason::PROMOTED),
+        )?;
+        if self.inner.store.get_opt::<WarmApp>(app)?.is_none() {
+            return Err(Error::AppNotFound(app.to_string()));
+        }
+        let (back_to, _) =
+            decide::rollback_target(&entries).ok_or_else(|| Error::NothingToRollBack(app.into()))?;
+        self.submit(Request {
+            app: app.to_string(),
+            to: back_to,
+            source: PromotionSource::Rollback,
+            run: None,
+            allow_downgrade: true,
+        })
+        .await
+    }
+
+    /// Resumes watching every promotion the store says is pending (after a restart).
+    ///
+    /// # Errors
+    /// [`Error::StoreFailed`].
+    pub fn resume(&self) -> Result<usize, Error> {
+        let mut resumed = 0;
+        for app in self.inner.store.list::<WarmApp>()?.items {
+            let Some(record) = &app.status.promotion else {
+                continue;
+            };
+            if record.last.result != PromotionResult::Pending {
+                continue;
+            }
+            let name = app.metadata.name.clone();
+            {
+                let mut queues = self.queues();
+                if queues.contains_key(&name) {
+                    continue;
+                }
+                queues.insert(name.clone(), None);
+            }
+            let this = self.clone();
+            let attempt = record.last.clone();
+            let declared = record.declared_version.clone();
+            resumed += 1;
+            info!(app = %name, to = %attempt.to, "resuming a promotion under way");
+            tokio::spawn(async move {
+                if let Err(e) = this.gate(&name, attempt, &declared).await {
+                    warn!(app = %name, error = %e, "promotion failed");
+                }
+                this.drain(&name).await;
+            });
+        }
+        Ok(resumed)
+    }
+
+    /// Runs `first`, then whatever waits behind it, until the app's queue is empty.
+    async fn work(&self, first: Request) {
+        let app = first.app.clone();
+        if let Err(e) = self.execute(&first).await {
+            warn!(app = %app, error = %e, "promotion failed");
+        }
+        self.drain(&app).await;
+    }
+
+    async fn drain(&self, app: &str) {
+        loop {
+            let next = {
+                let mut queues = self.queues();
+                match queues.get_mut(app).and_then(Option::take) {
+                    Some(r) => r,
+                    None => {
+                        queues.remove(app);
+                        return;
+                    }
+                }
+            };
+            if let Err(e) = self.execute(&next).await {
+                warn!(app = %app, error = %e, "promotion failed");
+            }
+        }
+    }
+
+    /// One request: judge again, write, wait for the gate, record.
+    async fn execute(&self, req: &Request) -> Result<(), Error> {
+        let store = &self.inner.store;
+        loop {
+            let Some(app) = store.get_opt::<WarmApp>(&req.app)? else {
+                self.record_final(req, "", PromotionResult::Superseded, "the app was deleted")
+                    .await?;
+                return Ok(());
+            };
+            let (from, declared) = match decide::plan(&app, req) {
+                Plan::Refused(why) => {
+                    return self.record_refusal(req, &app.spec.version, &why).await;
+                }
+                Plan::AlreadyCurrent => {
+                    return self
+                        .record_final(
+                            req,
+                            &app.spec.version,
+                            PromotionResult::Ready,
+                            "already at that version",
+                        )
+                        .await;
+                }
+                Plan::Promote { from, declared, .. } => (from, declared),
+            };
+            let attempt = PromotionAttempt {
+                source: req.source,
+                run: req.run.clone(),
+                from: from.clone(),
+                to: req.to.clone(),
+                generation: app.metadata.generation + 1,
+                at_ms: self.inner.clock.now_ms(),
+                result: PromotionResult::Pending,
+            };
+            // The record first, then the spec: a crash in between leaves a record that is not
+            // in force (its version is not spec.version), i.e. nothing promoted.
+            let mut with_record = app.clone();
+            with_record.status.promotion = Some(PromotionRecord {
+                declared_version: declared.clone(),
+                version: req.to.clone(),
+                last: attempt.clone(),
+            });
+            let recorded = match store.update_status(&with_record).await {
+                Ok(a) => a,
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let mut promoted = recorded.clone();
+            promoted.spec.version = req.to.clone();
+            match store.update(&promoted).await {
+                Ok(written) if written.metadata.generation == attempt.generation => {}
+                Ok(_) => continue,
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let message = format!(
+                "promoting {} from {from} to {} ({}{}); the health gate decides",
+                req.app,
+                req.to,
+                req.source.as_str(),
+                req.run
+                    .as_deref()
+                    .map(|r| format!(" of run {r}"))
+                    .unwrap_or_default()
+            );
+            info!("{message}");
+            store
+                .append_history(
+                    NewEntry::new(reason::PROMOTED, message)
+                        .subject(ObjectRef::new(Kind::WarmApp, &req.app))
+                        .details(decide::details(&attempt, &declared)),
+                )
+                .await?;
+            return self.gate(&req.app, attempt, &declared).await;
+        }
+    }
+
+    /// Waits for the gate's verdict on `attempt` and records it.
+    async fn gate(
+        &self,
+        name: &str,
+        mut attempt: PromotionAttempt,
+        declared: &str,
+    ) -> Result<(), Error> {
+        let store = &self.inner.store;
+        let timeout = store
+            .get_opt::<WarmApp>(name)?
+            .map(|a| a.spec.health.ready_timeout())
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + timeout * 2 + self.inner.config.grace;
+        let result = loop {
+            let revision = store.revision();
+            let app = store.get_opt::<WarmApp>(name)?;
+            if let Some(result) = decide::outcome(app.as_ref(), &attempt) {
+                break result;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break PromotionResult::TimedOut;
+            }
+            tokio::select! {
+                _ = store.changed(Kind::WarmApp, revision) => {}
+                () = tokio::time::sleep(self.inner.config.poll) => {}
+            }
+        };
+        attempt.result = result;
+        // Write the verdict into the record; a rollback also sets spec.version back.
+        loop {
+            let Some(mut app) = store.get_opt::<WarmApp>(name)? else {
+                break;
+            };
+            let ours = app
+                .status
+                .promotion
+                .as_ref()
+                .is_some_and(|p| p.last.generation == attempt.generation && p.last.to == attempt.to);
+            if !ours {
+                break;
+            }
+            let rolled_back = result == PromotionResult::RolledBack && app.spec.version == attempt.to;
+            if let Some(p) = app.status.promotion.as_mut() {
+                p.last.result = result;
+                if rolled_back {
+                    p.version = attempt.from.clone();
+                }
+            }
+            let recorded = match store.update_status(&app).await {
+                Ok(a) => a,
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if rolled_back {
+                let mut back = recorded;
+                back.spec.version = attempt.from.clone();
+                match store.update(&back).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_conflict() => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            break;
+        }
+        let message = match result {
+            PromotionResult::Ready => format!("{name} promoted from {} to {}; ready", attempt.from, attempt.to),
+            PromotionResult::RolledBack => format!(
+                "promotion of {name} to {} failed the health gate; {} restored and serving, spec.version set back to it",
+                attempt.to, attempt.from
+            ),
+            PromotionResult::Superseded => format!(
+                "promotion of {name} to {} superseded: its version was changed or the app deleted",
+                attempt.to
+            ),
+            PromotionResult::TimedOut => format!(
+                "promotion of {name} to {}: no verdict of the health gate in time",
+                attempt.to
+            ),
+            PromotionResult::Pending => format!("promotion of {name} to {} pending", attempt.to),
+        };
+        info!("{message}");
+        store
+            .append_history(
+                NewEntry::new(reason::PROMOTED, message)
+                    .subject(ObjectRef::new(Kind::WarmApp, name))
+                    .details(decide::details(&attempt, declared)),
+            )
+            .await?;
+        self.inner.metrics.record_promotion(result.metric_label());
+        Ok(())
+    }
+
+    async fn record_refusal(&self, req: &Request, from: &str, why: &str) -> Result<(), Error> {
+        self.inner
+            .store
+            .append_history(
+                NewEntry::new(reason::REJECTED, why.to_string())
+                    .subject(ObjectRef::new(Kind::WarmApp, &req.app))
+                    .details(serde_json::json!({
+                        "run": req.run, "from": from, "to": req.to,
+                        "source": req.source, "result": "refused",
+                    })),
+            )
+            .await?;
+        self.inner.metrics.record_promotion("refused");
+        Ok(())
+    }
+
+    /// Records a request that ended without a spec write.
+    async fn record_final(
+        &self,
+        req: &Request,
+        from: &str,
+        result: PromotionResult,
+        why: &str,
+    ) -> Result<(), Error> {
+        let label = if result == PromotionResult::Ready {
+            "unchanged"
+        } else {
+            result.metric_label()
+        };
+        self.inner
+            .store
+            .append_history(
+                NewEntry::new(
+                    reason::PROMOTED,
+                    format!("promotion of {} to {}: {why}", req.app, req.to),
+                )
+                .subject(ObjectRef::new(Kind::WarmApp, &req.app))
+                .details(serde_json::json!({
+                    "run": req.run, "from": from, "to": req.to,
+                    "source": req.source, "result": label,
+                })),
+            )
+            .await?;
+        self.inner.metrics.record_promotion(label);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
