@@ -5,6 +5,7 @@
 //! write their results to the writers they are given, so tests run them without a terminal.
 
 pub mod ci;
+pub mod promote;
 pub mod stack;
 
 use std::io::Write;
@@ -58,6 +59,10 @@ pub enum Command {
     Run(ci::RunCommand),
     /// Sweep orphaned objects now, or list them with --dry-run (through the daemon).
     Sweep(ci::SweepArgs),
+    /// Promote a warm app to a version (health-gated upgrade, rolled back on failure).
+    Promote(promote::PromoteArgs),
+    /// Roll a warm app back to the version before its last promotion that became Ready.
+    Rollback(promote::RollbackArgs),
 }
 
 /// Errors of CLI commands. None is retried by the CLI; the exit code is non-zero for all.
@@ -161,6 +166,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         }
         Command::Run(command) => Ok(ci::run(&command, out).await?),
         Command::Sweep(args) => Ok(ci::sweep(&args, out).await?),
+        Command::Promote(args) => Ok(promote::promote(&args, out).await?),
+        Command::Rollback(args) => Ok(promote::rollback(&args, out).await?),
     }
 }
 

@@ -86,10 +86,9 @@ pub fn plan(app: &WarmApp, req: &Request) -> Plan {
                         app.metadata.name, req.to, app.spec.version
                     )),
                 },
-                (Err(e), _) | (_, Err(e)) => Plan::Refused(format!(
-                    "refresh of {} refused: {e}",
-                    app.metadata.name
-                )),
+                (Err(e), _) | (_, Err(e)) => {
+                    Plan::Refused(format!("refresh of {} refused: {e}", app.metadata.name))
+                }
             };
         }
     };
@@ -129,7 +128,8 @@ pub fn outcome(app: Option<&WarmApp>, attempt: &PromotionAttempt) -> Option<Prom
     if status.observed_generation < attempt.generation {
         return None;
     }
-    if status.phase == WarmAppPhase::Ready && status.observed_version.as_deref() == Some(&attempt.to)
+    if status.phase == WarmAppPhase::Ready
+        && status.observed_version.as_deref() == Some(&attempt.to)
     {
         return Some(PromotionResult::Ready);
     }

@@ -191,8 +191,13 @@ impl Promoter {
                 return Err(Error::PromotionRefused(why));
             }
             Plan::AlreadyCurrent if !busy => {
-                self.record_final(&req, &from, PromotionResult::Ready, "already at that version")
-                    .await?;
+                self.record_final(
+                    &req,
+                    &from,
+                    PromotionResult::Ready,
+                    "already at that version",
+                )
+                .await?;
                 return Ok(submitted("alreadyCurrent"));
             }
             Plan::AlreadyCurrent | Plan::Promote { .. } => {}
@@ -305,8 +310,8 @@ impl Promoter {
         if self.inner.store.get_opt::<WarmApp>(app)?.is_none() {
             return Err(Error::AppNotFound(app.to_string()));
         }
-        let (back_to, _) =
-            decide::rollback_target(&entries).ok_or_else(|| Error::NothingToRollBack(app.into()))?;
+        let (back_to, _) = decide::rollback_target(&entries)
+            .ok_or_else(|| Error::NothingToRollBack(app.into()))?;
         self.submit(Request {
             app: app.to_string(),
             to: back_to,
@@ -490,15 +495,14 @@ impl Promoter {
             let Some(mut app) = store.get_opt::<WarmApp>(name)? else {
                 break;
             };
-            let ours = app
-                .status
-                .promotion
-                .as_ref()
-                .is_some_and(|p| p.last.generation == attempt.generation && p.last.to == attempt.to);
+            let ours = app.status.promotion.as_ref().is_some_and(|p| {
+                p.last.generation == attempt.generation && p.last.to == attempt.to
+            });
             if !ours {
                 break;
             }
-            let rolled_back = result == PromotionResult::RolledBack && app.spec.version == attempt.to;
+            let rolled_back =
+                result == PromotionResult::RolledBack && app.spec.version == attempt.to;
             if let Some(p) = app.status.promotion.as_mut() {
                 p.last.result = result;
                 if rolled_back {

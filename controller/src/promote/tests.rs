@@ -194,7 +194,10 @@ async fn promotions_of_one_app_are_serialised_and_the_latest_waiting_request_win
         run: None,
         allow_downgrade: false,
     };
-    assert_eq!(promoter.submit(req("1.1.0")).await.unwrap().state, "started");
+    assert_eq!(
+        promoter.submit(req("1.1.0")).await.unwrap().state,
+        "started"
+    );
     until("1.1.0 written", || {
         store.get::<WarmApp>("web").unwrap().spec.version == "1.1.0"
     })
@@ -231,8 +234,7 @@ async fn promotions_of_one_app_are_serialised_and_the_latest_waiting_request_win
 }
 
 #[tokio::test]
-async fn a_rolled_back_promotion_sets_the_version_back_and_a_rollback_undoes_the_last_ready_one()
-{
+async fn a_rolled_back_promotion_sets_the_version_back_and_a_rollback_undoes_the_last_ready_one() {
     let (store, promoter, _) = setup("1.0.0", PromotePolicy::OnGreen).await;
     reconciled_ready(&store).await;
     let req = |to: &str, source| Request {

@@ -175,6 +175,7 @@ pub struct Runs {
     clock: Arc<dyn Clock>,
     config: Config,
     metrics: Option<Metrics>,
+    promoter: Option<crate::promote::Promoter>,
 }
 
 impl std::fmt::Debug for Runs {
@@ -203,6 +204,7 @@ impl Runs {
             clock,
             config,
             metrics: None,
+            promoter: None,
         }
     }
 
@@ -211,6 +213,13 @@ impl Runs {
     pub fn with_metrics(mut self, metrics: Metrics) -> Runs {
         self.slots = self.slots.with_metrics(metrics.clone());
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Promotes the version of every run that finishes green to the WarmApps of its recipe
+    /// with `promote: onGreen` (see [`crate::promote`]).
+    pub fn with_promoter(mut self, promoter: crate::promote::Promoter) -> Runs {
+        self.promoter = Some(promoter);
         self
     }
 
@@ -687,7 +696,16 @@ impl Runs {
                 }),
             ))
             .await?;
-        self.get(name)
+        let run = self.get(name)?;
+        if let Some(promoter) = &self.promoter {
+            // Only a verified teardown with a green verdict reaches Succeeded.
+            if run.status.phase == RunPhase::Succeeded {
+                if let Err(e) = promoter.run_succeeded(&run).await {
+                    tracing::warn!(run = name, error = %e, "promoting the green run failed");
+                }
+            }
+        }
+        Ok(run)
     }
 
     /// Retries the teardown of every finishing run left in TeardownFailed; returns the runs

@@ -38,6 +38,7 @@ pub(crate) struct Setup {
     pub instance: String,
     pub cancel: CancellationToken,
     pub metrics: metrics::Metrics,
+    pub promoter: crate::promote::Promoter,
 }
 
 /// The started CI side.
@@ -65,7 +66,8 @@ pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
         clock.clone(),
         config,
     )
-    .with_metrics(setup.metrics.clone());
+    .with_metrics(setup.metrics.clone())
+    .with_promoter(setup.promoter);
     let slots =
         Slots::with_clock(setup.store.clone(), clock.clone()).with_metrics(setup.metrics.clone());
     let sweeper = Sweeper::new(

@@ -277,7 +277,8 @@ pub async fn get(command: &GetCommand, out: &mut dyn Write) -> Result<(), Error>
     Ok(())
 }
 
-/// `NAME RECIPE VERSION OBSERVED PHASE READY STACK LAST ERROR`.
+/// `NAME RECIPE VERSION OBSERVED PHASE READY STACK DECLARED LAST ERROR`: VERSION is the
+/// version in force, DECLARED the operator's (they differ while a promotion is in force).
 pub fn write_table(apps: &[WarmApp], out: &mut dyn Write) -> std::io::Result<()> {
     let rows: Vec<Vec<String>> = apps
         .iter()
@@ -297,6 +298,7 @@ pub fn write_table(apps: &[WarmApp], out: &mut dyn Write) -> std::io::Result<()>
                 format!("{:?}", a.status.phase),
                 ready,
                 a.status.stack_name.clone().unwrap_or_else(|| "-".into()),
+                a.declared_version().to_string(),
                 a.status.last_error.clone().unwrap_or_default(),
             ]
         })
@@ -309,6 +311,7 @@ pub fn write_table(apps: &[WarmApp], out: &mut dyn Write) -> std::io::Result<()>
         "PHASE",
         "READY",
         "STACK",
+        "DECLARED",
         "LAST ERROR",
     ];
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

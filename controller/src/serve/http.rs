@@ -23,6 +23,7 @@ pub(crate) struct State {
     pub runs: crate::runs::Runs,
     pub slots: crate::slots::Slots,
     pub sweeper: crate::sweeper::Sweeper,
+    pub promoter: crate::promote::Promoter,
 }
 
 /// One error answer per failure kind.
@@ -54,6 +55,7 @@ fn router(state: State) -> Router {
         .route("/api/v1/warmapps/{name}", get(get_warmapp))
         .route("/api/v1/apply", post(apply))
         .merge(super::http_ci::routes())
+        .merge(super::http_promote::routes())
         .with_state(state)
 }
 

@@ -26,6 +26,7 @@ pub mod cli;
 pub mod gauges;
 mod http;
 mod http_ci;
+mod http_promote;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::catalogue::DirCatalogue;
+use crate::promote::Promoter;
 use crate::runtime::{self, Controller, Handle, Shutdown, Stopped};
 use crate::stack::{ApplyOptions, TeardownOptions};
 use crate::statefile;
@@ -344,6 +346,18 @@ async fn start_with_store(
     info!(instance = %instance, "stacks are labelled {}={instance}; only those are ever torn down", crate::warmapp::INSTANCE_LABEL);
 
     let catalogue: Arc<DirCatalogue> = Arc::new(catalogue);
+    let promoter = Promoter::new(
+        store.clone(),
+        metrics.clone(),
+        Arc::new(TokioClock::new()),
+        Some(catalogue.clone()),
+        crate::promote::Config::default(),
+    );
+    match promoter.resume() {
+        Ok(0) => {}
+        Ok(n) => info!(promotions = n, "resumed promotions under way"),
+        Err(e) => warn!(error = %e, "cannot resume promotions under way"),
+    }
     let ctx = Arc::new(Context {
         swarm: Arc::clone(&swarm),
         store: store.clone(),
@@ -365,6 +379,7 @@ async fn start_with_store(
         instance: instance.clone(),
         cancel: shutdown.graceful.clone(),
         metrics: metrics.clone(),
+        promoter: promoter.clone(),
     })?;
     tasks.extend(cleanup.tasks);
     let config = runtime::Config {
@@ -391,6 +406,7 @@ async fn start_with_store(
             runs: cleanup.runs.clone(),
             slots: cleanup.slots.clone(),
             sweeper: cleanup.sweeper.clone(),
+            promoter: promoter.clone(),
         };
         let stop = shutdown.graceful.clone();
         tasks.push(("http", tokio::spawn(http::serve(listener, state, stop))));

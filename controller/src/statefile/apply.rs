@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use crd::names::BaseDomain;
-use crd::{AnyResource, DepProvider, Resource, SlotPool, WarmApp};
-use state::history::{reason, NewEntry};
+use crd::promotion::VersionIntent;
+use crd::{AnyResource, DepProvider, Kind, Resource, SlotPool, WarmApp};
+use state::history::{reason, NewEntry, ObjectRef};
 use state::Store;
 
 use super::diff::{diff, Diff, Op};
@@ -13,6 +14,10 @@ use super::{load, DesiredSet, Error, Problem};
 
 /// History reason of an applied state file.
 pub const APPLIED: &str = "Applied";
+
+/// History reason: a state file declared a WarmApp version other than the one hearth had
+/// promoted; the operator's explicit intent won (or adopted the promoted version).
+pub const VERSION_DECLARED: &str = "VersionDeclared";
 
 /// How to apply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,6 +65,14 @@ pub async fn apply(store: &Store, set: &DesiredSet, options: ApplyOptions) -> Re
             } => update(store, current, desired).await?,
             Op::Delete(r) => delete(store, r).await?,
             Op::Unchanged | Op::Kept(_) => {}
+        }
+    }
+    for entry in &plan.entries {
+        if let Some(
+            intent @ (VersionIntent::AdoptedPromoted { .. } | VersionIntent::Overridden { .. }),
+        ) = &entry.version
+        {
+            declared_wins(store, &entry.key.name, intent, &set.source).await?;
         }
     }
     if !plan.is_noop() {
@@ -305,4 +318,52 @@ async fn delete_typed<R: Resource>(store: &Store, name: &str, version: u64) -> s
             other => return other.map(drop),
         }
     }
+}
+
+/// The file's version won over a promotion (or adopted it): the promotion record is cleared
+/// (declared and in force agree again) and the decision recorded.
+async fn declared_wins(
+    store: &Store,
+    name: &str,
+    intent: &VersionIntent,
+    file: &str,
+) -> Result<(), Error> {
+    let (promoted, declared, message) = match intent {
+        VersionIntent::Overridden { promoted, declared } => (
+            promoted,
+            declared,
+            format!("state file {file} declares {declared}: explicit intent overrides promoted {promoted}"),
+        ),
+        VersionIntent::AdoptedPromoted { version } => (
+            version,
+            version,
+            format!("state file {file} now declares the promoted {version}"),
+        ),
+        VersionIntent::Declared | VersionIntent::KeepPromoted { .. } => return Ok(()),
+    };
+    for _ in 0..WRITE_ATTEMPTS {
+        let Some(mut app) = store.get_opt::<WarmApp>(name).map_err(Error::StoreFailed)? else {
+            return Ok(());
+        };
+        if app.status.promotion.as_ref().map(|p| &p.version) != Some(promoted) {
+            break;
+        }
+        app.status.promotion = None;
+        match store.update_status(&app).await {
+            Ok(_) => break,
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(Error::StoreFailed(e)),
+        }
+    }
+    store
+        .append_history(
+            NewEntry::new(VERSION_DECLARED, message)
+                .subject(ObjectRef::new(Kind::WarmApp, name))
+                .details(
+                    serde_json::json!({ "file": file, "promoted": promoted, "declared": declared }),
+                ),
+        )
+        .await
+        .map_err(Error::StoreFailed)?;
+    Ok(())
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crd::promotion::{version_intent, VersionIntent};
 use crd::{AnyResource, Kind};
 use serde_json::Value;
 
@@ -38,6 +39,9 @@ pub struct DiffEntry {
     pub key: ObjectRef,
     /// What happens to it.
     pub op: Op,
+    /// For a WarmApp with a promotion in force: what the file's version means for it (see
+    /// [`crd::promotion::version_intent`]); `None` otherwise.
+    pub version: Option<VersionIntent>,
 }
 
 /// What applying a state file does, object by object (sorted by kind, then name).
@@ -99,6 +103,21 @@ impl fmt::Display for Diff {
                 Op::Delete(_) => writeln!(f, "- {} (delete)", e.key)?,
                 Op::Kept(_) => writeln!(f, "! {} (not in the file; kept without --prune)", e.key)?,
             }
+            match &e.version {
+                Some(VersionIntent::KeepPromoted { declared, promoted }) => writeln!(
+                    f,
+                    "    spec.version: promoted {promoted} stays in force (the file still declares {declared})"
+                )?,
+                Some(VersionIntent::AdoptedPromoted { version }) => writeln!(
+                    f,
+                    "    spec.version: the file now declares the promoted {version}"
+                )?,
+                Some(VersionIntent::Overridden { promoted, declared }) => writeln!(
+                    f,
+                    "    spec.version: the file's {declared} overrides promoted {promoted}"
+                )?,
+                Some(VersionIntent::Declared) | None => {}
+            }
         }
         write!(f, "{}", self.summary())
     }
@@ -109,7 +128,10 @@ impl fmt::Display for Diff {
 ///
 /// # Guarantees
 /// Pure. Only labels and spec are compared: status and store-owned metadata never cause an
-/// update.
+/// update. A WarmApp whose promoted version is in force keeps it while the file still
+/// declares the version declared when hearth promoted (an unchanged or unrelated edit never
+/// reverts a promotion); a file that declares another version wins (explicit intent), see
+/// [`crd::promotion::version_intent`].
 pub fn diff(current: &[AnyResource], desired: &[AnyResource], prune: bool) -> Diff {
     let key = |r: &AnyResource| (r.kind(), r.name().to_string());
     let current: BTreeMap<(Kind, String), &AnyResource> = current
@@ -121,16 +143,26 @@ pub fn diff(current: &[AnyResource], desired: &[AnyResource], prune: bool) -> Di
         desired.iter().map(|r| (key(r), r)).collect();
     let mut entries = Vec::new();
     for ((kind, name), want) in &desired {
+        let mut version = None;
         let op = match current.get(&(*kind, name.clone())) {
             None => Op::Create((*want).clone()),
             Some(have) => {
-                let fields = changed_fields(have, want);
+                let mut want = (*want).clone();
+                // A promotion in force survives a file that still declares what it declared.
+                if let (AnyResource::WarmApp(h), AnyResource::WarmApp(w)) = (have, &mut want) {
+                    let intent = version_intent(h, &w.spec.version);
+                    if let VersionIntent::KeepPromoted { promoted, .. } = &intent {
+                        w.spec.version = promoted.clone();
+                    }
+                    version = (intent != VersionIntent::Declared).then_some(intent);
+                }
+                let fields = changed_fields(have, &want);
                 if fields.is_empty() {
                     Op::Unchanged
                 } else {
                     Op::Update {
                         current: Box::new((*have).clone()),
-                        desired: Box::new((*want).clone()),
+                        desired: Box::new(want),
                         fields,
                     }
                 }
@@ -139,6 +171,7 @@ pub fn diff(current: &[AnyResource], desired: &[AnyResource], prune: bool) -> Di
         entries.push(DiffEntry {
             key: ObjectRef::new(*kind, name.clone()),
             op,
+            version,
         });
     }
     for ((kind, name), have) in &current {
@@ -151,6 +184,7 @@ pub fn diff(current: &[AnyResource], desired: &[AnyResource], prune: bool) -> Di
             entries.push(DiffEntry {
                 key: ObjectRef::new(*kind, name.clone()),
                 op,
+                version: None,
             });
         }
     }

@@ -28,7 +28,7 @@ use crd::names::BaseDomain;
 use crd::{AnyResource, Kind, TypeMeta, Validate};
 use serde::de::DeserializeOwned;
 
-pub use apply::{apply, apply_file, record_rejection, ApplyOptions, APPLIED};
+pub use apply::{apply, apply_file, record_rejection, ApplyOptions, APPLIED, VERSION_DECLARED};
 pub use diff::{diff, Diff, DiffEntry, Op};
 
 use located::{Node, Pos};

@@ -513,3 +513,129 @@ async fn a_status_write_between_diff_and_write_should_not_fail_the_apply() {
         "the status write is kept"
     );
 }
+
+/// Promotes `web` to `to` through the real promoter (no reconciler: the spec write is what
+/// the state file meets).
+async fn promote_web(store: &Store, to: &str) {
+    let promoter = crate::promote::Promoter::new(
+        store.clone(),
+        metrics::Metrics::new().unwrap(),
+        std::sync::Arc::new(state::ManualClock::new(0)),
+        None,
+        crate::promote::Config::default(),
+    );
+    promoter
+        .submit(crate::promote::Request {
+            app: "web".into(),
+            to: to.into(),
+            source: crd::promotion::PromotionSource::Operator,
+            run: None,
+            allow_downgrade: false,
+        })
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if store.get::<WarmApp>("web").unwrap().spec.version == to {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("promotion to {to} not written");
+}
+
+#[tokio::test]
+async fn reapplying_or_editing_something_else_never_reverts_a_promotion() {
+    let store = Store::in_memory().await.unwrap();
+    apply(&store, &set(GOOD), ApplyOptions::default())
+        .await
+        .unwrap();
+    promote_web(&store, "1.1.0").await;
+
+    // The unchanged file: nothing written, the promoted version stays in force.
+    let again = apply(&store, &set(GOOD), ApplyOptions::default())
+        .await
+        .unwrap();
+    assert!(again.is_noop(), "{again}");
+    assert!(
+        again.to_string().contains(
+            "spec.version: promoted 1.1.0 stays in force (the file still declares 1.0.0)"
+        ),
+        "{again}"
+    );
+    let web = store.get::<WarmApp>("web").unwrap();
+    assert_eq!(web.spec.version, "1.1.0");
+    assert_eq!(
+        web.version_view(),
+        crd::promotion::VersionView {
+            declared: "1.0.0".into(),
+            promoted: Some("1.1.0".into()),
+            in_force: crd::promotion::InForce::Promoted
+        }
+    );
+
+    // An unrelated edit: applied, the promotion kept.
+    let edited = GOOD.replace(
+        "  version: 1.0.0\n",
+        "  version: 1.0.0\n  env:\n    LOG: debug\n",
+    );
+    let diff = apply(&store, &set(&edited), ApplyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(diff.counts().1, 1, "{diff}");
+    assert!(!diff.to_string().contains("\"1.0.0\""), "{diff}");
+    let web = store.get::<WarmApp>("web").unwrap();
+    assert_eq!(web.spec.version, "1.1.0");
+    assert_eq!(web.spec.env.get("LOG").map(String::as_str), Some("debug"));
+    assert_eq!(web.declared_version(), "1.0.0");
+}
+
+#[tokio::test]
+async fn a_changed_version_in_the_file_wins_over_a_promotion_and_is_recorded() {
+    let store = Store::in_memory().await.unwrap();
+    apply(&store, &set(GOOD), ApplyOptions::default())
+        .await
+        .unwrap();
+    promote_web(&store, "1.1.0").await;
+    let explicit = GOOD.replace("version: 1.0.0", "version: 0.9.0");
+    let diff = apply(&store, &set(&explicit), ApplyOptions::default())
+        .await
+        .unwrap();
+    let shown = diff.to_string();
+    assert!(
+        shown.contains("spec.version: \"1.1.0\" -> \"0.9.0\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("the file's 0.9.0 overrides promoted 1.1.0"),
+        "{shown}"
+    );
+    let web = store.get::<WarmApp>("web").unwrap();
+    assert_eq!(web.spec.version, "0.9.0");
+    assert!(web.status.promotion.is_none());
+    assert_eq!(
+        web.version_view().in_force,
+        crd::promotion::InForce::Declared
+    );
+    let entries = store
+        .history(&Query::newest(10).reason(VERSION_DECLARED))
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].details["promoted"], "1.1.0");
+    assert_eq!(entries[0].details["declared"], "0.9.0");
+
+    // Declaring exactly the promoted version adopts it: nothing to write to the spec.
+    let store = Store::in_memory().await.unwrap();
+    apply(&store, &set(GOOD), ApplyOptions::default())
+        .await
+        .unwrap();
+    promote_web(&store, "1.1.0").await;
+    let adopted = GOOD.replace("version: 1.0.0", "version: 1.1.0");
+    let diff = apply(&store, &set(&adopted), ApplyOptions::default())
+        .await
+        .unwrap();
+    assert!(diff.is_noop(), "{diff}");
+    let web = store.get::<WarmApp>("web").unwrap();
+    assert_eq!(web.spec.version, "1.1.0");
+    assert!(web.status.promotion.is_none());
+    assert_eq!(web.declared_version(), "1.1.0");
+}

@@ -1,0 +1,432 @@
+//! Promotion on the real swarm through the daemon (`serve::start` in-process, temp data dir and
+//! state file, the example catalogue and the fixture images): a run with a failed required
+//! tier and one with a required tier skipped because its dependency was not ready promote
+//! nothing; a green run promotes its version, which becomes Ready and serves; re-applying the
+//! unchanged state file keeps the promotion; `hearth promote` to the broken fixture version is
+//! rolled back while the app keeps serving (probed every second), and `spec.version` is set
+//! back to the version that serves.
+//!
+//! Needs `scripts/testbed.sh`. Under `CI=true` an unreachable Docker fails this test. Every
+//! object carries `hearth.test=1` and `hearth.test.run=<unique>`; the test removes its stack.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use controller::cli::ci::Client;
+use controller::runtime::Shutdown;
+use controller::serve::{self, Options, Running};
+use controller::stack::{teardown, TeardownOptions};
+use controller::swarm::{DockerSwarm, LabelFilter, Labels, Swarm};
+use controller::warmapp::probe::GatewayProber;
+use crd::names::BaseDomain;
+use crd::promotion::{InForce, PromotionResult};
+use crd::{RunPhase, WarmApp, WarmAppPhase};
+use hearth_tests::support::{eventually, real_swarm, unique_name, RUN_LABEL, TEST_LABEL};
+use state::history::{reason, ObjectRef, Query};
+
+fn webapp_doc(name: &str, version: &str) -> String {
+    format!(
+        "apiVersion: hearth/v1\nkind: WarmApp\nmetadata:\n  name: {name}\nspec:\n  recipe: webapp\n  version: {version}\n  promote: onGreen\n  health:\n    http:\n      service: app\n      port: 8080\n      path: /healthz\n    readyTimeout: 30s\n  env:\n    REPLICAS: \"1\"\n"
+    )
+}
+
+fn write_state(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn start(dir: &Path, docker: DockerSwarm, run: &str) -> (Running, Shutdown) {
+    let socket = std::env::var_os("HEARTH_DOCKER_SOCKET")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/run/docker.sock"));
+    let options = Options {
+        state_file: Some(dir.join("state.yml")),
+        prune: true,
+        data_dir: dir.join("data"),
+        catalogue: Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/catalogue"),
+        docker_socket: socket.clone(),
+        resync: Duration::from_secs(300),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        base_domain: BaseDomain::parse("hearth.test").unwrap(),
+        extra_labels: Labels::from([
+            (TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string()),
+            (RUN_LABEL.to_string(), run.to_string()),
+        ]),
+    };
+    let prober = Arc::new(GatewayProber::new(
+        socket,
+        docker.api_version(),
+        Duration::from_secs(3),
+    ));
+    let shutdown = Shutdown::new();
+    let running = serve::start(options, Arc::new(docker), prober, shutdown.clone())
+        .await
+        .expect("hearth serve starts");
+    (running, shutdown)
+}
+
+async fn wait_app(
+    running: &Running,
+    name: &str,
+    what: &str,
+    within: Duration,
+    pred: impl Fn(&WarmApp) -> bool,
+) -> WarmApp {
+    let store = running.store.clone();
+    eventually(
+        &format!("{name}: {what}"),
+        within,
+        Duration::from_millis(250),
+        || {
+            let hit = store.get_opt::<WarmApp>(name).unwrap().filter(|a| pred(a));
+            async move { hit }
+        },
+    )
+    .await
+}
+
+fn ready_at(version: &str) -> impl Fn(&WarmApp) -> bool + '_ {
+    move |a: &WarmApp| {
+        a.status.phase == WarmAppPhase::Ready
+            && a.status.observed_version.as_deref() == Some(version)
+            && a.spec.version == version
+    }
+}
+
+/// The versions the running containers of `stack` answer at `/version` (through their
+/// `docker_gwbridge` addresses, as the probe reaches them).
+async fn served_versions(swarm: &DockerSwarm, stack: &str) -> BTreeSet<String> {
+    let containers = swarm
+        .list_containers(&LabelFilter::eq("com.docker.stack.namespace", stack))
+        .await
+        .unwrap();
+    let out = std::process::Command::new("/usr/bin/docker")
+        .args([
+            "network",
+            "inspect",
+            "docker_gwbridge",
+            "--format",
+            "{{json .Containers}}",
+        ])
+        .output()
+        .unwrap();
+    let map: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut versions = BTreeSet::new();
+    for c in containers
+        .iter()
+        .filter(|c| c.state == controller::swarm::ContainerState::Running)
+    {
+        let Some(ip) = map
+            .get(&c.id)
+            .and_then(|e| e.get("IPv4Address"))
+            .and_then(|a| a.as_str())
+            .and_then(|a| a.split('/').next())
+        else {
+            continue;
+        };
+        if let Some(v) = get_version(ip).await {
+            versions.insert(v);
+        }
+    }
+    versions
+}
+
+async fn get_version(ip: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect((ip, 8080)).await.ok()?;
+        s.write_all(b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.contains(" 200 ").then(|| body.trim().to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(3), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Starts a run of webapp `version` through the daemon (nothing deployed: the CI harness
+/// would), reports `tiers`, finishes it; returns the run id and its final phase.
+async fn run_through(client: &Client, version: &str, tiers: &[&str]) -> (String, RunPhase) {
+    let owner = controller::liveness::current_owner().unwrap();
+    let started: serde_json::Value = client
+        .post(
+            "/api/v1/runs",
+            &serde_json::json!({
+                "recipe": "webapp", "version": version, "owner": owner,
+                "requiredTiers": ["install"],
+            }),
+        )
+        .await
+        .unwrap();
+    let id = started["run"].as_str().unwrap().to_string();
+    let _: serde_json::Value = client
+        .post(
+            &format!("/api/v1/runs/{id}/report"),
+            &serde_json::json!({ "tiers": tiers }),
+        )
+        .await
+        .unwrap();
+    let run: crd::Run = client
+        .post(&format!("/api/v1/runs/{id}/finish"), &serde_json::json!({}))
+        .await
+        .unwrap();
+    (id, run.status.phase)
+}
+
+fn promotions(running: &Running, app: &str) -> Vec<serde_json::Value> {
+    running
+        .store
+        .history(
+            &Query::newest(50)
+                .about(ObjectRef::new(crd::Kind::WarmApp, app))
+                .reason(reason::PROMOTED),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|e| e.details)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn green_runs_promote_failed_or_skipped_ones_do_not_and_a_broken_promotion_rolls_back_while_serving(
+) {
+    let Some(docker) = real_swarm("promote").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run_label = unique_name("promote");
+    let web = format!("t-pr-{:x}", std::process::id() & 0xffff);
+    let stack = format!("hw-{web}");
+    let state_file = dir.path().join("state.yml");
+    write_state(&state_file, &webapp_doc(&web, "1.0.0"));
+    let (running, shutdown) = start(dir.path(), docker.clone(), &run_label).await;
+    let client = Client::new(running.http_addr.unwrap());
+    wait_app(
+        &running,
+        &web,
+        "Ready at 1.0.0",
+        Duration::from_secs(120),
+        ready_at("1.0.0"),
+    )
+    .await;
+
+    // A failed required tier, and a required tier skipped because its dep was not ready:
+    // neither run is green, neither promotes.
+    let (_, failed) = run_through(&client, "1.1.0", &["install=fail:exit 1"]).await;
+    assert_eq!(failed, RunPhase::Failed);
+    let (_, skipped) = run_through(
+        &client,
+        "1.1.0",
+        &["install=skip:dependency sso was not ready"],
+    )
+    .await;
+    assert_eq!(skipped, RunPhase::Failed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let app = running.store.get::<WarmApp>(&web).unwrap();
+    assert_eq!(app.spec.version, "1.0.0");
+    assert!(promotions(&running, &web).is_empty());
+
+    // A green run: its version becomes the warm app's, Ready and serving.
+    let t = Instant::now();
+    let (green, phase) = run_through(&client, "1.1.0", &["install=pass"]).await;
+    assert_eq!(phase, RunPhase::Succeeded);
+    let app = wait_app(
+        &running,
+        &web,
+        "Ready at the promoted 1.1.0",
+        Duration::from_secs(120),
+        ready_at("1.1.0"),
+    )
+    .await;
+    eprintln!("timing: green run to Ready at 1.1.0 in {:?}", t.elapsed());
+    let view = app.version_view();
+    assert_eq!(
+        (view.declared.as_str(), view.in_force),
+        ("1.0.0", InForce::Promoted)
+    );
+    let store = running.store.clone();
+    let name = web.clone();
+    let last = eventually(
+        "the promotion's Ready verdict",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let p = store
+                .get::<WarmApp>(&name)
+                .unwrap()
+                .status
+                .promotion
+                .filter(|p| p.last.result == PromotionResult::Ready);
+            async move { p }
+        },
+    )
+    .await;
+    assert_eq!(last.last.run.as_deref(), Some(green.as_str()));
+    let ready_entry = promotions(&running, &web)
+        .into_iter()
+        .find(|d| d["result"] == "ready")
+        .unwrap();
+    assert_eq!(ready_entry["run"], green.as_str());
+    assert_eq!(
+        (ready_entry["from"].as_str(), ready_entry["to"].as_str()),
+        (Some("1.0.0"), Some("1.1.0"))
+    );
+    eventually(
+        "only 1.1.0 serving after the promotion",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            let d = docker.clone();
+            let s = stack.clone();
+            async move {
+                let v = served_versions(&d, &s).await;
+                (v == BTreeSet::from(["1.1.0".to_string()])).then_some(v)
+            }
+        },
+    )
+    .await;
+    let metrics = running.metrics.encode().unwrap();
+    assert!(
+        metrics.contains("hearth_promotions_total{result=\"ready\"} 1"),
+        "{metrics}"
+    );
+
+    // The unchanged state file, re-applied, never reverts the promotion.
+    let mut edited = webapp_doc(&web, "1.0.0");
+    edited.push_str("# saved again\n");
+    write_state(&state_file, &edited);
+    let store = running.store.clone();
+    eventually(
+        "the re-applied file recorded",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let n = store
+                .history(&Query::newest(20).reason(controller::statefile::APPLIED))
+                .unwrap()
+                .len();
+            async move { (n >= 2).then_some(()) }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        running.store.get::<WarmApp>(&web).unwrap().spec.version,
+        "1.1.0"
+    );
+
+    // `hearth promote --to 2.1.0-broken`: the gate fails, 1.1.0 keeps serving throughout and
+    // is restored; spec.version is set back to it.
+    let t = Instant::now();
+    let mut out = Vec::new();
+    controller::cli::promote::promote(
+        &controller::cli::promote::PromoteArgs {
+            app: web.clone(),
+            to: "2.1.0-broken".into(),
+            allow_downgrade: false,
+            server: controller::cli::ci::ServerArg {
+                server: running.http_addr.unwrap(),
+            },
+        },
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let printed = String::from_utf8(out).unwrap();
+    assert!(
+        printed.starts_with(&format!("{web} 1.1.0 -> 2.1.0-broken: started")),
+        "{printed}"
+    );
+    let mut samples = 0;
+    let mut saw_broken_spec = false;
+    loop {
+        let app = running.store.get::<WarmApp>(&web).unwrap();
+        saw_broken_spec |= app.spec.version == "2.1.0-broken";
+        let done = app.status.promotion.as_ref().is_some_and(|p| {
+            p.last.to == "2.1.0-broken" && p.last.result != PromotionResult::Pending
+        });
+        if done {
+            break;
+        }
+        let served = served_versions(&docker, &stack).await;
+        assert!(
+            served.contains("1.1.0"),
+            "1.1.0 stopped serving during the upgrade: {served:?} ({:?})",
+            app.status
+        );
+        samples += 1;
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "no verdict within 180 s: {:?}",
+            app.status
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!(
+        "timing: broken promotion rolled back in {:?} ({samples} serving samples, all with 1.1.0)",
+        t.elapsed()
+    );
+    assert!(saw_broken_spec);
+    let app = running.store.get::<WarmApp>(&web).unwrap();
+    let record = app.status.promotion.clone().unwrap();
+    assert_eq!(record.last.result, PromotionResult::RolledBack);
+    assert_eq!(app.spec.version, "1.1.0", "set back to what serves");
+    wait_app(
+        &running,
+        &web,
+        "Ready at 1.1.0 after the rollback",
+        Duration::from_secs(60),
+        ready_at("1.1.0"),
+    )
+    .await;
+    let served = eventually(
+        "only 1.1.0 serving after the rollback",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            let d = docker.clone();
+            let s = stack.clone();
+            async move {
+                let v = served_versions(&d, &s).await;
+                (v == BTreeSet::from(["1.1.0".to_string()])).then_some(v)
+            }
+        },
+    )
+    .await;
+    assert_eq!(served.len(), 1);
+    assert!(promotions(&running, &web)
+        .iter()
+        .any(|d| d["result"] == "rolledBack" && d["to"] == "2.1.0-broken"));
+    let metrics = running.metrics.encode().unwrap();
+    assert!(
+        metrics.contains("hearth_promotions_total{result=\"rolled_back\"} 1"),
+        "{metrics}"
+    );
+
+    // Validation errors name the field.
+    let err = client
+        .post::<serde_json::Value>(
+            &format!("/api/v1/warmapps/{web}/promote"),
+            &serde_json::json!({"to": "9.9.9"}),
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(": 422: to: "), "{text}");
+
+    shutdown.stop_gracefully();
+    running.wait().await;
+    teardown(&docker, &stack, &TeardownOptions::forced())
+        .await
+        .unwrap();
+}
