@@ -4,9 +4,12 @@
 //!   unreachable, never skips there), unique names and labels, polling.
 //! - [`ci_kill`]: the CI-kill scenario (a SIGKILLed CI script's run, every object kind
 //!   polled until gone), shared by `tests/cli_runs_real.rs` and `bench_sweep`.
+//! - [`process`]: `hearth serve` as a restartable child process, and an isolated dockerd in
+//!   its own network namespace (for tests that restart Docker).
 //! - [`conformance`]: behaviours every [`controller::swarm::Swarm`] must show, run against the
 //!   simulated swarm (`tests/sim_conformance.rs`) and the real one (`tests/real_swarm.rs`).
 
 pub mod ci_kill;
 pub mod conformance;
+pub mod process;
 pub mod support;

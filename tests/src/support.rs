@@ -112,6 +112,28 @@ pub fn run_filter(run: &str) -> LabelFilter {
     LabelFilter::eq(TEST_LABEL.0, TEST_LABEL.1).and_eq(RUN_LABEL, run)
 }
 
+/// The `hearth` binary of this build (`target/<profile>/hearth`, next to the test executables'
+/// `deps/` directory). `scripts/test.sh` builds it before the tests.
+///
+/// # Panics
+/// When it is missing, saying how to build it.
+pub fn hearth_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> → target/<profile>/hearth
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("hearth"))
+        .expect("the test executable lives in target/<profile>/deps");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p hearth-controller --bin hearth`; \
+         scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
 /// Polls `probe` every `every` until it yields `Some`, or panics after `within` naming `what`.
 ///
 /// Uses tokio time, so under a paused clock (simulated swarm) the wait is virtual.
