@@ -265,7 +265,10 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
         "--server",
         &server,
     ]);
-    hearth(&["run", "finish", &id, "--server", &server]);
+    let finished = hearth(&["run", "finish", &id, "--server", &server]);
+    // "run <id>: <phase>"
+    let phase = finished.trim().rsplit(' ').next().unwrap().to_owned();
+    println!("{}", finished.trim());
 
     // PromQL over Prometheus' HTTP API: the tier results and the warm app's readiness.
     let tiers = eventually(
@@ -318,12 +321,38 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
     println!("PromQL warm app readiness: {ready:?}");
     assert_eq!(ready.1, 1.0);
     assert_eq!(ready.0["version"], "1.0.0");
-    let succeeded = query(prom_addr, r#"hearth_runs{phase="Succeeded"}"#)
-        .await
-        .unwrap_or_default();
     let up = query(prom_addr, r#"up{job="hearth"}"#).await.unwrap();
     assert_eq!(up.first().map(|u| u.1), Some(1.0), "{up:?}");
-    println!("PromQL runs Succeeded (may lag one scrape): {succeeded:?}");
+    // The rest of the daemon's wiring, as Prometheus sees it: the store gauges, the slot wait,
+    // the metered Docker calls.
+    for (promql, want) in [
+        (format!(r#"hearth_runs{{phase="{phase}"}}"#), 1.0),
+        (
+            format!(r#"hearth_slot_wait_seconds_count{{pool="{pool}"}}"#),
+            1.0,
+        ),
+        (format!(r#"hearth_slots_capacity{{pool="{pool}"}}"#), 1.0),
+        (r#"count(hearth_store_size_bytes > 0)"#.to_owned(), 1.0),
+        (
+            r#"count(hearth_docker_api_calls_total{operation="list_services"} > 0)"#.to_owned(),
+            1.0,
+        ),
+        (
+            r#"count(hearth_reconciles_total{controller="warmapp"} > 0)"#.to_owned(),
+            1.0,
+        ),
+    ] {
+        eventually(
+            &promql,
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+            || async {
+                let r = query(prom_addr, &promql).await?;
+                (r.first().map(|x| x.1) == Some(want)).then_some(())
+            },
+        )
+        .await;
+    }
 
     // promtool lints hearth's exposition.
     let (status, text) = http_get(hearth_addr, "/metrics").await.unwrap();
