@@ -569,3 +569,72 @@ volumes:
     );
     assert_gone(&Counting::new(docker_swarm), &ns).await;
 }
+
+/// Tears a stack down right after it was applied, while its tasks are still being assigned
+/// and prepared (their containers, which mount the stack's volume, do not exist yet), then
+/// checks a few seconds later that nothing came back. Swarm's agent creates the container of
+/// a task it was preparing when the service went, after the removal, then forgets it: before
+/// teardown waited for such tasks, forced teardown reported success and the orphaned
+/// container brought the volume back, and graceful teardown waited on the volume "in use"
+/// until its deadline.
+async fn teardown_while_starting(mode: TeardownOptions, test: &str) {
+    let Some(docker_swarm) = real_swarm(test).await else {
+        return;
+    };
+    let swarm = Counting::new(docker_swarm);
+    for round in 0..3 {
+        let ns = unique_name("stks");
+        let desired = stack(&ns, true);
+        apply(&swarm, &desired, &owner(&ns), &ApplyOptions::default())
+            .await
+            .expect("apply");
+        // Wait until a task reached a node (assigned, accepted, preparing), then a little
+        // longer each round.
+        let filter = LabelFilter::eq("com.docker.stack.namespace", ns.as_str());
+        let started = Instant::now();
+        let states = loop {
+            let tasks = swarm.list_tasks(&filter).await.expect("tasks");
+            if tasks.iter().any(|t| {
+                matches!(
+                    t.state,
+                    TaskState::Assigned | TaskState::Accepted | TaskState::Preparing
+                )
+            }) || started.elapsed() > Duration::from_secs(10)
+            {
+                break tasks
+                    .iter()
+                    .map(|t| format!("{:?}", t.state))
+                    .collect::<Vec<_>>();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(40) * round).await;
+        let report = teardown(&swarm, &ns, &mode)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: teardown of {ns} failed: {e}"));
+        eprintln!(
+            "{ns}: round {round}, tasks {states:?} at teardown; {:?} teardown {:?} (containers {:?})",
+            report.mode, report.elapsed, report.containers_wait
+        );
+        // A task that was preparing when its service went creates its container later; the
+        // container must not bring the volume back after a teardown that reported success.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_gone(&swarm, &ns).await;
+    }
+}
+
+#[tokio::test]
+async fn real_stack_graceful_teardown_while_tasks_start_leaves_nothing_behind() {
+    // Before the fix this teardown waited on the volume "in use" by the orphaned container
+    // until its deadline: 30 s is ample for the stack and keeps a regression short.
+    let options = TeardownOptions {
+        deadline: Duration::from_secs(30),
+        ..TeardownOptions::graceful()
+    };
+    teardown_while_starting(options, "stack-graceful-starting").await;
+}
+
+#[tokio::test]
+async fn real_stack_forced_teardown_while_tasks_start_leaves_nothing_behind() {
+    teardown_while_starting(TeardownOptions::forced(), "stack-forced-starting").await;
+}

@@ -25,8 +25,10 @@
 //!   (docker lets the first task create them) so they carry hearth's labels from the start. A
 //!   changed network is recreated only while the stack has no services, otherwise it is
 //!   [`Error::ImmutableChanged`]; a changed volume is always that error (it holds data).
-//! - Teardown polls containers with growing pauses rather than following events: events are
-//!   hints that Docker drops after 256, and a poll is one list call.
+//! - Teardown waits for the services' containers and for tasks that may still create one
+//!   (a task being prepared when its service goes creates its container afterwards). It looks
+//!   again on each container event of the stack and otherwise after a short poll (50 ms growing
+//!   to 250 ms): events are hints that Docker drops after 256, and task states have none.
 //!
 //! # Caveats
 //! Containers and volumes are read and removed on the node hearth talks to; on a multi-node

@@ -1,17 +1,23 @@
 //! Teardown: remove a whole stack in dependency order, wait for its containers, verify nothing is left.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::stream::{self, BoxStream, StreamExt};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::observe::SERVICE_ID_LABEL;
 use super::plan::NAMESPACE_LABEL;
 use super::retry::{poll_delays, swarm_until};
 use super::{Error, ObjectRef, Result};
-use crate::swarm::{self, Container, LabelFilter, ObjectKind, Swarm};
+use crate::swarm::{
+    self, Container, ContainerState, Event, LabelFilter, ObjectKind, Swarm, Task, TaskState,
+};
+
+/// How many removals of one step run at once.
+const CONCURRENCY: usize = 16;
 
 /// How containers are stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,7 +38,8 @@ pub struct TeardownOptions {
     pub mode: Mode,
     /// Deadline of the whole teardown: waiting for containers and retrying "in use" stop here.
     pub deadline: Duration,
-    /// Longest pause between two polls of the containers (polls start at 50 ms and grow).
+    /// Longest pause between two looks at the containers and tasks while waiting for them
+    /// (pauses start at 50 ms and grow; a container event of the stack ends a pause early).
     pub max_poll: Duration,
 }
 
@@ -42,7 +49,8 @@ impl TeardownOptions {
         Self {
             mode: Mode::Graceful,
             deadline: Duration::from_secs(180),
-            // One list call per poll; 250 ms keeps hearth within a poll of docker's own timing.
+            // Container events end a pause at once; the poll is for task states, which have
+            // no events, and for a dropped events stream.
             max_poll: Duration::from_millis(250),
         }
     }
@@ -64,14 +72,15 @@ pub struct TeardownReport {
     pub namespace: String,
     /// Graceful or forced.
     pub mode: Mode,
-    /// Objects removed, in the order removal succeeded (services, networks, secrets, configs,
-    /// volumes).
+    /// Objects removed, in the order removal succeeded (services, then networks, secrets,
+    /// configs and volumes).
     pub removed: Vec<ObjectRef>,
     /// Objects that were listed but gone by the time hearth removed them (counted as done).
     pub already_gone: Vec<ObjectRef>,
-    /// Containers killed and removed (forced mode).
+    /// Containers hearth killed and removed: all of them in forced mode; in graceful mode
+    /// only those that never started and whose task has ended or is gone (see [`teardown`]).
     pub containers_removed: Vec<ObjectRef>,
-    /// Time spent waiting for the services' containers to go.
+    /// Time spent waiting for the services' tasks and containers to go.
     pub containers_wait: Duration,
     /// Time of the whole teardown.
     pub elapsed: Duration,
@@ -98,18 +107,68 @@ fn record(
     }
 }
 
+/// Runs `remove` on each object, at most [`CONCURRENCY`] at once; results in completion order.
+async fn remove_all<'a, F, Fut>(
+    objects: Vec<ObjectRef>,
+    remove: F,
+) -> Vec<(ObjectRef, swarm::Result<()>)>
+where
+    F: Fn(ObjectRef) -> Fut,
+    Fut: Future<Output = (ObjectRef, swarm::Result<()>)> + 'a,
+{
+    stream::iter(objects)
+        .map(remove)
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// Removes one object of any removable kind, retrying what may pass later until `deadline`.
+async fn remove_one(
+    swarm: &dyn Swarm,
+    object: ObjectRef,
+    deadline: Instant,
+) -> (ObjectRef, swarm::Result<()>) {
+    let id = object.id.as_str();
+    let result = match object.kind {
+        ObjectKind::Service => swarm_until(deadline, || swarm.remove_service(id)).await,
+        ObjectKind::Container => swarm.remove_container(id).await,
+        ObjectKind::Network => swarm_until(deadline, || swarm.remove_network(id)).await,
+        ObjectKind::Secret => swarm_until(deadline, || swarm.remove_secret(id)).await,
+        ObjectKind::Config => swarm_until(deadline, || swarm.remove_config(id)).await,
+        ObjectKind::Volume => swarm_until(deadline, || swarm.remove_volume(id)).await,
+        // Tasks go with their service; nodes and the daemon are not the stack's.
+        ObjectKind::Task | ObjectKind::Node | ObjectKind::Daemon => Ok(()),
+    };
+    (object, result)
+}
+
 /// Removes everything carrying `com.docker.stack.namespace=<namespace>`.
 ///
-/// Order: services; then wait (polling containers with growing pauses, no fixed sleeps) until
-/// their containers are gone — in [`Mode::Forced`] killing and removing them at once; then
-/// networks, secrets and configs; then volumes. Finally every kind is listed again by the
-/// namespace label.
+/// Order: services; then wait until their tasks and containers are gone — in
+/// [`Mode::Forced`] killing and removing the containers at once; then networks, secrets,
+/// configs and volumes (at once: none of them depends on another). Finally every kind is
+/// listed again by the namespace label.
+///
+/// The wait looks at the containers and tasks, and looks again as soon as the events stream
+/// reports a container of the stack changing (or after a short pause, 50 ms growing to
+/// `options.max_poll`: task states have no events, and events are only hints). It ends when
+/// no container of the stack is left and no task may still create one. Why both: a task that
+/// swarm's agent is still preparing when its service is removed creates its container
+/// afterwards (state `created`, never started) and then forgets it — the container holds
+/// the stack's volume in use (or recreates a volume already removed) for good (measured on
+/// Engine 20.10: tasks `preparing` → container `created` ~1 s later → task `shutdown`, the
+/// container stays). So teardown waits while a task is still before `ready`, and removes
+/// containers that never started and whose task has ended or is gone, in graceful mode too
+/// (there is nothing to stop gracefully).
 ///
 /// # Guarantees
 /// - "Not found" counts as done; retryable failures ("in use", timeouts, transport) are retried
 ///   with backoff until the deadline; a removal that fails for good does not stop the others.
-/// - Success means the final listing found nothing of the stack. No failure is swallowed:
-///   failures whose object is gone anyway are logged; otherwise they are in the error.
+/// - Success means the final listing found nothing of the stack (services, tasks that may
+///   still create a container, containers, networks, volumes, secrets, configs). No failure
+///   is swallowed: failures whose object is gone anyway are logged; otherwise they are in the
+///   error.
 ///
 /// # Errors
 /// [`Error::Residuals`] naming each leftover object (kind, name, ID) with the failures met;
@@ -133,89 +192,75 @@ pub async fn teardown(
         ..TeardownReport::default()
     };
     let mut failures = Vec::new();
+    // Opened before the services go, so no container event of the stack is missed.
+    let events = swarm.events();
 
-    // 1. Services.
-    let services = swarm_until(deadline, || swarm.list_services(&filter))
-        .await
-        .map_err(|e| observe_failed(namespace, e))?;
-    let service_ids: BTreeSet<String> = services.iter().map(|s| s.meta.id.clone()).collect();
-    let removals = join_all(services.iter().map(|s| async move {
-        let result = swarm_until(deadline, || swarm.remove_service(&s.meta.id)).await;
-        (
-            ObjectRef::new(ObjectKind::Service, &s.meta.name, &s.meta.id),
-            result,
-        )
-    }))
-    .await;
-    for (object, result) in removals {
-        record(&mut report, &mut failures, object, result);
-    }
-
-    // 2. Their containers.
-    let waiting = Instant::now();
-    wait_for_containers(
-        swarm,
-        namespace,
-        &service_ids,
-        options,
-        deadline,
-        &mut report,
-        &mut failures,
-    )
-    .await?;
-    report.containers_wait = waiting.elapsed();
-
-    // 3. Networks, secrets, configs.
-    let (networks, secrets, configs) = futures::try_join!(
+    // 1. Services (and, in the same round trip, what goes after them).
+    let (services, networks, volumes, secrets, configs) = futures::try_join!(
+        swarm_until(deadline, || swarm.list_services(&filter)),
         swarm_until(deadline, || swarm.list_networks(&filter)),
+        swarm_until(deadline, || swarm.list_volumes(&filter)),
         swarm_until(deadline, || swarm.list_secrets(&filter)),
         swarm_until(deadline, || swarm.list_configs(&filter)),
     )
     .map_err(|e| observe_failed(namespace, e))?;
-    let networks = networks.iter().map(|n| async move {
-        let result = swarm_until(deadline, || swarm.remove_network(&n.id)).await;
-        (ObjectRef::new(ObjectKind::Network, &n.name, &n.id), result)
-    });
-    let secrets = secrets.iter().map(|s| async move {
-        let result = swarm_until(deadline, || swarm.remove_secret(&s.meta.id)).await;
-        (
-            ObjectRef::new(ObjectKind::Secret, &s.meta.name, &s.meta.id),
-            result,
-        )
-    });
-    let configs = configs.iter().map(|c| async move {
-        let result = swarm_until(deadline, || swarm.remove_config(&c.meta.id)).await;
-        (
-            ObjectRef::new(ObjectKind::Config, &c.meta.name, &c.meta.id),
-            result,
-        )
-    });
-    let (n, s, c) = futures::join!(join_all(networks), join_all(secrets), join_all(configs));
-    for (object, result) in n.into_iter().chain(s).chain(c) {
+    let service_names: BTreeMap<String, String> = services
+        .iter()
+        .map(|s| (s.meta.id.clone(), s.meta.name.clone()))
+        .collect();
+    let objects = services
+        .iter()
+        .map(|s| ObjectRef::new(ObjectKind::Service, &s.meta.name, &s.meta.id))
+        .collect();
+    for (object, result) in remove_all(objects, |o| remove_one(swarm, o, deadline)).await {
         record(&mut report, &mut failures, object, result);
     }
 
-    // 4. Volumes (this node).
-    let volumes = swarm_until(deadline, || swarm.list_volumes(&filter))
-        .await
-        .map_err(|e| observe_failed(namespace, e))?;
-    let removals = join_all(volumes.iter().map(|v| async move {
-        let result = swarm_until(deadline, || swarm.remove_volume(&v.name)).await;
-        (ObjectRef::new(ObjectKind::Volume, &v.name, &v.name), result)
-    }))
-    .await;
-    for (object, result) in removals {
+    // 2. Their tasks and containers.
+    let waiting = Instant::now();
+    let mut wait = ContainerWait {
+        swarm,
+        namespace,
+        service_names: &service_names,
+        options,
+        deadline,
+        events: Some(events),
+    };
+    wait.run(&mut report, &mut failures).await?;
+    report.containers_wait = waiting.elapsed();
+
+    // 3. Networks, secrets, configs and volumes.
+    let objects: Vec<ObjectRef> = networks
+        .iter()
+        .map(|n| ObjectRef::new(ObjectKind::Network, &n.name, &n.id))
+        .chain(
+            secrets
+                .iter()
+                .map(|s| ObjectRef::new(ObjectKind::Secret, &s.meta.name, &s.meta.id)),
+        )
+        .chain(
+            configs
+                .iter()
+                .map(|c| ObjectRef::new(ObjectKind::Config, &c.meta.name, &c.meta.id)),
+        )
+        .chain(
+            volumes
+                .iter()
+                .map(|v| ObjectRef::new(ObjectKind::Volume, &v.name, &v.name)),
+        )
+        .collect();
+    for (object, result) in remove_all(objects, |o| remove_one(swarm, o, deadline)).await {
         record(&mut report, &mut failures, object, result);
     }
 
-    // 5. Verify: list again until nothing is left. Swarm finishes some removals after
+    // 4. Verify: list again until nothing is left. Swarm finishes some removals after
     // answering (an overlay network's node-local copy lingers for a moment after a forced
-    // teardown), and a task that was starting during teardown may have created a volume late:
-    // leftovers hearth did not remove yet are removed again.
+    // teardown), and objects may have appeared since the first listing: what is left is
+    // removed again.
     let residuals = verify(
         swarm,
         namespace,
-        &service_ids,
+        &service_names,
         options,
         deadline,
         &mut report,
@@ -251,7 +296,7 @@ pub async fn teardown(
 fn stack_containers(
     containers: Vec<Container>,
     namespace: &str,
-    service_ids: &BTreeSet<String>,
+    service_names: &BTreeMap<String, String>,
 ) -> Vec<Container> {
     containers
         .into_iter()
@@ -259,7 +304,7 @@ fn stack_containers(
             c.labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(namespace)
                 || c.labels
                     .get(SERVICE_ID_LABEL)
-                    .is_some_and(|id| service_ids.contains(id))
+                    .is_some_and(|id| service_names.contains_key(id))
         })
         .collect()
 }
@@ -268,65 +313,202 @@ fn swarm_containers() -> LabelFilter {
     LabelFilter::all().and_has(SERVICE_ID_LABEL)
 }
 
-/// Polls (50 ms, growing to `options.max_poll`) until the stack's containers are gone; in
-/// forced mode removes each one it sees.
-async fn wait_for_containers(
-    swarm: &dyn Swarm,
-    namespace: &str,
-    service_ids: &BTreeSet<String>,
-    options: &TeardownOptions,
-    deadline: Instant,
-    report: &mut TeardownReport,
-    failures: &mut Vec<String>,
-) -> Result<()> {
-    let filter = swarm_containers();
-    let mut pauses = poll_delays(options.max_poll);
-    let mut removed = BTreeSet::new();
-    loop {
-        let listed = swarm_until(deadline, || swarm.list_containers(&filter))
-            .await
-            .map_err(|e| observe_failed(namespace, e))?;
-        let ours = stack_containers(listed, namespace, service_ids);
-        if ours.is_empty() {
-            return Ok(());
+/// Label swarm puts on a task's container naming its task.
+const TASK_ID_LABEL: &str = "com.docker.swarm.task.id";
+
+/// Whether swarm may still create a container for a task in this state: the task has not
+/// reached `ready` (its container is created while it is `preparing`) and has not ended.
+fn may_create_container(state: &TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::New
+            | TaskState::Allocated
+            | TaskState::Pending
+            | TaskState::Assigned
+            | TaskState::Accepted
+            | TaskState::Preparing
+    )
+}
+
+/// A task as errors name it: `<service>.<slot>` (or the service's name for a global one).
+fn task_ref(task: &Task, service_names: &BTreeMap<String, String>) -> ObjectRef {
+    let service = service_names
+        .get(&task.service_id)
+        .map_or(task.service_id.as_str(), String::as_str);
+    let name = match task.slot {
+        Some(slot) => format!("{service}.{slot} ({:?})", task.state),
+        None => format!("{service} ({:?})", task.state),
+    };
+    ObjectRef::new(ObjectKind::Task, name, &task.id)
+}
+
+/// What one look at the stack's containers and tasks asks of the wait.
+#[derive(Debug, Default, PartialEq)]
+struct WaitStep {
+    /// Containers to kill and remove now.
+    remove: Vec<ObjectRef>,
+    /// What the wait is still waiting for: containers of the stack, and tasks that may still
+    /// create one. Empty: the wait is over.
+    awaited: Vec<ObjectRef>,
+}
+
+/// Decides the next step of the wait from the stack's containers and tasks (pure).
+///
+/// Forced: every container is removed. Graceful: containers are left to swarm (it stops and
+/// removes them within the grace period), except one that never started (`created`) while
+/// its task has ended or is gone: swarm forgot it, so it is removed.
+fn wait_step(
+    mode: Mode,
+    containers: &[Container],
+    tasks: &[Task],
+    service_names: &BTreeMap<String, String>,
+) -> WaitStep {
+    let running_tasks: BTreeSet<&str> = tasks
+        .iter()
+        .filter(|t| !t.state.is_terminal())
+        .map(|t| t.id.as_str())
+        .collect();
+    let mut step = WaitStep::default();
+    for c in containers {
+        let object = ObjectRef::new(ObjectKind::Container, &c.name, &c.id);
+        // Stopped containers are swarm's to remove (racing its agent gains nothing); one
+        // that never started while its task has ended or is gone is forgotten by swarm.
+        let orphan = c.state == ContainerState::Created
+            && c.labels
+                .get(TASK_ID_LABEL)
+                .is_none_or(|t| !running_tasks.contains(t.as_str()));
+        if mode == Mode::Forced || orphan {
+            step.remove.push(object.clone());
         }
-        let mut last_errors = Vec::new();
-        if options.mode == Mode::Forced {
-            let results = join_all(
-                ours.iter()
-                    .map(|c| async move { (c, swarm.remove_container(&c.id).await) }),
+        step.awaited.push(object);
+    }
+    step.awaited.extend(
+        tasks
+            .iter()
+            .filter(|t| may_create_container(&t.state))
+            .map(|t| task_ref(t, service_names)),
+    );
+    step
+}
+
+/// The wait of step 2 of [`teardown`].
+struct ContainerWait<'a> {
+    swarm: &'a dyn Swarm,
+    namespace: &'a str,
+    /// Names of the removed services by ID.
+    service_names: &'a BTreeMap<String, String>,
+    options: &'a TeardownOptions,
+    deadline: Instant,
+    /// Hints; `None` once the stream ended (then only the poll remains).
+    events: Option<BoxStream<'static, swarm::Result<Event>>>,
+}
+
+impl ContainerWait<'_> {
+    /// Waits until no container of the stack is left and no task may still create one, or
+    /// the deadline passes (then what is still awaited goes to `failures`).
+    async fn run(&mut self, report: &mut TeardownReport, failures: &mut Vec<String>) -> Result<()> {
+        let containers_filter = swarm_containers();
+        let tasks_filter = LabelFilter::eq(NAMESPACE_LABEL, self.namespace);
+        let mut pauses = poll_delays(self.options.max_poll);
+        let mut removed = BTreeSet::new();
+        loop {
+            let (containers, tasks) = futures::try_join!(
+                swarm_until(self.deadline, || self
+                    .swarm
+                    .list_containers(&containers_filter)),
+                swarm_until(self.deadline, || self.swarm.list_tasks(&tasks_filter)),
             )
+            .map_err(|e| observe_failed(self.namespace, e))?;
+            let ours = stack_containers(containers, self.namespace, self.service_names);
+            let step = wait_step(self.options.mode, &ours, &tasks, self.service_names);
+            if step.awaited.is_empty() {
+                return Ok(());
+            }
+            let mut last_errors = Vec::new();
+            let mut progress = false;
+            let swarm = self.swarm;
+            let results = remove_all(step.remove, |o| async move {
+                let result = swarm.remove_container(&o.id).await;
+                (o, result)
+            })
             .await;
-            for (c, result) in results {
+            for (object, result) in results {
                 match result {
                     Ok(()) => {
-                        if removed.insert(c.id.clone()) {
-                            report.containers_removed.push(ObjectRef::new(
-                                ObjectKind::Container,
-                                &c.name,
-                                &c.id,
-                            ));
+                        progress = true;
+                        if removed.insert(object.id.clone()) {
+                            report.containers_removed.push(object);
                         }
                     }
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => last_errors.push(format!("container {}: {e}", c.name)),
+                    Err(e) if e.is_not_found() => progress = true,
+                    Err(e) => last_errors.push(format!("{object}: {e}")),
+                }
+            }
+            let now = Instant::now();
+            if now >= self.deadline {
+                failures.push(format!(
+                    "{} container(s) or starting task(s) still present at the deadline: {}",
+                    step.awaited.len(),
+                    super::list(&step.awaited)
+                ));
+                failures.extend(last_errors);
+                return Ok(());
+            }
+            if progress {
+                // Look again at once: the removals may have been the last thing awaited.
+                continue;
+            }
+            let pause = pauses.next().unwrap_or(self.options.max_poll);
+            self.hint(pause.min(self.deadline - now)).await;
+        }
+    }
+
+    /// Returns after `pause`, or earlier when a container of the stack changes.
+    async fn hint(&mut self, pause: Duration) {
+        let until = Instant::now() + pause;
+        let Some(events) = self.events.as_mut() else {
+            tokio::time::sleep_until(until).await;
+            return;
+        };
+        loop {
+            match tokio::time::timeout_at(until, events.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(event))) => {
+                    if concerns(self.service_names, &event) {
+                        debug!(stack = self.namespace, action = %event.action, "container event");
+                        return;
+                    }
+                }
+                Ok(Some(Err(e))) => {
+                    debug!(
+                        stack = self.namespace,
+                        "events stream failed: {e}; polling only"
+                    );
+                    self.events = None;
+                    tokio::time::sleep_until(until).await;
+                    return;
+                }
+                Ok(None) => {
+                    self.events = None;
+                    tokio::time::sleep_until(until).await;
+                    return;
                 }
             }
         }
-        let now = Instant::now();
-        if now >= deadline {
-            let names: Vec<&str> = ours.iter().map(|c| c.name.as_str()).collect();
-            failures.push(format!(
-                "{} container(s) still present at the deadline: {}",
-                ours.len(),
-                names.join(", ")
-            ));
-            failures.extend(last_errors);
-            return Ok(());
-        }
-        let pause = pauses.next().unwrap_or(options.max_poll);
-        tokio::time::sleep(pause.min(deadline - now)).await;
     }
+}
+
+/// Whether an event is about a container of one of the stack's services (task containers are
+/// named `<service>.<slot>.<task>`; an event without a name may be).
+fn concerns(service_names: &BTreeMap<String, String>, event: &Event) -> bool {
+    if event.kind != ObjectKind::Container {
+        return false;
+    }
+    let Some(name) = event.name.as_deref() else {
+        return true;
+    };
+    let service = name.split('.').next().unwrap_or(name);
+    service_names.values().any(|s| s == service)
 }
 
 /// How long verification keeps listing after the deadline, so a teardown that used its whole
@@ -334,11 +516,11 @@ async fn wait_for_containers(
 const SETTLE: Duration = Duration::from_secs(10);
 
 /// Lists the stack until nothing is left or the deadline (at least [`SETTLE`] from now) passes,
-/// removing again what is left and was not removed yet. Returns what is still there.
+/// removing again what is left. Returns what is still there.
 async fn verify(
     swarm: &dyn Swarm,
     namespace: &str,
-    service_ids: &BTreeSet<String>,
+    service_names: &BTreeMap<String, String>,
     options: &TeardownOptions,
     deadline: Instant,
     report: &mut TeardownReport,
@@ -347,36 +529,41 @@ async fn verify(
     let deadline = deadline.max(Instant::now() + SETTLE);
     let mut pauses = poll_delays(options.max_poll);
     loop {
-        let left = residuals(swarm, namespace, service_ids, deadline).await?;
+        let left = residuals(swarm, namespace, service_names, deadline).await?;
         let now = Instant::now();
         if left.is_empty() || now >= deadline {
             return Ok(left);
         }
-        let removed: BTreeSet<&str> = report.removed.iter().map(|o| o.id.as_str()).collect();
+        // Live containers are swarm's to stop in graceful mode; tasks go on their own.
         let again: Vec<ObjectRef> = left
             .into_iter()
-            .filter(|o| !removed.contains(o.id.as_str()))
+            .filter(|o| o.kind != ObjectKind::Task)
             .filter(|o| o.kind != ObjectKind::Container || options.mode == Mode::Forced)
             .collect();
-        let results = join_all(again.into_iter().map(|o| async move {
+        let results = remove_all(again, |o| async move {
+            let id = o.id.clone();
             let result = match o.kind {
-                ObjectKind::Service => swarm.remove_service(&o.id).await,
-                ObjectKind::Container => swarm.remove_container(&o.id).await,
-                ObjectKind::Network => swarm.remove_network(&o.id).await,
-                ObjectKind::Secret => swarm.remove_secret(&o.id).await,
-                ObjectKind::Config => swarm.remove_config(&o.id).await,
-                ObjectKind::Volume => swarm.remove_volume(&o.id).await,
+                ObjectKind::Service => swarm.remove_service(&id).await,
+                ObjectKind::Container => swarm.remove_container(&id).await,
+                ObjectKind::Network => swarm.remove_network(&id).await,
+                ObjectKind::Secret => swarm.remove_secret(&id).await,
+                ObjectKind::Config => swarm.remove_config(&id).await,
+                ObjectKind::Volume => swarm.remove_volume(&id).await,
                 ObjectKind::Task | ObjectKind::Node | ObjectKind::Daemon => Ok(()),
             };
             (o, result)
-        }))
+        })
         .await;
         for (object, result) in results {
             match result {
                 Ok(()) if object.kind == ObjectKind::Container => {
                     report.containers_removed.push(object)
                 }
-                Ok(()) => report.removed.push(object),
+                Ok(()) => {
+                    if !report.removed.contains(&object) {
+                        report.removed.push(object)
+                    }
+                }
                 Err(e) if e.is_not_found() => {}
                 // Still in use, or still hanging: the next round tries again.
                 Err(e) if e.is_retryable() => {}
@@ -388,19 +575,21 @@ async fn verify(
     }
 }
 
-/// Everything of the stack that is still there.
+/// Everything of the stack that is still there: services, tasks that may still create a
+/// container, containers, networks, secrets, configs, volumes.
 async fn residuals(
     swarm: &dyn Swarm,
     namespace: &str,
-    service_ids: &BTreeSet<String>,
+    service_names: &BTreeMap<String, String>,
     deadline: Instant,
 ) -> Result<Vec<ObjectRef>> {
     let filter = LabelFilter::eq(NAMESPACE_LABEL, namespace);
     // The verification must run even when the deadline has passed.
     let deadline = deadline.max(Instant::now() + Duration::from_secs(10));
     let containers_filter = swarm_containers();
-    let (services, containers, networks, volumes, secrets, configs) = futures::try_join!(
+    let (services, tasks, containers, networks, volumes, secrets, configs) = futures::try_join!(
         swarm_until(deadline, || swarm.list_services(&filter)),
+        swarm_until(deadline, || swarm.list_tasks(&filter)),
         swarm_until(deadline, || swarm.list_containers(&containers_filter)),
         swarm_until(deadline, || swarm.list_networks(&filter)),
         swarm_until(deadline, || swarm.list_volumes(&filter)),
@@ -415,7 +604,13 @@ async fn residuals(
             .map(|s| ObjectRef::new(ObjectKind::Service, &s.meta.name, &s.meta.id)),
     );
     left.extend(
-        stack_containers(containers, namespace, service_ids)
+        tasks
+            .iter()
+            .filter(|t| may_create_container(&t.state))
+            .map(|t| task_ref(t, service_names)),
+    );
+    left.extend(
+        stack_containers(containers, namespace, service_names)
             .iter()
             .map(|c| ObjectRef::new(ObjectKind::Container, &c.name, &c.id)),
     );
@@ -449,7 +644,7 @@ mod tests {
     use crate::stack::plan::tests::sample_stack;
     use crate::stack::{apply, observe, ApplyOptions, Depth, Owner};
     use crate::swarm::sim::{SimConfig, SimSwarm};
-    use crate::swarm::{Call, Verb};
+    use crate::swarm::{Call, Labels, Verb};
 
     async fn deployed(config: SimConfig) -> SimSwarm {
         let swarm = SimSwarm::new(config);
@@ -557,6 +752,145 @@ mod tests {
         assert_eq!(other.services.len(), 2);
         assert_eq!(other.containers.len(), 2);
         assert_eq!(other.volumes.len(), 1);
+    }
+
+    #[test]
+    fn the_wait_removes_orphans_in_graceful_mode_and_everything_in_forced_mode() {
+        let names = BTreeMap::from([("svc1".to_string(), "s_web".to_string())]);
+        let container = |id: &str, task: &str, state: ContainerState| Container {
+            id: id.into(),
+            name: format!("s_web.1.{task}"),
+            labels: [(TASK_ID_LABEL.to_string(), task.to_string())].into(),
+            state,
+            health: None,
+            status: String::new(),
+            created_at: None,
+        };
+        let task = |id: &str, state: TaskState| Task {
+            id: id.into(),
+            version: 1,
+            service_id: "svc1".into(),
+            slot: Some(1),
+            node_id: None,
+            state,
+            desired_state: TaskState::Remove,
+            message: None,
+            error: None,
+            container_id: None,
+            labels: Labels::new(),
+            created_at: None,
+        };
+        let containers = [
+            // Stopping within its grace period.
+            container("c1", "t1", ContainerState::Running),
+            // Created late for a task that has ended: an orphan.
+            container("c2", "t2", ContainerState::Created),
+            // Created, its task still running towards start: swarm's.
+            container("c3", "t3", ContainerState::Created),
+            // Stopped, its task ended: swarm's agent removes it.
+            container("c5", "t5", ContainerState::Exited),
+        ];
+        let tasks = [
+            task("t1", TaskState::Running),
+            task("t2", TaskState::Shutdown),
+            task("t3", TaskState::Ready),
+            task("t4", TaskState::Preparing),
+            task("t5", TaskState::Shutdown),
+        ];
+        let ids = |objects: &[ObjectRef]| -> Vec<String> {
+            objects.iter().map(|o| o.id.clone()).collect()
+        };
+        let graceful = wait_step(Mode::Graceful, &containers, &tasks, &names);
+        assert_eq!(ids(&graceful.remove), ["c2"]);
+        assert_eq!(ids(&graceful.awaited), ["c1", "c2", "c3", "c5", "t4"]);
+        assert!(graceful.awaited[4].name.starts_with("s_web.1"));
+        let forced = wait_step(Mode::Forced, &containers, &tasks, &names);
+        assert_eq!(ids(&forced.remove), ["c1", "c2", "c3", "c5"]);
+        assert_eq!(ids(&forced.awaited), ["c1", "c2", "c3", "c5", "t4"]);
+        // Ended or running tasks without containers are not waited for.
+        let done = wait_step(
+            Mode::Graceful,
+            &[],
+            &[
+                task("t1", TaskState::Running),
+                task("t2", TaskState::Failed),
+            ],
+            &names,
+        );
+        assert_eq!(done, WaitStep::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn teardown_right_after_apply_waits_for_tasks_still_preparing_and_leaves_nothing() {
+        for options in [TeardownOptions::graceful(), TeardownOptions::forced()] {
+            let swarm = SimSwarm::new(SimConfig::default());
+            swarm.create_late_containers(true);
+            apply(
+                &swarm,
+                &sample_stack("s", "img:1", "pw"),
+                &Owner::operator("s"),
+                &ApplyOptions::default(),
+            )
+            .await
+            .unwrap();
+            let report = teardown(&swarm, "s", &options).await.unwrap();
+            // The containers came ~1 s after the services went, created, never started.
+            assert_eq!(report.containers_removed.len(), 2, "{report:?}");
+            assert!(report.containers_wait >= Duration::from_millis(900));
+            assert!(report.elapsed < Duration::from_secs(5), "{report:?}");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            let left = observe(&swarm, "s", Depth::WithTasks).await.unwrap();
+            assert!(left.is_empty(), "{:?}: {left:#?}", options.mode);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn graceful_teardown_notices_the_last_container_going_by_its_event() {
+        let swarm = SimSwarm::new(SimConfig {
+            stop_delay: Duration::from_millis(1100),
+            ..SimConfig::default()
+        });
+        let mut stack = sample_stack("s", "img:1", "pw");
+        for svc in &mut stack.services {
+            let cs = svc
+                .task_template
+                .as_mut()
+                .unwrap()
+                .container_spec
+                .as_mut()
+                .unwrap();
+            cs.stop_grace_period = Some(10_000_000_000);
+        }
+        apply(
+            &swarm,
+            &stack,
+            &Owner::operator("s"),
+            &ApplyOptions::default(),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let options = TeardownOptions {
+            // A poll alone would notice the containers going up to 2 s late.
+            max_poll: Duration::from_secs(2),
+            ..TeardownOptions::graceful()
+        };
+        let report = teardown(&swarm, "s", &options).await.unwrap();
+        assert!(
+            report.containers_wait >= Duration::from_millis(1100),
+            "{report:?}"
+        );
+        assert!(
+            // Polls alone would look at 1039 ms and 1608 ms.
+            report.containers_wait < Duration::from_millis(1110),
+            "{report:?}"
+        );
+        let opened = swarm
+            .calls()
+            .iter()
+            .filter(|c| c.call == Call::new(Verb::Events, ObjectKind::Daemon))
+            .count();
+        assert_eq!(opened, 1);
     }
 
     #[tokio::test(start_paused = true)]

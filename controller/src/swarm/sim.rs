@@ -116,6 +116,8 @@ enum Step {
     Stopped,
     /// Create a replacement for a failed task of the same slot.
     Replace,
+    /// The task record is deleted (its container, if any, stays).
+    Forget,
 }
 
 struct SimService {
@@ -126,6 +128,9 @@ struct SimService {
 struct SimTask {
     task: Task,
     next: Option<(Instant, Step)>,
+    /// The removed service's spec, for a task that still creates its container after its
+    /// service went ([`SimSwarm::create_late_containers`]).
+    late: Option<spec::ServiceSpec>,
 }
 
 struct SimContainer {
@@ -162,6 +167,7 @@ struct State {
     hang: BTreeSet<ObjectKind>,
     hang_objects: BTreeSet<String>,
     unhealthy_images: BTreeSet<String>,
+    late_containers: bool,
 }
 
 impl SimSwarm {
@@ -194,6 +200,7 @@ impl SimSwarm {
             hang: BTreeSet::new(),
             hang_objects: BTreeSet::new(),
             unhealthy_images: BTreeSet::new(),
+            late_containers: false,
         };
         let shared = Arc::new(Shared {
             config,
@@ -252,6 +259,16 @@ impl SimSwarm {
     /// Tasks of `image` fail their healthcheck.
     pub fn set_unhealthy_image(&self, image: impl Into<String>) {
         self.lock().unhealthy_images.insert(image.into());
+    }
+
+    /// With `true`, a task whose service is removed before its container started is still
+    /// being prepared: it creates its container when it would have started (state `created`,
+    /// never started; a missing volume is created again), then ends (`shutdown`) and its
+    /// record is deleted after `stop_delay` — and the container stays, holding its volumes
+    /// in use. Swarm's agent does this on Engine 20.10 (measured: a service removed while its
+    /// task was `preparing`; the `created` container was still there minutes later).
+    pub fn create_late_containers(&self, on: bool) {
+        self.lock().late_containers = on;
     }
 
     /// Simulates a daemon restart: every open events stream ends (objects are kept).
@@ -516,7 +533,10 @@ impl State {
         let spec = self.services.get(&service_id).map(|s| s.spec.clone());
         match step {
             Step::Start => {
-                let Some(spec) = spec else { return };
+                let late = self.tasks.get(task_id).and_then(|t| t.late.clone());
+                let Some(spec) = spec.or_else(|| late.clone()) else {
+                    return;
+                };
                 let container_id = random_hex(&mut self.rng, 64);
                 let cs = container_spec(&spec);
                 let mut labels = cs.map(|c| map_labels(&c.labels)).unwrap_or_default();
@@ -550,7 +570,7 @@ impl State {
                     .and_then(|t| t.networks.as_ref())
                     .map(|n| n.iter().map(|a| self.network_key(&a.target)).collect())
                     .unwrap_or_default();
-                let healthcheck = has_healthcheck(&spec);
+                let healthcheck = has_healthcheck(&spec) && late.is_none();
                 let name = format!(
                     "{}.{}.{}",
                     spec.name.clone().unwrap_or_default(),
@@ -560,6 +580,35 @@ impl State {
                         .unwrap_or(1),
                     task_id
                 );
+                if late.is_some() {
+                    let container = Container {
+                        id: container_id.clone(),
+                        name: name.clone(),
+                        labels,
+                        state: ContainerState::Created,
+                        health: None,
+                        status: "Created".into(),
+                        created_at: Some(self.now_wall()),
+                    };
+                    self.containers.insert(
+                        container_id.clone(),
+                        SimContainer {
+                            container,
+                            task_id: task_id.to_string(),
+                            volumes,
+                            networks,
+                        },
+                    );
+                    let version = self.bump();
+                    if let Some(t) = self.tasks.get_mut(task_id) {
+                        t.task.state = TaskState::Shutdown;
+                        t.task.container_id = Some(container_id.clone());
+                        t.task.version = version;
+                        t.next = Some((at + cfg.stop_delay, Step::Forget));
+                    }
+                    self.emit(ObjectKind::Container, "create", &container_id, Some(&name));
+                    return;
+                }
                 let container = Container {
                     id: container_id.clone(),
                     name: name.clone(),
@@ -683,6 +732,9 @@ impl State {
                     t.task.version = version;
                 }
             }
+            Step::Forget => {
+                self.tasks.remove(task_id);
+            }
             Step::Replace => {
                 let slot = self.tasks.get(task_id).and_then(|t| t.task.slot);
                 let cid = self
@@ -764,6 +816,7 @@ impl State {
             SimTask {
                 task,
                 next: Some((at + cfg.start_delay, Step::Start)),
+                late: None,
             },
         );
     }
@@ -1150,7 +1203,30 @@ impl Swarm for SimSwarm {
                 return Err(not_found(call, id));
             };
             let grace = container_spec(&service.spec).and_then(|c| nanos(c.stop_grace_period));
+            // Tasks not started yet that will create their container late.
+            let late: Vec<(String, Instant)> = if st.late_containers {
+                st.tasks
+                    .iter()
+                    .filter(|(_, t)| t.task.service_id == key && t.task.container_id.is_none())
+                    .filter_map(|(id, t)| match t.next {
+                        Some((at, Step::Start)) => Some((id.clone(), at)),
+                        _ => None,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             st.stop_tasks(&key, grace, Instant::now(), cfg);
+            let version = st.bump();
+            for (id, at) in late {
+                if let Some(t) = st.tasks.get_mut(&id) {
+                    t.task.state = TaskState::Preparing;
+                    t.task.desired_state = TaskState::Remove;
+                    t.task.version = version;
+                    t.next = Some((at, Step::Start));
+                    t.late = Some(service.spec.clone());
+                }
+            }
             st.emit(
                 ObjectKind::Service,
                 "remove",
@@ -1556,6 +1632,36 @@ mod tests {
         swarm.remove_volume("c-data").await.unwrap();
         let err = swarm.remove_volume("c-data").await.unwrap_err();
         assert!(err.is_not_found());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_removed_while_preparing_leaves_a_created_container_holding_its_volume() {
+        let swarm = sim();
+        swarm.create_late_containers(true);
+        let id = swarm.create_service(&web("l", "img:1")).await.unwrap();
+        swarm.remove_service(&id).await.unwrap();
+        let all = LabelFilter::all();
+        let tasks = swarm.list_tasks(&all).await.unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].state, TaskState::Preparing);
+        assert_eq!(tasks[0].desired_state, TaskState::Remove);
+        // Nothing yet: a volume removed now comes back with the container.
+        assert!(swarm.list_containers(&all).await.unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let containers = swarm.list_containers(&all).await.unwrap();
+        assert_eq!(containers.len(), 1);
+        assert_eq!(containers[0].state, ContainerState::Created);
+        assert_eq!(
+            swarm.list_tasks(&all).await.unwrap()[0].state,
+            TaskState::Shutdown
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(swarm.list_tasks(&all).await.unwrap().is_empty());
+        assert_eq!(swarm.list_containers(&all).await.unwrap().len(), 1);
+        let err = swarm.remove_volume("l-data").await.unwrap_err();
+        assert!(matches!(err, Error::InUse { .. }), "{err}");
+        swarm.remove_container(&containers[0].id).await.unwrap();
+        swarm.remove_volume("l-data").await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
