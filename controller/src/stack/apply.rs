@@ -4,13 +4,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crd::names::labels as keys;
+use futures::stream::{self, StreamExt};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::observe::{observe, Depth};
 use super::plan::{plan, Action, Plan, NAMESPACE_LABEL};
 use super::retry::{swarm_until, until};
-use super::{Error, Owner, Result, DEFAULT_APPLY_DEADLINE};
+use super::{Error, Owner, Result, CONCURRENCY, DEFAULT_APPLY_DEADLINE};
 use crate::swarm::{self, spec::StackSpec, LabelFilter, Swarm};
 
 /// How an apply runs.
@@ -71,6 +72,8 @@ pub async fn apply(
 }
 
 /// Carries out `plan`'s actions in order, stopping at the first that fails for good.
+/// Consecutive independent actions (networks, volumes, secrets and configs; then services)
+/// run concurrently, at most [`CONCURRENCY`] at once; the report lists them in plan order.
 ///
 /// # Guarantees
 /// - Retryable failures (timeouts, transport, unavailable, in use) are retried with
@@ -83,8 +86,8 @@ pub async fn apply(
 /// - Removals count "not found" as done. No failure is swallowed.
 ///
 /// # Errors
-/// [`Error::ActionFailed`] naming the action and how many completed before it;
-/// [`Error::ConflictPersisted`].
+/// [`Error::ActionFailed`] naming the (first, in plan order) action that failed and how many
+/// completed (those running alongside it included); [`Error::ConflictPersisted`].
 pub async fn execute(
     swarm: &dyn Swarm,
     plan: &Plan,
@@ -103,10 +106,27 @@ async fn execute_until(
         namespace: plan.namespace.clone(),
         done: Vec::with_capacity(plan.actions.len()),
     };
-    for action in &plan.actions {
-        run(swarm, &plan.namespace, action, options, deadline)
-            .await
-            .map_err(|e| match e {
+    for group in groups(&plan.actions) {
+        let runs: Vec<_> = group
+            .iter()
+            .map(|action| run_one(swarm, &plan.namespace, action, options, deadline))
+            .collect();
+        let results: Vec<(&Action, std::result::Result<(), Step>)> =
+            stream::iter(runs).buffered(CONCURRENCY).collect().await;
+        let mut failed = None;
+        for (action, result) in results {
+            match result {
+                Ok(()) => {
+                    info!(stack = %plan.namespace, "{action}");
+                    report.done.push(action.clone());
+                }
+                Err(e) => {
+                    failed.get_or_insert((action, e));
+                }
+            }
+        }
+        if let Some((action, e)) = failed {
+            return Err(match e {
                 Step::Swarm(source) => Error::ActionFailed {
                     namespace: plan.namespace.clone(),
                     action: action.to_string(),
@@ -114,11 +134,58 @@ async fn execute_until(
                     source,
                 },
                 Step::Stack(e) => e,
-            })?;
-        info!(stack = %plan.namespace, "{action}");
-        report.done.push(action.clone());
+            });
+        }
     }
     Ok(report)
+}
+
+/// [`run`], returning the action with its outcome.
+async fn run_one<'a>(
+    swarm: &dyn Swarm,
+    namespace: &str,
+    action: &'a Action,
+    options: &ApplyOptions,
+    deadline: Instant,
+) -> (&'a Action, std::result::Result<(), Step>) {
+    (
+        action,
+        run(swarm, namespace, action, options, deadline).await,
+    )
+}
+
+/// Which actions may run at once: the plan's order holds between phases, and runs of
+/// consecutive actions of one phase are independent of each other.
+fn phase(action: &Action) -> u8 {
+    match action {
+        // Only while the stack has no services, before the network is created again.
+        Action::RemoveNetwork { .. } => 0,
+        // What services refer to.
+        Action::CreateNetwork(_)
+        | Action::CreateVolume(_)
+        | Action::CreateSecret(_)
+        | Action::UpdateSecret { .. }
+        | Action::CreateConfig(_)
+        | Action::UpdateConfig { .. } => 1,
+        Action::CreateService(_) | Action::UpdateService { .. } | Action::RemoveService { .. } => 2,
+        // Superseded secrets and configs, once no service refers to them.
+        Action::RemoveSecret { .. } | Action::RemoveConfig { .. } => 3,
+    }
+}
+
+/// Splits the plan into runs of consecutive actions of the same [`phase`] (pure).
+fn groups(actions: &[Action]) -> Vec<&[Action]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=actions.len() {
+        if i == actions.len() || phase(&actions[i]) != phase(&actions[start]) {
+            if start < i {
+                out.push(&actions[start..i]);
+            }
+            start = i;
+        }
+    }
+    out
 }
 
 /// An action's failure: a swarm call, or a stack-level condition.
@@ -350,6 +417,73 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn independent_objects_then_the_services_are_created_concurrently() {
+        let swarm = sim();
+        swarm.set_latency(Duration::from_millis(100));
+        let before = swarm.elapsed();
+        let report = apply(
+            &swarm,
+            &sample_stack("s", "img:1", "pw"),
+            &owner(),
+            &ApplyOptions::default(),
+        )
+        .await
+        .unwrap();
+        let took = swarm.elapsed() - before;
+        // One round trip to observe, one for network, volume, secret and config, one for
+        // both services (one after another: 7).
+        assert!(took < Duration::from_millis(350), "{took:?}");
+        // Reported in plan order (content-hash suffixes cut).
+        let done: Vec<String> = report
+            .done
+            .iter()
+            .map(|a| a.to_string().split('-').next().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            done,
+            [
+                "create network s_default",
+                "create volume s_data",
+                "create secret s_token",
+                "create config s_conf",
+                "create service s_api",
+                "create service s_web"
+            ]
+        );
+    }
+
+    #[test]
+    fn groups_run_consecutive_actions_of_one_phase_together_and_keep_the_plan_order() {
+        let net = |n: &str| {
+            Action::CreateNetwork(crate::swarm::spec::NetworkSpec {
+                name: n.into(),
+                ..Default::default()
+            })
+        };
+        let actions = vec![
+            net("a"),
+            Action::RemoveNetwork {
+                id: "b1".into(),
+                name: "b".into(),
+            },
+            net("b"),
+            Action::CreateVolume(crate::swarm::spec::VolumeSpec {
+                name: "v".into(),
+                ..Default::default()
+            }),
+            Action::CreateService(Box::default()),
+            Action::CreateService(Box::default()),
+            Action::RemoveSecret {
+                id: "s".into(),
+                name: "s".into(),
+            },
+        ];
+        let sizes: Vec<usize> = groups(&actions).iter().map(|g| g.len()).collect();
+        assert_eq!(sizes, [1, 1, 2, 2, 1]);
+        assert!(groups(&[]).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn transient_failures_are_retried_and_a_rejection_is_reported() {
         let swarm = sim();
         swarm.fail_next(3, Fault::Transport);
@@ -397,8 +531,9 @@ mod tests {
         )
         .await
         .unwrap_err();
+        // Volume, secret and config were created alongside; no service was.
         assert!(
-            matches!(&err, Error::ActionFailed { action, done: 0, source: swarm::Error::AlreadyExists { .. }, .. } if action == "create network s_default"),
+            matches!(&err, Error::ActionFailed { action, done: 3, source: swarm::Error::AlreadyExists { .. }, .. } if action == "create network s_default"),
             "{err}"
         );
     }

@@ -278,6 +278,9 @@ impl Error {
 /// `Result` of stack operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How many independent swarm calls of one apply or teardown step run at once.
+pub(crate) const CONCURRENCY: usize = 16;
+
 /// Default deadline of one apply (all its retries included).
 pub const DEFAULT_APPLY_DEADLINE: Duration = Duration::from_secs(120);
 

@@ -11,13 +11,10 @@ use tracing::{debug, info, warn};
 use super::observe::SERVICE_ID_LABEL;
 use super::plan::NAMESPACE_LABEL;
 use super::retry::{poll_delays, swarm_until};
-use super::{Error, ObjectRef, Result};
+use super::{Error, ObjectRef, Result, CONCURRENCY};
 use crate::swarm::{
     self, Container, ContainerState, Event, LabelFilter, ObjectKind, Swarm, Task, TaskState,
 };
-
-/// How many removals of one step run at once.
-const CONCURRENCY: usize = 16;
 
 /// How containers are stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
