@@ -4,6 +4,7 @@ pub mod catalogue;
 pub mod cli;
 pub mod compose;
 pub mod liveness;
+pub mod nightly;
 pub mod promote;
 pub mod runs;
 pub mod runtime;

@@ -111,6 +111,14 @@ impl TokioClock {
             start: tokio::time::Instant::now(),
         }
     }
+
+    /// Starts now at `start_ms` (virtual-time tests start at a chosen date).
+    pub fn starting_at(start_ms: u64) -> Self {
+        Self {
+            start_ms,
+            start: tokio::time::Instant::now(),
+        }
+    }
 }
 
 impl Default for TokioClock {

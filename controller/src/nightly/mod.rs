@@ -1,0 +1,440 @@
+//! The nightly sweep: on a cron schedule (time zone, jitter) — orphan sweep, warm-app refresh, store maintenance — each window run exactly once, across restarts.
+//!
+//! - [`schedule`] (pure): next window, missed-window catch-up, deterministic jitter.
+//! - [`Nightly`]: the loop. It persists the last completed window in the store
+//!   ([`LAST_WINDOW_KEY`]), so a restart neither repeats nor skips a night, and a window
+//!   missed while hearth was down runs once at startup (only the latest one). A manual run
+//!   (`hearth sweep --now`) completes no window.
+//! - [`Job`]: what a run does; [`Work`] is the daemon's job (orphan sweep; refresh of every
+//!   warm app — a reconcile of each, which repairs drift, and for `refresh: latest` a
+//!   promotion to the newest catalogue release through the same health gate; store
+//!   maintenance and size report).
+//!
+//! Each run appends one `Nightly` history entry with what every step did, and a successful
+//! one sets `hearth_nightly_last_success_timestamp_seconds` and
+//! `hearth_nightly_last_duration_seconds`.
+//!
+//! # Caveats
+//! Pruning dangling images is not part of the job yet (the `Swarm` trait has no image calls).
+
+pub mod schedule;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crd::promotion::PromotionSource;
+use crd::warmapp::RefreshPolicy;
+use crd::{Kind, WarmApp};
+use futures::future::BoxFuture;
+use metrics::Metrics;
+use serde::{Deserialize, Serialize};
+use state::history::{NewEntry, ObjectRef};
+use state::{Clock, Store};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::catalogue::Catalogue;
+use crate::promote::{self, Promoter, Request};
+use crate::sweeper::Sweeper;
+
+pub use schedule::{next_action, Next, Schedule};
+
+/// Store key of the last completed window.
+pub const LAST_WINDOW_KEY: &str = "nightly.last-window";
+
+/// History reason of a nightly run.
+pub const NIGHTLY: &str = "Nightly";
+
+/// Nightly errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing the last window failed. Retryable.
+    #[error("nightly bookkeeping in the store failed")]
+    StoreFailed(#[from] state::Error),
+}
+
+/// The persisted last completed window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastWindow {
+    /// The window (nominal cron time, unix ms).
+    pub window_ms: u64,
+    /// When its run finished (unix ms); 0 for the baseline written on a fresh store.
+    pub finished_ms: u64,
+    /// Whether every step succeeded.
+    pub ok: bool,
+}
+
+/// One step of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// `sweep`, `refresh`, `store`, ...
+    pub name: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// One line.
+    pub summary: String,
+    /// What it did, structured.
+    pub details: serde_json::Value,
+}
+
+/// What one run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The window it completes; `None` for a manual run.
+    pub window_ms: Option<u64>,
+    /// Whether it caught up a window missed while hearth was down.
+    pub missed: bool,
+    /// Every step, in order.
+    pub steps: Vec<Step>,
+    /// Whether every step succeeded.
+    pub ok: bool,
+    /// How long it took (ms).
+    pub took_ms: u64,
+}
+
+/// What a nightly run does.
+pub trait Job: Send + Sync {
+    /// Runs every step; a failed step is reported, never fatal to the others.
+    fn run(&self) -> BoxFuture<'_, Vec<Step>>;
+}
+
+/// The nightly loop and manual trigger.
+pub struct Nightly {
+    store: Store,
+    schedule: Schedule,
+    clock: Arc<dyn Clock>,
+    job: Arc<dyn Job>,
+    metrics: Metrics,
+    /// One run at a time (scheduled or manual).
+    running: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Nightly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nightly")
+            .field("schedule", &self.schedule.expr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Nightly {
+    /// A nightly runner; `clock` must follow tokio's clock (e.g.
+    /// [`crate::warmapp::TokioClock`]) so virtual-time tests and production agree.
+    pub fn new(
+        store: Store,
+        schedule: Schedule,
+        clock: Arc<dyn Clock>,
+        job: Arc<dyn Job>,
+        metrics: Metrics,
+    ) -> Nightly {
+        Nightly {
+            store,
+            schedule,
+            clock,
+            job,
+            metrics,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The last completed window, as persisted.
+    ///
+    /// # Errors
+    /// [`Error::StoreFailed`].
+    pub fn last_window(&self) -> Result<Option<LastWindow>, Error> {
+        Ok(self.store.get_value::<LastWindow>(LAST_WINDOW_KEY)?)
+    }
+
+    /// Runs the job now. With `window`, the run completes that window (persisted); without,
+    /// it is a manual run that completes none.
+    ///
+    /// # Errors
+    /// [`Error::StoreFailed`] when the window or the history entry cannot be written (the
+    /// job's own failures are in the report).
+    pub async fn run_once(&self, window: Option<u64>, missed: bool) -> Result<Report, Error> {
+        let _one = self.running.lock().await;
+        let started = tokio::time::Instant::now();
+        info!(?window, missed, "nightly run starting");
+        let steps = self.job.run().await;
+        let took = started.elapsed();
+        let ok = steps.iter().all(|s| s.ok);
+        let report = Report {
+            window_ms: window,
+            missed,
+            steps,
+            ok,
+            took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        };
+        let finished_ms = self.clock.now_ms();
+        if let Some(window_ms) = window {
+            self.store
+                .put_value(
+                    LAST_WINDOW_KEY,
+                    &LastWindow {
+                        window_ms,
+                        finished_ms,
+                        ok,
+                    },
+                )
+                .await?;
+        }
+        let summary: Vec<String> = report
+            .steps
+            .iter()
+            .map(|s| format!("{}: {}", s.name, s.summary))
+            .collect();
+        let kind = match (window, missed) {
+            (None, _) => "manual nightly run",
+            (Some(_), true) => "nightly run (catching up a missed window)",
+            (Some(_), false) => "nightly run",
+        };
+        self.store
+            .append_history(
+                NewEntry::new(
+                    NIGHTLY,
+                    format!(
+                        "{kind} {} in {}: {}",
+                        if ok { "done" } else { "done with failures" },
+                        humantime::format_duration(Duration::from_millis(report.took_ms)),
+                        summary.join("; ")
+                    ),
+                )
+                .details(serde_json::to_value(&report).unwrap_or_default()),
+            )
+            .await?;
+        if ok {
+            #[allow(clippy::cast_precision_loss)]
+            let finished_s = finished_ms as f64 / 1000.0;
+            self.metrics.record_nightly(finished_s, took);
+        }
+        info!(ok, took = ?took, "nightly run finished");
+        Ok(report)
+    }
+
+    /// Runs on the schedule until `cancel` (see the module docs).
+    pub async fn run_loop(self: Arc<Self>, cancel: CancellationToken) {
+        info!(schedule = self.schedule.expr(), tz = %self.schedule.tz(), "nightly schedule running");
+        loop {
+            let step = self.tick(&cancel).await;
+            match step {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    warn!(error = %e, "nightly bookkeeping failed; retrying in a minute");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One decision of the loop; `false` when it should stop.
+    async fn tick(&self, cancel: &CancellationToken) -> Result<bool, Error> {
+        let now = self.clock.now_ms();
+        let last = match self.last_window()? {
+            Some(l) => l.window_ms,
+            None => {
+                // A fresh store: the baseline is the latest window before now, so a restart
+                // after the next window (even before it ran) catches it up instead of
+                // skipping it.
+                let baseline = self.schedule.previous_window(now).unwrap_or(0);
+                self.store
+                    .put_value(
+                        LAST_WINDOW_KEY,
+                        &LastWindow {
+                            window_ms: baseline,
+                            finished_ms: 0,
+                            ok: true,
+                        },
+                    )
+                    .await?;
+                baseline
+            }
+        };
+        match next_action(&self.schedule, Some(last), now) {
+            Next::Run { window, missed } => {
+                self.run_once(Some(window), missed).await?;
+                Ok(!cancel.is_cancelled())
+            }
+            Next::Wait { window, at_ms } => {
+                let wait = Duration::from_millis(at_ms.saturating_sub(now));
+                info!(window, in_ = ?wait, "next nightly run");
+                tokio::select! {
+                    () = cancel.cancelled() => Ok(false),
+                    () = tokio::time::sleep(wait) => Ok(true),
+                }
+            }
+            Next::Never => {
+                warn!(
+                    schedule = self.schedule.expr(),
+                    "the nightly schedule matches no future time"
+                );
+                cancel.cancelled().await;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// The daemon's nightly job.
+pub struct Work {
+    /// The store (apps, maintenance).
+    pub store: Store,
+    /// The orphan sweeper.
+    pub sweeper: Sweeper,
+    /// Where the newest versions come from.
+    pub catalogue: Arc<dyn Catalogue>,
+    /// Promotions (refresh: latest goes through the same health gate).
+    pub promoter: Promoter,
+    /// The WarmApp controller's handle: every app is reconciled (drift repaired).
+    pub handle: Option<crate::runtime::Handle>,
+    /// Store size gauge.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Work").finish_non_exhaustive()
+    }
+}
+
+fn step(name: &str, ok: bool, summary: String, details: serde_json::Value) -> Step {
+    Step {
+        name: name.into(),
+        ok,
+        summary,
+        details,
+    }
+}
+
+impl Work {
+    async fn sweep(&self) -> Step {
+        match self.sweeper.sweep().await {
+            Ok(report) => {
+                let details = serde_json::to_value(&report).unwrap_or_default();
+                step("sweep", true, "orphan sweep done".into(), details)
+            }
+            Err(e) => step(
+                "sweep",
+                false,
+                format!("orphan sweep failed: {e}"),
+                serde_json::Value::Null,
+            ),
+        }
+    }
+
+    async fn refresh(&self) -> Step {
+        let apps = match self.store.list::<WarmApp>() {
+            Ok(l) => l.items,
+            Err(e) => {
+                return step(
+                    "refresh",
+                    false,
+                    format!("listing warm apps failed: {e}"),
+                    serde_json::Value::Null,
+                )
+            }
+        };
+        let mut reconciled = Vec::new();
+        let mut advanced = Vec::new();
+        let mut current = Vec::new();
+        let mut problems = Vec::new();
+        for app in &apps {
+            let name = app.metadata.name.clone();
+            if let Some(h) = &self.handle {
+                h.trigger(ObjectRef::new(Kind::WarmApp, &name));
+                reconciled.push(name.clone());
+            }
+            if app.spec.refresh != RefreshPolicy::Latest {
+                continue;
+            }
+            let newest = match self.catalogue.newest(&app.spec.recipe, false) {
+                Ok(v) => v.to_string(),
+                Err(e) => {
+                    problems.push(format!("{name}: {e}"));
+                    continue;
+                }
+            };
+            match self
+                .promoter
+                .submit(Request {
+                    app: name.clone(),
+                    to: newest.clone(),
+                    source: PromotionSource::Refresh,
+                    run: None,
+                    allow_downgrade: false,
+                })
+                .await
+            {
+                Ok(s) if s.state == "alreadyCurrent" => current.push(name),
+                Ok(_) => advanced.push(format!("{name} -> {newest}")),
+                Err(promote::Error::StoreFailed(e)) => problems.push(format!("{name}: {e}")),
+                Err(e) => problems.push(format!("{name}: {e}")),
+            }
+        }
+        step(
+            "refresh",
+            problems.is_empty(),
+            format!(
+                "{} app(s) reconciled, {} advanced to the newest release, {} already current{}",
+                reconciled.len(),
+                advanced.len(),
+                current.len(),
+                if problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} problem(s)", problems.len())
+                }
+            ),
+            serde_json::json!({
+                "reconciled": reconciled, "advanced": advanced,
+                "current": current, "problems": problems,
+            }),
+        )
+    }
+
+    async fn maintenance(&self) -> Step {
+        match self.store.maintenance().await {
+            Ok(r) => {
+                self.metrics.set_store_size(r.size_on_disk);
+                step(
+                    "store",
+                    true,
+                    format!(
+                        "{} history entries pruned; store is {} bytes on disk",
+                        r.history_pruned, r.size_on_disk
+                    ),
+                    serde_json::json!({
+                        "historyPruned": r.history_pruned, "sizeOnDisk": r.size_on_disk,
+                    }),
+                )
+            }
+            Err(e) => step(
+                "store",
+                false,
+                format!("store maintenance failed: {e}"),
+                serde_json::Value::Null,
+            ),
+        }
+    }
+}
+
+impl Job for Work {
+    fn run(&self) -> BoxFuture<'_, Vec<Step>> {
+        Box::pin(async move {
+            vec![
+                self.sweep().await,
+                self.refresh().await,
+                self.maintenance().await,
+            ]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
