@@ -4,7 +4,8 @@
 //! nothing; a green run promotes its version, which becomes Ready and serves; re-applying the
 //! unchanged state file keeps the promotion; `hearth promote` to the broken fixture version is
 //! rolled back while the app keeps serving (probed every second), and `spec.version` is set
-//! back to the version that serves.
+//! back to the version that serves; `hearth sweep --now` runs the nightly sweep, whose refresh
+//! advances a `refresh: latest` app to the newest release through the same gate.
 //!
 //! Needs `scripts/testbed.sh`. Under `CI=true` an unreachable Docker fails this test. Every
 //! object carries `hearth.test=1` and `hearth.test.run=<unique>`; the test removes its stack.
@@ -423,6 +424,87 @@ async fn green_runs_promote_failed_or_skipped_ones_do_not_and_a_broken_promotion
         .unwrap_err();
     let text = err.to_string();
     assert!(text.contains(": 422: to: "), "{text}");
+
+    // The nightly sweep by hand (`hearth sweep --now`) with `refresh: latest` declared (an
+    // unrelated edit: the promoted 1.1.0 stays): the refresh advances the app to the newest
+    // release through the same health gate.
+    write_state(
+        &state_file,
+        &webapp_doc(&web, "1.0.0").replace(
+            "  promote: onGreen\n",
+            "  promote: onGreen\n  refresh: latest\n",
+        ),
+    );
+    let store = running.store.clone();
+    let name = web.clone();
+    eventually(
+        "refresh: latest applied",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let a = store.get::<WarmApp>(&name).unwrap();
+            async move { (a.spec.refresh == crd::warmapp::RefreshPolicy::Latest).then_some(a) }
+        },
+    )
+    .await;
+    assert_eq!(
+        running.store.get::<WarmApp>(&web).unwrap().spec.version,
+        "1.1.0"
+    );
+    let t = Instant::now();
+    let mut out = Vec::new();
+    controller::cli::ci::sweep(
+        &controller::cli::ci::SweepArgs {
+            dry_run: false,
+            now: true,
+            server: controller::cli::ci::ServerArg {
+                server: running.http_addr.unwrap(),
+            },
+        },
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["sweep", "refresh", "store"]);
+    assert_eq!(
+        report["steps"][1]["details"]["advanced"][0],
+        format!("{web} -> 2.0.0")
+    );
+    wait_app(
+        &running,
+        &web,
+        "Ready at the newest release 2.0.0 after the nightly refresh",
+        Duration::from_secs(120),
+        ready_at("2.0.0"),
+    )
+    .await;
+    eprintln!(
+        "timing: nightly refresh to Ready at 2.0.0 in {:?}",
+        t.elapsed()
+    );
+    let nightly = running
+        .store
+        .history(&Query::newest(5).reason(controller::nightly::NIGHTLY))
+        .unwrap();
+    assert_eq!(nightly.len(), 1);
+    assert!(
+        nightly[0].message.starts_with("manual nightly run done"),
+        "{}",
+        nightly[0].message
+    );
+    assert!(running
+        .metrics
+        .encode()
+        .unwrap()
+        .contains("hearth_nightly_last_success_timestamp_seconds"));
 
     shutdown.stop_gracefully();
     running.wait().await;

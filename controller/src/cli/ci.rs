@@ -182,8 +182,12 @@ pub struct RunReportArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SweepArgs {
     /// List what would be removed; remove nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "now")]
     pub dry_run: bool,
+    /// Run the full nightly sweep now (orphan sweep, warm-app refresh, store maintenance)
+    /// instead of the orphan sweep only.
+    #[arg(long)]
+    pub now: bool,
     /// The daemon.
     #[command(flatten)]
     pub server: ServerArg,
@@ -463,17 +467,25 @@ fn print_phase(out: &mut dyn Write, id: &str, run: &serde_json::Value) -> std::i
     writeln!(out, "run {id}: {phase}")
 }
 
-/// `hearth sweep [--dry-run]`: prints the plan or report as JSON.
+/// `hearth sweep [--dry-run]`: prints the orphan sweep's plan or report as JSON; `hearth sweep
+/// --now` runs the full nightly sweep and prints its report.
 ///
 /// # Errors
 /// See [`Error`].
 pub async fn sweep(args: &SweepArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let answer: serde_json::Value = Client::new(args.server.server)
-        .post(
-            "/api/v1/sweep",
-            &serde_json::json!({"dryRun": args.dry_run}),
-        )
-        .await?;
+    let client = Client::new(args.server.server);
+    let answer: serde_json::Value = if args.now {
+        client
+            .post("/api/v1/nightly", &serde_json::json!({}))
+            .await?
+    } else {
+        client
+            .post(
+                "/api/v1/sweep",
+                &serde_json::json!({"dryRun": args.dry_run}),
+            )
+            .await?
+    };
     let text =
         serde_json::to_string_pretty(&answer).map_err(|e| std::io::Error::other(e.to_string()))?;
     writeln!(out, "{text}")?;

@@ -57,7 +57,8 @@ pub enum Command {
     /// Start, heartbeat, report and finish CI runs (through the daemon).
     #[command(subcommand)]
     Run(ci::RunCommand),
-    /// Sweep orphaned objects now, or list them with --dry-run (through the daemon).
+    /// Sweep orphaned objects now, list them with --dry-run, or run the full nightly sweep
+    /// with --now (through the daemon).
     Sweep(ci::SweepArgs),
     /// Promote a warm app to a version (health-gated upgrade, rolled back on failure).
     Promote(promote::PromoteArgs),

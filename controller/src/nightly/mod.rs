@@ -104,7 +104,7 @@ pub trait Job: Send + Sync {
 /// The nightly loop and manual trigger.
 pub struct Nightly {
     store: Store,
-    schedule: Schedule,
+    schedule: Option<Schedule>,
     clock: Arc<dyn Clock>,
     job: Arc<dyn Job>,
     metrics: Metrics,
@@ -115,17 +115,17 @@ pub struct Nightly {
 impl std::fmt::Debug for Nightly {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Nightly")
-            .field("schedule", &self.schedule.expr())
+            .field("schedule", &self.schedule.as_ref().map(Schedule::expr))
             .finish_non_exhaustive()
     }
 }
 
 impl Nightly {
-    /// A nightly runner; `clock` must follow tokio's clock (e.g.
-    /// [`crate::warmapp::TokioClock`]) so virtual-time tests and production agree.
+    /// A nightly runner (`schedule: None`: manual runs only); `clock` must follow tokio's
+    /// clock (e.g. [`crate::warmapp::TokioClock`]) so virtual-time tests and production agree.
     pub fn new(
         store: Store,
-        schedule: Schedule,
+        schedule: Option<Schedule>,
         clock: Arc<dyn Clock>,
         job: Arc<dyn Job>,
         metrics: Metrics,
@@ -216,9 +216,12 @@ impl Nightly {
 
     /// Runs on the schedule until `cancel` (see the module docs).
     pub async fn run_loop(self: Arc<Self>, cancel: CancellationToken) {
-        info!(schedule = self.schedule.expr(), tz = %self.schedule.tz(), "nightly schedule running");
+        let Some(schedule) = self.schedule.clone() else {
+            return;
+        };
+        info!(schedule = schedule.expr(), tz = %schedule.tz(), "nightly schedule running");
         loop {
-            let step = self.tick(&cancel).await;
+            let step = self.tick(&schedule, &cancel).await;
             match step {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -234,7 +237,7 @@ impl Nightly {
     }
 
     /// One decision of the loop; `false` when it should stop.
-    async fn tick(&self, cancel: &CancellationToken) -> Result<bool, Error> {
+    async fn tick(&self, schedule: &Schedule, cancel: &CancellationToken) -> Result<bool, Error> {
         let now = self.clock.now_ms();
         let last = match self.last_window()? {
             Some(l) => l.window_ms,
@@ -242,7 +245,7 @@ impl Nightly {
                 // A fresh store: the baseline is the latest window before now, so a restart
                 // after the next window (even before it ran) catches it up instead of
                 // skipping it.
-                let baseline = self.schedule.previous_window(now).unwrap_or(0);
+                let baseline = schedule.previous_window(now).unwrap_or(0);
                 self.store
                     .put_value(
                         LAST_WINDOW_KEY,
@@ -256,7 +259,7 @@ impl Nightly {
                 baseline
             }
         };
-        match next_action(&self.schedule, Some(last), now) {
+        match next_action(schedule, Some(last), now) {
             Next::Run { window, missed } => {
                 self.run_once(Some(window), missed).await?;
                 Ok(!cancel.is_cancelled())
@@ -271,7 +274,7 @@ impl Nightly {
             }
             Next::Never => {
                 warn!(
-                    schedule = self.schedule.expr(),
+                    schedule = schedule.expr(),
                     "the nightly schedule matches no future time"
                 );
                 cancel.cancelled().await;

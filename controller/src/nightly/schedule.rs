@@ -85,12 +85,12 @@ impl Schedule {
     /// # Errors
     /// [`Error::CronRejected`], [`Error::TimeZoneUnknown`].
     pub fn parse(expr: &str, tz: &str, jitter: Duration, seed: u64) -> Result<Schedule, Error> {
-        let cron: Cron = expr.parse().map_err(|e: croner::errors::CronError| {
-            Error::CronRejected {
-                expr: expr.to_string(),
-                reason: e.to_string(),
-            }
-        })?;
+        let cron: Cron =
+            expr.parse()
+                .map_err(|e: croner::errors::CronError| Error::CronRejected {
+                    expr: expr.to_string(),
+                    reason: e.to_string(),
+                })?;
         let tz: Tz = tz
             .parse()
             .map_err(|_| Error::TimeZoneUnknown(tz.to_string()))?;
@@ -208,8 +208,14 @@ mod tests {
         let s = berlin(Duration::ZERO);
         // 03:00 in Berlin in January is 02:00 UTC.
         assert_eq!(s.next_window(MONDAY), Some(MONDAY + 2 * HOUR));
-        assert_eq!(s.next_window(MONDAY + 2 * HOUR), Some(MONDAY + DAY + 2 * HOUR));
-        assert_eq!(s.previous_window(MONDAY + 2 * HOUR), Some(MONDAY + 2 * HOUR));
+        assert_eq!(
+            s.next_window(MONDAY + 2 * HOUR),
+            Some(MONDAY + DAY + 2 * HOUR)
+        );
+        assert_eq!(
+            s.previous_window(MONDAY + 2 * HOUR),
+            Some(MONDAY + 2 * HOUR)
+        );
         // In July (summer time) 03:00 in Berlin is 01:00 UTC.
         let july = 1_783_036_800_000; // 2026-07-03 00:00 UTC
         assert_eq!(s.next_window(july), Some(july + HOUR));
@@ -287,8 +293,8 @@ mod tests {
     fn jitter_is_deterministic_per_window_and_seed() {
         let a = berlin(Duration::from_secs(600));
         let b = berlin(Duration::from_secs(600));
-        let other = Schedule::parse("0 3 * * *", "Europe/Berlin", Duration::from_secs(600), 7)
-            .unwrap();
+        let other =
+            Schedule::parse("0 3 * * *", "Europe/Berlin", Duration::from_secs(600), 7).unwrap();
         let w = MONDAY + 2 * HOUR;
         assert_eq!(a.jitter_of(w), b.jitter_of(w));
         let spread: std::collections::BTreeSet<u64> =

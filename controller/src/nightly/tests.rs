@@ -58,7 +58,7 @@ async fn live(engine: &Arc<MemoryEngine>, start_ms: u64, for_ms: u64) -> (usize,
     let metrics = Metrics::new().unwrap();
     let nightly = Arc::new(Nightly::new(
         store,
-        schedule(),
+        Some(schedule()),
         Arc::new(TokioClock::starting_at(start_ms)),
         job.clone(),
         metrics.clone(),
@@ -105,7 +105,10 @@ async fn the_loop_runs_once_per_window_at_the_window_plus_its_jitter() {
     assert_eq!(last.window_ms, w + 2 * DAY);
     // It finished at the window + its jitter + the job's 90 s.
     let s = schedule();
-    assert_eq!(last.finished_ms, w + 2 * DAY + s.jitter_of(w + 2 * DAY) + 90_000);
+    assert_eq!(
+        last.finished_ms,
+        w + 2 * DAY + s.jitter_of(w + 2 * DAY) + 90_000
+    );
     let text = metrics.encode().unwrap();
     assert!(
         text.contains("hearth_nightly_last_duration_seconds 90"),
@@ -158,7 +161,7 @@ async fn a_fresh_store_does_not_run_at_once_but_a_manual_run_completes_no_window
     let job = Arc::new(Counting(AtomicUsize::new(0)));
     let nightly = Nightly::new(
         store.clone(),
-        schedule(),
+        Some(schedule()),
         Arc::new(TokioClock::starting_at(MONDAY + 4 * HOUR)),
         job.clone(),
         Metrics::new().unwrap(),
@@ -167,8 +170,16 @@ async fn a_fresh_store_does_not_run_at_once_but_a_manual_run_completes_no_window
     assert!(report.ok);
     assert_eq!(report.window_ms, None);
     let last = nightly.last_window().unwrap().unwrap();
-    assert_eq!(last.window_ms, MONDAY + 2 * HOUR, "the baseline, not the manual run");
+    assert_eq!(
+        last.window_ms,
+        MONDAY + 2 * HOUR,
+        "the baseline, not the manual run"
+    );
     assert_eq!(last.finished_ms, 0);
     let entry = &store.history(&Query::newest(1).reason(NIGHTLY)).unwrap()[0];
-    assert!(entry.message.starts_with("manual nightly run done"), "{}", entry.message);
+    assert!(
+        entry.message.starts_with("manual nightly run done"),
+        "{}",
+        entry.message
+    );
 }

@@ -61,6 +61,21 @@ pub struct ServeArgs {
     /// Extra label on every object hearth deploys, KEY=VALUE (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Run the nightly sweep on this cron schedule (five fields, e.g. "0 3 * * *"); off
+    /// when absent (`hearth sweep --now` still runs it by hand).
+    #[arg(long, value_name = "CRON", env = "HEARTH_NIGHTLY")]
+    pub nightly: Option<String>,
+    /// The time zone of --nightly (IANA name).
+    #[arg(
+        long,
+        value_name = "TZ",
+        env = "HEARTH_NIGHTLY_TZ",
+        default_value = "UTC"
+    )]
+    pub nightly_tz: String,
+    /// Spread each nightly run by up to this much after its time (humantime, e.g. 10m).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub nightly_jitter: Duration,
 }
 
 /// `hearth apply`.
@@ -191,7 +206,12 @@ fn base_domain(s: &str) -> Result<BaseDomain, Error> {
 /// Startup errors ([`super::Error`]) and bad arguments.
 pub async fn serve(args: &ServeArgs) -> Result<(), Error> {
     let options = options(args)?;
-    super::run(options).await?;
+    let nightly = args.nightly.clone().map(|cron| super::NightlyOptions {
+        cron,
+        tz: args.nightly_tz.clone(),
+        jitter: args.nightly_jitter,
+    });
+    super::run(options, nightly).await?;
     Ok(())
 }
 

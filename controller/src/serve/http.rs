@@ -24,6 +24,7 @@ pub(crate) struct State {
     pub slots: crate::slots::Slots,
     pub sweeper: crate::sweeper::Sweeper,
     pub promoter: crate::promote::Promoter,
+    pub nightly: std::sync::Arc<crate::nightly::Nightly>,
 }
 
 /// One error answer per failure kind.
@@ -56,6 +57,7 @@ fn router(state: State) -> Router {
         .route("/api/v1/apply", post(apply))
         .merge(super::http_ci::routes())
         .merge(super::http_promote::routes())
+        .merge(super::http_nightly::routes())
         .with_state(state)
 }
 

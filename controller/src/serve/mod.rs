@@ -26,6 +26,7 @@ pub mod cli;
 pub mod gauges;
 mod http;
 mod http_ci;
+mod http_nightly;
 mod http_promote;
 
 use std::net::SocketAddr;
@@ -97,6 +98,17 @@ pub struct Options {
     pub extra_labels: Labels,
 }
 
+/// The nightly sweep's schedule (`--nightly`, `--nightly-tz`, `--nightly-jitter`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NightlyOptions {
+    /// A five-field cron expression, e.g. `0 3 * * *`.
+    pub cron: String,
+    /// An IANA time zone, e.g. `Europe/Berlin`.
+    pub tz: String,
+    /// Up to this much spread after each window (deterministic per window and data directory).
+    pub jitter: Duration,
+}
+
 /// Daemon errors. None is retried: the daemon stops and the message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -160,6 +172,9 @@ pub enum Error {
     /// A signal handler could not be installed.
     #[error("cannot install signal handlers")]
     SignalsFailed(#[source] std::io::Error),
+    /// The nightly schedule (cron expression or time zone) is invalid.
+    #[error("the nightly schedule is invalid")]
+    NightlyRejected(#[source] crate::nightly::schedule::Error),
 }
 
 /// A started daemon.
@@ -259,7 +274,7 @@ pub async fn connect(socket: &Path) -> Result<DockerSwarm, Error> {
 ///
 /// # Errors
 /// Any startup [`Error`].
-pub async fn run(options: Options) -> Result<Stopped, Error> {
+pub async fn run(options: Options, nightly: Option<NightlyOptions>) -> Result<Stopped, Error> {
     info!(version = env!("CARGO_PKG_VERSION"), "hearth serve starting");
     let shutdown = Shutdown::new();
     let signals = runtime::signals::os_signals().map_err(Error::SignalsFailed)?;
@@ -275,7 +290,8 @@ pub async fn run(options: Options) -> Result<Stopped, Error> {
         swarm.api_version(),
         PROBE_TIMEOUT,
     ));
-    let running = start_with_store(options, store, Arc::new(swarm), prober, shutdown).await?;
+    let running =
+        start_with_store(options, store, Arc::new(swarm), prober, shutdown, nightly).await?;
     Ok(running.wait().await)
 }
 
@@ -293,7 +309,24 @@ pub async fn start(
     let store = open_store(&options.data_dir).await?;
     info!(data_dir = %options.data_dir.display(), "step 1/6: store opened");
     info!("step 2/6: docker given by the caller");
-    start_with_store(options, store, swarm, prober, shutdown).await
+    start_with_store(options, store, swarm, prober, shutdown, None).await
+}
+
+/// [`start`] with a nightly schedule.
+///
+/// # Errors
+/// Any startup [`Error`].
+pub async fn start_with_nightly(
+    options: Options,
+    swarm: Arc<dyn Swarm>,
+    prober: Arc<dyn Prober>,
+    shutdown: Shutdown,
+    nightly: NightlyOptions,
+) -> Result<Running, Error> {
+    let store = open_store(&options.data_dir).await?;
+    info!(data_dir = %options.data_dir.display(), "step 1/6: store opened");
+    info!("step 2/6: docker given by the caller");
+    start_with_store(options, store, swarm, prober, shutdown, Some(nightly)).await
 }
 
 async fn start_with_store(
@@ -302,6 +335,7 @@ async fn start_with_store(
     swarm: Arc<dyn Swarm>,
     prober: Arc<dyn Prober>,
     shutdown: Shutdown,
+    nightly: Option<NightlyOptions>,
 ) -> Result<Running, Error> {
     let metrics = Metrics::new().map_err(Error::MetricsFailed)?;
     // Every Docker call of the daemon is counted, timed and its failures classified.
@@ -346,6 +380,7 @@ async fn start_with_store(
     info!(instance = %instance, "stacks are labelled {}={instance}; only those are ever torn down", crate::warmapp::INSTANCE_LABEL);
 
     let catalogue: Arc<DirCatalogue> = Arc::new(catalogue);
+    let catalogue_dyn: Arc<dyn crate::catalogue::Catalogue> = catalogue.clone();
     let promoter = Promoter::new(
         store.clone(),
         metrics.clone(),
@@ -390,6 +425,37 @@ async fn start_with_store(
         Controller::<WarmAppReconciler>::new(store.clone(), ctx, config).with_swarm(swarm);
     let handle = controller.handle();
 
+    let seed = u64::from_str_radix(instance.get(..12).unwrap_or(&instance), 16).unwrap_or(0);
+    let schedule = nightly
+        .as_ref()
+        .map(|n| crate::nightly::Schedule::parse(&n.cron, &n.tz, n.jitter, seed))
+        .transpose()
+        .map_err(Error::NightlyRejected)?;
+    let nightly = Arc::new(crate::nightly::Nightly::new(
+        store.clone(),
+        schedule.clone(),
+        Arc::new(TokioClock::new()),
+        Arc::new(crate::nightly::Work {
+            store: store.clone(),
+            sweeper: cleanup.sweeper.clone(),
+            catalogue: catalogue_dyn.clone(),
+            promoter: promoter.clone(),
+            handle: Some(handle.clone()),
+            metrics: metrics.clone(),
+        }),
+        metrics.clone(),
+    ));
+    match &schedule {
+        Some(s) => {
+            tasks.push((
+                "nightly",
+                tokio::spawn(Arc::clone(&nightly).run_loop(shutdown.graceful.clone())),
+            ));
+            info!(cron = s.expr(), tz = %s.tz(), "nightly sweep scheduled");
+        }
+        None => info!("no nightly schedule (--nightly); `hearth sweep --now` runs it by hand"),
+    }
+
     let mut http_addr = None;
     if let Some(addr) = options.listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -407,6 +473,7 @@ async fn start_with_store(
             slots: cleanup.slots.clone(),
             sweeper: cleanup.sweeper.clone(),
             promoter: promoter.clone(),
+            nightly: nightly.clone(),
         };
         let stop = shutdown.graceful.clone();
         tasks.push(("http", tokio::spawn(http::serve(listener, state, stop))));
