@@ -427,6 +427,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn serve_takes_a_nightly_schedule_with_time_zone_and_jitter() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "hearth",
+            "serve",
+            "--nightly",
+            "0 3 * * *",
+            "--nightly-tz",
+            "Europe/Berlin",
+            "--nightly-jitter",
+            "10m",
+        ])
+        .unwrap();
+        let crate::cli::Command::Serve(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.nightly.as_deref(), Some("0 3 * * *"));
+        assert_eq!(a.nightly_tz, "Europe/Berlin");
+        assert_eq!(a.nightly_jitter, Duration::from_secs(600));
+        let cli = crate::cli::Cli::try_parse_from(["hearth", "sweep", "--now"]).unwrap();
+        assert!(matches!(cli.command, crate::cli::Command::Sweep(s) if s.now && !s.dry_run));
+        assert!(
+            crate::cli::Cli::try_parse_from(["hearth", "sweep", "--now", "--dry-run"]).is_err()
+        );
+    }
+
+    #[test]
     fn serve_arguments_become_options_with_labels_and_durations() {
         let args = ServeArgs {
             state: Some("s.yml".into()),
@@ -438,6 +465,9 @@ mod tests {
             listen: "off".into(),
             base_domain: "hearth.test".into(),
             labels: vec!["hearth.test=1".into()],
+            nightly: None,
+            nightly_tz: "UTC".into(),
+            nightly_jitter: Duration::ZERO,
         };
         let o = options(&args).unwrap();
         assert_eq!(o.resync, Duration::from_secs(150));
