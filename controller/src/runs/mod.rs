@@ -3,8 +3,9 @@
 //! - [`decide`] (pure): teardown order, the phase after a teardown, tier parsing, output.
 //! - [`Runs`]: the executor over the store, the swarm, the slots and the catalogue.
 //!
-//! A run's life: `start` records the Run (Pending), takes a slot (the lease names the run),
-//! resolves each dep — shared: the warm provider's `hp-` stack; per run: rendered from the
+//! A run's life: `start` waits for a slot and records the Run (Deploying) in the same store
+//! transaction that grants the slot (the lease names the run; nothing of the run is recorded
+//! while it waits in line), resolves each dep — shared: the warm provider's `hp-` stack; per run: rendered from the
 //! catalogue and deployed as `hd-<dep>-<hash>` — and with `deploy` deploys its own `hr-` stack
 //! (else the CI harness deploys under that name and hearth adopts it by its namespace label).
 //! Before anything is deployed under a deterministic name, leftovers under that name are swept
@@ -338,7 +339,7 @@ impl Runs {
         run.status.stack_name = Some(stack.to_string());
         run.status.domain = Some(names::domain(&stack, &self.config.base_domain));
         run.status.last_heartbeat_ms = Some(self.clock.now_ms());
-        self.record(&run).await?;
+        self.record(run).await?;
         match self.bring_up(&name).await {
             Ok(run) => Ok(Started::from_run(&run)),
             Err(e) => {
@@ -354,16 +355,64 @@ impl Runs {
         }
     }
 
-    /// Records a new run. A terminal run of the same name (a retried CI job reusing its
-    /// nonce) is replaced, and the replacement recorded; a live one is an error.
-    async fn record(&self, run: &Run) -> Result<()> {
-        let name = run.metadata.name.as_str();
-        match self.store.create(run).await {
-            Ok(_) => return Ok(()),
-            Err(state::Error::ObjectAlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
+    /// Records a new run together with its slot: the slot is granted (waiting in line if
+    /// need be) and the run created — already Deploying, its slot in its status — in one store
+    /// transaction, so a crash never leaves a run without its slot nor a lease without its run.
+    /// A run without a pool is created Deploying at once.
+    ///
+    /// A terminal run of the same name (a retried CI job reusing its nonce) is replaced, and the
+    /// replacement recorded; a live one is an error.
+    async fn record(&self, mut run: Run) -> Result<()> {
+        let name = run.metadata.name.clone();
+        self.make_room(&name).await?;
+        let still_active = |e: state::Error| match e {
+            state::Error::ObjectAlreadyExists { .. } => match self.get(&name) {
+                Ok(old) => Error::RunStillActive {
+                    run: name.clone(),
+                    phase: old.status.phase,
+                },
+                Err(e) => e,
+            },
+            e => e.into(),
+        };
+        let Some(pool) = run.spec.slot_pool.clone() else {
+            run.status.phase = RunPhase::Deploying;
+            run.status.started_at_ms = Some(self.clock.now_ms());
+            self.store.create(&run).await.map_err(still_active)?;
+            return Ok(());
+        };
+        let request = SlotRequest {
+            pool,
+            owner: run.spec.owner.clone(),
+            run: Some(name.clone()),
+            ttl: None,
+        };
+        let clock = self.clock.clone();
+        let with_run = |grant: &crate::slots::Grant, tx: &mut state::Transaction| {
+            let mut r = run.clone();
+            r.status.slot = Some(SlotAssignment {
+                pool: grant.pool.clone(),
+                index: grant.slot,
+                port_base: grant.port_base,
+                ports: grant.ports,
+            });
+            r.status.phase = RunPhase::Deploying;
+            r.status.started_at_ms = Some(clock.now_ms());
+            tx.create(&r);
+            Ok(())
+        };
+        match self.slots.acquire_with(&request, &with_run).await {
+            Ok(_) => Ok(()),
+            Err(crate::slots::Error::StoreFailed(e)) => Err(still_active(e)),
+            Err(e) => Err(e.into()),
         }
-        let old = self.get(name)?;
+    }
+
+    /// Refuses a start whose run id belongs to a live run; deletes a terminal one (recorded).
+    async fn make_room(&self, name: &str) -> Result<()> {
+        let Some(old) = self.store.get_opt::<Run>(name)? else {
+            return Ok(());
+        };
         if !old.status.phase.is_terminal() {
             return Err(Error::RunStillActive {
                 run: name.into(),
@@ -385,7 +434,6 @@ impl Runs {
                 .subject(ObjectRef::new(Kind::Run, name)),
             )
             .await?;
-        self.store.create(run).await?;
         Ok(())
     }
 
@@ -407,42 +455,11 @@ impl Runs {
 
     async fn bring_up(&self, name: &str) -> Result<Run> {
         let run = self.get(name)?;
-        // 1. The slot; the lease names the run, so it is found even before the status says so.
-        if let Some(pool) = &run.spec.slot_pool {
-            let grant = self
-                .slots
-                .acquire(&SlotRequest {
-                    pool: pool.clone(),
-                    owner: run.spec.owner.clone(),
-                    run: Some(name.to_string()),
-                    ttl: None,
-                })
-                .await?;
-            let now = self.clock.now_ms();
-            self.edit_status(name, |r| {
-                r.status.slot = Some(SlotAssignment {
-                    pool: grant.pool.clone(),
-                    index: grant.slot,
-                    port_base: grant.port_base,
-                    ports: grant.ports,
-                });
-                r.status.phase = RunPhase::Deploying;
-                r.status.started_at_ms = Some(now);
-            })
-            .await?;
-        } else {
-            let now = self.clock.now_ms();
-            self.edit_status(name, |r| {
-                r.status.phase = RunPhase::Deploying;
-                r.status.started_at_ms = Some(now);
-            })
-            .await?;
-        }
-        // 2. Deps, in order.
+        // 1. Deps, in order (the slot came with the run's record).
         for dep in &run.spec.deps {
             self.bring_up_dep(name, dep).await?;
         }
-        // 3. The run's own stack.
+        // 2. The run's own stack.
         let stack_name = run.stack_name()?.into_string();
         self.clear_leftovers(&stack_name, name).await?;
         if run.spec.deploy {

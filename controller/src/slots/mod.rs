@@ -74,6 +74,9 @@ pub enum Error {
     StoreFailed(#[from] state::Error),
 }
 
+/// Writes committed together with a slot grant (see [`Slots::try_acquire_with`]).
+pub type AlsoOnGrant<'a> = dyn Fn(&Grant, &mut state::Transaction) -> Result<()> + Send + Sync + 'a;
+
 /// `Result` of slot operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -242,28 +245,62 @@ impl Slots {
     /// # Errors
     /// [`Error::PoolNotFound`], [`Error::ContentionPersisted`], [`Error::StoreFailed`].
     pub async fn try_acquire(&self, req: &SlotRequest, ticket: Option<u64>) -> Result<Attempt> {
+        self.try_acquire_with(req, ticket, &|_, _| Ok(())).await
+    }
+
+    /// [`Slots::try_acquire`], with a grant committed in one store transaction together with
+    /// the writes `also` adds for it (e.g. creating the Run that holds the slot), so neither is
+    /// ever stored without the other.
+    ///
+    /// # Errors
+    /// As [`Slots::try_acquire`]; `also`'s error, and the transaction's (e.g.
+    /// [`state::Error::ObjectAlreadyExists`] for a Run created twice) as
+    /// [`Error::StoreFailed`]: nothing is written then.
+    pub async fn try_acquire_with(
+        &self,
+        req: &SlotRequest,
+        ticket: Option<u64>,
+        also: &AlsoOnGrant<'_>,
+    ) -> Result<Attempt> {
         let holder = Holder {
             owner: req.owner.clone(),
             run: req.run.clone(),
         };
-        let (pool, decision) = self
-            .modify(&req.pool, |p, now| {
-                let d = decide::decide_acquire(p, &holder, ticket, req.ttl, now);
-                decide::apply_acquire(p, &d, &holder, ticket);
-                Ok(Some(d))
-            })
-            .await?;
-        match decision {
-            Some(Decision::Grant(lease)) => Ok(Attempt::Granted(Grant::new(&pool, &lease)?)),
-            Some(Decision::Wait {
-                waiter, position, ..
-            }) => Ok(Attempt::Waiting {
-                ticket: waiter.enqueued_at_ms,
-                position,
-                deadline_ms: waiter.deadline_ms,
-            }),
-            Some(Decision::TimedOut(_)) | None => Ok(Attempt::TimedOut),
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let mut p = self.pool(&req.pool)?;
+            let before = p.clone();
+            let d = decide::decide_acquire(&p, &holder, ticket, req.ttl, self.now_ms());
+            decide::apply_acquire(&mut p, &d, &holder, ticket);
+            let mut tx = self.store.transaction();
+            let attempt = match d {
+                Decision::Grant(lease) => {
+                    let grant = Grant::new(&p, &lease)?;
+                    also(&grant, &mut tx)?;
+                    Attempt::Granted(grant)
+                }
+                Decision::Wait {
+                    waiter, position, ..
+                } => Attempt::Waiting {
+                    ticket: waiter.enqueued_at_ms,
+                    position,
+                    deadline_ms: waiter.deadline_ms,
+                },
+                Decision::TimedOut(_) => Attempt::TimedOut,
+            };
+            if p == before {
+                return Ok(attempt);
+            }
+            tx.update_status(&p);
+            match tx.commit().await {
+                Ok(_) => return Ok(attempt),
+                Err(e) if e.is_conflict() => tokio::task::yield_now().await,
+                Err(e) => return Err(e.into()),
+            }
         }
+        Err(Error::ContentionPersisted {
+            pool: req.pool.clone(),
+            attempts: MAX_CONFLICT_RETRIES,
+        })
     }
 
     /// Acquires a slot, waiting in line (woken by every pool change, re-checking at least
@@ -276,11 +313,32 @@ impl Slots {
     /// # Errors
     /// [`Error::WaitTimedOut`], and as [`Slots::try_acquire`].
     pub async fn acquire(&self, req: &SlotRequest) -> Result<Grant> {
+        self.acquire_with(req, &|_, _| Ok(())).await
+    }
+
+    /// [`Slots::acquire`], the grant committed together with `also`'s writes (see
+    /// [`Slots::try_acquire_with`]). A failed attempt leaves the line: no waiter entry of
+    /// this call stays behind.
+    ///
+    /// # Errors
+    /// As [`Slots::acquire`] and [`Slots::try_acquire_with`].
+    pub async fn acquire_with(&self, req: &SlotRequest, also: &AlsoOnGrant<'_>) -> Result<Grant> {
         let started = self.now_ms();
         let mut ticket = None;
         loop {
             let seen = self.store.revision();
-            match self.try_acquire(req, ticket).await? {
+            let attempt = match self.try_acquire_with(req, ticket, also).await {
+                Ok(a) => a,
+                Err(e) => {
+                    if let Some(t) = ticket {
+                        if let Err(w) = self.withdraw(req, t).await {
+                            tracing::warn!(pool = req.pool, error = %w, "leaving the line failed");
+                        }
+                    }
+                    return Err(e);
+                }
+            };
+            match attempt {
                 Attempt::Granted(g) => {
                     if let Some(m) = &self.metrics {
                         let waited = self.now_ms().saturating_sub(started);

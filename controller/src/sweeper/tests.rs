@@ -785,3 +785,62 @@ async fn two_hundred_runs_leave_the_number_of_metric_series_unchanged() {
         );
     }
 }
+
+/// The slot grant and the run's record are one store transaction: while a start waits in
+/// line nothing of its run is recorded; when its grant comes, the run appears already
+/// Deploying with its slot; and when recording the run fails (here: a run of that id was
+/// created meanwhile), the grant is not written either — no lease without its run, no waiter
+/// left in line.
+#[tokio::test(start_paused = true)]
+async fn a_runs_record_and_its_slot_grant_are_written_together_or_not_at_all() {
+    let bed = bed(1).await;
+    let mut plain = request(700, "job-8");
+    plain.deps.clear();
+    let first = bed.runs.start(&plain).await.unwrap();
+    let run: Run = bed.store.get(&first.run).unwrap();
+    assert_eq!(run.status.slot.as_ref().unwrap().index, 0);
+    assert!(run.status.started_at_ms.is_some());
+
+    let mut second = request(701, "job-9");
+    second.deps.clear();
+    let second_id = crd::names::run_id("app", b"job-9").unwrap();
+    let waiting = {
+        let runs = bed.runs.clone();
+        let req = second.clone();
+        tokio::spawn(async move { runs.start(&req).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished());
+    assert!(bed.store.get_opt::<Run>(&second_id).unwrap().is_none());
+    let pool: SlotPool = bed.store.get("ci").unwrap();
+    assert_eq!(pool.status.waiters.len(), 1, "{:?}", pool.status);
+
+    // A run of the same id appears meanwhile; the grant's transaction must fail as a whole.
+    let mut intruder = Run::new(&second_id, bed.store.get::<Run>(&first.run).unwrap().spec);
+    intruder.status.phase = RunPhase::Running;
+    bed.store.create(&intruder).await.unwrap();
+    bed.runs.finish(&first.run).await.unwrap();
+    let err = waiting.await.unwrap().unwrap_err();
+    assert!(matches!(err, runs::Error::RunStillActive { .. }), "{err}");
+    let pool: SlotPool = bed.store.get("ci").unwrap();
+    assert!(pool.status.leases.is_empty(), "{:?}", pool.status);
+    assert!(pool.status.waiters.is_empty(), "{:?}", pool.status);
+    let intruder: Run = bed.store.get(&second_id).unwrap();
+    assert!(intruder.status.slot.is_none());
+
+    // Without the intruder, the next start gets the slot with its record.
+    let mut third = request(702, "job-10");
+    third.deps.clear();
+    let third = bed.runs.start(&third).await.unwrap();
+    let run: Run = bed.store.get(&third.run).unwrap();
+    let pool: SlotPool = bed.store.get("ci").unwrap();
+    assert_eq!(pool.status.leases.len(), 1);
+    assert_eq!(
+        pool.status.leases[0].run.as_deref(),
+        Some(third.run.as_str())
+    );
+    assert_eq!(
+        run.status.slot.as_ref().unwrap().index,
+        pool.status.leases[0].slot
+    );
+}
