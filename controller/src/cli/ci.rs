@@ -297,8 +297,9 @@ impl Client {
     }
 }
 
-/// A slot error for [`SlotClient`]: the daemon's refusal mapped back where it has a meaning.
-fn slot_error(pool: &str, slot: Option<u32>, e: Error) -> slots::Error {
+/// A slot error for [`SlotClient`]: the daemon's refusal mapped back where it has a meaning;
+/// a daemon that cannot be reached, or fails, says so with its address.
+fn slot_error(addr: SocketAddr, pool: &str, slot: Option<u32>, e: Error) -> slots::Error {
     match e {
         Error::RequestRefused { status: 404, .. } => {
             slots::Error::PoolNotFound { pool: pool.into() }
@@ -307,15 +308,14 @@ fn slot_error(pool: &str, slot: Option<u32>, e: Error) -> slots::Error {
             pool: pool.into(),
             slot: slot.unwrap_or_default(),
         },
-        // The trait's error type has no daemon variant: the remote store's failure is carried
-        // as an engine failure with the daemon's address and message.
-        other => slots::Error::StoreFailed(state::Error::EngineFailed(
-            state::engine::Error::OperationFailed {
-                location: "the hearth daemon".into(),
-                op: "serve the slot request",
-                source: Box::new(other),
-            },
-        )),
+        Error::DaemonUnreachable { addr, reason } => slots::Error::DaemonUnreachable {
+            addr: addr.to_string(),
+            reason,
+        },
+        other => slots::Error::DaemonFailed {
+            addr: addr.to_string(),
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -338,7 +338,7 @@ impl SlotClient for Client {
                         pool: req.pool.clone(),
                         waited: Duration::ZERO,
                     },
-                    other => slot_error(&req.pool, None, other),
+                    other => slot_error(self.addr, &req.pool, None, other),
                 })
         })
     }
@@ -359,7 +359,7 @@ impl SlotClient for Client {
                 &body,
             )
             .await
-            .map_err(|e| slot_error(&grant.pool, Some(grant.slot), e))
+            .map_err(|e| slot_error(self.addr, &grant.pool, Some(grant.slot), e))
         })
     }
 
@@ -368,7 +368,7 @@ impl SlotClient for Client {
             let body = serde_json::json!({"slot": grant.slot, "owner": grant.owner});
             self.post::<()>(&format!("/api/v1/slotpools/{}/release", grant.pool), &body)
                 .await
-                .map_err(|e| slot_error(&grant.pool, Some(grant.slot), e))
+                .map_err(|e| slot_error(self.addr, &grant.pool, Some(grant.slot), e))
         })
     }
 }
@@ -551,5 +551,75 @@ mod tests {
         };
         assert_eq!(a.command, ["sh", "-c", "x"]);
         assert!(Cli::try_parse_from(["hearth", "slot", "exec", "--pool", "p"]).is_err());
+    }
+
+    fn request() -> SlotRequest {
+        SlotRequest {
+            pool: "ci".into(),
+            owner: Owner {
+                pid: 1,
+                process_start_time: 1,
+                host: "h".into(),
+                boot_id: "b".into(),
+            },
+            run: None,
+            ttl: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slot_request_to_a_daemon_that_is_not_running_says_it_cannot_reach_hearth() {
+        // A port nothing listens on: bound, then released.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let err = SlotClient::acquire(&Client::new(addr), &request())
+            .await
+            .expect_err("nothing listens");
+        assert!(
+            matches!(&err, slots::Error::DaemonUnreachable { addr: a, .. } if *a == addr.to_string()),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot reach hearth at {addr}: ")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_fails_a_slot_request_is_reported_with_its_status_and_message() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let addr = listener.local_addr().expect("its address");
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            if let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = r#"{"error":"store operation failed"}"#;
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n\
+                             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            }
+        });
+        let err = SlotClient::acquire(&Client::new(addr), &request())
+            .await
+            .expect_err("the daemon fails");
+        let text = err.to_string();
+        assert!(matches!(err, slots::Error::DaemonFailed { .. }), "{err:?}");
+        assert!(text.contains(&addr.to_string()), "{text}");
+        assert!(
+            text.contains("500") && text.contains("store operation failed"),
+            "{text}"
+        );
     }
 }

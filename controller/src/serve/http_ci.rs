@@ -70,6 +70,10 @@ fn slot_error(e: &slots::Error) -> ApiError {
         slots::Error::ContentionPersisted { .. } => StatusCode::SERVICE_UNAVAILABLE,
         slots::Error::NamespaceInvalid(_) => StatusCode::BAD_REQUEST,
         slots::Error::StoreFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        // Client-side variants (the CLI's view of a daemon); the daemon itself never meets them.
+        slots::Error::DaemonUnreachable { .. } | slots::Error::DaemonFailed { .. } => {
+            StatusCode::BAD_GATEWAY
+        }
     };
     ApiError(code, chain(e))
 }

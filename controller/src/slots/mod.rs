@@ -69,6 +69,25 @@ pub enum Error {
     /// A slot namespace could not be named (an invalid pool name). Not retryable.
     #[error("slot namespace could not be named")]
     NamespaceInvalid(#[source] names::Error),
+    /// The hearth daemon serving slot requests (for `hearth slot exec`) could not be reached:
+    /// connection refused or timed out, or the connection broke. Retryable once the daemon
+    /// runs.
+    #[error("cannot reach hearth at {addr}: {reason}")]
+    DaemonUnreachable {
+        /// The daemon's address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The hearth daemon answered, but failed the request (a server error, an unreadable
+    /// answer). Retryable when the daemon's own failure is.
+    #[error("hearth at {addr} failed the slot request: {reason}")]
+    DaemonFailed {
+        /// The daemon's address.
+        addr: String,
+        /// Its status and message.
+        reason: String,
+    },
     /// The store failed. Retryable when the store error is (see [`state::Error`]).
     #[error("store operation failed")]
     StoreFailed(#[from] state::Error),
