@@ -6,10 +6,13 @@
 //!   polled until gone), shared by `tests/cli_runs_real.rs` and `bench_sweep`.
 //! - [`process`]: `hearth serve` as a restartable child process, and an isolated dockerd in
 //!   its own network namespace (for tests that restart Docker).
+//! - [`scale`]: worlds of N converged warm apps on the simulated swarm and one resync pass
+//!   measured (the CI scale test and `bench_scale`).
 //! - [`conformance`]: behaviours every [`controller::swarm::Swarm`] must show, run against the
 //!   simulated swarm (`tests/sim_conformance.rs`) and the real one (`tests/real_swarm.rs`).
 
 pub mod ci_kill;
 pub mod conformance;
 pub mod process;
+pub mod scale;
 pub mod support;

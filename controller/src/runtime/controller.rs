@@ -1,6 +1,6 @@
 //! The runner: pulls due keys from the scheduler and reconciles them, never one key twice at once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,7 +11,7 @@ use futures::FutureExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use state::Store;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -19,7 +19,7 @@ use tracing::Instrument;
 use super::backoff::Backoff;
 use super::scheduler::Scheduler;
 use super::triggers::{self, Trigger};
-use super::{Action, Config, Error, Next, ObjectRef, Reconciler, Shutdown};
+use super::{Action, Config, Error, Next, ObjectRef, Reconciler, Shutdown, Ticket};
 use crate::swarm::Swarm;
 
 /// Counters shared with [`Handle`]s.
@@ -36,6 +36,7 @@ struct Stats {
 pub struct Handle {
     tx: mpsc::UnboundedSender<Trigger>,
     stats: Arc<Stats>,
+    resync: Arc<Notify>,
 }
 
 impl Handle {
@@ -43,6 +44,12 @@ impl Handle {
     /// Returns `false` when the controller has stopped.
     pub fn trigger(&self, key: ObjectRef) -> bool {
         self.tx.send(Trigger::now(key)).is_ok()
+    }
+
+    /// Starts the periodic resync's next pass now (a relist of every key); the period then
+    /// starts over. Does nothing once the controller has stopped.
+    pub fn resync_now(&self) {
+        self.resync.notify_one();
     }
 
     /// Keys waiting: pending in the scheduler, or due while their previous reconcile runs.
@@ -98,6 +105,7 @@ pub struct Controller<R: Reconciler> {
     tx: mpsc::UnboundedSender<Trigger>,
     rx: mpsc::UnboundedReceiver<Trigger>,
     stats: Arc<Stats>,
+    resync: Arc<Notify>,
     reconciler: PhantomData<fn() -> R>,
 }
 
@@ -114,6 +122,7 @@ impl<R: Reconciler> Controller<R> {
             tx,
             rx,
             stats: Arc::default(),
+            resync: Arc::default(),
             reconciler: PhantomData,
         }
     }
@@ -130,6 +139,7 @@ impl<R: Reconciler> Controller<R> {
         Handle {
             tx: self.tx.clone(),
             stats: Arc::clone(&self.stats),
+            resync: Arc::clone(&self.resync),
         }
     }
 
@@ -153,6 +163,7 @@ impl<R: Reconciler> Controller<R> {
             tx,
             mut rx,
             stats,
+            resync,
             ..
         } = self;
         let mut rng = match config.seed {
@@ -184,6 +195,7 @@ impl<R: Reconciler> Controller<R> {
             swarm.clone(),
             config.clone(),
             StdRng::seed_from_u64(rng.random()),
+            resync,
             tx.clone(),
         ));
         let initial = tx.clone();
@@ -196,6 +208,8 @@ impl<R: Reconciler> Controller<R> {
         let mut scheduler: Scheduler<ObjectRef> = Scheduler::new();
         let mut running: HashSet<ObjectRef> = HashSet::new();
         let mut rerun: HashSet<ObjectRef> = HashSet::new();
+        // The latest trigger of each key since its last start (see `fresh_since`).
+        let mut asked: HashMap<ObjectRef, Ticket> = HashMap::new();
         let mut workers: JoinSet<(ObjectRef, Outcome<R::Error>)> = JoinSet::new();
         let mut backoff = Backoff::new(config.backoff_policy());
         let mut draining = false;
@@ -214,8 +228,14 @@ impl<R: Reconciler> Controller<R> {
                     }
                     running.insert(key.clone());
                     stats.started.fetch_add(1, Ordering::Relaxed);
+                    // Due by a trigger: its ticket; by a requeue, backoff or rerun: now.
+                    let since = asked.remove(&key).unwrap_or_else(Ticket::next);
                     let span = tracing::info_span!("reconcile", object = %key);
-                    workers.spawn(work::<R>(store.clone(), Arc::clone(&ctx), key).instrument(span));
+                    workers.spawn(
+                        super::FRESH_SINCE
+                            .scope(since, work::<R>(store.clone(), Arc::clone(&ctx), key))
+                            .instrument(span),
+                    );
                 }
             }
             stats
@@ -295,6 +315,7 @@ impl<R: Reconciler> Controller<R> {
                     let mut next = Some(trigger);
                     while let Some(trigger) = next {
                         if trigger.key.kind == R::Object::KIND {
+                            ask(&mut asked, &trigger.key, trigger.ticket);
                             scheduler.schedule(trigger.key, trigger.at);
                         } else {
                             tracing::debug!(object = %trigger.key, "ignoring a trigger of another kind");
@@ -310,6 +331,14 @@ impl<R: Reconciler> Controller<R> {
         tracing::info!(?stopped, "controller stopped");
         stopped
     }
+}
+
+/// Records that `key` was asked for with `at`, keeping the latest request.
+fn ask(asked: &mut HashMap<ObjectRef, Ticket>, key: &ObjectRef, at: Ticket) {
+    asked
+        .entry(key.clone())
+        .and_modify(|t| *t = (*t).max(at))
+        .or_insert(at);
 }
 
 /// Sleeps until `at` (forever when `None`; the select guard keeps that branch off then).

@@ -34,6 +34,39 @@ use serde::{Deserialize, Serialize};
 
 pub use controller::{Controller, Handle, Stopped};
 pub use signals::Shutdown;
+
+tokio::task_local! {
+    /// The latest request of the running reconcile (see [`fresh_since`]).
+    static FRESH_SINCE: Ticket;
+}
+
+/// A point in the order of events of this process: every ticket is greater than every ticket
+/// taken before it (a process-wide counter). Unlike [`tokio::time::Instant`]s, two tickets
+/// never tie, also in paused (virtual) time where a write and a listing happen at the same
+/// instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(u64);
+
+static TICKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Ticket {
+    /// A ticket greater than every ticket taken so far.
+    pub fn next() -> Ticket {
+        Ticket(TICKETS.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Inside a reconcile run by a [`Controller`]: the ticket of the latest request for this
+/// reconcile — a store change, a Docker event or a relist when it was sent; a requeue, a
+/// backoff or a rerun when it came due. An observation whose listing took a later ticket
+/// reflects everything that triggered the call, so the reconciles of one resync may share one
+/// listing ([`crate::stack::ObservationCache`]). `None` outside a controller (direct calls).
+///
+/// This is not the trigger's reason, which stays hidden: reconcilers must stay idempotent.
+pub fn fresh_since() -> Option<Ticket> {
+    FRESH_SINCE.try_with(|t| *t).ok()
+}
+
 /// The key the runtime schedules and locks: kind and name of a resource.
 pub use state::history::ObjectRef;
 

@@ -27,6 +27,8 @@ pub struct Trigger {
     pub key: ObjectRef,
     /// When it is due.
     pub at: Instant,
+    /// When it was asked for (see [`super::fresh_since`]).
+    pub ticket: super::Ticket,
 }
 
 impl Trigger {
@@ -35,6 +37,7 @@ impl Trigger {
         Trigger {
             key,
             at: Instant::now(),
+            ticket: super::Ticket::next(),
         }
     }
 }
@@ -136,7 +139,10 @@ pub(crate) async fn send_relist<K: Resource>(
     match relist::<K>(store, swarm).await {
         Ok(keys) => {
             tracing::debug!(count = keys.len(), why, "relisting");
-            keys.into_iter().all(|k| tx.send(Trigger::now(k)).is_ok())
+            // One request for the whole relist, so its reconciles can share one observation.
+            let (at, ticket) = (Instant::now(), super::Ticket::next());
+            keys.into_iter()
+                .all(|key| tx.send(Trigger { key, at, ticket }).is_ok())
         }
         Err(e) => {
             tracing::warn!(error = %e, why, "relist failed");
@@ -232,17 +238,22 @@ pub(crate) async fn docker_events<K: Resource>(
     }
 }
 
-/// Relists every `resync_period` (stretched by jitter): the safety net for missed triggers.
+/// Relists every `resync_period` (stretched by jitter), or at once when `now` is notified:
+/// the safety net for missed triggers.
 pub(crate) async fn resync<K: Resource>(
     store: Store,
     swarm: Option<Arc<dyn Swarm>>,
     config: Config,
     mut rng: StdRng,
+    now: Arc<tokio::sync::Notify>,
     tx: mpsc::UnboundedSender<Trigger>,
 ) {
     loop {
         let wait = backoff::stretch(config.resync_period, config.resync_jitter, &mut rng);
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = now.notified() => {}
+        }
         if !send_relist::<K>(&store, swarm.as_deref(), &tx, "periodic resync").await {
             return;
         }

@@ -43,7 +43,7 @@ use tracing::{info, warn};
 use crate::catalogue::DirCatalogue;
 use crate::promote::Promoter;
 use crate::runtime::{self, Controller, Handle, Shutdown, Stopped};
-use crate::stack::{ApplyOptions, TeardownOptions};
+use crate::stack::{ApplyOptions, ObservationCache, TeardownOptions};
 use crate::statefile;
 use crate::swarm::{DockerOptions, DockerSwarm, Labels, MeteredSwarm, Swarm};
 use crate::warmapp::probe::{GatewayProber, Prober};
@@ -404,6 +404,7 @@ async fn start_with_store(
         extra_labels: extra_labels.clone(),
         apply: ApplyOptions::default(),
         teardown: TeardownOptions::graceful(),
+        observations: ObservationCache::new(),
     });
     let cleanup = ci::start(ci::Setup {
         store: store.clone(),

@@ -9,7 +9,8 @@
 //! - [`execute`] / [`apply`]: runs a plan through `&dyn Swarm`, with retries and version-index
 //!   conflict handling.
 //! - [`observe`] / [`observe_all`] / [`status`]: one list call per kind (for one stack, or for
-//!   every stack at once in a resync) and readiness.
+//!   every stack at once in a resync) and readiness; [`cache`]: one snapshot of every stack
+//!   shared by the reconciles of a resync.
 //! - [`teardown`]: services first, wait for their containers, then networks, secrets, configs,
 //!   volumes; verified by a final listing, leftovers are [`Error::Residuals`].
 //!
@@ -37,6 +38,7 @@
 //! [`Swarm`]: crate::swarm::Swarm
 
 mod apply;
+pub mod cache;
 mod observe;
 mod plan;
 mod retry;
@@ -50,6 +52,7 @@ use crd::names::{labels as keys, StackRole};
 use crate::swarm::{self, Labels, ObjectKind};
 
 pub use apply::{apply, execute, ApplyOptions, ApplyReport};
+pub use cache::ObservationCache;
 pub use observe::{
     observe, observe_all, status, Depth, Observed, ServiceStatus, StackStatus, TaskProblem,
 };

@@ -510,12 +510,14 @@ impl State {
     /// Applies every step due at or before `now`, in time order (ties by task ID).
     fn advance(&mut self, now: Instant, cfg: &SimConfig) {
         loop {
+            // Clone only the winner's ID: this scan runs on every call.
             let due = self
                 .tasks
                 .iter()
-                .filter_map(|(id, t)| t.next.map(|(at, step)| (at, id.clone(), step)))
+                .filter_map(|(id, t)| t.next.map(|(at, step)| (at, id, step)))
                 .filter(|(at, _, _)| *at <= now)
-                .min_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+                .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
+                .map(|(at, id, step)| (at, id.clone(), step));
             let Some((at, task_id, step)) = due else {
                 return;
             };

@@ -38,9 +38,11 @@ use tracing::{info, warn};
 
 use crate::catalogue::{self, Catalogue, RenderRequest};
 use crate::runtime::{Action, Reconciler};
-use crate::stack::{self, ApplyOptions, Depth, Observed, Owner, StackSpec, TeardownOptions};
+use crate::stack::{
+    self, ApplyOptions, ObservationCache, Observed, Owner, StackSpec, TeardownOptions,
+};
 use crate::swarm::spec::{PublishMode, UpdateConfig, UpdateOrder};
-use crate::swarm::{LabelFilter, Labels, Swarm, TaskState};
+use crate::swarm::{Labels, Swarm, TaskState};
 
 use decide::{Effect, Now, Observation, Readiness, Target};
 use probe::{probe_spec, ProbeTarget, Prober};
@@ -84,6 +86,9 @@ pub struct Context {
     pub apply: ApplyOptions,
     /// How a deleted app's stack is torn down.
     pub teardown: TeardownOptions,
+    /// One listing of every stack shared by the reconciles of a resync (see
+    /// [`stack::cache`]): a resync costs one list call per kind, not per app.
+    pub observations: ObservationCache,
 }
 
 impl std::fmt::Debug for Context {
@@ -392,7 +397,9 @@ async fn reconcile(app: &WarmApp, ctx: &Context) -> Result<Action, Error> {
     let (observation, desired) = match render(ctx, app, &stack, &version) {
         Err(why) => (Observation::RenderFailed(why), None),
         Ok(desired) => {
-            let observed = stack::observe(ctx.swarm.as_ref(), stack.as_str(), Depth::WithTasks)
+            let observed = ctx
+                .observations
+                .observe(ctx.swarm.as_ref(), stack.as_str(), fresh_since())
                 .await
                 .map_err(stack_failed)?;
             match stack::plan(&desired, &owner, &observed) {
@@ -457,8 +464,17 @@ async fn reconcile(app: &WarmApp, ctx: &Context) -> Result<Action, Error> {
             (Some(d), true) => Ok(d.clone()),
             _ => render(ctx, app, &stack, v),
         };
-        match spec {
-            Ok(spec) => match stack::apply(ctx.swarm.as_ref(), &spec, &owner, &ctx.apply).await {
+        let applied = match spec {
+            Ok(spec) => {
+                let applied = stack::apply(ctx.swarm.as_ref(), &spec, &owner, &ctx.apply).await;
+                // Also after a failure: some writes may have happened.
+                ctx.observations.wrote(stack.as_str());
+                Ok(applied)
+            }
+            Err(why) => Err(why),
+        };
+        match applied {
+            Ok(applied) => match applied {
                 Ok(report) => {
                     if !report.is_noop() {
                         info!(stack = %stack, version = %v, writes = report.done.len(), "applied");
@@ -529,24 +545,22 @@ async fn cleanup(name: &str, ctx: &Context) -> Result<Action, Error> {
         let Ok(stack) = crd::names::warm_stack(name, provider) else {
             continue;
         };
-        let mut filter = LabelFilter::eq(stack::NAMESPACE_LABEL, stack.as_str())
-            .and_eq(keys::KIND, Kind::WarmApp.as_str())
-            .and_eq(keys::NAME, name);
-        for (k, v) in &ctx.extra_labels {
-            filter = filter.and_eq(k.clone(), v.clone());
-        }
-        let owned = owned_objects(ctx.swarm.as_ref(), &filter)
+        let observed = ctx
+            .observations
+            .observe(ctx.swarm.as_ref(), stack.as_str(), fresh_since())
             .await
             .map_err(|source| Error::StackFailed {
                 name: name.to_string(),
                 source,
             })?;
-        if !owned {
+        if !owns(&observed, name, &ctx.extra_labels) {
             continue;
         }
         info!(stack = %stack, "warm app deleted; tearing its stack down gracefully");
         let subject = ObjectRef::new(Kind::WarmApp, name);
-        match stack::teardown(ctx.swarm.as_ref(), stack.as_str(), &ctx.teardown).await {
+        let torn = stack::teardown(ctx.swarm.as_ref(), stack.as_str(), &ctx.teardown).await;
+        ctx.observations.wrote(stack.as_str());
+        match torn {
             Ok(report) => {
                 let message = format!(
                     "stack {stack} torn down: {} object(s) removed, verified empty",
@@ -585,25 +599,22 @@ async fn cleanup(name: &str, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-/// Whether any service or network matches `filter` (a stack this daemon owns).
-async fn owned_objects(swarm: &dyn Swarm, filter: &LabelFilter) -> Result<bool, stack::Error> {
-    let failed = |source| stack::Error::ObserveFailed {
-        namespace: "*".into(),
-        source,
+/// Whether a service or network of `observed` belongs to warm app `name` of this daemon
+/// (carries its kind, name and every extra label).
+fn owns(observed: &Observed, name: &str, extra: &Labels) -> bool {
+    let mine = |labels: &Labels| {
+        labels.get(keys::KIND).map(String::as_str) == Some(Kind::WarmApp.as_str())
+            && labels.get(keys::NAME).map(String::as_str) == Some(name)
+            && extra.iter().all(|(k, v)| labels.get(k) == Some(v))
     };
-    if !swarm
-        .list_services(filter)
-        .await
-        .map_err(failed)?
-        .is_empty()
-    {
-        return Ok(true);
-    }
-    Ok(!swarm
-        .list_networks(filter)
-        .await
-        .map_err(failed)?
-        .is_empty())
+    observed.services.iter().any(|s| mine(&s.meta.labels))
+        || observed.networks.iter().any(|n| mine(&n.labels))
+}
+
+/// The observation a reconcile needs: no older than what triggered it (now, when called
+/// outside a controller).
+fn fresh_since() -> crate::runtime::Ticket {
+    crate::runtime::fresh_since().unwrap_or_else(crate::runtime::Ticket::next)
 }
 
 /// An error with its causes, `: `-separated.

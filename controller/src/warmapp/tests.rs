@@ -15,9 +15,9 @@ use state::Store;
 use super::probe::FixedProber;
 use super::*;
 use crate::catalogue::DirCatalogue;
-use crate::stack::TeardownOptions;
+use crate::stack::{Depth, TeardownOptions};
 use crate::swarm::sim::{SimConfig, SimSwarm};
-use crate::swarm::Verb;
+use crate::swarm::{LabelFilter, Verb};
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/catalogue")
@@ -46,6 +46,7 @@ async fn world() -> World {
         extra_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
         apply: ApplyOptions::default(),
         teardown: TeardownOptions::graceful(),
+        observations: ObservationCache::new(),
     });
     World {
         swarm,
@@ -260,6 +261,7 @@ fn clone_ctx(c: &Context) -> Context {
         extra_labels: c.extra_labels.clone(),
         apply: c.apply.clone(),
         teardown: c.teardown.clone(),
+        observations: ObservationCache::new(),
     }
 }
 
