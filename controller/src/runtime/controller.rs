@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crd::Resource;
@@ -29,6 +29,7 @@ struct Stats {
     active: AtomicUsize,
     started: AtomicU64,
     failed: AtomicU64,
+    first_pass: AtomicBool,
 }
 
 /// A cheap, cloneable view of a running controller: its gauges and a way to trigger keys.
@@ -70,6 +71,12 @@ impl Handle {
     /// Reconciles that failed (error or panic) since the controller started.
     pub fn reconciles_failed(&self) -> u64 {
         self.stats.failed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the first pass is over: the startup relist was queued and every key due then
+    /// has been reconciled once (successfully or not). Latches; `/readyz` reports it.
+    pub fn first_pass_done(&self) -> bool {
+        self.stats.first_pass.load(Ordering::Relaxed)
     }
 }
 
@@ -200,10 +207,13 @@ impl<R: Reconciler> Controller<R> {
         ));
         let initial = tx.clone();
         let (s, w) = (store.clone(), swarm.clone());
+        let (relisted_tx, mut relisted_rx) = tokio::sync::oneshot::channel::<()>();
         sources.spawn(async move {
             triggers::send_relist::<R::Object>(&s, w.as_deref(), &initial, "startup").await;
+            let _ = relisted_tx.send(());
         });
         drop(tx);
+        let mut relisted = false;
 
         let mut scheduler: Scheduler<ObjectRef> = Scheduler::new();
         let mut running: HashSet<ObjectRef> = HashSet::new();
@@ -242,6 +252,16 @@ impl<R: Reconciler> Controller<R> {
                 .queue_depth
                 .store(scheduler.len() + rerun.len(), Ordering::Relaxed);
             stats.active.store(running.len(), Ordering::Relaxed);
+            if relisted
+                && !stats.first_pass.load(Ordering::Relaxed)
+                && running.is_empty()
+                && rerun.is_empty()
+                && rx.is_empty()
+                && scheduler.next_due().is_none_or(|at| at > Instant::now())
+            {
+                tracing::info!(kind = %R::Object::KIND, "first pass done: every object was reconciled once");
+                stats.first_pass.store(true, Ordering::Relaxed);
+            }
             if draining && workers.is_empty() {
                 break Stopped::Drained;
             }
@@ -256,6 +276,10 @@ impl<R: Reconciler> Controller<R> {
                 _ = shutdown.force.cancelled() => {
                     workers.abort_all();
                     break Stopped::Aborted;
+                }
+                _ = &mut relisted_rx, if !relisted => {
+                    // The relist's triggers are in the channel before this fires.
+                    relisted = true;
                 }
                 _ = shutdown.graceful.cancelled(), if !draining => {
                     tracing::info!(in_flight = running.len(), "draining: no new reconciles");
