@@ -1,18 +1,70 @@
-//! The daemon's local HTTP endpoint: read warm apps, apply a state file, metrics, liveness (issue 6 grows it into the full API).
+//! The daemon's HTTP API: routes, the bearer-token layer, JSON errors and body limits, health, readiness, warm apps, history.
+//!
+//! # Guarantees
+//! - Every request that is not GET/HEAD passes [`auth::check`] first — one router-wide layer,
+//!   so a route added later is covered without doing anything. A missing or wrong token is a
+//!   401 JSON error; the token is never logged.
+//! - Every error is `{"error": {"code", "message", "field"?}}` with a fitting status:
+//!   handlers answer [`ApiError`]s, and a second layer turns axum's own plain-text rejections
+//!   (malformed JSON, wrong content type, unknown route, wrong method, too large a body)
+//!   into the same shape.
+//! - Bodies are limited: [`BODY_LIMIT`] by default, [`APPLY_BODY_LIMIT`] for a state file.
+//!
+//! Routes are registered through [`Routes`], which records each (method, path): the API test
+//! compares the recorded mutations with [`MUTATIONS`] and sends each one without and with a
+//! wrong token, so a new mutating route that is not in the list fails the test.
 
-use axum::extract::{Path, Query, State as AxumState};
-use axum::http::{header, StatusCode};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as AxumState};
+use axum::handler::Handler;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use crd::names::BaseDomain;
-use crd::WarmApp;
+use crd::{Kind, WarmApp};
 use metrics::Metrics;
 use serde::Deserialize;
+use state::history::{Entry, NewEntry, ObjectRef, Query as HistoryQuery};
 use state::Store;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{self, Token};
+use crate::runtime::Handle;
 use crate::statefile;
+use crate::swarm::Swarm;
+
+/// The largest accepted request body, except for a state file.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The largest accepted state file (`POST /api/v1/apply`).
+pub const APPLY_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The most history entries one request returns.
+pub const HISTORY_LIMIT_MAX: usize = 1000;
+
+/// Every mutating route (method, path pattern). The API test checks this list against the
+/// routes [`route_table`] records and sends each without and with a wrong token: add a new
+/// mutating route here.
+pub const MUTATIONS: &[(&str, &str)] = &[
+    ("POST", "/api/v1/apply"),
+    ("DELETE", "/api/v1/warmapps/{name}"),
+    ("POST", "/api/v1/warmapps/{name}/promote"),
+    ("POST", "/api/v1/warmapps/{name}/rollback"),
+    ("POST", "/api/v1/runs"),
+    ("DELETE", "/api/v1/runs/{id}"),
+    ("POST", "/api/v1/runs/{id}/heartbeat"),
+    ("POST", "/api/v1/runs/{id}/report"),
+    ("POST", "/api/v1/runs/{id}/finish"),
+    ("DELETE", "/api/v1/slotpools/{pool}"),
+    ("POST", "/api/v1/slotpools/{pool}/acquire"),
+    ("POST", "/api/v1/slotpools/{pool}/heartbeat"),
+    ("POST", "/api/v1/slotpools/{pool}/release"),
+    ("POST", "/api/v1/sweep"),
+    ("POST", "/api/v1/nightly"),
+];
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -25,49 +77,341 @@ pub(crate) struct State {
     pub sweeper: crate::sweeper::Sweeper,
     pub promoter: crate::promote::Promoter,
     pub nightly: std::sync::Arc<crate::nightly::Nightly>,
+    pub swarm: Arc<dyn Swarm>,
+    pub handle: Handle,
 }
 
-/// One error answer per failure kind.
-enum ApiError {
-    /// No such object: 404.
-    NotFound(String),
-    /// The state file was rejected: 422 with every problem.
-    Rejected(String),
-    /// The store or metrics failed: 500.
-    Internal(String),
+/// An error answer: `{"error": {"code", "message", "field"?}}` with `status`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// 400 naming the field at fault.
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message).with_field(field)
+    }
+
+    /// 404.
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 500.
+    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// Names the field at fault.
+    pub(crate) fn with_field(mut self, field: impl Into<String>) -> ApiError {
+        self.field = Some(field.into());
+        self
+    }
+}
+
+/// The machine-readable code of a status.
+pub(crate) fn code_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        405 => "MethodNotAllowed",
+        408 => "Timeout",
+        409 => "Conflict",
+        413 => "PayloadTooLarge",
+        415 => "UnsupportedMediaType",
+        422 => "Invalid",
+        502 => "BadGateway",
+        503 => "Unavailable",
+        s if s >= 500 => "Internal",
+        _ => "Error",
+    }
+}
+
+/// The field a serde or axum rejection message names, if any: the path before the first
+/// `: ` after axum's prefix (`… target type: spec.version: invalid type …`), or the name in
+/// ``missing field `x` `` / ``unknown field `x` ``.
+pub(crate) fn field_of(message: &str) -> Option<String> {
+    for marker in ["missing field `", "unknown field `"] {
+        if let Some(i) = message.find(marker) {
+            let rest = &message[i + marker.len()..];
+            if let Some(end) = rest.find('`') {
+                return Some(rest[..end].to_string());
+            }
+        }
+    }
+    for prefix in [
+        "into the target type: ",
+        "Failed to deserialize query string: ",
+    ] {
+        if let Some(i) = message.find(prefix) {
+            let rest = &message[i + prefix.len()..];
+            if let Some((path, _)) = rest.split_once(": ") {
+                let plausible = !path.is_empty()
+                    && path
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '[' | ']'));
+                if plausible && path != "." {
+                    return Some(path.to_string());
+                }
+            }
+        }
+    }
+    None
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (code, message) = match self {
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
-            ApiError::Rejected(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
-            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
-        };
-        (code, Json(serde_json::json!({ "error": message }))).into_response()
+        let mut error = serde_json::json!({
+            "code": code_of(self.status),
+            "message": self.message,
+        });
+        if let Some(field) = self.field {
+            error["field"] = serde_json::Value::String(field);
+        }
+        (self.status, Json(serde_json::json!({ "error": error }))).into_response()
     }
 }
 
-fn router(state: State) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics_text))
-        .route("/api/v1/warmapps", get(list_warmapps))
-        .route("/api/v1/warmapps/{name}", get(get_warmapp))
-        .route("/api/v1/apply", post(apply))
+/// The router under construction, with a record of every (method, path) it serves.
+///
+/// Register routes through [`Routes::get`], [`Routes::post`], [`Routes::delete`] (and merge
+/// groups with [`Routes::merge`]), never on the inner axum router: the record is what the API
+/// test checks against [`MUTATIONS`].
+pub(crate) struct Routes {
+    router: Router<State>,
+    table: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    /// No routes.
+    pub(crate) fn new() -> Routes {
+        Routes {
+            router: Router::new(),
+            table: Vec::new(),
+        }
+    }
+
+    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H, limit: usize) -> Routes
+    where
+        H: Handler<T, State>,
+        T: 'static,
+    {
+        let filter = match method {
+            Method::GET => axum::routing::MethodFilter::GET,
+            Method::DELETE => axum::routing::MethodFilter::DELETE,
+            Method::PUT => axum::routing::MethodFilter::PUT,
+            Method::PATCH => axum::routing::MethodFilter::PATCH,
+            _ => axum::routing::MethodFilter::POST,
+        };
+        let route = axum::routing::on(filter, handler).layer(DefaultBodyLimit::max(limit));
+        self.router = self.router.route(path, route);
+        self.table.push((method, path));
+        self
+    }
+
+    /// `GET path`.
+    pub(crate) fn get<H: Handler<T, State>, T: 'static>(
+        self,
+        path: &'static str,
+        handler: H,
+    ) -> Routes {
+        self.add(Method::GET, path, handler, BODY_LIMIT)
+    }
+
+    /// `POST path` with bodies up to [`BODY_LIMIT`].
+    pub(crate) fn post<H: Handler<T, State>, T: 'static>(
+        self,
+        path: &'static str,
+        handler: H,
+    ) -> Routes {
+        self.add(Method::POST, path, handler, BODY_LIMIT)
+    }
+
+    /// `POST path` with bodies up to `limit` bytes.
+    pub(crate) fn post_limited<H: Handler<T, State>, T: 'static>(
+        self,
+        path: &'static str,
+        handler: H,
+        limit: usize,
+    ) -> Routes {
+        self.add(Method::POST, path, handler, limit)
+    }
+
+    /// `DELETE path`.
+    pub(crate) fn delete<H: Handler<T, State>, T: 'static>(
+        self,
+        path: &'static str,
+        handler: H,
+    ) -> Routes {
+        self.add(Method::DELETE, path, handler, BODY_LIMIT)
+    }
+
+    /// Adds another group's routes.
+    pub(crate) fn merge(mut self, other: Routes) -> Routes {
+        self.router = self.router.merge(other.router);
+        self.table.extend(other.table);
+        self
+    }
+}
+
+/// Every route of the API.
+fn routes() -> Routes {
+    Routes::new()
+        .get("/healthz", healthz)
+        .get("/readyz", readyz)
+        .get("/metrics", metrics_text)
+        .get("/api/v1/warmapps", list_warmapps)
+        .get("/api/v1/warmapps/{name}", get_warmapp)
+        .delete("/api/v1/warmapps/{name}", delete_warmapp)
+        .get("/api/v1/history", history)
+        .post_limited("/api/v1/apply", apply, APPLY_BODY_LIMIT)
         .merge(super::http_ci::routes())
         .merge(super::http_promote::routes())
         .merge(super::http_nightly::routes())
+}
+
+/// Every (method, path) the API serves, in registration order.
+pub fn route_table() -> Vec<(String, String)> {
+    routes()
+        .table
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect()
+}
+
+/// The whole API: routes, then the token check, then the JSON error layer (outermost).
+pub(crate) fn router(state: State, token: Token) -> Router {
+    let token = Arc::new(token);
+    routes()
+        .router
+        .layer(axum::middleware::from_fn_with_state(token, require_token))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
 }
 
-/// Serves until `stop`.
+/// Refuses a mutation without the right bearer token (401 JSON).
+async fn require_token(
+    AxumState(token): AxumState<Arc<Token>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let message = match auth::check(&token, request.method(), header) {
+        auth::Verdict::Read | auth::Verdict::Allowed => return next.run(request).await,
+        auth::Verdict::Missing => {
+            "this request changes state and needs `Authorization: Bearer <token>` \
+             (the daemon's token file; the CLI reads it from --token-file or $HEARTH_TOKEN_FILE)"
+        }
+        auth::Verdict::Wrong => "the bearer token is not this daemon's token",
+    };
+    tracing::info!(method = %request.method(), path = %request.uri().path(), "refused a request without the right token");
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"hearth\""),
+    );
+    response
+}
+
+/// Turns every error answer that is not JSON (axum's own rejections, an unknown route, a
+/// wrong method) into the API's JSON error, keeping status and headers.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::NOT_FOUND if text.is_empty() => format!("no route for {method} {path}"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            // axum adds its `Allow` header outside this layer: the route table says it too.
+            let allowed = allowed_methods(&path).join(", ");
+            format!("{method} is not allowed on {path} (allowed: {allowed})")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("the request body is too large for {method} {path}: {text}")
+        }
+        _ if text.is_empty() => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase(),
+        _ => text,
+    };
+    let field = field_of(&message);
+    let mut error = ApiError::new(status, message);
+    error.field = field;
+    let mut out = error.into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Whether `path` matches the route `pattern` (`{param}` matches one segment).
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == q.len()
+        && p.iter()
+            .zip(&q)
+            .all(|(a, b)| a == b || (a.starts_with('{') && !b.is_empty()))
+}
+
+/// The methods the API serves on `path`.
+fn allowed_methods(path: &str) -> Vec<String> {
+    static TABLE: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(route_table);
+    let mut methods: Vec<String> = table
+        .iter()
+        .filter(|(_, pattern)| path_matches(pattern, path))
+        .map(|(m, _)| m.clone())
+        .collect();
+    methods.dedup();
+    methods
+}
+
+/// Serves `state` with `token` on `listener` until `stop`.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     state: State,
+    token: Token,
     stop: CancellationToken,
 ) {
-    let result = axum::serve(listener, router(state))
+    let result = axum::serve(listener, router(state, token))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
     if let Err(e) = result {
@@ -75,19 +419,73 @@ pub(crate) async fn serve(
     }
 }
 
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: 200 when the store reads, Docker answers a ping and the warm-app controller
+/// finished its first pass; else 503. The body names each check.
+async fn readyz(AxumState(s): AxumState<State>) -> Response {
+    let store = match s.store.get_value::<String>(super::INSTANCE_KEY) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("store unreadable: {e}")),
+    };
+    let docker = match tokio::time::timeout(Duration::from_secs(5), s.swarm.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("docker unreachable: {e}")),
+        Err(_) => Err("docker did not answer a ping within 5s".to_string()),
+    };
+    let first = if s.handle.first_pass_done() {
+        Ok(())
+    } else {
+        Err("the first reconcile pass is not done yet".to_string())
+    };
+    let checks = [
+        ("store", store),
+        ("docker", docker),
+        ("firstReconcile", first),
+    ];
+    let ready = checks.iter().all(|(_, r)| r.is_ok());
+    let body = serde_json::json!({
+        "ready": ready,
+        "checks": checks
+            .iter()
+            .map(|(name, r)| (name.to_string(), match r {
+                Ok(()) => serde_json::Value::String("ok".into()),
+                Err(e) => serde_json::Value::String(e.clone()),
+            }))
+            .collect::<serde_json::Map<_, _>>(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
 async fn metrics_text(AxumState(s): AxumState<State>) -> Result<Response, ApiError> {
     let text = s
         .metrics
         .encode()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, s.metrics.content_type())], text).into_response())
 }
 
+/// A store failure: 404 for a missing object, 409 for a lost race, else 500.
+pub(crate) fn store_error(e: &state::Error) -> ApiError {
+    let status = match e {
+        state::Error::ObjectNotFound { .. } => StatusCode::NOT_FOUND,
+        state::Error::ResourceVersionMismatched { .. }
+        | state::Error::ObjectAlreadyExists { .. } => StatusCode::CONFLICT,
+        state::Error::NameRejected { .. } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, crate::cli::error_chain(e))
+}
+
 async fn list_warmapps(AxumState(s): AxumState<State>) -> Result<Json<Vec<WarmApp>>, ApiError> {
-    let list = s
-        .store
-        .list::<WarmApp>()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let list = s.store.list::<WarmApp>().map_err(|e| store_error(&e))?;
     Ok(Json(list.items))
 }
 
@@ -97,13 +495,118 @@ async fn get_warmapp(
 ) -> Result<Json<WarmApp>, ApiError> {
     match s.store.get_opt::<WarmApp>(&name) {
         Ok(Some(app)) => Ok(Json(app)),
-        Ok(None) => Err(ApiError::NotFound(format!("WarmApp/{name} was not found"))),
-        Err(e) => Err(ApiError::Internal(e.to_string())),
+        Ok(None) => Err(ApiError::not_found(format!("WarmApp/{name} was not found"))),
+        Err(e) => Err(store_error(&e)),
     }
 }
 
+/// Reason of the history entry a delete through the API writes.
+pub const DELETED: &str = "Deleted";
+
+/// Records that `subject` was deleted through the API (a failure is logged: the delete stands).
+pub(crate) async fn record_delete(store: &Store, subject: ObjectRef) {
+    let entry =
+        NewEntry::new(DELETED, format!("{subject} deleted through the API")).subject(subject);
+    if let Err(e) = store.append_history(entry).await {
+        tracing::warn!(error = %e, "recording a delete in the history failed");
+    }
+}
+
+/// `DELETE /api/v1/warmapps/{name}`: removes the warm app; the controller then tears down
+/// the stack it deployed (as `--prune` does). Answers the deleted object.
+async fn delete_warmapp(
+    AxumState(s): AxumState<State>,
+    Path(name): Path<String>,
+) -> Result<Json<WarmApp>, ApiError> {
+    let app = s
+        .store
+        .delete::<WarmApp>(&name, None)
+        .await
+        .map_err(|e| store_error(&e))?;
+    record_delete(&s.store, ObjectRef::new(Kind::WarmApp, &name)).await;
+    Ok(Json(app))
+}
+
+/// Parses a kind as the CLI and the API accept it: `WarmApp`, `warmapp`, `warmapps`, `wa`, …
+pub fn parse_kind(s: &str) -> Option<Kind> {
+    let lower = s.to_ascii_lowercase();
+    match lower.as_str() {
+        "warmapp" | "warmapps" | "wa" => Some(Kind::WarmApp),
+        "run" | "runs" => Some(Kind::Run),
+        "slotpool" | "slotpools" | "pool" | "pools" | "sp" => Some(Kind::SlotPool),
+        "depprovider" | "depproviders" | "dep" | "deps" => Some(Kind::DepProvider),
+        _ => None,
+    }
+}
+
+/// `GET /api/v1/history` query.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    kind: Option<String>,
+    name: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/history?kind=&name=&limit=`: entries newest first (default 50, at most
+/// [`HISTORY_LIMIT_MAX`]). With kind and name the object's index is used; otherwise the
+/// newest entries are scanned and filtered.
+async fn history(
+    AxumState(s): AxumState<State>,
+    Query(params): Query<HistoryParams>,
+) -> Result<Json<Vec<Entry>>, ApiError> {
+    let limit = params.limit.unwrap_or(50);
+    if limit == 0 || limit > HISTORY_LIMIT_MAX {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("limit must be between 1 and {HISTORY_LIMIT_MAX} (got {limit})"),
+        ));
+    }
+    let kind = match params.kind.as_deref() {
+        None => None,
+        Some(k) => Some(parse_kind(k).ok_or_else(|| {
+            ApiError::invalid(
+                "kind",
+                format!("unknown kind {k:?} (one of WarmApp, Run, SlotPool, DepProvider)"),
+            )
+        })?),
+    };
+    let entries = match (kind, params.name) {
+        (Some(kind), Some(name)) => s
+            .store
+            .history(&HistoryQuery::newest(limit).about(ObjectRef::new(kind, name)))
+            .map_err(|e| store_error(&e))?,
+        (kind, name) => {
+            let keep = |e: &Entry| {
+                e.subject.as_ref().is_some_and(|subject| {
+                    kind.is_none_or(|k| subject.kind == k)
+                        && name.as_ref().is_none_or(|n| subject.name == *n)
+                }) || (kind.is_none() && name.is_none())
+            };
+            // Page through the newest entries; bounded so a rare filter stays cheap.
+            let mut out = Vec::new();
+            let mut before = None;
+            for _ in 0..20 {
+                let mut q = HistoryQuery::newest(500);
+                q.before = before;
+                let page = s.store.history(&q).map_err(|e| store_error(&e))?;
+                let Some(last) = page.last() else { break };
+                before = Some(last.seq);
+                let full = page.len() == 500;
+                out.extend(page.into_iter().filter(keep));
+                if out.len() >= limit || !full {
+                    break;
+                }
+            }
+            out.truncate(limit);
+            out
+        }
+    };
+    Ok(Json(entries))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ApplyParams {
     #[serde(default)]
     dry_run: bool,
@@ -114,12 +617,13 @@ struct ApplyParams {
 }
 
 /// `POST /api/v1/apply?dryRun=&prune=&file=NAME` with the state file's text as the body:
-/// the diff as text, or 422 with every problem (file:line:col, field path).
+/// the diff as JSON (`summary`, `changes`, `text`), or 422 with every problem
+/// (file:line:col, field path).
 async fn apply(
     AxumState(s): AxumState<State>,
     Query(params): Query<ApplyParams>,
     body: String,
-) -> Result<String, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let name = params.file.unwrap_or_else(|| "<request>".into());
     let options = statefile::ApplyOptions {
         prune: params.prune,
@@ -130,7 +634,7 @@ async fn apply(
         Err(e) => Err(e),
     };
     match result {
-        Ok(diff) => Ok(format!("{diff}\n")),
+        Ok(diff) => Ok(Json(diff_json(&diff, params.dry_run))),
         Err(e @ statefile::Error::FileRejected { .. }) => {
             if !params.dry_run {
                 s.metrics.record_state_file_rejection();
@@ -138,8 +642,108 @@ async fn apply(
                     tracing::warn!(error = %h, "recording the rejection failed");
                 }
             }
-            Err(ApiError::Rejected(e.to_string()))
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                e.to_string(),
+            ))
         }
-        Err(e) => Err(ApiError::Internal(e.to_string())),
+        Err(e) => Err(ApiError::internal(crate::cli::error_chain(&e))),
+    }
+}
+
+/// A diff as the API answers it: `{dryRun, summary, changes: [{op, kind, name, fields}], text}`.
+pub(crate) fn diff_json(diff: &statefile::Diff, dry_run: bool) -> serde_json::Value {
+    use statefile::Op;
+    let changes: Vec<serde_json::Value> = diff
+        .entries
+        .iter()
+        .map(|e| {
+            let (op, fields) = match &e.op {
+                Op::Create(_) => ("create", Vec::new()),
+                Op::Update { fields, .. } => (
+                    "update",
+                    fields
+                        .iter()
+                        .map(|(p, old, new)| serde_json::json!({"path": p, "old": old, "new": new}))
+                        .collect(),
+                ),
+                Op::Unchanged => ("unchanged", Vec::new()),
+                Op::Delete(_) => ("delete", Vec::new()),
+                Op::Kept(_) => ("kept", Vec::new()),
+            };
+            serde_json::json!({
+                "op": op,
+                "kind": e.key.kind.as_str(),
+                "name": e.key.name,
+                "fields": fields,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "dryRun": dry_run,
+        "summary": diff.summary(),
+        "changes": changes,
+        "text": diff.to_string(),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_has_a_code_and_rejections_name_their_field() {
+        assert_eq!(code_of(StatusCode::PAYLOAD_TOO_LARGE), "PayloadTooLarge");
+        assert_eq!(code_of(StatusCode::UNAUTHORIZED), "Unauthorized");
+        assert_eq!(
+            field_of("Failed to deserialize the JSON body into the target type: owner.pid: invalid type: string \"x\", expected u32 at line 1 column 20"),
+            Some("owner.pid".into())
+        );
+        assert_eq!(
+            field_of("Failed to deserialize the JSON body into the target type: missing field `recipe` at line 1 column 2"),
+            Some("recipe".into())
+        );
+        assert_eq!(
+            field_of(
+                "Failed to deserialize query string: unknown field `foo`, expected one of `kind`"
+            ),
+            Some("foo".into())
+        );
+        assert_eq!(
+            field_of("Failed to deserialize query string: limit: invalid digit found in string"),
+            Some("limit".into())
+        );
+        assert_eq!(field_of("no route for GET /x"), None);
+    }
+
+    #[test]
+    fn the_allowed_methods_of_a_path_come_from_the_route_table() {
+        assert_eq!(allowed_methods("/api/v1/apply"), ["POST"]);
+        assert_eq!(allowed_methods("/api/v1/runs/r1"), ["GET", "DELETE"]);
+        assert!(allowed_methods("/api/v1/runs/r1/x").is_empty());
+        assert!(!path_matches("/api/v1/runs/{id}", "/api/v1/runs/"));
+    }
+
+    #[test]
+    fn kinds_parse_in_every_spelling_the_cli_accepts() {
+        assert_eq!(parse_kind("warmapps"), Some(Kind::WarmApp));
+        assert_eq!(parse_kind("WarmApp"), Some(Kind::WarmApp));
+        assert_eq!(parse_kind("runs"), Some(Kind::Run));
+        assert_eq!(parse_kind("slotpool"), Some(Kind::SlotPool));
+        assert_eq!(parse_kind("pods"), None);
+    }
+
+    #[test]
+    fn the_mutation_list_matches_the_recorded_routes() {
+        let recorded: std::collections::BTreeSet<(String, String)> = route_table()
+            .into_iter()
+            .filter(|(m, _)| m != "GET" && m != "HEAD")
+            .collect();
+        let listed: std::collections::BTreeSet<(String, String)> = MUTATIONS
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(recorded, listed, "add new mutating routes to MUTATIONS");
     }
 }

@@ -1,38 +1,25 @@
 //! The daemon's CI endpoints: runs (start, heartbeat, report, finish, read), slot pools (acquire, heartbeat, release, read) and the orphan sweep.
 //!
-//! Bodies are JSON, limited to [`BODY_LIMIT`] bytes; errors are `{"error": "..."}` with a
-//! fitting status. Mutations are not yet authenticated: the endpoint binds to 127.0.0.1 by
-//! default, and bearer tokens read from a file are issue 6's work.
+//! Bodies are JSON, limited to [`super::http::BODY_LIMIT`] bytes; errors are the API's JSON
+//! errors; mutations need the bearer token (checked router-wide in [`super::http`]).
 
 use std::time::Duration;
 
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use crd::{Owner, Run, SlotPool};
+use axum::Json;
+use crd::{Kind, Owner, Run, SlotPool};
 use serde::{Deserialize, Serialize};
+use state::history::ObjectRef;
 
-use super::http::State;
+use super::http::{field_of, record_delete, store_error, ApiError, Routes, State};
 use crate::runs::{self, StartRequest, Started};
 use crate::slots::{self, Grant, SlotRequest};
 use crate::sweeper;
 
-/// The largest accepted request body.
-pub(crate) const BODY_LIMIT: usize = 64 * 1024;
-
-/// An error answer: status and message.
-#[derive(Debug)]
-pub(crate) struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
-    }
-}
-
-/// A JSON body whose rejections (malformed, wrong fields, too large) are JSON errors too.
+/// A JSON body whose rejections (malformed, wrong fields, wrong content type, too large) are
+/// the API's JSON errors, naming the field at fault when serde does.
 pub(crate) struct Body<T>(pub T);
 
 impl<T, S> axum::extract::FromRequest<S> for Body<T>
@@ -45,7 +32,15 @@ where
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
-            Err(r) => Err(ApiError(r.status(), r.body_text())),
+            Err(r) => {
+                let message = r.body_text();
+                let field = field_of(&message);
+                let error = ApiError::new(r.status(), message);
+                Err(match field {
+                    Some(f) => error.with_field(f),
+                    None => error,
+                })
+            }
         }
     }
 }
@@ -75,7 +70,7 @@ fn slot_error(e: &slots::Error) -> ApiError {
             StatusCode::BAD_GATEWAY
         }
     };
-    ApiError(code, chain(e))
+    ApiError::new(code, chain(e))
 }
 
 fn run_error(e: &runs::Error) -> ApiError {
@@ -89,40 +84,35 @@ fn run_error(e: &runs::Error) -> ApiError {
         runs::Error::DepUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    ApiError(code, chain(e))
-}
-
-fn store_error(e: &state::Error) -> ApiError {
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, chain(e))
+    ApiError::new(code, chain(e))
 }
 
 /// Parses a humantime duration field.
 fn duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, ApiError> {
     text.map(|t| {
-        humantime::parse_duration(t).map_err(|e| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("{field}: invalid duration {t:?}: {e}"),
-            )
-        })
+        humantime::parse_duration(t)
+            .map_err(|e| ApiError::invalid(field, format!("{field}: invalid duration {t:?}: {e}")))
     })
     .transpose()
 }
 
-/// The CI routes, merged into the endpoint's router.
-pub(crate) fn routes() -> Router<State> {
-    Router::new()
-        .route("/api/v1/runs", get(list_runs).post(start_run))
-        .route("/api/v1/runs/{id}", get(get_run))
-        .route("/api/v1/runs/{id}/heartbeat", post(heartbeat_run))
-        .route("/api/v1/runs/{id}/report", post(report_run))
-        .route("/api/v1/runs/{id}/finish", post(finish_run))
-        .route("/api/v1/slotpools", get(list_pools))
-        .route("/api/v1/slotpools/{pool}/acquire", post(acquire))
-        .route("/api/v1/slotpools/{pool}/heartbeat", post(heartbeat_slot))
-        .route("/api/v1/slotpools/{pool}/release", post(release))
-        .route("/api/v1/sweep", post(sweep))
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+/// The CI routes, merged into the API's routes.
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        .get("/api/v1/runs", list_runs)
+        .post("/api/v1/runs", start_run)
+        .get("/api/v1/runs/{id}", get_run)
+        .delete("/api/v1/runs/{id}", delete_run)
+        .post("/api/v1/runs/{id}/heartbeat", heartbeat_run)
+        .post("/api/v1/runs/{id}/report", report_run)
+        .post("/api/v1/runs/{id}/finish", finish_run)
+        .get("/api/v1/slotpools", list_pools)
+        .get("/api/v1/slotpools/{pool}", get_pool)
+        .delete("/api/v1/slotpools/{pool}", delete_pool)
+        .post("/api/v1/slotpools/{pool}/acquire", acquire)
+        .post("/api/v1/slotpools/{pool}/heartbeat", heartbeat_slot)
+        .post("/api/v1/slotpools/{pool}/release", release)
+        .post("/api/v1/sweep", sweep)
 }
 
 /// `POST /api/v1/runs` body.
@@ -186,12 +176,34 @@ async fn get_run(
 ) -> Result<Json<Run>, ApiError> {
     match s.store.get_opt::<Run>(&id) {
         Ok(Some(run)) => Ok(Json(run)),
-        Ok(None) => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("run {id} was not found"),
-        )),
+        Ok(None) => Err(ApiError::not_found(format!("Run/{id} was not found"))),
         Err(e) => Err(store_error(&e)),
     }
+}
+
+/// `DELETE /api/v1/runs/{id}`: removes a finished run's record (409 while it is active:
+/// `hearth run finish` tears it down first).
+async fn delete_run(
+    AxumState(s): AxumState<State>,
+    Path(id): Path<String>,
+) -> Result<Json<Run>, ApiError> {
+    let run = get_run(AxumState(s.clone()), Path(id.clone())).await?.0;
+    if !run.status.phase.is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "Run/{id} is {:?}; finish it first (`hearth run finish {id}`), which tears its stack down",
+                run.status.phase
+            ),
+        ));
+    }
+    let run = s
+        .store
+        .delete::<Run>(&id, Some(run.metadata.resource_version))
+        .await
+        .map_err(|e| store_error(&e))?;
+    record_delete(&s.store, ObjectRef::new(Kind::Run, &id)).await;
+    Ok(Json(run))
 }
 
 async fn heartbeat_run(
@@ -224,7 +236,7 @@ async fn report_run(
         .iter()
         .map(|t| runs::parse_tier(t, &run.spec.required_tiers))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
+        .map_err(|m| ApiError::invalid("tiers", m))?;
     s.runs
         .report(&id, &tiers)
         .await
@@ -246,6 +258,44 @@ async fn finish_run(
 async fn list_pools(AxumState(s): AxumState<State>) -> Result<Json<Vec<SlotPool>>, ApiError> {
     let list = s.store.list::<SlotPool>().map_err(|e| store_error(&e))?;
     Ok(Json(list.items))
+}
+
+async fn get_pool(
+    AxumState(s): AxumState<State>,
+    Path(pool): Path<String>,
+) -> Result<Json<SlotPool>, ApiError> {
+    match s.store.get_opt::<SlotPool>(&pool) {
+        Ok(Some(p)) => Ok(Json(p)),
+        Ok(None) => Err(ApiError::not_found(format!(
+            "SlotPool/{pool} was not found"
+        ))),
+        Err(e) => Err(store_error(&e)),
+    }
+}
+
+/// `DELETE /api/v1/slotpools/{pool}`: removes a pool nobody holds or waits for (409 otherwise).
+async fn delete_pool(
+    AxumState(s): AxumState<State>,
+    Path(pool): Path<String>,
+) -> Result<Json<SlotPool>, ApiError> {
+    let current = get_pool(AxumState(s.clone()), Path(pool.clone())).await?.0;
+    if !current.status.leases.is_empty() || !current.status.waiters.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "SlotPool/{pool} has {} lease(s) and {} waiter(s); release them first",
+                current.status.leases.len(),
+                current.status.waiters.len()
+            ),
+        ));
+    }
+    let deleted = s
+        .store
+        .delete::<SlotPool>(&pool, Some(current.metadata.resource_version))
+        .await
+        .map_err(|e| store_error(&e))?;
+    record_delete(&s.store, ObjectRef::new(Kind::SlotPool, &pool)).await;
+    Ok(Json(deleted))
 }
 
 /// `POST /api/v1/slotpools/{pool}/acquire` body.
@@ -300,7 +350,7 @@ async fn heartbeat_slot(
     Body(body): Body<LeaseBody>,
 ) -> Result<Json<Grant>, ApiError> {
     let ttl = duration("ttl", body.ttl.as_deref())?
-        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "ttl: required".into()))?;
+        .ok_or_else(|| ApiError::invalid("ttl", "ttl: required"))?;
     s.slots
         .heartbeat(&pool, body.slot, &body.owner, ttl)
         .await
@@ -333,7 +383,7 @@ async fn sweep(
     AxumState(s): AxumState<State>,
     Body(body): Body<SweepBody>,
 ) -> Result<Response, ApiError> {
-    let failed = |e: sweeper::Error| ApiError(StatusCode::BAD_GATEWAY, chain(&e));
+    let failed = |e: sweeper::Error| ApiError::new(StatusCode::BAD_GATEWAY, chain(&e));
     if body.dry_run {
         let plan = s.sweeper.plan().await.map_err(failed)?;
         Ok(Json(plan).into_response())

@@ -2,40 +2,21 @@
 //!
 //! Both answer `202 Accepted` with what was submitted (`state`: `started` or `queued`), or
 //! `200 OK` when the app already runs that version; the health-gated upgrade then runs in the
-//! background and its result lands in the app's `status.promotion` and history. Errors are
-//! `{"error": "...", "field": "..."}` (`field` when a request field is at fault).
+//! background and its result lands in the app's `status.promotion` and history. Errors are the
+//! API's `{"error": {"code", "message", "field"?}}` (`field` when a request field is at fault).
 
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use crd::promotion::PromotionSource;
 use serde::{Deserialize, Serialize};
 
-use super::http::State;
-use super::http_ci::{Body, BODY_LIMIT};
+use super::http::{ApiError, Routes, State};
+use super::http_ci::Body;
 use crate::promote::{self, Request, Submitted};
 
-/// An error answer: status, message and the request field at fault.
-#[derive(Debug)]
-struct PromoteError {
-    status: StatusCode,
-    message: String,
-    field: Option<&'static str>,
-}
-
-impl IntoResponse for PromoteError {
-    fn into_response(self) -> Response {
-        let mut body = serde_json::json!({ "error": self.message });
-        if let Some(f) = self.field {
-            body["field"] = serde_json::Value::from(f);
-        }
-        (self.status, Json(body)).into_response()
-    }
-}
-
-fn error(e: &promote::Error) -> PromoteError {
+fn error(e: &promote::Error) -> ApiError {
     let (status, field) = match e {
         promote::Error::AppNotFound(_) => (StatusCode::NOT_FOUND, None),
         promote::Error::PromotionRefused(_) => (StatusCode::CONFLICT, Some("to")),
@@ -45,19 +26,18 @@ fn error(e: &promote::Error) -> PromoteError {
         promote::Error::NothingToRollBack(_) => (StatusCode::CONFLICT, None),
         promote::Error::StoreFailed(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
     };
-    PromoteError {
-        status,
-        message: e.to_string(),
-        field,
+    let error = ApiError::new(status, e.to_string());
+    match field {
+        Some(f) => error.with_field(f),
+        None => error,
     }
 }
 
-/// The promotion routes, merged into the endpoint's router.
-pub(crate) fn routes() -> Router<State> {
-    Router::new()
-        .route("/api/v1/warmapps/{name}/promote", post(promote_app))
-        .route("/api/v1/warmapps/{name}/rollback", post(rollback_app))
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+/// The promotion routes, merged into the API's routes.
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        .post("/api/v1/warmapps/{name}/promote", promote_app)
+        .post("/api/v1/warmapps/{name}/rollback", rollback_app)
 }
 
 /// `POST /api/v1/warmapps/{name}/promote` body.
@@ -84,13 +64,11 @@ async fn promote_app(
     AxumState(s): AxumState<State>,
     Path(name): Path<String>,
     Body(body): Body<PromoteBody>,
-) -> Result<Response, PromoteError> {
+) -> Result<Response, ApiError> {
     if let Err(e) = crd::version::check_version(&body.to) {
-        return Err(PromoteError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: format!("to: {e}"),
-            field: Some("to"),
-        });
+        return Err(
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("to: {e}")).with_field("to"),
+        );
     }
     let submitted = s
         .promoter
@@ -109,7 +87,7 @@ async fn promote_app(
 async fn rollback_app(
     AxumState(s): AxumState<State>,
     Path(name): Path<String>,
-) -> Result<Response, PromoteError> {
+) -> Result<Response, ApiError> {
     let submitted = s.promoter.rollback(&name).await.map_err(|e| error(&e))?;
     Ok(answer(submitted))
 }

@@ -11,9 +11,10 @@
 //! 4. load the state file (a rejected file changes nothing: logged, counted in
 //!    `hearth_state_file_rejections_total`, recorded as `Rejected` in the history) and watch
 //!    its directory for edits;
-//! 5. listen on the local HTTP endpoint (`127.0.0.1:7433` by default: `GET
-//!    /api/v1/warmapps`, `POST /api/v1/apply`, `GET /metrics`, `GET /healthz`) — how
-//!    `hearth get` and `hearth apply` talk to a running daemon, since it holds the store;
+//! 5. listen on the local HTTP API (`127.0.0.1:7433` by default; see [`http`]) — how
+//!    `hearth get` and `hearth apply` talk to a running daemon, since it holds the store.
+//!    Mutations need the bearer token of `--token-file`, else of `<data-dir>/token`
+//!    (created with a random token, mode 0600, on first start);
 //! 6. run the WarmApp controller until SIGINT/SIGTERM (in-flight reconciles finish; a
 //!    second signal stops at once).
 //!
@@ -21,6 +22,7 @@
 //! directory: a deleted (pruned) warm app's stack is torn down only if it carries this ID, so
 //! a daemon never removes warm-app stacks that another hearth deployed on the same host.
 
+pub mod auth;
 mod ci;
 pub mod cli;
 pub mod gauges;
@@ -28,6 +30,8 @@ mod http;
 mod http_ci;
 mod http_nightly;
 mod http_promote;
+
+pub use http::{parse_kind, route_table, APPLY_BODY_LIMIT, BODY_LIMIT, MUTATIONS};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -96,6 +100,8 @@ pub struct Options {
     pub base_domain: BaseDomain,
     /// Extra labels on every object hearth deploys (e.g. `hearth.test=1`).
     pub extra_labels: Labels,
+    /// The bearer token file for mutations (`None`: `<data_dir>/token`, created if missing).
+    pub token_file: Option<PathBuf>,
 }
 
 /// The nightly sweep's schedule (`--nightly`, `--nightly-tz`, `--nightly-jitter`).
@@ -169,6 +175,9 @@ pub enum Error {
     /// This host's identity (boot id, hostname) could not be read for owner liveness checks.
     #[error("cannot read this host's identity for owner liveness checks")]
     HostUnidentified(#[source] crate::liveness::Error),
+    /// The API token could not be read or created.
+    #[error("cannot set up the API token")]
+    TokenFailed(#[source] auth::Error),
     /// A signal handler could not be installed.
     #[error("cannot install signal handlers")]
     SignalsFailed(#[source] std::io::Error),
@@ -185,6 +194,8 @@ pub struct Running {
     pub metrics: Metrics,
     /// Where the HTTP endpoint listens (the bound address, if one was asked for).
     pub http_addr: Option<SocketAddr>,
+    /// The file holding the API's bearer token (when the endpoint listens).
+    pub token_file: Option<PathBuf>,
     /// The controller's handle (gauges, manual triggers).
     pub handle: Handle,
     shutdown: Shutdown,
@@ -422,8 +433,8 @@ async fn start_with_store(
         resync_period: options.resync,
         ..runtime::Config::default()
     };
-    let controller =
-        Controller::<WarmAppReconciler>::new(store.clone(), ctx, config).with_swarm(swarm);
+    let controller = Controller::<WarmAppReconciler>::new(store.clone(), ctx, config)
+        .with_swarm(Arc::clone(&swarm));
     let handle = controller.handle();
 
     let seed = u64::from_str_radix(instance.get(..12).unwrap_or(&instance), 16).unwrap_or(0);
@@ -458,7 +469,22 @@ async fn start_with_store(
     }
 
     let mut http_addr = None;
+    let mut token_file = None;
     if let Some(addr) = options.listen {
+        let file = options
+            .token_file
+            .clone()
+            .unwrap_or_else(|| auth::default_token_file(&options.data_dir));
+        let token = if options.token_file.is_some() {
+            auth::read(&file).map_err(Error::TokenFailed)?
+        } else {
+            let (token, created) = auth::read_or_create(&file).map_err(Error::TokenFailed)?;
+            if created {
+                info!(file = %file.display(), "created the API token file (mode 0600)");
+            }
+            token
+        };
+        token_file = Some(file);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| Error::ListenFailed { addr, source })?;
@@ -475,10 +501,15 @@ async fn start_with_store(
             sweeper: cleanup.sweeper.clone(),
             promoter: promoter.clone(),
             nightly: nightly.clone(),
+            swarm: Arc::clone(&swarm),
+            handle: handle.clone(),
         };
         let stop = shutdown.graceful.clone();
-        tasks.push(("http", tokio::spawn(http::serve(listener, state, stop))));
-        info!(addr = %bound, "step 5/6: local endpoint listening (hearth get / hearth apply)");
+        tasks.push((
+            "http",
+            tokio::spawn(http::serve(listener, state, token, stop)),
+        ));
+        info!(addr = %bound, token_file = ?token_file, "step 5/6: API listening (mutations need the token file's bearer token)");
     } else {
         info!("step 5/6: no local endpoint");
     }
@@ -500,6 +531,7 @@ async fn start_with_store(
         store,
         metrics,
         http_addr,
+        token_file,
         handle,
         shutdown,
         controller,
@@ -508,7 +540,7 @@ async fn start_with_store(
 }
 
 /// Key of the instance ID in the store's named values.
-const INSTANCE_KEY: &str = "serve.instance-id";
+pub(crate) const INSTANCE_KEY: &str = "serve.instance-id";
 
 /// This data directory's instance ID: read from the store, or drawn and stored on first start.
 ///
