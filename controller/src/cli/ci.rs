@@ -1,11 +1,14 @@
 //! `hearth slot exec`, `hearth run start|heartbeat|report|finish` and `hearth sweep`: clients of the daemon's CI endpoints.
 //!
 //! The daemon holds the store (sled: one process per data directory), so these commands talk
-//! to it over HTTP (`--server`, `$HEARTH_SERVER`, default `127.0.0.1:7433`).
+//! to it over HTTP (`--server`, `$HEARTH_SERVER`, default `127.0.0.1:7433`), sending the bearer
+//! token of `--token-file` (`$HEARTH_TOKEN_FILE`, default `<data-dir>/token`, the file the
+//! daemon creates) with every request.
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -15,8 +18,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde::de::DeserializeOwned;
 
+/// The HTTP method type [`Client::send`] takes.
+pub use hyper::Method;
+
 use crate::runs::Started;
-use crate::serve::DEFAULT_LISTEN;
+use crate::serve::auth::{self, Token};
+use crate::serve::{default_data_dir, DEFAULT_LISTEN};
 use crate::slots::{self, ExecOptions, Grant, SlotClient, SlotRequest};
 
 /// Errors of the CI commands. None is retried by the CLI.
@@ -50,6 +57,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The token file given could not be read.
+    #[error(transparent)]
+    TokenUnreadable(#[from] auth::Error),
     /// The caller's process identity could not be read.
     #[error("cannot identify the owner process")]
     OwnerUnidentified(#[source] crate::liveness::Error),
@@ -61,12 +71,57 @@ pub enum Error {
     OutputFailed(#[from] std::io::Error),
 }
 
-/// The daemon address argument.
+/// Where the daemon is and how to authenticate to it.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArg {
     /// The daemon's endpoint.
     #[arg(long, env = "HEARTH_SERVER", default_value = DEFAULT_LISTEN)]
     pub server: SocketAddr,
+    /// The file holding the API's bearer token (default: `<data-dir>/token`, which
+    /// `hearth serve` creates).
+    #[arg(long, env = "HEARTH_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Data directory (default: $HEARTH_DATA_DIR, $XDG_DATA_HOME/hearth, /var/lib/hearth for
+    /// root, else ~/.local/share/hearth): where the default token file is.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ServerArg {
+    /// The data directory these arguments name.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    /// The bearer token: the `--token-file`'s (an unreadable one is an error), else the
+    /// default file's when it is readable (else none: reads work, mutations are refused with
+    /// a message saying how to pass the token).
+    ///
+    /// # Errors
+    /// [`Error::TokenUnreadable`] for an unreadable `--token-file`.
+    pub fn token(&self) -> Result<Option<Token>, Error> {
+        match &self.token_file {
+            Some(file) => Ok(Some(auth::read(file)?)),
+            None => {
+                let file = auth::default_token_file(&self.data_dir());
+                match auth::read(&file) {
+                    Ok(t) => Ok(Some(t)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no default token; mutations will be refused");
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A client of the daemon carrying the token.
+    ///
+    /// # Errors
+    /// As [`ServerArg::token`].
+    pub fn client(&self) -> Result<Client, Error> {
+        Ok(Client::new(self.server).with_token(self.token()?))
+    }
 }
 
 /// `hearth slot`.
@@ -194,15 +249,105 @@ pub struct SweepArgs {
 }
 
 /// A JSON client of the daemon.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Client {
     addr: SocketAddr,
+    token: Option<Token>,
+}
+
+/// The message of an API error body (`{"error": {"message"}}`, or the text itself).
+pub fn error_message(body: &[u8]) -> String {
+    let value = serde_json::from_slice::<serde_json::Value>(body).ok();
+    let message = value.as_ref().and_then(|v| {
+        v.pointer("/error/message")
+            .or_else(|| v.get("error"))
+            .and_then(|m| m.as_str())
+            .map(String::from)
+    });
+    message.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
 }
 
 impl Client {
-    /// A client of the daemon at `addr`.
+    /// A client of the daemon at `addr`, without a token (reads only).
     pub fn new(addr: SocketAddr) -> Client {
-        Client { addr }
+        Client { addr, token: None }
+    }
+
+    /// Sends `token` with every request.
+    pub fn with_token(mut self, token: Option<Token>) -> Client {
+        self.token = token;
+        self
+    }
+
+    /// The daemon's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `DELETE path`; the decoded answer.
+    ///
+    /// # Errors
+    /// As [`Client::post`].
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.call(hyper::Method::DELETE, path, None).await
+    }
+
+    /// One request with a raw body; (status, body). Only transport failures are errors.
+    ///
+    /// # Errors
+    /// [`Error::DaemonUnreachable`].
+    pub async fn send(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(u16, Bytes), Error> {
+        let addr = self.addr;
+        let unreachable = |reason: String| Error::DaemonUnreachable { addr, reason };
+        let stream =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| unreachable("connect timed out".into()))?
+                .map_err(|e| unreachable(e.to_string()))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .header(hyper::header::CONTENT_TYPE, content_type);
+        if let Some(token) = &self.token {
+            request = request.header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", token.secret()),
+            );
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let result = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let status = response.status().as_u16();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?
+                .to_bytes();
+            Ok::<_, Error>((status, bytes))
+        }
+        .await;
+        driver.abort();
+        result
     }
 
     /// `POST path` with a JSON body; the decoded answer.
@@ -231,58 +376,22 @@ impl Client {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<T, Error> {
-        let addr = self.addr;
-        let unreachable = |reason: String| Error::DaemonUnreachable { addr, reason };
-        let stream =
-            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-                .await
-                .map_err(|_| unreachable("connect timed out".into()))?
-                .map_err(|e| unreachable(e.to_string()))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-        let driver = tokio::spawn(async move {
-            let _ = connection.await;
-        });
         let bytes = match body {
-            Some(b) => serde_json::to_vec(b).map_err(|e| unreachable(e.to_string()))?,
+            Some(b) => serde_json::to_vec(b).map_err(|e| Error::DaemonUnreachable {
+                addr: self.addr,
+                reason: e.to_string(),
+            })?,
             None => Vec::new(),
         };
-        let request = hyper::Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(hyper::header::HOST, addr.to_string())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(bytes)))
-            .map_err(|e| unreachable(e.to_string()))?;
-        let result = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let status = response.status().as_u16();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| unreachable(e.to_string()))?
-                .to_bytes();
-            Ok::<_, Error>((status, bytes))
-        }
-        .await;
-        driver.abort();
-        let (status, bytes) = result?;
+        let (status, bytes) = self
+            .send(method.clone(), path, bytes, "application/json")
+            .await?;
         if !(200..300).contains(&status) {
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(String::from))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
             return Err(Error::RequestRefused {
                 method: method.to_string(),
                 path: path.to_string(),
                 status,
-                message,
+                message: error_message(&bytes),
             });
         }
         let bytes = if bytes.is_empty() {
@@ -379,7 +488,7 @@ impl SlotClient for Client {
 /// See [`Error`].
 pub async fn slot(command: &SlotCommand) -> Result<i32, Error> {
     let SlotCommand::Exec(args) = command;
-    let client = Client::new(args.server.server);
+    let client = args.server.client()?;
     let owner = crate::liveness::current_owner().map_err(Error::OwnerUnidentified)?;
     let outcome = slots::exec(
         &client,
@@ -406,7 +515,7 @@ fn owner(pid: Option<u32>) -> Result<Owner, Error> {
 pub async fn run(command: &RunCommand, out: &mut dyn Write) -> Result<(), Error> {
     match command {
         RunCommand::Start(a) => {
-            let client = Client::new(a.server.server);
+            let client = a.server.client()?;
             let body = serde_json::json!({
                 "recipe": a.recipe,
                 "version": a.version,
@@ -429,7 +538,9 @@ pub async fn run(command: &RunCommand, out: &mut dyn Write) -> Result<(), Error>
             }
         }
         RunCommand::Heartbeat(a) => {
-            let run: serde_json::Value = Client::new(a.server.server)
+            let run: serde_json::Value = a
+                .server
+                .client()?
                 .post(
                     &format!("/api/v1/runs/{}/heartbeat", a.id),
                     &serde_json::json!({}),
@@ -438,7 +549,9 @@ pub async fn run(command: &RunCommand, out: &mut dyn Write) -> Result<(), Error>
             print_phase(out, &a.id, &run)?;
         }
         RunCommand::Report(a) => {
-            let run: serde_json::Value = Client::new(a.server.server)
+            let run: serde_json::Value = a
+                .server
+                .client()?
                 .post(
                     &format!("/api/v1/runs/{}/report", a.id),
                     &serde_json::json!({"tiers": a.tiers}),
@@ -447,7 +560,9 @@ pub async fn run(command: &RunCommand, out: &mut dyn Write) -> Result<(), Error>
             print_phase(out, &a.id, &run)?;
         }
         RunCommand::Finish(a) => {
-            let run: serde_json::Value = Client::new(a.server.server)
+            let run: serde_json::Value = a
+                .server
+                .client()?
                 .post(
                     &format!("/api/v1/runs/{}/finish", a.id),
                     &serde_json::json!({}),
@@ -473,7 +588,7 @@ fn print_phase(out: &mut dyn Write, id: &str, run: &serde_json::Value) -> std::i
 /// # Errors
 /// See [`Error`].
 pub async fn sweep(args: &SweepArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let client = Client::new(args.server.server);
+    let client = args.server.client()?;
     let answer: serde_json::Value = if args.now {
         client
             .post("/api/v1/nightly", &serde_json::json!({}))

@@ -10,15 +10,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::{default_data_dir, Options, DEFAULT_BASE_DOMAIN, DEFAULT_LISTEN};
+use crate::cli::ci::ServerArg;
+use crate::statefile;
+use crate::swarm::Labels;
 use clap::{Args, Subcommand, ValueEnum};
 use crd::names::BaseDomain;
 use crd::WarmApp;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-
-use super::{default_data_dir, Options, DEFAULT_BASE_DOMAIN, DEFAULT_LISTEN};
-use crate::statefile;
-use crate::swarm::Labels;
 
 /// `hearth serve`.
 #[derive(Debug, Clone, Args)]
@@ -76,6 +74,10 @@ pub struct ServeArgs {
     /// Spread each nightly run by up to this much after its time (humantime, e.g. 10m).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub nightly_jitter: Duration,
+    /// The API's bearer token file for mutations (default: `<data-dir>/token`, created with a
+    /// random token, mode 0600, on first start).
+    #[arg(long, env = "HEARTH_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `hearth apply`.
@@ -90,12 +92,9 @@ pub struct ApplyArgs {
     /// Delete resources that are not in the file.
     #[arg(long)]
     pub prune: bool,
-    /// The daemon's local endpoint.
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    pub server: SocketAddr,
-    /// Data directory used when no daemon answers.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// The daemon (its data directory is applied to directly when no daemon answers).
+    #[command(flatten)]
+    pub server: ServerArg,
     /// Base domain (must match the daemon's).
     #[arg(long, default_value = DEFAULT_BASE_DOMAIN)]
     pub base_domain: String,
@@ -115,12 +114,9 @@ pub struct GetArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// The daemon's local endpoint.
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    pub server: SocketAddr,
-    /// Data directory read when no daemon answers.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// The daemon (its data directory is read directly when no daemon answers).
+    #[command(flatten)]
+    pub server: ServerArg,
 }
 
 /// Output formats.
@@ -158,6 +154,9 @@ pub enum Error {
     /// Reading the store failed.
     #[error("reading the store failed")]
     StoreFailed(#[source] state::Error),
+    /// A client failure (unreadable token file, unreachable daemon).
+    #[error(transparent)]
+    ClientFailed(#[from] crate::cli::ci::Error),
     /// Writing the output failed.
     #[error("cannot write output")]
     OutputFailed(#[from] std::io::Error),
@@ -193,6 +192,7 @@ pub fn options(args: &ServeArgs) -> Result<Options, Error> {
         listen,
         base_domain: base_domain(&args.base_domain)?,
         extra_labels: extra,
+        token_file: args.token_file.clone(),
     })
 }
 
@@ -234,15 +234,31 @@ pub async fn apply(args: &ApplyArgs, out: &mut dyn Write) -> Result<(), Error> {
         args.prune,
         encode(&set.source)
     );
-    match request(args.server, hyper::Method::POST, &path, Some(text)).await {
+    let client = args.server.client()?;
+    let addr = client.addr();
+    match client
+        .send(
+            hyper::Method::POST,
+            &path,
+            text.into_bytes(),
+            "application/yaml",
+        )
+        .await
+    {
         Ok((200, body)) => {
-            write!(out, "{body}")?;
+            let answer: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| Error::DaemonUnreachable {
+                    addr,
+                    message: format!("unexpected answer: {e}"),
+                })?;
+            let text = answer.get("text").and_then(|t| t.as_str()).unwrap_or("");
+            writeln!(out, "{text}")?;
             Ok(())
         }
-        Ok((_, body)) => Err(Error::DaemonRefused(daemon_message(&body))),
+        Ok((_, body)) => Err(Error::DaemonRefused(crate::cli::ci::error_message(&body))),
         Err(e) => {
-            let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-            tracing::info!(server = %args.server, error = %e, data_dir = %dir.display(), "no daemon answered; applying to the data directory");
+            let dir = args.server.data_dir();
+            tracing::info!(server = %addr, error = %e, data_dir = %dir.display(), "no daemon answered; applying to the data directory");
             let store = super::open_store(&dir).await?;
             let diff = statefile::apply(
                 &store,
@@ -265,27 +281,33 @@ pub async fn apply(args: &ApplyArgs, out: &mut dyn Write) -> Result<(), Error> {
 /// An unreachable daemon and store, or a failed output.
 pub async fn get(command: &GetCommand, out: &mut dyn Write) -> Result<(), Error> {
     let GetCommand::Warmapps(args) = command;
-    let apps: Vec<WarmApp> =
-        match request(args.server, hyper::Method::GET, "/api/v1/warmapps", None).await {
-            Ok((200, body)) => {
-                serde_json::from_str(&body).map_err(|e| Error::DaemonUnreachable {
-                    addr: args.server,
-                    message: format!("unexpected answer: {e}"),
-                })?
-            }
-            Ok((_, body)) => return Err(Error::DaemonRefused(daemon_message(&body))),
-            Err(e) => {
-                let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-                let store =
-                    super::open_store(&dir)
-                        .await
-                        .map_err(|open| Error::DaemonUnreachable {
-                            addr: args.server,
-                            message: format!("{e}; and the data directory cannot be read: {open}"),
-                        })?;
-                store.list::<WarmApp>().map_err(Error::StoreFailed)?.items
-            }
-        };
+    let client = args.server.client()?;
+    let addr = client.addr();
+    let apps: Vec<WarmApp> = match client
+        .send(
+            hyper::Method::GET,
+            "/api/v1/warmapps",
+            Vec::new(),
+            "application/json",
+        )
+        .await
+    {
+        Ok((200, body)) => serde_json::from_slice(&body).map_err(|e| Error::DaemonUnreachable {
+            addr,
+            message: format!("unexpected answer: {e}"),
+        })?,
+        Ok((_, body)) => return Err(Error::DaemonRefused(crate::cli::ci::error_message(&body))),
+        Err(e) => {
+            let dir = args.server.data_dir();
+            let store = super::open_store(&dir)
+                .await
+                .map_err(|open| Error::DaemonUnreachable {
+                    addr,
+                    message: format!("{e}; and the data directory cannot be read: {open}"),
+                })?;
+            store.list::<WarmApp>().map_err(Error::StoreFailed)?.items
+        }
+    };
     match args.output {
         Output::Json => {
             let text = serde_json::to_string_pretty(&apps)
@@ -359,13 +381,6 @@ pub fn write_table(apps: &[WarmApp], out: &mut dyn Write) -> std::io::Result<()>
     Ok(())
 }
 
-fn daemon_message(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-        .unwrap_or_else(|| body.trim().to_string())
-}
-
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -375,50 +390,6 @@ fn encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// One HTTP/1.1 request to the daemon; (status, body).
-async fn request(
-    addr: SocketAddr,
-    method: hyper::Method,
-    path: &str,
-    body: Option<String>,
-) -> Result<(u16, String), String> {
-    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .header(hyper::header::CONTENT_TYPE, "application/yaml")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| e.to_string())?;
-    let result = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
-    }
-    .await;
-    driver.abort();
-    result
 }
 
 #[cfg(test)]
@@ -468,6 +439,7 @@ mod tests {
             nightly: None,
             nightly_tz: "UTC".into(),
             nightly_jitter: Duration::ZERO,
+            token_file: None,
         };
         let o = options(&args).unwrap();
         assert_eq!(o.resync, Duration::from_secs(150));
