@@ -10,9 +10,12 @@
 //!   measured (the CI scale test and `bench_scale`).
 //! - [`conformance`]: behaviours every [`controller::swarm::Swarm`] must show, run against the
 //!   simulated swarm (`tests/sim_conformance.rs`) and the real one (`tests/real_swarm.rs`).
+//! - [`daemon`]: `hearth serve` in-process on the simulated swarm (temp data dir, ephemeral
+//!   port) for fast API, CLI and status-page tests.
 
 pub mod ci_kill;
 pub mod conformance;
+pub mod daemon;
 pub mod process;
 pub mod scale;
 pub mod support;

@@ -58,6 +58,7 @@ async fn start_serve(
             (TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string()),
             (RUN_LABEL.to_string(), run.to_string()),
         ]),
+        token_file: None,
     };
     let prober = Arc::new(GatewayProber::new(
         socket,
@@ -79,8 +80,15 @@ fn pool_yaml(name: &str, slots: u32, wait: &str) -> String {
     )
 }
 
-fn slot_exec(server: &str, pool: &str, script: &str) -> Child {
+/// The token file of the daemon started in `dir` (clients get it through
+/// `$HEARTH_TOKEN_FILE`, as a CI job would).
+fn token_file(dir: &Path) -> PathBuf {
+    dir.join("data").join("token")
+}
+
+fn slot_exec(dir: &Path, server: &str, pool: &str, script: &str) -> Child {
     Command::new(hearth_bin())
+        .env("HEARTH_TOKEN_FILE", token_file(dir))
         .args(["slot", "exec", "--pool", pool, "--server", server, "--"])
         .args(["sh", "-c", script])
         .stdin(Stdio::null())
@@ -128,7 +136,7 @@ async fn slot_exec_with_three_slots_and_ten_jobs_keeps_three_inside_in_order_and
             inside = inside.display(),
             log = log.display()
         );
-        jobs.push(slot_exec(&server, "hearth-test-ci", &script));
+        jobs.push(slot_exec(dir.path(), &server, "hearth-test-ci", &script));
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     for mut job in jobs {
@@ -159,6 +167,7 @@ async fn slot_exec_with_three_slots_and_ten_jobs_keeps_three_inside_in_order_and
     // (owner death), so the next job gets in long before the 30 s wait timeout.
     let child_pid = dir.path().join("child.pid");
     let mut holder = slot_exec(
+        dir.path(),
         &server,
         "hearth-test-one",
         &format!("echo $$ > {}; exec sleep 120", child_pid.display()),
@@ -177,7 +186,7 @@ async fn slot_exec_with_three_slots_and_ten_jobs_keeps_three_inside_in_order_and
     holder.kill().unwrap(); // SIGKILL
     holder.wait().unwrap();
     let killed = Instant::now();
-    let mut next = slot_exec(&server, "hearth-test-one", "true");
+    let mut next = slot_exec(dir.path(), &server, "hearth-test-one", "true");
     let status = tokio::task::spawn_blocking(move || next.wait().unwrap())
         .await
         .unwrap();
@@ -270,7 +279,10 @@ async fn a_killed_ci_script_is_cleaned_up(test: &str, deploy: ci_kill::Deploy) {
         pool: "hearth-test-runs".into(),
         deploy,
         work: dir.path().join("job"),
-        env: vec![],
+        env: vec![(
+            "HEARTH_TOKEN_FILE".into(),
+            token_file(dir.path()).display().to_string(),
+        )],
     };
     let mut job = ci_kill::start_job(&swarm, &scenario, Duration::from_secs(120))
         .await

@@ -175,6 +175,7 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
             (TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string()),
             (RUN_LABEL.to_string(), run_label.clone()),
         ]),
+        token_file: None,
     };
     let prober = Arc::new(GatewayProber::new(
         socket,
@@ -187,6 +188,13 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
         .await
         .expect("hearth serve starts");
     let hearth_addr = running.http_addr.unwrap();
+    // The CLI calls below change state: they pass the token file the daemon created.
+    let token = running
+        .token_file
+        .clone()
+        .unwrap()
+        .display()
+        .to_string();
     let server = hearth_addr.to_string();
 
     // Prometheus, scraping hearth every second.
@@ -247,6 +255,8 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
         &pid,
         "--server",
         &server,
+        "--token-file",
+        &token,
         "-o",
         "json",
     ]))
@@ -264,8 +274,18 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
         "custom-sso=skip:no idp",
         "--server",
         &server,
+        "--token-file",
+        &token,
     ]);
-    let finished = hearth(&["run", "finish", &id, "--server", &server]);
+    let finished = hearth(&[
+        "run",
+        "finish",
+        &id,
+        "--server",
+        &server,
+        "--token-file",
+        &token,
+    ]);
     // "run <id>: <phase>"
     let phase = finished.trim().rsplit(' ').next().unwrap().to_owned();
     println!("{}", finished.trim());

@@ -232,6 +232,7 @@ async fn start(dir: &Path, swarm: Arc<Counting>, run: &str) -> (Running, Shutdow
             (TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string()),
             (RUN_LABEL.to_string(), run.to_string()),
         ]),
+        token_file: None,
     };
     let prober = Arc::new(GatewayProber::new(
         socket,
@@ -404,8 +405,11 @@ async fn two_warm_apps_become_ready_a_bad_file_changes_nothing_and_a_restart_wri
     let mut out = Vec::new();
     let get = controller::serve::cli::GetCommand::Warmapps(controller::serve::cli::GetArgs {
         output: controller::serve::cli::Output::Table,
-        server: addr.parse().expect("addr"),
-        data_dir: Some(dir.path().join("not-used")),
+        server: controller::cli::ci::ServerArg {
+            server: addr.parse().expect("addr"),
+            token_file: None,
+            data_dir: Some(dir.path().join("not-used")),
+        },
     });
     controller::serve::cli::get(&get, &mut out)
         .await

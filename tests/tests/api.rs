@@ -1,0 +1,345 @@
+//! The HTTP API against a daemon on the simulated swarm: every mutation needs the bearer token,
+//! invalid requests get 4xx JSON errors naming the problem, readiness and history.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use controller::cli::ci::{Client, Method};
+use controller::serve::auth::Token;
+use hearth_tests::daemon::SimDaemon;
+use serde_json::Value;
+
+const STATE: &str = "apiVersion: hearth/v1\nkind: WarmApp\nmetadata:\n  name: web\nspec:\n  \
+recipe: webapp\n  version: 1.1.0\n  health:\n    http:\n      service: app\n      port: 8080\n      \
+path: /healthz\n---\napiVersion: hearth/v1\nkind: SlotPool\nmetadata:\n  name: ci\nspec:\n  \
+slots: 2\n  portBase: 20000\n  portsPerSlot: 10\n  waitTimeout: 1s\n";
+
+/// `(status, JSON body)` of one request.
+async fn call(client: &Client, method: Method, path: &str, body: &str, ct: &str) -> (u16, Value) {
+    let (status, bytes) = client
+        .send(method, path, body.as_bytes().to_vec(), ct)
+        .await
+        .unwrap();
+    let value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{path}: answer is not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, value)
+}
+
+fn json(status_body: &(u16, Value)) -> String {
+    format!("{} {}", status_body.0, status_body.1)
+}
+
+/// The error object of an answer; panics if the answer is not the API's error shape.
+fn error(answer: &(u16, Value)) -> (&str, &str, Option<&str>) {
+    let e = answer
+        .1
+        .get("error")
+        .unwrap_or_else(|| panic!("not an error: {}", json(answer)));
+    (
+        e["code"].as_str().unwrap(),
+        e["message"].as_str().unwrap(),
+        e.get("field").and_then(Value::as_str),
+    )
+}
+
+/// A concrete path for a route pattern (`{param}` → a plausible name).
+fn concrete(pattern: &str) -> String {
+    pattern
+        .split('/')
+        .map(|seg| {
+            if seg.starts_with('{') {
+                "hearth-test-nothing"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mutating_route_is_refused_without_or_with_a_wrong_token_and_reachable_with_it() {
+    let daemon = SimDaemon::start(STATE).await;
+    // One list in code; it must be exactly the router's mutating routes.
+    let recorded: BTreeSet<(String, String)> = controller::serve::route_table()
+        .into_iter()
+        .filter(|(m, _)| m != "GET" && m != "HEAD")
+        .collect();
+    let listed: BTreeSet<(String, String)> = controller::serve::MUTATIONS
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        recorded, listed,
+        "a mutating route is missing from MUTATIONS"
+    );
+    assert!(listed.len() >= 12, "{listed:?}");
+
+    let wrong = Client::new(daemon.addr).with_token(Some(Token::new("not-the-token")));
+    let right = daemon.client();
+    for (method, pattern) in &listed {
+        let path = concrete(pattern);
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        for (who, client) in [
+            ("no token", daemon.anonymous()),
+            ("a wrong token", wrong.clone()),
+        ] {
+            let answer = call(&client, m.clone(), &path, "{}", "application/json").await;
+            assert_eq!(
+                answer.0,
+                401,
+                "{method} {path} with {who}: {}",
+                json(&answer)
+            );
+            let (code, message, _) = error(&answer);
+            assert_eq!(code, "Unauthorized");
+            assert!(message.contains("token"), "{message}");
+        }
+        // With the token the route answers for itself (its own 4xx for a made-up object or an
+        // empty body), which shows the 401s above came from the token check, not a missing route.
+        let answer = call(&right, m.clone(), &path, "{}", "application/json").await;
+        assert_ne!(
+            answer.0,
+            401,
+            "{method} {path} with the token: {}",
+            json(&answer)
+        );
+        assert_ne!(
+            answer.0,
+            405,
+            "{method} {path} is not routed: {}",
+            json(&answer)
+        );
+        if answer.0 == 404 {
+            assert!(
+                !error(&answer).1.starts_with("no route"),
+                "{method} {path} is not routed: {}",
+                json(&answer)
+            );
+        }
+    }
+    // A mutation of an unknown route is refused too (the layer is router-wide).
+    let answer = call(
+        &daemon.anonymous(),
+        Method::PUT,
+        "/api/v1/anything",
+        "",
+        "text/plain",
+    )
+    .await;
+    assert_eq!(answer.0, 401, "{}", json(&answer));
+    // Reads need no token.
+    let answer = call(&daemon.anonymous(), Method::GET, "/api/v1/warmapps", "", "").await;
+    assert_eq!(answer.0, 200, "{}", json(&answer));
+    // The token file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&daemon.token_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_get_json_4xx_errors_that_name_the_problem() {
+    let daemon = SimDaemon::start(STATE).await;
+    let c = daemon.client();
+    let j = "application/json";
+
+    // Malformed JSON: 400.
+    let a = call(&c, Method::POST, "/api/v1/runs", "{\"recipe\": ", j).await;
+    assert_eq!(a.0, 400, "{}", json(&a));
+    assert!(
+        error(&a).1.contains("EOF") || error(&a).1.contains("parse"),
+        "{}",
+        json(&a)
+    );
+    // Wrong content type: 415.
+    let a = call(&c, Method::POST, "/api/v1/runs", "{}", "text/plain").await;
+    assert_eq!(a.0, 415, "{}", json(&a));
+    assert_eq!(error(&a).0, "UnsupportedMediaType");
+    assert!(error(&a).1.contains("application/json"), "{}", json(&a));
+    // A missing field: 422 naming it.
+    let a = call(
+        &c,
+        Method::POST,
+        "/api/v1/runs",
+        "{\"version\": \"1.0.0\"}",
+        j,
+    )
+    .await;
+    assert_eq!(a.0, 422, "{}", json(&a));
+    assert_eq!(error(&a).2, Some("recipe"), "{}", json(&a));
+    // An unknown field: 422 naming it.
+    let a = call(
+        &c,
+        Method::POST,
+        "/api/v1/sweep",
+        "{\"dryRun\": true, \"force\": 1}",
+        j,
+    )
+    .await;
+    assert_eq!(a.0, 422, "{}", json(&a));
+    assert_eq!(error(&a).2, Some("force"), "{}", json(&a));
+    // A wrongly typed field: 422 with its path.
+    let a = call(
+        &c,
+        Method::POST,
+        "/api/v1/slotpools/ci/release",
+        "{\"slot\": \"one\", \"owner\": {}}",
+        j,
+    )
+    .await;
+    assert_eq!(a.0, 422, "{}", json(&a));
+    assert_eq!(error(&a).2, Some("slot"), "{}", json(&a));
+    // A bad duration: 400 naming the field.
+    let owner = serde_json::to_string(&controller::liveness::current_owner().unwrap()).unwrap();
+    let a = call(
+        &c,
+        Method::POST,
+        "/api/v1/slotpools/ci/acquire",
+        &format!("{{\"owner\": {owner}, \"ttl\": \"soon\"}}"),
+        j,
+    )
+    .await;
+    assert_eq!(a.0, 400, "{}", json(&a));
+    assert_eq!(error(&a).2, Some("ttl"), "{}", json(&a));
+    assert!(error(&a).1.contains("invalid duration"), "{}", json(&a));
+    // Too large a body: 413, for JSON routes above 64 KiB and for apply above 1 MiB.
+    let big = format!(
+        "{{\"dryRun\": false, \"pad\": \"{}\"}}",
+        "x".repeat(70 * 1024)
+    );
+    let a = call(&c, Method::POST, "/api/v1/sweep", &big, j).await;
+    assert_eq!(a.0, 413, "{}", json(&a));
+    assert_eq!(error(&a).0, "PayloadTooLarge");
+    let huge = format!("# {}\n", "x".repeat(1024 * 1024 + 10));
+    let a = call(&c, Method::POST, "/api/v1/apply", &huge, "application/yaml").await;
+    assert_eq!(a.0, 413, "{}", json(&a));
+    // …while a state file of 200 KiB is accepted (then rejected for its content, with a location).
+    let medium = format!("# {}\nkind: Nope\n", "x".repeat(200 * 1024));
+    let a = call(
+        &c,
+        Method::POST,
+        "/api/v1/apply?dryRun=true&file=s.yml",
+        &medium,
+        "application/yaml",
+    )
+    .await;
+    assert_eq!(a.0, 422, "{}", json(&a));
+    assert!(
+        error(&a).1.contains("s.yml:1:1: apiVersion"),
+        "{}",
+        json(&a)
+    );
+    // An unknown route: 404 JSON; a wrong method: 405 JSON with the allowed ones.
+    let a = call(&c, Method::GET, "/api/v1/nothing", "", j).await;
+    assert_eq!(a.0, 404, "{}", json(&a));
+    assert!(
+        error(&a).1.contains("no route for GET /api/v1/nothing"),
+        "{}",
+        json(&a)
+    );
+    let a = call(&c, Method::DELETE, "/api/v1/apply", "", j).await;
+    assert_eq!(a.0, 405, "{}", json(&a));
+    assert!(error(&a).1.contains("allowed: POST"), "{}", json(&a));
+    // Bad query parameters: 400 naming them.
+    let a = call(&c, Method::GET, "/api/v1/history?kind=pods", "", j).await;
+    assert_eq!(a.0, 400, "{}", json(&a));
+    assert_eq!(error(&a).2, Some("kind"), "{}", json(&a));
+    let a = call(&c, Method::GET, "/api/v1/history?limit=0", "", j).await;
+    assert_eq!(error(&a).2, Some("limit"), "{}", json(&a));
+    let a = call(&c, Method::GET, "/api/v1/history?limit=many", "", j).await;
+    assert_eq!(a.0, 400, "{}", json(&a));
+    assert_eq!(error(&a).2, Some("limit"), "{}", json(&a));
+    // Objects that do not exist: 404; a pool with a holder cannot be deleted: 409.
+    let a = call(&c, Method::GET, "/api/v1/runs/hearth-test-none", "", j).await;
+    assert_eq!(a.0, 404, "{}", json(&a));
+    assert_eq!(error(&a).0, "NotFound");
+    let a = call(
+        &c,
+        Method::POST,
+        "/api/v1/slotpools/ci/acquire",
+        &format!("{{\"owner\": {owner}}}"),
+        j,
+    )
+    .await;
+    assert_eq!(a.0, 200, "{}", json(&a));
+    let a = call(&c, Method::DELETE, "/api/v1/slotpools/ci", "", j).await;
+    assert_eq!(a.0, 409, "{}", json(&a));
+    assert!(error(&a).1.contains("1 lease(s)"), "{}", json(&a));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_history_and_deletes_work_through_the_api() {
+    let daemon = SimDaemon::start(STATE).await;
+    let c = daemon.client();
+    daemon.wait_ready(Duration::from_secs(20)).await;
+    let a = call(&c, Method::GET, "/readyz", "", "").await;
+    assert_eq!(a.1["checks"]["firstReconcile"], "ok", "{}", json(&a));
+    assert_eq!(a.1["checks"]["docker"], "ok", "{}", json(&a));
+
+    // Wait for the warm app to deploy: its history then has a Deployed entry.
+    hearth_tests::support::eventually(
+        "web deployed",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let c = c.clone();
+            async move {
+                let a = call(
+                    &c,
+                    Method::GET,
+                    "/api/v1/history?kind=warmapp&name=web",
+                    "",
+                    "",
+                )
+                .await;
+                a.1.as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["reason"] == "Deployed")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let a = call(&c, Method::GET, "/api/v1/history?kind=SlotPool", "", "").await;
+    assert!(
+        a.1.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["subject"]["kind"] == "SlotPool"),
+        "{}",
+        json(&a)
+    );
+    let a = call(&c, Method::GET, "/api/v1/history?limit=1", "", "").await;
+    assert_eq!(a.1.as_array().unwrap().len(), 1, "{}", json(&a));
+
+    // Deleting the warm app through the API: gone, recorded, its stack torn down.
+    let a = call(&c, Method::DELETE, "/api/v1/warmapps/web", "", "").await;
+    assert_eq!(a.0, 200, "{}", json(&a));
+    assert_eq!(a.1["metadata"]["name"], "web");
+    let a = call(&c, Method::GET, "/api/v1/warmapps/web", "", "").await;
+    assert_eq!(a.0, 404, "{}", json(&a));
+    let a = call(
+        &c,
+        Method::GET,
+        "/api/v1/history?kind=warmapp&name=web&limit=5",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(a.1[0]["reason"], "Deleted", "{}", json(&a));
+    let a = call(&c, Method::DELETE, "/api/v1/warmapps/web", "", "").await;
+    assert_eq!(a.0, 404, "{}", json(&a));
+    daemon.stop().await;
+}
