@@ -343,3 +343,139 @@ async fn readiness_history_and_deletes_work_through_the_api() {
     assert_eq!(a.0, 404, "{}", json(&a));
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gets_describes_applies_and_deletes_through_the_daemon() {
+    use controller::serve::cli::{
+        self as scli, GetArgs, GetCommand, HistoryArgs, ObjectArgs, Output,
+    };
+    let daemon = SimDaemon::start(STATE).await;
+    daemon.wait_ready(Duration::from_secs(20)).await;
+    let server = controller::cli::ci::ServerArg {
+        server: daemon.addr,
+        token_file: Some(daemon.token_file.clone()),
+        data_dir: Some(daemon.dir.path().join("not-used")),
+    };
+    let text = |out: Vec<u8>| String::from_utf8(out).unwrap();
+
+    let mut out = Vec::new();
+    let get = GetCommand::Warmapps(GetArgs {
+        name: None,
+        output: Output::Table,
+        server: server.clone(),
+    });
+    scli::get(&get, &mut out).await.unwrap();
+    let table = text(out);
+    assert!(table.starts_with("NAME   RECIPE   VERSION"), "{table}");
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("web    webapp   1.1.0"),
+        "{table}"
+    );
+
+    let mut out = Vec::new();
+    let get = GetCommand::Slotpools(GetArgs {
+        name: Some("ci".into()),
+        output: Output::Yaml,
+        server: server.clone(),
+    });
+    scli::get(&get, &mut out).await.unwrap();
+    let yaml = text(out);
+    assert!(
+        yaml.contains("kind: SlotPool") && yaml.contains("name: ci"),
+        "{yaml}"
+    );
+
+    let mut out = Vec::new();
+    let get = GetCommand::Runs(GetArgs {
+        name: None,
+        output: Output::Json,
+        server: server.clone(),
+    });
+    scli::get(&get, &mut out).await.unwrap();
+    assert_eq!(text(out).trim(), "[]");
+
+    let mut out = Vec::new();
+    let describe = ObjectArgs {
+        kind: "wa".into(),
+        name: "web".into(),
+        output: Output::Table,
+        server: server.clone(),
+    };
+    scli::describe(&describe, &mut out).await.unwrap();
+    let page = text(out);
+    assert!(page.contains("Recipe:             webapp"), "{page}");
+    assert!(page.contains("History:"), "{page}");
+
+    // Apply a file that adds a pool, as JSON.
+    let file = daemon.dir.path().join("more.yml");
+    std::fs::write(&file, "apiVersion: hearth/v1\nkind: SlotPool\nmetadata:\n  name: extra\nspec:\n  slots: 1\n  portBase: 30000\n").unwrap();
+    let mut out = Vec::new();
+    let apply = scli::ApplyArgs {
+        file,
+        dry_run: false,
+        prune: false,
+        server: server.clone(),
+        base_domain: "hearth.test".into(),
+        output: Output::Json,
+    };
+    scli::apply(&apply, &mut out).await.unwrap();
+    let answer: Value = serde_json::from_slice(&out).unwrap();
+    assert!(
+        answer["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "extra" && c["op"] == "create"),
+        "{answer}"
+    );
+
+    let mut out = Vec::new();
+    let delete = ObjectArgs {
+        kind: "slotpool".into(),
+        name: "extra".into(),
+        output: Output::Table,
+        server: server.clone(),
+    };
+    scli::delete(&delete, &mut out).await.unwrap();
+    assert_eq!(text(out), "slotpool/extra deleted\n");
+
+    let mut out = Vec::new();
+    let history = GetCommand::History(HistoryArgs {
+        name: Some("slotpool/extra".into()),
+        limit: 5,
+        output: Output::Table,
+        server: server.clone(),
+    });
+    scli::get(&history, &mut out).await.unwrap();
+    let table = text(out);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains("Deleted   SlotPool/extra"),
+        "{table}"
+    );
+
+    // Without the token a delete is refused with the daemon's message.
+    let anonymous = controller::cli::ci::ServerArg {
+        token_file: None,
+        ..server.clone()
+    };
+    let delete = ObjectArgs {
+        kind: "warmapp".into(),
+        name: "web".into(),
+        output: Output::Table,
+        server: anonymous,
+    };
+    let err = scli::delete(&delete, &mut Vec::new()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("401") && err.to_string().contains("token"),
+        "{err}"
+    );
+    daemon.stop().await;
+}

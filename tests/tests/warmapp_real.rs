@@ -404,6 +404,7 @@ async fn two_warm_apps_become_ready_a_bad_file_changes_nothing_and_a_restart_wri
     let addr = running.http_addr.expect("endpoint").to_string();
     let mut out = Vec::new();
     let get = controller::serve::cli::GetCommand::Warmapps(controller::serve::cli::GetArgs {
+        name: None,
         output: controller::serve::cli::Output::Table,
         server: controller::cli::ci::ServerArg {
             server: addr.parse().expect("addr"),

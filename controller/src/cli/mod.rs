@@ -48,9 +48,14 @@ pub enum Command {
     Serve(crate::serve::cli::ServeArgs),
     /// Validate a state file and apply it (through the running daemon, else to the store).
     Apply(crate::serve::cli::ApplyArgs),
-    /// Show resources (asks the running daemon).
+    /// Show resources: warmapps, runs, slotpools, history (asks the running daemon).
     #[command(subcommand)]
     Get(crate::serve::cli::GetCommand),
+    /// Show one resource in detail with its recent history: `describe KIND NAME`.
+    Describe(crate::serve::cli::ObjectArgs),
+    /// Delete a resource through the daemon: `delete KIND NAME` (a warm app's stack is torn
+    /// down; a run must be finished; a pool must be idle).
+    Delete(crate::serve::cli::ObjectArgs),
     /// Hold a slot of a pool while a command runs (through the daemon).
     #[command(subcommand)]
     Slot(ci::SlotCommand),
@@ -158,6 +163,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         Command::Serve(args) => Ok(crate::serve::cli::serve(&args).await?),
         Command::Apply(args) => Ok(crate::serve::cli::apply(&args, out).await?),
         Command::Get(command) => Ok(crate::serve::cli::get(&command, out).await?),
+        Command::Describe(args) => Ok(crate::serve::cli::describe(&args, out).await?),
+        Command::Delete(args) => Ok(crate::serve::cli::delete(&args, out).await?),
         Command::Slot(command) => {
             let code = ci::slot(&command).await?;
             out.flush()?;

@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{default_data_dir, Options, DEFAULT_BASE_DOMAIN, DEFAULT_LISTEN};
-use crate::cli::ci::ServerArg;
+use crate::cli::ci::{self, ServerArg};
 use crate::statefile;
 use crate::swarm::Labels;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use crd::names::BaseDomain;
-use crd::WarmApp;
+use crd::{Kind, Run, SlotPool, WarmApp};
+use state::Store;
 
 /// `hearth serve`.
 #[derive(Debug, Clone, Args)]
@@ -98,6 +99,9 @@ pub struct ApplyArgs {
     /// Base domain (must match the daemon's).
     #[arg(long, default_value = DEFAULT_BASE_DOMAIN)]
     pub base_domain: String,
+    /// Output format (table: the diff as text).
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `hearth get`.
@@ -106,11 +110,21 @@ pub enum GetCommand {
     /// Warm apps: phase, versions, readiness.
     #[command(alias = "warmapp", alias = "wa")]
     Warmapps(GetArgs),
+    /// CI runs: phase, slot, tier results, verdict.
+    #[command(alias = "run")]
+    Runs(GetArgs),
+    /// Slot pools: slots in use, waiters, ports.
+    #[command(alias = "slotpool", alias = "pools", alias = "sp")]
+    Slotpools(GetArgs),
+    /// The history, newest first.
+    History(HistoryArgs),
 }
 
-/// Arguments of `hearth get warmapps`.
+/// Arguments of `hearth get warmapps|runs|slotpools`.
 #[derive(Debug, Clone, Args)]
 pub struct GetArgs {
+    /// Only this object.
+    pub name: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -119,14 +133,38 @@ pub struct GetArgs {
     pub server: ServerArg,
 }
 
-/// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Aligned columns.
-    Table,
-    /// The objects as JSON.
-    Json,
+/// Arguments of `hearth get history`.
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// Only entries about this object: `NAME` or `KIND/NAME` (e.g. `warmapp/webapp`).
+    pub name: Option<String>,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// The daemon (its data directory is read directly when no daemon answers).
+    #[command(flatten)]
+    pub server: ServerArg,
 }
+
+/// `hearth describe KIND NAME` and `hearth delete KIND NAME`.
+#[derive(Debug, Clone, Args)]
+pub struct ObjectArgs {
+    /// The kind: warmapp, run or slotpool (plurals and short forms work).
+    pub kind: String,
+    /// The object's name.
+    pub name: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// The daemon.
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+pub use super::render::Output;
 
 /// Errors of these commands.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +198,12 @@ pub enum Error {
     /// Writing the output failed.
     #[error("cannot write output")]
     OutputFailed(#[from] std::io::Error),
+    /// Rendering the output failed.
+    #[error(transparent)]
+    RenderFailed(#[from] super::render::Error),
+    /// The daemon answered something this CLI cannot read.
+    #[error("unexpected answer from the daemon: {0}")]
+    AnswerUnreadable(String),
 }
 
 /// Turns `serve` arguments into daemon options.
@@ -251,8 +295,13 @@ pub async fn apply(args: &ApplyArgs, out: &mut dyn Write) -> Result<(), Error> {
                     addr,
                     message: format!("unexpected answer: {e}"),
                 })?;
-            let text = answer.get("text").and_then(|t| t.as_str()).unwrap_or("");
-            writeln!(out, "{text}")?;
+            match args.output {
+                Output::Table => {
+                    let text = answer.get("text").and_then(|t| t.as_str()).unwrap_or("");
+                    writeln!(out, "{text}")?;
+                }
+                other => write!(out, "{}", super::render::structured(&answer, other)?)?,
+            }
             Ok(())
         }
         Ok((_, body)) => Err(Error::DaemonRefused(crate::cli::ci::error_message(&body))),
@@ -269,115 +318,233 @@ pub async fn apply(args: &ApplyArgs, out: &mut dyn Write) -> Result<(), Error> {
                 },
             )
             .await?;
-            writeln!(out, "{diff}")?;
+            match args.output {
+                Output::Table => writeln!(out, "{diff}")?,
+                other => write!(
+                    out,
+                    "{}",
+                    super::render::structured(&super::http::diff_json(&diff, args.dry_run), other)?
+                )?,
+            }
             Ok(())
         }
     }
 }
 
-/// Runs `hearth get ...`.
-///
-/// # Errors
-/// An unreachable daemon and store, or a failed output.
-pub async fn get(command: &GetCommand, out: &mut dyn Write) -> Result<(), Error> {
-    let GetCommand::Warmapps(args) = command;
-    let client = args.server.client()?;
-    let addr = client.addr();
-    let apps: Vec<WarmApp> = match client
-        .send(
-            hyper::Method::GET,
-            "/api/v1/warmapps",
-            Vec::new(),
-            "application/json",
-        )
-        .await
-    {
-        Ok((200, body)) => serde_json::from_slice(&body).map_err(|e| Error::DaemonUnreachable {
-            addr,
-            message: format!("unexpected answer: {e}"),
-        })?,
-        Ok((_, body)) => return Err(Error::DaemonRefused(crate::cli::ci::error_message(&body))),
-        Err(e) => {
-            let dir = args.server.data_dir();
+/// The API path segment and kind of a `describe`/`delete` kind argument.
+fn object_kind(kind: &str) -> Result<(Kind, &'static str), Error> {
+    match super::parse_kind(kind) {
+        Some(Kind::WarmApp) => Ok((Kind::WarmApp, "warmapps")),
+        Some(Kind::Run) => Ok((Kind::Run, "runs")),
+        Some(Kind::SlotPool) => Ok((Kind::SlotPool, "slotpools")),
+        _ => Err(Error::ArgumentRejected(format!(
+            "unknown kind {kind:?}: one of warmapp, run, slotpool"
+        ))),
+    }
+}
+
+/// Unix milliseconds now.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Decodes an answer.
+fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
+    serde_json::from_value(value).map_err(|e| Error::AnswerUnreadable(e.to_string()))
+}
+
+/// `GET path` from the daemon; when no daemon answers, `local` computes the same answer
+/// from the data directory (sled: only possible while no daemon holds it).
+async fn fetch(
+    server: &ServerArg,
+    path: &str,
+    local: impl FnOnce(&Store) -> Result<serde_json::Value, Error>,
+) -> Result<serde_json::Value, Error> {
+    let client = server.client()?;
+    match client.get::<serde_json::Value>(path).await {
+        Ok(v) => Ok(v),
+        Err(ci::Error::DaemonUnreachable { addr, reason }) => {
+            let dir = server.data_dir();
             let store = super::open_store(&dir)
                 .await
                 .map_err(|open| Error::DaemonUnreachable {
                     addr,
-                    message: format!("{e}; and the data directory cannot be read: {open}"),
+                    message: format!("{reason}; and the data directory cannot be read: {open}"),
                 })?;
-            store.list::<WarmApp>().map_err(Error::StoreFailed)?.items
+            local(&store)
         }
-    };
-    match args.output {
-        Output::Json => {
-            let text = serde_json::to_string_pretty(&apps)
-                .map_err(|e| Error::DaemonRefused(e.to_string()))?;
-            writeln!(out, "{text}")?;
-        }
-        Output::Table => write_table(&apps, out)?,
+        Err(e) => Err(e.into()),
     }
+}
+
+fn local_objects<R: crd::Resource>(
+    store: &Store,
+    name: Option<&str>,
+) -> Result<serde_json::Value, Error> {
+    let value = match name {
+        Some(n) => serde_json::to_value(
+            store
+                .get_opt::<R>(n)
+                .map_err(Error::StoreFailed)?
+                .ok_or_else(|| Error::DaemonRefused(format!("{}/{n} was not found", R::KIND)))?,
+        ),
+        None => serde_json::to_value(store.list::<R>().map_err(Error::StoreFailed)?.items),
+    };
+    value.map_err(|e| Error::AnswerUnreadable(e.to_string()))
+}
+
+/// Writes one object or a list in `output`; `table` renders a list.
+fn write_objects<T: serde::de::DeserializeOwned + serde::Serialize>(
+    out: &mut dyn Write,
+    value: serde_json::Value,
+    single: bool,
+    output: Output,
+    table: fn(&[T], u64) -> String,
+) -> Result<(), Error> {
+    let items: Vec<T> = if single {
+        vec![decode(value)?]
+    } else {
+        decode(value)?
+    };
+    let text = match (output, single) {
+        (Output::Table, _) => table(&items, now_ms()),
+        (other, true) => super::render::structured(&items[0], other)?,
+        (other, false) => super::render::structured(&items, other)?,
+    };
+    write!(out, "{text}")?;
     Ok(())
 }
 
-/// `NAME RECIPE VERSION OBSERVED PHASE READY STACK DECLARED LAST ERROR`: VERSION is the
-/// version in force, DECLARED the operator's (they differ while a promotion is in force).
-pub fn write_table(apps: &[WarmApp], out: &mut dyn Write) -> std::io::Result<()> {
-    let rows: Vec<Vec<String>> = apps
-        .iter()
-        .map(|a| {
-            let ready =
-                crd::condition::find_condition(&a.status.conditions, crd::condition::types::READY)
-                    .map(|c| format!("{:?}", c.status))
-                    .unwrap_or_else(|| "Unknown".into());
-            vec![
-                a.metadata.name.clone(),
-                a.spec.recipe.clone(),
-                a.spec.version.clone(),
-                a.status
-                    .observed_version
-                    .clone()
-                    .unwrap_or_else(|| "-".into()),
-                format!("{:?}", a.status.phase),
-                ready,
-                a.status.stack_name.clone().unwrap_or_else(|| "-".into()),
-                a.declared_version().to_string(),
-                a.status.last_error.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    let header = [
-        "NAME",
-        "RECIPE",
-        "VERSION",
-        "OBSERVED",
-        "PHASE",
-        "READY",
-        "STACK",
-        "DECLARED",
-        "LAST ERROR",
-    ];
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        let last = cells.len() - 1;
-        for (i, cell) in cells.into_iter().enumerate() {
-            s.push_str(cell);
-            if i < last {
-                let pad = widths[i].saturating_sub(cell.chars().count()) + 3;
-                s.extend(std::iter::repeat_n(' ', pad));
+/// Runs `hearth get ...`.
+///
+/// # Errors
+/// An unreachable daemon and store, a refused request, or a failed output.
+pub async fn get(command: &GetCommand, out: &mut dyn Write) -> Result<(), Error> {
+    use super::render::{history_table, runs_table, slotpools_table, warmapps_table};
+    match command {
+        GetCommand::Warmapps(a) | GetCommand::Runs(a) | GetCommand::Slotpools(a) => {
+            let segment = match command {
+                GetCommand::Runs(_) => "runs",
+                GetCommand::Slotpools(_) => "slotpools",
+                _ => "warmapps",
+            };
+            let path = match &a.name {
+                Some(n) => format!("/api/v1/{segment}/{}", encode(n)),
+                None => format!("/api/v1/{segment}"),
+            };
+            let name = a.name.as_deref();
+            let single = name.is_some();
+            match command {
+                GetCommand::Runs(_) => {
+                    let v = fetch(&a.server, &path, |s| local_objects::<Run>(s, name)).await?;
+                    write_objects::<Run>(out, v, single, a.output, runs_table)
+                }
+                GetCommand::Slotpools(_) => {
+                    let v = fetch(&a.server, &path, |s| local_objects::<SlotPool>(s, name)).await?;
+                    write_objects::<SlotPool>(out, v, single, a.output, slotpools_table)
+                }
+                _ => {
+                    let v = fetch(&a.server, &path, |s| local_objects::<WarmApp>(s, name)).await?;
+                    write_objects::<WarmApp>(out, v, single, a.output, warmapps_table)
+                }
             }
         }
-        s.trim_end().to_string()
-    };
-    writeln!(out, "{}", line(header.to_vec()))?;
-    for row in &rows {
-        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+        GetCommand::History(a) => {
+            let mut query = format!("limit={}", a.limit);
+            let mut subject = None;
+            if let Some(n) = &a.name {
+                match n.split_once('/') {
+                    Some((k, name)) => {
+                        let (kind, _) = object_kind(k).or_else(|_| match super::parse_kind(k) {
+                            Some(kind) => Ok((kind, "")),
+                            None => Err(Error::ArgumentRejected(format!("unknown kind {k:?}"))),
+                        })?;
+                        query.push_str(&format!("&kind={}&name={}", kind.as_str(), encode(name)));
+                        subject = Some((Some(kind), name.to_string()));
+                    }
+                    None => {
+                        query.push_str(&format!("&name={}", encode(n)));
+                        subject = Some((None, n.clone()));
+                    }
+                }
+            }
+            let limit = a.limit;
+            let v = fetch(&a.server, &format!("/api/v1/history?{query}"), |store| {
+                let q = state::history::Query::newest(limit.saturating_mul(20).min(10_000));
+                let entries: Vec<state::history::Entry> = store
+                    .history(&q)
+                    .map_err(Error::StoreFailed)?
+                    .into_iter()
+                    .filter(|e| match (&subject, &e.subject) {
+                        (None, _) => true,
+                        (Some((kind, name)), Some(s)) => {
+                            s.name == *name && kind.is_none_or(|k| s.kind == k)
+                        }
+                        (Some(_), None) => false,
+                    })
+                    .take(limit)
+                    .collect();
+                serde_json::to_value(entries).map_err(|e| Error::AnswerUnreadable(e.to_string()))
+            })
+            .await?;
+            write_objects::<state::history::Entry>(out, v, false, a.output, history_table)
+        }
     }
+}
+
+/// Runs `hearth describe KIND NAME`: the object and its recent history.
+///
+/// # Errors
+/// An unknown kind, an unreachable daemon, a missing object, a failed output.
+pub async fn describe(args: &ObjectArgs, out: &mut dyn Write) -> Result<(), Error> {
+    use super::render::{describe_run, describe_slotpool, describe_warmapp};
+    let (kind, segment) = object_kind(&args.kind)?;
+    let client = args.server.client()?;
+    let object: serde_json::Value = client
+        .get(&format!("/api/v1/{segment}/{}", encode(&args.name)))
+        .await?;
+    let history: Vec<state::history::Entry> = client
+        .get(&format!(
+            "/api/v1/history?kind={}&name={}&limit=10",
+            kind.as_str(),
+            encode(&args.name)
+        ))
+        .await?;
+    let now = now_ms();
+    let text = match args.output {
+        Output::Table => match kind {
+            Kind::Run => describe_run(&decode(object)?, &history, now),
+            Kind::SlotPool => describe_slotpool(&decode(object)?, &history, now),
+            _ => describe_warmapp(&decode(object)?, &history, now),
+        },
+        other => super::render::structured(
+            &serde_json::json!({"object": object, "history": history}),
+            other,
+        )?,
+    };
+    write!(out, "{text}")?;
+    Ok(())
+}
+
+/// Runs `hearth delete KIND NAME` through the daemon.
+///
+/// # Errors
+/// An unknown kind, an unreachable daemon, a refusal (409 for an active run or a held pool).
+pub async fn delete(args: &ObjectArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let (kind, segment) = object_kind(&args.kind)?;
+    let deleted: serde_json::Value = args
+        .server
+        .client()?
+        .delete(&format!("/api/v1/{segment}/{}", encode(&args.name)))
+        .await?;
+    let text = match args.output {
+        Output::Table => format!("{}/{} deleted\n", kind.as_str().to_lowercase(), args.name),
+        other => super::render::structured(&deleted, other)?,
+    };
+    write!(out, "{text}")?;
     Ok(())
 }
 
@@ -450,29 +617,6 @@ mod tests {
             ..args
         };
         assert!(options(&bad).is_err());
-    }
-
-    #[test]
-    fn the_warmapp_table_shows_phase_versions_and_errors() {
-        let mut app: WarmApp = serde_json::from_value(serde_json::json!({
-            "apiVersion": "hearth/v1", "kind": "WarmApp",
-            "metadata": {"name": "web"},
-            "spec": {"recipe": "webapp", "version": "2.0.0"}
-        }))
-        .unwrap();
-        app.status.observed_version = Some("1.1.0".into());
-        app.status.phase = crd::WarmAppPhase::Degraded;
-        app.status.last_error = Some("upgrade to 2.0.0 failed".into());
-        let mut out = Vec::new();
-        write_table(&[app], &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("NAME   RECIPE   VERSION   OBSERVED   PHASE"));
-        assert!(
-            lines[1].contains("web    webapp   2.0.0     1.1.0      Degraded"),
-            "{text}"
-        );
-        assert!(lines[1].ends_with("upgrade to 2.0.0 failed"));
     }
 
     #[test]

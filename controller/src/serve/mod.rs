@@ -30,6 +30,7 @@ mod http;
 mod http_ci;
 mod http_nightly;
 mod http_promote;
+pub mod render;
 
 pub use http::{parse_kind, route_table, APPLY_BODY_LIMIT, BODY_LIMIT, MUTATIONS};
 

@@ -122,7 +122,8 @@ fn ready_of(app: &WarmApp) -> String {
         .unwrap_or_else(|| "Unknown".into())
 }
 
-/// `NAME RECIPE VERSION OBSERVED PHASE READY STACK AGE LAST-ERROR`.
+/// `NAME RECIPE VERSION DECLARED OBSERVED PHASE READY STACK AGE LAST-ERROR`: VERSION is the
+/// version in force, DECLARED the operator's (they differ while a promotion is in force).
 pub fn warmapps_table(apps: &[WarmApp], now_ms: u64) -> String {
     let rows: Vec<Vec<String>> = apps
         .iter()
@@ -131,6 +132,7 @@ pub fn warmapps_table(apps: &[WarmApp], now_ms: u64) -> String {
                 a.metadata.name.clone(),
                 a.spec.recipe.clone(),
                 a.spec.version.clone(),
+                a.declared_version().to_string(),
                 or_dash(a.status.observed_version.as_deref()),
                 format!("{:?}", a.status.phase),
                 ready_of(a),
@@ -145,6 +147,7 @@ pub fn warmapps_table(apps: &[WarmApp], now_ms: u64) -> String {
             "NAME",
             "RECIPE",
             "VERSION",
+            "DECLARED",
             "OBSERVED",
             "PHASE",
             "READY",
@@ -350,6 +353,7 @@ pub fn describe_warmapp(app: &WarmApp, history: &[Entry], now_ms: u64) -> String
     p.field("Age", age(now_ms, app.metadata.creation_timestamp_ms));
     p.field("Recipe", &app.spec.recipe);
     p.field("Version", &app.spec.version);
+    p.field("Declared version", app.declared_version());
     p.field(
         "Observed version",
         or_dash(app.status.observed_version.as_deref()),
