@@ -189,12 +189,7 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
         .expect("hearth serve starts");
     let hearth_addr = running.http_addr.unwrap();
     // The CLI calls below change state: they pass the token file the daemon created.
-    let token = running
-        .token_file
-        .clone()
-        .unwrap()
-        .display()
-        .to_string();
+    let token = running.token_file.clone().unwrap().display().to_string();
     let server = hearth_addr.to_string();
 
     // Prometheus, scraping hearth every second.
@@ -232,6 +227,7 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
         Duration::from_millis(250),
         || {
             let path = format!("/api/v1/warmapps/{app}");
+            let client = client.clone();
             async move {
                 let a: crd::WarmApp = client.get(&path).await.ok()?;
                 (a.status.phase == crd::WarmAppPhase::Ready).then_some(())
