@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use controller::cli::ci::Client;
 use controller::runtime::Shutdown;
+use controller::serve::auth;
 use controller::serve::{self, Options, Running};
 use controller::stack::{teardown, TeardownOptions};
 use controller::swarm::{DockerSwarm, LabelFilter, Labels, Swarm};
@@ -57,6 +58,7 @@ async fn start(dir: &Path, docker: DockerSwarm, run: &str) -> (Running, Shutdown
             (TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string()),
             (RUN_LABEL.to_string(), run.to_string()),
         ]),
+        token_file: None,
     };
     let prober = Arc::new(GatewayProber::new(
         socket,
@@ -211,7 +213,12 @@ async fn green_runs_promote_failed_or_skipped_ones_do_not_and_a_broken_promotion
     let state_file = dir.path().join("state.yml");
     write_state(&state_file, &webapp_doc(&web, "1.0.0"));
     let (running, shutdown) = start(dir.path(), docker.clone(), &run_label).await;
-    let client = Client::new(running.http_addr.unwrap());
+    // Runs change state: the client carries the token the daemon created.
+    let token = running
+        .token_file
+        .as_deref()
+        .map(|f| auth::read(f).unwrap());
+    let client = Client::new(running.http_addr.unwrap()).with_token(token);
     wait_app(
         &running,
         &web,
@@ -337,6 +344,8 @@ async fn green_runs_promote_failed_or_skipped_ones_do_not_and_a_broken_promotion
             allow_downgrade: false,
             server: controller::cli::ci::ServerArg {
                 server: running.http_addr.unwrap(),
+                token_file: running.token_file.clone(),
+                data_dir: None,
             },
         },
         &mut out,

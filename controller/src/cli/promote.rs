@@ -4,7 +4,7 @@ use std::io::Write;
 
 use clap::Args;
 
-use super::ci::{Client, Error, ServerArg};
+use super::ci::{Error, ServerArg};
 
 /// `hearth promote`.
 #[derive(Debug, Clone, Args)]
@@ -52,7 +52,9 @@ fn print(out: &mut dyn Write, answer: &serde_json::Value) -> std::io::Result<()>
 /// [`Error::DaemonUnreachable`], [`Error::RequestRefused`] (with the daemon's message naming
 /// the field at fault), [`Error::AnswerUnreadable`], [`Error::OutputFailed`].
 pub async fn promote(args: &PromoteArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let answer: serde_json::Value = Client::new(args.server.server)
+    let answer: serde_json::Value = args
+        .server
+        .client()?
         .post(
             &format!("/api/v1/warmapps/{}/promote", args.app),
             &serde_json::json!({"to": args.to, "allowDowngrade": args.allow_downgrade}),
@@ -68,7 +70,9 @@ pub async fn promote(args: &PromoteArgs, out: &mut dyn Write) -> Result<(), Erro
 /// # Errors
 /// As [`promote`].
 pub async fn rollback(args: &RollbackArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let answer: serde_json::Value = Client::new(args.server.server)
+    let answer: serde_json::Value = args
+        .server
+        .client()?
         .post(
             &format!("/api/v1/warmapps/{}/rollback", args.app),
             &serde_json::json!({}),
