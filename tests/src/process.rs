@@ -49,6 +49,18 @@ impl ServeProcess {
         self.addr
     }
 
+    /// A client of it carrying the token of `<dir>/data/token` (created by its first start).
+    ///
+    /// # Panics
+    /// When the token file cannot be read (the daemon never started).
+    pub fn client(&self) -> controller::cli::ci::Client {
+        let token = controller::serve::auth::read(&controller::serve::auth::default_token_file(
+            &self.dir.join("data"),
+        ))
+        .expect("the daemon created its token file");
+        controller::cli::ci::Client::new(self.addr).with_token(Some(token))
+    }
+
     /// How many times it was started.
     pub fn incarnation(&self) -> u32 {
         self.incarnation

@@ -22,7 +22,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -145,14 +144,13 @@ fn kill_owner(owners: &Mutex<Vec<Child>>, pid: u32) {
 async fn worker(
     id: usize,
     seed: u64,
-    addr: SocketAddr,
+    client: Client,
     stop: Arc<AtomicBool>,
     ledger: Arc<Mutex<Ledger>>,
     owners: Arc<Mutex<Vec<Child>>>,
     jobs: Arc<AtomicU32>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let client = Client::new(addr);
     while !stop.load(Ordering::Relaxed) {
         jobs.fetch_add(1, Ordering::Relaxed);
         let owner = spawn_owner(&owners);
@@ -362,7 +360,8 @@ async fn sigkilled_daemon_loses_no_acknowledged_state_leaves_nothing_behind_and_
 
     daemon.spawn();
     daemon.ready(RESTART_WITHIN).await;
-    let client = Client::new(addr);
+    // Mutations carry the token the daemon created in its data directory (kept across restarts).
+    let client = daemon.client();
     hearth_tests::support::eventually(
         "the slot pool is loaded",
         Duration::from_secs(10),
@@ -382,7 +381,7 @@ async fn sigkilled_daemon_loses_no_acknowledged_state_leaves_nothing_behind_and_
             tokio::spawn(worker(
                 i,
                 seed,
-                addr,
+                client.clone(),
                 stop.clone(),
                 ledger.clone(),
                 owners.clone(),
