@@ -468,6 +468,8 @@ async fn green_runs_promote_failed_or_skipped_ones_do_not_and_a_broken_promotion
             now: true,
             server: controller::cli::ci::ServerArg {
                 server: running.http_addr.unwrap(),
+                token_file: running.token_file.clone(),
+                data_dir: None,
             },
         },
         &mut out,
