@@ -144,6 +144,34 @@ pub async fn wait_until_gone(
     }
 }
 
+/// Polls [`inventory`] every 100 ms until the full stack is there ([`Inventory::is_complete`])
+/// or `within` passed. `docker stack deploy` returns before swarm has created the tasks'
+/// containers, so a snapshot taken at once can miss some.
+///
+/// # Errors
+/// What is there at the deadline, or a failed list call.
+pub async fn wait_until_complete(
+    swarm: &dyn Swarm,
+    namespace: &str,
+    run: &str,
+    within: Duration,
+) -> Result<Inventory, String> {
+    let since = Instant::now();
+    loop {
+        let found = inventory(swarm, namespace, run).await?;
+        if found.is_complete() {
+            return Ok(found);
+        }
+        if since.elapsed() > within {
+            return Err(format!(
+                "{namespace} not complete after {:?}: {found:?}",
+                since.elapsed()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One scenario's settings.
 #[derive(Debug, Clone)]
 pub struct Scenario {

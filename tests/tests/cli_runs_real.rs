@@ -108,6 +108,30 @@ async fn wait_for_pool(server: &str, pool: &str) {
     panic!("pool {pool} never appeared");
 }
 
+/// Waits until the pool lists `pid` (the `hearth slot exec` wrapper) as a waiter or a lease
+/// holder; jobs hold their slot for 0.6 s, far longer than the 20 ms between looks.
+async fn wait_until_in_line(server: &str, pool: &str, pid: u32) {
+    let client = controller::cli::ci::Client::new(server.parse().unwrap());
+    let since = std::time::Instant::now();
+    loop {
+        let p: crd::SlotPool = client
+            .get(&format!("/api/v1/slotpools/{pool}"))
+            .await
+            .unwrap();
+        let st = &p.status;
+        if st.leases.iter().any(|l| l.owner.pid == pid)
+            || st.waiters.iter().any(|w| w.owner.pid == pid)
+        {
+            return;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "job {pid} never got in line: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slot_exec_with_three_slots_and_ten_jobs_keeps_three_inside_in_order_and_a_killed_wrapper_is_reclaimed(
 ) {
@@ -123,8 +147,10 @@ async fn slot_exec_with_three_slots_and_ten_jobs_keeps_three_inside_in_order_and
     wait_for_pool(&server, "hearth-test-ci").await;
     wait_for_pool(&server, "hearth-test-one").await;
 
-    // Ten jobs, enqueued 150 ms apart; each records its entry order and how many are inside
-    // (a file per job that is inside), checked from inside the job.
+    // Ten jobs, each spawned once the daemon has the previous one in line (as a waiter or a
+    // lease holder), so the order they arrive in is the order they were spawned in even on a
+    // loaded machine; each records its entry order and how many are inside (a file per job
+    // that is inside), checked from inside the job.
     let inside = dir.path().join("inside");
     std::fs::create_dir(&inside).unwrap();
     let log = dir.path().join("log");
@@ -136,8 +162,9 @@ async fn slot_exec_with_three_slots_and_ten_jobs_keeps_three_inside_in_order_and
             inside = inside.display(),
             log = log.display()
         );
-        jobs.push(slot_exec(dir.path(), &server, "hearth-test-ci", &script));
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let job = slot_exec(dir.path(), &server, "hearth-test-ci", &script);
+        wait_until_in_line(&server, "hearth-test-ci", job.id()).await;
+        jobs.push(job);
     }
     for mut job in jobs {
         let status = tokio::task::spawn_blocking(move || job.wait().unwrap())
@@ -288,8 +315,12 @@ async fn a_killed_ci_script_is_cleaned_up(test: &str, deploy: ci_kill::Deploy) {
         .await
         .unwrap();
     println!("deployed: {:?}", job.deployed);
-    let foreign_before = ci_kill::inventory(&swarm, &foreign, "-").await.unwrap();
-    assert!(foreign_before.is_complete(), "{foreign_before:?}");
+    // The foreign stack's containers appear after `docker stack deploy` returns: wait for
+    // the whole stack before taking the snapshot it is compared against.
+    let foreign_before =
+        ci_kill::wait_until_complete(&swarm, &foreign, "-", Duration::from_secs(60))
+            .await
+            .unwrap();
     let client = controller::cli::ci::Client::new(server.parse().unwrap());
     let recorded: crd::Run = client
         .get(&format!("/api/v1/runs/{}", job.run))

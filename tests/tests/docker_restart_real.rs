@@ -78,8 +78,7 @@ struct Outcomes {
 }
 
 /// CI jobs one after another: start with deploy, finish after a moment.
-async fn worker(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, out: Arc<Mutex<Outcomes>>) {
-    let client = Client::new(addr);
+async fn worker(client: Client, stop: Arc<AtomicBool>, out: Arc<Mutex<Outcomes>>) {
     // The test process stays alive throughout: runs are closed by `finish`, not by the sweeper.
     let owner = controller::liveness::current_owner().unwrap();
     while !stop.load(Ordering::Relaxed) {
@@ -193,7 +192,7 @@ async fn hearth_reconnects_relists_and_converges_after_dockerd_restarts_mid_work
     );
     daemon.spawn();
     daemon.ready(Duration::from_secs(30)).await;
-    let client = Client::new(daemon.addr());
+    let client = daemon.client();
     let t0 = Instant::now();
     loop {
         let app = warm_app(&client).await;
@@ -214,7 +213,7 @@ async fn hearth_reconnects_relists_and_converges_after_dockerd_restarts_mid_work
     let stop = Arc::new(AtomicBool::new(false));
     let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
     let workers: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(worker(daemon.addr(), stop.clone(), outcomes.clone())))
+        .map(|_| tokio::spawn(worker(daemon.client(), stop.clone(), outcomes.clone())))
         .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
     write_state(&state_file, &state("1.1.0"));
