@@ -8,6 +8,7 @@
 //!   its own network namespace (for tests that restart Docker).
 //! - [`scale`]: worlds of N converged warm apps on the simulated swarm and one resync pass
 //!   measured (the CI scale test and `bench_scale`).
+//! - [`served`]: the versions a stack's running containers answer at `/version`.
 //! - [`conformance`]: behaviours every [`controller::swarm::Swarm`] must show, run against the
 //!   simulated swarm (`tests/sim_conformance.rs`) and the real one (`tests/real_swarm.rs`).
 //! - [`daemon`]: `hearth serve` in-process on the simulated swarm (temp data dir, ephemeral
@@ -18,4 +19,5 @@ pub mod conformance;
 pub mod daemon;
 pub mod process;
 pub mod scale;
+pub mod served;
 pub mod support;

@@ -21,11 +21,12 @@ use controller::runtime::Shutdown;
 use controller::serve::auth;
 use controller::serve::{self, Options, Running};
 use controller::stack::{teardown, TeardownOptions};
-use controller::swarm::{DockerSwarm, LabelFilter, Labels, Swarm};
+use controller::swarm::{DockerSwarm, Labels};
 use controller::warmapp::probe::GatewayProber;
 use crd::names::BaseDomain;
 use crd::promotion::{InForce, PromotionResult};
 use crd::{RunPhase, WarmApp, WarmAppPhase};
+use hearth_tests::served::served_versions;
 use hearth_tests::support::{eventually, real_swarm, unique_name, RUN_LABEL, TEST_LABEL};
 use state::history::{reason, ObjectRef, Query};
 
@@ -98,63 +99,6 @@ fn ready_at(version: &str) -> impl Fn(&WarmApp) -> bool + '_ {
             && a.status.observed_version.as_deref() == Some(version)
             && a.spec.version == version
     }
-}
-
-/// The versions the running containers of `stack` answer at `/version` (through their
-/// `docker_gwbridge` addresses, as the probe reaches them).
-async fn served_versions(swarm: &DockerSwarm, stack: &str) -> BTreeSet<String> {
-    let containers = swarm
-        .list_containers(&LabelFilter::eq("com.docker.stack.namespace", stack))
-        .await
-        .unwrap();
-    let out = std::process::Command::new("/usr/bin/docker")
-        .args([
-            "network",
-            "inspect",
-            "docker_gwbridge",
-            "--format",
-            "{{json .Containers}}",
-        ])
-        .output()
-        .unwrap();
-    let map: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let mut versions = BTreeSet::new();
-    for c in containers
-        .iter()
-        .filter(|c| c.state == controller::swarm::ContainerState::Running)
-    {
-        let Some(ip) = map
-            .get(&c.id)
-            .and_then(|e| e.get("IPv4Address"))
-            .and_then(|a| a.as_str())
-            .and_then(|a| a.split('/').next())
-        else {
-            continue;
-        };
-        if let Some(v) = get_version(ip).await {
-            versions.insert(v);
-        }
-    }
-    versions
-}
-
-async fn get_version(ip: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect((ip, 8080)).await.ok()?;
-        s.write_all(b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n")
-            .await
-            .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        head.contains(" 200 ").then(|| body.trim().to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(3), fetch)
-        .await
-        .ok()
-        .flatten()
 }
 
 /// Starts a run of webapp `version` through the daemon (nothing deployed: the CI harness

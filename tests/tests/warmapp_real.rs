@@ -26,6 +26,7 @@ use crd::condition::{find_condition, types};
 use crd::names::BaseDomain;
 use crd::{ConditionStatus, WarmApp, WarmAppPhase};
 use futures::stream::BoxStream;
+use hearth_tests::served::served_versions;
 use hearth_tests::support::{eventually, real_swarm, RUN_LABEL, TEST_LABEL};
 use state::history::{reason, Query};
 
@@ -272,64 +273,6 @@ fn ready_at(version: &str) -> impl Fn(&WarmApp) -> bool + '_ {
         a.status.phase == WarmAppPhase::Ready
             && a.status.observed_version.as_deref() == Some(version)
     }
-}
-
-/// The versions the running containers of `stack` answer at `/version`, reached from the host
-/// through their `docker_gwbridge` addresses (as the probe does).
-async fn served_versions(swarm: &DockerSwarm, stack: &str) -> BTreeSet<String> {
-    let filter = LabelFilter::eq("com.docker.stack.namespace", stack);
-    let containers = swarm
-        .list_containers(&filter)
-        .await
-        .expect("list containers");
-    let out = std::process::Command::new("/usr/bin/docker")
-        .args([
-            "network",
-            "inspect",
-            "docker_gwbridge",
-            "--format",
-            "{{json .Containers}}",
-        ])
-        .output()
-        .expect("docker network inspect");
-    let map: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let mut versions = BTreeSet::new();
-    for c in containers
-        .iter()
-        .filter(|c| c.state == controller::swarm::ContainerState::Running)
-    {
-        let Some(ip) = map
-            .get(&c.id)
-            .and_then(|e| e.get("IPv4Address"))
-            .and_then(|a| a.as_str())
-            .and_then(|a| a.split('/').next())
-        else {
-            continue;
-        };
-        if let Some(v) = get_version(ip).await {
-            versions.insert(v);
-        }
-    }
-    versions
-}
-
-async fn get_version(ip: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect((ip, 8080)).await.ok()?;
-        s.write_all(b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n")
-            .await
-            .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        head.contains(" 200 ").then(|| body.trim().to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(3), fetch)
-        .await
-        .ok()
-        .flatten()
 }
 
 async fn remove_stacks(swarm: &DockerSwarm, stacks: &[String]) {
