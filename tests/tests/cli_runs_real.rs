@@ -165,6 +165,9 @@ async fn slot_exec_with_three_slots_and_ten_jobs_keeps_three_inside_in_order_and
         let job = slot_exec(dir.path(), &server, "hearth-test-ci", &script);
         wait_until_in_line(&server, "hearth-test-ci", job.id()).await;
         jobs.push(job);
+        // Keep entries apart, so two jobs granted back to back don't race to write their
+        // log line (the log records entry order as the jobs see it).
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
     for mut job in jobs {
         let status = tokio::task::spawn_blocking(move || job.wait().unwrap())

@@ -240,11 +240,27 @@ async fn start(dir: &Path, swarm: Arc<Counting>, run: &str) -> (Running, Shutdow
         swarm.inner.api_version(),
         Duration::from_secs(3),
     ));
-    let shutdown = Shutdown::new();
-    let running = serve::start(options, swarm, prober, shutdown.clone())
+    // After a restart in the same process, the previous instance's last store clone may be
+    // dropped a moment after `wait()` returns (a new process in production): retry a locked
+    // store for up to 10 s.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shutdown = Shutdown::new();
+        match serve::start(
+            options.clone(),
+            swarm.clone(),
+            prober.clone(),
+            shutdown.clone(),
+        )
         .await
-        .expect("hearth serve starts");
-    (running, shutdown)
+        {
+            Ok(running) => return (running, shutdown),
+            Err(e) if Instant::now() < until && format!("{e:?}").contains("StoreLocked") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("hearth serve starts: {e:?}"),
+        }
+    }
 }
 
 async fn wait_app(
