@@ -3,6 +3,8 @@
 pub mod catalogue;
 pub mod cli;
 pub mod compose;
+#[cfg(test)]
+pub(crate) mod fuzzing;
 pub mod liveness;
 pub mod nightly;
 pub mod promote;

@@ -504,6 +504,8 @@ fn check_version(ctx: &Ctx<'_>, root: &yaml::Node) -> Result<(String, Position),
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod reference;
 #[cfg(test)]
 mod tests;

@@ -64,7 +64,7 @@ fn slot_error(e: &slots::Error) -> ApiError {
         slots::Error::LeaseNotHeld { .. } => StatusCode::CONFLICT,
         slots::Error::ContentionPersisted { .. } => StatusCode::SERVICE_UNAVAILABLE,
         slots::Error::NamespaceInvalid(_) => StatusCode::BAD_REQUEST,
-        slots::Error::StoreFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        slots::Error::StoreFailed(e) => return store_error(e),
         // Client-side variants (the CLI's view of a daemon); the daemon itself never meets them.
         slots::Error::DaemonUnreachable { .. } | slots::Error::DaemonFailed { .. } => {
             StatusCode::BAD_GATEWAY
@@ -81,6 +81,9 @@ fn run_error(e: &runs::Error) -> ApiError {
             StatusCode::CONFLICT
         }
         runs::Error::SlotFailed(s) => return slot_error(s),
+        // A run id the store refuses as a name (`a/b` in a path) is the request's fault, not
+        // the daemon's: found by the API body fuzz target (tests/tests/fuzz_api.rs).
+        runs::Error::StoreFailed(e) => return store_error(e),
         runs::Error::DepUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };

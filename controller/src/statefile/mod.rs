@@ -19,6 +19,8 @@ pub mod located;
 pub mod watch;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
