@@ -312,6 +312,28 @@ async fn readiness_history_and_deletes_work_through_the_api() {
         },
     )
     .await;
+    // The status page at `/` is open (no token) and shows the store's contents.
+    let (status, page) = daemon
+        .anonymous()
+        .send(Method::GET, "/", Vec::new(), "")
+        .await
+        .unwrap();
+    let page = String::from_utf8(page.to_vec()).unwrap();
+    assert_eq!(status, 200, "{page}");
+    for text in [
+        "<title>hearth status</title>",
+        "<td class=\"name\">web<",
+        "recipe webapp",
+        "1.1.0",
+        ">Deployed<",
+        "<div class=\"name\">ci</div>",
+        "No runs.",
+    ] {
+        assert!(
+            page.contains(text),
+            "the status page shows {text:?}:\n{page}"
+        );
+    }
     let a = call(&c, Method::GET, "/api/v1/history?kind=SlotPool", "", "").await;
     assert!(
         a.1.as_array()

@@ -271,6 +271,7 @@ impl Routes {
 /// Every route of the API.
 fn routes() -> Routes {
     Routes::new()
+        .get("/", super::status_page::page)
         .get("/healthz", healthz)
         .get("/readyz", readyz)
         .get("/metrics", metrics_text)

@@ -31,6 +31,7 @@ mod http_ci;
 mod http_nightly;
 mod http_promote;
 pub mod render;
+pub mod status_page;
 
 pub use http::{parse_kind, route_table, APPLY_BODY_LIMIT, BODY_LIMIT, MUTATIONS};
 
