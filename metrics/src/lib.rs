@@ -69,6 +69,9 @@ pub struct Metrics {
     nightly_last_success: Gauge,
     nightly_duration: Gauge,
     store_size: IntGauge,
+    images_pruned: IntCounter,
+    image_bytes_reclaimed: IntCounter,
+    image_prunes_skipped: IntCounter,
     state_file_rejections: IntCounter,
     docker_calls: IntCounterVec,
     docker_errors: IntCounterVec,
@@ -150,6 +153,24 @@ impl Metrics {
                 "Operator state files rejected as a whole (parse or validation errors).",
             )
             .map_err(Error::DefinitionRejected)?,
+        )?;
+        let counter = |name: &str, help: &str| {
+            register(
+                &r,
+                IntCounter::new(name, help).map_err(Error::DefinitionRejected)?,
+            )
+        };
+        let images_pruned = counter(
+            "nightly_images_pruned_total",
+            "Dangling images removed by the nightly sweep.",
+        )?;
+        let image_bytes_reclaimed = counter(
+            "nightly_image_bytes_reclaimed_total",
+            "Bytes reclaimed by removing dangling images in the nightly sweep.",
+        )?;
+        let image_prunes_skipped = counter(
+            "nightly_image_prunes_skipped_total",
+            "Nightly image prunes skipped because a deploy was in progress.",
         )?;
         Ok(Metrics {
             reconciles: counter_vec(
@@ -233,6 +254,9 @@ impl Metrics {
             nightly_last_success,
             nightly_duration,
             store_size,
+            images_pruned,
+            image_bytes_reclaimed,
+            image_prunes_skipped,
             state_file_rejections,
             docker_calls: counter_vec(
                 &r,
@@ -414,6 +438,17 @@ impl Metrics {
     pub fn set_store_size(&self, bytes: u64) {
         self.store_size
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Counts `images` dangling images removed by the nightly sweep, reclaiming `bytes`.
+    pub fn record_image_prune(&self, images: u64, bytes: u64) {
+        self.images_pruned.inc_by(images);
+        self.image_bytes_reclaimed.inc_by(bytes);
+    }
+
+    /// Counts one nightly image prune skipped because a deploy was in progress.
+    pub fn record_image_prune_skipped(&self) {
+        self.image_prunes_skipped.inc();
     }
 
     /// Counts one rejected operator state file.
@@ -638,6 +673,9 @@ mod tests {
         m.record_promotion("promoted");
         m.record_nightly(1_700_000_000.0, Duration::from_secs(42));
         m.record_state_file_rejection();
+        m.record_image_prune(2, 4_000);
+        m.record_image_prune(1, 500);
+        m.record_image_prune_skipped();
         let text = m.encode().unwrap();
         for series in [
             "hearth_tier_results_total{recipe=\"webapp\",result=\"pass\",tier=\"install\"} 1",
@@ -649,6 +687,9 @@ mod tests {
             "hearth_promotions_total{result=\"promoted\"} 1",
             "hearth_nightly_last_duration_seconds 42",
             "hearth_state_file_rejections_total 1",
+            "hearth_nightly_images_pruned_total 3",
+            "hearth_nightly_image_bytes_reclaimed_total 4500",
+            "hearth_nightly_image_prunes_skipped_total 1",
         ] {
             assert!(text.contains(series), "missing {series} in\n{text}");
         }

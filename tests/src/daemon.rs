@@ -61,6 +61,8 @@ impl SimDaemon {
             base_domain: BaseDomain::parse("hearth.test").expect("base domain"),
             extra_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
             token_file: None,
+            // never prune images of others on the shared test machine
+            nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
         };
         let shutdown = Shutdown::new();
         let dyn_swarm: Arc<dyn Swarm> = swarm.clone();

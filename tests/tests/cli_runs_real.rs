@@ -59,6 +59,8 @@ async fn start_serve(
             (RUN_LABEL.to_string(), run.to_string()),
         ]),
         token_file: None,
+        // never prune images of others on the shared test machine
+        nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
     };
     let prober = Arc::new(GatewayProber::new(
         socket,

@@ -17,8 +17,8 @@ use controller::swarm::spec::{
     SecretSpec, ServiceSpec, StackSpec, TaskSpec, VolumeSpec,
 };
 use controller::swarm::{
-    Call, Config, Container, DockerSwarm, Event, LabelFilter, Network, Node, ObjectKind, Secret,
-    Service, Swarm, SwarmFuture, SwarmInfo, Task, TaskState, Verb, Volume,
+    Call, Config, Container, DockerSwarm, Event, Image, ImageFilter, LabelFilter, Network, Node,
+    ObjectKind, Secret, Service, Swarm, SwarmFuture, SwarmInfo, Task, TaskState, Verb, Volume,
 };
 use futures::stream::BoxStream;
 use hearth_tests::support::{fixtures, real_swarm, unique_name, RUN_LABEL, TEST_LABEL};
@@ -159,6 +159,14 @@ impl Swarm for Counting {
     fn remove_config<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         self.count(Verb::Remove, ObjectKind::Config);
         self.inner.remove_config(id)
+    }
+    fn list_images<'a>(&'a self, filter: &'a ImageFilter) -> SwarmFuture<'a, Vec<Image>> {
+        self.count(Verb::List, ObjectKind::Image);
+        self.inner.list_images(filter)
+    }
+    fn remove_image<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        self.count(Verb::Remove, ObjectKind::Image);
+        self.inner.remove_image(id)
     }
     fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         self.count(Verb::Remove, ObjectKind::Container);

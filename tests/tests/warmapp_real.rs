@@ -18,8 +18,9 @@ use controller::serve::{self, Options, Running};
 use controller::stack::{teardown, TeardownOptions};
 use controller::swarm::spec::{ConfigSpec, NetworkSpec, SecretSpec, ServiceSpec, VolumeSpec};
 use controller::swarm::{
-    Call, Config, Container, DockerSwarm, Event, LabelFilter, Labels, Network, Node, ObjectKind,
-    Secret, Service, Swarm, SwarmFuture, SwarmInfo, Task, TaskState, Verb, Volume,
+    Call, Config, Container, DockerSwarm, Event, Image, ImageFilter, LabelFilter, Labels, Network,
+    Node, ObjectKind, Secret, Service, Swarm, SwarmFuture, SwarmInfo, Task, TaskState, Verb,
+    Volume,
 };
 use controller::warmapp::probe::GatewayProber;
 use crd::condition::{find_condition, types};
@@ -167,6 +168,14 @@ impl Swarm for Counting {
         self.count(Verb::Remove, ObjectKind::Config);
         self.inner.remove_config(id)
     }
+    fn list_images<'a>(&'a self, filter: &'a ImageFilter) -> SwarmFuture<'a, Vec<Image>> {
+        self.count(Verb::List, ObjectKind::Image);
+        self.inner.list_images(filter)
+    }
+    fn remove_image<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        self.count(Verb::Remove, ObjectKind::Image);
+        self.inner.remove_image(id)
+    }
     fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         self.count(Verb::Remove, ObjectKind::Container);
         self.inner.remove_container(id)
@@ -234,6 +243,8 @@ async fn start(dir: &Path, swarm: Arc<Counting>, run: &str) -> (Running, Shutdow
             (RUN_LABEL.to_string(), run.to_string()),
         ]),
         token_file: None,
+        // never prune images of others on the shared test machine
+        nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
     };
     let prober = Arc::new(GatewayProber::new(
         socket,

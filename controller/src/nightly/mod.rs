@@ -7,16 +7,15 @@
 //!   (`hearth sweep --now`) completes no window.
 //! - [`Job`]: what a run does; [`Work`] is the daemon's job (orphan sweep; refresh of every
 //!   warm app — a reconcile of each, which repairs drift, and for `refresh: latest` a
-//!   promotion to the newest catalogue release through the same health gate; store
-//!   maintenance and size report).
+//!   promotion to the newest catalogue release through the same health gate; pruning of
+//!   dangling images no service or container uses, skipped while a deploy is in progress
+//!   ([`prune`]); store maintenance and size report).
 //!
 //! Each run appends one `Nightly` history entry with what every step did, and a successful
 //! one sets `hearth_nightly_last_success_timestamp_seconds` and
 //! `hearth_nightly_last_duration_seconds`.
-//!
-//! # Caveats
-//! Pruning dangling images is not part of the job yet (the `Swarm` trait has no image calls).
 
+pub mod prune;
 pub mod schedule;
 
 use std::sync::Arc;
@@ -35,6 +34,7 @@ use tracing::{info, warn};
 
 use crate::catalogue::Catalogue;
 use crate::promote::{self, Promoter, Request};
+use crate::swarm::{LabelFilter, Swarm};
 use crate::sweeper::Sweeper;
 
 pub use schedule::{next_action, Next, Schedule};
@@ -296,8 +296,13 @@ pub struct Work {
     pub promoter: Promoter,
     /// The WarmApp controller's handle: every app is reconciled (drift repaired).
     pub handle: Option<crate::runtime::Handle>,
-    /// Store size gauge.
+    /// Store size gauge, image prune counters.
     pub metrics: Metrics,
+    /// The swarm (image pruning).
+    pub swarm: Arc<dyn Swarm>,
+    /// Only dangling images whose labels match are pruned (`--nightly-prune-label`); empty:
+    /// every dangling image no service or container uses.
+    pub prune_labels: LabelFilter,
 }
 
 impl std::fmt::Debug for Work {
@@ -401,6 +406,61 @@ impl Work {
         )
     }
 
+    /// Why a deploy is in progress right now, if one is (see [`prune::busy_reason`]).
+    fn busy(&self) -> Option<String> {
+        let apps = match self.store.list::<WarmApp>() {
+            Ok(l) => l.items,
+            Err(e) => return Some(format!("cannot read warm apps: {e}")),
+        };
+        let runs = match self.store.list::<crd::Run>() {
+            Ok(l) => l.items,
+            Err(e) => return Some(format!("cannot read runs: {e}")),
+        };
+        prune::busy_reason(self.promoter.any_busy(), &apps, &runs)
+    }
+
+    async fn prune_images(&self) -> Step {
+        match prune::prune(self.swarm.as_ref(), &self.prune_labels, || self.busy()).await {
+            Ok(Ok(r)) => {
+                self.metrics
+                    .record_image_prune(r.pruned.len() as u64, r.bytes_reclaimed);
+                let ok = r.failed.is_empty();
+                step(
+                    "images",
+                    ok,
+                    format!(
+                        "{} dangling image(s) pruned, {} bytes reclaimed, {} in use kept{}",
+                        r.pruned.len(),
+                        r.bytes_reclaimed,
+                        r.in_use.len(),
+                        if ok {
+                            String::new()
+                        } else {
+                            format!(", {} removal(s) failed", r.failed.len())
+                        }
+                    ),
+                    serde_json::to_value(&r).unwrap_or_default(),
+                )
+            }
+            Ok(Err(reason)) => {
+                self.metrics.record_image_prune_skipped();
+                warn!(%reason, "image pruning skipped: a deploy is in progress");
+                step(
+                    "images",
+                    true,
+                    format!("image pruning skipped: {reason}"),
+                    serde_json::json!({ "skipped": reason }),
+                )
+            }
+            Err(e) => step(
+                "images",
+                false,
+                format!("image pruning failed: {e}"),
+                serde_json::Value::Null,
+            ),
+        }
+    }
+
     async fn maintenance(&self) -> Step {
         match self.store.maintenance().await {
             Ok(r) => {
@@ -433,6 +493,7 @@ impl Job for Work {
             vec![
                 self.sweep().await,
                 self.refresh().await,
+                self.prune_images().await,
                 self.maintenance().await,
             ]
         })

@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// Spread each nightly run by up to this much after its time (humantime, e.g. 10m).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub nightly_jitter: Duration,
+    /// The nightly sweep prunes only dangling images with this label, KEY=VALUE (repeatable;
+    /// all must match). Without it, every dangling image no service or container uses.
+    #[arg(long = "nightly-prune-label", value_name = "KEY=VALUE")]
+    pub nightly_prune_labels: Vec<String>,
     /// The API's bearer token file for mutations (default: `<data-dir>/token`, created with a
     /// random token, mode 0600, on first start).
     #[arg(long, env = "HEARTH_TOKEN_FILE", value_name = "FILE")]
@@ -219,6 +223,16 @@ pub fn options(args: &ServeArgs) -> Result<Options, Error> {
             .ok_or_else(|| Error::ArgumentRejected(format!("label {l:?} is not KEY=VALUE")))?;
         extra.insert(k.to_string(), v.to_string());
     }
+    let mut prune_labels = Labels::new();
+    for l in &args.nightly_prune_labels {
+        let (k, v) = l
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| {
+                Error::ArgumentRejected(format!("--nightly-prune-label {l:?} is not KEY=VALUE"))
+            })?;
+        prune_labels.insert(k.to_string(), v.to_string());
+    }
     let listen = match args.listen.as_str() {
         "off" | "" => None,
         s => Some(
@@ -237,6 +251,7 @@ pub fn options(args: &ServeArgs) -> Result<Options, Error> {
         base_domain: base_domain(&args.base_domain)?,
         extra_labels: extra,
         token_file: args.token_file.clone(),
+        nightly_prune_labels: prune_labels,
     })
 }
 
@@ -606,14 +621,21 @@ mod tests {
             nightly: None,
             nightly_tz: "UTC".into(),
             nightly_jitter: Duration::ZERO,
+            nightly_prune_labels: vec!["hearth.test=1".into()],
             token_file: None,
         };
         let o = options(&args).unwrap();
         assert_eq!(o.resync, Duration::from_secs(150));
         assert_eq!(o.listen, None);
         assert_eq!(o.extra_labels.get("hearth.test").unwrap(), "1");
+        assert_eq!(o.nightly_prune_labels.get("hearth.test").unwrap(), "1");
         let bad = ServeArgs {
             labels: vec!["nolabel".into()],
+            ..args.clone()
+        };
+        assert!(options(&bad).is_err());
+        let bad = ServeArgs {
+            nightly_prune_labels: vec!["=1".into()],
             ..args
         };
         assert!(options(&bad).is_err());

@@ -51,7 +51,7 @@ use crate::promote::Promoter;
 use crate::runtime::{self, Controller, Handle, Shutdown, Stopped};
 use crate::stack::{ApplyOptions, ObservationCache, TeardownOptions};
 use crate::statefile;
-use crate::swarm::{DockerOptions, DockerSwarm, Labels, MeteredSwarm, Swarm};
+use crate::swarm::{DockerOptions, DockerSwarm, LabelFilter, Labels, MeteredSwarm, Swarm};
 use crate::warmapp::probe::{GatewayProber, Prober};
 use crate::warmapp::{Context, TokioClock, WarmAppReconciler};
 
@@ -104,6 +104,9 @@ pub struct Options {
     pub extra_labels: Labels,
     /// The bearer token file for mutations (`None`: `<data_dir>/token`, created if missing).
     pub token_file: Option<PathBuf>,
+    /// The nightly sweep prunes only dangling images carrying all these labels
+    /// (`--nightly-prune-label`); empty: every dangling image no service or container uses.
+    pub nightly_prune_labels: Labels,
 }
 
 /// The nightly sweep's schedule (`--nightly`, `--nightly-tz`, `--nightly-jitter`).
@@ -456,6 +459,11 @@ async fn start_with_store(
             promoter: promoter.clone(),
             handle: Some(handle.clone()),
             metrics: metrics.clone(),
+            swarm: Arc::clone(&swarm),
+            prune_labels: options
+                .nightly_prune_labels
+                .iter()
+                .fold(LabelFilter::all(), |f, (k, v)| f.and_eq(k, v)),
         }),
         metrics.clone(),
     ));

@@ -134,8 +134,8 @@ async fn remove_one(
         ObjectKind::Secret => swarm_until(deadline, || swarm.remove_secret(id)).await,
         ObjectKind::Config => swarm_until(deadline, || swarm.remove_config(id)).await,
         ObjectKind::Volume => swarm_until(deadline, || swarm.remove_volume(id)).await,
-        // Tasks go with their service; nodes and the daemon are not the stack's.
-        ObjectKind::Task | ObjectKind::Node | ObjectKind::Daemon => Ok(()),
+        // Tasks go with their service; nodes, images and the daemon are not the stack's.
+        ObjectKind::Task | ObjectKind::Node | ObjectKind::Image | ObjectKind::Daemon => Ok(()),
     };
     (object, result)
 }
@@ -546,7 +546,9 @@ async fn verify(
                 ObjectKind::Secret => swarm.remove_secret(&id).await,
                 ObjectKind::Config => swarm.remove_config(&id).await,
                 ObjectKind::Volume => swarm.remove_volume(&id).await,
-                ObjectKind::Task | ObjectKind::Node | ObjectKind::Daemon => Ok(()),
+                ObjectKind::Task | ObjectKind::Node | ObjectKind::Image | ObjectKind::Daemon => {
+                    Ok(())
+                }
             };
             (o, result)
         })
@@ -758,6 +760,7 @@ mod tests {
             id: id.into(),
             name: format!("s_web.1.{task}"),
             labels: [(TASK_ID_LABEL.to_string(), task.to_string())].into(),
+            image_id: None,
             state,
             health: None,
             status: String::new(),

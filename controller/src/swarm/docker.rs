@@ -613,6 +613,60 @@ impl Swarm for DockerSwarm {
         .boxed()
     }
 
+    fn list_images<'a>(&'a self, filter: &'a ImageFilter) -> SwarmFuture<'a, Vec<Image>> {
+        let call = Call::new(Verb::List, ObjectKind::Image);
+        self.deadline(call, async move {
+            let mut filters = label_filters("label", &filter.labels).unwrap_or_default();
+            if let Some(dangling) = filter.dangling {
+                filters.insert("dangling".into(), vec![dangling.to_string()]);
+            }
+            let opts = qp::ListImagesOptions {
+                filters: (!filters.is_empty()).then_some(filters),
+                ..Default::default()
+            };
+            let raw = self
+                .docker
+                .list_images(Some(opts))
+                .await
+                .map_err(|e| map_err(call, "", None, e))?;
+            Ok(raw
+                .into_iter()
+                .map(|i| Image {
+                    id: i.id,
+                    repo_tags: i.repo_tags,
+                    repo_digests: i.repo_digests,
+                    labels: i.labels.into_iter().collect(),
+                    size: u64::try_from(i.size).unwrap_or(0),
+                    created_at: u64::try_from(i.created)
+                        .ok()
+                        .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+                })
+                // the daemon filtered already; this keeps the contract if it did not
+                .filter(|i| filter.matches(i))
+                .collect())
+        })
+        .boxed()
+    }
+
+    fn remove_image<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        let call = Call::new(Verb::Remove, ObjectKind::Image);
+        self.deadline(call, async move {
+            self.docker
+                .remove_image(
+                    id,
+                    Some(qp::RemoveImageOptions {
+                        force: false,
+                        noprune: false,
+                    }),
+                    None,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| map_err(call, id, None, e))
+        })
+        .boxed()
+    }
+
     fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Container);
         self.deadline(call, async move {
@@ -858,6 +912,7 @@ fn container_from(c: models::ContainerSummary) -> Container {
             .map(|n| n.trim_start_matches('/').to_string())
             .unwrap_or_default(),
         labels: labels(c.labels),
+        image_id: c.image_id.filter(|i| !i.is_empty()),
         state: ContainerState::parse(&c.state.map(|s| s.to_string()).unwrap_or_default()),
         health: health_from_status(&status),
         status,

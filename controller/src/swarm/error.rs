@@ -156,7 +156,9 @@ impl Error {
     /// Docker reports several conditions only in the message text, with varying statuses:
     /// `update out of sequence` (500), `volume is in use` (409), `network … is in use by
     /// service` / `has active endpoints` (400/403), `secret … is in use by the following
-    /// service` (400), name conflicts (409). These texts were measured on Engine 20.10.
+    /// service` (400), name conflicts (409), `conflict: unable to delete … image is being used
+    /// by running container` / `… has dependent child images` (409, image removal). These
+    /// texts were measured on Engine 20.10.
     pub fn from_response(
         call: Call,
         id: &str,
@@ -173,8 +175,20 @@ impl Error {
                 version: version.unwrap_or_default(),
             };
         }
-        if lower.contains("in use") || lower.contains("active endpoints") {
+        if lower.contains("in use")
+            || lower.contains("active endpoints")
+            || lower.contains("is being used by")
+            || lower.contains("has dependent child images")
+        {
             return Error::InUse { call, id, message };
+        }
+        if lower.contains("unable to delete") {
+            // e.g. an image referenced in several repositories: not a name conflict
+            return Error::Rejected {
+                call,
+                status,
+                message,
+            };
         }
         match status {
             404 => Error::NotFound { call, id },
@@ -262,6 +276,22 @@ mod tests {
             "This node is not a swarm manager.".into(),
         );
         assert!(matches!(e, Error::Unavailable { .. }) && e.is_retryable());
+        let e = Error::from_response(
+            call(Verb::Remove, ObjectKind::Image),
+            "sha256:2ab0",
+            None,
+            409,
+            "conflict: unable to delete 2ab0d1f3 (cannot be forced) - image is being used by running container 7f2c".into(),
+        );
+        assert!(matches!(e, Error::InUse { .. }));
+        let e = Error::from_response(
+            call(Verb::Remove, ObjectKind::Image),
+            "sha256:2ab0",
+            None,
+            409,
+            "conflict: unable to delete 2ab0d1f3 (must be forced) - image is referenced in multiple repositories".into(),
+        );
+        assert!(matches!(e, Error::Rejected { status: 409, .. }));
     }
 
     #[test]

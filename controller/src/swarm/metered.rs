@@ -13,8 +13,8 @@ use futures::StreamExt;
 use metrics::Metrics;
 
 use super::{
-    spec, Config, Container, Error, Event, LabelFilter, Network, Node, Result, Secret, Service,
-    Swarm, SwarmFuture, SwarmInfo, Task, Volume,
+    spec, Config, Container, Error, Event, Image, ImageFilter, LabelFilter, Network, Node, Result,
+    Secret, Service, Swarm, SwarmFuture, SwarmInfo, Task, Volume,
 };
 
 /// A swarm whose calls are metered.
@@ -140,6 +140,12 @@ impl Swarm for MeteredSwarm {
     }
     fn remove_config<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         self.meter("remove_config", self.inner.remove_config(id))
+    }
+    fn list_images<'a>(&'a self, filter: &'a ImageFilter) -> SwarmFuture<'a, Vec<Image>> {
+        self.meter("list_images", self.inner.list_images(filter))
+    }
+    fn remove_image<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        self.meter("remove_image", self.inner.remove_image(id))
     }
     fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         self.meter("remove_container", self.inner.remove_container(id))

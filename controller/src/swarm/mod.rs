@@ -26,9 +26,9 @@ pub use docker::{DockerOptions, DockerSwarm};
 pub use error::{Error, Result};
 pub use metered::MeteredSwarm;
 pub use types::{
-    health_from_status, task_health, Call, Config, Container, ContainerState, Event, Health,
-    LabelFilter, Labels, Meta, Network, Node, ObjectKind, Secret, Service, ServiceMode, SwarmInfo,
-    Task, TaskState, Verb, Volume,
+    health_from_status, task_health, Call, Config, Container, ContainerState, Event, Health, Image,
+    ImageFilter, LabelFilter, Labels, Meta, Network, Node, ObjectKind, Secret, Service,
+    ServiceMode, SwarmInfo, Task, TaskState, Verb, Volume,
 };
 
 /// The future every [`Swarm`] call returns.
@@ -116,6 +116,13 @@ pub trait Swarm: Send + Sync {
     ) -> SwarmFuture<'a, ()>;
     /// Removes a config; [`Error::InUse`] while a service refers to it.
     fn remove_config<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()>;
+
+    /// Images on this node that pass `filter` (dangling or not, labels).
+    fn list_images<'a>(&'a self, filter: &'a ImageFilter) -> SwarmFuture<'a, Vec<Image>>;
+    /// Removes an image by ID (never forced, children are pruned as Docker does);
+    /// [`Error::InUse`] while a container (even a stopped one) uses it or it has dependent
+    /// child images.
+    fn remove_image<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()>;
 
     /// Kills and removes a container at once (forced teardown of a dead owner's tasks).
     fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()>;

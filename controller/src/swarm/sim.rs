@@ -15,7 +15,9 @@
 //!   by the spec's stop grace period). Updating a service's template or mode replaces all its
 //!   tasks at once (stop-first, parallelism unlimited: simpler than swarmkit's rolling update).
 //! - A volume is in use while any container that mounts it exists; a network while a service
-//!   or container uses it; a secret or config while a service refers to it.
+//!   or container uses it; a secret or config while a service refers to it; an image
+//!   ([`SimSwarm::add_image`]) while a container runs from it (containers record the image
+//!   their spec's reference named when they started).
 //! - Faults: [`SimSwarm::fail_next`], [`SimSwarm::fail_fraction`], [`SimSwarm::set_latency`],
 //!   [`SimSwarm::hang_removals`] (a kind), [`SimSwarm::hang_removal_of`] (one object);
 //!   [`SimSwarm::restart_daemon`] ends every events stream.
@@ -159,6 +161,8 @@ struct State {
     volumes: BTreeMap<String, SimObject>,
     secrets: BTreeMap<String, SimObject>,
     configs: BTreeMap<String, SimObject>,
+    /// Images by ID.
+    images: BTreeMap<String, Image>,
     events: broadcast::Sender<Event>,
     log: Vec<LoggedCall>,
     faults: VecDeque<(Option<Call>, Fault)>,
@@ -192,6 +196,7 @@ impl SimSwarm {
             volumes: BTreeMap::new(),
             secrets: BTreeMap::new(),
             configs: BTreeMap::new(),
+            images: BTreeMap::new(),
             events,
             log: Vec::new(),
             faults: VecDeque::new(),
@@ -254,6 +259,32 @@ impl SimSwarm {
         } else {
             st.hang_objects.remove(&key);
         }
+    }
+
+    /// Adds an image of `size` bytes with `labels` (as `docker import --change 'LABEL …'`
+    /// does) and returns its ID. With `tag`, the tag moves to it: an image that held the tag
+    /// before and has no other tag becomes dangling.
+    pub fn add_image(&self, tag: Option<&str>, labels: Labels, size: u64) -> String {
+        let mut st = self.lock();
+        let id = format!("sha256:{}", random_hex(&mut st.rng, 64));
+        if let Some(tag) = tag {
+            for image in st.images.values_mut() {
+                image.repo_tags.retain(|t| t != tag);
+            }
+        }
+        let created_at = Some(st.now_wall());
+        st.images.insert(
+            id.clone(),
+            Image {
+                id: id.clone(),
+                repo_tags: tag.map(str::to_string).into_iter().collect(),
+                repo_digests: Vec::new(),
+                labels,
+                size,
+                created_at,
+            },
+        );
+        id
     }
 
     /// Tasks of `image` fail their healthcheck.
@@ -541,6 +572,12 @@ impl State {
                 };
                 let container_id = random_hex(&mut self.rng, 64);
                 let cs = container_spec(&spec);
+                let image_id = cs.and_then(|c| c.image.as_deref()).and_then(|r| {
+                    self.images
+                        .values()
+                        .find(|i| i.is_named_by(r))
+                        .map(|i| i.id.clone())
+                });
                 let mut labels = cs.map(|c| map_labels(&c.labels)).unwrap_or_default();
                 labels.insert("com.docker.swarm.service.id".into(), service_id.clone());
                 labels.insert(
@@ -587,6 +624,7 @@ impl State {
                         id: container_id.clone(),
                         name: name.clone(),
                         labels,
+                        image_id,
                         state: ContainerState::Created,
                         health: None,
                         status: "Created".into(),
@@ -615,6 +653,7 @@ impl State {
                     id: container_id.clone(),
                     name: name.clone(),
                     labels,
+                    image_id,
                     state: ContainerState::Running,
                     health: healthcheck.then_some(Health::Starting),
                     status: if healthcheck {
@@ -1448,6 +1487,52 @@ impl Swarm for SimSwarm {
             }
             st.configs.remove(&key);
             st.emit(ObjectKind::Config, "remove", &key, Some(&name));
+            Ok(())
+        })
+    }
+
+    fn list_images<'a>(&'a self, filter: &'a ImageFilter) -> SwarmFuture<'a, Vec<Image>> {
+        self.op(Call::new(Verb::List, ObjectKind::Image), move |st, _| {
+            Ok(st
+                .images
+                .values()
+                .filter(|i| filter.matches(i))
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn remove_image<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        let call = Call::new(Verb::Remove, ObjectKind::Image);
+        self.op_on(call, Some(id), move |st, _| {
+            let key = st
+                .images
+                .values()
+                .find(|i| i.is_named_by(id))
+                .map(|i| i.id.clone())
+                .ok_or_else(|| not_found(call, id))?;
+            // Docker refuses (409) while any container, running or not, uses the image
+            if let Some(c) = st
+                .containers
+                .values()
+                .find(|c| c.container.image_id.as_deref() == Some(key.as_str()))
+            {
+                let state = if c.container.state == ContainerState::Running {
+                    "running"
+                } else {
+                    "stopped"
+                };
+                return Err(in_use(
+                    call,
+                    id,
+                    format!(
+                        "conflict: unable to delete {id} - image is being used by {state} container {}",
+                        c.container.id
+                    ),
+                ));
+            }
+            st.images.remove(&key);
+            st.emit(ObjectKind::Image, "delete", &key, None);
             Ok(())
         })
     }

@@ -26,6 +26,8 @@ pub enum ObjectKind {
     Config,
     /// A swarm node.
     Node,
+    /// An image (on this node).
+    Image,
     /// The swarm / daemon itself (info, ping, events).
     Daemon,
 }
@@ -42,6 +44,7 @@ impl ObjectKind {
             ObjectKind::Secret => "secret",
             ObjectKind::Config => "config",
             ObjectKind::Node => "node",
+            ObjectKind::Image => "image",
             ObjectKind::Daemon => "daemon",
         }
     }
@@ -57,6 +60,7 @@ impl ObjectKind {
             "secret" => ObjectKind::Secret,
             "config" => ObjectKind::Config,
             "node" => ObjectKind::Node,
+            "image" => ObjectKind::Image,
             "daemon" => ObjectKind::Daemon,
             _ => return None,
         })
@@ -389,6 +393,8 @@ pub struct Container {
     pub name: String,
     /// Container labels (swarm adds `com.docker.swarm.service.id`, `…task.id`, …).
     pub labels: Labels,
+    /// The ID of the image it runs (`sha256:…`), when known.
+    pub image_id: Option<String>,
     /// Run state.
     pub state: ContainerState,
     /// Health, when the container has a healthcheck.
@@ -431,6 +437,90 @@ pub fn task_health(task: &Task, containers: &[Container]) -> Option<Health> {
         .iter()
         .find(|c| c.id == id)
         .and_then(|c| c.health)
+}
+
+/// Which images a [`Swarm::list_images`](super::Swarm::list_images) call returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageFilter {
+    /// `Some(true)`: only dangling images (no tag); `Some(false)`: only tagged ones.
+    pub dangling: Option<bool>,
+    /// Label conditions (the image's config labels).
+    pub labels: LabelFilter,
+}
+
+impl ImageFilter {
+    /// Dangling images whose labels match `labels`.
+    pub fn dangling(labels: LabelFilter) -> Self {
+        Self {
+            dangling: Some(true),
+            labels,
+        }
+    }
+
+    /// Whether `image` passes the filter.
+    pub fn matches(&self, image: &Image) -> bool {
+        self.dangling.is_none_or(|d| d == image.is_dangling()) && self.labels.matches(&image.labels)
+    }
+}
+
+/// An observed image (on the node hearth talks to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Image ID (`sha256:…`).
+    pub id: String,
+    /// Tags (`repo:tag`); empty for a dangling image.
+    pub repo_tags: Vec<String>,
+    /// Registry digests (`repo@sha256:…`).
+    pub repo_digests: Vec<String>,
+    /// Labels of the image's config.
+    pub labels: Labels,
+    /// Size in bytes (what removing it may reclaim).
+    pub size: u64,
+    /// When the image was created.
+    pub created_at: Option<SystemTime>,
+}
+
+impl Image {
+    /// Whether the image has no tag (Docker lists such tags as `<none>:<none>`).
+    pub fn is_dangling(&self) -> bool {
+        self.repo_tags.iter().all(|t| t == "<none>:<none>")
+    }
+
+    /// Whether the image reference `reference` (as a service spec or container names it:
+    /// `repo:tag`, `repo:tag@sha256:…`, `repo@sha256:…`, an ID or ID prefix) denotes this
+    /// image.
+    pub fn is_named_by(&self, reference: &str) -> bool {
+        let hex = self.id.trim_start_matches("sha256:");
+        let bare = reference.trim_start_matches("sha256:");
+        if bare.len() >= 12 && bare.bytes().all(|b| b.is_ascii_hexdigit()) && hex.starts_with(bare)
+        {
+            return true;
+        }
+        let (name, digest) = match reference.split_once('@') {
+            Some((name, digest)) => (name, Some(digest)),
+            None => (reference, None),
+        };
+        if let Some(digest) = digest {
+            let by_digest = self
+                .repo_digests
+                .iter()
+                .any(|d| d.split_once('@').is_some_and(|(_, have)| have == digest));
+            if by_digest || digest.trim_start_matches("sha256:") == hex {
+                return true;
+            }
+        }
+        if name.is_empty() {
+            return false;
+        }
+        // `repo` means `repo:latest`; the tag is after the last `/` (`host:port/repo` has none)
+        let last = name.rsplit('/').next().unwrap_or(name);
+        let tagged = if last.contains(':') {
+            name.to_string()
+        } else {
+            format!("{name}:latest")
+        };
+        self.repo_tags.contains(&tagged)
+    }
 }
 
 /// An observed network.

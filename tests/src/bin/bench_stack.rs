@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 use controller::compose;
 use controller::stack::{self, ApplyOptions, Owner, TeardownOptions, NAMESPACE_LABEL};
 use controller::swarm::{
-    spec, Call, Config, Container, DockerOptions, DockerSwarm, Event, LabelFilter, Network, Node,
-    ObjectKind, Secret, Service, ServiceMode, Swarm, SwarmFuture, SwarmInfo, Task, TaskState, Verb,
-    Volume,
+    spec, Call, Config, Container, DockerOptions, DockerSwarm, Event, Image, ImageFilter,
+    LabelFilter, Network, Node, ObjectKind, Secret, Service, ServiceMode, Swarm, SwarmFuture,
+    SwarmInfo, Task, TaskState, Verb, Volume,
 };
 use futures::stream::BoxStream;
 
@@ -227,6 +227,14 @@ impl Swarm for Counting {
     fn remove_config<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         self.count(Verb::Remove, ObjectKind::Config);
         self.inner.remove_config(id)
+    }
+    fn list_images<'a>(&'a self, filter: &'a ImageFilter) -> SwarmFuture<'a, Vec<Image>> {
+        self.count(Verb::List, ObjectKind::Image);
+        self.inner.list_images(filter)
+    }
+    fn remove_image<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
+        self.count(Verb::Remove, ObjectKind::Image);
+        self.inner.remove_image(id)
     }
     fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         self.count(Verb::Remove, ObjectKind::Container);
