@@ -437,7 +437,9 @@ async fn green_runs_promote_failed_or_skipped_ones_do_not_and_a_broken_promotion
     );
     // The refresh just started a health-gated upgrade (seconds on the real swarm): the image
     // prune right after it must wait for another night.
-    let skipped = report["steps"][2]["details"]["skipped"].as_str().unwrap_or("");
+    let skipped = report["steps"][2]["details"]["skipped"]
+        .as_str()
+        .unwrap_or("");
     assert!(skipped.contains("promotion"), "{report}");
     wait_app(
         &running,
