@@ -160,6 +160,10 @@ impl Swarm for Counting {
         self.count(Verb::Remove, ObjectKind::Config);
         self.inner.remove_config(id)
     }
+    fn force_update_service<'a>(&'a self, id: &'a str, version: u64) -> SwarmFuture<'a, ()> {
+        self.count(Verb::Update, ObjectKind::Service);
+        self.inner.force_update_service(id, version)
+    }
     fn list_images<'a>(&'a self, filter: &'a ImageFilter) -> SwarmFuture<'a, Vec<Image>> {
         self.count(Verb::List, ObjectKind::Image);
         self.inner.list_images(filter)

@@ -6,8 +6,9 @@
 //!   missed while hearth was down runs once at startup (only the latest one). A manual run
 //!   (`hearth sweep --now`) completes no window.
 //! - [`Job`]: what a run does; [`Work`] is the daemon's job (orphan sweep; refresh of every
-//!   warm app — a reconcile of each, which repairs drift, and for `refresh: latest` a
-//!   promotion to the newest catalogue release through the same health gate; pruning of
+//!   warm app — a reconcile of each, which repairs drift, a forced redeploy of unhealthy
+//!   ones ([`redeploy`]), and for `refresh: latest` a promotion to the newest catalogue
+//!   release through the same health gate; pruning of
 //!   dangling images no service or container uses, skipped while a deploy is in progress
 //!   ([`prune`]); store maintenance and size report).
 //!
@@ -16,6 +17,7 @@
 //! `hearth_nightly_last_duration_seconds`.
 
 pub mod prune;
+pub mod redeploy;
 pub mod schedule;
 
 use std::sync::Arc;
@@ -44,6 +46,9 @@ pub const LAST_WINDOW_KEY: &str = "nightly.last-window";
 
 /// History reason of a nightly run.
 pub const NIGHTLY: &str = "Nightly";
+
+/// History reason of a warm app the nightly redeployed because it was unhealthy.
+pub const REDEPLOYED: &str = "Redeployed";
 
 /// Nightly errors.
 #[derive(Debug, thiserror::Error)]
@@ -349,11 +354,18 @@ impl Work {
             }
         };
         let mut reconciled = Vec::new();
+        let mut redeployed = Vec::new();
         let mut advanced = Vec::new();
         let mut current = Vec::new();
         let mut problems = Vec::new();
         for app in &apps {
             let name = app.metadata.name.clone();
+            if let Some(why) = redeploy::unhealthy(app) {
+                match self.redeploy(app, &why).await {
+                    Ok(()) => redeployed.push(name.clone()),
+                    Err(e) => problems.push(format!("{name}: redeploy failed: {e}")),
+                }
+            }
             if let Some(h) = &self.handle {
                 h.trigger(ObjectRef::new(Kind::WarmApp, &name));
                 reconciled.push(name.clone());
@@ -389,8 +401,10 @@ impl Work {
             "refresh",
             problems.is_empty(),
             format!(
-                "{} app(s) reconciled, {} advanced to the newest release, {} already current{}",
+                "{} app(s) reconciled, {} unhealthy redeployed, {} advanced to the newest release, \
+                 {} already current{}",
                 reconciled.len(),
+                redeployed.len(),
                 advanced.len(),
                 current.len(),
                 if problems.is_empty() {
@@ -400,10 +414,43 @@ impl Work {
                 }
             ),
             serde_json::json!({
-                "reconciled": reconciled, "advanced": advanced,
+                "reconciled": reconciled, "redeployed": redeployed, "advanced": advanced,
                 "current": current, "problems": problems,
             }),
         )
+    }
+
+    /// Forces a redeploy of an unhealthy app's services and records it in the history.
+    async fn redeploy(&self, app: &WarmApp, why: &str) -> Result<(), String> {
+        let name = &app.metadata.name;
+        let Some(namespace) = app.status.stack_name.as_deref() else {
+            return Err("no stack deployed yet".into());
+        };
+        let result = redeploy::redeploy(self.swarm.as_ref(), namespace).await;
+        let (message, details) = match &result {
+            Ok(services) => (
+                format!(
+                    "nightly refresh redeployed unhealthy warm app {name} ({why}): {} service(s) \
+                     force-updated; the health gate decides when it is Ready again",
+                    services.len()
+                ),
+                serde_json::json!({ "why": why, "services": services }),
+            ),
+            Err(e) => (
+                format!("nightly refresh could not redeploy unhealthy warm app {name}: {e}"),
+                serde_json::json!({ "why": why, "error": e }),
+            ),
+        };
+        info!(app = %name, %why, ok = result.is_ok(), "nightly redeploy of an unhealthy warm app");
+        self.store
+            .append_history(
+                NewEntry::new(REDEPLOYED, message)
+                    .subject(ObjectRef::new(Kind::WarmApp, name))
+                    .details(details),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        result.map(|_| ())
     }
 
     /// Why a deploy is in progress right now, if one is (see [`prune::busy_reason`]).

@@ -183,3 +183,158 @@ async fn a_fresh_store_does_not_run_at_once_but_a_manual_run_completes_no_window
         entry.message
     );
 }
+
+mod refresh {
+    //! The refresh step on the simulated swarm, in virtual time: an unhealthy warm app is
+    //! force-redeployed and recorded; a healthy one is left alone.
+
+    use crd::names::BaseDomain;
+    use crd::{WarmApp, WarmAppPhase};
+    use state::history::Query;
+    use state::Store;
+
+    use super::super::*;
+    use crate::catalogue::DirCatalogue;
+    use crate::runtime::Reconciler;
+    use crate::stack::{ApplyOptions, Depth, ObservationCache, TeardownOptions};
+    use crate::swarm::sim::{SimConfig, SimSwarm};
+    use crate::swarm::{Labels, Swarm, Verb};
+    use crate::warmapp::probe::FixedProber;
+    use crate::warmapp::{Context, TokioClock, WarmAppReconciler};
+
+    fn examples() -> std::path::PathBuf {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/catalogue")
+    }
+
+    async fn reconcile_until(
+        store: &Store,
+        ctx: &Arc<Context>,
+        done: impl Fn(&WarmApp) -> bool,
+    ) -> WarmApp {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let app = store.get::<WarmApp>("web").unwrap();
+            let action = WarmAppReconciler::reconcile(Arc::new(app), ctx.clone())
+                .await
+                .unwrap();
+            let app = store.get::<WarmApp>("web").unwrap();
+            if done(&app) {
+                return app;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not reached: {:?}",
+                app.status
+            );
+            tokio::time::sleep(action.requeue_after().unwrap_or(Duration::from_secs(1))).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unhealthy_warm_app_is_force_redeployed_and_becomes_ready_through_the_gate() {
+        let swarm = Arc::new(SimSwarm::new(SimConfig::default()));
+        let store = Store::in_memory().await.unwrap();
+        let prober = FixedProber::passing();
+        let metrics = Metrics::new().unwrap();
+        let catalogue: Arc<dyn crate::catalogue::Catalogue> =
+            Arc::new(DirCatalogue::open(examples()).unwrap());
+        let ctx = Arc::new(Context {
+            swarm: swarm.clone(),
+            store: store.clone(),
+            catalogue: catalogue.clone(),
+            prober: Arc::new(prober.clone()),
+            metrics: metrics.clone(),
+            clock: Arc::new(TokioClock::new()),
+            base_domain: BaseDomain::parse("hearth.test").unwrap(),
+            extra_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
+            apply: ApplyOptions::default(),
+            teardown: TeardownOptions::graceful(),
+            observations: ObservationCache::new(),
+        });
+        let app: WarmApp = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hearth/v1", "kind": "WarmApp", "metadata": {"name": "web"},
+            "spec": {"recipe": "webapp", "version": "1.0.0",
+                     "health": {"http": {"service": "app", "port": 8080, "path": "/healthz"},
+                                "readyTimeout": "60s"}}
+        }))
+        .unwrap();
+        store.create(&app).await.unwrap();
+        reconcile_until(&store, &ctx, |a| a.status.phase == WarmAppPhase::Ready).await;
+
+        let dyn_swarm: Arc<dyn Swarm> = swarm.clone();
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+        let work = Work {
+            store: store.clone(),
+            sweeper: Sweeper::new(
+                dyn_swarm.clone(),
+                store.clone(),
+                Arc::new(crate::liveness::ProcLiveness::new().unwrap()),
+                clock.clone(),
+                crate::sweeper::Config::default(),
+            ),
+            catalogue,
+            promoter: Promoter::new(
+                store.clone(),
+                metrics.clone(),
+                clock,
+                None,
+                crate::promote::Config::default(),
+            ),
+            handle: None,
+            metrics,
+            swarm: dyn_swarm,
+            prune_labels: LabelFilter::all(),
+        };
+
+        // Healthy: the refresh writes nothing to the swarm.
+        swarm.clear_calls();
+        let step = work.refresh().await;
+        assert!(step.ok, "{step:?}");
+        assert_eq!(step.details["redeployed"], serde_json::json!([]));
+        assert_eq!(swarm.write_count(), 0, "{:?}", swarm.calls());
+
+        // The app's probe fails: the reconciler marks it Degraded/Unhealthy, with nothing to
+        // write (the stack matches its spec).
+        prober.set_failure(Some("connection refused".into()));
+        reconcile_until(&store, &ctx, |a| redeploy::unhealthy(a).is_some()).await;
+        let before = crate::stack::observe(swarm.as_ref(), "hw-web", Depth::WithTasks)
+            .await
+            .unwrap();
+        let old_tasks: Vec<String> = before.tasks.iter().map(|t| t.id.clone()).collect();
+        assert!(!old_tasks.is_empty());
+
+        swarm.clear_calls();
+        let step = work.refresh().await;
+        assert!(step.ok, "{step:?}");
+        assert_eq!(step.details["redeployed"], serde_json::json!(["web"]));
+        let updates = swarm
+            .calls()
+            .iter()
+            .filter(|c| c.call.verb == Verb::Update)
+            .count();
+        assert_eq!(
+            updates,
+            before.services.len(),
+            "one forced update per service"
+        );
+        let entries = store
+            .history(&Query::newest(10).reason(REDEPLOYED))
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+        assert!(entries[0].message.contains("web"), "{}", entries[0].message);
+
+        // The gate: Ready again only once fresh tasks run healthy and the probe passes.
+        prober.set_failure(None);
+        let app = reconcile_until(&store, &ctx, |a| a.status.phase == WarmAppPhase::Ready).await;
+        assert_eq!(app.status.observed_version.as_deref(), Some("1.0.0"));
+        let after = crate::stack::observe(swarm.as_ref(), "hw-web", Depth::WithTasks)
+            .await
+            .unwrap();
+        let running_new = after
+            .tasks
+            .iter()
+            .filter(|t| t.state == crate::swarm::TaskState::Running)
+            .all(|t| !old_tasks.contains(&t.id));
+        assert!(running_new, "every running task is a new one");
+    }
+}

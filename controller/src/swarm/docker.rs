@@ -430,6 +430,36 @@ impl Swarm for DockerSwarm {
         .boxed()
     }
 
+    fn force_update_service<'a>(&'a self, id: &'a str, version: u64) -> SwarmFuture<'a, ()> {
+        let call = Call::new(Verb::Update, ObjectKind::Service);
+        self.deadline(call, async move {
+            let current = self
+                .docker
+                .inspect_service(id, None::<qp::InspectServiceOptions>)
+                .await
+                .map_err(|e| map_err(call, id, Some(version), e))?;
+            let mut model = current.spec.ok_or_else(|| Error::Invalid {
+                call,
+                message: format!("service {id} has no spec"),
+            })?;
+            let mut template = model.task_template.take().unwrap_or_default();
+            template.force_update = Some(template.force_update.unwrap_or(0).wrapping_add(1));
+            model.task_template = Some(template);
+            let opts = qp::UpdateServiceOptions {
+                version: version_i32(call, version)?,
+                ..Default::default()
+            };
+            let updated = self
+                .docker
+                .update_service(id, model, opts, None)
+                .await
+                .map_err(|e| map_err(call, id, Some(version), e))?;
+            warn_all(call, id, updated.warnings);
+            Ok(())
+        })
+        .boxed()
+    }
+
     fn remove_service<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Service);
         self.deadline(call, async move {

@@ -98,6 +98,12 @@ impl Swarm for MeteredSwarm {
             self.inner.update_service(id, version, spec),
         )
     }
+    fn force_update_service<'a>(&'a self, id: &'a str, version: u64) -> SwarmFuture<'a, ()> {
+        self.meter(
+            "force_update_service",
+            self.inner.force_update_service(id, version),
+        )
+    }
     fn remove_service<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         self.meter("remove_service", self.inner.remove_service(id))
     }

@@ -80,6 +80,10 @@ pub trait Swarm: Send + Sync {
         version: u64,
         spec: &'a spec::ServiceSpec,
     ) -> SwarmFuture<'a, ()>;
+    /// Redeploys a service's tasks with its current spec (Swarm's `ForceUpdate` counter + 1,
+    /// as `docker service update --force`), following its update config (e.g. start-first);
+    /// `version` must be its current version index.
+    fn force_update_service<'a>(&'a self, id: &'a str, version: u64) -> SwarmFuture<'a, ()>;
     /// Removes a service (its tasks stop gracefully, in the background).
     fn remove_service<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()>;
 

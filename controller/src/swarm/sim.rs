@@ -1231,6 +1231,43 @@ impl Swarm for SimSwarm {
         })
     }
 
+    fn force_update_service<'a>(&'a self, id: &'a str, version: u64) -> SwarmFuture<'a, ()> {
+        let call = Call::new(Verb::Update, ObjectKind::Service);
+        self.op(call, move |st, cfg| {
+            let key = st
+                .services
+                .iter()
+                .find(|(k, s)| *k == id || s.meta.name == id)
+                .map(|(k, _)| k.clone())
+                .ok_or_else(|| not_found(call, id))?;
+            let Some(current) = st.services.get(&key) else {
+                return Err(not_found(call, id));
+            };
+            if current.meta.version != version {
+                return Err(Error::OutOfSequence {
+                    call,
+                    id: id.to_string(),
+                    version,
+                });
+            }
+            let grace = container_spec(&current.spec).and_then(|c| nanos(c.stop_grace_period));
+            let name = current.spec.name.clone();
+            let new_version = st.bump();
+            let now = st.now_wall();
+            if let Some(s) = st.services.get_mut(&key) {
+                s.meta.version = new_version;
+                s.meta.updated_at = Some(now);
+            }
+            // same spec, new tasks (stop-first here, like every sim update)
+            let at = Instant::now();
+            st.stop_tasks(&key, grace, at, cfg);
+            let delay = grace.map_or(cfg.stop_delay, |g| g.min(cfg.stop_delay));
+            st.start_tasks(&key, at + delay, cfg);
+            st.emit(ObjectKind::Service, "update", &key, name.as_deref());
+            Ok(())
+        })
+    }
+
     fn remove_service<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Service);
         self.op_on(call, Some(id), move |st, cfg| {
