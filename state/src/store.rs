@@ -60,7 +60,9 @@ pub struct ObjectList<R> {
 pub struct MaintenanceReport {
     /// History entries removed by retention.
     pub history_pruned: u64,
-    /// Bytes on disk afterwards.
+    /// History entries kept.
+    pub history_entries: u64,
+    /// Bytes on disk afterwards (measured after a flush).
     pub size_on_disk: u64,
 }
 
@@ -581,16 +583,34 @@ impl Store {
         Ok(self.inner.engine.size_on_disk()?)
     }
 
-    /// The nightly hook: applies history retention fully and reports the size.
+    /// The nightly hook: applies history retention fully, flushes the engine (so the size is
+    /// what is on disk) and reports the history's length and the size.
     ///
     /// # Errors
-    /// As [`Store::prune_history`].
+    /// As [`Store::prune_history`]; [`Error::FlushFailed`] when the flush fails.
     pub async fn maintenance(&self) -> Result<MaintenanceReport> {
         let history_pruned = self.prune_history().await?;
+        self.inner
+            .engine
+            .flush()
+            .await
+            .map_err(|e| Error::FlushFailed {
+                message: e.to_string(),
+            })?;
+        let history_entries = {
+            let w = self.inner.lock_writer();
+            w.history_next.saturating_sub(w.history_oldest)
+        };
         let size_on_disk = self.size_on_disk()?;
-        tracing::info!(history_pruned, size_on_disk, "store maintenance done");
+        tracing::info!(
+            history_pruned,
+            history_entries,
+            size_on_disk,
+            "store maintenance done"
+        );
         Ok(MaintenanceReport {
             history_pruned,
+            history_entries,
             size_on_disk,
         })
     }

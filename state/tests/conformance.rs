@@ -337,6 +337,7 @@ mod cases {
         clock.advance(40_000);
         let report = store.maintenance().await.unwrap();
         assert_eq!(report.history_pruned, 4);
+        assert_eq!(report.history_entries, 1);
         let left = store.history(&Query::newest(100)).unwrap();
         assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [13]);
         assert!(report.size_on_disk > 0);

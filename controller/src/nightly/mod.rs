@@ -508,19 +508,64 @@ impl Work {
         }
     }
 
+    /// Objects per kind in the store (`kind: error` when one cannot be read).
+    fn counts(&self) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        fn count<R: crd::Resource>(store: &Store) -> Result<usize, String> {
+            store
+                .list::<R>()
+                .map(|l| l.items.len())
+                .map_err(|e| e.to_string())
+        }
+        let mut out = serde_json::Map::new();
+        for kind in Kind::ALL {
+            let n = match kind {
+                Kind::WarmApp => count::<WarmApp>(&self.store),
+                Kind::Run => count::<crd::Run>(&self.store),
+                Kind::DepProvider => count::<crd::DepProvider>(&self.store),
+                Kind::SlotPool => count::<crd::SlotPool>(&self.store),
+            }
+            .map_err(|e| format!("{kind:?}: {e}"))?;
+            out.insert(format!("{kind:?}"), n.into());
+        }
+        Ok(out)
+    }
+
     async fn maintenance(&self) -> Step {
         match self.store.maintenance().await {
             Ok(r) => {
                 self.metrics.set_store_size(r.size_on_disk);
+                let (objects, problem) = match self.counts() {
+                    Ok(c) => (serde_json::Value::Object(c), None),
+                    Err(e) => (serde_json::Value::Null, Some(e)),
+                };
+                let listed = objects
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .map(|(k, v)| format!("{v} {k}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
                 step(
                     "store",
-                    true,
+                    problem.is_none(),
                     format!(
-                        "{} history entries pruned; store is {} bytes on disk",
-                        r.history_pruned, r.size_on_disk
+                        "flushed; {} history entries pruned, {} kept; {}; store is {} bytes on disk{}",
+                        r.history_pruned,
+                        r.history_entries,
+                        listed,
+                        r.size_on_disk,
+                        problem
+                            .as_ref()
+                            .map(|p| format!("; counting failed: {p}"))
+                            .unwrap_or_default()
                     ),
                     serde_json::json!({
-                        "historyPruned": r.history_pruned, "sizeOnDisk": r.size_on_disk,
+                        "historyPruned": r.history_pruned,
+                        "historyEntries": r.history_entries,
+                        "sizeOnDisk": r.size_on_disk,
+                        "objects": objects,
                     }),
                 )
             }

@@ -336,5 +336,14 @@ mod refresh {
             .filter(|t| t.state == crate::swarm::TaskState::Running)
             .all(|t| !old_tasks.contains(&t.id));
         assert!(running_new, "every running task is a new one");
+
+        // Store maintenance reports counts per kind and the history's length.
+        let step = work.maintenance().await;
+        assert!(step.ok, "{step:?}");
+        assert_eq!(step.details["objects"]["WarmApp"], 1, "{step:?}");
+        assert_eq!(step.details["objects"]["Run"], 0, "{step:?}");
+        let kept = step.details["historyEntries"].as_u64().unwrap();
+        assert!(kept >= 2, "deployed + redeployed at least: {step:?}");
+        assert!(step.summary.starts_with("flushed;"), "{}", step.summary);
     }
 }
