@@ -116,6 +116,16 @@ pub struct MemoCatalogue {
     renders: Mutex<HashMap<String, Rendered>>,
 }
 
+impl MemoCatalogue {
+    /// Remembers the renders of `inner`.
+    pub fn new(inner: DirCatalogue) -> Self {
+        MemoCatalogue {
+            inner,
+            renders: Mutex::default(),
+        }
+    }
+}
+
 impl Catalogue for MemoCatalogue {
     fn recipes(&self) -> catalogue::Result<Vec<String>> {
         self.inner.recipes()
@@ -154,10 +164,7 @@ pub async fn world(n: usize, store: Store, renders: Renders) -> Result<World, Er
     let dir = DirCatalogue::open(examples()).map_err(|e| Error::CatalogueFailed(e.to_string()))?;
     let catalogue: Arc<dyn Catalogue> = match renders {
         Renders::Catalogue => Arc::new(dir),
-        Renders::Memoized => Arc::new(MemoCatalogue {
-            inner: dir,
-            renders: Mutex::default(),
-        }),
+        Renders::Memoized => Arc::new(MemoCatalogue::new(dir)),
     };
     let base =
         BaseDomain::parse("hearth.test").map_err(|e| Error::CatalogueFailed(e.to_string()))?;
@@ -208,8 +215,12 @@ pub async fn world(n: usize, store: Store, renders: Renders) -> Result<World, Er
     Ok(world)
 }
 
-/// Deploys `app`'s stack as the reconciler would (same render, labels and preparation).
-async fn deploy(
+/// Deploys `app`'s stack as the reconciler would (same render, labels and preparation),
+/// without listing anything first (the namespace must be empty).
+///
+/// # Errors
+/// [`Error::CatalogueFailed`], [`Error::DeployFailed`].
+pub async fn deploy(
     swarm: &SimSwarm,
     catalogue: &dyn Catalogue,
     base: &BaseDomain,

@@ -30,6 +30,8 @@ struct Stats {
     started: AtomicU64,
     failed: AtomicU64,
     first_pass: AtomicBool,
+    /// The longest backoff delay scheduled so far, in nanoseconds.
+    longest_backoff_ns: AtomicU64,
 }
 
 /// A cheap, cloneable view of a running controller: its gauges and a way to trigger keys.
@@ -66,6 +68,12 @@ impl Handle {
     /// Reconciles started since the controller started.
     pub fn reconciles_started(&self) -> u64 {
         self.stats.started.load(Ordering::Relaxed)
+    }
+
+    /// The longest backoff delay (jitter included) any key was given since the controller
+    /// started: never more than `backoff_max × (1 + backoff_jitter)`.
+    pub fn longest_backoff(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.stats.longest_backoff_ns.load(Ordering::Relaxed))
     }
 
     /// Reconciles that failed (error or panic) since the controller started.
@@ -325,6 +333,8 @@ impl<R: Reconciler> Controller<R> {
                         Next::Backoff => {
                             let d = backoff.failed(key.clone(), &mut rng);
                             tracing::debug!(object = %key, delay = ?d, "retrying after backoff");
+                            let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+                            stats.longest_backoff_ns.fetch_max(ns, Ordering::Relaxed);
                             scheduler.schedule(key.clone(), now + d);
                         }
                         Next::AwaitChange => {}
