@@ -216,9 +216,17 @@ impl<R: Reconciler> Controller<R> {
         let initial = tx.clone();
         let (s, w) = (store.clone(), swarm.clone());
         let (relisted_tx, mut relisted_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut startup_rng = StdRng::seed_from_u64(rng.random());
+        let policy = config.reconnect_policy();
         sources.spawn(async move {
-            triggers::send_relist::<R::Object>(&s, w.as_deref(), &initial, "startup").await;
+            let relisted =
+                triggers::send_relist::<R::Object>(&s, w.as_deref(), &initial, "startup").await;
             let _ = relisted_tx.send(());
+            // Orphans the failed swarm listing missed come when a retry lists them.
+            if let (triggers::Relisted::SwarmMissing, Some(swarm)) = (relisted, w.as_deref()) {
+                triggers::send_swarm_owners::<R::Object>(swarm, policy, &mut startup_rng, &initial)
+                    .await;
+            }
         });
         drop(tx);
         let mut relisted = false;

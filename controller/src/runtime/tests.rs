@@ -467,6 +467,35 @@ async fn a_swarm_orphan_without_an_object_should_be_cleaned_up_at_relist() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_orphan_should_be_cleaned_up_soon_when_the_relists_swarm_listing_fails() {
+    // The startup relist's listing of services and its first two retries fail: the orphan
+    // comes with the third retry (1 + 2 + 4 s of backoff, stretched by jitter < 1.2), not
+    // with the next resync an hour later. Its name maps to no owner, so only a listing (by
+    // its labels) finds it, never its creation event.
+    let swarm = SimSwarm::new(SimConfig::default());
+    let mut orphan = managed_service("hd-gone-0123456789ab_app");
+    orphan.labels.get_or_insert_with(Default::default).extend([
+        (labels::KIND.to_string(), Kind::WarmApp.as_str().to_string()),
+        (labels::NAME.to_string(), "gone".to_string()),
+    ]);
+    swarm.create_service(&orphan).await.unwrap();
+    let list_services = crate::swarm::Call::new(Verb::List, crate::swarm::ObjectKind::Service);
+    swarm.fail_next_of(list_services, 3, crate::swarm::sim::Fault::Unavailable);
+    let store = store_with(&["web"]).await;
+    let probe = Probe::new(None);
+    let _run = start(&store, &probe, config(), Some(swarm.clone()));
+    sleep_secs(1.0).await;
+    assert_eq!(
+        probe.count("web"),
+        1,
+        "the store's keys do not wait for the swarm"
+    );
+    assert!(probe.cleanups.lock().unwrap().is_empty());
+    sleep_secs(8.0).await;
+    assert_eq!(*probe.cleanups.lock().unwrap(), vec!["gone".to_string()]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn spec_changes_and_deletes_trigger_but_status_writes_do_not() {
     let store = store_with(&["web"]).await;
     let probe = Probe::new(None);

@@ -97,30 +97,15 @@ pub fn owners_of_listed(name: &str, labels: &crate::swarm::Labels) -> Vec<Object
 ///
 /// # Errors
 /// [`Error::RelistFailed`] when the store cannot be listed. A failing swarm list is only
-/// logged: the store's keys are still worth reconciling.
+/// logged: the store's keys are still worth reconciling (see [`send_relist`] for the retry).
 pub async fn relist<K: Resource>(
     store: &Store,
     swarm: Option<&dyn Swarm>,
 ) -> Result<Vec<ObjectRef>, Error> {
-    let mut keys: Vec<ObjectRef> = store
-        .list::<K>()
-        .map_err(|e| Error::RelistFailed {
-            what: "store",
-            message: e.to_string(),
-        })?
-        .items
-        .iter()
-        .map(|o| ObjectRef::new(K::KIND, o.name()))
-        .collect();
+    let mut keys = store_keys::<K>(store)?;
     if let Some(swarm) = swarm {
-        let filter = LabelFilter::eq(labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
-        match swarm.list_services(&filter).await {
-            Ok(services) => keys.extend(
-                services
-                    .iter()
-                    .flat_map(|s| owners_of_listed(&s.meta.name, &s.meta.labels))
-                    .filter(|k| k.kind == K::KIND),
-            ),
+        match swarm_owners::<K>(swarm).await {
+            Ok(owners) => keys.extend(owners),
             Err(e) => tracing::warn!(error = %e, "relist: listing swarm services failed"),
         }
     }
@@ -129,24 +114,127 @@ pub async fn relist<K: Resource>(
     Ok(keys)
 }
 
-/// Sends every key of a relist; returns `false` once the runner is gone.
+/// The keys of every `K` in the store.
+fn store_keys<K: Resource>(store: &Store) -> Result<Vec<ObjectRef>, Error> {
+    Ok(store
+        .list::<K>()
+        .map_err(|e| Error::RelistFailed {
+            what: "store",
+            message: e.to_string(),
+        })?
+        .items
+        .iter()
+        .map(|o| ObjectRef::new(K::KIND, o.name()))
+        .collect())
+}
+
+/// The owners of kind `K` of the hearth-managed services the swarm runs.
+async fn swarm_owners<K: Resource>(swarm: &dyn Swarm) -> crate::swarm::Result<Vec<ObjectRef>> {
+    let filter = LabelFilter::eq(labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
+    let services = swarm.list_services(&filter).await?;
+    Ok(services
+        .iter()
+        .flat_map(|s| owners_of_listed(&s.meta.name, &s.meta.labels))
+        .filter(|k| k.kind == K::KIND)
+        .collect())
+}
+
+/// How a relist went (see [`send_relist`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Relisted {
+    /// Every key was sent, the swarm's owners included (or there is no swarm).
+    Complete,
+    /// The store's keys were sent, but listing the swarm failed: orphans are still unknown.
+    SwarmMissing,
+    /// Listing the store failed: nothing was sent (logged; the next resync lists again).
+    Failed,
+    /// The runner is gone.
+    Closed,
+}
+
+/// Sends every key of a relist: the store's keys at once, and the swarm's owners when
+/// listing the swarm works.
+///
+/// # Caveats
+/// A failed swarm listing leaves orphans (stacks whose object was deleted) unknown:
+/// [`Relisted::SwarmMissing`]; callers retry with [`send_swarm_owners`] instead of waiting a
+/// whole resync period.
 pub(crate) async fn send_relist<K: Resource>(
     store: &Store,
     swarm: Option<&dyn Swarm>,
     tx: &mpsc::UnboundedSender<Trigger>,
     why: &str,
-) -> bool {
-    match relist::<K>(store, swarm).await {
-        Ok(keys) => {
-            tracing::debug!(count = keys.len(), why, "relisting");
-            // One request for the whole relist, so its reconciles can share one observation.
-            let (at, ticket) = (Instant::now(), super::Ticket::next());
-            keys.into_iter()
-                .all(|key| tx.send(Trigger { key, at, ticket }).is_ok())
-        }
+) -> Relisted {
+    let mut keys = match store_keys::<K>(store) {
+        Ok(keys) => keys,
         Err(e) => {
             tracing::warn!(error = %e, why, "relist failed");
-            !tx.is_closed()
+            return if tx.is_closed() {
+                Relisted::Closed
+            } else {
+                Relisted::Failed
+            };
+        }
+    };
+    let mut complete = true;
+    if let Some(swarm) = swarm {
+        match swarm_owners::<K>(swarm).await {
+            Ok(owners) => keys.extend(owners),
+            Err(e) => {
+                tracing::warn!(error = %e, why, "relist: listing swarm services failed; retrying with backoff");
+                complete = false;
+            }
+        }
+    }
+    keys.sort_by(|a, b| a.name.cmp(&b.name));
+    keys.dedup();
+    tracing::debug!(count = keys.len(), why, "relisting");
+    if !send_all(keys, tx) {
+        Relisted::Closed
+    } else if complete {
+        Relisted::Complete
+    } else {
+        Relisted::SwarmMissing
+    }
+}
+
+/// Sends `keys` as one request (so their reconciles can share one observation); `false` once
+/// the runner is gone.
+fn send_all(keys: Vec<ObjectRef>, tx: &mpsc::UnboundedSender<Trigger>) -> bool {
+    let (at, ticket) = (Instant::now(), super::Ticket::next());
+    keys.into_iter()
+        .all(|key| tx.send(Trigger { key, at, ticket }).is_ok())
+}
+
+/// Completes a relist whose swarm listing failed ([`Relisted::SwarmMissing`]): lists the
+/// swarm's hearth-managed services again after `policy`'s backoff until a listing works,
+/// then sends their owners. Returns `false` once the runner is gone.
+///
+/// Why: with the swarm failing at the wrong moment (a daemon start while dockerd restarts, or
+/// a failing call in the fault matrix), a relist used to leave the stacks of deleted objects
+/// alone until the next periodic resync, 5 minutes later by default.
+pub(crate) async fn send_swarm_owners<K: Resource>(
+    swarm: &dyn Swarm,
+    policy: backoff::Policy,
+    rng: &mut StdRng,
+    tx: &mpsc::UnboundedSender<Trigger>,
+) -> bool {
+    let mut attempts = Backoff::new(policy);
+    loop {
+        let delay = attempts.failed((), rng);
+        tokio::time::sleep(delay).await;
+        if tx.is_closed() {
+            return false;
+        }
+        match swarm_owners::<K>(swarm).await {
+            Ok(owners) => {
+                tracing::debug!(
+                    count = owners.len(),
+                    "relist: swarm services listed on retry"
+                );
+                return send_all(owners, tx);
+            }
+            Err(e) => tracing::warn!(error = %e, "relist: listing swarm services failed again"),
         }
     }
 }
@@ -174,7 +262,10 @@ pub(crate) async fn store_feed<K: Resource>(
             }
             Err(watch::Error::Lagged { missed }) => {
                 tracing::warn!(missed, "change feed lagged; relisting");
-                if !send_relist::<K>(&store, swarm.as_deref(), &tx, "change feed lagged").await {
+                // Docker is not the problem here; the next resync covers a failed listing.
+                if send_relist::<K>(&store, swarm.as_deref(), &tx, "change feed lagged").await
+                    == Relisted::Closed
+                {
                     return;
                 }
             }
@@ -199,8 +290,10 @@ pub(crate) async fn docker_events<K: Resource>(
     let mut first = true;
     loop {
         let mut events = swarm.events();
+        // A failed listing here is retried by this loop: the stream fails too and is reopened.
         if !first
-            && !send_relist::<K>(&store, Some(swarm.as_ref()), &tx, "events stream reopened").await
+            && send_relist::<K>(&store, Some(swarm.as_ref()), &tx, "events stream reopened").await
+                == Relisted::Closed
         {
             return;
         }
@@ -254,9 +347,38 @@ pub(crate) async fn resync<K: Resource>(
             _ = tokio::time::sleep(wait) => {}
             _ = now.notified() => {}
         }
-        if !send_relist::<K>(&store, swarm.as_deref(), &tx, "periodic resync").await {
+        if !complete_relist::<K>(
+            &store,
+            swarm.as_deref(),
+            &config,
+            &mut rng,
+            &tx,
+            "periodic resync",
+        )
+        .await
+        {
             return;
         }
+    }
+}
+
+/// [`send_relist`], then [`send_swarm_owners`] until the swarm was listed; `false` once the
+/// runner is gone.
+pub(crate) async fn complete_relist<K: Resource>(
+    store: &Store,
+    swarm: Option<&dyn Swarm>,
+    config: &Config,
+    rng: &mut StdRng,
+    tx: &mpsc::UnboundedSender<Trigger>,
+    why: &str,
+) -> bool {
+    match send_relist::<K>(store, swarm, tx, why).await {
+        Relisted::Closed => false,
+        Relisted::Complete | Relisted::Failed => true,
+        Relisted::SwarmMissing => match swarm {
+            Some(swarm) => send_swarm_owners::<K>(swarm, config.reconnect_policy(), rng, tx).await,
+            None => true,
+        },
     }
 }
 
