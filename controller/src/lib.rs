@@ -6,6 +6,8 @@ pub mod compose;
 #[cfg(test)]
 pub(crate) mod fuzzing;
 pub mod liveness;
+#[cfg(test)]
+mod malformed;
 pub mod nightly;
 pub mod promote;
 pub mod runs;

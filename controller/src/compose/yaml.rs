@@ -14,6 +14,9 @@ use serde_saphyr::Spanned;
 /// Largest compose file accepted, in bytes.
 pub(crate) const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Deepest nesting accepted.
+pub(crate) const MAX_DEPTH: usize = 32;
+
 /// Where a node came from: index into the list of compose files, 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Loc {
@@ -201,9 +204,15 @@ pub(crate) fn parse(text: &str, file: usize) -> Result<Node, ParseError> {
     budget.max_events = 500_000;
     budget.max_aliases = 10_000;
     budget.max_anchors = 10_000;
-    budget.max_depth = 64;
+    // 64 levels overflowed a 2 MiB thread stack (tokio's workers, debug build) before the
+    // budget refused them: found by the malformed-input table (src/malformed.rs). Compose
+    // files nest about 8 deep; 32 is what the state file and the catalogue allow.
+    budget.max_depth = MAX_DEPTH;
     budget.max_documents = 1;
-    budget.max_nodes = 250_000;
+    // An alias bomb is refused when its expansion passes this many nodes; 250,000 took 8 s
+    // of a debug build to reach (found by the malformed-input table). The largest corpus file
+    // (10 KB) has about a thousand nodes.
+    budget.max_nodes = 50_000;
     budget.max_total_scalar_bytes = MAX_FILE_BYTES * 4;
     budget.max_merge_keys = 10_000;
     let mut options = serde_saphyr::Options::default();
@@ -261,6 +270,10 @@ fn first_line(s: &str) -> String {
     }
     if let Some(i) = line.find(", set DuplicateKeyPolicy") {
         line.truncate(i);
+    }
+    // A budget error on an alias breaks its "(used at …)" over lines; the position is ours.
+    if let Some(cut) = line.strip_suffix(" (used") {
+        line = cut.to_string();
     }
     if line.starts_with("recursive references") {
         line = "recursive alias: an anchor refers to itself".into();
@@ -435,6 +448,27 @@ impl<'de> Visitor<'de> for RawVisitor {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_at_the_depth_budget_parses_on_a_2_mib_stack_and_deeper_is_refused() {
+        let doc = |depth: usize| {
+            format!(
+                "services:\n  web:\n    labels: {}{}\n",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        for (depth, accepted) in [(MAX_DEPTH - 3, true), (MAX_DEPTH * 8, false)] {
+            let text = doc(depth);
+            let parsed = std::thread::Builder::new()
+                .stack_size(2 * 1024 * 1024)
+                .spawn(move || parse(&text, 0).map(|_| ()))
+                .unwrap()
+                .join()
+                .expect("parsing does not overflow the stack");
+            assert_eq!(parsed.is_ok(), accepted, "depth {depth}: {parsed:?}");
+        }
+    }
 
     #[test]
     fn scalars_are_read_as_go_yaml_v3_reads_them() {
