@@ -9,6 +9,8 @@
 //! - [`scale`]: worlds of N converged warm apps on the simulated swarm and one resync pass
 //!   measured (the CI scale test and `bench_scale`).
 //! - [`served`]: the versions a stack's running containers answer at `/version`.
+//! - [`counting`]: a [`controller::swarm::Swarm`] wrapper counting calls and writes (and
+//!   optionally timing each), for the real swarm, which has no call log.
 //! - [`conformance`]: behaviours every [`controller::swarm::Swarm`] must show, run against the
 //!   simulated swarm (`tests/sim_conformance.rs`) and the real one (`tests/real_swarm.rs`).
 //! - [`daemon`]: `hearth serve` in-process on the simulated swarm (temp data dir, ephemeral
@@ -16,6 +18,7 @@
 
 pub mod ci_kill;
 pub mod conformance;
+pub mod counting;
 pub mod daemon;
 pub mod process;
 pub mod scale;

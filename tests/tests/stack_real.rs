@@ -5,7 +5,6 @@
 //! stack is named `hearth-test-<test>-<unique>` and every object carries `hearth.test=1`.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use controller::stack::{
@@ -16,171 +15,9 @@ use controller::swarm::spec::{
     HealthCheck, Map, Mount, MountType, NetworkAttachment, NetworkSpec, SecretReference,
     SecretSpec, ServiceSpec, StackSpec, TaskSpec, VolumeSpec,
 };
-use controller::swarm::{
-    Call, Config, Container, DockerSwarm, Event, Image, ImageFilter, LabelFilter, Network, Node,
-    ObjectKind, Secret, Service, Swarm, SwarmFuture, SwarmInfo, Task, TaskState, Verb, Volume,
-};
-use futures::stream::BoxStream;
+use controller::swarm::{LabelFilter, Swarm, TaskState};
+use hearth_tests::counting::Counting;
 use hearth_tests::support::{fixtures, real_swarm, unique_name, RUN_LABEL, TEST_LABEL};
-
-/// A [`Swarm`] that counts the calls it passes on (the real swarm has no call log).
-struct Counting {
-    inner: DockerSwarm,
-    calls: AtomicUsize,
-    writes: AtomicUsize,
-}
-
-impl Counting {
-    fn new(inner: DockerSwarm) -> Self {
-        Self {
-            inner,
-            calls: AtomicUsize::new(0),
-            writes: AtomicUsize::new(0),
-        }
-    }
-
-    fn count(&self, verb: Verb, kind: ObjectKind) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        if Call::new(verb, kind).is_write() {
-            self.writes.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn reset(&self) {
-        self.calls.store(0, Ordering::Relaxed);
-        self.writes.store(0, Ordering::Relaxed);
-    }
-}
-
-impl Swarm for Counting {
-    fn ping(&self) -> SwarmFuture<'_, ()> {
-        self.count(Verb::Ping, ObjectKind::Daemon);
-        self.inner.ping()
-    }
-    fn info(&self) -> SwarmFuture<'_, SwarmInfo> {
-        self.count(Verb::Info, ObjectKind::Daemon);
-        self.inner.info()
-    }
-    fn list_services<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Service>> {
-        self.count(Verb::List, ObjectKind::Service);
-        self.inner.list_services(f)
-    }
-    fn list_tasks<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Task>> {
-        self.count(Verb::List, ObjectKind::Task);
-        self.inner.list_tasks(f)
-    }
-    fn list_containers<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Container>> {
-        self.count(Verb::List, ObjectKind::Container);
-        self.inner.list_containers(f)
-    }
-    fn list_networks<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Network>> {
-        self.count(Verb::List, ObjectKind::Network);
-        self.inner.list_networks(f)
-    }
-    fn list_volumes<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Volume>> {
-        self.count(Verb::List, ObjectKind::Volume);
-        self.inner.list_volumes(f)
-    }
-    fn list_secrets<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Secret>> {
-        self.count(Verb::List, ObjectKind::Secret);
-        self.inner.list_secrets(f)
-    }
-    fn list_configs<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Config>> {
-        self.count(Verb::List, ObjectKind::Config);
-        self.inner.list_configs(f)
-    }
-    fn list_nodes<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Node>> {
-        self.count(Verb::List, ObjectKind::Node);
-        self.inner.list_nodes(f)
-    }
-    fn create_service<'a>(&'a self, s: &'a ServiceSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Service);
-        self.inner.create_service(s)
-    }
-    fn update_service<'a>(
-        &'a self,
-        id: &'a str,
-        version: u64,
-        s: &'a ServiceSpec,
-    ) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Update, ObjectKind::Service);
-        self.inner.update_service(id, version, s)
-    }
-    fn remove_service<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Service);
-        self.inner.remove_service(id)
-    }
-    fn create_network<'a>(&'a self, s: &'a NetworkSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Network);
-        self.inner.create_network(s)
-    }
-    fn remove_network<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Network);
-        self.inner.remove_network(id)
-    }
-    fn create_volume<'a>(&'a self, s: &'a VolumeSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Volume);
-        self.inner.create_volume(s)
-    }
-    fn remove_volume<'a>(&'a self, name: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Volume);
-        self.inner.remove_volume(name)
-    }
-    fn create_secret<'a>(&'a self, s: &'a SecretSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Secret);
-        self.inner.create_secret(s)
-    }
-    fn update_secret<'a>(
-        &'a self,
-        id: &'a str,
-        version: u64,
-        s: &'a SecretSpec,
-    ) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Update, ObjectKind::Secret);
-        self.inner.update_secret(id, version, s)
-    }
-    fn remove_secret<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Secret);
-        self.inner.remove_secret(id)
-    }
-    fn create_config<'a>(&'a self, s: &'a ConfigSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Config);
-        self.inner.create_config(s)
-    }
-    fn update_config<'a>(
-        &'a self,
-        id: &'a str,
-        version: u64,
-        s: &'a ConfigSpec,
-    ) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Update, ObjectKind::Config);
-        self.inner.update_config(id, version, s)
-    }
-    fn remove_config<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Config);
-        self.inner.remove_config(id)
-    }
-    fn force_update_service<'a>(&'a self, id: &'a str, version: u64) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Update, ObjectKind::Service);
-        self.inner.force_update_service(id, version)
-    }
-    fn list_images<'a>(&'a self, filter: &'a ImageFilter) -> SwarmFuture<'a, Vec<Image>> {
-        self.count(Verb::List, ObjectKind::Image);
-        self.inner.list_images(filter)
-    }
-    fn remove_image<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Image);
-        self.inner.remove_image(id)
-    }
-    fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Container);
-        self.inner.remove_container(id)
-    }
-    fn events(&self) -> BoxStream<'static, controller::swarm::Result<Event>> {
-        self.count(Verb::Events, ObjectKind::Daemon);
-        self.inner.events()
-    }
-}
 
 const SECOND: i64 = 1_000_000_000;
 
@@ -331,8 +168,8 @@ async fn deploy_ready(swarm: &Counting, ns: &str, ignore_term: bool) {
         .await
         .expect("re-apply");
     assert!(again.is_noop(), "{:?}", again.done);
-    assert_eq!(swarm.writes.load(Ordering::Relaxed), 0);
-    assert_eq!(swarm.calls.load(Ordering::Relaxed), 5);
+    assert_eq!(swarm.writes(), 0);
+    assert_eq!(swarm.calls(), 5);
 
     let ls = docker(&["stack", "ls", "--format", "{{.Name}} {{.Services}}"]);
     assert!(
@@ -457,7 +294,7 @@ async fn real_stack_update_rotates_secrets_then_forced_teardown_removes_everythi
         .await
         .expect("re-apply");
     assert!(again.is_noop(), "{:?}", again.done);
-    assert_eq!(swarm.writes.load(Ordering::Relaxed), 0);
+    assert_eq!(swarm.writes(), 0);
 
     let report = teardown(&swarm, &ns, &TeardownOptions::forced())
         .await

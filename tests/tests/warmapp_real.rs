@@ -16,179 +16,15 @@ use std::time::{Duration, Instant};
 use controller::runtime::Shutdown;
 use controller::serve::{self, Options, Running};
 use controller::stack::{teardown, TeardownOptions};
-use controller::swarm::spec::{ConfigSpec, NetworkSpec, SecretSpec, ServiceSpec, VolumeSpec};
-use controller::swarm::{
-    Call, Config, Container, DockerSwarm, Event, Image, ImageFilter, LabelFilter, Labels, Network,
-    Node, ObjectKind, Secret, Service, Swarm, SwarmFuture, SwarmInfo, Task, TaskState, Verb,
-    Volume,
-};
+use controller::swarm::{DockerSwarm, LabelFilter, Labels, Swarm, TaskState};
 use controller::warmapp::probe::GatewayProber;
 use crd::condition::{find_condition, types};
 use crd::names::BaseDomain;
 use crd::{ConditionStatus, WarmApp, WarmAppPhase};
-use futures::stream::BoxStream;
+use hearth_tests::counting::Counting;
 use hearth_tests::served::served_versions;
 use hearth_tests::support::{eventually, real_swarm, RUN_LABEL, TEST_LABEL};
 use state::history::{reason, Query};
-
-/// A [`Swarm`] that counts the calls it passes on (the real swarm has no call log).
-struct Counting {
-    inner: DockerSwarm,
-    calls: AtomicUsize,
-    writes: AtomicUsize,
-}
-
-impl Counting {
-    fn new(inner: DockerSwarm) -> Self {
-        Self {
-            inner,
-            calls: AtomicUsize::new(0),
-            writes: AtomicUsize::new(0),
-        }
-    }
-
-    fn count(&self, verb: Verb, kind: ObjectKind) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        if Call::new(verb, kind).is_write() {
-            self.writes.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn reset(&self) {
-        self.calls.store(0, Ordering::Relaxed);
-        self.writes.store(0, Ordering::Relaxed);
-    }
-}
-
-impl Swarm for Counting {
-    fn ping(&self) -> SwarmFuture<'_, ()> {
-        self.count(Verb::Ping, ObjectKind::Daemon);
-        self.inner.ping()
-    }
-    fn info(&self) -> SwarmFuture<'_, SwarmInfo> {
-        self.count(Verb::Info, ObjectKind::Daemon);
-        self.inner.info()
-    }
-    fn list_services<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Service>> {
-        self.count(Verb::List, ObjectKind::Service);
-        self.inner.list_services(f)
-    }
-    fn list_tasks<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Task>> {
-        self.count(Verb::List, ObjectKind::Task);
-        self.inner.list_tasks(f)
-    }
-    fn list_containers<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Container>> {
-        self.count(Verb::List, ObjectKind::Container);
-        self.inner.list_containers(f)
-    }
-    fn list_networks<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Network>> {
-        self.count(Verb::List, ObjectKind::Network);
-        self.inner.list_networks(f)
-    }
-    fn list_volumes<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Volume>> {
-        self.count(Verb::List, ObjectKind::Volume);
-        self.inner.list_volumes(f)
-    }
-    fn list_secrets<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Secret>> {
-        self.count(Verb::List, ObjectKind::Secret);
-        self.inner.list_secrets(f)
-    }
-    fn list_configs<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Config>> {
-        self.count(Verb::List, ObjectKind::Config);
-        self.inner.list_configs(f)
-    }
-    fn list_nodes<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Node>> {
-        self.count(Verb::List, ObjectKind::Node);
-        self.inner.list_nodes(f)
-    }
-    fn create_service<'a>(&'a self, s: &'a ServiceSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Service);
-        self.inner.create_service(s)
-    }
-    fn update_service<'a>(
-        &'a self,
-        id: &'a str,
-        version: u64,
-        s: &'a ServiceSpec,
-    ) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Update, ObjectKind::Service);
-        self.inner.update_service(id, version, s)
-    }
-    fn remove_service<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Service);
-        self.inner.remove_service(id)
-    }
-    fn create_network<'a>(&'a self, s: &'a NetworkSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Network);
-        self.inner.create_network(s)
-    }
-    fn remove_network<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Network);
-        self.inner.remove_network(id)
-    }
-    fn create_volume<'a>(&'a self, s: &'a VolumeSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Volume);
-        self.inner.create_volume(s)
-    }
-    fn remove_volume<'a>(&'a self, name: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Volume);
-        self.inner.remove_volume(name)
-    }
-    fn create_secret<'a>(&'a self, s: &'a SecretSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Secret);
-        self.inner.create_secret(s)
-    }
-    fn update_secret<'a>(
-        &'a self,
-        id: &'a str,
-        version: u64,
-        s: &'a SecretSpec,
-    ) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Update, ObjectKind::Secret);
-        self.inner.update_secret(id, version, s)
-    }
-    fn remove_secret<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Secret);
-        self.inner.remove_secret(id)
-    }
-    fn create_config<'a>(&'a self, s: &'a ConfigSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Config);
-        self.inner.create_config(s)
-    }
-    fn update_config<'a>(
-        &'a self,
-        id: &'a str,
-        version: u64,
-        s: &'a ConfigSpec,
-    ) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Update, ObjectKind::Config);
-        self.inner.update_config(id, version, s)
-    }
-    fn remove_config<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Config);
-        self.inner.remove_config(id)
-    }
-    fn force_update_service<'a>(&'a self, id: &'a str, version: u64) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Update, ObjectKind::Service);
-        self.inner.force_update_service(id, version)
-    }
-    fn list_images<'a>(&'a self, filter: &'a ImageFilter) -> SwarmFuture<'a, Vec<Image>> {
-        self.count(Verb::List, ObjectKind::Image);
-        self.inner.list_images(filter)
-    }
-    fn remove_image<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Image);
-        self.inner.remove_image(id)
-    }
-    fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Container);
-        self.inner.remove_container(id)
-    }
-    fn events(&self) -> BoxStream<'static, controller::swarm::Result<Event>> {
-        self.count(Verb::Events, ObjectKind::Daemon);
-        self.inner.events()
-    }
-}
 
 static NAMES: AtomicUsize = AtomicUsize::new(0);
 
@@ -252,7 +88,7 @@ async fn start(dir: &Path, swarm: Arc<Counting>, run: &str) -> (Running, Shutdow
     };
     let prober = Arc::new(GatewayProber::new(
         socket,
-        swarm.inner.api_version(),
+        swarm.inner().api_version(),
         Duration::from_secs(3),
     ));
     // After a restart in the same process, the previous instance's last store clone may be
@@ -431,7 +267,7 @@ async fn two_warm_apps_become_ready_a_bad_file_changes_nothing_and_a_restart_wri
     assert_eq!(now_a.spec.version, "1.1.0");
     assert_eq!(now_a.metadata.generation, a.metadata.generation);
     assert_eq!(
-        swarm.writes.load(Ordering::Relaxed),
+        swarm.writes(),
         0,
         "a rejected file writes nothing to docker"
     );
@@ -470,13 +306,9 @@ async fn two_warm_apps_become_ready_a_bad_file_changes_nothing_and_a_restart_wri
     eprintln!(
         "timing: restart reconciled both apps in {:?} with {} calls",
         restarted.elapsed(),
-        swarm2.calls.load(Ordering::Relaxed)
+        swarm2.calls()
     );
-    assert_eq!(
-        swarm2.writes.load(Ordering::Relaxed),
-        0,
-        "a restart makes no write calls"
-    );
+    assert_eq!(swarm2.writes(), 0, "a restart makes no write calls");
     let again = running.store.get::<WarmApp>(&web).expect("app");
     assert_eq!(again.status.phase, WarmAppPhase::Ready);
 

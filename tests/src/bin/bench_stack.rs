@@ -26,23 +26,22 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use controller::compose;
 use controller::stack::{self, ApplyOptions, Owner, TeardownOptions, NAMESPACE_LABEL};
-use controller::swarm::{
-    spec, Call, Config, Container, DockerOptions, DockerSwarm, Event, Image, ImageFilter,
-    LabelFilter, Network, Node, ObjectKind, Secret, Service, ServiceMode, Swarm, SwarmFuture,
-    SwarmInfo, Task, TaskState, Verb, Volume,
-};
-use futures::stream::BoxStream;
+use controller::swarm::{DockerOptions, DockerSwarm, LabelFilter, ServiceMode, Swarm, TaskState};
+use futures::StreamExt;
+use hearth_tests::counting::Counting;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Settings from the command line.
 struct Settings {
     runs: usize,
+    /// Instead of the benchmarks: trace `--trace-rm N` forced teardowns in-process, call by
+    /// call (where the time of a forced rm goes).
+    trace_rm: usize,
     hearth: PathBuf,
     docker: PathBuf,
 }
@@ -51,6 +50,7 @@ fn settings() -> Result<Settings, BoxError> {
     let exe = std::env::current_exe()?;
     let mut s = Settings {
         runs: 5,
+        trace_rm: 0,
         hearth: exe.with_file_name("hearth"),
         docker: PathBuf::from("/usr/bin/docker"),
     };
@@ -59,6 +59,7 @@ fn settings() -> Result<Settings, BoxError> {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
             "--runs" => s.runs = value()?.parse()?,
+            "--trace-rm" => s.trace_rm = value()?.parse()?,
             "--hearth" => s.hearth = PathBuf::from(value()?),
             "--docker" => s.docker = PathBuf::from(value()?),
             other => return Err(format!("unknown argument {other:?}").into()),
@@ -96,158 +97,6 @@ fn compose_file(services: usize, grace: &str) -> String {
          configs:\n  conf:\n    file: ./conf\n    labels: {hearth.test: \"1\"}\n",
     );
     out
-}
-
-/// Counts the calls it passes on to the bollard adapter.
-struct Counting {
-    inner: DockerSwarm,
-    calls: AtomicUsize,
-    writes: AtomicUsize,
-}
-
-impl Counting {
-    fn count(&self, verb: Verb, kind: ObjectKind) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        if Call::new(verb, kind).is_write() {
-            self.writes.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    fn take(&self) -> (usize, usize) {
-        (
-            self.calls.swap(0, Ordering::Relaxed),
-            self.writes.swap(0, Ordering::Relaxed),
-        )
-    }
-}
-
-impl Swarm for Counting {
-    fn ping(&self) -> SwarmFuture<'_, ()> {
-        self.count(Verb::Ping, ObjectKind::Daemon);
-        self.inner.ping()
-    }
-    fn info(&self) -> SwarmFuture<'_, SwarmInfo> {
-        self.count(Verb::Info, ObjectKind::Daemon);
-        self.inner.info()
-    }
-    fn list_services<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Service>> {
-        self.count(Verb::List, ObjectKind::Service);
-        self.inner.list_services(f)
-    }
-    fn list_tasks<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Task>> {
-        self.count(Verb::List, ObjectKind::Task);
-        self.inner.list_tasks(f)
-    }
-    fn list_containers<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Container>> {
-        self.count(Verb::List, ObjectKind::Container);
-        self.inner.list_containers(f)
-    }
-    fn list_networks<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Network>> {
-        self.count(Verb::List, ObjectKind::Network);
-        self.inner.list_networks(f)
-    }
-    fn list_volumes<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Volume>> {
-        self.count(Verb::List, ObjectKind::Volume);
-        self.inner.list_volumes(f)
-    }
-    fn list_secrets<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Secret>> {
-        self.count(Verb::List, ObjectKind::Secret);
-        self.inner.list_secrets(f)
-    }
-    fn list_configs<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Config>> {
-        self.count(Verb::List, ObjectKind::Config);
-        self.inner.list_configs(f)
-    }
-    fn list_nodes<'a>(&'a self, f: &'a LabelFilter) -> SwarmFuture<'a, Vec<Node>> {
-        self.count(Verb::List, ObjectKind::Node);
-        self.inner.list_nodes(f)
-    }
-    fn create_service<'a>(&'a self, s: &'a spec::ServiceSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Service);
-        self.inner.create_service(s)
-    }
-    fn update_service<'a>(
-        &'a self,
-        id: &'a str,
-        version: u64,
-        s: &'a spec::ServiceSpec,
-    ) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Update, ObjectKind::Service);
-        self.inner.update_service(id, version, s)
-    }
-    fn remove_service<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Service);
-        self.inner.remove_service(id)
-    }
-    fn create_network<'a>(&'a self, s: &'a spec::NetworkSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Network);
-        self.inner.create_network(s)
-    }
-    fn remove_network<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Network);
-        self.inner.remove_network(id)
-    }
-    fn create_volume<'a>(&'a self, s: &'a spec::VolumeSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Volume);
-        self.inner.create_volume(s)
-    }
-    fn remove_volume<'a>(&'a self, name: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Volume);
-        self.inner.remove_volume(name)
-    }
-    fn create_secret<'a>(&'a self, s: &'a spec::SecretSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Secret);
-        self.inner.create_secret(s)
-    }
-    fn update_secret<'a>(
-        &'a self,
-        id: &'a str,
-        version: u64,
-        s: &'a spec::SecretSpec,
-    ) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Update, ObjectKind::Secret);
-        self.inner.update_secret(id, version, s)
-    }
-    fn remove_secret<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Secret);
-        self.inner.remove_secret(id)
-    }
-    fn create_config<'a>(&'a self, s: &'a spec::ConfigSpec) -> SwarmFuture<'a, String> {
-        self.count(Verb::Create, ObjectKind::Config);
-        self.inner.create_config(s)
-    }
-    fn update_config<'a>(
-        &'a self,
-        id: &'a str,
-        version: u64,
-        s: &'a spec::ConfigSpec,
-    ) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Update, ObjectKind::Config);
-        self.inner.update_config(id, version, s)
-    }
-    fn remove_config<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Config);
-        self.inner.remove_config(id)
-    }
-    fn force_update_service<'a>(&'a self, id: &'a str, version: u64) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Update, ObjectKind::Service);
-        self.inner.force_update_service(id, version)
-    }
-    fn list_images<'a>(&'a self, filter: &'a ImageFilter) -> SwarmFuture<'a, Vec<Image>> {
-        self.count(Verb::List, ObjectKind::Image);
-        self.inner.list_images(filter)
-    }
-    fn remove_image<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Image);
-        self.inner.remove_image(id)
-    }
-    fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.count(Verb::Remove, ObjectKind::Container);
-        self.inner.remove_container(id)
-    }
-    fn events(&self) -> BoxStream<'static, controller::swarm::Result<Event>> {
-        self.count(Verb::Events, ObjectKind::Daemon);
-        self.inner.events()
-    }
 }
 
 /// Runs a command; its failure (with stderr) is an error.
@@ -453,6 +302,69 @@ impl Bench {
     }
 }
 
+/// Deploys the 3-service stack with hearth and tears it down forced, in-process, printing
+/// every call with its start and duration, `--trace-rm` times; then how long the CLI takes to
+/// start and connect (`hearth stack ls`).
+async fn trace_rm(bench: &mut Bench) -> Result<(), BoxError> {
+    let timed = Counting::timed(bench.swarm.clone());
+    for _ in 0..bench.settings.trace_rm {
+        let namespace = bench.name("hth", "trace");
+        bench.deploy(true, 3, &namespace).await?;
+        let mut events = bench.swarm.events();
+        timed.take_log();
+        let started = Instant::now();
+        let report = stack::teardown(&timed, &namespace, &TeardownOptions::forced()).await?;
+        let elapsed = started.elapsed();
+        let origin = SystemTime::now() - elapsed;
+        let mut lines: Vec<(Duration, String)> = timed
+            .take_log()
+            .into_iter()
+            .map(|c| {
+                let line = format!(
+                    "+{:>6.1} ms {}{}",
+                    c.took.as_secs_f64() * 1e3,
+                    c.call,
+                    if c.failed { " (failed)" } else { "" }
+                );
+                (c.started, line)
+            })
+            .collect();
+        // The events the daemon sent meanwhile (the stream replays from its opening).
+        while let Ok(Some(Ok(event))) =
+            tokio::time::timeout(Duration::from_millis(100), events.next()).await
+        {
+            let Some(at) = event.time.and_then(|t| t.duration_since(origin).ok()) else {
+                continue;
+            };
+            if at > elapsed {
+                break;
+            }
+            let name = event.name.unwrap_or_default();
+            lines.push((
+                at,
+                format!("  event {} {} {name}", event.kind, event.action),
+            ));
+        }
+        lines.sort_by_key(|(at, _)| *at);
+        for (at, line) in lines {
+            println!("{:>7.1} ms {line}", at.as_secs_f64() * 1e3);
+        }
+        println!(
+            "teardown {namespace}: {:.1} ms (containers wait {:.1} ms)\n",
+            elapsed.as_secs_f64() * 1e3,
+            report.containers_wait.as_secs_f64() * 1e3
+        );
+        bench.clean(&namespace).await?;
+    }
+    let started = Instant::now();
+    run(&bench.settings.hearth, &["stack", "ls"], &bench.dir)?;
+    println!(
+        "hearth stack ls (start, connect, one list): {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
 async fn main_async() -> Result<(), BoxError> {
     let settings = settings()?;
     let swarm = DockerSwarm::connect(DockerOptions::default()).await?;
@@ -472,6 +384,9 @@ async fn main_async() -> Result<(), BoxError> {
         dir,
         seq: 0,
     };
+    if bench.settings.trace_rm > 0 {
+        return trace_rm(&mut bench).await;
+    }
     let mut rows = Vec::new();
 
     for services in [3, 10] {
@@ -523,11 +438,7 @@ async fn main_async() -> Result<(), BoxError> {
     }
 
     // No-op re-apply through the library call `hearth stack deploy` makes, counted.
-    let counting = Counting {
-        inner: bench.swarm.clone(),
-        calls: AtomicUsize::new(0),
-        writes: AtomicUsize::new(0),
-    };
+    let counting = Counting::new(bench.swarm.clone());
     let mut noop = Vec::new();
     for services in [3, 10] {
         let namespace = bench.name("hth", "noop");
