@@ -555,23 +555,26 @@ impl Hints<'_> {
 /// (task containers are named `<service>.<slot>.<task>`), or a network, volume, secret, config
 /// or service named `<namespace>_…`; an event without a name may be.
 fn concerns(namespace: &str, service_names: &BTreeMap<String, String>, event: &Event) -> bool {
-    let Some(name) = event.name.as_deref() else {
-        return true;
+    let in_namespace = |name: &str| {
+        name.strip_prefix(namespace)
+            .is_some_and(|rest| rest.starts_with('_'))
     };
-    let in_namespace = name
-        .strip_prefix(namespace)
-        .is_some_and(|rest| rest.starts_with('_'));
-    match event.kind {
-        ObjectKind::Container => {
+    match (event.kind, event.name.as_deref()) {
+        // Tasks have no events; nodes, images and the daemon are not the stack's.
+        (ObjectKind::Task | ObjectKind::Node | ObjectKind::Image | ObjectKind::Daemon, _) => false,
+        (_, None) => true,
+        (ObjectKind::Container, Some(name)) => {
             let service = name.split('.').next().unwrap_or(name);
-            in_namespace || service_names.values().any(|s| s == service)
+            in_namespace(name) || service_names.values().any(|s| s == service)
         }
-        ObjectKind::Network
-        | ObjectKind::Volume
-        | ObjectKind::Secret
-        | ObjectKind::Config
-        | ObjectKind::Service => in_namespace,
-        ObjectKind::Task | ObjectKind::Node | ObjectKind::Daemon => false,
+        (
+            ObjectKind::Network
+            | ObjectKind::Volume
+            | ObjectKind::Secret
+            | ObjectKind::Config
+            | ObjectKind::Service,
+            Some(name),
+        ) => in_namespace(name),
     }
 }
 
@@ -1124,6 +1127,7 @@ mod tests {
             event(ObjectKind::Network, Some("nsnet"), None),
             event(ObjectKind::Container, Some("other_web.1.abc"), None),
             event(ObjectKind::Node, Some("ns_node"), None),
+            event(ObjectKind::Node, None, None),
         ];
         for e in &no {
             assert!(!concerns("ns", &services, e), "{e:?}");
