@@ -177,9 +177,9 @@ fn finished_run(i: usize) -> Result<crd::Run, BoxError> {
                  "requiredTiers": ["install", "smoke", "custom"], "finish": true},
         "status": {"phase": "Succeeded", "stackName": format!("hr-web-{i:010}"),
                    "domain": format!("hr-web-{i:010}.hearth.test"),
-                   "tiers": [{"name": "install", "status": "passed", "required": true},
-                             {"name": "smoke", "status": "passed", "required": true},
-                             {"name": "custom", "status": "passed", "required": true}]}
+                   "tiers": [{"name": "install", "result": "pass", "required": true},
+                             {"name": "smoke", "result": "pass", "required": true},
+                             {"name": "custom", "result": "pass", "required": true}]}
     }))?)
 }
 
