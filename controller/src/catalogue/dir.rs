@@ -1,6 +1,12 @@
-//! `DirCatalogue`: recipes read from `<dir>/<recipe>/recipe.yml` and compose files, on every call.
+//! `DirCatalogue`: recipes read from `<dir>/<recipe>/recipe.yml` and compose files, on every call; renders cached while those files are unchanged.
+
+mod cache;
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+pub use cache::CacheStats;
+use cache::{Input, Key, RecordingFiles, RenderCache};
 
 use crd::names::MAX_RECIPE_NAME_LEN;
 use crd::validation::{check_dns_label, check_env_key};
@@ -19,10 +25,14 @@ const MAX_RECIPE_FILE_BYTES: usize = 256 * 1024;
 ///
 /// # Guarantees
 /// Files are read on every call, so edits take effect without a restart; a recipe whose
-/// `recipe.yml` is broken fails alone, with every problem and its location.
+/// `recipe.yml` is broken fails alone, with every problem and its location. A render is
+/// computed again only when a file it read (`recipe.yml`, a compose file, a side file) changed
+/// its content: unchanged ones are answered from a cache shared by clones (at most 256 renders,
+/// least recently used dropped first).
 #[derive(Debug, Clone)]
 pub struct DirCatalogue {
     dir: PathBuf,
+    cache: Arc<RenderCache>,
 }
 
 impl DirCatalogue {
@@ -36,7 +46,44 @@ impl DirCatalogue {
             path: dir.clone(),
             source,
         })?;
-        Ok(DirCatalogue { dir })
+        Ok(DirCatalogue {
+            dir,
+            cache: Arc::new(RenderCache::default()),
+        })
+    }
+
+    /// How often [`Catalogue::render`] was answered from the cache and how often computed.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// How many renders the cache keeps.
+    pub fn cached_renders(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// [`Catalogue::recipe`], and what its `recipe.yml` held.
+    fn recipe_and_input(&self, name: &str) -> Result<(Recipe, Input)> {
+        let not_found = || -> Result<(Recipe, Input)> {
+            Err(Error::RecipeNotFound {
+                recipe: name.to_string(),
+                dir: self.dir.clone(),
+                known: self.recipes().map(|r| r.join(", ")).unwrap_or_default(),
+            })
+        };
+        // The name becomes a path component: only DNS labels, never `..` or `/`.
+        if check_dns_label(name, MAX_RECIPE_NAME_LEN).is_err() {
+            return not_found();
+        }
+        let dir = self.dir.join(name);
+        let path = dir.join(RECIPE_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return not_found(),
+            Err(source) => return Err(Error::DirectoryUnreadable { path, source }),
+        };
+        let input = Input::read(&path, &bytes);
+        Ok((load_recipe(name, dir, &path, &bytes)?, input))
     }
 
     /// The catalogue directory.
@@ -103,29 +150,16 @@ impl Catalogue for DirCatalogue {
     }
 
     fn recipe(&self, name: &str) -> Result<Recipe> {
-        let not_found = || -> Result<Recipe> {
-            Err(Error::RecipeNotFound {
-                recipe: name.to_string(),
-                dir: self.dir.clone(),
-                known: self.recipes().map(|r| r.join(", ")).unwrap_or_default(),
-            })
-        };
-        // The name becomes a path component: only DNS labels, never `..` or `/`.
-        if check_dns_label(name, MAX_RECIPE_NAME_LEN).is_err() {
-            return not_found();
-        }
-        let dir = self.dir.join(name);
-        let path = dir.join(RECIPE_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return not_found(),
-            Err(source) => return Err(Error::DirectoryUnreadable { path, source }),
-        };
-        load_recipe(name, dir, &path, &bytes)
+        self.recipe_and_input(name).map(|(recipe, _)| recipe)
     }
 
     fn render(&self, request: &RenderRequest<'_>) -> Result<Rendered> {
-        let recipe = self.recipe(request.recipe)?;
+        let key = Key::of(request);
+        if let Some(rendered) = self.cache.get(&key) {
+            return Ok(rendered);
+        }
+        self.cache.computed();
+        let (recipe, recipe_input) = self.recipe_and_input(request.recipe)?;
         if recipe.published(request.version).is_none() {
             return Err(Error::VersionNotPublished {
                 recipe: recipe.name.clone(),
@@ -134,17 +168,39 @@ impl Catalogue for DirCatalogue {
             });
         }
         let vars = variables(&recipe, request)?;
-        let translation = compose::translate_paths(&recipe.compose_paths(), request.stack, &vars)
-            .map_err(|source| Error::ComposeRejected {
+        let rejected = |source| Error::ComposeRejected {
             recipe: recipe.name.clone(),
             version: request.version.to_string(),
             source: Box::new(source),
-        })?;
-        Ok(Rendered {
+        };
+        let paths = recipe.compose_paths();
+        let (sources, working_dir) = compose::read_sources(&paths).map_err(rejected)?;
+        let files = RecordingFiles::default();
+        let translation = compose::translate(
+            &sources,
+            &compose::Options {
+                stack: request.stack,
+                env: &vars,
+                working_dir,
+                files: &files,
+            },
+        )
+        .map_err(rejected)?;
+        let mut inputs = vec![recipe_input];
+        inputs.extend(
+            paths
+                .iter()
+                .zip(&sources)
+                .map(|(path, source)| Input::source(path, source)),
+        );
+        inputs.extend(files.into_inputs());
+        let rendered = Rendered {
             stack: translation.stack,
             warnings: translation.warnings,
             variables: vars,
-        })
+        };
+        self.cache.put(key, inputs, rendered.clone());
+        Ok(rendered)
     }
 }
 

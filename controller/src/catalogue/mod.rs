@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::compose;
 use crate::swarm::spec::StackSpec;
 
-pub use dir::DirCatalogue;
+pub use dir::{CacheStats, DirCatalogue};
 
 /// Name of the file describing a recipe inside its directory.
 pub const RECIPE_FILE: &str = "recipe.yml";

@@ -337,6 +337,25 @@ pub fn translate_paths(
     stack: &str,
     env: &BTreeMap<String, String>,
 ) -> Result<Translation, Error> {
+    let (sources, working_dir) = read_sources(paths)?;
+    translate(
+        &sources,
+        &Options {
+            stack,
+            env,
+            working_dir,
+            files: &FsFiles,
+        },
+    )
+}
+
+/// Reads compose files from disk: their sources, and the directory relative paths resolve
+/// against (docker's: the absolute directory of the first file).
+///
+/// # Errors
+/// [`Error::FilesMissing`] for no path, [`Error::FileUnreadable`] for a file that cannot be
+/// read.
+pub fn read_sources(paths: &[PathBuf]) -> Result<(Vec<Source>, PathBuf), Error> {
     let first = paths.first().ok_or(Error::FilesMissing)?;
     let mut sources = Vec::with_capacity(paths.len());
     for path in paths {
@@ -360,15 +379,7 @@ pub fn translate_paths(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
-    translate(
-        &sources,
-        &Options {
-            stack,
-            env,
-            working_dir,
-            files: &FsFiles,
-        },
-    )
+    Ok((sources, working_dir))
 }
 
 /// Translation context shared by the steps.

@@ -255,3 +255,186 @@ fn every_warm_app_of_the_example_state_file_should_render_from_the_example_catal
     }
     assert_eq!(rendered, vec!["hw-webapp", "hp-sso"]);
 }
+
+/// The container spec of the first service in a render.
+fn container(r: &Rendered) -> crate::swarm::spec::ContainerSpec {
+    r.stack.services[0]
+        .task_template
+        .clone()
+        .unwrap()
+        .container_spec
+        .unwrap()
+}
+
+/// The `env` of the first service in a render.
+fn app_env(r: &Rendered) -> Vec<String> {
+    container(r).env.unwrap_or_default()
+}
+
+const RECIPE: &str = "composeFiles: [compose.yml]\nversions: [1.0.0, 1.1.0]\n";
+
+#[test]
+fn an_unchanged_recipe_should_be_rendered_once_and_then_answered_from_the_cache() {
+    let (_d, c) = temp_catalogue(RECIPE, COMPOSE);
+    let env = BTreeMap::new();
+    let first = c.render(&request("app", "1.0.0", &env)).unwrap();
+    for _ in 0..5 {
+        assert_eq!(c.render(&request("app", "1.0.0", &env)).unwrap(), first);
+    }
+    assert_eq!(
+        c.cache_stats(),
+        CacheStats {
+            hits: 5,
+            renders: 1
+        }
+    );
+    // A clone shares the cache (the daemon hands clones to each controller).
+    let clone = c.clone();
+    clone.render(&request("app", "1.0.0", &env)).unwrap();
+    assert_eq!(
+        c.cache_stats(),
+        CacheStats {
+            hits: 6,
+            renders: 1
+        }
+    );
+    // Another version, stack or override is another render.
+    c.render(&request("app", "1.1.0", &env)).unwrap();
+    let other_stack = RenderRequest {
+        stack: "hr-run-1",
+        ..request("app", "1.0.0", &env)
+    };
+    let r = c.render(&other_stack).unwrap();
+    let name = r.stack.services[0].name.clone().unwrap();
+    assert!(name.starts_with("hr-run-1_"), "{name}");
+    assert_eq!(
+        c.cache_stats(),
+        CacheStats {
+            hits: 6,
+            renders: 3
+        }
+    );
+    assert_eq!(c.cached_renders(), 3);
+}
+
+#[test]
+fn an_edited_compose_file_should_be_rendered_again_even_with_the_same_size_and_mtime() {
+    let (d, c) = temp_catalogue(RECIPE, COMPOSE);
+    let env = BTreeMap::new();
+    let path = d.path().join("app/compose.yml");
+    let before = c.render(&request("app", "1.0.0", &env)).unwrap();
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    // Same length, different image; the old mtime put back.
+    let edited = COMPOSE.replace("img:", "imx:");
+    assert_eq!(edited.len(), COMPOSE.len());
+    std::fs::write(&path, &edited).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let after = c.render(&request("app", "1.0.0", &env)).unwrap();
+    assert_ne!(before, after);
+    assert_eq!(container(&after).image.as_deref(), Some("imx:1.0.0"));
+    assert_eq!(
+        c.cache_stats(),
+        CacheStats {
+            hits: 0,
+            renders: 2
+        }
+    );
+    // Unchanged since: answered from the cache again.
+    assert_eq!(c.render(&request("app", "1.0.0", &env)).unwrap(), after);
+    assert_eq!(
+        c.cache_stats(),
+        CacheStats {
+            hits: 1,
+            renders: 2
+        }
+    );
+}
+
+#[test]
+fn an_edited_recipe_file_should_be_rendered_again_and_its_errors_reported() {
+    let (d, c) = temp_catalogue(RECIPE, COMPOSE);
+    let env = BTreeMap::new();
+    c.render(&request("app", "1.0.0", &env)).unwrap();
+    // 1.0.0 withdrawn: the cached render must not answer.
+    std::fs::write(
+        d.path().join("app/recipe.yml"),
+        "composeFiles: [compose.yml]\nversions: [1.1.0]\n",
+    )
+    .unwrap();
+    let err = c.render(&request("app", "1.0.0", &env)).unwrap_err();
+    assert!(matches!(err, Error::VersionNotPublished { .. }), "{err}");
+    // The recipe removed: not found, not a cached answer.
+    std::fs::remove_file(d.path().join("app/recipe.yml")).unwrap();
+    let err = c.render(&request("app", "1.1.0", &env)).unwrap_err();
+    assert!(matches!(err, Error::RecipeNotFound { .. }), "{err}");
+    assert_eq!(c.cache_stats().hits, 0);
+}
+
+#[test]
+fn an_edited_side_file_should_be_rendered_again() {
+    let compose = "version: \"3.8\"\nservices:\n  app:\n    image: img:${VERSION}\n    \
+                   command: [\"/bin/serve\"]\n    env_file: [app.env]\n";
+    let (d, c) = temp_catalogue(RECIPE, compose);
+    std::fs::write(d.path().join("app/app.env"), "MODE=one\n").unwrap();
+    let env = BTreeMap::new();
+    let first = c.render(&request("app", "1.0.0", &env)).unwrap();
+    assert!(app_env(&first).contains(&"MODE=one".to_string()));
+    c.render(&request("app", "1.0.0", &env)).unwrap();
+    assert_eq!(
+        c.cache_stats(),
+        CacheStats {
+            hits: 1,
+            renders: 1
+        }
+    );
+    std::fs::write(d.path().join("app/app.env"), "MODE=two\n").unwrap();
+    let second = c.render(&request("app", "1.0.0", &env)).unwrap();
+    assert!(app_env(&second).contains(&"MODE=two".to_string()));
+    assert_eq!(
+        c.cache_stats(),
+        CacheStats {
+            hits: 1,
+            renders: 2
+        }
+    );
+    // A side file that disappears: the render fails as it would without a cache.
+    std::fs::remove_file(d.path().join("app/app.env")).unwrap();
+    assert!(c.render(&request("app", "1.0.0", &env)).is_err());
+}
+
+#[test]
+fn the_cache_keeps_at_most_its_capacity_dropping_the_least_recently_used() {
+    let (_d, c) = temp_catalogue(RECIPE, COMPOSE);
+    let env = BTreeMap::new();
+    let stacks: Vec<String> = (0..=cache::CAPACITY)
+        .map(|i| format!("hr-run-{i}"))
+        .collect();
+    fn req<'a>(stack: &'a str, env: &'a BTreeMap<String, String>) -> RenderRequest<'a> {
+        RenderRequest {
+            stack,
+            ..request("app", "1.0.0", env)
+        }
+    }
+    c.render(&req(&stacks[0], &env)).unwrap();
+    for s in &stacks[1..cache::CAPACITY] {
+        c.render(&req(s, &env)).unwrap();
+    }
+    // stack 0 used again: stack 1 is now the least recently used.
+    c.render(&req(&stacks[0], &env)).unwrap();
+    c.render(&req(&stacks[cache::CAPACITY], &env)).unwrap();
+    assert_eq!(c.cached_renders(), cache::CAPACITY);
+    let before = c.cache_stats();
+    c.render(&req(&stacks[0], &env)).unwrap();
+    assert_eq!(c.cache_stats().hits, before.hits + 1, "stack 0 kept");
+    c.render(&req(&stacks[1], &env)).unwrap();
+    assert_eq!(
+        c.cache_stats().renders,
+        before.renders + 1,
+        "stack 1 dropped"
+    );
+}
