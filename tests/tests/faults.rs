@@ -163,7 +163,8 @@ async fn a_thousand_objects_converge_under_failing_slow_and_hanging_calls_with_b
     swarm.fail_fraction(0.0);
     swarm.set_latency(Duration::ZERO);
     swarm.hang_removals(ObjectKind::Network, false);
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    // Retries scheduled before the faults stopped fire within one capped backoff; let them.
+    tokio::time::sleep(BACKOFF_MAX.mul_f64(1.0 + JITTER) + Duration::from_secs(30)).await;
     swarm.clear_calls();
     tokio::time::sleep(Duration::from_secs(1200)).await;
     let idle_calls = swarm.call_count();
