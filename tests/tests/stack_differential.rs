@@ -71,18 +71,6 @@ const ALLOWED: &[Allowed] = &[
               container is created (never, for a task that cannot be scheduled here)",
     },
     Allowed {
-        groups: &[],
-        kind: "service",
-        path: ".TaskTemplate.ContainerSpec.Image",
-        values: |docker, hearth| {
-            docker
-                .strip_suffix(":latest\"")
-                .is_some_and(|d| format!("{d}\"") == hearth)
-        },
-        why: "docker's Go client tags an untagged image `:latest` in ServiceCreate; the same \
-              image runs (known gap, fix requested)",
-    },
-    Allowed {
         groups: &["01"],
         kind: "service",
         path: ".TaskTemplate.ContainerSpec.Mounts[]*",

@@ -6,6 +6,9 @@
 //!   a service with no `networks:` joins `<stack>_default` (an overlay network).
 //! - Labels: `com.docker.stack.namespace=<stack>` on every service, container spec, network,
 //!   volume, secret and config; `com.docker.stack.image=<image>` on the service.
+//! - Images: the container spec's image is tagged the way docker's API client tags it before
+//!   `ServiceCreate` (`busybox` → `busybox:latest`, see `image.rs`); the
+//!   `com.docker.stack.image` label keeps the image as written.
 //! - Only networks some service uses are created (as docker does); all non-external secrets
 //!   and configs are created, used or not (as docker does); named volumes a service mounts are
 //!   listed in [`StackSpec::volumes`] (docker lets the tasks create them with the same driver
@@ -14,6 +17,7 @@
 
 use std::collections::BTreeSet;
 
+use super::image;
 use super::schema::join;
 use super::units;
 use super::yaml::{Loc, Node, V};
@@ -509,7 +513,7 @@ impl Conv<'_, '_> {
         };
 
         let container = ContainerSpec {
-            image: Some(image.clone()),
+            image: Some(image::with_default_tag(&image)),
             labels: Some(with_stack_label(ns, string_map(svc.get("labels")))),
             command: strings(svc.get("entrypoint")),
             args: strings(svc.get("command")),

@@ -43,6 +43,7 @@
 //! - See `CORPUS.md` next to this file for per-file results on the shared corpus.
 
 mod convert;
+mod image;
 mod interpolate;
 mod merge;
 mod normalize;

@@ -120,9 +120,17 @@ fn compare_service(name: &str, want: &Value, top: &Value, got: &ServiceSpec) -> 
     let c = task.container_spec.as_ref().unwrap();
     let deploy = want.get("deploy").cloned().unwrap_or(Value::Null);
 
+    // `docker stack config` shows the image as written; docker's API client tags it before
+    // `ServiceCreate` (`image.rs` has the table test; the differential test checks it against
+    // the daemon). The `com.docker.stack.image` label below keeps it as written.
     cmp(
         "image",
-        format!("{:?}", want.get("image").and_then(s)),
+        format!(
+            "{:?}",
+            want.get("image")
+                .and_then(s)
+                .map(|i| super::image::with_default_tag(&i))
+        ),
         format!("{:?}", c.image),
     );
     let mut env: Vec<String> = want

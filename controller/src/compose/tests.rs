@@ -92,6 +92,8 @@ fn a_minimal_service_gets_stack_names_labels_and_the_default_network() {
     assert_eq!(labels["com.docker.stack.namespace"], "st");
     assert_eq!(labels["com.docker.stack.image"], "busybox");
     let c = container(s);
+    // as docker's API client sends it; the label above keeps it as written
+    assert_eq!(c.image.as_deref(), Some("busybox:latest"));
     assert_eq!(
         c.labels.as_ref().unwrap()["com.docker.stack.namespace"],
         "st"
