@@ -83,8 +83,13 @@ const ALLOWED: &[Allowed] = &[
 /// Groups where hearth refusing the deploy while docker accepts it is expected: a volume
 /// hearth creates at deploy time needs what this node lacks (the `rexray/dobs` plugin; quota
 /// support for the local driver's `size` option). Docker accepts the stack and every task then
-/// fails to start. The error must come from creating the volume.
-const REFUSED_AT_VOLUME: &[&str] = &["13", "14", "15"];
+/// fails to start. The error must come from creating the volume: hearth's error must contain
+/// the text given (14 and 15: the typed error naming the missing driver).
+const REFUSED_AT_VOLUME: &[(&str, &str)] = &[
+    ("13", "create volume"),
+    ("14", "names driver \"rexray/dobs\", which is not installed"),
+    ("15", "names driver \"rexray/dobs\", which is not installed"),
+];
 
 /// Groups docker 20.10 cannot read: 12 has no `version:` key, which the 20.10 CLI rejects
 /// ("unsupported Compose file version: 1.0") and current docker/cli reads as 3.x, as hearth
@@ -851,7 +856,9 @@ async fn hearth_deploys_every_corpus_stack_as_docker_stack_deploy_does() {
                 format!("{prefix}: both refused; docker: {d}; hearth: {h}")
             }
             (Ok(_), Err(h))
-                if REFUSED_AT_VOLUME.contains(&prefix.as_str()) && h.contains("create volume") =>
+                if REFUSED_AT_VOLUME
+                    .iter()
+                    .any(|(group, text)| *group == prefix && h.contains(text)) =>
             {
                 format!(
                     "{prefix}: docker deployed (its tasks cannot start here), \

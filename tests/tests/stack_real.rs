@@ -487,3 +487,40 @@ async fn real_stack_graceful_teardown_while_tasks_start_leaves_nothing_behind() 
 async fn real_stack_forced_teardown_while_tasks_start_leaves_nothing_behind() {
     teardown_while_starting(TeardownOptions::forced(), "stack-forced-starting").await;
 }
+
+/// A volume driver that is not installed (the name is ours: `hearth-test-…`, never a plugin).
+const MISSING_DRIVER: &str = "hearth-test-nosuchdriver";
+
+#[tokio::test]
+async fn real_stack_with_a_missing_volume_driver_fails_naming_both_and_leaves_nothing() {
+    let Some(docker_swarm) = real_swarm("stack-missing-driver").await else {
+        return;
+    };
+    let swarm = Counting::new(docker_swarm);
+    let ns = unique_name("stkd");
+    let mut desired = stack(&ns, false);
+    desired.volumes.push(VolumeSpec {
+        name: format!("{ns}_remote"),
+        driver: Some(MISSING_DRIVER.into()),
+        ..Default::default()
+    });
+    let err = apply(&swarm, &desired, &owner(&ns), &ApplyOptions::default())
+        .await
+        .expect_err("a volume whose driver is not installed must fail the deploy");
+    let message = err.to_string();
+    eprintln!("{ns}: {message}");
+    assert!(
+        message.contains(&format!(
+            "volume {ns}_remote names driver \"{MISSING_DRIVER}\", which is not installed"
+        )),
+        "{message}"
+    );
+    assert!(!err.is_retryable(), "{err:?}");
+    let controller::stack::Error::VolumeDriverNotFound { rollback, .. } = &err else {
+        panic!("unexpected error: {err:?}");
+    };
+    assert!(rollback.left.is_empty(), "{rollback:?}");
+    // the network, the other volume, the secret and the config were created, then removed
+    assert_eq!(rollback.removed.len(), 4, "{rollback:?}");
+    assert_gone(&swarm, &ns).await;
+}

@@ -11,8 +11,8 @@ use tracing::{debug, info};
 use super::observe::{observe, Depth};
 use super::plan::{plan, Action, Plan, NAMESPACE_LABEL};
 use super::retry::{swarm_until, until};
-use super::{Error, Owner, Result, CONCURRENCY, DEFAULT_APPLY_DEADLINE};
-use crate::swarm::{self, spec::StackSpec, LabelFilter, Swarm};
+use super::{Error, ObjectRef, Owner, Result, Rollback, CONCURRENCY, DEFAULT_APPLY_DEADLINE};
+use crate::swarm::{self, spec::StackSpec, LabelFilter, ObjectKind, Swarm};
 
 /// How an apply runs.
 #[derive(Debug, Clone)]
@@ -84,10 +84,15 @@ pub async fn apply(
 ///   current version, up to `options.conflict_retries` times; if the re-read service already
 ///   carries the desired spec hash, the update is done.
 /// - Removals count "not found" as done. No failure is swallowed.
+/// - A volume whose driver Docker does not know leaves nothing behind: the networks, volumes,
+///   secrets and configs this execution had created (new, and unused: services come after
+///   them) are removed again before [`Error::VolumeDriverNotFound`] is returned.
 ///
 /// # Errors
 /// [`Error::ActionFailed`] naming the (first, in plan order) action that failed and how many
-/// completed (those running alongside it included); [`Error::ConflictPersisted`].
+/// completed (those running alongside it included); [`Error::ConflictPersisted`];
+/// [`Error::VolumeDriverNotFound`] naming the volume and its driver, and any object its
+/// rollback could not remove.
 pub async fn execute(
     swarm: &dyn Swarm,
     plan: &Plan,
@@ -106,19 +111,22 @@ async fn execute_until(
         namespace: plan.namespace.clone(),
         done: Vec::with_capacity(plan.actions.len()),
     };
+    // Objects created so far, with their IDs (for the rollback of a missing volume driver).
+    let mut created: Vec<ObjectRef> = Vec::new();
     for group in groups(&plan.actions) {
         let runs: Vec<_> = group
             .iter()
             .map(|action| run_one(swarm, &plan.namespace, action, options, deadline))
             .collect();
-        let results: Vec<(&Action, std::result::Result<(), Step>)> =
+        let results: Vec<(&Action, std::result::Result<Option<ObjectRef>, Step>)> =
             stream::iter(runs).buffered(CONCURRENCY).collect().await;
         let mut failed = None;
         for (action, result) in results {
             match result {
-                Ok(()) => {
+                Ok(object) => {
                     info!(stack = %plan.namespace, "{action}");
                     report.done.push(action.clone());
+                    created.extend(object);
                 }
                 Err(e) => {
                     failed.get_or_insert((action, e));
@@ -133,11 +141,87 @@ async fn execute_until(
                     done: report.done.len(),
                     source,
                 },
+                Step::Stack(Error::VolumeDriverNotFound {
+                    namespace,
+                    volume,
+                    driver,
+                    ..
+                }) => {
+                    let rollback = roll_back(swarm, &namespace, &created, deadline).await;
+                    Error::VolumeDriverNotFound {
+                        namespace,
+                        volume,
+                        driver,
+                        rollback: Box::new(rollback),
+                    }
+                }
                 Step::Stack(e) => e,
             });
         }
     }
     Ok(report)
+}
+
+/// Removes the networks, volumes, secrets and configs an execution created, newest first;
+/// returns what was removed and each removal that failed or was not made (`object: why`).
+///
+/// # Caveats
+/// Docker's volume create returns an existing volume of that name instead of failing, so a
+/// volume is removed only if it carries the stack's namespace label: one that existed without
+/// it (the planner, which lists by that label, did not see it) may hold someone's data and is
+/// kept, and named in the result.
+async fn roll_back(
+    swarm: &dyn Swarm,
+    namespace: &str,
+    created: &[ObjectRef],
+    deadline: Instant,
+) -> Rollback {
+    let mut removed = Vec::new();
+    let mut left = Vec::new();
+    let labelled: std::result::Result<Vec<String>, swarm::Error> =
+        if created.iter().any(|o| o.kind == ObjectKind::Volume) {
+            let filter = LabelFilter::eq(NAMESPACE_LABEL, namespace);
+            swarm_until(deadline, || swarm.list_volumes(&filter))
+                .await
+                .map(|volumes| volumes.into_iter().map(|v| v.name).collect())
+        } else {
+            Ok(Vec::new())
+        };
+    for object in created.iter().rev() {
+        let id = object.id.as_str();
+        if object.kind == ObjectKind::Volume {
+            match &labelled {
+                Ok(names) if names.iter().any(|n| n == id) => {}
+                Ok(_) => {
+                    left.push(format!(
+                        "{object}: kept (it does not carry the stack's label: Docker returned \
+                         an existing volume)"
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    left.push(format!("{object}: kept (listing the volumes failed: {e})"));
+                    continue;
+                }
+            }
+        }
+        let result = match object.kind {
+            ObjectKind::Network => remove(deadline, || swarm.remove_network(id)).await,
+            ObjectKind::Volume => remove(deadline, || swarm.remove_volume(id)).await,
+            ObjectKind::Secret => remove(deadline, || swarm.remove_secret(id)).await,
+            ObjectKind::Config => remove(deadline, || swarm.remove_config(id)).await,
+            // Only the kinds above are recorded as created.
+            _ => continue,
+        };
+        match result {
+            Ok(()) => {
+                info!("rolled back: removed {object}");
+                removed.push(object.clone());
+            }
+            Err(e) => left.push(format!("{object}: {e}")),
+        }
+    }
+    Rollback { removed, left }
 }
 
 /// [`run`], returning the action with its outcome.
@@ -147,7 +231,7 @@ async fn run_one<'a>(
     action: &'a Action,
     options: &ApplyOptions,
     deadline: Instant,
-) -> (&'a Action, std::result::Result<(), Step>) {
+) -> (&'a Action, std::result::Result<Option<ObjectRef>, Step>) {
     (
         action,
         run(swarm, namespace, action, options, deadline).await,
@@ -201,17 +285,28 @@ impl From<swarm::Error> for Step {
 }
 
 /// Runs a create; "already exists" after a failed earlier attempt means that attempt worked.
-async fn create<T, F, Fut>(deadline: Instant, op: F) -> std::result::Result<(), swarm::Error>
+/// Returns the new object's ID (`None` when an earlier attempt created it).
+async fn create<F, Fut>(
+    deadline: Instant,
+    op: F,
+) -> std::result::Result<Option<String>, swarm::Error>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = swarm::Result<T>>,
+    Fut: std::future::Future<Output = swarm::Result<String>>,
 {
     let retried = AtomicBool::new(false);
     match until(deadline, swarm::Error::is_retryable, &retried, op).await {
-        Ok(_) => Ok(()),
-        Err(swarm::Error::AlreadyExists { .. }) if retried.load(Ordering::Relaxed) => Ok(()),
+        Ok(id) => Ok(Some(id)),
+        Err(swarm::Error::AlreadyExists { .. }) if retried.load(Ordering::Relaxed) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The object a create made, by ID (by name if an earlier attempt made it: Docker takes
+/// either).
+fn made(kind: ObjectKind, name: &str, id: Option<String>) -> Option<ObjectRef> {
+    let id = id.unwrap_or_else(|| name.to_string());
+    Some(ObjectRef::new(kind, name, id))
 }
 
 /// Runs a removal; "not found" means done.
@@ -232,20 +327,44 @@ async fn run(
     action: &Action,
     options: &ApplyOptions,
     deadline: Instant,
-) -> std::result::Result<(), Step> {
+) -> std::result::Result<Option<ObjectRef>, Step> {
     match action {
-        Action::CreateNetwork(spec) => create(deadline, || swarm.create_network(spec)).await?,
+        Action::CreateNetwork(spec) => {
+            let id = create(deadline, || swarm.create_network(spec)).await?;
+            return Ok(made(ObjectKind::Network, &spec.name, id));
+        }
         Action::RemoveNetwork { id, .. } => remove(deadline, || swarm.remove_network(id)).await?,
-        Action::CreateVolume(spec) => create(deadline, || swarm.create_volume(spec)).await?,
-        Action::CreateSecret(spec) => create(deadline, || swarm.create_secret(spec)).await?,
+        Action::CreateVolume(spec) => {
+            return match create(deadline, || swarm.create_volume(spec)).await {
+                // On volume create, Docker's only 404 is the driver lookup ("error looking up
+                // volume plugin …: plugin … not found"): the volume itself is being made.
+                Err(e) if e.is_not_found() => Err(Step::Stack(Error::VolumeDriverNotFound {
+                    namespace: namespace.to_string(),
+                    volume: spec.name.clone(),
+                    driver: spec.driver.clone().unwrap_or_else(|| "local".into()),
+                    rollback: Box::default(),
+                })),
+                Err(e) => Err(Step::Swarm(e)),
+                Ok(_) => Ok(made(ObjectKind::Volume, &spec.name, None)),
+            };
+        }
+        Action::CreateSecret(spec) => {
+            let id = create(deadline, || swarm.create_secret(spec)).await?;
+            return Ok(made(ObjectKind::Secret, &spec.name, id));
+        }
         Action::UpdateSecret { id, version, spec } => {
             swarm_until(deadline, || swarm.update_secret(id, *version, spec)).await?
         }
-        Action::CreateConfig(spec) => create(deadline, || swarm.create_config(spec)).await?,
+        Action::CreateConfig(spec) => {
+            let id = create(deadline, || swarm.create_config(spec)).await?;
+            return Ok(made(ObjectKind::Config, &spec.name, id));
+        }
         Action::UpdateConfig { id, version, spec } => {
             swarm_until(deadline, || swarm.update_config(id, *version, spec)).await?
         }
-        Action::CreateService(spec) => create(deadline, || swarm.create_service(spec)).await?,
+        Action::CreateService(spec) => {
+            create(deadline, || swarm.create_service(spec)).await?;
+        }
         Action::UpdateService { id, version, spec } => {
             update_service(swarm, namespace, id, *version, spec, options, deadline).await?
         }
@@ -253,7 +372,7 @@ async fn run(
         Action::RemoveSecret { id, .. } => remove(deadline, || swarm.remove_secret(id)).await?,
         Action::RemoveConfig { id, .. } => remove(deadline, || swarm.remove_config(id)).await?,
     }
-    Ok(())
+    Ok(None)
 }
 
 async fn update_service(
@@ -324,6 +443,103 @@ mod tests {
 
     fn sim() -> SimSwarm {
         SimSwarm::new(SimConfig::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_volume_whose_driver_is_missing_fails_naming_both_and_leaves_nothing_behind() {
+        let swarm = sim();
+        swarm.remove_volume_driver("hearth-test-nosuchdriver");
+        let mut desired = sample_stack("st", "img:1", "s3cret");
+        desired.volumes.push(crate::swarm::spec::VolumeSpec {
+            name: "st_remote".into(),
+            driver: Some("hearth-test-nosuchdriver".into()),
+            ..Default::default()
+        });
+        let err = apply(&swarm, &desired, &owner(), &ApplyOptions::default())
+            .await
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("volume st_remote names driver \"hearth-test-nosuchdriver\""),
+            "{message}"
+        );
+        assert!(!err.is_retryable());
+        let Error::VolumeDriverNotFound {
+            volume,
+            driver,
+            rollback,
+            ..
+        } = &err
+        else {
+            panic!("unexpected error: {err:?}");
+        };
+        assert_eq!(
+            (volume.as_str(), driver.as_str()),
+            ("st_remote", "hearth-test-nosuchdriver")
+        );
+        assert!(rollback.left.is_empty(), "{rollback:?}");
+        let mut kinds: Vec<ObjectKind> = rollback.removed.iter().map(|o| o.kind).collect();
+        kinds.sort();
+        let mut want = vec![
+            ObjectKind::Network,
+            ObjectKind::Volume,
+            ObjectKind::Secret,
+            ObjectKind::Config,
+        ];
+        want.sort();
+        assert_eq!(kinds, want, "{rollback:?}");
+        // nothing of the stack is left, and no service was created
+        let all = LabelFilter::all();
+        assert!(swarm.list_services(&all).await.unwrap().is_empty());
+        assert!(swarm.list_networks(&all).await.unwrap().is_empty());
+        assert!(swarm.list_volumes(&all).await.unwrap().is_empty());
+        assert!(swarm.list_secrets(&all).await.unwrap().is_empty());
+        assert!(swarm.list_configs(&all).await.unwrap().is_empty());
+        assert!(!swarm
+            .calls()
+            .iter()
+            .any(|c| c.call == Call::new(Verb::Create, ObjectKind::Service)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollback_keeps_an_unlabelled_volume_docker_returned_instead_of_creating() {
+        let swarm = sim();
+        swarm.remove_volume_driver("hearth-test-nosuchdriver");
+        // someone's volume with the stack's volume name but not its labels: the planner does not
+        // see it, and Docker's create returns it as if it had made it
+        swarm
+            .create_volume(&crate::swarm::spec::VolumeSpec {
+                name: "st_data".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut desired = sample_stack("st", "img:1", "s3cret");
+        desired.volumes.push(crate::swarm::spec::VolumeSpec {
+            name: "st_remote".into(),
+            driver: Some("hearth-test-nosuchdriver".into()),
+            ..Default::default()
+        });
+        let err = apply(&swarm, &desired, &owner(), &ApplyOptions::default())
+            .await
+            .unwrap_err();
+        let Error::VolumeDriverNotFound { rollback, .. } = &err else {
+            panic!("unexpected error: {err:?}");
+        };
+        let left = &rollback.left;
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].starts_with("volume st_data: kept"), "{left:?}");
+        assert!(err
+            .to_string()
+            .contains("could not remove: volume st_data: kept"));
+        let volumes = swarm.list_volumes(&LabelFilter::all()).await.unwrap();
+        assert_eq!(volumes.len(), 1);
+        assert_eq!(volumes[0].name, "st_data");
+        assert!(swarm
+            .list_networks(&LabelFilter::all())
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test(start_paused = true)]

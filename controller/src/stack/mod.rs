@@ -234,6 +234,24 @@ pub enum Error {
         #[source]
         source: swarm::Error,
     },
+    /// Creating a volume failed because Docker does not know its driver (the daemon answers
+    /// 404 "plugin not found" on volume create: the volume plugin is not installed on this
+    /// node). The objects this apply had created before (networks, volumes, secrets, configs,
+    /// all new and unused: services come later) were removed again; `left` names each removal
+    /// that failed. Not retryable until the driver is installed or the compose file changed.
+    #[error(
+        "stack {namespace}: volume {volume} names driver {driver:?}, which is not installed on this node (docker answered \"not found\" to the volume create); {rollback}"
+    )]
+    VolumeDriverNotFound {
+        /// The stack.
+        namespace: String,
+        /// The volume's full name.
+        volume: String,
+        /// The driver it names.
+        driver: String,
+        /// What the apply had created, and what of it was removed again.
+        rollback: Box<Rollback>,
+    },
     /// A service update kept meeting a newer version (someone else updates it concurrently).
     /// Retryable.
     #[error("stack {namespace}: service {service} kept changing under {attempts} update attempts")]
@@ -269,12 +287,42 @@ impl Error {
     /// Whether trying the same operation again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::PlanRejected { .. } | Error::ImmutableChanged { .. } => false,
+            Error::PlanRejected { .. }
+            | Error::ImmutableChanged { .. }
+            | Error::VolumeDriverNotFound { .. } => false,
             Error::ObserveFailed { source, .. } | Error::ActionFailed { source, .. } => {
                 source.is_retryable() || matches!(source, swarm::Error::OutOfSequence { .. })
             }
             Error::ConflictPersisted { .. } | Error::Residuals { .. } => true,
         }
+    }
+}
+
+/// How a failed apply undid what it had created ([`Error::VolumeDriverNotFound`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rollback {
+    /// What the apply had created and removed again.
+    pub removed: Vec<ObjectRef>,
+    /// What is still there, each with why (`object: error`).
+    pub left: Vec<String>,
+}
+
+impl fmt::Display for Rollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.removed.is_empty() {
+            write!(f, "nothing had been created")?;
+        } else {
+            write!(
+                f,
+                "removed the {} object(s) this apply had created: {}",
+                self.removed.len(),
+                list(&self.removed)
+            )?;
+        }
+        if !self.left.is_empty() {
+            write!(f, "; could not remove: {}", self.left.join("; "))?;
+        }
+        Ok(())
     }
 }
 

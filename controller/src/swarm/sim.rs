@@ -20,7 +20,9 @@
 //!   their spec's reference named when they started).
 //! - Faults: [`SimSwarm::fail_next`], [`SimSwarm::fail_fraction`], [`SimSwarm::set_latency`],
 //!   [`SimSwarm::hang_removals`] (a kind), [`SimSwarm::hang_removal_of`] (one object);
-//!   [`SimSwarm::restart_daemon`] ends every events stream.
+//!   [`SimSwarm::restart_daemon`] ends every events stream; [`SimSwarm::remove_volume_driver`]
+//!   makes creating a volume with that driver fail with "not found", as Docker answers when
+//!   the volume plugin is not installed.
 //! - Every call is logged ([`SimSwarm::calls`]) before faults apply.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -171,6 +173,7 @@ struct State {
     hang: BTreeSet<ObjectKind>,
     hang_objects: BTreeSet<String>,
     unhealthy_images: BTreeSet<String>,
+    missing_volume_drivers: BTreeSet<String>,
     late_containers: bool,
 }
 
@@ -205,6 +208,7 @@ impl SimSwarm {
             hang: BTreeSet::new(),
             hang_objects: BTreeSet::new(),
             unhealthy_images: BTreeSet::new(),
+            missing_volume_drivers: BTreeSet::new(),
             late_containers: false,
         };
         let shared = Arc::new(Shared {
@@ -285,6 +289,12 @@ impl SimSwarm {
             },
         );
         id
+    }
+
+    /// Creating a volume with `driver` fails with [`Error::NotFound`] (Docker's 404 "plugin not
+    /// found": the volume plugin is not installed on the node).
+    pub fn remove_volume_driver(&self, driver: impl Into<String>) {
+        self.lock().missing_volume_drivers.insert(driver.into());
     }
 
     /// Tasks of `image` fail their healthcheck.
@@ -1379,6 +1389,9 @@ impl Swarm for SimSwarm {
             // Docker returns the existing volume when the name is taken (create is idempotent).
             if !st.volumes.contains_key(&spec.name) {
                 let driver = spec.driver.clone().unwrap_or_else(|| "local".into());
+                if st.missing_volume_drivers.contains(&driver) {
+                    return Err(not_found(call, &spec.name));
+                }
                 st.insert_volume(&spec.name, &driver, map_labels(&spec.labels));
             }
             Ok(spec.name.clone())
