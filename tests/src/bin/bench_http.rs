@@ -27,6 +27,14 @@
 //!
 //! Printed: per workload and client count, throughput (requests/s over all request types) and
 //! p50/p99 latency per request type — each the median over the repetitions, with min–max.
+//!
+//! **Peer** (slots only, measured in the same run with the same client counts): what CI
+//! scripts do today without hearth — a shell script per operation (`sh`, one process per
+//! acquire or release, as a CI job would run it) that takes an exclusive `flock` on the pool's
+//! lock file, reads the lease file, picks the first free slot (or drops the caller's lease),
+//! writes a new lease file, `sync`s it (fsync) and renames it over the old one, then `sync`s
+//! the directory — durable like hearth's answer. Runs have no peer: hearth's start and finish
+//! also list and tear down the run's namespace on Docker, which a file-writing script does not.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -629,6 +637,125 @@ async fn check_durable(
     Ok((checked, lost))
 }
 
+/// The peer's per-operation script (see the module docs). Arguments: DIR OP PID SLOTS; prints
+/// the slot acquired; exits 3 when no slot is free.
+const PEER_SCRIPT: &str = r#"set -eu
+dir=$1 op=$2 pid=$3 slots=$4
+exec 9>"$dir/lock"
+flock 9
+touch "$dir/leases"
+if [ "$op" = acquire ]; then
+  i=0
+  while [ "$i" -lt "$slots" ]; do
+    grep -q "^$i " "$dir/leases" || break
+    i=$((i + 1))
+  done
+  [ "$i" -lt "$slots" ] || exit 3
+  { cat "$dir/leases"; echo "$i $pid"; } > "$dir/leases.tmp"
+  echo "$i"
+else
+  grep -v " $pid\$" "$dir/leases" > "$dir/leases.tmp" || true
+fi
+sync "$dir/leases.tmp"
+mv "$dir/leases.tmp" "$dir/leases"
+sync "$dir"
+"#;
+
+/// One repetition of the peer: `clients` concurrent loops of acquire + release through the
+/// script for `seconds`; then the lease file is checked to be consistent (every client
+/// released what it acquired: empty).
+async fn measure_peer(clients: usize, seconds: u64, rep: usize) -> Result<Figures, BoxError> {
+    let dir = TempDir::new(&format!("peer-{clients}-{rep}"))?;
+    let script = dir.path().join("slot.sh");
+    std::fs::write(&script, PEER_SCRIPT)?;
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let script = script.clone();
+        let root = dir.path().to_path_buf();
+        let pid = format!("{}", 100_000 + c);
+        tasks.push(tokio::spawn(async move {
+            let mut lat: BTreeMap<Op, Vec<Duration>> = BTreeMap::new();
+            while Instant::now() < deadline {
+                for (op, name) in [(Op::Acquire, "acquire"), (Op::Release, "release")] {
+                    let t = Instant::now();
+                    let out = tokio::process::Command::new("sh")
+                        .arg(&script)
+                        .arg(&root)
+                        .arg(name)
+                        .arg(&pid)
+                        .arg(clients.to_string())
+                        .output()
+                        .await?;
+                    if !out.status.success() {
+                        return Err::<_, BoxError>(
+                            format!(
+                                "peer {name} failed: {}",
+                                String::from_utf8_lossy(&out.stderr)
+                            )
+                            .into(),
+                        );
+                    }
+                    lat.entry(op).or_default().push(t.elapsed());
+                }
+            }
+            Ok(lat)
+        }));
+    }
+    let mut all: BTreeMap<Op, Vec<Duration>> = BTreeMap::new();
+    for t in tasks {
+        for (op, mut l) in t.await?? {
+            all.entry(op).or_default().append(&mut l);
+        }
+    }
+    let elapsed = began.elapsed();
+    let leases = std::fs::read_to_string(dir.path().join("leases"))?;
+    if !leases.trim().is_empty() {
+        return Err(format!("peer lease file not empty after every release: {leases:?}").into());
+    }
+    let mut figures = Figures::default();
+    for (op, mut sorted) in all {
+        sorted.sort_unstable();
+        figures.requests += sorted.len();
+        figures
+            .latency
+            .insert(op, (percentile(&sorted, 50.0), percentile(&sorted, 99.0)));
+    }
+    figures.throughput = figures.requests as f64 / elapsed.as_secs_f64();
+    Ok(figures)
+}
+
+/// Prints the table rows of one workload × client count (medians over the repetitions).
+fn print_rows(name: &str, clients: usize, all: &[Figures]) -> f64 {
+    let t = spread(all.iter().map(|f| f.throughput).collect());
+    let ops: Vec<Op> = all
+        .first()
+        .map(|f| f.latency.keys().copied().collect())
+        .unwrap_or_default();
+    for (i, op) in ops.into_iter().enumerate() {
+        let p = |pick: fn(&(f64, f64)) -> f64| {
+            spread(
+                all.iter()
+                    .filter_map(|f| f.latency.get(&op))
+                    .map(pick)
+                    .collect(),
+            )
+        };
+        let (p50, p99) = (p(|l| l.0), p(|l| l.1));
+        let head = if i == 0 {
+            format!("| {name} | {clients} | {:.0} ({:.0}–{:.0})", t.0, t.1, t.2)
+        } else {
+            "| | |".to_string()
+        };
+        println!(
+            "{head} | {op:?} | {:.2} ({:.2}–{:.2}) | {:.2} ({:.2}–{:.2}) |",
+            p50.0, p50.1, p50.2, p99.0, p99.1, p99.2
+        );
+    }
+    t.0
+}
+
 /// (median, min, max).
 fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
@@ -656,6 +783,7 @@ async fn main() -> Result<(), BoxError> {
     );
     println!("| workload | clients | requests/s | request | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
+    let mut slot_medians: BTreeMap<usize, f64> = BTreeMap::new();
     for workload in [Workload::Runs, Workload::Slots] {
         for &clients in &s.clients {
             let mut all = Vec::new();
@@ -672,28 +800,28 @@ async fn main() -> Result<(), BoxError> {
                 Workload::Runs => "runs: start, report, finish",
                 Workload::Slots => "slots: acquire, release",
             };
-            let t = spread(all.iter().map(|f| f.throughput).collect());
-            let ops: Vec<Op> = all[0].latency.keys().copied().collect();
-            for (i, op) in ops.into_iter().enumerate() {
-                let p = |pick: fn(&(f64, f64)) -> f64| {
-                    spread(
-                        all.iter()
-                            .filter_map(|f| f.latency.get(&op))
-                            .map(pick)
-                            .collect(),
-                    )
-                };
-                let (p50, p99) = (p(|l| l.0), p(|l| l.1));
-                let head = if i == 0 {
-                    format!("| {name} | {clients} | {:.0} ({:.0}–{:.0})", t.0, t.1, t.2)
-                } else {
-                    "| | |".to_string()
-                };
-                println!(
-                    "{head} | {op:?} | {:.2} ({:.2}–{:.2}) | {:.2} ({:.2}–{:.2}) |",
-                    p50.0, p50.1, p50.2, p99.0, p99.1, p99.2
-                );
+            let median = print_rows(name, clients, &all);
+            if workload == Workload::Slots {
+                slot_medians.insert(clients, median);
             }
+        }
+    }
+    for &clients in &s.clients {
+        let mut all = Vec::new();
+        for rep in 0..s.reps {
+            let f = measure_peer(clients, s.seconds, rep).await?;
+            eprintln!(
+                "  peer × {clients} rep {rep}: {:.0} req/s, {} requests, {:?}",
+                f.throughput, f.requests, f.latency
+            );
+            all.push(f);
+        }
+        let median = print_rows("peer slots: sh + flock + fsync'd file", clients, &all);
+        if let Some(h) = slot_medians.get(&clients) {
+            println!(
+                "| slots, hearth / peer throughput | {clients} | {:.2} | | | |",
+                h / median
+            );
         }
     }
     Ok(())
