@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use controller::cli::{self, Cli, LogFormat};
+use controller::runtime::logging;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -40,19 +43,30 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr (stdout carries command output); `RUST_LOG` overrides `--log`.
+/// Logs go to stderr (stdout carries command output); `RUST_LOG` overrides `--log`. Whatever
+/// the filter, debug and trace events of crates that log request bodies (bollard: secrets'
+/// data, services' environment) are never written ([`logging::may_log`]).
 fn init_logging(format: LogFormat, default_filter: &str) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(s) if !s.is_empty() => EnvFilter::try_new(s),
         _ => EnvFilter::try_new(default_filter),
     }
     .map_err(|e| format!("invalid log filter: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::filter::filter_fn(logging::may_log));
     let installed = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
     };
     installed.map_err(|e| format!("cannot install the log subscriber: {e}"))
 }

@@ -8,6 +8,29 @@ use tracing_subscriber::EnvFilter;
 
 use super::Error;
 
+/// Crates whose debug and trace events print request or response bodies. bollard logs every
+/// Engine API request body at debug — a secret's data (base64), a service's environment — and
+/// every response, so `RUST_LOG=debug` would write secrets to the log (found by the security
+/// test, `tests/tests/security_real.rs`). Their events below info are never written, whatever
+/// the filter says; their info, warn and error events are.
+pub const BODY_LOGGING_TARGETS: &[&str] = &["bollard"];
+
+/// Whether an event or span with `metadata` may be written at all: false for debug and trace of
+/// [`BODY_LOGGING_TARGETS`] (and their modules). Installed as a global filter next to the
+/// user's filter by [`init`] and by the `hearth` binary.
+pub fn may_log(metadata: &tracing::Metadata<'_>) -> bool {
+    if *metadata.level() <= tracing::Level::INFO {
+        return true;
+    }
+    let target = metadata.target();
+    !BODY_LOGGING_TARGETS.iter().any(|t| {
+        target == *t
+            || target
+                .strip_prefix(t)
+                .is_some_and(|rest| rest.starts_with("::"))
+    })
+}
+
 /// How logs are written (`--log-format`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -44,7 +67,9 @@ pub fn init(format: LogFormat, default_filter: &str) -> Result<(), Error> {
         _ => EnvFilter::try_new(default_filter),
     }
     .map_err(|e| Error::LoggingInitFailed(format!("invalid log filter: {e}")))?;
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::filter::filter_fn(may_log));
     let result = match format {
         LogFormat::Human => registry
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
@@ -65,6 +90,42 @@ pub fn init(format: LogFormat, default_filter: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether an event of `target` at `level` passes [`may_log`].
+    fn written(target: &'static str, level: tracing::Level) -> bool {
+        let meta = tracing::Metadata::new(
+            "e",
+            target,
+            level,
+            None,
+            None,
+            None,
+            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
+            tracing::metadata::Kind::EVENT,
+        );
+        may_log(&meta)
+    }
+
+    struct Callsite;
+    static CALLSITE: Callsite = Callsite;
+    impl tracing::callsite::Callsite for Callsite {
+        fn set_interest(&self, _: tracing::subscriber::Interest) {}
+        fn metadata(&self) -> &tracing::Metadata<'_> {
+            unreachable!("never registered")
+        }
+    }
+
+    #[test]
+    fn bodies_of_docker_requests_are_never_logged_but_docker_warnings_are() {
+        use tracing::Level;
+        assert!(!written("bollard", Level::DEBUG));
+        assert!(!written("bollard::docker", Level::DEBUG));
+        assert!(!written("bollard::docker", Level::TRACE));
+        assert!(written("bollard::docker", Level::INFO));
+        assert!(written("bollard::docker", Level::WARN));
+        assert!(written("controller::serve::http", Level::DEBUG));
+        assert!(written("bollardish", Level::DEBUG));
+    }
 
     #[test]
     fn log_formats_should_parse_by_name() {

@@ -294,7 +294,8 @@ pub fn route_table() -> Vec<(String, String)> {
         .collect()
 }
 
-/// The whole API: routes, then the token check, then the JSON error layer (outermost).
+/// The whole API: routes, then the token check, then the JSON error layer, then the access
+/// log (outermost).
 pub(crate) fn router(state: State, token: Token) -> Router {
     let token = Arc::new(token);
     routes()
@@ -302,7 +303,28 @@ pub(crate) fn router(state: State, token: Token) -> Router {
         .layer(axum::middleware::from_fn_with_state(token, require_token))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// Logs every request at debug with its method, path and status, and how long it took. Never
+/// the query, a header or a body: they may carry the token or a secret.
+async fn access_log(request: Request, next: Next) -> Response {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return next.run(request).await;
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        took = ?started.elapsed(),
+        "served a request"
+    );
+    response
 }
 
 /// Refuses a mutation without the right bearer token (401 JSON).

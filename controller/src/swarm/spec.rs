@@ -831,8 +831,9 @@ pub struct VolumeSpec {
     pub labels: Option<Map>,
 }
 
-/// A secret, as `POST /secrets/create` takes it (`SecretSpec`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A secret, as `POST /secrets/create` takes it (`SecretSpec`). `Debug` shows the data's
+/// length only, never the data.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SecretSpec {
     /// Full secret name.
@@ -849,6 +850,22 @@ pub struct SecretSpec {
     /// Templating driver (`golang`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub templating: Option<Driver>,
+}
+
+impl std::fmt::Debug for SecretSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data = self
+            .data
+            .as_ref()
+            .map(|d| format!("<{} base64 characters, redacted>", d.len()));
+        f.debug_struct("SecretSpec")
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("data", &data)
+            .field("driver", &self.driver)
+            .field("templating", &self.templating)
+            .finish()
+    }
 }
 
 /// A config, as `POST /configs/create` takes it (`ConfigSpec`).
@@ -1137,6 +1154,21 @@ mod tests {
         assert_eq!(
             canonical_json(&v).unwrap(),
             r#"{"a":"q","b":{"a":[{"x":3,"y":2}],"z":1}}"#
+        );
+    }
+
+    #[test]
+    fn a_secret_specs_debug_output_never_shows_its_data() {
+        let spec = SecretSpec {
+            name: "s".into(),
+            data: Some(base64_encode(b"hunter2-very-secret")),
+            ..SecretSpec::default()
+        };
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("redacted"), "{shown}");
+        assert!(
+            !shown.contains(&base64_encode(b"hunter2-very-secret")),
+            "{shown}"
         );
     }
 
