@@ -28,6 +28,7 @@ pub struct ServeProcess {
     dir: PathBuf,
     addr: SocketAddr,
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     incarnation: u32,
 }
 
@@ -40,8 +41,17 @@ impl ServeProcess {
             dir: dir.to_path_buf(),
             addr,
             args,
+            env: Vec::new(),
             incarnation: 0,
         }
+    }
+
+    /// Sets an environment variable of the daemon (after the default `RUST_LOG=info`, so
+    /// `RUST_LOG` can be overridden).
+    #[must_use]
+    pub fn with_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     /// Where it listens.
@@ -85,6 +95,7 @@ impl ServeProcess {
             .args(["--listen", &self.addr.to_string()])
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log)
