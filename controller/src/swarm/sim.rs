@@ -167,6 +167,8 @@ struct State {
     images: BTreeMap<String, Image>,
     events: broadcast::Sender<Event>,
     log: Vec<LoggedCall>,
+    /// Every remove call's kind and target (ID or name, as given), in order.
+    removals: Vec<(ObjectKind, String)>,
     faults: VecDeque<(Option<Call>, Fault)>,
     fail_fraction: f64,
     latency: Duration,
@@ -202,6 +204,7 @@ impl SimSwarm {
             images: BTreeMap::new(),
             events,
             log: Vec::new(),
+            removals: Vec::new(),
             faults: VecDeque::new(),
             fail_fraction: 0.0,
             latency: Duration::ZERO,
@@ -333,9 +336,18 @@ impl SimSwarm {
         self.lock().log.iter().filter(|c| c.call.is_write()).count()
     }
 
-    /// Forgets the call log.
+    /// Every remove call received so far, in order: the kind and the target it named (an ID
+    /// or a name, as the caller gave it), whether or not the removal succeeded. The call log
+    /// has no targets; safety tests check with this that nothing else was ever addressed.
+    pub fn removals(&self) -> Vec<(ObjectKind, String)> {
+        self.lock().removals.clone()
+    }
+
+    /// Forgets the call log (and the removals).
     pub fn clear_calls(&self) {
-        self.lock().log.clear();
+        let mut st = self.lock();
+        st.log.clear();
+        st.removals.clear();
     }
 
     /// Virtual time since the swarm was created.
@@ -369,6 +381,9 @@ impl SimSwarm {
                 let mut st = self.lock();
                 let at = st.epoch.elapsed();
                 st.log.push(LoggedCall { call, at });
+                if let (Verb::Remove, Some(t)) = (call.verb, target) {
+                    st.removals.push((call.kind, t.to_string()));
+                }
                 let fault = st.take_fault(call);
                 let hang = call.verb == Verb::Remove
                     && (st.hang.contains(&call.kind)

@@ -578,4 +578,6 @@ pub async fn sweep_loop(
 }
 
 #[cfg(test)]
+mod safety_tests;
+#[cfg(test)]
 mod tests;
