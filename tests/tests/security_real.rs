@@ -8,7 +8,7 @@
 //! - drives the API over raw HTTP: a read without a token, mutations with a wrong token, with
 //!   malformed `Authorization` headers (several of which *contain* the real token: a longer
 //!   token, another scheme, no scheme, the token in base64, non-UTF-8 bytes) — each must be
-//!   refused with 401 — and a mutation with the right token and a bad body (400);
+//!   refused with 401 — and a mutation with the right token and a body of the wrong shape (422);
 //! - runs the CLI at debug level against it: `hearth run start --deploy` (the daemon deploys
 //!   the stack with the secret), a `run start` of an unknown recipe (fails), `hearth run
 //!   finish` (verified teardown);
@@ -265,7 +265,7 @@ async fn scenario(swarm: &dyn Swarm, format: &str) {
         br#"{"recipe": 5}"#,
     )
     .await;
-    assert_eq!(bad_body, 400, "a bad body with the right token is a 400");
+    assert_eq!(bad_body, 422, "a body of the wrong shape with the right token is a 422");
 
     // The CLI through the daemon, at debug level: deploy the run's stack, fail once, finish.
     let env = [("HEARTH_TOKEN_FILE", token_file.as_path())];
