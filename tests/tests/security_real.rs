@@ -265,7 +265,10 @@ async fn scenario(swarm: &dyn Swarm, format: &str) {
         br#"{"recipe": 5}"#,
     )
     .await;
-    assert_eq!(bad_body, 422, "a body of the wrong shape with the right token is a 422");
+    assert_eq!(
+        bad_body, 422,
+        "a body of the wrong shape with the right token is a 422"
+    );
 
     // The CLI through the daemon, at debug level: deploy the run's stack, fail once, finish.
     let env = [("HEARTH_TOKEN_FILE", token_file.as_path())];
