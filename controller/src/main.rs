@@ -5,9 +5,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use controller::cli::{self, Cli, LogFormat};
 use controller::runtime::logging;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -43,30 +40,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr (stdout carries command output); `RUST_LOG` overrides `--log`. Whatever
-/// the filter, debug and trace events of crates that log request bodies (bollard: secrets'
-/// data, services' environment) are never written ([`logging::may_log`]).
+/// Logs go to stderr (stdout carries command output); `RUST_LOG` overrides `--log`. Installed
+/// by [`logging::init`], which also keeps bodies of Docker requests out of the log.
 fn init_logging(format: LogFormat, default_filter: &str) -> Result<(), String> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(s) if !s.is_empty() => EnvFilter::try_new(s),
-        _ => EnvFilter::try_new(default_filter),
-    }
-    .map_err(|e| format!("invalid log filter: {e}"))?;
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::filter::filter_fn(logging::may_log));
-    let installed = match format {
-        LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
+    let format = match format {
+        LogFormat::Text => logging::LogFormat::Human,
+        LogFormat::Json => logging::LogFormat::Json,
     };
-    installed.map_err(|e| format!("cannot install the log subscriber: {e}"))
+    logging::init(format, default_filter).map_err(|e| e.to_string())
 }

@@ -17,7 +17,7 @@ pub const BODY_LOGGING_TARGETS: &[&str] = &["bollard"];
 
 /// Whether an event or span with `metadata` may be written at all: false for debug and trace of
 /// [`BODY_LOGGING_TARGETS`] (and their modules). Installed as a global filter next to the
-/// user's filter by [`init`] and by the `hearth` binary.
+/// user's filter by [`init`], which the `hearth` binary calls.
 pub fn may_log(metadata: &tracing::Metadata<'_>) -> bool {
     if *metadata.level() <= tracing::Level::INFO {
         return true;
@@ -37,7 +37,7 @@ pub enum LogFormat {
     /// One readable line per event, spans (e.g. `reconcile{object=WarmApp/web}`) as prefixes.
     #[default]
     Human,
-    /// One JSON object per event, with the current span and its parents.
+    /// One JSON object per event, with the current span.
     Json,
 }
 
@@ -79,7 +79,6 @@ pub fn init(format: LogFormat, default_filter: &str) -> Result<(), Error> {
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_current_span(true)
-                    .with_span_list(true)
                     .with_writer(std::io::stderr),
             )
             .try_init(),
