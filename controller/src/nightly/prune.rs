@@ -180,6 +180,7 @@ mod tests {
             },
             image: Some(image.into()),
             mode: ServiceMode::Replicated(1),
+            volume_sources: Vec::new(),
         }
     }
 

@@ -39,6 +39,7 @@
 
 mod apply;
 pub mod cache;
+pub mod nodes;
 mod observe;
 mod plan;
 mod retry;
@@ -53,6 +54,7 @@ use crate::swarm::{self, Labels, ObjectKind};
 
 pub use apply::{apply, execute, ApplyOptions, ApplyReport};
 pub use cache::ObservationCache;
+pub use nodes::{NodeDaemons, NodeReport};
 pub use observe::{
     observe, observe_all, status, Depth, Observed, ServiceStatus, StackStatus, TaskProblem,
 };

@@ -628,6 +628,7 @@ pub(crate) mod tests {
                     ),
                     image: None,
                     mode: ServiceMode::Replicated(1),
+                    volume_sources: Vec::new(),
                 })
                 .collect(),
             networks: r

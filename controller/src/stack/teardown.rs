@@ -8,6 +8,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::nodes::{self, NodeDaemons, NodeReport};
 use super::observe::SERVICE_ID_LABEL;
 use super::plan::NAMESPACE_LABEL;
 use super::retry::{poll_delays, swarm_until};
@@ -38,6 +39,10 @@ pub struct TeardownOptions {
     /// Longest pause between two looks at the containers and tasks while waiting for them
     /// (pauses start at 50 ms and grow; a container event of the stack ends a pause early).
     pub max_poll: Duration,
+    /// Engine endpoints of other nodes, where the stack's tasks may have left containers and
+    /// volumes (see [`super::nodes`]). Empty: a node other than this one where tasks ran is a
+    /// residual.
+    pub nodes: NodeDaemons,
 }
 
 impl TeardownOptions {
@@ -49,6 +54,7 @@ impl TeardownOptions {
             // Container events end a pause at once; the poll is for task states, which have
             // no events, and for a dropped events stream.
             max_poll: Duration::from_millis(250),
+            nodes: NodeDaemons::new(),
         }
     }
 
@@ -58,6 +64,7 @@ impl TeardownOptions {
             mode: Mode::Forced,
             deadline: Duration::from_secs(60),
             max_poll: Duration::from_millis(250),
+            nodes: NodeDaemons::new(),
         }
     }
 }
@@ -81,6 +88,8 @@ pub struct TeardownReport {
     pub containers_wait: Duration,
     /// Time of the whole teardown.
     pub elapsed: Duration,
+    /// What was done on other nodes (and on this one when reached through an endpoint).
+    pub nodes: Vec<NodeReport>,
 }
 
 fn observe_failed(namespace: &str, source: swarm::Error) -> Error {
@@ -204,6 +213,19 @@ pub async fn teardown(
         swarm_until(deadline, || swarm.list_configs(&filter)),
     )
     .map_err(|e| observe_failed(namespace, e))?;
+    // Where tasks ran, before the services (and with them their tasks) go.
+    let node_targets = if nodes::mounts_volumes(&services) {
+        nodes::survey(swarm, namespace, &options.nodes, deadline)
+            .await
+            .map_err(|e| observe_failed(namespace, e))?
+    } else {
+        Vec::new()
+    };
+    // An endpoint configured for this very node: its volumes go through that endpoint.
+    let local_by_endpoint = options
+        .nodes
+        .local_id()
+        .is_some_and(|local| node_targets.iter().any(|t| t.id == local));
     let service_names: BTreeMap<String, String> = services
         .iter()
         .map(|s| (s.meta.id.clone(), s.meta.name.clone()))
@@ -241,6 +263,7 @@ pub async fn teardown(
         .chain(
             volumes
                 .iter()
+                .filter(|_| !local_by_endpoint)
                 .map(|v| ObjectRef::new(ObjectKind::Volume, &v.name, &v.name)),
         )
         .collect();
@@ -276,9 +299,24 @@ pub async fn teardown(
     let mut hints = wait.hints;
 
     // 3. Networks and volumes, and (graceful, or still in use) secrets and configs.
-    for (object, result) in remove_all(later, |o| remove_one(swarm, o, deadline)).await {
+    // At the same time, containers and volumes on the other nodes where tasks ran (a network
+    // is in use until their containers there are gone too).
+    let (removed, cleaned) = tokio::join!(
+        remove_all(later, |o| remove_one(swarm, o, deadline)),
+        nodes::clean(
+            &node_targets,
+            &options.nodes,
+            namespace,
+            &service_names,
+            options,
+            deadline,
+        ),
+    );
+    for (object, result) in removed {
         record(&mut report, &mut failures, object, result);
     }
+    report.nodes = cleaned.reports;
+    failures.extend(cleaned.failures);
 
     // 4. Verify: list again until nothing is left. Swarm finishes some removals after
     // answering (an overlay network's node-local copy lingers for a moment after a forced
@@ -293,6 +331,7 @@ pub async fn teardown(
         &mut failures,
     )
     .await?;
+    let residuals: Vec<ObjectRef> = residuals.into_iter().chain(cleaned.residuals).collect();
     report.elapsed = started.elapsed();
     if residuals.is_empty() {
         for failure in &failures {
@@ -319,7 +358,7 @@ pub async fn teardown(
 }
 
 /// Containers of the stack on this node: those of its services, or carrying its namespace.
-fn stack_containers(
+pub(super) fn stack_containers(
     containers: Vec<Container>,
     namespace: &str,
     service_names: &BTreeMap<String, String>,
@@ -335,7 +374,7 @@ fn stack_containers(
         .collect()
 }
 
-fn swarm_containers() -> LabelFilter {
+pub(super) fn swarm_containers() -> LabelFilter {
     LabelFilter::all().and_has(SERVICE_ID_LABEL)
 }
 
@@ -370,12 +409,12 @@ fn task_ref(task: &Task, service_names: &BTreeMap<String, String>) -> ObjectRef 
 
 /// What one look at the stack's containers and tasks asks of the wait.
 #[derive(Debug, Default, PartialEq)]
-struct WaitStep {
+pub(super) struct WaitStep {
     /// Containers to kill and remove now.
-    remove: Vec<ObjectRef>,
+    pub(super) remove: Vec<ObjectRef>,
     /// What the wait is still waiting for: containers of the stack, and tasks that may still
     /// create one. Empty: the wait is over.
-    awaited: Vec<ObjectRef>,
+    pub(super) awaited: Vec<ObjectRef>,
 }
 
 /// Decides the next step of the wait from the stack's containers and tasks (pure).
@@ -383,7 +422,7 @@ struct WaitStep {
 /// Forced: every container is removed. Graceful: containers are left to swarm (it stops and
 /// removes them within the grace period), except one that never started (`created`) while
 /// its task has ended or is gone: swarm forgot it, so it is removed.
-fn wait_step(
+pub(super) fn wait_step(
     mode: Mode,
     containers: &[Container],
     tasks: &[Task],

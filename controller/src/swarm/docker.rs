@@ -887,10 +887,17 @@ fn service_from(s: models::Service) -> Service {
         None => ServiceMode::Replicated(1),
         Some(_) => ServiceMode::Other,
     };
-    let image = spec
-        .task_template
-        .and_then(|t| t.container_spec)
-        .and_then(|c| c.image);
+    let container = spec.task_template.and_then(|t| t.container_spec);
+    let volume_sources = container
+        .as_ref()
+        .and_then(|c| c.mounts.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|m| m.typ == Some(models::MountTypeEnum::VOLUME))
+        .filter_map(|m| m.source.clone())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let image = container.and_then(|c| c.image);
     Service {
         meta: meta(
             s.id,
@@ -902,6 +909,7 @@ fn service_from(s: models::Service) -> Service {
         ),
         image,
         mode,
+        volume_sources,
     }
 }
 

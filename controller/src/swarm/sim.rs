@@ -98,6 +98,16 @@ pub struct LoggedCall {
 #[derive(Clone)]
 pub struct SimSwarm {
     shared: Arc<Shared>,
+    /// The node whose daemon this handle talks to: containers and volumes are that node's
+    /// (the manager's for [`SimSwarm::new`]; another one for [`SimSwarm::node_view`]).
+    node: String,
+}
+
+/// One node of a simulated swarm.
+#[derive(Debug, Clone)]
+struct SimNode {
+    id: String,
+    hostname: String,
 }
 
 struct Shared {
@@ -139,6 +149,8 @@ struct SimTask {
 
 struct SimContainer {
     container: Container,
+    /// The node it runs on.
+    node: String,
     task_id: String,
     volumes: Vec<String>,
     networks: Vec<String>,
@@ -155,12 +167,21 @@ struct State {
     epoch: Instant,
     rng: StdRng,
     next_version: u64,
+    /// The manager's node ID (`nodes[0]`).
     node_id: String,
+    /// Every node, the manager first.
+    nodes: Vec<SimNode>,
+    /// Round-robin cursor of task placement.
+    next_node: usize,
+    /// Nodes whose daemon does not answer (calls through their view fail with a transport
+    /// error).
+    unreachable: BTreeSet<String>,
     services: BTreeMap<String, SimService>,
     tasks: BTreeMap<String, SimTask>,
     containers: BTreeMap<String, SimContainer>,
     networks: BTreeMap<String, SimObject>,
-    volumes: BTreeMap<String, SimObject>,
+    /// Volumes by node ID, then by name (volumes are node-local).
+    volumes: BTreeMap<String, BTreeMap<String, SimObject>>,
     secrets: BTreeMap<String, SimObject>,
     configs: BTreeMap<String, SimObject>,
     /// Images by ID.
@@ -186,14 +207,40 @@ impl SimSwarm {
     /// # Caveats
     /// Must be called inside a tokio runtime.
     pub fn new(config: SimConfig) -> Self {
+        Self::with_nodes(config, 1)
+    }
+
+    /// A simulated swarm of `nodes` nodes (at least one): the first is the manager this handle
+    /// talks to (hostname `sim`), the others are workers (`sim-2`, `sim-3`, …). Tasks are
+    /// placed round-robin over the nodes; a task's container, and the volumes its mounts
+    /// create, are on its node. [`SimSwarm::node_view`] gives the daemon of another node.
+    /// Swarm-wide objects (services, tasks, networks, secrets, configs, nodes) are the same
+    /// through every view. A global service still runs one task.
+    ///
+    /// # Caveats
+    /// Must be called inside a tokio runtime.
+    pub fn with_nodes(config: SimConfig, nodes: usize) -> Self {
         let mut rng = StdRng::seed_from_u64(config.seed);
         let node_id = random_id(&mut rng, 25);
+        let mut all = vec![SimNode {
+            id: node_id.clone(),
+            hostname: "sim".into(),
+        }];
+        for n in 2..=nodes {
+            all.push(SimNode {
+                id: random_id(&mut rng, 25),
+                hostname: format!("sim-{n}"),
+            });
+        }
         let (events, _) = broadcast::channel(256);
         let state = State {
             epoch: Instant::now(),
             rng,
             next_version: 10,
-            node_id,
+            node_id: node_id.clone(),
+            nodes: all,
+            next_node: 0,
+            unreachable: BTreeSet::new(),
             services: BTreeMap::new(),
             tasks: BTreeMap::new(),
             containers: BTreeMap::new(),
@@ -220,7 +267,47 @@ impl SimSwarm {
             wake: Notify::new(),
         });
         tokio::spawn(drive(Arc::clone(&shared)));
-        Self { shared }
+        Self {
+            shared,
+            node: node_id,
+        }
+    }
+
+    /// IDs of every node, the manager first.
+    pub fn node_ids(&self) -> Vec<String> {
+        self.lock().nodes.iter().map(|n| n.id.clone()).collect()
+    }
+
+    /// The daemon of node `node_id`: the same swarm, with that node's containers and volumes
+    /// (and [`SwarmInfo::node_id`]). Shares the call log and faults with every view.
+    pub fn node_view(&self, node_id: &str) -> SimSwarm {
+        SimSwarm {
+            shared: Arc::clone(&self.shared),
+            node: node_id.to_string(),
+        }
+    }
+
+    /// With `false`, every call through the view of `node_id` fails with a transport error
+    /// (its daemon does not answer); `true` undoes it.
+    pub fn set_node_reachable(&self, node_id: &str, reachable: bool) {
+        let mut st = self.lock();
+        if reachable {
+            st.unreachable.remove(node_id);
+        } else {
+            st.unreachable.insert(node_id.to_string());
+        }
+    }
+
+    /// Names of the volumes on node `node_id` whose labels match `filter` (no call is logged).
+    pub fn volumes_on(&self, node_id: &str, filter: &LabelFilter) -> Vec<String> {
+        let st = self.lock();
+        st.volumes
+            .get(node_id)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|v| filter.matches(&v.meta.labels))
+            .map(|v| v.meta.name.clone())
+            .collect()
     }
 
     /// The next `n` calls fail with `fault` (after being logged).
@@ -392,6 +479,11 @@ impl SimSwarm {
                                 .iter()
                                 .any(|i| st.hang_objects.contains(i))
                         }));
+                let fault = if st.unreachable.contains(&self.node) {
+                    Some(Fault::Transport)
+                } else {
+                    fault
+                };
                 (st.latency, fault, hang)
             };
             if !latency.is_zero() {
@@ -611,6 +703,11 @@ impl State {
                 );
                 labels.insert("com.docker.swarm.task.id".into(), task_id.to_string());
                 let mut volumes = Vec::new();
+                let node = self
+                    .tasks
+                    .get(task_id)
+                    .and_then(|t| t.task.node_id.clone())
+                    .unwrap_or_else(|| self.node_id.clone());
                 for m in cs.and_then(|c| c.mounts.as_ref()).into_iter().flatten() {
                     if m.r#type != Some(spec::MountType::Volume) {
                         continue;
@@ -618,13 +715,17 @@ impl State {
                     let Some(source) = m.source.clone() else {
                         continue;
                     };
-                    if !self.volumes.contains_key(&source) {
+                    if !self
+                        .volumes
+                        .get(&node)
+                        .is_some_and(|v| v.contains_key(&source))
+                    {
                         let vol_labels = m
                             .volume_options
                             .as_ref()
                             .map(|o| map_labels(&o.labels))
                             .unwrap_or_default();
-                        self.insert_volume(&source, "local", vol_labels);
+                        self.insert_volume(&node, &source, "local", vol_labels);
                     }
                     volumes.push(source);
                 }
@@ -659,6 +760,7 @@ impl State {
                         container_id.clone(),
                         SimContainer {
                             container,
+                            node: node.clone(),
                             task_id: task_id.to_string(),
                             volumes,
                             networks,
@@ -692,6 +794,7 @@ impl State {
                     container_id.clone(),
                     SimContainer {
                         container,
+                        node: node.clone(),
                         task_id: task_id.to_string(),
                         volumes,
                         networks,
@@ -834,7 +937,11 @@ impl State {
                 .map(|s| s.meta.clone()),
             ObjectKind::Network => find_key(&self.networks, target)
                 .and_then(|k| self.networks.get(&k).map(|o| o.meta.clone())),
-            ObjectKind::Volume => self.volumes.get(target).map(|o| o.meta.clone()),
+            ObjectKind::Volume => self
+                .volumes
+                .values()
+                .find_map(|v| v.get(target))
+                .map(|o| o.meta.clone()),
             ObjectKind::Secret => find_key(&self.secrets, target)
                 .and_then(|k| self.secrets.get(&k).map(|o| o.meta.clone())),
             ObjectKind::Config => find_key(&self.configs, target)
@@ -863,12 +970,17 @@ impl State {
         let labels = map_labels(&service.spec.labels);
         let id = random_id(&mut self.rng, 25);
         let version = self.bump();
+        let node = self
+            .nodes
+            .get(self.next_node % self.nodes.len().max(1))
+            .map_or_else(|| self.node_id.clone(), |n| n.id.clone());
+        self.next_node = self.next_node.wrapping_add(1);
         let task = Task {
             id: id.clone(),
             version,
             service_id: service_id.to_string(),
             slot,
-            node_id: Some(self.node_id.clone()),
+            node_id: Some(node),
             state: TaskState::Pending,
             desired_state: TaskState::Running,
             message: Some("pending task scheduling".into()),
@@ -945,9 +1057,9 @@ impl State {
         }
     }
 
-    fn insert_volume(&mut self, name: &str, driver: &str, labels: Labels) {
+    fn insert_volume(&mut self, node: &str, name: &str, driver: &str, labels: Labels) {
         let created = self.now_wall();
-        self.volumes.insert(
+        self.volumes.entry(node.to_string()).or_default().insert(
             name.to_string(),
             SimObject {
                 meta: Meta {
@@ -1021,10 +1133,10 @@ impl Swarm for SimSwarm {
     fn info(&self) -> SwarmFuture<'_, SwarmInfo> {
         self.op(Call::new(Verb::Info, ObjectKind::Daemon), |st, _| {
             Ok(SwarmInfo {
-                node_id: st.node_id.clone(),
+                node_id: self.node.clone(),
                 local_node_state: "active".into(),
-                control_available: true,
-                nodes: 1,
+                control_available: self.node == st.node_id,
+                nodes: u64::try_from(st.nodes.len()).unwrap_or(u64::MAX),
                 managers: 1,
                 server_version: "sim".into(),
                 api_version: "1.41".into(),
@@ -1042,6 +1154,13 @@ impl Swarm for SimSwarm {
                     meta: s.meta.clone(),
                     image: container_spec(&s.spec).and_then(|c| c.image.clone()),
                     mode: service_mode(&s.spec),
+                    volume_sources: container_spec(&s.spec)
+                        .and_then(|c| c.mounts.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .filter(|m| m.r#type == Some(spec::MountType::Volume))
+                        .filter_map(|m| m.source.clone())
+                        .collect(),
                 })
                 .collect())
         })
@@ -1065,6 +1184,7 @@ impl Swarm for SimSwarm {
                 Ok(st
                     .containers
                     .values()
+                    .filter(|c| c.node == self.node)
                     .filter(|c| filter.matches(&c.container.labels))
                     .map(|c| c.container.clone())
                     .collect())
@@ -1094,7 +1214,9 @@ impl Swarm for SimSwarm {
         self.op(Call::new(Verb::List, ObjectKind::Volume), move |st, _| {
             Ok(st
                 .volumes
-                .values()
+                .get(&self.node)
+                .into_iter()
+                .flat_map(|m| m.values())
                 .filter(|v| filter.matches(&v.meta.labels))
                 .map(|v| Volume {
                     name: v.meta.name.clone(),
@@ -1134,24 +1256,25 @@ impl Swarm for SimSwarm {
 
     fn list_nodes<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Node>> {
         self.op(Call::new(Verb::List, ObjectKind::Node), move |st, _| {
-            let node = Node {
-                meta: Meta {
-                    id: st.node_id.clone(),
-                    name: "sim".into(),
-                    version: 1,
-                    labels: Labels::new(),
-                    created_at: Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
-                    updated_at: Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
-                },
-                role: "manager".into(),
-                availability: "active".into(),
-                state: "ready".into(),
-                leader: true,
-            };
-            Ok(filter
-                .matches(&node.meta.labels)
-                .then_some(node)
-                .into_iter()
+            Ok(st
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| Node {
+                    meta: Meta {
+                        id: n.id.clone(),
+                        name: n.hostname.clone(),
+                        version: 1,
+                        labels: Labels::new(),
+                        created_at: Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+                        updated_at: Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+                    },
+                    role: if i == 0 { "manager" } else { "worker" }.into(),
+                    availability: "active".into(),
+                    state: "ready".into(),
+                    leader: i == 0,
+                })
+                .filter(|n| filter.matches(&n.meta.labels))
                 .collect())
         })
     }
@@ -1402,12 +1525,16 @@ impl Swarm for SimSwarm {
         let call = Call::new(Verb::Create, ObjectKind::Volume);
         self.op(call, move |st, _| {
             // Docker returns the existing volume when the name is taken (create is idempotent).
-            if !st.volumes.contains_key(&spec.name) {
+            let exists = st
+                .volumes
+                .get(&self.node)
+                .is_some_and(|v| v.contains_key(&spec.name));
+            if !exists {
                 let driver = spec.driver.clone().unwrap_or_else(|| "local".into());
                 if st.missing_volume_drivers.contains(&driver) {
                     return Err(not_found(call, &spec.name));
                 }
-                st.insert_volume(&spec.name, &driver, map_labels(&spec.labels));
+                st.insert_volume(&self.node, &spec.name, &driver, map_labels(&spec.labels));
             }
             Ok(spec.name.clone())
         })
@@ -1416,13 +1543,14 @@ impl Swarm for SimSwarm {
     fn remove_volume<'a>(&'a self, name: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Volume);
         self.op_on(call, Some(name), move |st, _| {
-            if !st.volumes.contains_key(name) {
+            let node = self.node.as_str();
+            if !st.volumes.get(node).is_some_and(|v| v.contains_key(name)) {
                 return Err(not_found(call, name));
             }
             let users: Vec<String> = st
                 .containers
                 .values()
-                .filter(|c| c.volumes.iter().any(|v| v == name))
+                .filter(|c| c.node == node && c.volumes.iter().any(|v| v == name))
                 .map(|c| c.container.id.clone())
                 .collect();
             if !users.is_empty() {
@@ -1432,7 +1560,9 @@ impl Swarm for SimSwarm {
                     format!("remove {name}: volume is in use - [{}]", users.join(", ")),
                 ));
             }
-            st.volumes.remove(name);
+            if let Some(v) = st.volumes.get_mut(node) {
+                v.remove(name);
+            }
             st.emit(ObjectKind::Volume, "destroy", name, Some(name));
             Ok(())
         })
@@ -1608,6 +1738,7 @@ impl Swarm for SimSwarm {
             let key = st
                 .containers
                 .iter()
+                .filter(|(_, c)| c.node == self.node)
                 .find(|(k, c)| *k == id || c.container.name == id)
                 .map(|(k, _)| k.clone())
                 .ok_or_else(|| not_found(call, id))?;
@@ -1646,7 +1777,13 @@ impl Swarm for SimSwarm {
             let mut st = self.lock();
             let at = st.epoch.elapsed();
             st.log.push(LoggedCall { call, at });
-            match st.take_fault(call) {
+            let fault = st.take_fault(call);
+            let fault = if st.unreachable.contains(&self.node) {
+                Some(Fault::Transport)
+            } else {
+                fault
+            };
+            match fault {
                 Some(fault) => Err(fault_error(call, fault)),
                 None => Ok(st.events.subscribe()),
             }

@@ -231,6 +231,10 @@ pub struct Service {
     pub image: Option<String>,
     /// Replicated or global.
     pub mode: ServiceMode,
+    /// Sources of the task template's `volume` mounts (named volumes its tasks create on the
+    /// node they run on, if missing). Teardown asks on which nodes tasks ran only when a
+    /// service has one.
+    pub volume_sources: Vec<String>,
 }
 
 /// A task's state, as swarmkit reports it (observed and desired).
