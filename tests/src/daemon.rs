@@ -63,6 +63,7 @@ impl SimDaemon {
             token_file: None,
             // never prune images of others on the shared test machine
             nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
+            node_endpoints: Default::default(),
         };
         let shutdown = Shutdown::new();
         let dyn_swarm: Arc<dyn Swarm> = swarm.clone();

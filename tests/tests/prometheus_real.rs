@@ -178,6 +178,7 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
         token_file: None,
         // never prune images of others on the shared test machine
         nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
+        node_endpoints: Default::default(),
     };
     let prober = Arc::new(GatewayProber::new(
         socket,

@@ -62,6 +62,7 @@ async fn start(dir: &Path, docker: DockerSwarm, run: &str) -> (Running, Shutdown
         token_file: None,
         // never prune images of others on the shared test machine
         nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
+        node_endpoints: Default::default(),
     };
     let prober = Arc::new(GatewayProber::new(
         socket,

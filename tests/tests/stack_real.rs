@@ -404,6 +404,7 @@ volumes:
         &controller::cli::stack::RmArgs {
             force: true,
             timeout: None,
+            node_endpoints: Vec::new(),
             names: vec![ns.clone()],
         },
         &mut out,

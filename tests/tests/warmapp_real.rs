@@ -85,6 +85,7 @@ async fn start(dir: &Path, swarm: Arc<Counting>, run: &str) -> (Running, Shutdow
         token_file: None,
         // never prune images of others on the shared test machine
         nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
+        node_endpoints: Default::default(),
     };
     let prober = Arc::new(GatewayProber::new(
         socket,

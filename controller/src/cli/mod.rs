@@ -135,6 +135,34 @@ pub enum Error {
     ArgumentRejected(String),
 }
 
+/// Builds the node endpoints of `--node-endpoint <node-id-or-hostname>=unix:///path`
+/// arguments: each daemon is connected (and its API version negotiated) only when a teardown
+/// needs that node, with the default call deadline.
+///
+/// # Errors
+/// [`Error::ArgumentRejected`] naming a malformed argument.
+pub fn node_daemons(args: &[String]) -> Result<crate::stack::NodeDaemons, Error> {
+    let mut daemons = crate::stack::NodeDaemons::new();
+    for arg in args {
+        let (node, socket) = crate::stack::nodes::parse_endpoint(arg)
+            .map_err(|e| Error::ArgumentRejected(format!("--node-endpoint: {e}")))?;
+        let url = format!("unix://{}", socket.display());
+        let connect: crate::stack::nodes::Connect = std::sync::Arc::new(move || {
+            let socket = socket.clone();
+            Box::pin(async move {
+                let daemon = DockerSwarm::connect(crate::swarm::DockerOptions {
+                    socket,
+                    ..crate::swarm::DockerOptions::default()
+                })
+                .await?;
+                Ok(std::sync::Arc::new(daemon) as std::sync::Arc<dyn crate::swarm::Swarm>)
+            })
+        });
+        daemons.add(node, url, connect);
+    }
+    Ok(daemons)
+}
+
 /// Connects to the local daemon and checks it can manage a swarm.
 ///
 /// # Errors

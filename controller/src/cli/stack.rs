@@ -67,6 +67,11 @@ pub struct RmArgs {
     /// Deadline per stack (default 3m graceful, 1m forced), e.g. `90s`.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// The Engine endpoint of a swarm node, `<node-id-or-hostname>=unix:///path/docker.sock`
+    /// (repeatable): teardown removes the stack's containers and volumes on every node where
+    /// its tasks ran; a node without an endpoint is an error naming it.
+    #[arg(long = "node-endpoint", value_name = "NODE=unix:///PATH")]
+    pub node_endpoints: Vec<String>,
     /// Stack names.
     #[arg(required = true)]
     pub names: Vec<String>,
@@ -285,12 +290,23 @@ pub async fn rm(
     if let Some(timeout) = args.timeout {
         options.deadline = timeout;
     }
+    options.nodes = super::node_daemons(&args.node_endpoints)?;
     let mut first_failure = None;
     for name in &args.names {
         match teardown(swarm, name, &options).await {
             Ok(report) => {
                 for object in report.removed.iter().chain(&report.already_gone) {
                     writeln!(out, "Removing {} {}", object.kind, object.name)?;
+                }
+                for node in &report.nodes {
+                    let via = node.endpoint.as_deref().unwrap_or("-");
+                    for object in node.containers_removed.iter().chain(&node.volumes_removed) {
+                        writeln!(
+                            out,
+                            "Removing {} {} on node {} ({}) via {via}",
+                            object.kind, object.name, node.hostname, node.id
+                        )?;
+                    }
                 }
                 if report.removed.is_empty() && report.already_gone.is_empty() {
                     writeln!(err, "Nothing found in stack: {name}")?;
@@ -559,6 +575,7 @@ volumes:
             &RmArgs {
                 force: true,
                 timeout: None,
+                node_endpoints: Vec::new(),
                 names: vec!["demo".into()],
             },
             &mut out,

@@ -39,6 +39,8 @@ pub(crate) struct Setup {
     pub cancel: CancellationToken,
     pub metrics: metrics::Metrics,
     pub promoter: crate::promote::Promoter,
+    /// Engine endpoints of other swarm nodes, for the runs' teardowns.
+    pub node_endpoints: crate::stack::NodeDaemons,
 }
 
 /// The started CI side.
@@ -58,6 +60,8 @@ pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
     let clock = Arc::new(SystemClock);
     let mut config = runs::Config::new(setup.base_domain);
     config.extra_labels = setup.extra_labels;
+    config.teardown.nodes = setup.node_endpoints.clone();
+    config.collision_teardown.nodes = setup.node_endpoints;
     let catalogue: Arc<dyn crate::catalogue::Catalogue> = setup.catalogue;
     let runs = Runs::new(
         setup.store.clone(),

@@ -48,6 +48,17 @@ pub struct ServeArgs {
         default_value = "/var/run/docker.sock"
     )]
     pub docker_socket: PathBuf,
+    /// The Engine endpoint of a swarm node, `<node-id-or-hostname>=unix:///path/docker.sock`
+    /// (repeatable; or `HEARTH_NODE_ENDPOINTS`, comma-separated): teardowns remove the stacks'
+    /// containers and volumes on every node where their tasks ran; a node without an endpoint
+    /// is a residual naming it.
+    #[arg(
+        long = "node-endpoint",
+        value_name = "NODE=unix:///PATH",
+        env = "HEARTH_NODE_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub node_endpoints: Vec<String>,
     /// Reconcile every warm app at least this often (humantime: 90s, 5m, 1h).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
     pub resync: Duration,
@@ -252,6 +263,8 @@ pub fn options(args: &ServeArgs) -> Result<Options, Error> {
         extra_labels: extra,
         token_file: args.token_file.clone(),
         nightly_prune_labels: prune_labels,
+        node_endpoints: crate::cli::node_daemons(&args.node_endpoints)
+            .map_err(|e| Error::ArgumentRejected(e.to_string()))?,
     })
 }
 
@@ -623,8 +636,22 @@ mod tests {
             nightly_jitter: Duration::ZERO,
             nightly_prune_labels: vec!["hearth.test=1".into()],
             token_file: None,
+            node_endpoints: vec!["node-1=unix:///run/node-1.sock".into()],
         };
         let o = options(&args).unwrap();
+        assert_eq!(
+            format!("{:?}", o.node_endpoints),
+            r#"{"node-1": "unix:///run/node-1.sock"}"#
+        );
+        let bad = ServeArgs {
+            node_endpoints: vec!["node-1=tcp://10.0.0.1:2375".into()],
+            ..args.clone()
+        };
+        let err = options(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("--node-endpoint") && err.contains("tcp://"),
+            "{err}"
+        );
         assert_eq!(o.resync, Duration::from_secs(150));
         assert_eq!(o.listen, None);
         assert_eq!(o.extra_labels.get("hearth.test").unwrap(), "1");

@@ -107,6 +107,9 @@ pub struct Options {
     /// The nightly sweep prunes only dangling images carrying all these labels
     /// (`--nightly-prune-label`); empty: every dangling image no service or container uses.
     pub nightly_prune_labels: Labels,
+    /// Engine endpoints of other swarm nodes (`--node-endpoint`), where teardowns remove the
+    /// stacks' containers and volumes.
+    pub node_endpoints: crate::stack::NodeDaemons,
 }
 
 /// The nightly sweep's schedule (`--nightly`, `--nightly-tz`, `--nightly-jitter`).
@@ -419,7 +422,10 @@ async fn start_with_store(
         base_domain: options.base_domain.clone(),
         extra_labels: extra_labels.clone(),
         apply: ApplyOptions::default(),
-        teardown: TeardownOptions::graceful(),
+        teardown: TeardownOptions {
+            nodes: options.node_endpoints.clone(),
+            ..TeardownOptions::graceful()
+        },
         observations: ObservationCache::new(),
     });
     let cleanup = ci::start(ci::Setup {
@@ -432,6 +438,7 @@ async fn start_with_store(
         cancel: shutdown.graceful.clone(),
         metrics: metrics.clone(),
         promoter: promoter.clone(),
+        node_endpoints: options.node_endpoints.clone(),
     })?;
     tasks.extend(cleanup.tasks);
     let config = runtime::Config {
