@@ -33,7 +33,8 @@
 //!
 //! # Caveats
 //! Containers and volumes are read and removed on the node hearth talks to; on a multi-node
-//! swarm, volumes that tasks created on other nodes are not removed (see [`teardown`]).
+//! swarm, teardown reaches the other nodes where the stack's tasks ran through their configured
+//! endpoints, and names each node it cannot reach as a residual ([`nodes`], [`teardown`]).
 //!
 //! [`Swarm`]: crate::swarm::Swarm
 

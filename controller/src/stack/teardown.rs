@@ -183,10 +183,15 @@ async fn remove_one(
 /// [`Error::Residuals`] naming each leftover object (kind, name, ID) with the failures met;
 /// [`Error::ObserveFailed`] if a listing fails for good.
 ///
+/// Other nodes (see [`super::nodes`]): when a service mounts a named volume, the stack's
+/// tasks are listed before the services go; every other node where one ran is reached through
+/// its endpoint in `options.nodes` while step 3 runs (its containers waited for — forced:
+/// removed —, its volumes removed and listed again); a node without an endpoint, or whose
+/// endpoint does not answer, is a residual of kind node.
+///
 /// # Caveats
-/// Containers and volumes are those of the node hearth talks to: on a multi-node swarm the
-/// volumes that tasks created on other nodes are not removed (the [`Swarm`] trait reaches one
-/// daemon).
+/// The [`Swarm`] trait reaches one daemon: what other nodes hold is seen only through the
+/// configured endpoints. Multi-node teardown is tested on the simulated swarm only.
 pub async fn teardown(
     swarm: &dyn Swarm,
     namespace: &str,

@@ -45,8 +45,8 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// # Caveats
 /// Lists read one kind each and filter by labels on the daemon side. Containers and volumes
-/// are those of the node the client talks to (hearth runs on a single-node swarm or on a
-/// manager that is also the only worker it removes containers from).
+/// are those of the node the client talks to; teardown reaches other nodes through one
+/// `Swarm` per node (`stack::nodes`).
 pub trait Swarm: Send + Sync {
     /// Checks that the daemon answers.
     fn ping(&self) -> SwarmFuture<'_, ()>;
