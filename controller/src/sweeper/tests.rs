@@ -132,7 +132,11 @@ async fn bed(slots: u32) -> Bed {
 
 /// [`bed`] whose runs, slots, sweeper and swarm calls record into `metrics`.
 async fn bed_with(slots: u32, metrics: Option<metrics::Metrics>) -> Bed {
-    let sim = SimSwarm::new(SimConfig::default());
+    bed_on(SimSwarm::new(SimConfig::default()), slots, metrics).await
+}
+
+/// [`bed_with`] on a given simulated swarm (e.g. one of several nodes).
+async fn bed_on(sim: SimSwarm, slots: u32, metrics: Option<metrics::Metrics>) -> Bed {
     let clock: Arc<dyn Clock> = Arc::new(SimClock(tokio::time::Instant::now()));
     let store = Store::with_engine(
         Arc::new(state::MemoryEngine::new()),
@@ -612,6 +616,46 @@ async fn a_teardown_with_leftovers_keeps_the_run_in_teardown_failed_until_a_retr
     assert_eq!(everything(&bed.sim).await, Vec::<String>::new());
     let pool: SlotPool = bed.store.get("ci").unwrap();
     assert!(pool.status.leases.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_tasks_ran_on_a_node_without_an_endpoint_ends_in_teardown_failed_naming_it() {
+    let bed = bed_on(SimSwarm::with_nodes(SimConfig::default(), 2), 1, None).await;
+    let started = bed.runs.start(&request(600, "job-7")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ids = bed.sim.node_ids();
+    let on_worker = bed.sim.volumes_on(
+        &ids[1],
+        &LabelFilter::all().and_has(crate::stack::NAMESPACE_LABEL),
+    );
+    assert!(!on_worker.is_empty(), "a task ran on the worker");
+    let run = bed.runs.finish(&started.run).await.unwrap();
+    assert_eq!(
+        run.status.phase,
+        RunPhase::TeardownFailed,
+        "{:?}",
+        run.status
+    );
+    assert!(
+        run.status.residuals.contains(&"node/sim-2".to_string()),
+        "{:?}",
+        run.status
+    );
+    let error = run.status.last_error.as_deref().unwrap();
+    assert!(
+        error.contains(&ids[1]) && error.contains("no engine endpoint"),
+        "{error}"
+    );
+    // Not pretended away: the volume is still on the worker, and the slot is still held.
+    assert_eq!(
+        bed.sim.volumes_on(
+            &ids[1],
+            &LabelFilter::all().and_has(crate::stack::NAMESPACE_LABEL)
+        ),
+        on_worker
+    );
+    let pool: SlotPool = bed.store.get("ci").unwrap();
+    assert_eq!(pool.status.leases.len(), 1);
 }
 
 /// A sweeper confined to one daemon's objects (`hearth.instance=<id>`, as `hearth serve`
