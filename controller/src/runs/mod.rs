@@ -648,8 +648,18 @@ impl Runs {
         let mut residuals = Vec::new();
         let mut errors = Vec::new();
         let mut removed = Vec::new();
+        // Nodes a previous attempt could not reach stay required: the services that told
+        // where tasks ran are gone by now.
+        let mut options = self.config.teardown.clone();
+        options.required_nodes = run
+            .status
+            .residuals
+            .iter()
+            .filter_map(|r| r.strip_prefix("node/"))
+            .map(str::to_string)
+            .collect();
         for namespace in teardown_order(&run) {
-            match stack::teardown(self.swarm.as_ref(), &namespace, &self.config.teardown).await {
+            match stack::teardown(self.swarm.as_ref(), &namespace, &options).await {
                 Ok(report) => removed.extend(report.removed.iter().map(ToString::to_string)),
                 Err(stack::Error::Residuals {
                     residuals: left,
@@ -668,6 +678,8 @@ impl Runs {
                 }
             }
         }
+        let mut seen = std::collections::BTreeSet::new();
+        residuals.retain(|r| seen.insert(r.clone()));
         let phase = phase_after_teardown(&run, &residuals);
         let now = self.clock.now_ms();
         loop {

@@ -21,6 +21,10 @@
 //! - The local node is reached through the daemon hearth already talks to, unless an endpoint
 //!   is configured for it explicitly: then its volumes are removed through that endpoint (and
 //!   a dead endpoint is an error, as for any other node).
+//! - A retry after a node could not be reached: the services, and with them the record of
+//!   where tasks ran, are gone, so the caller passes that node in
+//!   [`TeardownOptions::required_nodes`] (runs do, from their `node/<host>` residuals) and it
+//!   stays a residual until it is reached.
 //! - Containers on another node: forced teardown kills and removes them; graceful teardown
 //!   waits for swarm to stop them, removing only containers that never started (by then no
 //!   task may create one any more: the wait of [`super::teardown`] covers tasks on every node).
@@ -169,17 +173,26 @@ impl NodeTarget {
 }
 
 /// Decides which nodes teardown must reach besides its own daemon (pure): every node where a
-/// task of the stack ran other than `local`, and `local` itself when an endpoint names it.
+/// task of the stack ran other than `local`, every `required` node (by ID or hostname; one
+/// that left the swarm is kept by that name), and `local` itself when an endpoint names it.
 pub(crate) fn targets(
     tasks: &[Task],
+    required: &[String],
     local: &str,
     nodes: &[Node],
     daemons: &NodeDaemons,
 ) -> Vec<NodeTarget> {
+    let required = required.iter().map(|r| {
+        nodes
+            .iter()
+            .find(|n| n.meta.id == *r || n.meta.name == *r)
+            .map_or(r.as_str(), |n| n.meta.id.as_str())
+    });
     let ran: BTreeSet<&str> = tasks
         .iter()
         .filter_map(|t| t.node_id.as_deref())
         .filter(|n| !n.is_empty())
+        .chain(required)
         .chain(std::iter::once(local))
         .collect();
     ran.into_iter()
@@ -205,16 +218,23 @@ pub(crate) fn mounts_volumes(services: &[Service]) -> bool {
     services.iter().any(|s| !s.volume_sources.is_empty())
 }
 
-/// Lists where the stack's tasks ran and decides the nodes to reach (before the services go).
+/// Lists where the stack's tasks ran (when `list_tasks`: a service mounts a named volume) and
+/// decides the nodes to reach (before the services go).
 pub(crate) async fn survey(
     swarm: &dyn Swarm,
     namespace: &str,
-    daemons: &NodeDaemons,
+    options: &TeardownOptions,
+    list_tasks: bool,
     deadline: Instant,
 ) -> swarm::Result<Vec<NodeTarget>> {
+    let (daemons, required) = (&options.nodes, &options.required_nodes);
     let filter = LabelFilter::eq(NAMESPACE_LABEL, namespace);
-    let tasks = swarm_until(deadline, || swarm.list_tasks(&filter)).await?;
-    if tasks.is_empty() && daemons.is_empty() {
+    let tasks = if list_tasks {
+        swarm_until(deadline, || swarm.list_tasks(&filter)).await?
+    } else {
+        Vec::new()
+    };
+    if tasks.is_empty() && daemons.is_empty() && required.is_empty() {
         return Ok(Vec::new());
     }
     let local = match daemons.local.get() {
@@ -230,12 +250,12 @@ pub(crate) async fn survey(
             .is_some_and(|n| !n.is_empty() && n != local)
     });
     let all = LabelFilter::all();
-    let nodes = if remote || !daemons.is_empty() {
+    let nodes = if remote || !daemons.is_empty() || !required.is_empty() {
         swarm_until(deadline, || swarm.list_nodes(&all)).await?
     } else {
         Vec::new()
     };
-    Ok(targets(&tasks, &local, &nodes, daemons))
+    Ok(targets(&tasks, required, &local, &nodes, daemons))
 }
 
 /// What teardown did on one other node (or the local node, reached through its endpoint).
@@ -531,6 +551,25 @@ mod tests {
         assert!(swarm.volumes_on(&ids[1], &ns("s")).is_empty());
         assert_eq!(swarm.volumes_on(&ids[2], &ns("s")), ["s_data"]);
         assert_eq!(report.nodes.len(), 2);
+
+        // A retry: the services (and the record of where tasks ran) are gone; the node the
+        // first attempt could not reach is required, and reached once it has an endpoint.
+        let retry = TeardownOptions {
+            nodes: endpoints(&swarm, &ids[2..]),
+            required_nodes: vec!["sim-3".into()],
+            ..TeardownOptions::forced()
+        };
+        let report = teardown(&swarm, "s", &retry).await.unwrap();
+        assert_eq!(report.nodes.len(), 1, "{report:?}");
+        assert_eq!(report.nodes[0].volumes_removed.len(), 1, "{report:?}");
+        assert!(swarm.volumes_on(&ids[2], &ns("s")).is_empty());
+        // Still required and still without an endpoint: the retry fails again.
+        let retry = TeardownOptions {
+            required_nodes: vec!["sim-3".into()],
+            ..TeardownOptions::forced()
+        };
+        let err = teardown(&swarm, "s", &retry).await.unwrap_err();
+        assert!(err.to_string().contains("node sim-3 ("), "{err}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -738,7 +777,7 @@ mod tests {
         ];
         let mut daemons = NodeDaemons::new();
         daemons.add("host-b", "unix:///b.sock", dead());
-        let t = targets(&tasks, "a", &nodes, &daemons);
+        let t = targets(&tasks, &[], "a", &nodes, &daemons);
         assert_eq!(
             t,
             [
@@ -756,11 +795,17 @@ mod tests {
         );
         // The local node is a target once an endpoint names it (by ID here).
         daemons.add("a", "unix:///a.sock", dead());
-        let t = targets(&tasks, "a", &nodes, &daemons);
+        let t = targets(&tasks, &[], "a", &nodes, &daemons);
         assert_eq!(t.len(), 3);
         assert_eq!(t[0].endpoint.as_deref(), Some("unix:///a.sock"));
         // Tasks on the local node only and no endpoint: nothing to reach.
-        assert!(targets(&[task("a")], "a", &nodes, &NodeDaemons::new()).is_empty());
+        assert!(targets(&[task("a")], &[], "a", &nodes, &NodeDaemons::new()).is_empty());
+        // A required node is a target without tasks (by hostname → its ID; or kept by name).
+        let required = ["host-c".to_string(), "gone".to_string()];
+        let t = targets(&[], &required, "a", &nodes, &NodeDaemons::new());
+        let ids: Vec<&str> = t.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["c", "gone"]);
+        assert_eq!(t[1].hostname, "");
     }
 
     #[test]

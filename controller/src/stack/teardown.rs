@@ -43,6 +43,10 @@ pub struct TeardownOptions {
     /// volumes (see [`super::nodes`]). Empty: a node other than this one where tasks ran is a
     /// residual.
     pub nodes: NodeDaemons,
+    /// Nodes (ID or hostname) to reach whatever the survey finds: those a previous teardown of
+    /// the same stack could not reach (its services, and with them the record of where their
+    /// tasks ran, are gone by then), so a retry does not pass without reaching them.
+    pub required_nodes: Vec<String>,
 }
 
 impl TeardownOptions {
@@ -55,6 +59,7 @@ impl TeardownOptions {
             // no events, and for a dropped events stream.
             max_poll: Duration::from_millis(250),
             nodes: NodeDaemons::new(),
+            required_nodes: Vec::new(),
         }
     }
 
@@ -65,6 +70,7 @@ impl TeardownOptions {
             deadline: Duration::from_secs(60),
             max_poll: Duration::from_millis(250),
             nodes: NodeDaemons::new(),
+            required_nodes: Vec::new(),
         }
     }
 }
@@ -219,8 +225,9 @@ pub async fn teardown(
     )
     .map_err(|e| observe_failed(namespace, e))?;
     // Where tasks ran, before the services (and with them their tasks) go.
-    let node_targets = if nodes::mounts_volumes(&services) {
-        nodes::survey(swarm, namespace, &options.nodes, deadline)
+    let mounts = nodes::mounts_volumes(&services);
+    let node_targets = if mounts || !options.required_nodes.is_empty() {
+        nodes::survey(swarm, namespace, options, mounts, deadline)
             .await
             .map_err(|e| observe_failed(namespace, e))?
     } else {

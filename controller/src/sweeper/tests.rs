@@ -656,6 +656,16 @@ async fn a_run_whose_tasks_ran_on_a_node_without_an_endpoint_ends_in_teardown_fa
     );
     let pool: SlotPool = bed.store.get("ci").unwrap();
     assert_eq!(pool.status.leases.len(), 1);
+    // A retry does not pass just because the services (and their tasks) are gone now.
+    bed.runs.retry_teardowns().await.unwrap();
+    let run: Run = bed.store.get(&started.run).unwrap();
+    assert_eq!(
+        run.status.phase,
+        RunPhase::TeardownFailed,
+        "{:?}",
+        run.status
+    );
+    assert_eq!(run.status.residuals, ["node/sim-2"], "{:?}", run.status);
 }
 
 /// A sweeper confined to one daemon's objects (`hearth.instance=<id>`, as `hearth serve`
