@@ -41,6 +41,10 @@ use super::spec;
 use super::types::*;
 use super::{with_deadline, Swarm, SwarmFuture, DEFAULT_CALL_TIMEOUT};
 
+mod table;
+
+use table::{Row, Table};
+
 /// Finished tasks kept per service slot (swarmkit's default task history limit).
 const TASK_HISTORY: usize = 5;
 
@@ -163,6 +167,45 @@ struct SimObject {
     scope: String,
 }
 
+impl Row for SimService {
+    fn labels(&self) -> &Labels {
+        &self.meta.labels
+    }
+    fn name(&self) -> Option<&str> {
+        Some(&self.meta.name)
+    }
+}
+
+impl Row for SimTask {
+    fn labels(&self) -> &Labels {
+        &self.task.labels
+    }
+    fn name(&self) -> Option<&str> {
+        None
+    }
+    fn owner(&self) -> Option<&str> {
+        Some(&self.task.service_id)
+    }
+}
+
+impl Row for SimContainer {
+    fn labels(&self) -> &Labels {
+        &self.container.labels
+    }
+    fn name(&self) -> Option<&str> {
+        Some(&self.container.name)
+    }
+}
+
+impl Row for SimObject {
+    fn labels(&self) -> &Labels {
+        &self.meta.labels
+    }
+    fn name(&self) -> Option<&str> {
+        Some(&self.meta.name)
+    }
+}
+
 struct State {
     epoch: Instant,
     rng: StdRng,
@@ -176,14 +219,19 @@ struct State {
     /// Nodes whose daemon does not answer (calls through their view fail with a transport
     /// error).
     unreachable: BTreeSet<String>,
-    services: BTreeMap<String, SimService>,
-    tasks: BTreeMap<String, SimTask>,
-    containers: BTreeMap<String, SimContainer>,
-    networks: BTreeMap<String, SimObject>,
+    services: Table<SimService>,
+    tasks: Table<SimTask>,
+    /// Every task's scheduled step as `(when, task ID)`, in the order [`State::advance`]
+    /// applies them. Entries are added whenever a task's `next` is set
+    /// ([`State::schedule`]) and never removed early: an entry that no longer matches its
+    /// task's `next` is stale and skipped when it comes due.
+    due: BTreeSet<(Instant, String)>,
+    containers: Table<SimContainer>,
+    networks: Table<SimObject>,
     /// Volumes by node ID, then by name (volumes are node-local).
-    volumes: BTreeMap<String, BTreeMap<String, SimObject>>,
-    secrets: BTreeMap<String, SimObject>,
-    configs: BTreeMap<String, SimObject>,
+    volumes: BTreeMap<String, Table<SimObject>>,
+    secrets: Table<SimObject>,
+    configs: Table<SimObject>,
     /// Images by ID.
     images: BTreeMap<String, Image>,
     events: broadcast::Sender<Event>,
@@ -241,13 +289,14 @@ impl SimSwarm {
             nodes: all,
             next_node: 0,
             unreachable: BTreeSet::new(),
-            services: BTreeMap::new(),
-            tasks: BTreeMap::new(),
-            containers: BTreeMap::new(),
-            networks: BTreeMap::new(),
+            services: Table::default(),
+            tasks: Table::default(),
+            due: BTreeSet::new(),
+            containers: Table::default(),
+            networks: Table::default(),
             volumes: BTreeMap::new(),
-            secrets: BTreeMap::new(),
-            configs: BTreeMap::new(),
+            secrets: Table::default(),
+            configs: Table::default(),
             images: BTreeMap::new(),
             events,
             log: Vec::new(),
@@ -648,26 +697,49 @@ impl State {
         None
     }
 
-    fn next_due(&self) -> Option<Instant> {
+    /// Records that task `task_id`'s `next` step was set (see [`State::due`]).
+    fn schedule(&mut self, task_id: &str) {
+        if let Some((at, _)) = self.tasks.get(task_id).and_then(|t| t.next) {
+            self.due.insert((at, task_id.to_string()));
+        }
+    }
+
+    /// Whether the schedule entry `(at, task_id)` is still its task's next step.
+    fn is_current(&self, at: Instant, task_id: &str) -> bool {
         self.tasks
-            .values()
-            .filter_map(|t| t.next.map(|(at, _)| at))
-            .min()
+            .get(task_id)
+            .and_then(|t| t.next)
+            .is_some_and(|(next, _)| next == at)
+    }
+
+    /// When the earliest scheduled step is due (dropping stale entries on the way).
+    fn next_due(&mut self) -> Option<Instant> {
+        while let Some((at, id)) = self.due.first() {
+            if self.is_current(*at, id) {
+                return Some(*at);
+            }
+            self.due.pop_first();
+        }
+        None
     }
 
     /// Applies every step due at or before `now`, in time order (ties by task ID).
     fn advance(&mut self, now: Instant, cfg: &SimConfig) {
-        loop {
-            // Clone only the winner's ID: this scan runs on every call.
-            let due = self
-                .tasks
-                .iter()
-                .filter_map(|(id, t)| t.next.map(|(at, step)| (at, id, step)))
-                .filter(|(at, _, _)| *at <= now)
-                .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
-                .map(|(at, id, step)| (at, id.clone(), step));
-            let Some((at, task_id, step)) = due else {
+        while let Some((at, _)) = self.due.first() {
+            if *at > now {
                 return;
+            }
+            let Some((at, task_id)) = self.due.pop_first() else {
+                return;
+            };
+            let Some(step) = self
+                .tasks
+                .get(&task_id)
+                .and_then(|t| t.next)
+                .filter(|(next, _)| *next == at)
+                .map(|(_, step)| step)
+            else {
+                continue;
             };
             if let Some(t) = self.tasks.get_mut(&task_id) {
                 t.next = None;
@@ -676,7 +748,13 @@ impl State {
         }
     }
 
+    /// Applies `step` to task `task_id` and schedules the task's next step, if it set one.
     fn apply(&mut self, at: Instant, task_id: &str, step: Step, cfg: &SimConfig) {
+        self.apply_step(at, task_id, step, cfg);
+        self.schedule(task_id);
+    }
+
+    fn apply_step(&mut self, at: Instant, task_id: &str, step: Step, cfg: &SimConfig) {
         let Some(service_id) = self.tasks.get(task_id).map(|t| t.task.service_id.clone()) else {
             return;
         };
@@ -932,9 +1010,8 @@ impl State {
         let found = match kind {
             ObjectKind::Service => self
                 .services
-                .values()
-                .find(|s| s.meta.id == target || s.meta.name == target)
-                .map(|s| s.meta.clone()),
+                .find(target)
+                .and_then(|k| self.services.get(&k).map(|s| s.meta.clone())),
             ObjectKind::Network => find_key(&self.networks, target)
                 .and_then(|k| self.networks.get(&k).map(|o| o.meta.clone())),
             ObjectKind::Volume => self
@@ -957,9 +1034,7 @@ impl State {
 
     fn network_key(&self, target: &str) -> String {
         self.networks
-            .iter()
-            .find(|(id, n)| *id == target || n.meta.name == target)
-            .map(|(id, _)| id.clone())
+            .find(target)
             .unwrap_or_else(|| target.to_string())
     }
 
@@ -990,13 +1065,14 @@ impl State {
             created_at: Some(self.now_wall()),
         };
         self.tasks.insert(
-            id,
+            id.clone(),
             SimTask {
                 task,
                 next: Some((at + cfg.start_delay, Step::Start)),
                 late: None,
             },
         );
+        self.schedule(&id);
     }
 
     fn start_tasks(&mut self, service_id: &str, at: Instant, cfg: &SimConfig) {
@@ -1019,20 +1095,19 @@ impl State {
         cfg: &SimConfig,
     ) {
         let delay = grace.map_or(cfg.stop_delay, |g| g.min(cfg.stop_delay));
-        let containers = &self.containers;
-        for t in self
-            .tasks
-            .values_mut()
-            .filter(|t| t.task.service_id == service_id)
-        {
-            t.task.desired_state = TaskState::Shutdown;
-            let running = t
-                .task
-                .container_id
-                .as_ref()
-                .and_then(|c| containers.get(c))
-                .is_some_and(|c| c.container.state == ContainerState::Running);
-            t.next = Some((if running { at + delay } else { at }, Step::Stopped));
+        for id in self.tasks.owned_by(service_id) {
+            let containers = &self.containers;
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.task.desired_state = TaskState::Shutdown;
+                let running = t
+                    .task
+                    .container_id
+                    .as_ref()
+                    .and_then(|c| containers.get(c))
+                    .is_some_and(|c| c.container.state == ContainerState::Running);
+                t.next = Some((if running { at + delay } else { at }, Step::Stopped));
+            }
+            self.schedule(&id);
         }
     }
 
@@ -1041,13 +1116,10 @@ impl State {
     fn prune_history(&mut self, service_id: &str, slot: Option<u64>) {
         let mut finished: Vec<(u64, String)> = self
             .tasks
-            .values()
-            .filter(|t| {
-                t.task.service_id == service_id
-                    && t.task.slot == slot
-                    && t.task.state.is_terminal()
-                    && t.next.is_none()
-            })
+            .owned_by(service_id)
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+            .filter(|t| t.task.slot == slot && t.task.state.is_terminal() && t.next.is_none())
             .map(|t| (t.task.version, t.task.id.clone()))
             .collect();
         finished.sort();
@@ -1101,13 +1173,8 @@ impl State {
 }
 
 /// Finds an object by ID or name.
-fn find_key(map: &BTreeMap<String, SimObject>, id_or_name: &str) -> Option<String> {
-    if map.contains_key(id_or_name) {
-        return Some(id_or_name.to_string());
-    }
-    map.iter()
-        .find(|(_, o)| o.meta.name == id_or_name)
-        .map(|(k, _)| k.clone())
+fn find_key(map: &Table<SimObject>, id_or_name: &str) -> Option<String> {
+    map.find(id_or_name)
 }
 
 fn not_found(call: Call, id: &str) -> Error {
@@ -1148,8 +1215,7 @@ impl Swarm for SimSwarm {
         self.op(Call::new(Verb::List, ObjectKind::Service), move |st, _| {
             Ok(st
                 .services
-                .values()
-                .filter(|s| filter.matches(&s.meta.labels))
+                .select(filter)
                 .map(|s| Service {
                     meta: s.meta.clone(),
                     image: container_spec(&s.spec).and_then(|c| c.image.clone()),
@@ -1168,12 +1234,7 @@ impl Swarm for SimSwarm {
 
     fn list_tasks<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Task>> {
         self.op(Call::new(Verb::List, ObjectKind::Task), move |st, _| {
-            Ok(st
-                .tasks
-                .values()
-                .filter(|t| filter.matches(&t.task.labels))
-                .map(|t| t.task.clone())
-                .collect())
+            Ok(st.tasks.select(filter).map(|t| t.task.clone()).collect())
         })
     }
 
@@ -1183,9 +1244,8 @@ impl Swarm for SimSwarm {
             move |st, _| {
                 Ok(st
                     .containers
-                    .values()
+                    .select(filter)
                     .filter(|c| c.node == self.node)
-                    .filter(|c| filter.matches(&c.container.labels))
                     .map(|c| c.container.clone())
                     .collect())
             },
@@ -1196,8 +1256,7 @@ impl Swarm for SimSwarm {
         self.op(Call::new(Verb::List, ObjectKind::Network), move |st, _| {
             Ok(st
                 .networks
-                .values()
-                .filter(|n| filter.matches(&n.meta.labels))
+                .select(filter)
                 .map(|n| Network {
                     id: n.meta.id.clone(),
                     name: n.meta.name.clone(),
@@ -1216,8 +1275,7 @@ impl Swarm for SimSwarm {
                 .volumes
                 .get(&self.node)
                 .into_iter()
-                .flat_map(|m| m.values())
-                .filter(|v| filter.matches(&v.meta.labels))
+                .flat_map(|m| m.select(filter))
                 .map(|v| Volume {
                     name: v.meta.name.clone(),
                     driver: v.driver.clone(),
@@ -1232,8 +1290,7 @@ impl Swarm for SimSwarm {
         self.op(Call::new(Verb::List, ObjectKind::Secret), move |st, _| {
             Ok(st
                 .secrets
-                .values()
-                .filter(|s| filter.matches(&s.meta.labels))
+                .select(filter)
                 .map(|s| Secret {
                     meta: s.meta.clone(),
                 })
@@ -1245,8 +1302,7 @@ impl Swarm for SimSwarm {
         self.op(Call::new(Verb::List, ObjectKind::Config), move |st, _| {
             Ok(st
                 .configs
-                .values()
-                .filter(|c| filter.matches(&c.meta.labels))
+                .select(filter)
                 .map(|c| Config {
                     meta: c.meta.clone(),
                 })
@@ -1293,7 +1349,7 @@ impl Swarm for SimSwarm {
                     message: "ContainerSpec: image reference must be provided".into(),
                 });
             }
-            if st.services.values().any(|s| s.meta.name == name) {
+            if st.services.has_name(&name) {
                 return Err(Error::AlreadyExists { call, name });
             }
             let cs = container_spec(spec);
@@ -1340,12 +1396,7 @@ impl Swarm for SimSwarm {
     ) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Update, ObjectKind::Service);
         self.op(call, move |st, cfg| {
-            let key = st
-                .services
-                .iter()
-                .find(|(k, s)| *k == id || s.meta.name == id)
-                .map(|(k, _)| k.clone())
-                .ok_or_else(|| not_found(call, id))?;
+            let key = st.services.find(id).ok_or_else(|| not_found(call, id))?;
             let Some(current) = st.services.get(&key) else {
                 return Err(not_found(call, id));
             };
@@ -1361,12 +1412,12 @@ impl Swarm for SimSwarm {
             let grace = container_spec(&current.spec).and_then(|c| nanos(c.stop_grace_period));
             let new_version = st.bump();
             let now = st.now_wall();
-            if let Some(s) = st.services.get_mut(&key) {
+            st.services.update(&key, |s| {
                 s.spec = spec.clone();
                 s.meta.version = new_version;
                 s.meta.labels = map_labels(&spec.labels);
                 s.meta.updated_at = Some(now);
-            }
+            });
             if replace {
                 let at = Instant::now();
                 st.stop_tasks(&key, grace, at, cfg);
@@ -1382,12 +1433,7 @@ impl Swarm for SimSwarm {
     fn force_update_service<'a>(&'a self, id: &'a str, version: u64) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Update, ObjectKind::Service);
         self.op(call, move |st, cfg| {
-            let key = st
-                .services
-                .iter()
-                .find(|(k, s)| *k == id || s.meta.name == id)
-                .map(|(k, _)| k.clone())
-                .ok_or_else(|| not_found(call, id))?;
+            let key = st.services.find(id).ok_or_else(|| not_found(call, id))?;
             let Some(current) = st.services.get(&key) else {
                 return Err(not_found(call, id));
             };
@@ -1419,12 +1465,7 @@ impl Swarm for SimSwarm {
     fn remove_service<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Service);
         self.op_on(call, Some(id), move |st, cfg| {
-            let key = st
-                .services
-                .iter()
-                .find(|(k, s)| *k == id || s.meta.name == id)
-                .map(|(k, _)| k.clone())
-                .ok_or_else(|| not_found(call, id))?;
+            let key = st.services.find(id).ok_or_else(|| not_found(call, id))?;
             let Some(service) = st.services.remove(&key) else {
                 return Err(not_found(call, id));
             };
@@ -1432,11 +1473,16 @@ impl Swarm for SimSwarm {
             // Tasks not started yet that will create their container late.
             let late: Vec<(String, Instant)> = if st.late_containers {
                 st.tasks
-                    .iter()
-                    .filter(|(_, t)| t.task.service_id == key && t.task.container_id.is_none())
-                    .filter_map(|(id, t)| match t.next {
-                        Some((at, Step::Start)) => Some((id.clone(), at)),
-                        _ => None,
+                    .owned_by(&key)
+                    .into_iter()
+                    .filter_map(|id| {
+                        let t = st.tasks.get(&id)?;
+                        match t.next {
+                            Some((at, Step::Start)) if t.task.container_id.is_none() => {
+                                Some((id, at))
+                            }
+                            _ => None,
+                        }
                     })
                     .collect()
             } else {
@@ -1452,6 +1498,7 @@ impl Swarm for SimSwarm {
                     t.next = Some((at, Step::Start));
                     t.late = Some(service.spec.clone());
                 }
+                st.schedule(&id);
             }
             st.emit(
                 ObjectKind::Service,
@@ -1466,7 +1513,7 @@ impl Swarm for SimSwarm {
     fn create_network<'a>(&'a self, spec: &'a spec::NetworkSpec) -> SwarmFuture<'a, String> {
         let call = Call::new(Verb::Create, ObjectKind::Network);
         self.op(call, move |st, _| {
-            if st.networks.values().any(|n| n.meta.name == spec.name) {
+            if st.networks.has_name(&spec.name) {
                 return Err(Error::AlreadyExists {
                     call,
                     name: spec.name.clone(),
@@ -1571,7 +1618,7 @@ impl Swarm for SimSwarm {
     fn create_secret<'a>(&'a self, spec: &'a spec::SecretSpec) -> SwarmFuture<'a, String> {
         let call = Call::new(Verb::Create, ObjectKind::Secret);
         self.op(call, move |st, _| {
-            if st.secrets.values().any(|s| s.meta.name == spec.name) {
+            if st.secrets.has_name(&spec.name) {
                 return Err(Error::AlreadyExists {
                     call,
                     name: spec.name.clone(),
@@ -1630,7 +1677,7 @@ impl Swarm for SimSwarm {
     fn create_config<'a>(&'a self, spec: &'a spec::ConfigSpec) -> SwarmFuture<'a, String> {
         let call = Call::new(Verb::Create, ObjectKind::Config);
         self.op(call, move |st, _| {
-            if st.configs.values().any(|s| s.meta.name == spec.name) {
+            if st.configs.has_name(&spec.name) {
                 return Err(Error::AlreadyExists {
                     call,
                     name: spec.name.clone(),
@@ -1737,10 +1784,9 @@ impl Swarm for SimSwarm {
         self.op_on(call, Some(id), move |st, cfg| {
             let key = st
                 .containers
-                .iter()
-                .filter(|(_, c)| c.node == self.node)
-                .find(|(k, c)| *k == id || c.container.name == id)
-                .map(|(k, _)| k.clone())
+                .candidates(id)
+                .into_iter()
+                .find(|k| st.containers.get(k).is_some_and(|c| c.node == self.node))
                 .ok_or_else(|| not_found(call, id))?;
             let Some(c) = st.containers.remove(&key) else {
                 return Err(not_found(call, id));
@@ -1761,6 +1807,7 @@ impl Swarm for SimSwarm {
                 t.task.version = version;
                 t.next = Some((now + cfg.restart_delay, Step::Replace));
             }
+            st.schedule(&c.task_id);
             st.emit(
                 ObjectKind::Container,
                 "destroy",
@@ -1815,19 +1862,22 @@ fn update_labels(
         _ => &mut st.configs,
     };
     let key = find_key(map, id).ok_or_else(|| not_found(call, id))?;
-    let Some(obj) = map.get_mut(&key) else {
-        return Err(not_found(call, id));
-    };
-    if obj.meta.version != version {
-        return Err(Error::OutOfSequence {
-            call,
-            id: id.to_string(),
-            version,
-        });
+    match map.get(&key).map(|obj| obj.meta.version) {
+        None => return Err(not_found(call, id)),
+        Some(current) if current != version => {
+            return Err(Error::OutOfSequence {
+                call,
+                id: id.to_string(),
+                version,
+            })
+        }
+        Some(_) => {}
     }
-    obj.meta.labels = map_labels(labels);
-    obj.meta.version = version_next;
-    obj.meta.updated_at = Some(now);
+    map.update(&key, |obj| {
+        obj.meta.labels = map_labels(labels);
+        obj.meta.version = version_next;
+        obj.meta.updated_at = Some(now);
+    });
     Ok(())
 }
 
