@@ -158,7 +158,9 @@ async fn remove_one(
 /// Removes everything carrying `com.docker.stack.namespace=<namespace>`.
 ///
 /// Order: services; then wait until their tasks and containers are gone — in
-/// [`Mode::Forced`] killing and removing the containers at once, and meanwhile removing the
+/// [`Mode::Forced`] killing and removing the containers at once (those listed together with
+/// the services first, right after the services went; then whatever a look finds), and
+/// meanwhile removing the
 /// secrets and configs (only the services held them); then networks, volumes and what is left
 /// of secrets and configs (at once: none of them depends on another). Finally every kind is
 /// listed again by the namespace label until nothing is left.
@@ -215,13 +217,23 @@ pub async fn teardown(
     // Opened before the services go, so no container event of the stack is missed.
     let events = swarm.events();
 
-    // 1. Services (and, in the same round trip, what goes after them).
-    let (services, networks, volumes, secrets, configs) = futures::try_join!(
+    // 1. Services (and, in the same round trip, what goes after them; forced, also the
+    // containers, so their removal starts right after the services' without another look).
+    let forced = options.mode == Mode::Forced;
+    let containers_filter = swarm_containers();
+    let (services, networks, volumes, secrets, configs, containers) = futures::try_join!(
         swarm_until(deadline, || swarm.list_services(&filter)),
         swarm_until(deadline, || swarm.list_networks(&filter)),
         swarm_until(deadline, || swarm.list_volumes(&filter)),
         swarm_until(deadline, || swarm.list_secrets(&filter)),
         swarm_until(deadline, || swarm.list_configs(&filter)),
+        async {
+            if forced {
+                swarm_until(deadline, || swarm.list_containers(&containers_filter)).await
+            } else {
+                Ok(Vec::new())
+            }
+        },
     )
     .map_err(|e| observe_failed(namespace, e))?;
     // Where tasks ran, before the services (and with them their tasks) go.
@@ -259,6 +271,7 @@ pub async fn teardown(
         service_names: &service_names,
         options,
         deadline,
+        listed: forced.then_some(containers),
         hints: Hints {
             events: Some(events),
             namespace,
@@ -288,7 +301,7 @@ pub async fn teardown(
                 .map(|c| ObjectRef::new(ObjectKind::Config, &c.meta.name, &c.meta.id)),
         )
         .collect();
-    let early = if options.mode == Mode::Forced {
+    let early = if forced {
         referenced
     } else {
         later.extend(referenced);
@@ -476,6 +489,8 @@ struct ContainerWait<'a> {
     service_names: &'a BTreeMap<String, String>,
     options: &'a TeardownOptions,
     deadline: Instant,
+    /// Forced: the containers listed with the services, removed before the first look.
+    listed: Option<Vec<Container>>,
     /// Ends pauses early.
     hints: Hints<'a>,
 }
@@ -488,6 +503,20 @@ impl ContainerWait<'_> {
         let tasks_filter = LabelFilter::eq(NAMESPACE_LABEL, self.namespace);
         let mut pauses = poll_delays(self.options.max_poll);
         let mut removed = BTreeSet::new();
+        if let Some(listed) = self.listed.take() {
+            // The services are gone, so swarm starts no replacement for these. What fails
+            // here is seen again by the first look and retried; what the listing missed
+            // (a late container, a task before `ready`) is found by it.
+            let ours = stack_containers(listed, self.namespace, self.service_names);
+            let remove = ours
+                .iter()
+                .map(|c| ObjectRef::new(ObjectKind::Container, &c.name, &c.id))
+                .collect();
+            let (_, errors) = remove_containers(self.swarm, remove, report, &mut removed).await;
+            for error in errors {
+                debug!(stack = self.namespace, "teardown: {error}; looking again");
+            }
+        }
         loop {
             self.hints.look();
             let (containers, tasks) = futures::try_join!(
@@ -502,26 +531,8 @@ impl ContainerWait<'_> {
             if step.awaited.is_empty() {
                 return Ok(());
             }
-            let mut last_errors = Vec::new();
-            let mut progress = false;
-            let swarm = self.swarm;
-            let results = remove_all(step.remove, |o| async move {
-                let result = swarm.remove_container(&o.id).await;
-                (o, result)
-            })
-            .await;
-            for (object, result) in results {
-                match result {
-                    Ok(()) => {
-                        progress = true;
-                        if removed.insert(object.id.clone()) {
-                            report.containers_removed.push(object);
-                        }
-                    }
-                    Err(e) if e.is_not_found() => progress = true,
-                    Err(e) => last_errors.push(format!("{object}: {e}")),
-                }
-            }
+            let (progress, last_errors) =
+                remove_containers(self.swarm, step.remove, report, &mut removed).await;
             let now = Instant::now();
             if now >= self.deadline {
                 failures.push(format!(
@@ -540,6 +551,37 @@ impl ContainerWait<'_> {
             self.hints.pause(pause.min(self.deadline - now)).await;
         }
     }
+
+}
+
+/// Kills and removes containers at once; returns whether any went (or was gone) and
+/// the failures.
+async fn remove_containers(
+    swarm: &dyn Swarm,
+    containers: Vec<ObjectRef>,
+    report: &mut TeardownReport,
+    removed: &mut BTreeSet<String>,
+) -> (bool, Vec<String>) {
+    let results = remove_all(containers, |o| async move {
+        let result = swarm.remove_container(&o.id).await;
+        (o, result)
+    })
+    .await;
+    let mut progress = false;
+    let mut errors = Vec::new();
+    for (object, result) in results {
+        match result {
+            Ok(()) => {
+                progress = true;
+                if removed.insert(object.id.clone()) {
+                    report.containers_removed.push(object);
+                }
+            }
+            Err(e) if e.is_not_found() => progress = true,
+            Err(e) => errors.push(format!("{object}: {e}")),
+        }
+    }
+    (progress, errors)
 }
 
 /// Events of the stack that end a pause early: hints only, the caller always looks again.
@@ -874,6 +916,42 @@ mod tests {
         assert_eq!(other.services.len(), 2);
         assert_eq!(other.containers.len(), 2);
         assert_eq!(other.volumes.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forced_teardown_kills_the_containers_listed_with_the_services_right_after_them() {
+        let swarm = deployed(SimConfig::default()).await;
+        swarm.clear_calls();
+        let report = teardown(&swarm, "s", &TeardownOptions::forced())
+            .await
+            .unwrap();
+        assert_eq!(report.containers_removed.len(), 2, "{report:?}");
+        let calls: Vec<Call> = swarm.calls().iter().map(|c| c.call).collect();
+        let first = |verb, kind| {
+            calls
+                .iter()
+                .position(|c| *c == Call::new(verb, kind))
+                .unwrap()
+        };
+        let listed = first(Verb::List, ObjectKind::Container);
+        let services_removed = calls
+            .iter()
+            .rposition(|c| *c == Call::new(Verb::Remove, ObjectKind::Service))
+            .unwrap();
+        let killed = first(Verb::Remove, ObjectKind::Container);
+        assert!(listed < services_removed, "{calls:?}");
+        assert!(services_removed < killed, "{calls:?}");
+        // No look in between: the kills follow the service removals at once.
+        assert!(
+            !calls[services_removed..killed]
+                .iter()
+                .any(|c| c.verb == Verb::List),
+            "{calls:?}"
+        );
+        assert!(observe(&swarm, "s", Depth::WithTasks)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
