@@ -551,7 +551,6 @@ impl ContainerWait<'_> {
             self.hints.pause(pause.min(self.deadline - now)).await;
         }
     }
-
 }
 
 /// Kills and removes containers at once; returns whether any went (or was gone) and
