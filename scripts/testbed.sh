@@ -192,6 +192,20 @@ if [ "${#containers[@]}" -gt 0 ]; then
     log "removing ${#containers[@]} leftover test container(s)"
     "$DOCKER" rm -f "${containers[@]}" >/dev/null
 fi
+# The no-label objects of tests/tests/sweep_foreign_real.rs (the test removes them itself; a
+# killed test run leaves them): found by their name only.
+bare='^hearth-test-fx[0-9a-f]{6}-bare-'
+for kind in service container network volume secret config; do
+    case $kind in
+        container) ls=(ps -a --format '{{.Names}}') rm=(rm -f) ;;
+        *) ls=("$kind" ls --format '{{.Name}}') rm=("$kind" rm) ;;
+    esac
+    mapfile -t names < <("$DOCKER" "${ls[@]}" | grep -E "$bare" || true)
+    if [ "${#names[@]}" -gt 0 ]; then
+        log "removing ${#names[@]} leftover unlabelled test ${kind}(s)"
+        "$DOCKER" "${rm[@]}" "${names[@]}" >/dev/null 2>&1 || true
+    fi
+done
 remove_labelled() {
     local kind=$1
     local ids
