@@ -15,9 +15,10 @@
 //!   (bind and tmpfs mounts create nothing; anonymous volumes carry no label of the stack and
 //!   hearth never removes them, on any node). A stack without such mounts costs no extra call.
 //! - The survey lists the stack's tasks (one call) and, once per [`NodeDaemons`] value, reads
-//!   the local node's ID (`info`); it lists the nodes (hostnames) only when a task ran on
-//!   another node or endpoints are configured. On a single-node swarm with volumes this is one
-//!   (first teardown: two) extra list call, made before the services are removed.
+//!   the local node's ID (`info`), both in one round trip; it lists the nodes (hostnames) only
+//!   when a task ran on another node, endpoints are configured or nodes are required. On a
+//!   single-node swarm with volume mounts this is one extra call (the first teardown of a
+//!   `NodeDaemons` value: two) in one extra round trip before the services are removed.
 //! - The local node is reached through the daemon hearth already talks to, unless an endpoint
 //!   is configured for it explicitly: then its volumes are removed through that endpoint (and
 //!   a dead endpoint is an error, as for any other node).
@@ -229,21 +230,30 @@ pub(crate) async fn survey(
 ) -> swarm::Result<Vec<NodeTarget>> {
     let (daemons, required) = (&options.nodes, &options.required_nodes);
     let filter = LabelFilter::eq(NAMESPACE_LABEL, namespace);
-    let tasks = if list_tasks {
-        swarm_until(deadline, || swarm.list_tasks(&filter)).await?
-    } else {
-        Vec::new()
-    };
+    // The tasks and the local node's ID in one round trip (the ID is read once per
+    // `NodeDaemons` value).
+    let cached = daemons.local.get().cloned();
+    let (tasks, local) = futures::try_join!(
+        async {
+            if list_tasks {
+                swarm_until(deadline, || swarm.list_tasks(&filter)).await
+            } else {
+                Ok(Vec::new())
+            }
+        },
+        async {
+            match cached {
+                Some(id) => Ok(id),
+                None => swarm_until(deadline, || swarm.info())
+                    .await
+                    .map(|i| i.node_id),
+            }
+        },
+    )?;
+    let local = daemons.local.get_or_init(|| local).clone();
     if tasks.is_empty() && daemons.is_empty() && required.is_empty() {
         return Ok(Vec::new());
     }
-    let local = match daemons.local.get() {
-        Some(id) => id.clone(),
-        None => {
-            let info = swarm_until(deadline, || swarm.info()).await?;
-            daemons.local.get_or_init(|| info.node_id).clone()
-        }
-    };
     let remote = tasks.iter().any(|t| {
         t.node_id
             .as_deref()
