@@ -14,11 +14,13 @@
 //!   volume` with a source): otherwise no task can have left a volume of the stack anywhere
 //!   (bind and tmpfs mounts create nothing; anonymous volumes carry no label of the stack and
 //!   hearth never removes them, on any node). A stack without such mounts costs no extra call.
-//! - The survey lists the stack's tasks (one call) and, once per [`NodeDaemons`] value, reads
-//!   the local node's ID (`info`), both in one round trip; it lists the nodes (hostnames) only
-//!   when a task ran on another node, endpoints are configured or nodes are required. On a
-//!   single-node swarm with volume mounts this is one extra call (the first teardown of a
-//!   `NodeDaemons` value: two) in one extra round trip before the services are removed.
+//! - The stack's tasks are listed in teardown's first round trip (alongside the services, so
+//!   no extra round trip). The local node's ID comes from a task container's
+//!   `com.docker.swarm.node.id` label when forced teardown listed one, otherwise from `info`
+//!   (once per [`NodeDaemons`] value, cached); the nodes (hostnames) are listed only when a
+//!   task ran on another node, endpoints are configured or nodes are required. On a
+//!   single-node swarm: one extra call (the task list) in the first round trip, and a forced
+//!   teardown of running containers adds no round trip before the services are removed.
 //! - The local node is reached through the daemon hearth already talks to, unless an endpoint
 //!   is configured for it explicitly: then its volumes are removed through that endpoint (and
 //!   a dead endpoint is an error, as for any other node).
@@ -219,41 +221,29 @@ pub(crate) fn mounts_volumes(services: &[Service]) -> bool {
     services.iter().any(|s| !s.volume_sources.is_empty())
 }
 
-/// Lists where the stack's tasks ran (when `list_tasks`: a service mounts a named volume) and
-/// decides the nodes to reach (before the services go).
+/// Label swarm puts on a task's container naming the node it runs on.
+pub(crate) const NODE_ID_LABEL: &str = "com.docker.swarm.node.id";
+
+/// Decides the nodes to reach from where the stack's tasks ran (`tasks`, listed before the
+/// services go; empty when no service mounts a named volume). `local`: this daemon's node ID
+/// if the caller knows it (a task container's [`NODE_ID_LABEL`]); otherwise it is read with
+/// `info`, once per [`NodeDaemons`] value.
 pub(crate) async fn survey(
     swarm: &dyn Swarm,
-    namespace: &str,
     options: &TeardownOptions,
-    list_tasks: bool,
+    tasks: Vec<Task>,
+    local: Option<String>,
     deadline: Instant,
 ) -> swarm::Result<Vec<NodeTarget>> {
     let (daemons, required) = (&options.nodes, &options.required_nodes);
-    let filter = LabelFilter::eq(NAMESPACE_LABEL, namespace);
-    // The tasks and the local node's ID in one round trip (the ID is read once per
-    // `NodeDaemons` value).
-    let cached = daemons.local.get().cloned();
-    let (tasks, local) = futures::try_join!(
-        async {
-            if list_tasks {
-                swarm_until(deadline, || swarm.list_tasks(&filter)).await
-            } else {
-                Ok(Vec::new())
-            }
-        },
-        async {
-            match cached {
-                Some(id) => Ok(id),
-                None => swarm_until(deadline, || swarm.info())
-                    .await
-                    .map(|i| i.node_id),
-            }
-        },
-    )?;
-    let local = daemons.local.get_or_init(|| local).clone();
     if tasks.is_empty() && daemons.is_empty() && required.is_empty() {
         return Ok(Vec::new());
     }
+    let local = match daemons.local.get().cloned().or(local) {
+        Some(id) => id,
+        None => swarm_until(deadline, || swarm.info()).await?.node_id,
+    };
+    let local = daemons.local.get_or_init(|| local).clone();
     let remote = tasks.iter().any(|t| {
         t.node_id
             .as_deref()
@@ -654,7 +644,8 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_single_node_teardown_makes_no_extra_call_without_volume_mounts_and_one_list_with() {
+    async fn a_single_node_teardown_lists_tasks_in_its_first_round_trip_and_reads_info_only_without_a_container(
+    ) {
         let first_round = |swarm: &SimSwarm| -> Vec<Call> {
             swarm
                 .calls()
@@ -692,9 +683,9 @@ mod tests {
             .unwrap();
         assert!(report.nodes.is_empty());
         let calls = first_round(&swarm);
-        // Forced: the containers are listed in the same round trip (killed right after the
-        // services go).
-        assert_eq!(calls.len(), 7, "events + six lists: {calls:?}");
+        // Forced: the containers and the tasks are listed in the same round trip (the
+        // containers are killed right after the services go).
+        assert_eq!(calls.len(), 8, "events + seven lists: {calls:?}");
         let surveyed = |calls: &[Call]| {
             calls
                 .iter()
@@ -708,9 +699,10 @@ mod tests {
                 })
                 .count()
         };
-        assert_eq!(surveyed(&calls), 0, "{calls:?}");
+        assert_eq!(surveyed(&calls), 1, "the task list only: {calls:?}");
 
-        // With a volume mount: one list of tasks and one info (cached in the options after).
+        // With a volume mount, forced: the same round trip; the local node's ID comes from a
+        // task container's label, so no info (and it is cached in the options after).
         let swarm = SimSwarm::new(SimConfig::default());
         apply(
             &swarm,
@@ -726,8 +718,39 @@ mod tests {
         let report = teardown(&swarm, "s", &options).await.unwrap();
         assert!(report.nodes.is_empty());
         let calls = first_round(&swarm);
-        assert_eq!(surveyed(&calls), 2, "{calls:?}");
-        assert!(!calls.contains(&Call::new(Verb::List, ObjectKind::Node)));
+        assert_eq!(calls.len(), 8, "events + seven lists: {calls:?}");
+        assert_eq!(surveyed(&calls), 1, "{calls:?}");
+        assert_eq!(
+            options.nodes.local_id(),
+            swarm.node_ids().first().map(String::as_str)
+        );
+
+        // Graceful (no container listed): one info, once per `NodeDaemons` value.
+        let swarm = SimSwarm::new(SimConfig::default());
+        for name in ["s", "t"] {
+            apply(
+                &swarm,
+                &sample_stack(name, "img:1", "pw"),
+                &Owner::operator(name),
+                &ApplyOptions::default(),
+            )
+            .await
+            .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let options = TeardownOptions::graceful();
+        for (name, infos) in [("s", 1), ("t", 0)] {
+            swarm.clear_calls();
+            let report = teardown(&swarm, name, &options).await.unwrap();
+            assert!(report.nodes.is_empty());
+            let calls = first_round(&swarm);
+            let info = calls
+                .iter()
+                .filter(|c| **c == Call::new(Verb::Info, ObjectKind::Daemon))
+                .count();
+            assert_eq!(info, infos, "{name}: {calls:?}");
+            assert!(!calls.contains(&Call::new(Verb::List, ObjectKind::Node)));
+        }
         assert_eq!(
             options.nodes.local_id(),
             swarm.node_ids().first().map(String::as_str)

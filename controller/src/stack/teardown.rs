@@ -218,11 +218,13 @@ pub async fn teardown(
     let events = swarm.events();
 
     // 1. Services (and, in the same round trip, what goes after them; forced, also the
-    // containers, so their removal starts right after the services' without another look).
+    // containers, so their removal starts right after the services' without another look;
+    // and the tasks, for where they ran: see `nodes`).
     let forced = options.mode == Mode::Forced;
     let containers_filter = swarm_containers();
-    let (services, networks, volumes, secrets, configs, containers) = futures::try_join!(
+    let (services, tasks, networks, volumes, secrets, configs, containers) = futures::try_join!(
         swarm_until(deadline, || swarm.list_services(&filter)),
+        swarm_until(deadline, || swarm.list_tasks(&filter)),
         swarm_until(deadline, || swarm.list_networks(&filter)),
         swarm_until(deadline, || swarm.list_volumes(&filter)),
         swarm_until(deadline, || swarm.list_secrets(&filter)),
@@ -239,7 +241,14 @@ pub async fn teardown(
     // Where tasks ran, before the services (and with them their tasks) go.
     let mounts = nodes::mounts_volumes(&services);
     let node_targets = if mounts || !options.required_nodes.is_empty() {
-        nodes::survey(swarm, namespace, options, mounts, deadline)
+        let tasks = if mounts { tasks } else { Vec::new() };
+        // This daemon's node, as its task containers name it (saves reading `info`).
+        let local = containers
+            .iter()
+            .find_map(|c| c.labels.get(nodes::NODE_ID_LABEL))
+            .filter(|id| !id.is_empty())
+            .cloned();
+        nodes::survey(swarm, options, tasks, local, deadline)
             .await
             .map_err(|e| observe_failed(namespace, e))?
     } else {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::types::Call;
+use super::types::{Call, ObjectKind, Verb};
 
 /// What went wrong with one call to the swarm. Every variant names the [`Call`].
 ///
@@ -190,6 +190,18 @@ impl Error {
                 message,
             };
         }
+        // Removing an overlay network whose node-local copy is going answers 500 "network
+        // <name> not found" (Engine 20.10), not 404: the network is gone all the same. Only
+        // networks: a volume's "plugin ... not found" is no such thing (and teardown's final
+        // listing would name a network that is still there anyway).
+        if status == 500
+            && call.verb == Verb::Remove
+            && call.kind == ObjectKind::Network
+            && lower.starts_with("network ")
+            && lower.ends_with(" not found")
+        {
+            return Error::NotFound { call, id };
+        }
         match status {
             404 => Error::NotFound { call, id },
             409 if lower.contains("already exists") || lower.contains("conflict") => {
@@ -211,7 +223,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::swarm::types::{ObjectKind, Verb};
 
     fn call(verb: Verb, kind: ObjectKind) -> Call {
         Call::new(verb, kind)
@@ -252,6 +263,22 @@ mod tests {
             "service nope not found".into(),
         );
         assert!(e.is_not_found() && !e.is_retryable());
+        let e = Error::from_response(
+            call(Verb::Remove, ObjectKind::Network),
+            "n1",
+            None,
+            500,
+            "network hth-s_default not found".into(),
+        );
+        assert!(e.is_not_found(), "{e}");
+        let e = Error::from_response(
+            call(Verb::Remove, ObjectKind::Volume),
+            "v",
+            None,
+            500,
+            "network hth-s_default not found".into(),
+        );
+        assert!(!e.is_not_found(), "{e}");
         let e = Error::from_response(
             call(Verb::Create, ObjectKind::Secret),
             "s",

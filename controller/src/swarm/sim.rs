@@ -786,6 +786,7 @@ impl State {
                     .get(task_id)
                     .and_then(|t| t.task.node_id.clone())
                     .unwrap_or_else(|| self.node_id.clone());
+                labels.insert("com.docker.swarm.node.id".into(), node.clone());
                 for m in cs.and_then(|c| c.mounts.as_ref()).into_iter().flatten() {
                     if m.r#type != Some(spec::MountType::Volume) {
                         continue;
