@@ -41,6 +41,8 @@ pub use decide::{parse_tier, phase_after_teardown, teardown_order, Started};
 pub const COLLISION_SWEPT: &str = "CollisionSwept";
 /// History reason: a terminal run was replaced by a new start under the same run id.
 pub const RUN_REPLACED: &str = "RunReplaced";
+/// History reason: a start that an earlier daemon process was cut off in was closed.
+pub const START_INTERRUPTED: &str = "StartInterrupted";
 
 /// Errors of run operations.
 #[derive(Debug, thiserror::Error)]
@@ -735,6 +737,59 @@ impl Runs {
             }
         }
         Ok(run)
+    }
+
+    /// Runs whose start an earlier daemon process was cut off in: recorded, still Pending or
+    /// Deploying. `start` answers only once its run is Running (or has ended it), so when read
+    /// before this process serves its first request, no client ever got these runs' ids and
+    /// no request will bring them up: the client retried with a new start (a new run, or —
+    /// same nonce — the same id, which stays refused while this one is live).
+    ///
+    /// # Errors
+    /// [`Error::StoreFailed`].
+    pub fn interrupted_starts(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .list::<Run>()?
+            .items
+            .into_iter()
+            .filter(|r| matches!(r.status.phase, RunPhase::Pending | RunPhase::Deploying))
+            .map(|r| r.metadata.name)
+            .collect())
+    }
+
+    /// Closes the runs [`Runs::interrupted_starts`] found: records why (history and
+    /// `lastError`), then finishes each as a failed start is finished — what it deployed (its
+    /// stack, its per-run deps) torn down and verified, its slot released with the terminal
+    /// phase (Failed: no tier was reported) or kept in TeardownFailed and retried. A run that
+    /// went on meanwhile (a start of the same process cannot: see there) is left alone.
+    /// Returns each run's outcome.
+    pub async fn close_interrupted(&self, names: &[String]) -> Vec<(String, Result<Run>)> {
+        let mut out = Vec::new();
+        for name in names {
+            out.push((name.clone(), self.close_interrupted_one(name).await));
+        }
+        out
+    }
+
+    async fn close_interrupted_one(&self, name: &str) -> Result<Run> {
+        let run = self.get(name)?;
+        if !matches!(run.status.phase, RunPhase::Pending | RunPhase::Deploying) {
+            return Ok(run);
+        }
+        let why = format!(
+            "start interrupted: hearth stopped while starting this run ({:?}), before it answered; the client never got its id",
+            run.status.phase
+        );
+        self.edit_status(name, |r| r.status.last_error = Some(why.clone()))
+            .await?;
+        self.store
+            .append_history(
+                NewEntry::new(START_INTERRUPTED, why.clone())
+                    .subject(ObjectRef::new(Kind::Run, name)),
+            )
+            .await?;
+        self.finish(name).await
     }
 
     /// Retries the teardown of every finishing run left in TeardownFailed; returns the runs

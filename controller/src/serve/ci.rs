@@ -85,6 +85,11 @@ pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
         },
     )
     .with_metrics(setup.metrics);
+    // Read before the API serves its first request (see `Runs::interrupted_starts`).
+    let interrupted = runs.interrupted_starts().unwrap_or_else(|e| {
+        warn!(error = %e, "cannot list runs whose start a restart interrupted");
+        Vec::new()
+    });
     let tasks = vec![
         (
             "slot-reclaim",
@@ -105,7 +110,7 @@ pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
         ),
         (
             "teardown-retry",
-            tokio::spawn(retry_loop(runs.clone(), setup.cancel)),
+            tokio::spawn(retry_loop(runs.clone(), interrupted, setup.cancel)),
         ),
     ];
     info!(
@@ -121,8 +126,25 @@ pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
     })
 }
 
-/// Retries failed teardowns every [`TEARDOWN_RETRY_INTERVAL`] until `cancel`.
-async fn retry_loop(runs: Runs, cancel: CancellationToken) {
+/// Closes the starts an earlier process was cut off in (`interrupted`), then retries failed
+/// teardowns every [`TEARDOWN_RETRY_INTERVAL`] until `cancel`.
+async fn retry_loop(runs: Runs, interrupted: Vec<String>, cancel: CancellationToken) {
+    if !interrupted.is_empty() {
+        info!(runs = ?interrupted, "closing runs whose start a restart interrupted");
+        let closing = runs.close_interrupted(&interrupted);
+        let outcomes = tokio::select! {
+            () = cancel.cancelled() => return,
+            outcomes = closing => outcomes,
+        };
+        for (run, outcome) in outcomes {
+            match outcome {
+                Ok(r) => info!(run, phase = ?r.status.phase, "interrupted start closed"),
+                Err(e) => {
+                    warn!(run, error = %e, "closing an interrupted start failed (retried with the teardowns)")
+                }
+            }
+        }
+    }
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -898,3 +898,82 @@ async fn a_runs_record_and_its_slot_grant_are_written_together_or_not_at_all() {
         pool.status.leases[0].slot
     );
 }
+
+/// A start cut off mid-deploy (the daemon killed: here its task aborted) leaves a run Deploying
+/// with its slot and part of its objects, whose id no client ever got. A retried start with the
+/// same nonce is refused while it is live; the next process finds it before serving
+/// (`interrupted_starts`) and closes it: torn down, verified, Failed, slot released, recorded —
+/// after which the retried start goes through.
+#[tokio::test(start_paused = true)]
+async fn a_start_cut_off_mid_deploy_is_closed_by_the_next_process_and_its_id_and_slot_freed() {
+    let bed = bed(1).await;
+    bed.sim.set_latency(Duration::from_millis(200));
+    let req = request(900, "job-cut");
+    let id = crd::names::run_id("app", b"job-cut").unwrap();
+    let starting = {
+        let runs = bed.runs.clone();
+        let req = req.clone();
+        tokio::spawn(async move { runs.start(&req).await })
+    };
+    // Cut off once something of it is deployed (looking at the call log: listing would take
+    // the simulated latency too).
+    let created = || {
+        bed.sim
+            .calls()
+            .iter()
+            .filter(|c| c.call.verb == crate::swarm::Verb::Create)
+            .count()
+    };
+    for _ in 0..1000 {
+        if created() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(created() >= 2, "{:?}", bed.sim.calls());
+    // Those creations complete (one latency); what came after them is still in flight.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    starting.abort();
+    assert!(starting.await.unwrap_err().is_cancelled());
+    bed.sim.set_latency(Duration::ZERO);
+    let left = everything(&bed.sim).await;
+    assert!(!left.is_empty(), "the cut-off start deployed something");
+    let run: Run = bed.store.get(&id).unwrap();
+    assert_eq!(run.status.phase, RunPhase::Deploying);
+    let pool: SlotPool = bed.store.get("ci").unwrap();
+    assert_eq!(pool.status.leases.len(), 1, "{:?}", pool.status);
+
+    // The client retries with the same nonce: refused while the cut-off run is live.
+    let err = bed.runs.start(&req).await.unwrap_err();
+    assert!(matches!(err, runs::Error::RunStillActive { .. }), "{err}");
+
+    // The next process, before it serves: the same store and swarm.
+    let interrupted = bed.runs.interrupted_starts().unwrap();
+    assert_eq!(interrupted, vec![id.clone()]);
+    let closed = bed.runs.close_interrupted(&interrupted).await;
+    assert_eq!(closed.len(), 1);
+    let run = closed[0].1.as_ref().unwrap();
+    assert_eq!(run.status.phase, RunPhase::Failed, "{:?}", run.status);
+    assert!(run
+        .status
+        .last_error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("start interrupted"));
+    assert_eq!(everything(&bed.sim).await, Vec::<String>::new());
+    let pool: SlotPool = bed.store.get("ci").unwrap();
+    assert!(pool.status.leases.is_empty(), "{:?}", pool.status);
+    let history = bed
+        .store
+        .history(&Query::newest(50).reason(runs::START_INTERRUPTED))
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    assert!(bed.runs.interrupted_starts().unwrap().is_empty());
+
+    // Running and finished runs are never taken for interrupted starts.
+    let again = bed.runs.start(&req).await.unwrap();
+    assert_eq!(again.run, id);
+    assert!(bed.runs.interrupted_starts().unwrap().is_empty());
+    bed.runs.finish(&again.run).await.unwrap();
+    assert!(bed.runs.interrupted_starts().unwrap().is_empty());
+}
