@@ -61,7 +61,7 @@ pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
     let mut config = runs::Config::new(setup.base_domain);
     config.extra_labels = setup.extra_labels;
     config.teardown.nodes = setup.node_endpoints.clone();
-    config.collision_teardown.nodes = setup.node_endpoints;
+    config.collision_teardown.nodes = setup.node_endpoints.clone();
     let catalogue: Arc<dyn crate::catalogue::Catalogue> = setup.catalogue;
     let runs = Runs::new(
         setup.store.clone(),
@@ -81,6 +81,7 @@ pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
         clock,
         sweeper::Config {
             scope: LabelFilter::eq(crate::warmapp::INSTANCE_LABEL, &setup.instance),
+            nodes: setup.node_endpoints,
             ..sweeper::Config::default()
         },
     )

@@ -124,6 +124,33 @@ impl NodeDaemons {
         self.endpoints.is_empty()
     }
 
+    /// The configured endpoints: (node ID or hostname as configured, URL).
+    pub(crate) fn endpoints(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.endpoints
+            .iter()
+            .map(|(node, e)| (node.as_str(), e.url.as_str()))
+    }
+
+    /// Whether an endpoint is configured for the node with this ID or hostname.
+    pub(crate) fn has(&self, id: &str, hostname: &str) -> bool {
+        self.find(id, hostname).is_some()
+    }
+
+    /// Opens and pings the daemon of the endpoint configured as `node`, trying for at most
+    /// [`REACH_TIMEOUT`]; `None` when no endpoint is configured under that key.
+    pub(crate) async fn reach(&self, node: &str) -> Option<swarm::Result<Arc<dyn Swarm>>> {
+        let endpoint = self.endpoints.get(node)?;
+        let reach = Instant::now() + REACH_TIMEOUT;
+        Some(
+            swarm_until(reach, || async {
+                let daemon = (endpoint.connect)().await?;
+                daemon.ping().await?;
+                Ok(daemon)
+            })
+            .await,
+        )
+    }
+
     /// The endpoint of a node: by ID first, then by hostname.
     fn find(&self, id: &str, hostname: &str) -> Option<&Endpoint> {
         self.endpoints

@@ -27,6 +27,10 @@ pub struct Object {
     pub labels: Labels,
     /// When it was created (unix ms), if the daemon said.
     pub created_at_ms: Option<u64>,
+    /// The node endpoint (`--node-endpoint` key: node ID or hostname) it was listed through;
+    /// `None` for the daemon hearth talks to. Only volumes (node-local) have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 fn kind_str<S: serde::Serializer>(kind: &ObjectKind, s: S) -> Result<S::Ok, S::Error> {
@@ -35,7 +39,11 @@ fn kind_str<S: serde::Serializer>(kind: &ObjectKind, s: S) -> Result<S::Ok, S::E
 
 impl std::fmt::Display for Object {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.kind, self.name)
+        write!(f, "{} {}", self.kind, self.name)?;
+        match &self.node {
+            Some(node) => write!(f, " on node {node}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -312,6 +320,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             created_at_ms: Some(NOW - age_ms),
+            node: None,
         }
     }
 
@@ -547,6 +556,7 @@ mod tests {
                 name: format!("o{i}"),
                 labels,
                 created_at_ms: known.then_some(NOW - age),
+                node: None,
             }).collect();
             let assigned = assigned_stacks(&runs);
             let d = decide(&objects, &runs, NOW, &alive_unless(&[1]), &Config::default());

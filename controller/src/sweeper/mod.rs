@@ -8,6 +8,21 @@
 //! died or lease expired (phase Orphaned/Expired, slot released in the same transaction), and
 //! record one history entry per run with what was removed and what remained.
 //!
+//! # Other nodes
+//! Volumes are node-local. With node endpoints configured (`--node-endpoint`, the same
+//! [`NodeDaemons`] runs' teardowns use), a pass also lists the volumes in its scope through
+//! each endpoint (one list call per endpoint per pass; two with a narrowed scope and adopted
+//! stacks), decides about them exactly as about local ones (labels decide; a volume's node
+//! only says where it is removed), and removes the selected ones through that node's daemon
+//! after killing the swept services' containers there. An endpoint that does not answer is a
+//! failure of the pass naming the node and endpoint (report and history). Nodes of the swarm
+//! without an endpoint are named once per pass ("volumes not swept on nodes …"): the nodes are
+//! listed each pass only when endpoints are configured or `info` — read once per sweeper, in
+//! the first pass's listing round trip — counted more than one node. Caveats: a swarm that grows
+//! from one node after the sweeper started is not noticed until a restart; an endpoint
+//! configured for the local node lists its volumes twice (the second removal finds them gone);
+//! a run is closed even when a node could not be listed (the failure is in its history).
+//!
 //! # Ownership
 //! Only objects carrying `hearth.managed-by=hearth`, or in the stack namespace hearth assigned
 //! to a run it recorded (adoption), are ever touched, one by one: a foreign object sharing a
@@ -26,7 +41,7 @@ use state::{Clock, Store};
 use tokio::time::Instant;
 
 use crate::liveness::Checker;
-use crate::stack::NAMESPACE_LABEL;
+use crate::stack::{NodeDaemons, NAMESPACE_LABEL};
 use crate::swarm::{self, LabelFilter, ObjectKind, Swarm};
 
 pub use decide::{decide, CloseRun, Decision, Object, Reason, SweepAction};
@@ -59,6 +74,8 @@ pub struct Config {
     /// sweeper to one hearth instance's or one test's objects; ownership is still decided
     /// within it.
     pub scope: LabelFilter,
+    /// Endpoints of other nodes' daemons, where volumes are listed and removed too.
+    pub nodes: NodeDaemons,
 }
 
 impl Default for Config {
@@ -67,6 +84,7 @@ impl Default for Config {
             decide: decide::Config::default(),
             deadline: Duration::from_secs(60),
             scope: LabelFilter::all(),
+            nodes: NodeDaemons::new(),
         }
     }
 }
@@ -98,6 +116,17 @@ pub struct Sweeper {
     clock: Arc<dyn Clock>,
     config: Config,
     metrics: Option<metrics::Metrics>,
+    /// (local node ID, nodes in the swarm) from `info`, read once.
+    swarm_info: Arc<std::sync::OnceLock<(String, u64)>>,
+}
+
+/// What a pass saw: the objects, the other nodes' daemons it reached, and what it could not see.
+#[derive(Default)]
+struct Observed {
+    objects: Vec<Object>,
+    daemons: BTreeMap<String, Arc<dyn Swarm>>,
+    /// Nodes that did not answer or have no endpoint (each a failure of the pass).
+    unseen: Vec<String>,
 }
 
 impl std::fmt::Debug for Sweeper {
@@ -134,6 +163,7 @@ pub async fn observe(swarm: &dyn Swarm, scope: &LabelFilter) -> Result<Vec<Objec
         name: m.name,
         labels: m.labels,
         created_at_ms: ms(m.created_at),
+        node: None,
     };
     out.extend(
         services
@@ -146,6 +176,7 @@ pub async fn observe(swarm: &dyn Swarm, scope: &LabelFilter) -> Result<Vec<Objec
         name: n.name,
         labels: n.labels,
         created_at_ms: ms(n.created_at),
+        node: None,
     }));
     out.extend(volumes.into_iter().map(|v| Object {
         kind: ObjectKind::Volume,
@@ -153,6 +184,7 @@ pub async fn observe(swarm: &dyn Swarm, scope: &LabelFilter) -> Result<Vec<Objec
         name: v.name,
         labels: v.labels,
         created_at_ms: ms(v.created_at),
+        node: None,
     }));
     out.extend(
         secrets
@@ -184,6 +216,7 @@ impl Sweeper {
             clock,
             config,
             metrics: None,
+            swarm_info: Arc::default(),
         }
     }
 
@@ -193,7 +226,100 @@ impl Sweeper {
     ///
     /// # Errors
     /// [`Error::ObserveFailed`].
-    async fn observe_owned(&self, runs: &[Run]) -> Result<Vec<Object>> {
+    async fn observe_owned(&self, runs: &[Run]) -> Result<Observed> {
+        let (objects, remote) = futures::join!(self.observe_local(runs), self.observe_nodes(runs));
+        let mut observed = remote?;
+        observed.objects.splice(0..0, objects?);
+        Ok(observed)
+    }
+
+    /// The scope's volumes (and, narrowed, the adopted stacks' volumes) on every node reached
+    /// through an endpoint, and the nodes whose volumes could not be seen.
+    ///
+    /// # Errors
+    /// [`Error::ObserveFailed`] when reading the swarm's info or nodes failed.
+    async fn observe_nodes(&self, runs: &[Run]) -> Result<Observed> {
+        let daemons = &self.config.nodes;
+        let info = async {
+            match self.swarm_info.get() {
+                Some(i) => Ok(i.clone()),
+                None => {
+                    let info = self.swarm.info().await?;
+                    Ok(self
+                        .swarm_info
+                        .get_or_init(|| (info.node_id, info.nodes))
+                        .clone())
+                }
+            }
+        };
+        let (local, count) = info.await.map_err(Error::ObserveFailed)?;
+        let mut out = Observed::default();
+        if count > 1 || !daemons.is_empty() {
+            let nodes = self
+                .swarm
+                .list_nodes(&LabelFilter::all())
+                .await
+                .map_err(Error::ObserveFailed)?;
+            let blind = unreached_nodes(&nodes, &local, daemons);
+            if !blind.is_empty() {
+                out.unseen.push(format!(
+                    "volumes not swept on nodes {}: no --node-endpoint",
+                    blind.join(", ")
+                ));
+            }
+        }
+        let assigned = decide::assigned_stacks(runs);
+        let adopt = !self.config.scope.conditions().is_empty() && !assigned.is_empty();
+        let stacked = LabelFilter::all().and_has(NAMESPACE_LABEL);
+        let scope = &self.config.scope;
+        let (assigned, stacked) = (&assigned, &stacked);
+        let listed = futures::future::join_all(daemons.endpoints().map(|(node, url)| async move {
+            let daemon = match daemons.reach(node).await {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return (node, url, Err(e)),
+                None => return (node, url, Ok(None)),
+            };
+            let volumes = async {
+                let mut volumes = daemon.list_volumes(scope).await?;
+                if adopt {
+                    let seen: BTreeSet<String> = volumes.iter().map(|v| v.name.clone()).collect();
+                    volumes.extend(daemon.list_volumes(stacked).await?.into_iter().filter(|v| {
+                        !seen.contains(&v.name)
+                            && v.labels
+                                .get(NAMESPACE_LABEL)
+                                .is_some_and(|ns| assigned.contains_key(ns))
+                    }));
+                }
+                Ok::<_, swarm::Error>(volumes)
+            };
+            (node, url, volumes.await.map(|v| Some((daemon, v))))
+        }))
+        .await;
+        for (node, url, result) in listed {
+            match result {
+                Ok(Some((daemon, volumes))) => {
+                    out.objects.extend(volumes.into_iter().map(|v| Object {
+                        kind: ObjectKind::Volume,
+                        id: v.name.clone(),
+                        name: v.name,
+                        labels: v.labels,
+                        created_at_ms: ms(v.created_at),
+                        node: Some(node.to_string()),
+                    }));
+                    out.daemons.insert(node.to_string(), daemon);
+                }
+                Ok(None) => {}
+                Err(e) => out.unseen.push(format!(
+                    "volumes not swept on node {node}: its engine endpoint {url} did not answer ({e})"
+                )),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The scope's objects on the daemon hearth talks to, plus adopted ones (see
+    /// [`Sweeper::observe_owned`]).
+    async fn observe_local(&self, runs: &[Run]) -> Result<Vec<Object>> {
         let mut objects = observe(self.swarm.as_ref(), &self.config.scope).await?;
         let assigned = decide::assigned_stacks(runs);
         if self.config.scope.conditions().is_empty() || assigned.is_empty() {
@@ -227,16 +353,23 @@ impl Sweeper {
     /// # Errors
     /// [`Error::ObserveFailed`], [`Error::StoreFailed`].
     pub async fn plan(&self) -> Result<Decision> {
+        Ok(self.plan_observed().await?.0)
+    }
+
+    /// The decision, the daemons of the other nodes reached, and what could not be seen.
+    async fn plan_observed(&self) -> Result<(Decision, Observed)> {
         let runs = self.store.list::<Run>()?.items;
-        let objects = self.observe_owned(&runs).await?;
+        let mut observed = self.observe_owned(&runs).await?;
         let checker = self.checker.clone();
-        Ok(decide(
-            &objects,
+        let decision = decide(
+            &observed.objects,
             &runs,
             self.clock.now_ms(),
             &|o| checker.check(o),
             &self.config.decide,
-        ))
+        );
+        observed.objects.clear();
+        Ok((decision, observed))
     }
 
     /// One sweep pass (see the module docs).
@@ -268,26 +401,38 @@ impl Sweeper {
     }
 
     async fn sweep_once(&self) -> Result<SweepReport> {
-        let decision = self.plan().await?;
-        let mut report = SweepReport::default();
+        let (decision, observed) = self.plan_observed().await?;
+        let mut report = SweepReport {
+            failures: observed.unseen,
+            ..SweepReport::default()
+        };
         if decision.remove.is_empty() && decision.close.is_empty() {
             report.decision = decision;
             return Ok(report);
         }
         let selected: Vec<Object> = decision.remove.iter().map(|a| a.object.clone()).collect();
-        report.failures = remove_forced(self.swarm.as_ref(), &selected, self.config.deadline).await;
+        report.failures.extend(
+            remove_forced(
+                self.swarm.as_ref(),
+                &observed.daemons,
+                &selected,
+                self.config.deadline,
+            )
+            .await,
+        );
         // Verify (adopted objects are outside the scope: list them the same way).
         let runs = self.store.list::<Run>()?.items;
-        let present: BTreeSet<(ObjectKind, String)> = self
+        let present: BTreeSet<(ObjectKind, String, Option<String>)> = self
             .observe_owned(&runs)
             .await?
+            .objects
             .into_iter()
-            .map(|o| (o.kind, o.id))
+            .map(|o| (o.kind, o.id, o.node))
             .collect();
         let mut remained_by_run: BTreeMap<String, Vec<Object>> = BTreeMap::new();
         let mut removed_by_run: BTreeMap<String, Vec<Object>> = BTreeMap::new();
         for a in &decision.remove {
-            if present.contains(&(a.object.kind, a.object.id.clone())) {
+            if present.contains(&(a.object.kind, a.object.id.clone(), a.object.node.clone())) {
                 report.remained.push(a.object.clone());
                 remained_by_run
                     .entry(a.run.clone())
@@ -437,11 +582,82 @@ pub(crate) fn release_run_slot(store: &Store, run: &Run) -> state::Result<Option
     Ok(Some(pool))
 }
 
-/// Removes `objects` one by one with forced teardown: services, their containers at once,
-/// then networks, secrets, configs, then volumes; retryable failures are retried until
-/// `deadline`. Returns the failures of objects whose removal failed for good or timed out.
+/// The nodes of the swarm other than `local` that no endpoint in `daemons` names, as
+/// `hostname (id)` (pure).
+pub(crate) fn unreached_nodes(
+    nodes: &[swarm::Node],
+    local: &str,
+    daemons: &NodeDaemons,
+) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|n| n.meta.id != local && !daemons.has(&n.meta.id, &n.meta.name))
+        .map(|n| format!("{} ({})", n.meta.name, n.meta.id))
+        .collect()
+}
+
+/// Kills and removes the containers of the services `service_ids` on `daemon` until none is
+/// listed or `until` passes; returns the failures (`on` names the node in them).
+async fn kill_containers(
+    daemon: &dyn Swarm,
+    service_ids: &BTreeSet<String>,
+    until: Instant,
+    on: &str,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let filter = LabelFilter::all().and_has(SERVICE_ID_LABEL);
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let listed = match daemon.list_containers(&filter).await {
+            Ok(l) => l,
+            Err(e) if e.is_retryable() && Instant::now() < until => {
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+            Err(e) => {
+                failures.push(format!("listing containers{on}: {e}"));
+                break;
+            }
+        };
+        let ours: Vec<_> = listed
+            .into_iter()
+            .filter(|c| {
+                c.labels
+                    .get(SERVICE_ID_LABEL)
+                    .is_some_and(|id| service_ids.contains(id))
+            })
+            .collect();
+        if ours.is_empty() {
+            break;
+        }
+        for c in &ours {
+            match daemon.remove_container(&c.id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() || e.is_retryable() => {}
+                Err(e) => failures.push(format!("container {}{on}: {e}", c.name)),
+            }
+        }
+        if Instant::now() >= until {
+            failures.push(format!(
+                "{} container(s){on} still present at the deadline",
+                ours.len()
+            ));
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+    failures
+}
+
+/// Removes `objects` one by one with forced teardown: services, their containers at once (on
+/// the local daemon and on every node in `nodes` where a selected volume is), then networks,
+/// secrets, configs, then volumes (a volume listed through a node endpoint through that
+/// node's daemon in `nodes`); retryable failures are retried until `deadline`. Returns the
+/// failures of objects whose removal failed for good or timed out.
 pub async fn remove_forced(
     swarm: &dyn Swarm,
+    nodes: &BTreeMap<String, Arc<dyn Swarm>>,
     objects: &[Object],
     deadline: Duration,
 ) -> Vec<String> {
@@ -463,50 +679,22 @@ pub async fn remove_forced(
             failures.push(format!("{o}: {e}"));
         }
     }
-    // 2. Their containers, killed and removed at once.
+    // 2. Their containers, killed and removed at once, on every daemon concerned.
     if !service_ids.is_empty() {
-        let filter = LabelFilter::all().and_has(SERVICE_ID_LABEL);
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let listed = match swarm.list_containers(&filter).await {
-                Ok(l) => l,
-                Err(e) if e.is_retryable() && Instant::now() < until => {
-                    tokio::time::sleep(pause).await;
-                    continue;
-                }
-                Err(e) => {
-                    failures.push(format!("listing containers: {e}"));
-                    break;
-                }
-            };
-            let ours: Vec<_> = listed
-                .into_iter()
-                .filter(|c| {
-                    c.labels
-                        .get(SERVICE_ID_LABEL)
-                        .is_some_and(|id| service_ids.contains(id))
-                })
-                .collect();
-            if ours.is_empty() {
-                break;
-            }
-            for c in &ours {
-                match swarm.remove_container(&c.id).await {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() || e.is_retryable() => {}
-                    Err(e) => failures.push(format!("container {}: {e}", c.name)),
-                }
-            }
-            if Instant::now() >= until {
-                failures.push(format!(
-                    "{} container(s) still present at the deadline",
-                    ours.len()
-                ));
-                break;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(250));
-        }
+        let remote: BTreeSet<&str> = objects.iter().filter_map(|o| o.node.as_deref()).collect();
+        let mut daemons: Vec<(String, &dyn Swarm)> = vec![(String::new(), swarm)];
+        daemons.extend(remote.into_iter().filter_map(|node| {
+            nodes
+                .get(node)
+                .map(|d| (format!(" on node {node}"), d.as_ref()))
+        }));
+        let killed = futures::future::join_all(
+            daemons
+                .iter()
+                .map(|(on, d)| kill_containers(*d, &service_ids, until, on)),
+        )
+        .await;
+        failures.extend(killed.into_iter().flatten());
     }
     // 3. Networks, secrets, configs; 4. volumes.
     for kinds in [
@@ -514,13 +702,26 @@ pub async fn remove_forced(
         &[ObjectKind::Volume][..],
     ] {
         let batch: Vec<&Object> = objects.iter().filter(|o| kinds.contains(&o.kind)).collect();
-        let results = futures::future::join_all(batch.iter().map(|o| {
+        let results = futures::future::join_all(batch.iter().map(|o| async move {
+            let daemon: &dyn Swarm = match &o.node {
+                None => swarm,
+                Some(node) => match nodes.get(node) {
+                    Some(d) => d.as_ref(),
+                    None => {
+                        return Err(swarm::Error::Invalid {
+                            call: swarm::Call::new(swarm::Verb::Remove, o.kind),
+                            message: format!("node {node} was not reached in this pass"),
+                        })
+                    }
+                },
+            };
             retry(until, move || match o.kind {
-                ObjectKind::Network => swarm.remove_network(&o.id),
-                ObjectKind::Secret => swarm.remove_secret(&o.id),
-                ObjectKind::Config => swarm.remove_config(&o.id),
-                _ => swarm.remove_volume(&o.id),
+                ObjectKind::Network => daemon.remove_network(&o.id),
+                ObjectKind::Secret => daemon.remove_secret(&o.id),
+                ObjectKind::Config => daemon.remove_config(&o.id),
+                _ => daemon.remove_volume(&o.id),
             })
+            .await
         }))
         .await;
         for (o, r) in batch.iter().zip(results) {
@@ -558,7 +759,8 @@ pub async fn sweep_loop(
     cancel: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        match sweeper.sweep().await {
+        let result = sweeper.sweep().await;
+        match &result {
             Ok(r) if !r.removed.is_empty() || !r.closed.is_empty() || !r.remained.is_empty() => {
                 tracing::info!(
                     removed = r.removed.len(),
@@ -569,6 +771,11 @@ pub async fn sweep_loop(
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+        if let Ok(r) = &result {
+            for failure in &r.failures {
+                tracing::warn!(%failure, "sweep");
+            }
         }
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -977,3 +977,210 @@ async fn a_start_cut_off_mid_deploy_is_closed_by_the_next_process_and_its_id_and
     bed.runs.finish(&again.run).await.unwrap();
     assert!(bed.runs.interrupted_starts().unwrap().is_empty());
 }
+
+/// Endpoints for `nodes` of `sim`, each reaching that node's view (`sim://<id>`).
+fn endpoints(sim: &SimSwarm, nodes: &[String]) -> crate::stack::NodeDaemons {
+    let mut daemons = crate::stack::NodeDaemons::new();
+    for id in nodes {
+        daemons.add_swarm(id, format!("sim://{id}"), Arc::new(sim.node_view(id)));
+    }
+    daemons
+}
+
+fn namespaced() -> LabelFilter {
+    LabelFilter::all().and_has(crate::stack::NAMESPACE_LABEL)
+}
+
+/// A volume created directly on node `node` of `sim`.
+async fn volume_on(sim: &SimSwarm, node: &str, name: &str, labels: &[(&str, &str)]) {
+    let spec = spec::VolumeSpec {
+        name: name.into(),
+        driver: None,
+        driver_opts: None,
+        labels: (!labels.is_empty()).then(|| {
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        }),
+    };
+    sim.node_view(node).create_volume(&spec).await.unwrap();
+}
+
+/// A 3-node swarm with a dead owner's run whose tasks ran on every node; the sweeper (scoped
+/// to this daemon's instance, as `hearth serve` runs it) reaches nodes 2 and 3 through
+/// endpoints. Node 2 also holds a foreign volume, node 3 another instance's volume.
+async fn three_node_orphan() -> (Bed, Sweeper, String, Vec<String>) {
+    let bed = bed_on(SimSwarm::with_nodes(SimConfig::default(), 3), 1, None).await;
+    let ids = bed.sim.node_ids();
+    let started = bed.runs.start(&request(700, "job-9")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let remote: usize = ids[1..]
+        .iter()
+        .map(|id| bed.sim.volumes_on(id, &namespaced()).len())
+        .sum();
+    assert!(remote > 0, "tasks ran on other nodes");
+    volume_on(&bed.sim, &ids[1], "foreign_data", &[]).await;
+    volume_on(
+        &bed.sim,
+        &ids[2],
+        "hr-app-0000000000_data",
+        &[
+            (crd::names::labels::MANAGED_BY, "hearth"),
+            (crate::stack::NAMESPACE_LABEL, "hr-app-0000000000"),
+            (crate::warmapp::INSTANCE_LABEL, "other-daemon"),
+        ],
+    )
+    .await;
+    let mut sweeper = bed.sweeper.clone();
+    sweeper.config.scope = LabelFilter::eq(crate::warmapp::INSTANCE_LABEL, "this-daemon");
+    sweeper.config.nodes = endpoints(&bed.sim, &ids[1..]);
+    tokio::time::sleep(Duration::from_secs(60)).await; // past the creation guard
+    bed.checker.kill(700);
+    (bed, sweeper, started.run, ids)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_swept_orphans_volumes_on_every_node_are_removed_through_the_endpoints_and_others_stay() {
+    let (bed, sweeper, run, ids) = three_node_orphan().await;
+    let plan = sweeper.plan().await.unwrap();
+    let remote: Vec<String> = plan
+        .remove
+        .iter()
+        .filter(|a| a.object.node.is_some())
+        .map(|a| a.object.to_string())
+        .collect();
+    assert!(!remote.is_empty(), "{plan:?}");
+    assert!(
+        remote.iter().all(|r| r.starts_with("volume ")),
+        "{remote:?}"
+    );
+    let report = sweeper.sweep().await.unwrap();
+    assert!(report.failures.is_empty(), "{report:?}");
+    assert!(report.remained.is_empty(), "{report:?}");
+    assert_eq!(report.closed, std::slice::from_ref(&run));
+    assert!(
+        report.removed.iter().any(|o| o.node.is_some()),
+        "{report:?}"
+    );
+    // Only the other instance's volume is left of any stack, on any node.
+    let left: Vec<Vec<String>> = ids
+        .iter()
+        .map(|id| bed.sim.volumes_on(id, &namespaced()))
+        .collect();
+    assert_eq!(
+        left,
+        [vec![], vec![], vec!["hr-app-0000000000_data".to_string()]]
+    );
+    assert_eq!(
+        bed.sim.volumes_on(&ids[1], &LabelFilter::all()),
+        ["foreign_data"]
+    );
+    assert_eq!(
+        bed.sim.volumes_on(&ids[2], &LabelFilter::all()),
+        ["hr-app-0000000000_data"]
+    );
+    // The history of the run names the remote volumes it removed.
+    let history = bed
+        .store
+        .history(&Query::newest(10).about(state::history::ObjectRef::new(crd::Kind::Run, &run)))
+        .unwrap();
+    let swept = history.iter().find(|e| e.reason == "Swept").unwrap();
+    assert!(
+        swept.details["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["node"] == ids[1].as_str() || o["node"] == ids[2].as_str()),
+        "{:?}",
+        swept.details
+    );
+    // An unscoped sweeper leaves the foreign volume alone as well.
+    let mut unscoped = sweeper.clone();
+    unscoped.config.scope = LabelFilter::all();
+    let plan = unscoped.plan().await.unwrap();
+    assert!(
+        !plan.remove.iter().any(|a| a.object.name == "foreign_data"),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_node_endpoint_is_a_failure_of_the_pass_naming_the_node() {
+    let (bed, sweeper, run, ids) = three_node_orphan().await;
+    bed.sim.set_node_reachable(&ids[1], false);
+    let report = sweeper.sweep().await.unwrap();
+    let named: Vec<&String> = report
+        .failures
+        .iter()
+        .filter(|f| {
+            f.contains(&format!("node {}", ids[1]))
+                && f.contains(&format!("sim://{}", ids[1]))
+                && f.contains("did not answer")
+        })
+        .collect();
+    assert_eq!(named.len(), 1, "{report:?}");
+    // Its volumes are still there; the reachable node's are gone.
+    assert!(!bed.sim.volumes_on(&ids[1], &namespaced()).is_empty());
+    assert_eq!(
+        bed.sim.volumes_on(&ids[2], &namespaced()),
+        ["hr-app-0000000000_data"]
+    );
+    // The failure is in the run's history.
+    let history = bed
+        .store
+        .history(&Query::newest(10).about(state::history::ObjectRef::new(crd::Kind::Run, &run)))
+        .unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|e| e.details["failures"].as_array().is_some_and(|f| f
+                .iter()
+                .any(|f| f.as_str().is_some_and(|f| f.contains("did not answer"))))),
+        "{history:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_without_an_endpoint_is_reported_once_per_pass_and_a_single_node_pass_lists_no_nodes(
+) {
+    let (multi, mut sweeper, _run, ids) = three_node_orphan().await;
+    sweeper.config.nodes = endpoints(&multi.sim, &ids[1..2]);
+    let report = sweeper.sweep().await.unwrap();
+    let blind: Vec<&String> = report
+        .failures
+        .iter()
+        .filter(|f| f.contains("volumes not swept on nodes"))
+        .collect();
+    assert_eq!(blind.len(), 1, "{report:?}");
+    assert!(
+        blind[0].contains(&format!("sim-3 ({})", ids[2])) && blind[0].contains("--node-endpoint"),
+        "{blind:?}"
+    );
+    assert!(!blind[0].contains(&ids[1]), "{blind:?}");
+    // An idle pass reports it too.
+    let report = sweeper.sweep().await.unwrap();
+    assert_eq!(
+        report
+            .failures
+            .iter()
+            .filter(|f| f.contains("volumes not swept on nodes"))
+            .count(),
+        1,
+        "{report:?}"
+    );
+
+    // One node, no endpoint: no node list, `info` once per sweeper, nothing reported.
+    let single = self::bed(1).await;
+    let count = |sim: &SimSwarm, call: crate::swarm::Call| {
+        sim.calls().iter().filter(|c| c.call == call).count()
+    };
+    for _ in 0..3 {
+        let report = single.sweeper.sweep().await.unwrap();
+        assert!(report.failures.is_empty(), "{report:?}");
+    }
+    let info = crate::swarm::Call::new(crate::swarm::Verb::Info, ObjectKind::Daemon);
+    let nodes = crate::swarm::Call::new(crate::swarm::Verb::List, ObjectKind::Node);
+    assert_eq!(count(&single.sim, info), 1);
+    assert_eq!(count(&single.sim, nodes), 0);
+}
