@@ -539,6 +539,26 @@ async fn sigkilled_daemon_loses_no_acknowledged_state_leaves_nothing_behind_and_
         .filter(|s| !deployed_stacks.contains(s.as_str()))
         .collect();
 
+    // Starts a kill cut off are closed by the next process (`Runs::close_interrupted`):
+    // never one whose start was acknowledged.
+    let interrupted: BTreeSet<&str> = runs
+        .iter()
+        .filter(|r| {
+            r.status
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("start interrupted"))
+        })
+        .map(|r| r.metadata.name.as_str())
+        .collect();
+    for name in &interrupted {
+        if acked_runs.contains(*name) {
+            lost.push(format!(
+                "{name}: acknowledged, but closed as an interrupted start"
+            ));
+        }
+    }
+
     let mut phases: BTreeMap<String, usize> = BTreeMap::new();
     for r in &runs {
         *phases.entry(format!("{:?}", r.status.phase)).or_default() += 1;
@@ -548,7 +568,8 @@ async fn sigkilled_daemon_loses_no_acknowledged_state_leaves_nothing_behind_and_
     println!(
         "MEASURE crash_real kills={kills} seed={seed} jobs={} runs_recorded={} acked_runs={} \
          acks={} acked_deploys={} services_created={} retried_requests={} workload_s={:.1} \
-         converged_s={:.1} restart_to_ready_ms_median={} restart_to_ready_ms_max={} phases={phases:?}",
+         converged_s={:.1} restart_to_ready_ms_median={} restart_to_ready_ms_max={} \
+         closed_as_interrupted_starts={} phases={phases:?}",
         jobs.load(Ordering::Relaxed),
         runs.len(),
         acked_runs.len(),
@@ -558,8 +579,12 @@ async fn sigkilled_daemon_loses_no_acknowledged_state_leaves_nothing_behind_and_
         ledger.retries,
         workload_took.as_secs_f64(),
         converged_after.as_secs_f64(),
-        restarts_ms.get(restarts_ms.len() / 2).copied().unwrap_or_default(),
+        restarts_ms
+            .get(restarts_ms.len() / 2)
+            .copied()
+            .unwrap_or_default(),
         restarts_ms.last().copied().unwrap_or_default(),
+        interrupted.len(),
     );
     drop(guard);
     assert!(lost.is_empty(), "acknowledged state lost: {lost:#?}");

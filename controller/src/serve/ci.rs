@@ -128,7 +128,7 @@ pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
 }
 
 /// Closes the starts an earlier process was cut off in (`interrupted`), then retries failed
-/// teardowns every [`TEARDOWN_RETRY_INTERVAL`] until `cancel`.
+/// and cut-off teardowns at once and every [`TEARDOWN_RETRY_INTERVAL`] until `cancel`.
 async fn retry_loop(runs: Runs, interrupted: Vec<String>, cancel: CancellationToken) {
     if !interrupted.is_empty() {
         info!(runs = ?interrupted, "closing runs whose start a restart interrupted");
@@ -146,11 +146,15 @@ async fn retry_loop(runs: Runs, interrupted: Vec<String>, cancel: CancellationTo
             }
         }
     }
+    // The first retry at once: a teardown an earlier process was cut off in (Finishing) holds
+    // its run's slot until it completes.
+    let mut pause = Duration::ZERO;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(TEARDOWN_RETRY_INTERVAL) => {}
+            () = tokio::time::sleep(pause) => {}
         }
+        pause = TEARDOWN_RETRY_INTERVAL;
         match runs.retry_teardowns().await {
             Ok(retried) if !retried.is_empty() => info!(?retried, "teardowns retried"),
             Ok(_) => {}
