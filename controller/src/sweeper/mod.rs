@@ -14,7 +14,8 @@
 //! each endpoint (one list call per endpoint per pass; two with a narrowed scope and adopted
 //! stacks), decides about them exactly as about local ones (labels decide; a volume's node
 //! only says where it is removed), and removes the selected ones through that node's daemon
-//! after killing the swept services' containers there. An endpoint that does not answer is a
+//! after killing the swept services' containers there (on every node reached, whether or not
+//! a volume is selected there). An endpoint that does not answer is a
 //! failure of the pass naming the node and endpoint (report and history). Nodes of the swarm
 //! without an endpoint are named once per pass ("volumes not swept on nodes …"): the nodes are
 //! listed each pass only when endpoints are configured or `info` — read once per sweeper, in
@@ -651,7 +652,7 @@ async fn kill_containers(
 }
 
 /// Removes `objects` one by one with forced teardown: services, their containers at once (on
-/// the local daemon and on every node in `nodes` where a selected volume is), then networks,
+/// the local daemon and on every node in `nodes`), then networks,
 /// secrets, configs, then volumes (a volume listed through a node endpoint through that
 /// node's daemon in `nodes`); retryable failures are retried until `deadline`. Returns the
 /// failures of objects whose removal failed for good or timed out.
@@ -679,15 +680,14 @@ pub async fn remove_forced(
             failures.push(format!("{o}: {e}"));
         }
     }
-    // 2. Their containers, killed and removed at once, on every daemon concerned.
+    // 2. Their containers, killed and removed at once, here and on every node reached.
     if !service_ids.is_empty() {
-        let remote: BTreeSet<&str> = objects.iter().filter_map(|o| o.node.as_deref()).collect();
         let mut daemons: Vec<(String, &dyn Swarm)> = vec![(String::new(), swarm)];
-        daemons.extend(remote.into_iter().filter_map(|node| {
+        daemons.extend(
             nodes
-                .get(node)
-                .map(|d| (format!(" on node {node}"), d.as_ref()))
-        }));
+                .iter()
+                .map(|(node, d)| (format!(" on node {node}"), d.as_ref())),
+        );
         let killed = futures::future::join_all(
             daemons
                 .iter()

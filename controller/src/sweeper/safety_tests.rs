@@ -8,8 +8,10 @@
 //! one class — foreign (no hearth label, some in a stack namespace nobody recorded), only some
 //! of hearth's labels, another hearth instance's, this instance's of a recorded run, adopted (no
 //! hearth label, in a recorded run's stack namespace), this instance's of an unrecorded run (old,
-//! or younger than the creation guard), a warm app's. One sweep pass runs with the daemon's
-//! scope (this instance's label). Then, from the simulated swarm's log of remove calls and its
+//! or younger than the creation guard), a warm app's. The swarm has two nodes: tasks run on
+//! both, and every other volume is on the second node, which the sweeper reaches through a
+//! node endpoint. One sweep pass runs with the daemon's scope (this instance's label) and must
+//! report no failure. Then, from the simulated swarm's log of remove calls and its
 //! listings:
 //!
 //! - every remove call named an object hearth must remove (or a task container of such a
@@ -236,7 +238,14 @@ fn labels_of(j: usize, class: Class, runs: &[RunShape]) -> (BTreeMap<String, Str
 }
 
 /// Creates object `j` and returns its identity (ID; a volume's name).
+/// Creates object `j`; volumes of odd `j` on the second node (`sim` is its view then).
 async fn create(sim: &SimSwarm, j: usize, kind: ObjectKind, labels: spec::Map) -> String {
+    let second = sim.node_view(&sim.node_ids()[1]);
+    let sim = if kind == ObjectKind::Volume && j % 2 == 1 {
+        &second
+    } else {
+        sim
+    };
     match kind {
         ObjectKind::Service => sim
             .create_service(&spec::ServiceSpec {
@@ -305,14 +314,18 @@ async fn inventory(
 ) {
     let all = LabelFilter::all();
     let mut out = BTreeMap::new();
+    let second = sim.node_view(&sim.node_ids()[1]);
     for s in sim.list_services(&all).await.unwrap() {
         out.insert((ObjectKind::Service, s.meta.id), s.meta.name);
     }
     for n in sim.list_networks(&all).await.unwrap() {
         out.insert((ObjectKind::Network, n.id), n.name);
     }
-    for v in sim.list_volumes(&all).await.unwrap() {
-        out.insert((ObjectKind::Volume, v.name.clone()), v.name);
+    // Volume names are unique across both nodes (`vol{j}`).
+    for node in [sim, &second] {
+        for v in node.list_volumes(&all).await.unwrap() {
+            out.insert((ObjectKind::Volume, v.name.clone()), v.name);
+        }
     }
     for s in sim.list_secrets(&all).await.unwrap() {
         out.insert((ObjectKind::Secret, s.meta.id), s.meta.name);
@@ -320,23 +333,27 @@ async fn inventory(
     for c in sim.list_configs(&all).await.unwrap() {
         out.insert((ObjectKind::Config, c.meta.id), c.meta.name);
     }
-    let containers = sim
-        .list_containers(&all)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| {
-            let service = c.labels.get(SERVICE_ID).cloned().unwrap_or_default();
-            (c.id, service)
-        })
-        .collect();
+    let mut containers = BTreeMap::new();
+    for node in [sim, &second] {
+        containers.extend(
+            node.list_containers(&all)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| {
+                    let service = c.labels.get(SERVICE_ID).cloned().unwrap_or_default();
+                    (c.id, service)
+                }),
+        );
+    }
     (out, containers)
 }
 
 /// One case: build the world, sweep once, check. Returns a description of the first
 /// violation.
 async fn case(runs: Vec<RunShape>, objects: Vec<(ObjectKind, Class)>) -> Result<(), String> {
-    let sim = SimSwarm::new(SimConfig::default());
+    // Two nodes: tasks run on both; odd volumes are on the second, reached via an endpoint.
+    let sim = SimSwarm::with_nodes(SimConfig::default(), 2);
     let clock: Arc<dyn Clock> = Arc::new(SimClock(tokio::time::Instant::now()));
     let store = Store::with_engine(
         Arc::new(state::MemoryEngine::new()),
@@ -433,6 +450,13 @@ async fn case(runs: Vec<RunShape>, objects: Vec<(ObjectKind, Class)>) -> Result<
         clock,
         Config {
             scope: LabelFilter::eq(INSTANCE_LABEL, OURS),
+            nodes: {
+                let mut nodes = crate::stack::NodeDaemons::new();
+                let second = sim.node_ids()[1].clone();
+                let view = Arc::new(sim.node_view(&second));
+                nodes.add_swarm(second, "sim://second", view);
+                nodes
+            },
             ..Config::default()
         },
     );
@@ -441,6 +465,9 @@ async fn case(runs: Vec<RunShape>, objects: Vec<(ObjectKind, Class)>) -> Result<
         .sweep()
         .await
         .map_err(|e| format!("sweep failed: {e}"))?;
+    if !report.failures.is_empty() {
+        return Err(format!("the pass failed: {:?}", report.failures));
+    }
 
     // 1. Every remove call named an object hearth must remove.
     for (kind, target) in sim.removals() {
