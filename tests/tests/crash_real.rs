@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,10 +67,40 @@ enum Ack {
 struct Guard {
     owners: Arc<Mutex<Vec<Child>>>,
     events: Option<Child>,
+    /// The daemon's directory: its logs (one per incarnation) are kept on drop, pass or fail.
+    logs: PathBuf,
+}
+
+/// Copies every incarnation's log (`serve-<n>.log`) to `<target dir>/test-artifacts/crash_real/`
+/// (emptied first), so a failed run can be read afterwards.
+fn keep_logs(from: &Path) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    // The test executable lives in <target>/<profile>/deps/.
+    let Some(target) = exe.parent().and_then(Path::parent).and_then(Path::parent) else {
+        return;
+    };
+    let to = target.join("test-artifacts").join("crash_real");
+    let _ = std::fs::remove_dir_all(&to);
+    if std::fs::create_dir_all(&to).is_err() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with("serve-") {
+            let _ = std::fs::copy(entry.path(), to.join(&name));
+        }
+    }
+    eprintln!("crash_real: the daemon's logs are kept in {}", to.display());
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        keep_logs(&self.logs);
         for mut owner in self.owners.lock().unwrap().drain(..) {
             let _ = owner.kill();
             let _ = owner.wait();
@@ -355,6 +385,7 @@ async fn sigkilled_daemon_loses_no_acknowledged_state_leaves_nothing_behind_and_
     let mut guard = Guard {
         owners: owners.clone(),
         events: Some(events),
+        logs: dir.path().to_path_buf(),
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
 
