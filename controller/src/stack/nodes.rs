@@ -461,6 +461,18 @@ mod tests {
     use crate::swarm::sim::{SimConfig, SimSwarm};
     use crate::swarm::{spec, Call, Verb};
 
+    /// Applies `stack` as operator `owner`.
+    async fn deploy(swarm: &SimSwarm, stack: &spec::StackSpec, owner: &str) {
+        apply(
+            swarm,
+            stack,
+            &Owner::operator(owner),
+            &ApplyOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+
     /// A 3-node simulated swarm with stack `s` (api ×2, web ×1: one task per node, each
     /// mounting `s_data`) and stack `other` that must survive.
     async fn three_nodes() -> SimSwarm {
@@ -470,22 +482,8 @@ mod tests {
             replicated: Some(spec::Replicated { replicas: Some(2) }),
             ..spec::ServiceMode::default()
         });
-        apply(
-            &swarm,
-            &stack,
-            &Owner::operator("s"),
-            &ApplyOptions::default(),
-        )
-        .await
-        .unwrap();
-        apply(
-            &swarm,
-            &sample_stack("other", "img:1", "pw"),
-            &Owner::operator("other"),
-            &ApplyOptions::default(),
-        )
-        .await
-        .unwrap();
+        deploy(&swarm, &stack, "s").await;
+        deploy(&swarm, &sample_stack("other", "img:1", "pw"), "other").await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         swarm
     }
@@ -650,14 +648,7 @@ mod tests {
                 .unwrap();
             cs.mounts.as_mut().unwrap()[0].source = Some("s_data".into());
         }
-        apply(
-            &swarm,
-            &intruder,
-            &Owner::operator("x"),
-            &ApplyOptions::default(),
-        )
-        .await
-        .unwrap();
+        deploy(&swarm, &intruder, "x").await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let options = TeardownOptions {
             nodes: endpoints(&swarm, &ids[1..]),
@@ -695,14 +686,7 @@ mod tests {
                 .unwrap();
             cs.mounts = None;
         }
-        apply(
-            &swarm,
-            &stack,
-            &Owner::operator("s"),
-            &ApplyOptions::default(),
-        )
-        .await
-        .unwrap();
+        deploy(&swarm, &stack, "s").await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         swarm.clear_calls();
         let report = teardown(&swarm, "s", &TeardownOptions::forced())
@@ -731,14 +715,7 @@ mod tests {
         // With a volume mount, forced: the same round trip; the local node's ID comes from a
         // task container's label, so no info (and it is cached in the options after).
         let swarm = SimSwarm::new(SimConfig::default());
-        apply(
-            &swarm,
-            &sample_stack("s", "img:1", "pw"),
-            &Owner::operator("s"),
-            &ApplyOptions::default(),
-        )
-        .await
-        .unwrap();
+        deploy(&swarm, &sample_stack("s", "img:1", "pw"), "s").await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         swarm.clear_calls();
         let options = TeardownOptions::forced();
@@ -755,14 +732,7 @@ mod tests {
         // Graceful (no container listed): one info, once per `NodeDaemons` value.
         let swarm = SimSwarm::new(SimConfig::default());
         for name in ["s", "t"] {
-            apply(
-                &swarm,
-                &sample_stack(name, "img:1", "pw"),
-                &Owner::operator(name),
-                &ApplyOptions::default(),
-            )
-            .await
-            .unwrap();
+            deploy(&swarm, &sample_stack(name, "img:1", "pw"), name).await;
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         let options = TeardownOptions::graceful();
