@@ -7,7 +7,7 @@
 #   2. starts dockerd if it is not running, with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
 #      so swarm tasks never try to pull (there is no registry);
 #   3. initialises a single-node swarm (--advertise-addr 127.0.0.1) if none is active;
-#   4. builds the fixture images with `docker import` (see README.md, "Test bed");
+#   4. builds the fixture images with `docker import` (see docs/TESTING.md, "The test bed");
 #   5. removes leftovers of earlier test runs: only objects labelled hearth.test=1.
 #
 # Environment: HEARTH_DOCKERD_LOG (default /var/log/hearth-dockerd.log),
