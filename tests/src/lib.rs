@@ -8,6 +8,8 @@
 //!   its own network namespace (for tests that restart Docker).
 //! - [`scale`]: worlds of N converged warm apps on the simulated swarm and one resync pass
 //!   measured (the CI scale test and `bench_scale`).
+//! - [`differential`]: raw-spec snapshots of a stack as the daemon stores them and their
+//!   comparison (docker's side against hearth's), for the differential tests.
 //! - [`served`]: the versions a stack's running containers answer at `/version`.
 //! - [`counting`]: a [`controller::swarm::Swarm`] wrapper counting calls and writes (and
 //!   optionally timing each), for the real swarm, which has no call log.
@@ -20,6 +22,7 @@ pub mod ci_kill;
 pub mod conformance;
 pub mod counting;
 pub mod daemon;
+pub mod differential;
 pub mod process;
 pub mod scale;
 pub mod served;
