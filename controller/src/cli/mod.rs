@@ -6,6 +6,7 @@
 
 pub mod ci;
 pub mod promote;
+pub mod shell;
 pub mod stack;
 
 use std::io::Write;
@@ -16,7 +17,7 @@ use crate::swarm::{self, DockerSwarm, Swarm};
 
 /// hearth: a reconciling controller for Docker Swarm.
 #[derive(Debug, Parser)]
-#[command(name = "hearth", version, about, propagate_version = true)]
+#[command(name = "hearth", version = shell::VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// Log line format (logs go to stderr).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -69,6 +70,10 @@ pub enum Command {
     Promote(promote::PromoteArgs),
     /// Roll a warm app back to the version before its last promotion that became Ready.
     Rollback(promote::RollbackArgs),
+    /// Print a shell completion script: `hearth completions bash|zsh|fish`.
+    Completions(shell::CompletionsArgs),
+    /// Exit 0 when the daemon answers `GET /healthz` (the image's health check).
+    Healthcheck(shell::HealthcheckArgs),
 }
 
 /// Errors of CLI commands. None is retried by the CLI; the exit code is non-zero for all.
@@ -133,6 +138,14 @@ pub enum Error {
     /// A `KEY=VALUE` argument is malformed.
     #[error("invalid argument: {0}")]
     ArgumentRejected(String),
+    /// `healthcheck`: the daemon did not answer `/healthz` with 200.
+    #[error("hearth at {addr} is not healthy: {why}")]
+    Unhealthy {
+        /// The daemon's address.
+        addr: String,
+        /// What failed.
+        why: String,
+    },
 }
 
 /// Builds the node endpoints of `--node-endpoint <node-id-or-hostname>=unix:///path`
@@ -243,6 +256,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         Command::Sweep(args) => Ok(ci::sweep(&args, out).await?),
         Command::Promote(args) => Ok(promote::promote(&args, out).await?),
         Command::Rollback(args) => Ok(promote::rollback(&args, out).await?),
+        Command::Completions(args) => shell::completions(&args, out),
+        Command::Healthcheck(args) => shell::healthcheck(&args, out).await,
     }
 }
 
