@@ -5,6 +5,7 @@ pub mod cli;
 pub mod compose;
 #[cfg(test)]
 pub(crate) mod fuzzing;
+pub mod gauges;
 pub mod liveness;
 #[cfg(test)]
 mod malformed;

@@ -368,7 +368,7 @@ async fn readiness_history_and_deletes_work_through_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_gets_describes_applies_and_deletes_through_the_daemon() {
-    use controller::serve::cli::{
+    use controller::cli::objects::{
         self as scli, GetArgs, GetCommand, HistoryArgs, ObjectArgs, Output,
     };
     let daemon = SimDaemon::start(STATE).await;

@@ -214,16 +214,16 @@ async fn two_warm_apps_become_ready_a_bad_file_changes_nothing_and_a_restart_wri
     // `hearth get warmapps` goes through the daemon's endpoint.
     let addr = running.http_addr.expect("endpoint").to_string();
     let mut out = Vec::new();
-    let get = controller::serve::cli::GetCommand::Warmapps(controller::serve::cli::GetArgs {
+    let get = controller::cli::objects::GetCommand::Warmapps(controller::cli::objects::GetArgs {
         name: None,
-        output: controller::serve::cli::Output::Table,
+        output: controller::cli::objects::Output::Table,
         server: controller::cli::ci::ServerArg {
             server: addr.parse().expect("addr"),
             token_file: None,
             data_dir: Some(dir.path().join("not-used")),
         },
     });
-    controller::serve::cli::get(&get, &mut out)
+    controller::cli::objects::get(&get, &mut out)
         .await
         .expect("hearth get warmapps");
     let table = String::from_utf8(out).expect("utf-8");

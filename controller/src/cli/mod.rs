@@ -5,6 +5,7 @@
 //! write their results to the writers they are given, so tests run them without a terminal.
 
 pub mod ci;
+pub mod objects;
 pub mod promote;
 pub mod shell;
 pub mod stack;
@@ -46,17 +47,17 @@ pub enum Command {
     #[command(subcommand)]
     Stack(stack::StackCommand),
     /// Run the daemon: keep the warm apps of the state file deployed, healthy and current.
-    Serve(crate::serve::cli::ServeArgs),
+    Serve(objects::ServeArgs),
     /// Validate a state file and apply it (through the running daemon, else to the store).
-    Apply(crate::serve::cli::ApplyArgs),
+    Apply(objects::ApplyArgs),
     /// Show resources: warmapps, runs, slotpools, history (asks the running daemon).
     #[command(subcommand)]
-    Get(crate::serve::cli::GetCommand),
+    Get(objects::GetCommand),
     /// Show one resource in detail with its recent history: `describe KIND NAME`.
-    Describe(crate::serve::cli::ObjectArgs),
+    Describe(objects::ObjectArgs),
     /// Delete a resource through the daemon: `delete KIND NAME` (a warm app's stack is torn
     /// down; a run must be finished; a pool must be idle).
-    Delete(crate::serve::cli::ObjectArgs),
+    Delete(objects::ObjectArgs),
     /// Hold a slot of a pool while a command runs (through the daemon).
     #[command(subcommand)]
     Slot(ci::SlotCommand),
@@ -131,7 +132,7 @@ pub enum Error {
     OutputFailed(#[from] std::io::Error),
     /// `serve`, `apply` or `get` failed.
     #[error(transparent)]
-    DaemonFailed(#[from] crate::serve::cli::Error),
+    DaemonFailed(#[from] objects::Error),
     /// A CI command (slot, run, sweep) failed.
     #[error(transparent)]
     CiFailed(#[from] ci::Error),
@@ -240,11 +241,11 @@ async fn run_stack(
 pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Error> {
     match cli.command {
         Command::Stack(command) => run_stack(command, out, err).await,
-        Command::Serve(args) => Ok(crate::serve::cli::serve(&args).await?),
-        Command::Apply(args) => Ok(crate::serve::cli::apply(&args, out).await?),
-        Command::Get(command) => Ok(crate::serve::cli::get(&command, out).await?),
-        Command::Describe(args) => Ok(crate::serve::cli::describe(&args, out).await?),
-        Command::Delete(args) => Ok(crate::serve::cli::delete(&args, out).await?),
+        Command::Serve(args) => Ok(objects::serve(&args).await?),
+        Command::Apply(args) => Ok(objects::apply(&args, out).await?),
+        Command::Get(command) => Ok(objects::get(&command, out).await?),
+        Command::Describe(args) => Ok(objects::describe(&args, out).await?),
+        Command::Delete(args) => Ok(objects::delete(&args, out).await?),
         Command::Slot(command) => {
             let code = ci::slot(&command).await?;
             out.flush()?;

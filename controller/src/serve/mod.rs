@@ -24,8 +24,6 @@
 
 pub mod auth;
 mod ci;
-pub mod cli;
-pub mod gauges;
 mod http;
 mod http_ci;
 mod http_nightly;
@@ -33,6 +31,7 @@ mod http_promote;
 pub mod render;
 pub mod status_page;
 
+pub(crate) use http::diff_json;
 pub use http::{parse_kind, route_table, APPLY_BODY_LIMIT, BODY_LIMIT, MUTATIONS};
 
 use std::net::SocketAddr;
@@ -533,7 +532,7 @@ async fn start_with_store(
 
     tasks.push((
         "gauges",
-        tokio::spawn(gauges::refresh_loop(
+        tokio::spawn(crate::gauges::refresh_loop(
             store.clone(),
             metrics.clone(),
             handle.clone(),

@@ -762,7 +762,7 @@ async fn one_run(bed: &Bed, metrics: &metrics::Metrics, i: u32) -> String {
         let run = bed.runs.finish(&started.run).await.unwrap();
         assert!(run.status.phase.is_terminal(), "{:?}", run.status);
     }
-    crate::serve::gauges::refresh(&bed.store, metrics, &[]);
+    crate::gauges::refresh(&bed.store, metrics, &[]);
     started.run
 }
 

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{default_data_dir, Options, DEFAULT_BASE_DOMAIN, DEFAULT_LISTEN};
 use crate::cli::ci::{self, ServerArg};
+use crate::serve::{self, default_data_dir, render, Options, DEFAULT_BASE_DOMAIN, DEFAULT_LISTEN};
 use crate::statefile;
 use crate::swarm::Labels;
 use clap::{Args, Subcommand};
@@ -179,14 +179,14 @@ pub struct ObjectArgs {
     pub server: ServerArg,
 }
 
-pub use super::render::Output;
+pub use render::Output;
 
 /// Errors of these commands.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The daemon failed to start or run.
     #[error(transparent)]
-    ServeFailed(#[from] super::Error),
+    ServeFailed(#[from] serve::Error),
     /// An argument is malformed.
     #[error("invalid argument: {0}")]
     ArgumentRejected(String),
@@ -215,7 +215,7 @@ pub enum Error {
     OutputFailed(#[from] std::io::Error),
     /// Rendering the output failed.
     #[error(transparent)]
-    RenderFailed(#[from] super::render::Error),
+    RenderFailed(#[from] render::Error),
     /// The daemon answered something this CLI cannot read.
     #[error("unexpected answer from the daemon: {0}")]
     AnswerUnreadable(String),
@@ -275,15 +275,15 @@ fn base_domain(s: &str) -> Result<BaseDomain, Error> {
 /// Runs `hearth serve` until SIGINT/SIGTERM.
 ///
 /// # Errors
-/// Startup errors ([`super::Error`]) and bad arguments.
+/// Startup errors ([`serve::Error`]) and bad arguments.
 pub async fn serve(args: &ServeArgs) -> Result<(), Error> {
     let options = options(args)?;
-    let nightly = args.nightly.clone().map(|cron| super::NightlyOptions {
+    let nightly = args.nightly.clone().map(|cron| serve::NightlyOptions {
         cron,
         tz: args.nightly_tz.clone(),
         jitter: args.nightly_jitter,
     });
-    super::run(options, nightly).await?;
+    serve::run(options, nightly).await?;
     Ok(())
 }
 
@@ -328,7 +328,7 @@ pub async fn apply(args: &ApplyArgs, out: &mut dyn Write) -> Result<(), Error> {
                     let text = answer.get("text").and_then(|t| t.as_str()).unwrap_or("");
                     writeln!(out, "{text}")?;
                 }
-                other => write!(out, "{}", super::render::structured(&answer, other)?)?,
+                other => write!(out, "{}", render::structured(&answer, other)?)?,
             }
             Ok(())
         }
@@ -336,7 +336,7 @@ pub async fn apply(args: &ApplyArgs, out: &mut dyn Write) -> Result<(), Error> {
         Err(e) => {
             let dir = args.server.data_dir();
             tracing::info!(server = %addr, error = %e, data_dir = %dir.display(), "no daemon answered; applying to the data directory");
-            let store = super::open_store(&dir).await?;
+            let store = serve::open_store(&dir).await?;
             let diff = statefile::apply(
                 &store,
                 &set,
@@ -351,7 +351,7 @@ pub async fn apply(args: &ApplyArgs, out: &mut dyn Write) -> Result<(), Error> {
                 other => write!(
                     out,
                     "{}",
-                    super::render::structured(&super::http::diff_json(&diff, args.dry_run), other)?
+                    render::structured(&serve::diff_json(&diff, args.dry_run), other)?
                 )?,
             }
             Ok(())
@@ -361,7 +361,7 @@ pub async fn apply(args: &ApplyArgs, out: &mut dyn Write) -> Result<(), Error> {
 
 /// The API path segment and kind of a `describe`/`delete` kind argument.
 fn object_kind(kind: &str) -> Result<(Kind, &'static str), Error> {
-    match super::parse_kind(kind) {
+    match serve::parse_kind(kind) {
         Some(Kind::WarmApp) => Ok((Kind::WarmApp, "warmapps")),
         Some(Kind::Run) => Ok((Kind::Run, "runs")),
         Some(Kind::SlotPool) => Ok((Kind::SlotPool, "slotpools")),
@@ -396,7 +396,7 @@ async fn fetch(
         Ok(v) => Ok(v),
         Err(ci::Error::DaemonUnreachable { addr, reason }) => {
             let dir = server.data_dir();
-            let store = super::open_store(&dir)
+            let store = serve::open_store(&dir)
                 .await
                 .map_err(|open| Error::DaemonUnreachable {
                     addr,
@@ -439,8 +439,8 @@ fn write_objects<T: serde::de::DeserializeOwned + serde::Serialize>(
     };
     let text = match (output, single) {
         (Output::Table, _) => table(&items, now_ms()),
-        (other, true) => super::render::structured(&items[0], other)?,
-        (other, false) => super::render::structured(&items, other)?,
+        (other, true) => render::structured(&items[0], other)?,
+        (other, false) => render::structured(&items, other)?,
     };
     write!(out, "{text}")?;
     Ok(())
@@ -451,7 +451,7 @@ fn write_objects<T: serde::de::DeserializeOwned + serde::Serialize>(
 /// # Errors
 /// An unreachable daemon and store, a refused request, or a failed output.
 pub async fn get(command: &GetCommand, out: &mut dyn Write) -> Result<(), Error> {
-    use super::render::{history_table, runs_table, slotpools_table, warmapps_table};
+    use render::{history_table, runs_table, slotpools_table, warmapps_table};
     match command {
         GetCommand::Warmapps(a) | GetCommand::Runs(a) | GetCommand::Slotpools(a) => {
             let segment = match command {
@@ -486,7 +486,7 @@ pub async fn get(command: &GetCommand, out: &mut dyn Write) -> Result<(), Error>
             if let Some(n) = &a.name {
                 match n.split_once('/') {
                     Some((k, name)) => {
-                        let (kind, _) = object_kind(k).or_else(|_| match super::parse_kind(k) {
+                        let (kind, _) = object_kind(k).or_else(|_| match serve::parse_kind(k) {
                             Some(kind) => Ok((kind, "")),
                             None => Err(Error::ArgumentRejected(format!("unknown kind {k:?}"))),
                         })?;
@@ -528,7 +528,7 @@ pub async fn get(command: &GetCommand, out: &mut dyn Write) -> Result<(), Error>
 /// # Errors
 /// An unknown kind, an unreachable daemon, a missing object, a failed output.
 pub async fn describe(args: &ObjectArgs, out: &mut dyn Write) -> Result<(), Error> {
-    use super::render::{describe_run, describe_slotpool, describe_warmapp};
+    use render::{describe_run, describe_slotpool, describe_warmapp};
     let (kind, segment) = object_kind(&args.kind)?;
     let client = args.server.client()?;
     let object: serde_json::Value = client
@@ -548,7 +548,7 @@ pub async fn describe(args: &ObjectArgs, out: &mut dyn Write) -> Result<(), Erro
             Kind::SlotPool => describe_slotpool(&decode(object)?, &history, now),
             _ => describe_warmapp(&decode(object)?, &history, now),
         },
-        other => super::render::structured(
+        other => render::structured(
             &serde_json::json!({"object": object, "history": history}),
             other,
         )?,
@@ -570,7 +570,7 @@ pub async fn delete(args: &ObjectArgs, out: &mut dyn Write) -> Result<(), Error>
         .await?;
     let text = match args.output {
         Output::Table => format!("{}/{} deleted\n", kind.as_str().to_lowercase(), args.name),
-        other => super::render::structured(&deleted, other)?,
+        other => render::structured(&deleted, other)?,
     };
     write!(out, "{text}")?;
     Ok(())
