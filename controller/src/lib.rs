@@ -3,6 +3,7 @@
 pub mod catalogue;
 pub mod cli;
 pub mod compose;
+pub mod errors;
 #[cfg(test)]
 pub(crate) mod fuzzing;
 pub mod gauges;

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hearth: {}", cli::error_chain(&e));
+            eprintln!("hearth: {}", controller::errors::chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -115,7 +115,7 @@ async fn real_teardown_removes_the_volume_through_the_local_nodes_explicit_endpo
     let result = rm(&swarm, &rm_args(&ns, endpoint), &mut out, &mut err).await;
     let printed = String::from_utf8_lossy(&out).into_owned();
     let errors = String::from_utf8_lossy(&err).into_owned();
-    result.unwrap_or_else(|e| panic!("{}\n{errors}", controller::cli::error_chain(&e)));
+    result.unwrap_or_else(|e| panic!("{}\n{errors}", controller::errors::chain(&e)));
     // The volume went through the endpoint, not through the daemon the teardown talks to.
     assert!(
         printed.contains(&format!(
@@ -148,7 +148,7 @@ async fn real_teardown_with_a_dead_endpoint_for_the_local_node_is_an_error_namin
     let e = rm(&swarm, &rm_args(&ns, endpoint), &mut out, &mut err)
         .await
         .expect_err("a dead endpoint must fail the teardown");
-    let text = controller::cli::error_chain(&e);
+    let text = controller::errors::chain(&e);
     assert!(text.contains(&format!("node {hostname} (")), "{text}");
     assert!(text.contains(&local), "{text}");
     assert!(text.contains("did not answer"), "{text}");

@@ -369,7 +369,7 @@ volumes:
     let env = controller::cli::stack::read_env_file(&dir.path().join("vars.env")).expect("env");
     controller::cli::stack::deploy(&docker_swarm, &args, &env, &mut out, &mut err)
         .await
-        .unwrap_or_else(|e| panic!("{}", controller::cli::error_chain(&e)));
+        .unwrap_or_else(|e| panic!("{}", controller::errors::chain(&e)));
     let printed = String::from_utf8_lossy(&out).into_owned();
     assert!(
         printed.contains(&format!("Creating service {ns}_web")),
@@ -411,7 +411,7 @@ volumes:
         &mut err,
     )
     .await
-    .unwrap_or_else(|e| panic!("{}", controller::cli::error_chain(&e)));
+    .unwrap_or_else(|e| panic!("{}", controller::errors::chain(&e)));
     let printed = String::from_utf8_lossy(&out).into_owned();
     assert!(
         printed.contains(&format!("Removing volume {ns}_data")),

@@ -262,22 +262,6 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     }
 }
 
-/// Formats an error with its chain of causes: `a: b: c`.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // `#[error(transparent)]` repeats the source's text; print it once.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// Writes rows as left-aligned columns separated by three spaces (like docker's tables).
 pub(crate) fn table(
     out: &mut dyn Write,
@@ -386,6 +370,9 @@ mod tests {
             path: "x.env".into(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         };
-        assert_eq!(error_chain(&e), "cannot read env file x.env: no such file");
+        assert_eq!(
+            crate::errors::chain(&e),
+            "cannot read env file x.env: no such file"
+        );
     }
 }

@@ -322,7 +322,7 @@ pub async fn rm(
                 }
             }
             Err(e) => {
-                writeln!(err, "error: {}", super::error_chain(&e))?;
+                writeln!(err, "error: {}", crate::errors::chain(&e))?;
                 first_failure.get_or_insert(e);
             }
         }

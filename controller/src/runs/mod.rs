@@ -692,7 +692,7 @@ impl Runs {
             if residuals.is_empty() {
                 r.status.verdict = Some(r.compute_verdict());
                 r.status.finished_at_ms = Some(now);
-                if let Some(pool) = crate::sweeper::release_run_slot(&self.store, &r)? {
+                if let Some(pool) = crate::slots::release_run_slot(&self.store, &r)? {
                     tx.update_status(&pool);
                 }
             } else {

@@ -504,7 +504,7 @@ pub(crate) fn store_error(e: &state::Error) -> ApiError {
         state::Error::NameRejected { .. } => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    ApiError::new(status, crate::cli::error_chain(e))
+    ApiError::new(status, crate::errors::chain(e))
 }
 
 async fn list_warmapps(AxumState(s): AxumState<State>) -> Result<Json<Vec<WarmApp>>, ApiError> {
@@ -670,7 +670,7 @@ async fn apply(
                 e.to_string(),
             ))
         }
-        Err(e) => Err(ApiError::internal(crate::cli::error_chain(&e))),
+        Err(e) => Err(ApiError::internal(crate::errors::chain(&e))),
     }
 }
 

@@ -17,6 +17,6 @@ pub(crate) fn routes() -> Routes {
 async fn run_now(AxumState(s): AxumState<State>) -> Response {
     match s.nightly.run_once(None, false).await {
         Ok(report) => Json(report).into_response(),
-        Err(e) => ApiError::internal(crate::cli::error_chain(&e)).into_response(),
+        Err(e) => ApiError::internal(crate::errors::chain(&e)).into_response(),
     }
 }

@@ -547,5 +547,24 @@ pub async fn reclaim_loop(
     }
 }
 
+/// The run's pool with the run's lease removed, or `None` when it holds none.
+pub(crate) fn release_run_slot(store: &Store, run: &Run) -> state::Result<Option<SlotPool>> {
+    let Some(pool_name) = run.spec.slot_pool.as_deref() else {
+        return Ok(None);
+    };
+    let Some(mut pool) = store.get_opt::<SlotPool>(pool_name)? else {
+        return Ok(None);
+    };
+    let before = pool.status.leases.len();
+    pool.status
+        .leases
+        .retain(|l| l.run.as_deref() != Some(run.metadata.name.as_str()));
+    if pool.status.leases.len() == before {
+        return Ok(None);
+    }
+    decide::refresh_phase(&mut pool);
+    Ok(Some(pool))
+}
+
 #[cfg(test)]
 mod tests;

@@ -639,3 +639,47 @@ async fn a_changed_version_in_the_file_wins_over_a_promotion_and_is_recorded() {
     assert!(web.status.promotion.is_none());
     assert_eq!(web.declared_version(), "1.1.0");
 }
+
+#[test]
+fn every_warm_app_of_the_example_state_file_should_render_from_the_example_catalogue() {
+    let state = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/state.yml");
+    let set = load(&state, None).unwrap();
+    let catalogue = crate::catalogue::DirCatalogue::open(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/catalogue"),
+    )
+    .unwrap();
+    let mut rendered = Vec::new();
+    for resource in &set.resources {
+        let crd::AnyResource::WarmApp(app) = resource else {
+            continue;
+        };
+        let stack = app.stack_name().unwrap();
+        let request = crate::catalogue::RenderRequest {
+            recipe: &app.spec.recipe,
+            version: &app.spec.version,
+            stack: stack.as_str(),
+            domain: "example.localhost",
+            env: &app.spec.env,
+        };
+        let out = crate::catalogue::Catalogue::render(&catalogue, &request).unwrap();
+        // Every probe names a service the recipe has.
+        let probe_service = app
+            .spec
+            .health
+            .http
+            .as_ref()
+            .and_then(|p| p.service.clone())
+            .or_else(|| app.spec.health.tcp.as_ref().and_then(|p| p.service.clone()))
+            .unwrap();
+        let full = format!("{stack}_{probe_service}");
+        assert!(
+            out.stack
+                .services
+                .iter()
+                .any(|s| s.name.as_deref() == Some(full.as_str())),
+            "{full} not rendered"
+        );
+        rendered.push(out.stack.namespace);
+    }
+    assert_eq!(rendered, vec!["hw-webapp", "hp-sso"]);
+}

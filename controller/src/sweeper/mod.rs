@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crd::{Kind, Run, RunPhase, SlotPool};
+use crd::{Kind, Run, RunPhase};
 use serde::Serialize;
 use state::history::{reason, NewEntry, ObjectRef};
 use state::{Clock, Store};
@@ -540,7 +540,7 @@ pub(crate) async fn close_run(
             run.status.residuals.clear();
             run.status.last_error =
                 Some(format!("{why:?}: swept with forced teardown").to_lowercase());
-            if let Some(pool) = release_run_slot(store, &run)? {
+            if let Some(pool) = crate::slots::release_run_slot(store, &run)? {
                 tx.update_status(&pool);
             }
         } else {
@@ -562,25 +562,6 @@ pub(crate) async fn close_run(
         }
     }
     Ok(false)
-}
-
-/// The run's pool with the run's lease removed, or `None` when it holds none.
-pub(crate) fn release_run_slot(store: &Store, run: &Run) -> state::Result<Option<SlotPool>> {
-    let Some(pool_name) = run.spec.slot_pool.as_deref() else {
-        return Ok(None);
-    };
-    let Some(mut pool) = store.get_opt::<SlotPool>(pool_name)? else {
-        return Ok(None);
-    };
-    let before = pool.status.leases.len();
-    pool.status
-        .leases
-        .retain(|l| l.run.as_deref() != Some(run.metadata.name.as_str()));
-    if pool.status.leases.len() == before {
-        return Ok(None);
-    }
-    crate::slots::decide::refresh_phase(&mut pool);
-    Ok(Some(pool))
 }
 
 /// The nodes of the swarm other than `local` that no endpoint in `daemons` names, as

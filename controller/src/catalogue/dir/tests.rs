@@ -215,47 +215,6 @@ fn a_compose_error_should_keep_its_file_and_line() {
     assert!(msg.contains(&format!("{file}:5:5")), "{msg}");
 }
 
-#[test]
-fn every_warm_app_of_the_example_state_file_should_render_from_the_example_catalogue() {
-    let state = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/state.yml");
-    let set = crate::statefile::load(&state, None).unwrap();
-    let catalogue = examples();
-    let mut rendered = Vec::new();
-    for resource in &set.resources {
-        let crd::AnyResource::WarmApp(app) = resource else {
-            continue;
-        };
-        let stack = app.stack_name().unwrap();
-        let request = RenderRequest {
-            recipe: &app.spec.recipe,
-            version: &app.spec.version,
-            stack: stack.as_str(),
-            domain: "example.localhost",
-            env: &app.spec.env,
-        };
-        let out = catalogue.render(&request).unwrap();
-        // Every probe names a service the recipe has.
-        let probe_service = app
-            .spec
-            .health
-            .http
-            .as_ref()
-            .and_then(|p| p.service.clone())
-            .or_else(|| app.spec.health.tcp.as_ref().and_then(|p| p.service.clone()))
-            .unwrap();
-        let full = format!("{stack}_{probe_service}");
-        assert!(
-            out.stack
-                .services
-                .iter()
-                .any(|s| s.name.as_deref() == Some(full.as_str())),
-            "{full} not rendered"
-        );
-        rendered.push(out.stack.namespace);
-    }
-    assert_eq!(rendered, vec!["hw-webapp", "hp-sso"]);
-}
-
 /// The container spec of the first service in a render.
 fn container(r: &Rendered) -> crate::swarm::spec::ContainerSpec {
     r.stack.services[0]
