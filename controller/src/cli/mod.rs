@@ -262,6 +262,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     }
 }
 
+/// The one error formatter, [`crate::errors::chain`], under the name commands have used.
+pub use crate::errors::chain as error_chain;
+
 /// Writes rows as left-aligned columns separated by three spaces (like docker's tables).
 pub(crate) fn table(
     out: &mut dyn Write,

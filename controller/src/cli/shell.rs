@@ -77,7 +77,7 @@ pub async fn healthcheck(args: &HealthcheckArgs, out: &mut dyn Write) -> Result<
     )
     .await
     .map_err(|_| unhealthy(format!("no answer within {:?}", args.timeout)))?;
-    let (status, body) = sent.map_err(|e| unhealthy(super::error_chain(&e)))?;
+    let (status, body) = sent.map_err(|e| unhealthy(crate::errors::chain(&e)))?;
     if status != 200 {
         return Err(unhealthy(format!(
             "status {status}: {}",
