@@ -5,12 +5,14 @@
 //! requires to exist; the test verifies a copy whose only change is that path, rewritten to the
 //! `hearth` binary built next to this test (the copy is checked to differ in nothing else).
 //!
-//! The stack test builds `hearth-test/hearth:<unique>` with `docker import` of a rootfs that
-//! holds the built binary (stripped when `strip` exists), the shared libraries `ldd` names, and
-//! the static busybox of the test bed for the health check; deploys `deploy/stack.yml` as
-//! `hearth-test-…` with every object labelled `hearth.test=1` (the stack file's `HEARTH_*`
-//! variables), waits until `/healthz` answers on the host-mode published port and the task's
-//! health check reports healthy, then removes the stack, its volume, secret and the image.
+//! The stack test builds `hearth-test/hearth:<unique>` with `scripts/image.sh` (deploy/Dockerfile:
+//! FROM scratch, the built binary stripped, the shared libraries `ldd` names, CA certificates,
+//! the non-root user 10001, `hearth healthcheck` as the health check); deploys
+//! `deploy/stack.yml` with `docker stack deploy` as `hearth-test-…` with every object labelled
+//! `hearth.test=1` (the stack file's `HEARTH_*` variables), waits until `/healthz` answers on the
+//! host-mode published port and the task's health check reports healthy, checks the task runs
+//! as user 10001 with the socket's group, then removes the stack, its volume, secret and the
+//! image.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -20,7 +22,6 @@ use std::time::{Duration, Instant};
 use hearth_tests::support::{in_ci, real_swarm, unique_name};
 
 const SYSTEMD_ANALYZE: &str = "/usr/bin/systemd-analyze";
-const BUSYBOX: &str = "/bin/busybox";
 
 /// The `hearth` binary next to this test's target directory.
 fn hearth_bin() -> PathBuf {
@@ -100,74 +101,32 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// The shared libraries `ldd` lists for `bin` (absolute paths).
-fn shared_libraries(bin: &Path) -> Vec<PathBuf> {
-    let out = Command::new("ldd").arg(bin).output().unwrap();
-    assert!(out.status.success(), "ldd: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux… (0x…)"
-            let path = l.split("=>").last()?.split_whitespace().next()?;
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
-/// Copies `from` to `root` + `to` (following symlinks), creating directories.
-fn install(root: &Path, from: &Path, to: &Path) {
-    let dest = root.join(to.strip_prefix("/").unwrap());
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    std::fs::copy(from, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
-}
-
-/// Builds `tag` with `docker import` from a rootfs with hearth, its libraries and busybox.
-fn build_image(tag: &str, work: &Path) {
-    let root = work.join("rootfs");
-    let bin = hearth_bin();
-    install(&root, &bin, Path::new("/usr/local/bin/hearth"));
-    let inside = root.join("usr/local/bin/hearth");
-    if Path::new("/usr/bin/strip").exists() {
-        // 200 MB of debug info need not go into the image.
-        let out = Command::new("/usr/bin/strip")
-            .arg(&inside)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "strip: {}", text(&out));
-    }
-    let libs = shared_libraries(&bin);
-    assert!(
-        libs.iter().any(|l| l.to_string_lossy().contains("libc.so")),
-        "ldd found no libc: {libs:?}"
-    );
-    for lib in &libs {
-        install(&root, lib, lib);
-    }
-    assert!(
-        Path::new(BUSYBOX).exists(),
-        "{BUSYBOX} (Debian busybox-static) is missing: run scripts/testbed.sh"
-    );
-    install(&root, Path::new(BUSYBOX), Path::new("/bin/busybox"));
-    for dir in ["tmp", "etc/hearth", "var/lib/hearth", "run/secrets"] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-    }
-    let tar = work.join("rootfs.tar");
-    let out = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
+/// Builds `tag` the way an operator does, with `scripts/image.sh` (deploy/Dockerfile, FROM
+/// scratch) from the binary built next to this test, labelled `hearth.test=1`.
+fn build_image(tag: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/image.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--bin")
+        .arg(hearth_bin())
+        .args(["--tag", tag, "--label", "hearth.test=1"])
+        .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "tar: {}", text(&out));
-    docker(&[
-        "import",
-        "--change",
-        "LABEL hearth.test=1",
-        tar.to_str().unwrap(),
-        tag,
-    ]);
+    assert!(out.status.success(), "scripts/image.sh: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().last(),
+        Some(tag),
+        "image.sh prints the tag: {}",
+        text(&out)
+    );
+}
+
+/// The group id of the Docker socket the swarm service will mount.
+fn docker_socket_gid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/var/run/docker.sock").unwrap().gid()
 }
 
 /// Removes what the stack test created, whatever happened: the stack, then (once its
@@ -254,8 +213,12 @@ async fn hearth_runs_as_a_swarm_service_from_the_stack_file_and_answers_healthz(
         image: tag.clone(),
     };
     let t = Instant::now();
-    build_image(&tag, work.path());
-    println!("image {tag} built in {:?}", t.elapsed());
+    build_image(&tag);
+    println!(
+        "image {tag} built in {:?}: {} bytes",
+        t.elapsed(),
+        docker(&["image", "inspect", "-f", "{{.Size}}", &tag])
+    );
 
     // The token secret and a state file with one slot pool (nothing that deploys).
     let token = work.path().join("token");
@@ -286,6 +249,7 @@ async fn hearth_runs_as_a_swarm_service_from_the_stack_file_and_answers_healthz(
         .arg(&stack)
         .env("HEARTH_IMAGE", &tag)
         .env("HEARTH_NODE", &node)
+        .env("HEARTH_DOCKER_GID", docker_socket_gid().to_string())
         .env("HEARTH_PORT", port.to_string())
         .env("HEARTH_TOKEN_SECRET", &cleanup.secret)
         .env("HEARTH_STATE_FILE", &state)
@@ -346,8 +310,14 @@ async fn hearth_runs_as_a_swarm_service_from_the_stack_file_and_answers_healthz(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert_eq!(health, "healthy", "the busybox wget health check");
+    assert_eq!(health, "healthy", "the `hearth healthcheck` health check");
     println!("task healthy after {:?}", started.elapsed());
+    // Not root: the image's user with the socket's group.
+    let id = docker(&["ps", "-q", "--filter", &container_filter]);
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.Config.User}}", &id]),
+        format!("10001:{}", docker_socket_gid())
+    );
 
     // The daemon inside read its state file from the swarm config.
     let (status, body) = http_get(port, "/api/v1/slotpools").unwrap();
