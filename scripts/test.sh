@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 
 bash scripts/testbed.sh
+# The 3-node cluster of the multi-node tests (tests/tests/cluster_real.rs; docs/CLUSTER.md):
+# a few seconds the first time, under one when it is already up. The tests bring it up
+# themselves too and fail under CI=true when they cannot, so a failure here is not fatal.
+bash scripts/cluster.sh up 3 >/dev/null || echo "test.sh: scripts/cluster.sh up 3 failed; the multi-node tests will say why" >&2
 
 # Real-swarm CLI tests spawn the `hearth` binary; nextest builds only the tests' own package's
 # bins, so build it first (a fresh target dir has none).

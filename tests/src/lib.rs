@@ -19,6 +19,7 @@
 //!   port) for fast API, CLI and status-page tests.
 
 pub mod ci_kill;
+pub mod cluster;
 pub mod conformance;
 pub mod counting;
 pub mod daemon;
