@@ -341,3 +341,59 @@ fn cycles(edges: &Edges) -> Vec<String> {
     }
     out
 }
+
+/// The simulated swarm and the test-only modules are compiled only for tests (issue 14): a
+/// plain `cargo build -p hearth-controller --bin hearth` does not build them.
+#[test]
+fn a_plain_build_of_hearth_compiles_no_simulated_swarm_and_no_test_module() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let gated = |file: &str, module: &str, gate: &str| {
+        let text = std::fs::read_to_string(src.join(file)).expect("readable source");
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let at = lines
+            .iter()
+            .position(|l| l.ends_with(&format!("mod {module};")))
+            .unwrap_or_else(|| panic!("{file} declares no `mod {module};`"));
+        assert_eq!(
+            at.checked_sub(1).map(|i| lines[i]),
+            Some(gate),
+            "{file}: `mod {module}` must sit behind {gate}"
+        );
+    };
+    gated(
+        "swarm/mod.rs",
+        "sim",
+        "#[cfg(any(test, feature = \"sim\"))]",
+    );
+    gated("lib.rs", "fuzzing", "#[cfg(test)]");
+    gated("lib.rs", "malformed", "#[cfg(test)]");
+
+    // The gate holds only if nothing turns `sim` on for the binary: cargo's own feature
+    // resolution for a build of the controller alone, and for the tests crate (which must).
+    let features = |packages: &[&str]| -> String {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut command = std::process::Command::new(cargo);
+        command
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["tree", "--offline", "-e", "features,normal", "--depth", "0"])
+            .args(["-f", "{p} features=[{f}]"]);
+        for p in packages {
+            command.args(["-p", p]);
+        }
+        let out = command.output().expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("hearth-controller "))
+            .unwrap_or_else(|| panic!("no hearth-controller in:\n{text}"))
+            .to_string()
+    };
+    let alone = features(&["hearth-controller"]);
+    assert!(alone.ends_with("features=[]"), "{alone}");
+    let with_tests = features(&["hearth-controller", "hearth-tests"]);
+    assert!(with_tests.ends_with("features=[sim]"), "{with_tests}");
+}

@@ -18,6 +18,7 @@ use futures::stream::BoxStream;
 mod docker;
 mod error;
 mod metered;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod spec;
 mod types;
