@@ -355,3 +355,151 @@ async fn cluster_stopped_worker_fails_the_teardown_naming_it_and_the_retry_clear
     let left = cluster.leftovers(&started.stack).await;
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+fn warm_app_state(version: &str) -> String {
+    format!(
+        "apiVersion: hearth/v1\nkind: WarmApp\nmetadata:\n  name: spread\nspec:\n  recipe: {RECIPE}\n  \
+         version: {version}\n  health:\n    readyTimeout: 2m\n"
+    )
+}
+
+/// Writes the state file atomically (the daemon watches its directory).
+fn write_state(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn warm_app(client: &Client) -> Option<crd::WarmApp> {
+    let apps: Vec<crd::WarmApp> = client.get("/api/v1/warmapps").await.ok()?;
+    apps.into_iter().find(|a| a.metadata.name == "spread")
+}
+
+// Blocked (docs/CLUSTER.md, "Not yet proven"): a warm app whose tasks run on other nodes never
+// becomes Ready — readiness judges tasks by containers listed on the manager's node only — so
+// this test times out waiting for Ready at 1.0.0 before the partition. Run it with
+// `--run-ignored all` once that is fixed.
+#[ignore = "blocked: warm-app readiness cannot see containers on other nodes (docs/CLUSTER.md)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_partitioned_worker_during_a_warm_app_upgrade_completes_or_rolls_back_and_says_which(
+) {
+    use crd::WarmAppPhase;
+    let Some(cluster) = Cluster::ensure("cluster-partition").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.yml");
+    write_state(&state, &warm_app_state("1.0.0"));
+    let state_arg = state.display().to_string();
+    let hearth = serve(&cluster, dir.path(), &["--state", &state_arg, "--prune"]).await;
+    let client = hearth.client();
+    let since = Instant::now();
+    let app = loop {
+        if let Some(app) = warm_app(&client).await {
+            if app.status.phase == WarmAppPhase::Ready
+                && app.status.observed_version.as_deref() == Some("1.0.0")
+            {
+                break app;
+            }
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(120),
+            "not Ready at 1.0.0: {:?}\n{}",
+            warm_app(&client).await.map(|a| a.status),
+            hearth.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let stack = app.status.stack_name.clone().unwrap();
+    wait_spread(&cluster, &stack).await;
+
+    // Node 3 is cut off (its link down) while the upgrade rolls over the nodes; healed 15 s
+    // later.
+    cluster.partition(3);
+    write_state(&state, &warm_app_state("1.1.0"));
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    cluster.heal(3);
+
+    let since = Instant::now();
+    let app = loop {
+        let app = warm_app(&client).await.unwrap();
+        let st = &app.status;
+        let settled = matches!(
+            st.phase,
+            WarmAppPhase::Ready | WarmAppPhase::Degraded | WarmAppPhase::Failed
+        ) && st.observed_generation >= app.metadata.generation;
+        if settled {
+            break app;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(180),
+            "the upgrade never settled: {st:?}\n{}",
+            hearth.log_tail(60)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let st = &app.status;
+    println!(
+        "partitioned upgrade settled {:?} at {:?} (last error {:?}) after {:?} from the heal",
+        st.phase,
+        st.observed_version,
+        st.last_error,
+        since.elapsed()
+    );
+    // Completed (Ready at 1.1.0) or rolled back (back at 1.0.0, the reason recorded): the
+    // status says which, and nothing is in between.
+    match st.observed_version.as_deref() {
+        Some("1.1.0") => assert_eq!(st.phase, WarmAppPhase::Ready, "{st:?}"),
+        Some("1.0.0") => assert!(st.last_error.is_some(), "rolled back silently: {st:?}"),
+        other => panic!("observed version {other:?}: {st:?}"),
+    }
+    // No duplicate stack: one stack (the same), one service, one task per node at most.
+    let manager = cluster.manager().await;
+    let services = manager
+        .list_services(&LabelFilter::eq(
+            hearth_tests::support::TEST_LABEL.0,
+            hearth_tests::support::TEST_LABEL.1,
+        ))
+        .await
+        .unwrap();
+    let namespaces: std::collections::BTreeSet<String> = services
+        .iter()
+        .filter_map(|s| s.meta.labels.get(NAMESPACE_LABEL).cloned())
+        .collect();
+    assert_eq!(
+        namespaces,
+        std::collections::BTreeSet::from([stack.clone()]),
+        "{services:#?}"
+    );
+    assert_eq!(services.len(), 1, "{services:#?}");
+    let tasks = manager
+        .list_tasks(&LabelFilter::eq(NAMESPACE_LABEL, &stack))
+        .await
+        .unwrap();
+    let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+    for t in tasks
+        .iter()
+        .filter(|t| t.desired_state == TaskState::Running)
+    {
+        *per_node
+            .entry(t.node_id.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    assert!(per_node.values().all(|n| *n == 1), "{per_node:?}");
+    // Pruned away at the end: the warm app's stack leaves nothing on any node.
+    // (The file keeps one other resource, a slot pool: the warm app is what it drops.)
+    write_state(
+        &state,
+        "apiVersion: hearth/v1\nkind: SlotPool\nmetadata:\n  name: hearth-test-cluster\nspec:\n  \
+         slots: 1\n  portBase: 34000\n  portsPerSlot: 10\n  waitTimeout: 1m\n",
+    );
+    let gone = cluster
+        .wait_until_gone(
+            &stack,
+            Instant::now(),
+            Duration::from_secs(90),
+            Duration::from_millis(250),
+        )
+        .await;
+    assert!(gone.is_ok(), "{gone:?}\n{}", hearth.log_tail(40));
+}
