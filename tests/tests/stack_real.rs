@@ -363,6 +363,8 @@ volumes:
             format!("{RUN_LABEL}={ns}"),
         ],
         wait: true,
+        detach: false,
+        progress: controller::cli::progress::Mode::Plain,
         timeout: Duration::from_secs(90),
         name: ns.clone(),
     };

@@ -6,6 +6,7 @@
 
 pub mod ci;
 pub mod objects;
+pub mod progress;
 pub mod promote;
 pub mod shell;
 pub mod stack;
@@ -117,7 +118,7 @@ pub enum Error {
     /// The stack has nothing to show or remove.
     #[error("nothing found in stack: {0}")]
     StackNotFound(String),
-    /// `--wait` ran out of time before the stack was ready.
+    /// The stack was not ready when the wait's timeout passed.
     #[error("stack {namespace} not ready after {after}: {why}")]
     NotReady {
         /// The stack.
@@ -126,6 +127,19 @@ pub enum Error {
         after: String,
         /// What was not ready.
         why: String,
+    },
+    /// A service's tasks kept failing while the stack was waited for
+    /// ([`progress::FAILURES_TO_GIVE_UP`] of them).
+    #[error("stack {namespace} failed to converge after {after}: tasks of {service} keep failing: {failures}")]
+    ConvergenceFailed {
+        /// The stack.
+        namespace: String,
+        /// How long it waited.
+        after: String,
+        /// The service whose tasks failed.
+        service: String,
+        /// The last failed tasks with their errors, as `docker service ps --no-trunc` shows them.
+        failures: String,
     },
     /// Writing the output failed (closed pipe).
     #[error("cannot write output")]

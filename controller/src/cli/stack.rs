@@ -8,9 +8,10 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use tokio::time::Instant;
 
+use super::progress::{self, Verdict};
 use super::{table, Error};
 use crate::stack::{
-    self, observe, status, teardown, Action, ApplyOptions, Depth, Mode, Owner, TeardownOptions,
+    self, observe, teardown, Action, ApplyOptions, Depth, Mode, Owner, TeardownOptions,
     NAMESPACE_LABEL,
 };
 use crate::swarm::{LabelFilter, ServiceMode, Swarm, TaskState};
@@ -48,10 +49,19 @@ pub struct DeployArgs {
     /// Extra label `KEY=VALUE` on every object of the stack (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// Wait until every task runs (and is healthy where a healthcheck exists).
-    #[arg(long)]
+    /// Wait until every task runs (and is healthy where a healthcheck exists): the default
+    /// now; kept for scripts written when returning at once was.
+    #[arg(long, conflicts_with = "detach")]
     pub wait: bool,
-    /// Deadline of the deploy (and of `--wait`), e.g. `90s`, `5m`.
+    /// Return as soon as the objects are created or updated, without waiting for the tasks.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// How progress is shown while waiting: `tty` (live, on stderr), `plain` (a line per
+    /// change), `auto` (`tty` when stderr is a terminal).
+    #[arg(long, value_enum, default_value_t = progress::Mode::Auto)]
+    pub progress: progress::Mode,
+    /// Deadline of the deploy and of the wait, e.g. `90s`, `5m`. A service whose tasks fail
+    /// three times ends the wait earlier.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
     pub timeout: Duration,
     /// Stack name.
@@ -193,10 +203,13 @@ fn narrate(action: &Action) -> String {
 }
 
 /// `hearth stack deploy`: translates the compose files, applies the stack (owner `Stack/NAME`),
-/// and with `--wait` waits for readiness.
+/// and unless `--detach` waits for convergence, showing progress on `err` (or live on the
+/// terminal).
 ///
 /// # Errors
-/// [`Error::ComposeRejected`] with file:line:col, [`Error::StackFailed`], [`Error::NotReady`].
+/// [`Error::ComposeRejected`] with file:line:col, [`Error::StackFailed`], [`Error::NotReady`]
+/// (the timeout passed), [`Error::ConvergenceFailed`] (tasks kept failing), each naming the
+/// failed tasks' errors.
 pub async fn deploy(
     swarm: &dyn Swarm,
     args: &DeployArgs,
@@ -213,6 +226,7 @@ pub async fn deploy(
         owner = owner.with_label(k, v);
     }
     let started = Instant::now();
+    let since = std::time::SystemTime::now();
     let options = ApplyOptions {
         deadline: args.timeout,
         ..ApplyOptions::default()
@@ -224,50 +238,81 @@ pub async fn deploy(
     if report.is_noop() {
         writeln!(out, "Stack {} is up to date", args.name)?;
     }
-    if args.wait {
-        let deadline = started + args.timeout;
-        wait_ready(swarm, &args.name, deadline, args.timeout, out).await?;
+    if args.detach {
+        return Ok(());
     }
-    Ok(())
+    out.flush()?;
+    let deadline = started + args.timeout;
+    let display: Box<dyn progress::Display + '_> = match args.progress.resolve() {
+        progress::Mode::Tty => Box::new(progress::Live::new()),
+        _ => Box::new(progress::Lines::new(err)),
+    };
+    wait_converged(swarm, &args.name, since, (started, deadline), display, out).await
 }
 
-async fn wait_ready(
+/// Waits until the stack converges, its tasks keep failing, or `deadline` passes; shows every
+/// change on `display` and the verdict on `out`.
+async fn wait_converged(
     swarm: &dyn Swarm,
     namespace: &str,
-    deadline: Instant,
-    timeout: Duration,
+    since: std::time::SystemTime,
+    (started, deadline): (Instant, Instant),
+    mut display: Box<dyn progress::Display + '_>,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
+    let mut tracker = progress::Tracker::default();
     let mut pause = Duration::from_millis(100);
+    let failures = |tracker: &progress::Tracker| {
+        // The last five: the whole list was shown as it happened.
+        let all = tracker.failures();
+        let shown: Vec<String> = all
+            .iter()
+            .rev()
+            .take(5)
+            .rev()
+            .map(|f| f.to_string())
+            .collect();
+        shown.join("; ")
+    };
     loop {
         let seen = observe(swarm, namespace, Depth::WithTasks).await?;
-        let st = status(&seen);
-        if st.ready {
-            writeln!(out, "Stack {namespace} is ready")?;
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            let why: Vec<String> = st
-                .services
-                .iter()
-                .filter(|s| !s.ready)
-                .map(|s| {
-                    let first = s
-                        .problems
-                        .first()
-                        .map(|p| format!(" ({})", p.message))
-                        .unwrap_or_default();
-                    format!("{} {}/{} ready{first}", s.name, s.ready_tasks, s.desired)
-                })
-                .collect();
-            return Err(Error::NotReady {
-                namespace: namespace.to_string(),
-                after: humantime::format_duration(timeout).to_string(),
-                why: why.join(", "),
-            });
+        let changes = tracker.update(progress::look(&seen, since));
+        display.show(&changes)?;
+        let after = humantime::format_duration(Duration::from_millis(
+            started.elapsed().as_millis() as u64 / 100 * 100,
+        ))
+        .to_string();
+        match tracker.verdict() {
+            Verdict::Converged => {
+                display.finish();
+                writeln!(out, "Stack {namespace} is ready")?;
+                return Ok(());
+            }
+            Verdict::Failing { service } => {
+                display.finish();
+                return Err(Error::ConvergenceFailed {
+                    namespace: namespace.to_string(),
+                    after,
+                    service,
+                    failures: failures(&tracker),
+                });
+            }
+            Verdict::Waiting if Instant::now() >= deadline => {
+                display.finish();
+                let mut why = tracker.not_ready().join(", ");
+                if !tracker.failures().is_empty() {
+                    why = format!("{why}; failed tasks: {}", failures(&tracker));
+                }
+                return Err(Error::NotReady {
+                    namespace: namespace.to_string(),
+                    after,
+                    why,
+                });
+            }
+            Verdict::Waiting => {}
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 3 / 2).min(Duration::from_secs(2));
+        pause = (pause * 3 / 2).min(Duration::from_secs(1));
     }
 }
 
@@ -508,6 +553,8 @@ volumes:
             env_file: None,
             labels: vec!["hearth.test=1".into()],
             wait,
+            detach: !wait,
+            progress: progress::Mode::Plain,
             timeout: Duration::from_secs(60),
             name: "demo".into(),
         }

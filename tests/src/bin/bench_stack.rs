@@ -252,7 +252,9 @@ impl Bench {
         if hearth {
             run(
                 &self.settings.hearth,
-                &["stack", "deploy", "-c", &file, namespace],
+                // --detach: like docker 20.10's stack deploy, return once the objects exist;
+                // both are then waited for by the same `wait_running`.
+                &["stack", "deploy", "--detach", "-c", &file, namespace],
                 &self.dir,
             )?;
         } else {
