@@ -129,7 +129,7 @@ pub enum Error {
         why: String,
     },
     /// A service's tasks kept failing while the stack was waited for
-    /// ([`progress::FAILURES_TO_GIVE_UP`] of them).
+    /// ([`progress::FAILURES_TO_GIVE_UP`] per wanted task).
     #[error("stack {namespace} failed to converge after {after}: tasks of {service} keep failing: {failures}")]
     ConvergenceFailed {
         /// The stack.

@@ -13,10 +13,11 @@ use clap::ValueEnum;
 use crate::stack::{status, Observed};
 use crate::swarm::TaskState;
 
-/// How many failed or rejected tasks of one service, since the wait began and with the service
-/// still not ready, end the wait as failed before the timeout. Swarm replaces a failed task
-/// (after the restart delay, 5 s by default), so three failures mean it tried and kept failing:
-/// a missing image, a command that exits, a health check that never passes.
+/// How many failed or rejected tasks per wanted task of one service, since the wait began and
+/// with the service still not ready, end the wait as failed before the timeout. Swarm replaces
+/// a failed task (after the restart delay, 5 s by default), so three failures per replica mean
+/// it tried and kept failing: a missing image, a command that exits, a health check that never
+/// passes.
 pub const FAILURES_TO_GIVE_UP: usize = 3;
 
 /// How progress is shown (`--progress`).
@@ -102,7 +103,10 @@ pub fn look(observed: &Observed, since: SystemTime) -> Look {
             name: s.name.clone(),
             ready: s.ready_tasks,
             desired: s.desired,
-            note: s.problems.first().map(|p| p.message.clone()),
+            note: s.problems.first().map(|p| p.message.clone()).or_else(|| {
+                // Swarm has not (yet, or again: a restart delay) created the missing tasks.
+                (s.ready_tasks < s.desired).then(|| "waiting for a task".to_string())
+            }),
         })
         .collect();
     let names: BTreeMap<&str, &str> = observed
@@ -162,7 +166,8 @@ pub enum Verdict {
     Converged,
     /// Keep waiting.
     Waiting,
-    /// A service that is not ready had [`FAILURES_TO_GIVE_UP`] failed tasks: stop waiting.
+    /// A service that is not ready had [`FAILURES_TO_GIVE_UP`] failed tasks per wanted task:
+    /// stop waiting.
     Failing {
         /// The service.
         service: String,
@@ -233,7 +238,8 @@ impl Tracker {
         for s in &look.services {
             let not_ready = s.note.is_some() || s.ready < s.desired;
             let failed = self.failures.iter().filter(|f| f.service == s.name).count();
-            if not_ready && failed >= FAILURES_TO_GIVE_UP {
+            let limit = FAILURES_TO_GIVE_UP * usize::try_from(s.desired.max(1)).unwrap_or(1);
+            if not_ready && failed >= limit {
                 return Verdict::Failing {
                     service: s.name.clone(),
                 };
@@ -250,8 +256,9 @@ pub trait Display {
     /// # Errors
     /// Writing failed.
     fn show(&mut self, changes: &[Change]) -> std::io::Result<()>;
-    /// The wait is over: leaves the final state on screen.
-    fn finish(&mut self);
+    /// The wait is over (`failed`: the service whose tasks kept failing): leaves the final
+    /// state on screen.
+    fn finish(&mut self, failed: Option<&str>);
 }
 
 /// One line per change, for logs: `web 1/2 ready (health: starting)`, `web.1 (id) rejected: …`.
@@ -287,7 +294,7 @@ impl Display for Lines<'_> {
         self.out.flush()
     }
 
-    fn finish(&mut self) {}
+    fn finish(&mut self, _failed: Option<&str>) {}
 }
 
 /// Bars redrawn in place on stderr, one per service; failures printed above them.
@@ -304,7 +311,7 @@ impl Live {
             indicatif::ProgressDrawTarget::stderr_with_hz(10),
         );
         let style = indicatif::ProgressStyle::with_template(
-            "{spinner:.cyan} {prefix:<28.bold} [{bar:20.green/white}] {pos}/{len} {wide_msg}",
+            "{spinner:.cyan} {prefix:.bold} [{bar:20.green/white}] {pos}/{len} {wide_msg}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> ");
@@ -324,13 +331,22 @@ impl Default for Live {
 
 impl Display for Live {
     fn show(&mut self, changes: &[Change]) -> std::io::Result<()> {
+        // Names padded to the longest of the batch (the first look names every service).
+        let width = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Service(v) => Some(v.name.chars().count()),
+                Change::Failed(_) => None,
+            })
+            .max()
+            .unwrap_or(0);
         for change in changes {
             match change {
                 Change::Service(v) => {
                     let bar = self.bars.entry(v.name.clone()).or_insert_with(|| {
                         let bar = self.multi.add(indicatif::ProgressBar::new(v.desired));
                         bar.set_style(self.style.clone());
-                        bar.set_prefix(v.name.clone());
+                        bar.set_prefix(format!("{:<width$}", v.name));
                         bar.enable_steady_tick(Duration::from_millis(120));
                         bar
                     });
@@ -340,7 +356,7 @@ impl Display for Live {
                     bar.set_message(match (&v.note, done) {
                         (_, true) => "ready".to_string(),
                         (Some(n), false) => n.clone(),
-                        (None, false) => "starting".to_string(),
+                        (None, false) => "waiting for a task".to_string(),
                     });
                 }
                 Change::Failed(f) => self.multi.println(format!("✗ {f}"))?,
@@ -349,7 +365,10 @@ impl Display for Live {
         Ok(())
     }
 
-    fn finish(&mut self) {
+    fn finish(&mut self, failed: Option<&str>) {
+        if let Some(bar) = failed.and_then(|name| self.bars.get(name)) {
+            bar.set_message("✗ its tasks keep failing");
+        }
         for bar in self.bars.values() {
             bar.disable_steady_tick();
             bar.tick();

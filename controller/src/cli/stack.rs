@@ -61,7 +61,7 @@ pub struct DeployArgs {
     #[arg(long, value_enum, default_value_t = progress::Mode::Auto)]
     pub progress: progress::Mode,
     /// Deadline of the deploy and of the wait, e.g. `90s`, `5m`. A service whose tasks fail
-    /// three times ends the wait earlier.
+    /// three times per replica ends the wait earlier.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
     pub timeout: Duration,
     /// Stack name.
@@ -284,12 +284,12 @@ async fn wait_converged(
         .to_string();
         match tracker.verdict() {
             Verdict::Converged => {
-                display.finish();
+                display.finish(None);
                 writeln!(out, "Stack {namespace} is ready")?;
                 return Ok(());
             }
             Verdict::Failing { service } => {
-                display.finish();
+                display.finish(Some(&service));
                 return Err(Error::ConvergenceFailed {
                     namespace: namespace.to_string(),
                     after,
@@ -298,7 +298,7 @@ async fn wait_converged(
                 });
             }
             Verdict::Waiting if Instant::now() >= deadline => {
-                display.finish();
+                display.finish(None);
                 let mut why = tracker.not_ready().join(", ");
                 if !tracker.failures().is_empty() {
                     why = format!("{why}; failed tasks: {}", failures(&tracker));
