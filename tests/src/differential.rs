@@ -96,39 +96,49 @@ pub fn pick(v: &Value, keys: &[&str]) -> Value {
     Value::Object(out)
 }
 
-/// Reads and normalises everything of `namespace`.
-pub fn snapshot(namespace: &str) -> Snapshot {
+/// Fields of `docker network inspect` the daemon assigns (not asked for by the deploy): the
+/// ID, the creation time, the subnets and gateways it allocated, the containers and peers
+/// attached at the moment, and the services running on it (`--verbose` only).
+pub const NETWORK_ASSIGNED: &[&str] = &["Id", "Created", "Containers", "Peers", "Services"];
+/// Fields of `docker volume inspect` the daemon assigns: where it put the volume, when, and
+/// the driver's runtime status.
+pub const VOLUME_ASSIGNED: &[&str] = &["Mountpoint", "CreatedAt", "Status", "UsageData"];
+/// The overlay network option holding the VXLAN ID the daemon allocated.
+pub const VXLAN_OPTION: &str = "com.docker.network.driver.overlay.vxlanid_list";
+
+/// Reads and normalises everything of `namespace`, raw as the daemon stores it: a service's,
+/// secret's and config's whole `Spec`; a network's and a volume's whole inspect object less the
+/// daemon-assigned fields above. `null`s, empty maps and absent keys are kept as they are.
+///
+/// Normalisation (both sides): the stack name becomes [`STACK`]; IDs of networks, secrets and
+/// configs become `<kind name>`; hearth's content-hash suffix `-<hash10>` is cut from the names
+/// of hearth's secrets and configs — except those in `exact`, the explicitly named ones, whose
+/// names must match exactly; hearth's own labels (`hearth.*`) are dropped from an object's
+/// `Labels` and its container spec's `Labels` only (see `docs/DIFFERENTIAL.md`).
+pub fn snapshot(namespace: &str, exact: &BTreeSet<String>) -> Snapshot {
     let ids = id_names();
     let mut raw: Vec<(String, Value)> = Vec::new();
     for s in inspect("service", namespace) {
         raw.push(("service".into(), s["Spec"].clone()));
     }
-    for n in inspect("network", namespace) {
-        let mut v = pick(
-            &n,
-            &[
-                "Name",
-                "Driver",
-                "Scope",
-                "Attachable",
-                "Internal",
-                "Ingress",
-                "EnableIPv6",
-                "Options",
-                "Labels",
-                "ConfigOnly",
-                "ConfigFrom",
-            ],
-        );
-        // The IPAM driver and options are asked for; subnets are assigned by the daemon.
-        v["IPAM"] = pick(&n["IPAM"], &["Driver", "Options"]);
-        raw.push(("network".into(), v));
+    for mut n in inspect("network", namespace) {
+        if let Some(map) = n.as_object_mut() {
+            map.retain(|k, _| !NETWORK_ASSIGNED.contains(&k.as_str()));
+        }
+        // The IPAM driver and options are asked for; subnets and gateways are assigned.
+        if let Some(ipam) = n.get_mut("IPAM").and_then(Value::as_object_mut) {
+            ipam.remove("Config");
+        }
+        if let Some(options) = n.get_mut("Options").and_then(Value::as_object_mut) {
+            options.remove(VXLAN_OPTION);
+        }
+        raw.push(("network".into(), n));
     }
-    for v in inspect("volume", namespace) {
-        raw.push((
-            "volume".into(),
-            pick(&v, &["Name", "Driver", "Labels", "Options", "Scope"]),
-        ));
+    for mut v in inspect("volume", namespace) {
+        if let Some(map) = v.as_object_mut() {
+            map.retain(|k, _| !VOLUME_ASSIGNED.contains(&k.as_str()));
+        }
+        raw.push(("volume".into(), v));
     }
     for s in inspect("secret", namespace) {
         raw.push(("secret".into(), s["Spec"].clone()));
@@ -137,7 +147,8 @@ pub fn snapshot(namespace: &str) -> Snapshot {
         raw.push(("config".into(), c["Spec"].clone()));
     }
 
-    // hearth names secrets and configs `<name>-<hash10>`; map them back to `<name>`.
+    // hearth names secrets and configs without `name:` `<name>-<hash10>`; map them back to
+    // `<name>`. Explicitly named ones must carry their name exactly.
     let mut renamed: BTreeMap<String, String> = BTreeMap::new();
     for (kind, v) in &raw {
         if kind != "secret" && kind != "config" {
@@ -146,13 +157,24 @@ pub fn snapshot(namespace: &str) -> Snapshot {
         let hashed = v["Labels"].get("hearth.spec-hash").is_some();
         let name = v["Name"].as_str().unwrap_or_default();
         if let Some((base, hash)) = name.rsplit_once('-') {
-            if hashed && hash.len() == 10 && hash.chars().all(|c| c.is_ascii_hexdigit()) {
+            if hashed
+                && !exact.contains(base)
+                && hash.len() == 10
+                && hash.chars().all(|c| c.is_ascii_hexdigit())
+            {
                 renamed.insert(name.to_string(), base.to_string());
             }
         }
     }
     let mut out = Snapshot::new();
     for (kind, mut v) in raw {
+        drop_hearth_labels(v.get_mut("Labels"));
+        if kind == "service" {
+            drop_hearth_labels(
+                v.pointer_mut("/TaskTemplate/ContainerSpec")
+                    .and_then(|c| c.get_mut("Labels")),
+            );
+        }
         normalise(&mut v, namespace, &ids, &renamed);
         let name = v["Name"].as_str().unwrap_or_default().to_string();
         out.insert((kind, name), v);
@@ -160,6 +182,15 @@ pub fn snapshot(namespace: &str) -> Snapshot {
     out
 }
 
+/// Drops hearth's own label keys (`hearth.*`) from a label map (nothing else).
+fn drop_hearth_labels(labels: Option<&mut Value>) {
+    if let Some(map) = labels.and_then(Value::as_object_mut) {
+        map.retain(|k, _| !k.starts_with("hearth."));
+    }
+}
+
+/// Replaces IDs by `<kind name>`, hearth's hashed names by their base, and the stack name by
+/// [`STACK`], in every string and key; changes nothing else.
 pub fn normalise(
     v: &mut Value,
     namespace: &str,
@@ -182,14 +213,6 @@ pub fn normalise(
             }
         }
         Value::Object(map) => {
-            if let Some(Value::Object(labels)) = map.get_mut("Labels") {
-                labels.retain(|k, _| !k.starts_with("hearth."));
-            }
-            // `null` and an absent key mean the same to the Engine API (Go nil pointers);
-            // the VXLAN ID of an overlay network is assigned by the daemon.
-            map.retain(|k, v| {
-                !v.is_null() && k != "com.docker.network.driver.overlay.vxlanid_list"
-            });
             let entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
             for (k, mut item) in entries {
                 normalise(&mut item, namespace, ids, renamed);
@@ -203,6 +226,13 @@ pub fn normalise(
 /// `path = value` lines of a JSON value.
 pub fn flatten(v: &Value, path: String, out: &mut BTreeMap<String, String>) {
     match v {
+        // An empty map or list is a value of its own: `{}` and absent differ.
+        Value::Object(map) if map.is_empty() => {
+            out.insert(path, "{}".into());
+        }
+        Value::Array(items) if items.is_empty() => {
+            out.insert(path, "[]".into());
+        }
         Value::Object(map) => {
             for (k, item) in map {
                 flatten(item, format!("{path}.{k}"), out);

@@ -52,6 +52,7 @@ fn stack(ns: &str) -> StackSpec {
         secrets: Vec::new(),
         configs: Vec::new(),
         externals: Default::default(),
+        exact_names: Default::default(),
     }
 }
 

@@ -45,35 +45,14 @@ use hearth_tests::support::{fixtures, real_swarm, RUN_LABEL, TEST_LABEL};
 /// Run label value of the externals this test creates.
 const RUN: &str = "differential";
 
-const ALLOWED: &[Allowed] = &[
-    Allowed {
-        groups: &[],
-        kind: "volume",
-        path: "(exists)",
-        values: |docker, _| docker == "absent",
-        why: "hearth creates a stack's named volumes at deploy time; docker only when a task's \
-              container is created (never, for a task that cannot be scheduled here)",
-    },
-    Allowed {
-        groups: &["01"],
-        kind: "service",
-        path: ".TaskTemplate.ContainerSpec.Mounts[]*",
-        values: |_, _| true,
-        why: "docker/cli 20.10 keeps file order when merging -c 01 -c 02; current docker/cli \
-              (28.2.2, the compose reference) sorts merged volumes by target, as hearth does",
-    },
-];
-
-/// Groups where hearth refusing the deploy while docker accepts it is expected: a volume
-/// hearth creates at deploy time needs what this node lacks (the `rexray/dobs` plugin; quota
-/// support for the local driver's `size` option). Docker accepts the stack and every task then
-/// fails to start. The error must come from creating the volume: hearth's error must contain
-/// the text given (14 and 15: the typed error naming the missing driver).
-const REFUSED_AT_VOLUME: &[(&str, &str)] = &[
-    ("13", "create volume"),
-    ("14", "names driver \"rexray/dobs\", which is not installed"),
-    ("15", "names driver \"rexray/dobs\", which is not installed"),
-];
+const ALLOWED: &[Allowed] = &[Allowed {
+    groups: &["01"],
+    kind: "service",
+    path: ".TaskTemplate.ContainerSpec.Mounts[]*",
+    values: |_, _| true,
+    why: "docker/cli 20.10 keeps file order when merging -c 01 -c 02; current docker/cli \
+          (28.2.2, the compose reference) sorts merged volumes by target, as hearth does",
+}];
 
 /// Groups docker 20.10 cannot read: 12 has no `version:` key, which the 20.10 CLI rejects
 /// ("unsupported Compose file version: 1.0") and current docker/cli reads as 3.x, as hearth
@@ -356,7 +335,8 @@ fn prepare_images(stack: &StackSpec, leftovers: &mut Leftovers) {
     }
 }
 
-/// Waits (bounded) until docker's tasks created the volumes hearth creates up front.
+/// Waits (bounded, 8 s) until the tasks of a stack created its volumes (on both sides: neither
+/// docker nor hearth creates them up front; a task that cannot be scheduled here never does).
 fn wait_for_volumes(namespace: &str, expected: usize) {
     let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline {
@@ -374,8 +354,10 @@ fn wait_for_volumes(namespace: &str, expected: usize) {
 /// One side's result: a snapshot, or the error that stopped the deploy.
 type Outcome = Result<Snapshot, String>;
 
+#[allow(clippy::too_many_arguments)]
 async fn deploy_docker(
     swarm: &DockerSwarm,
+    exact: &BTreeSet<String>,
     dir: &Path,
     files: &[String],
     namespace: &str,
@@ -399,7 +381,7 @@ async fn deploy_docker(
     let out = cmd.arg(namespace).output().unwrap();
     let outcome = if out.status.success() {
         wait_for_volumes(namespace, volumes);
-        Ok(snapshot(namespace))
+        Ok(snapshot(namespace, exact))
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     };
@@ -409,6 +391,8 @@ async fn deploy_docker(
 
 async fn deploy_hearth(
     swarm: &DockerSwarm,
+    exact: &BTreeSet<String>,
+    volumes: usize,
     translation: Result<compose::Translation, compose::Error>,
     namespace: &str,
 ) -> Outcome {
@@ -417,7 +401,10 @@ async fn deploy_hearth(
         Ok(t) => {
             let owner = Owner::operator(namespace).with_label(TEST_LABEL.0, TEST_LABEL.1);
             match stack::apply(swarm, &t.stack, &owner, &ApplyOptions::default()).await {
-                Ok(_) => Ok(snapshot(namespace)),
+                Ok(_) => {
+                    wait_for_volumes(namespace, volumes);
+                    Ok(snapshot(namespace, exact))
+                }
                 Err(e) => Err(format!("apply failed: {}", chain(&e))),
             }
         }
@@ -467,17 +454,22 @@ async fn hearth_deploys_every_corpus_stack_as_docker_stack_deploy_does() {
         let ref_translation = compose::translate_paths(&paths, &reference, &ref_env);
         let our_translation = compose::translate_paths(&paths, &ours, &our_env);
         let mut volumes = 0;
+        // Names given with `name:`, in both namespaces: compared exactly.
+        let mut exact = BTreeSet::new();
         for t in [&ref_translation, &our_translation].into_iter().flatten() {
             prepare_externals(&t.stack, &mut leftovers);
             prepare_images(&t.stack, &mut leftovers);
             volumes = t.stack.volumes.len();
+            exact.extend(t.stack.exact_names.secrets.iter().cloned());
+            exact.extend(t.stack.exact_names.configs.iter().cloned());
         }
 
         // Leftovers of an earlier run would show up in the snapshots.
         remove(&swarm, &reference).await;
         remove(&swarm, &ours).await;
-        let docker_side = deploy_docker(&swarm, dir, &files, &reference, &ref_env, volumes).await;
-        let hearth_side = deploy_hearth(&swarm, our_translation, &ours).await;
+        let docker_side =
+            deploy_docker(&swarm, &exact, dir, &files, &reference, &ref_env, volumes).await;
+        let hearth_side = deploy_hearth(&swarm, &exact, volumes, our_translation, &ours).await;
         // A task whose container was being created while its service was removed can create
         // its volume again after the teardown's final listing (see docs/DIFFERENTIAL.md).
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -524,16 +516,6 @@ async fn hearth_deploys_every_corpus_stack_as_docker_stack_deploy_does() {
             (Err(d), Err(h)) => {
                 failures.push(format!("{group}: both refused; docker: {d}; hearth: {h}"));
                 format!("{prefix}: both refused; docker: {d}; hearth: {h}")
-            }
-            (Ok(_), Err(h))
-                if REFUSED_AT_VOLUME
-                    .iter()
-                    .any(|(group, text)| *group == prefix && h.contains(text)) =>
-            {
-                format!(
-                    "{prefix}: docker deployed (its tasks cannot start here), \
-                     hearth refused at volume creation as expected: {h}"
-                )
             }
             (Ok(_), Err(h)) => {
                 failures.push(format!("{group}: docker deployed, hearth refused: {h}"));

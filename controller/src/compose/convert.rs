@@ -240,6 +240,9 @@ pub(crate) fn convert(
             stack.externals.secrets.push(name);
             continue;
         }
+        if cfg.get("name").is_some() {
+            stack.exact_names.secrets.insert(name.clone());
+        }
         let mut spec = SecretSpec {
             name,
             labels: Some(with_stack_label(&conv.ns, string_map(cfg.get("labels")))),
@@ -266,6 +269,9 @@ pub(crate) fn convert(
         if Conv::is_external(cfg) {
             stack.externals.configs.push(name);
             continue;
+        }
+        if cfg.get("name").is_some() {
+            stack.exact_names.configs.insert(name.clone());
         }
         let mut spec = ConfigSpec {
             name,
@@ -473,8 +479,11 @@ impl Conv<'_, '_> {
         }
         ulimits.sort_by(|a, b| a.name.cmp(&b.name));
 
+        // docker/cli always sends `Privileges` (with null fields when nothing is set); the
+        // daemon stores and shows it so, and a spec without it differs from docker's: a
+        // `docker stack deploy` over hearth's stack would roll every task (#13).
         let privileges = match svc.get("credential_spec") {
-            None => None,
+            None => Some(Privileges::default()),
             Some(cs) => {
                 let spec = CredentialSpec {
                     config: text(cs, "config"),
@@ -499,8 +508,9 @@ impl Conv<'_, '_> {
                         "hearth does not support credential specs stored in swarm configs (a Windows-only feature); use file or registry",
                     ));
                 }
-                (set == 1).then_some(Privileges {
-                    credential_spec: Some(spec),
+                Some(Privileges {
+                    credential_spec: (set == 1).then_some(spec),
+                    ..Privileges::default()
                 })
             }
         };

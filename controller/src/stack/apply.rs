@@ -1,5 +1,6 @@
 //! The executor: runs a [`Plan`] through `&dyn Swarm`, with retries and version conflicts handled.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -68,7 +69,9 @@ pub async fn apply(
     })
     .await?;
     let plan = plan(desired, owner, &observed)?;
-    execute_until(swarm, &plan, options, deadline).await
+    let volumes_before: BTreeSet<String> =
+        observed.volumes.iter().map(|v| v.name.clone()).collect();
+    execute_until(swarm, &plan, options, deadline, Some(&volumes_before)).await
 }
 
 /// Carries out `plan`'s actions in order, stopping at the first that fails for good.
@@ -84,21 +87,29 @@ pub async fn apply(
 ///   current version, up to `options.conflict_retries` times; if the re-read service already
 ///   carries the desired spec hash, the update is done.
 /// - Removals count "not found" as done. No failure is swallowed.
-/// - A volume whose driver Docker does not know leaves nothing behind: the networks, volumes,
-///   secrets and configs this execution had created (new, and unused: services come after
-///   them) are removed again before [`Error::VolumeDriverNotFound`] is returned.
+/// - A failed execution leaves nothing it created, whatever step failed (#13): the services,
+///   networks, secrets and configs it had created are removed again, newest first (through
+///   [`apply`], also the volumes its new services' tasks created on this node), and a final
+///   listing of the namespace checks that none of them is still there. Updates it made are
+///   not undone (the next apply re-plans from what it observes).
 ///
 /// # Errors
 /// [`Error::ActionFailed`] naming the (first, in plan order) action that failed and how many
-/// completed (those running alongside it included); [`Error::ConflictPersisted`];
-/// [`Error::VolumeDriverNotFound`] naming the volume and its driver, and any object its
-/// rollback could not remove.
+/// completed (those running alongside it included), or [`Error::ConflictPersisted`]; both
+/// carry the [`Rollback`]: what was removed, and each object still there with why.
 pub async fn execute(
     swarm: &dyn Swarm,
     plan: &Plan,
     options: &ApplyOptions,
 ) -> Result<ApplyReport> {
-    execute_until(swarm, plan, options, Instant::now() + options.deadline).await
+    execute_until(
+        swarm,
+        plan,
+        options,
+        Instant::now() + options.deadline,
+        None,
+    )
+    .await
 }
 
 async fn execute_until(
@@ -106,12 +117,13 @@ async fn execute_until(
     plan: &Plan,
     options: &ApplyOptions,
     deadline: Instant,
+    volumes_before: Option<&BTreeSet<String>>,
 ) -> Result<ApplyReport> {
     let mut report = ApplyReport {
         namespace: plan.namespace.clone(),
         done: Vec::with_capacity(plan.actions.len()),
     };
-    // Objects created so far, with their IDs (for the rollback of a missing volume driver).
+    // Objects created so far, with their IDs (for the rollback of a failed execution).
     let mut created: Vec<ObjectRef> = Vec::new();
     for group in groups(&plan.actions) {
         let runs: Vec<_> = group
@@ -134,27 +146,39 @@ async fn execute_until(
             }
         }
         if let Some((action, e)) = failed {
+            // A failure that used up the deadline still gets time to undo.
+            let deadline = deadline.max(Instant::now() + ROLLBACK_TIME);
+            let in_use = used_by_updates(&report.done);
+            let rollback = Box::new(
+                roll_back(
+                    swarm,
+                    &plan.namespace,
+                    &created,
+                    &in_use,
+                    volumes_before,
+                    deadline,
+                )
+                .await,
+            );
             return Err(match e {
                 Step::Swarm(source) => Error::ActionFailed {
                     namespace: plan.namespace.clone(),
                     action: action.to_string(),
                     done: report.done.len(),
                     source,
+                    rollback,
                 },
-                Step::Stack(Error::VolumeDriverNotFound {
+                Step::Stack(Error::ConflictPersisted {
                     namespace,
-                    volume,
-                    driver,
+                    service,
+                    attempts,
                     ..
-                }) => {
-                    let rollback = roll_back(swarm, &namespace, &created, deadline).await;
-                    Error::VolumeDriverNotFound {
-                        namespace,
-                        volume,
-                        driver,
-                        rollback: Box::new(rollback),
-                    }
-                }
+                }) => Error::ConflictPersisted {
+                    namespace,
+                    service,
+                    attempts,
+                    rollback,
+                },
                 Step::Stack(e) => e,
             });
         }
@@ -162,50 +186,32 @@ async fn execute_until(
     Ok(report)
 }
 
-/// Removes the networks, volumes, secrets and configs an execution created, newest first;
-/// returns what was removed and each removal that failed or was not made (`object: why`).
-///
-/// # Caveats
-/// Docker's volume create returns an existing volume of that name instead of failing, so a
-/// volume is removed only if it carries the stack's namespace label: one that existed without
-/// it (the planner, which lists by that label, did not see it) may hold someone's data and is
-/// kept, and named in the result.
+/// How long a rollback may take at least, even when the apply's deadline has passed.
+const ROLLBACK_TIME: Duration = Duration::from_secs(30);
+
+/// Removes what an execution created, newest first (services before what they use) — except
+/// what a service it updated refers to (`in_use`, named in `kept`) — then the
+/// volumes that its services' tasks created on this node (those not in `volumes_before`),
+/// then lists the namespace once more: whatever of it is still listed is named in `left`.
 async fn roll_back(
     swarm: &dyn Swarm,
     namespace: &str,
     created: &[ObjectRef],
+    in_use: &BTreeSet<(ObjectKind, String)>,
+    volumes_before: Option<&BTreeSet<String>>,
     deadline: Instant,
 ) -> Rollback {
     let mut removed = Vec::new();
     let mut left = Vec::new();
-    let labelled: std::result::Result<Vec<String>, swarm::Error> =
-        if created.iter().any(|o| o.kind == ObjectKind::Volume) {
-            let filter = LabelFilter::eq(NAMESPACE_LABEL, namespace);
-            swarm_until(deadline, || swarm.list_volumes(&filter))
-                .await
-                .map(|volumes| volumes.into_iter().map(|v| v.name).collect())
-        } else {
-            Ok(Vec::new())
-        };
+    let mut kept = Vec::new();
     for object in created.iter().rev() {
-        let id = object.id.as_str();
-        if object.kind == ObjectKind::Volume {
-            match &labelled {
-                Ok(names) if names.iter().any(|n| n == id) => {}
-                Ok(_) => {
-                    left.push(format!(
-                        "{object}: kept (it does not carry the stack's label: Docker returned \
-                         an existing volume)"
-                    ));
-                    continue;
-                }
-                Err(e) => {
-                    left.push(format!("{object}: kept (listing the volumes failed: {e})"));
-                    continue;
-                }
-            }
+        if in_use.contains(&(object.kind, object.name.clone())) {
+            kept.push(object.clone());
+            continue;
         }
+        let id = object.id.as_str();
         let result = match object.kind {
+            ObjectKind::Service => remove(deadline, || swarm.remove_service(id)).await,
             ObjectKind::Network => remove(deadline, || swarm.remove_network(id)).await,
             ObjectKind::Volume => remove(deadline, || swarm.remove_volume(id)).await,
             ObjectKind::Secret => remove(deadline, || swarm.remove_secret(id)).await,
@@ -221,7 +227,90 @@ async fn roll_back(
             Err(e) => left.push(format!("{object}: {e}")),
         }
     }
-    Rollback { removed, left }
+    let filter = LabelFilter::eq(NAMESPACE_LABEL, namespace);
+    let services_created = created.iter().any(|o| o.kind == ObjectKind::Service);
+    if let (Some(before), true) = (volumes_before, services_created) {
+        match swarm_until(deadline, || swarm.list_volumes(&filter)).await {
+            Ok(volumes) => {
+                for v in volumes.into_iter().filter(|v| !before.contains(&v.name)) {
+                    let object = ObjectRef::new(ObjectKind::Volume, &v.name, &v.name);
+                    // "In use" is retried: the removed services' containers are going.
+                    match remove(deadline, || swarm.remove_volume(&v.name)).await {
+                        Ok(()) => {
+                            info!("rolled back: removed {object} (created by a task)");
+                            removed.push(object);
+                        }
+                        Err(e) => left.push(format!("{object}: {e}")),
+                    }
+                }
+            }
+            Err(e) => left.push(format!("the stack's volumes: listing failed: {e}")),
+        }
+    }
+    // The final listing: nothing removed above may still be there.
+    let listed = futures::try_join!(
+        swarm_until(deadline, || swarm.list_services(&filter)),
+        swarm_until(deadline, || swarm.list_networks(&filter)),
+        swarm_until(deadline, || swarm.list_volumes(&filter)),
+        swarm_until(deadline, || swarm.list_secrets(&filter)),
+        swarm_until(deadline, || swarm.list_configs(&filter)),
+    );
+    match listed {
+        Ok((services, networks, volumes, secrets, configs)) => {
+            let present = |o: &ObjectRef| -> bool {
+                let is = |id: &str, name: &str| id == o.id || name == o.name;
+                match o.kind {
+                    ObjectKind::Service => services.iter().any(|s| is(&s.meta.id, &s.meta.name)),
+                    ObjectKind::Network => networks.iter().any(|n| is(&n.id, &n.name)),
+                    ObjectKind::Volume => volumes.iter().any(|v| is(&v.name, &v.name)),
+                    ObjectKind::Secret => secrets.iter().any(|s| is(&s.meta.id, &s.meta.name)),
+                    ObjectKind::Config => configs.iter().any(|c| is(&c.meta.id, &c.meta.name)),
+                    _ => false,
+                }
+            };
+            let mut still = Vec::new();
+            removed.retain(|o| {
+                let there = present(o);
+                if there {
+                    still.push(format!("{o}: still listed after its removal"));
+                }
+                !there
+            });
+            left.extend(still);
+        }
+        Err(e) => left.push(format!("the final listing failed: {e}")),
+    }
+    Rollback {
+        removed,
+        kept,
+        left,
+    }
+}
+
+/// The networks, secrets and configs that the services updated by `done` refer to: a
+/// rollback keeps them (removing them would break the updated services; Docker refuses).
+fn used_by_updates(done: &[Action]) -> BTreeSet<(ObjectKind, String)> {
+    let mut out = BTreeSet::new();
+    for action in done {
+        let Action::UpdateService { spec, .. } = action else {
+            continue;
+        };
+        let Some(task) = spec.task_template.as_ref() else {
+            continue;
+        };
+        for n in task.networks.iter().flatten() {
+            out.insert((ObjectKind::Network, n.target.clone()));
+        }
+        if let Some(c) = task.container_spec.as_ref() {
+            for s in c.secrets.iter().flatten() {
+                out.insert((ObjectKind::Secret, s.secret_name.clone()));
+            }
+            for r in c.configs.iter().flatten() {
+                out.insert((ObjectKind::Config, r.config_name.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// [`run`], returning the action with its outcome.
@@ -246,7 +335,6 @@ fn phase(action: &Action) -> u8 {
         Action::RemoveNetwork { .. } => 0,
         // What services refer to.
         Action::CreateNetwork(_)
-        | Action::CreateVolume(_)
         | Action::CreateSecret(_)
         | Action::UpdateSecret { .. }
         | Action::CreateConfig(_)
@@ -334,20 +422,6 @@ async fn run(
             return Ok(made(ObjectKind::Network, &spec.name, id));
         }
         Action::RemoveNetwork { id, .. } => remove(deadline, || swarm.remove_network(id)).await?,
-        Action::CreateVolume(spec) => {
-            return match create(deadline, || swarm.create_volume(spec)).await {
-                // On volume create, Docker's only 404 is the driver lookup ("error looking up
-                // volume plugin …: plugin … not found"): the volume itself is being made.
-                Err(e) if e.is_not_found() => Err(Step::Stack(Error::VolumeDriverNotFound {
-                    namespace: namespace.to_string(),
-                    volume: spec.name.clone(),
-                    driver: spec.driver.clone().unwrap_or_else(|| "local".into()),
-                    rollback: Box::default(),
-                })),
-                Err(e) => Err(Step::Swarm(e)),
-                Ok(_) => Ok(made(ObjectKind::Volume, &spec.name, None)),
-            };
-        }
         Action::CreateSecret(spec) => {
             let id = create(deadline, || swarm.create_secret(spec)).await?;
             return Ok(made(ObjectKind::Secret, &spec.name, id));
@@ -363,7 +437,9 @@ async fn run(
             swarm_until(deadline, || swarm.update_config(id, *version, spec)).await?
         }
         Action::CreateService(spec) => {
-            create(deadline, || swarm.create_service(spec)).await?;
+            let id = create(deadline, || swarm.create_service(spec)).await?;
+            let name = spec.name.clone().unwrap_or_default();
+            return Ok(made(ObjectKind::Service, &name, id));
         }
         Action::UpdateService { id, version, spec } => {
             update_service(swarm, namespace, id, *version, spec, options, deadline).await?
@@ -421,6 +497,7 @@ async fn update_service(
                     namespace: namespace.to_string(),
                     service: spec.name.clone().unwrap_or_else(|| id.to_string()),
                     attempts: conflicts + 1,
+                    rollback: Box::default(),
                 }))
             }
             Err(e) => return Err(Step::Swarm(e)),
@@ -435,6 +512,7 @@ mod tests {
     use crate::stack::plan::tests::sample_stack;
     use crate::stack::Owner;
     use crate::swarm::sim::{Fault, SimConfig, SimSwarm};
+    use crate::swarm::spec::StackSpec;
     use crate::swarm::{Call, ObjectKind, Verb};
 
     fn owner() -> Owner {
@@ -445,101 +523,153 @@ mod tests {
         SimSwarm::new(SimConfig::default())
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_volume_whose_driver_is_missing_fails_naming_both_and_leaves_nothing_behind() {
+    /// Every object of namespace `ns`, as `kind name`.
+    async fn objects_of(swarm: &SimSwarm, ns: &str) -> BTreeSet<String> {
+        let f = LabelFilter::eq(NAMESPACE_LABEL, ns);
+        let mut out = BTreeSet::new();
+        for s in swarm.list_services(&f).await.unwrap() {
+            out.insert(format!("service {}", s.meta.name));
+        }
+        for n in swarm.list_networks(&f).await.unwrap() {
+            out.insert(format!("network {}", n.name));
+        }
+        for v in swarm.list_volumes(&f).await.unwrap() {
+            out.insert(format!("volume {}", v.name));
+        }
+        for s in swarm.list_secrets(&f).await.unwrap() {
+            out.insert(format!("secret {}", s.meta.name));
+        }
+        for c in swarm.list_configs(&f).await.unwrap() {
+            out.insert(format!("config {}", c.meta.name));
+        }
+        out
+    }
+
+    /// Applies `stack` on a fresh sim where `before` was applied first, with the k-th write of
+    /// the second apply failing for good; returns (error, objects before, objects after).
+    async fn fail_at(
+        k: usize,
+        before: Option<&StackSpec>,
+        stack: &StackSpec,
+    ) -> (Option<Error>, BTreeSet<String>, BTreeSet<String>) {
         let swarm = sim();
-        swarm.remove_volume_driver("hearth-test-nosuchdriver");
-        let mut desired = sample_stack("st", "img:1", "s3cret");
-        desired.volumes.push(crate::swarm::spec::VolumeSpec {
-            name: "st_remote".into(),
-            driver: Some("hearth-test-nosuchdriver".into()),
-            ..Default::default()
-        });
-        let err = apply(&swarm, &desired, &owner(), &ApplyOptions::default())
-            .await
-            .unwrap_err();
-        let message = err.to_string();
-        assert!(
-            message.contains("volume st_remote names driver \"hearth-test-nosuchdriver\""),
-            "{message}"
-        );
-        assert!(!err.is_retryable());
-        let Error::VolumeDriverNotFound {
-            volume,
-            driver,
-            rollback,
-            ..
-        } = &err
-        else {
-            panic!("unexpected error: {err:?}");
-        };
-        assert_eq!(
-            (volume.as_str(), driver.as_str()),
-            ("st_remote", "hearth-test-nosuchdriver")
-        );
-        assert!(rollback.left.is_empty(), "{rollback:?}");
-        let mut kinds: Vec<ObjectKind> = rollback.removed.iter().map(|o| o.kind).collect();
-        kinds.sort();
-        let mut want = vec![
-            ObjectKind::Network,
-            ObjectKind::Volume,
-            ObjectKind::Secret,
-            ObjectKind::Config,
-        ];
-        want.sort();
-        assert_eq!(kinds, want, "{rollback:?}");
-        // nothing of the stack is left, and no service was created
-        let all = LabelFilter::all();
-        assert!(swarm.list_services(&all).await.unwrap().is_empty());
-        assert!(swarm.list_networks(&all).await.unwrap().is_empty());
-        assert!(swarm.list_volumes(&all).await.unwrap().is_empty());
-        assert!(swarm.list_secrets(&all).await.unwrap().is_empty());
-        assert!(swarm.list_configs(&all).await.unwrap().is_empty());
-        assert!(!swarm
-            .calls()
-            .iter()
-            .any(|c| c.call == Call::new(Verb::Create, ObjectKind::Service)));
+        if let Some(b) = before {
+            apply(&swarm, b, &owner(), &ApplyOptions::default())
+                .await
+                .unwrap();
+            // the tasks start and create their volumes
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        let ns = &stack.namespace;
+        let had = objects_of(&swarm, ns).await;
+        swarm.fail_write(k, Fault::ServerError);
+        let result = apply(&swarm, stack, &owner(), &ApplyOptions::default()).await;
+        // let any task the apply started create its volume, had it not been rolled back
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        (result.err(), had, objects_of(&swarm, ns).await)
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_rollback_keeps_an_unlabelled_volume_docker_returned_instead_of_creating() {
+    async fn an_apply_failing_at_any_write_leaves_nothing_it_created() {
+        // A fresh stack, and a rotation of an existing one (new secret and config, services
+        // updated, old secret and config removed).
+        let fresh = sample_stack("s", "img:1", "pw");
+        let mut rotated = sample_stack("s", "img:2", "pw2");
+        rotated.configs[0].set_data(b"listen 9090\n");
+        for (before, stack) in [(None, &fresh), (Some(&fresh), &rotated)] {
+            // How many writes a clean apply makes: every k below it is a step that can fail.
+            let clean = sim();
+            if let Some(b) = before {
+                apply(&clean, b, &owner(), &ApplyOptions::default())
+                    .await
+                    .unwrap();
+            }
+            let from = clean.writes_seen();
+            apply(&clean, stack, &owner(), &ApplyOptions::default())
+                .await
+                .unwrap();
+            let steps = clean.writes_seen() - from;
+            assert!(steps >= 4, "{steps}");
+            for k in 0..steps {
+                let (err, had, after) = fail_at(k, before, stack).await;
+                let err = err.unwrap_or_else(|| panic!("step {k} of {steps}: no error"));
+                let rollback = match &err {
+                    Error::ActionFailed { rollback, .. } => rollback,
+                    other => panic!("step {k}: unexpected error {other}"),
+                };
+                // Kept only: what a service this apply had already updated uses.
+                let kept: BTreeSet<String> = rollback
+                    .kept
+                    .iter()
+                    .map(|o| format!("{} {}", o.kind, o.name))
+                    .collect();
+                let created: Vec<&String> = after
+                    .difference(&had)
+                    .filter(|o| !kept.contains(*o))
+                    .collect();
+                assert!(
+                    created.is_empty(),
+                    "step {k} of {steps} failed ({err}); left behind: {created:?}"
+                );
+                assert!(rollback.left.is_empty(), "step {k}: {rollback:?}");
+                if before.is_none() {
+                    // nothing existed: everything the apply made was removed again
+                    assert!(after.is_empty(), "step {k}: {after:?}");
+                    assert!(rollback.kept.is_empty(), "step {k}: {rollback:?}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stack_s_volumes_are_left_to_the_tasks_that_mount_them() {
         let swarm = sim();
+        let mut desired = sample_stack("st", "img:1", "s3cret");
+        // a driver the manager does not have: docker deploys such a stack, so does hearth
         swarm.remove_volume_driver("hearth-test-nosuchdriver");
-        // someone's volume with the stack's volume name but not its labels: the planner does not
-        // see it, and Docker's create returns it as if it had made it
-        swarm
-            .create_volume(&crate::swarm::spec::VolumeSpec {
-                name: "st_data".into(),
-                ..Default::default()
-            })
+        desired.volumes[0].driver = Some("hearth-test-nosuchdriver".into());
+        desired.volumes[0].driver_opts = Some([("size".to_string(), "1".to_string())].into());
+        let report = apply(&swarm, &desired, &owner(), &ApplyOptions::default())
             .await
             .unwrap();
-        let mut desired = sample_stack("st", "img:1", "s3cret");
-        desired.volumes.push(crate::swarm::spec::VolumeSpec {
-            name: "st_remote".into(),
-            driver: Some("hearth-test-nosuchdriver".into()),
-            ..Default::default()
-        });
-        let err = apply(&swarm, &desired, &owner(), &ApplyOptions::default())
-            .await
-            .unwrap_err();
-        let Error::VolumeDriverNotFound { rollback, .. } = &err else {
-            panic!("unexpected error: {err:?}");
-        };
-        let left = &rollback.left;
-        assert_eq!(left.len(), 1, "{left:?}");
-        assert!(left[0].starts_with("volume st_data: kept"), "{left:?}");
-        assert!(err
-            .to_string()
-            .contains("could not remove: volume st_data: kept"));
-        let volumes = swarm.list_volumes(&LabelFilter::all()).await.unwrap();
-        assert_eq!(volumes.len(), 1);
-        assert_eq!(volumes[0].name, "st_data");
-        assert!(swarm
-            .list_networks(&LabelFilter::all())
+        assert!(!swarm
+            .calls()
+            .iter()
+            .any(|c| c.call == Call::new(Verb::Create, ObjectKind::Volume)));
+        assert_eq!(report.done.len(), 5, "{:?}", report.done);
+        let services = observe(&swarm, "st", Depth::Objects)
             .await
             .unwrap()
-            .is_empty());
+            .services;
+        assert_eq!(services.len(), 2);
+        // the mount carries what the task's daemon needs to create the volume, as docker's
+        // CLI sends it: the volume's labels (namespace included, hearth's not) and its driver
+        let rendered = crate::stack::plan::render(&desired, &owner()).unwrap();
+        let mount = rendered.services[0]
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.mounts.as_ref())
+            .map(|m| m[0].clone())
+            .unwrap();
+        let options = mount.volume_options.unwrap();
+        let labels = options.labels.unwrap();
+        assert_eq!(labels.get(NAMESPACE_LABEL).map(String::as_str), Some("st"));
+        assert!(
+            labels.keys().all(|k| !k.starts_with("hearth.")),
+            "{labels:?}"
+        );
+        let driver = options.driver_config.unwrap();
+        assert_eq!(driver.name, "hearth-test-nosuchdriver");
+        assert_eq!(
+            driver.options.unwrap().get("size").map(String::as_str),
+            Some("1")
+        );
+        // the tasks create it, with the driver and labels of the mount
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let volumes = swarm.list_volumes(&LabelFilter::all()).await.unwrap();
+        assert_eq!(volumes.len(), 1, "{volumes:?}");
+        assert_eq!(volumes[0].name, "st_data");
     }
 
     #[tokio::test(start_paused = true)]
@@ -549,7 +679,7 @@ mod tests {
         let first = apply(&swarm, &stack, &owner(), &ApplyOptions::default())
             .await
             .unwrap();
-        assert_eq!(first.done.len(), 6);
+        assert_eq!(first.done.len(), 5);
         tokio::time::sleep(Duration::from_secs(5)).await;
         swarm.clear_calls();
         let again = apply(&swarm, &stack, &owner(), &ApplyOptions::default())
@@ -646,8 +776,8 @@ mod tests {
         .await
         .unwrap();
         let took = swarm.elapsed() - before;
-        // One round trip to observe, one for network, volume, secret and config, one for
-        // both services (one after another: 7).
+        // One round trip to observe, one for network, secret and config, one for both
+        // services (one after another: 6).
         assert!(took < Duration::from_millis(350), "{took:?}");
         // Reported in plan order (content-hash suffixes cut).
         let done: Vec<String> = report
@@ -659,7 +789,6 @@ mod tests {
             done,
             [
                 "create network s_default",
-                "create volume s_data",
                 "create secret s_token",
                 "create config s_conf",
                 "create service s_api",
@@ -683,8 +812,8 @@ mod tests {
                 name: "b".into(),
             },
             net("b"),
-            Action::CreateVolume(crate::swarm::spec::VolumeSpec {
-                name: "v".into(),
+            Action::CreateConfig(crate::swarm::spec::ConfigSpec {
+                name: "c".into(),
                 ..Default::default()
             }),
             Action::CreateService(Box::default()),
@@ -707,7 +836,7 @@ mod tests {
         let report = apply(&swarm, &stack, &owner(), &ApplyOptions::default())
             .await
             .unwrap();
-        assert_eq!(report.done.len(), 6);
+        assert_eq!(report.done.len(), 5);
 
         let mut bad = sample_stack("t", "img:1", "pw");
         bad.services[1]
@@ -722,7 +851,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, Error::ActionFailed { action, done: 5, .. } if action == "create service t_web"),
+            matches!(&err, Error::ActionFailed { action, done: 4, .. } if action == "create service t_web"),
             "{err}"
         );
         assert!(!err.is_retryable());
@@ -747,9 +876,9 @@ mod tests {
         )
         .await
         .unwrap_err();
-        // Volume, secret and config were created alongside; no service was.
+        // Secret and config were created alongside (and removed again); no service was.
         assert!(
-            matches!(&err, Error::ActionFailed { action, done: 3, source: swarm::Error::AlreadyExists { .. }, .. } if action == "create network s_default"),
+            matches!(&err, Error::ActionFailed { action, done: 2, source: swarm::Error::AlreadyExists { .. }, .. } if action == "create network s_default"),
             "{err}"
         );
     }

@@ -214,6 +214,17 @@ pub enum Error {
         /// The object.
         object: ObjectRef,
     },
+    /// An explicitly named secret or config (compose `name:`) exists under that name with
+    /// other content. Swarm cannot change a secret's or config's data, and the name is the
+    /// file's (recipes put a version variable in it to rotate). Not retryable: bump the
+    /// version in the name.
+    #[error("stack {namespace}: {object} exists with different content; a {} cannot change under the same name: bump the version in its name (the variable its `name:` uses) to rotate it", object.kind)]
+    ContentChanged {
+        /// The stack.
+        namespace: String,
+        /// The secret or config.
+        object: ObjectRef,
+    },
     /// A swarm call failed while observing. Retryable when the source is.
     #[error("stack {namespace}: observing failed")]
     ObserveFailed {
@@ -225,7 +236,7 @@ pub enum Error {
     },
     /// An action of the plan failed (after its retries). Actions before it took effect; the
     /// next apply re-plans from what it observes. Retryable when the source is.
-    #[error("stack {namespace}: {action} failed after {done} completed action(s)")]
+    #[error("stack {namespace}: {action} failed after {done} completed action(s); {rollback}")]
     ActionFailed {
         /// The stack.
         namespace: String,
@@ -236,28 +247,12 @@ pub enum Error {
         /// The call's error.
         #[source]
         source: swarm::Error,
-    },
-    /// Creating a volume failed because Docker does not know its driver (the daemon answers
-    /// 404 "plugin not found" on volume create: the volume plugin is not installed on this
-    /// node). The objects this apply had created before (networks, volumes, secrets, configs,
-    /// all new and unused: services come later) were removed again; `left` names each removal
-    /// that failed. Not retryable until the driver is installed or the compose file changed.
-    #[error(
-        "stack {namespace}: volume {volume} names driver {driver:?}, which is not installed on this node (docker answered \"not found\" to the volume create); {rollback}"
-    )]
-    VolumeDriverNotFound {
-        /// The stack.
-        namespace: String,
-        /// The volume's full name.
-        volume: String,
-        /// The driver it names.
-        driver: String,
         /// What the apply had created, and what of it was removed again.
         rollback: Box<Rollback>,
     },
     /// A service update kept meeting a newer version (someone else updates it concurrently).
     /// Retryable.
-    #[error("stack {namespace}: service {service} kept changing under {attempts} update attempts")]
+    #[error("stack {namespace}: service {service} kept changing under {attempts} update attempts; {rollback}")]
     ConflictPersisted {
         /// The stack.
         namespace: String,
@@ -265,6 +260,8 @@ pub enum Error {
         service: String,
         /// Attempts made.
         attempts: u32,
+        /// What the apply had created, and what of it was removed again.
+        rollback: Box<Rollback>,
     },
     /// Teardown ended with objects of the stack still present. Each is named; `failures` holds
     /// the last error of each removal that failed. Retryable (forced mode frees most causes).
@@ -292,7 +289,7 @@ impl Error {
         match self {
             Error::PlanRejected { .. }
             | Error::ImmutableChanged { .. }
-            | Error::VolumeDriverNotFound { .. } => false,
+            | Error::ContentChanged { .. } => false,
             Error::ObserveFailed { source, .. } | Error::ActionFailed { source, .. } => {
                 source.is_retryable() || matches!(source, swarm::Error::OutOfSequence { .. })
             }
@@ -301,11 +298,13 @@ impl Error {
     }
 }
 
-/// How a failed apply undid what it had created ([`Error::VolumeDriverNotFound`]).
+/// How a failed apply undid what it had created ([`Error::ActionFailed`], [`Error::ConflictPersisted`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rollback {
     /// What the apply had created and removed again.
     pub removed: Vec<ObjectRef>,
+    /// What the apply had created and kept: a service it had updated refers to it.
+    pub kept: Vec<ObjectRef>,
     /// What is still there, each with why (`object: error`).
     pub left: Vec<String>,
 }
@@ -320,6 +319,13 @@ impl fmt::Display for Rollback {
                 "removed the {} object(s) this apply had created: {}",
                 self.removed.len(),
                 list(&self.removed)
+            )?;
+        }
+        if !self.kept.is_empty() {
+            write!(
+                f,
+                "; kept what the services it had updated use: {}",
+                list(&self.kept)
             )?;
         }
         if !self.left.is_empty() {

@@ -33,8 +33,6 @@ pub enum Action {
         /// Network name.
         name: String,
     },
-    /// Create a volume that is missing (on this node).
-    CreateVolume(VolumeSpec),
     /// Create a secret under its content-hash name.
     CreateSecret(SecretSpec),
     /// Replace a secret's labels (its owner changed; data is immutable and unchanged).
@@ -97,7 +95,6 @@ impl Action {
         match self {
             Action::CreateNetwork(s) => ObjectRef::new(ObjectKind::Network, &s.name, ""),
             Action::RemoveNetwork { id, name } => ObjectRef::new(ObjectKind::Network, name, id),
-            Action::CreateVolume(s) => ObjectRef::new(ObjectKind::Volume, &s.name, &s.name),
             Action::CreateSecret(s) => ObjectRef::new(ObjectKind::Secret, &s.name, ""),
             Action::UpdateSecret { id, spec, .. } => {
                 ObjectRef::new(ObjectKind::Secret, &spec.name, id)
@@ -124,7 +121,6 @@ impl Action {
     pub fn verb(&self) -> &'static str {
         match self {
             Action::CreateNetwork(_)
-            | Action::CreateVolume(_)
             | Action::CreateSecret(_)
             | Action::CreateConfig(_)
             | Action::CreateService(_) => "create",
@@ -211,6 +207,7 @@ pub fn render(desired: &StackSpec, owner: &Owner) -> Result<StackSpec> {
     let mut out = StackSpec {
         namespace: ns.to_string(),
         externals: desired.externals.clone(),
+        exact_names: desired.exact_names.clone(),
         ..StackSpec::default()
     };
 
@@ -218,8 +215,17 @@ pub fn render(desired: &StackSpec, owner: &Owner) -> Result<StackSpec> {
     for s in &desired.secrets {
         let mut s = s.clone();
         with_namespace(&mut s.labels, ns);
-        let h = hash(ns, &s)?;
-        let renamed = format!("{}-{}", s.name, &h[..NAME_HASH_LEN]);
+        let exact = desired.exact_names.secrets.contains(&s.name);
+        let h = if exact {
+            hash(ns, &(&s.data, &s.driver, &s.templating))?
+        } else {
+            hash(ns, &s)?
+        };
+        let renamed = if exact {
+            s.name.clone()
+        } else {
+            format!("{}-{}", s.name, &h[..NAME_HASH_LEN])
+        };
         if renamed.len() > MAX_SECRET_NAME_LEN {
             return Err(rejected(
                 ns,
@@ -240,8 +246,17 @@ pub fn render(desired: &StackSpec, owner: &Owner) -> Result<StackSpec> {
     for c in &desired.configs {
         let mut c = c.clone();
         with_namespace(&mut c.labels, ns);
-        let h = hash(ns, &c)?;
-        let renamed = format!("{}-{}", c.name, &h[..NAME_HASH_LEN]);
+        let exact = desired.exact_names.configs.contains(&c.name);
+        let h = if exact {
+            hash(ns, &(&c.data, &c.templating))?
+        } else {
+            hash(ns, &c)?
+        };
+        let renamed = if exact {
+            c.name.clone()
+        } else {
+            format!("{}-{}", c.name, &h[..NAME_HASH_LEN])
+        };
         if renamed.len() > MAX_SECRET_NAME_LEN {
             return Err(rejected(
                 ns,
@@ -271,17 +286,15 @@ pub fn render(desired: &StackSpec, owner: &Owner) -> Result<StackSpec> {
         out.networks.push(n);
     }
 
-    // Volume labels without the owner (for the service hash) and with it (what is sent).
-    let mut volume_labels: BTreeMap<String, (Map, Map)> = BTreeMap::new();
+    // The stack's volumes are created by the tasks that mount them, on their node, from the
+    // mount's `VolumeOptions` — the way docker/cli sends them: the volume's labels plus the
+    // namespace label, and its driver and options (#13). hearth's own labels stay out of the
+    // task template.
+    let mut volumes: BTreeMap<String, VolumeSpec> = BTreeMap::new();
     for v in &desired.volumes {
         let mut v = v.clone();
         with_namespace(&mut v.labels, ns);
-        let h = hash(ns, &v)?;
-        let mut base = v.labels.clone().unwrap_or_default();
-        base.insert(keys::SPEC_HASH.into(), h.clone());
-        finish_labels(&mut v.labels, owner, &h);
-        let full = v.labels.clone().unwrap_or_default();
-        if volume_labels.insert(v.name.clone(), (base, full)).is_some() {
+        if volumes.insert(v.name.clone(), v.clone()).is_some() {
             return Err(rejected(ns, format!("two volumes are named {:?}", v.name)));
         }
         out.volumes.push(v);
@@ -316,10 +329,18 @@ pub fn render(desired: &StackSpec, owner: &Owner) -> Result<StackSpec> {
                     r.config_id = None;
                 }
             }
-            for m in stack_mounts(&mut cs.mounts, &volume_labels) {
-                if let Some((base, _)) = volume_labels.get(m.source.as_deref().unwrap_or("")) {
-                    m.volume_options.get_or_insert_with(Default::default).labels =
-                        Some(base.clone());
+            for m in stack_mounts(&mut cs.mounts, &volumes) {
+                if let Some(v) = volumes.get(m.source.as_deref().unwrap_or("")) {
+                    let options = m.volume_options.get_or_insert_with(Default::default);
+                    options.labels = v.labels.clone();
+                    if options.driver_config.is_none()
+                        && (v.driver.is_some() || v.driver_opts.is_some())
+                    {
+                        options.driver_config = Some(spec::Driver {
+                            name: v.driver.clone().unwrap_or_default(),
+                            options: v.driver_opts.clone(),
+                        });
+                    }
                 }
             }
         }
@@ -333,12 +354,6 @@ pub fn render(desired: &StackSpec, owner: &Owner) -> Result<StackSpec> {
             // The hash on the container tells which spec a task runs (readiness after an
             // update counts only tasks of the current spec).
             finish_labels(&mut cs.labels, owner, &h);
-            for m in stack_mounts(&mut cs.mounts, &volume_labels) {
-                if let Some((_, full)) = volume_labels.get(m.source.as_deref().unwrap_or("")) {
-                    m.volume_options.get_or_insert_with(Default::default).labels =
-                        Some(full.clone());
-                }
-            }
         }
         out.services.push(s);
     }
@@ -348,7 +363,7 @@ pub fn render(desired: &StackSpec, owner: &Owner) -> Result<StackSpec> {
 /// The volume mounts of a container that mount one of the stack's own volumes.
 fn stack_mounts<'m>(
     mounts: &'m mut Option<Vec<spec::Mount>>,
-    volumes: &BTreeMap<String, (Map, Map)>,
+    volumes: &BTreeMap<String, VolumeSpec>,
 ) -> impl Iterator<Item = &'m mut spec::Mount> {
     let names: BTreeSet<String> = volumes.keys().cloned().collect();
     mounts.iter_mut().flatten().filter(move |m| {
@@ -358,6 +373,31 @@ fn stack_mounts<'m>(
 
 fn observed_hash(labels: &Labels) -> Option<&str> {
     labels.get(keys::SPEC_HASH).map(String::as_str)
+}
+
+/// Whether an observed object carries exactly the desired labels.
+fn same_labels(want: &Option<Map>, have: &Labels) -> bool {
+    let want = want.clone().unwrap_or_default();
+    want.len() == have.len() && want.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+/// An explicitly named secret or config that exists under its name: its content must be the
+/// desired one (Swarm cannot change it in place). Its hash label tells; one without (made by
+/// `docker stack deploy`; Docker never returns a secret's data) is taken as it is.
+fn content_unchanged(
+    namespace: &str,
+    kind: ObjectKind,
+    observed: &crate::swarm::Meta,
+    want: &Option<Map>,
+) -> Result<()> {
+    let want = spec_hash(want).unwrap_or_default();
+    match observed_hash(&observed.labels) {
+        Some(have) if have != want => Err(Error::ContentChanged {
+            namespace: namespace.to_string(),
+            object: ObjectRef::new(kind, &observed.name, &observed.id),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Plans the writes that make the stack's namespace match `desired`, owned by `owner`.
@@ -411,21 +451,22 @@ pub fn plan(desired: &StackSpec, owner: &Owner, observed: &Observed) -> Result<P
         }
     }
 
-    for v in &rendered.volumes {
-        let want = spec_hash(&v.labels).unwrap_or_default();
-        match observed.volumes.iter().find(|o| o.name == v.name) {
-            None => actions.push(Action::CreateVolume(v.clone())),
-            Some(o) => match observed_hash(&o.labels) {
-                None => {}
-                Some(have) if have == want => {}
-                Some(_) => return Err(immutable(ObjectKind::Volume, &o.name, &o.name)),
-            },
-        }
-    }
+    // Volumes: none is created here; a task creates its volume on its node (see `render`).
 
     for s in &rendered.secrets {
+        let exact = rendered.exact_names.secrets.contains(&s.name);
         match observed.secrets.iter().find(|o| o.meta.name == s.name) {
             None => actions.push(Action::CreateSecret(s.clone())),
+            Some(o) if exact => {
+                content_unchanged(&ns, ObjectKind::Secret, &o.meta, &s.labels)?;
+                if !same_labels(&s.labels, &o.meta.labels) {
+                    actions.push(Action::UpdateSecret {
+                        id: o.meta.id.clone(),
+                        version: o.meta.version,
+                        spec: s.clone(),
+                    });
+                }
+            }
             Some(o) if owner.is_on(&o.meta.labels) => {}
             Some(o) => actions.push(Action::UpdateSecret {
                 id: o.meta.id.clone(),
@@ -435,8 +476,19 @@ pub fn plan(desired: &StackSpec, owner: &Owner, observed: &Observed) -> Result<P
         }
     }
     for c in &rendered.configs {
+        let exact = rendered.exact_names.configs.contains(&c.name);
         match observed.configs.iter().find(|o| o.meta.name == c.name) {
             None => actions.push(Action::CreateConfig(c.clone())),
+            Some(o) if exact => {
+                content_unchanged(&ns, ObjectKind::Config, &o.meta, &c.labels)?;
+                if !same_labels(&c.labels, &o.meta.labels) {
+                    actions.push(Action::UpdateConfig {
+                        id: o.meta.id.clone(),
+                        version: o.meta.version,
+                        spec: c.clone(),
+                    });
+                }
+            }
             Some(o) if owner.is_on(&o.meta.labels) => {}
             Some(o) => actions.push(Action::UpdateConfig {
                 id: o.meta.id.clone(),
@@ -595,6 +647,7 @@ pub(crate) mod tests {
             secrets: vec![secret_spec],
             configs: vec![config_spec],
             externals: Default::default(),
+            exact_names: Default::default(),
         }
     }
 
@@ -680,12 +733,12 @@ pub(crate) mod tests {
         let stack = sample_stack("s", "img:1", "pw");
         let plan = plan(&stack, &owner(), &Observed::default()).unwrap();
         let v = verbs(&plan);
-        assert_eq!(v.len(), 6, "{v:?}");
+        // No volume: the tasks create it (#13).
+        assert_eq!(v.len(), 5, "{v:?}");
         assert_eq!(v[0], "create network s_default");
-        assert_eq!(v[1], "create volume s_data");
-        assert!(v[2].starts_with("create secret s_token-"), "{v:?}");
-        assert!(v[3].starts_with("create config s_conf-"), "{v:?}");
-        assert_eq!(&v[4..], ["create service s_api", "create service s_web"]);
+        assert!(v[1].starts_with("create secret s_token-"), "{v:?}");
+        assert!(v[2].starts_with("create config s_conf-"), "{v:?}");
+        assert_eq!(&v[3..], ["create service s_api", "create service s_web"]);
     }
 
     #[test]
@@ -729,7 +782,12 @@ pub(crate) mod tests {
             );
         }
         r.networks.iter().for_each(|n| check(&n.labels));
-        r.volumes.iter().for_each(|v| check(&v.labels));
+        // Volumes are made by tasks from the mounts, with docker's labels only (#13).
+        for v in &r.volumes {
+            let l = v.labels.as_ref().unwrap();
+            assert_eq!(l.get(NAMESPACE_LABEL).unwrap(), "s");
+            assert!(l.keys().all(|k| !k.starts_with("hearth.")), "{l:?}");
+        }
         r.secrets.iter().for_each(|s| check(&s.labels));
         r.configs.iter().for_each(|c| check(&c.labels));
     }
@@ -832,13 +890,78 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_changed_volume_is_never_recreated() {
-        let mut observed = observed_after(&sample_stack("s", "img:1", "pw"), &owner());
-        observed.services.clear();
+    fn a_changed_volume_changes_the_mounts_and_creates_nothing() {
+        // As with docker: the mounts carry the new driver; an existing volume stays as it is.
+        let observed = observed_after(&sample_stack("s", "img:1", "pw"), &owner());
         let mut changed = sample_stack("s", "img:1", "pw");
         changed.volumes[0].driver = Some("other".into());
+        let v = verbs(&plan(&changed, &owner(), &observed).unwrap());
+        assert_eq!(v, ["update service s_api", "update service s_web"]);
+    }
+
+    fn exact(mut stack: StackSpec) -> StackSpec {
+        stack.configs[0].name = "exact_conf_v1".into();
+        stack.secrets[0].name = "exact_token_v1".into();
+        stack.exact_names.configs.insert("exact_conf_v1".into());
+        stack.exact_names.secrets.insert("exact_token_v1".into());
+        for s in &mut stack.services {
+            let cs = s
+                .task_template
+                .as_mut()
+                .unwrap()
+                .container_spec
+                .as_mut()
+                .unwrap();
+            cs.configs.as_mut().unwrap()[0].config_name = "exact_conf_v1".into();
+            cs.secrets.as_mut().unwrap()[0].secret_name = "exact_token_v1".into();
+        }
+        stack
+    }
+
+    #[test]
+    fn an_explicit_name_is_kept_exactly_and_referred_to_so() {
+        let r = render(&exact(sample_stack("s", "img:1", "pw")), &owner()).unwrap();
+        assert_eq!(r.configs[0].name, "exact_conf_v1");
+        assert_eq!(r.secrets[0].name, "exact_token_v1");
+        let cs = r.services[0]
+            .task_template
+            .as_ref()
+            .unwrap()
+            .container_spec
+            .as_ref()
+            .unwrap();
+        assert_eq!(cs.configs.as_ref().unwrap()[0].config_name, "exact_conf_v1");
+        assert_eq!(
+            cs.secrets.as_ref().unwrap()[0].secret_name,
+            "exact_token_v1"
+        );
+        // without `name:` the content-hash suffix stays
+        let r = render(&sample_stack("s", "img:1", "pw"), &owner()).unwrap();
+        assert!(r.configs[0].name.starts_with("s_conf-"));
+    }
+
+    #[test]
+    fn new_content_under_an_explicit_name_is_refused_naming_the_object() {
+        let observed = observed_after(&exact(sample_stack("s", "img:1", "pw")), &owner());
+        // unchanged: nothing to do
+        let same = exact(sample_stack("s", "img:1", "pw"));
+        assert!(plan(&same, &owner(), &observed).unwrap().is_empty());
+        // the secret's content changed, its name did not
+        let changed = exact(sample_stack("s", "img:1", "pw2"));
         let err = plan(&changed, &owner(), &observed).unwrap_err();
-        assert!(matches!(err, Error::ImmutableChanged { .. }), "{err}");
+        assert!(matches!(err, Error::ContentChanged { .. }), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("secret exact_token_v1"), "{message}");
+        assert!(
+            message.contains("bump the version in its name"),
+            "{message}"
+        );
+        assert!(!err.is_retryable());
+        // only its labels changed: an update, as docker allows
+        let mut relabelled = exact(sample_stack("s", "img:1", "pw"));
+        relabelled.configs[0].labels = Some([("x".to_string(), "1".to_string())].into());
+        let v = verbs(&plan(&relabelled, &owner(), &observed).unwrap());
+        assert_eq!(v, ["update config exact_conf_v1"]);
     }
 
     #[test]

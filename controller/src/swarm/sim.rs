@@ -239,6 +239,9 @@ struct State {
     /// Every remove call's kind and target (ID or name, as given), in order.
     removals: Vec<(ObjectKind, String)>,
     faults: VecDeque<(Option<Call>, Fault)>,
+    /// Write calls (create, update, remove) received so far, and the one that fails.
+    writes: usize,
+    failing_write: Option<(usize, Fault)>,
     fail_fraction: f64,
     latency: Duration,
     hang: BTreeSet<ObjectKind>,
@@ -302,6 +305,8 @@ impl SimSwarm {
             log: Vec::new(),
             removals: Vec::new(),
             faults: VecDeque::new(),
+            writes: 0,
+            failing_write: None,
             fail_fraction: 0.0,
             latency: Duration::ZERO,
             hang: BTreeSet::new(),
@@ -363,6 +368,18 @@ impl SimSwarm {
     pub fn fail_next(&self, n: usize, fault: Fault) {
         let mut st = self.lock();
         st.faults.extend(std::iter::repeat_n((None, fault), n));
+    }
+
+    /// The write call (create, update or remove) `k` writes from now (0: the next) fails with
+    /// `fault`; every other call passes. For "a failure at step k" of a sequence of writes.
+    pub fn fail_write(&self, k: usize, fault: Fault) {
+        let mut st = self.lock();
+        st.failing_write = Some((st.writes + k, fault));
+    }
+
+    /// Write calls received so far (for [`SimSwarm::fail_write`]'s `k`).
+    pub fn writes_seen(&self) -> usize {
+        self.lock().writes
     }
 
     /// The next `n` calls equal to `call` fail with `fault`; other calls pass.
@@ -684,6 +701,16 @@ impl State {
     }
 
     fn take_fault(&mut self, call: Call) -> Option<Fault> {
+        if call.is_write() {
+            let index = self.writes;
+            self.writes += 1;
+            if let Some((at, fault)) = self.failing_write {
+                if at == index {
+                    self.failing_write = None;
+                    return Some(fault);
+                }
+            }
+        }
         if let Some(pos) = self
             .faults
             .iter()
@@ -804,7 +831,15 @@ impl State {
                             .as_ref()
                             .map(|o| map_labels(&o.labels))
                             .unwrap_or_default();
-                        self.insert_volume(&node, &source, "local", vol_labels);
+                        let driver = m
+                            .volume_options
+                            .as_ref()
+                            .and_then(|o| o.driver_config.as_ref())
+                            .map(|d| d.name.as_str())
+                            .filter(|d| !d.is_empty())
+                            .unwrap_or("local")
+                            .to_string();
+                        self.insert_volume(&node, &source, &driver, vol_labels);
                     }
                     volumes.push(source);
                 }

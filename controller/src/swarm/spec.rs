@@ -521,13 +521,42 @@ pub struct ContainerSpec {
     pub isolation: Option<String>,
 }
 
-/// `ContainerSpec.Privileges` (only what compose can express).
+/// `ContainerSpec.Privileges` (what compose can express, in the shape docker/cli sends it).
+///
+/// Both fields are sent even when `null`, as docker/cli's Go structs send them: the daemon
+/// stores a present `Privileges` (shown as `{"CredentialSpec": null, "SELinuxContext": null}`)
+/// differently from an absent one, and a spec that differs from docker's makes a later
+/// `docker stack deploy` roll every task (#13).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Privileges {
     /// Windows credential spec.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub credential_spec: Option<CredentialSpec>,
+    /// SELinux labels (compose cannot set them; always `null`).
+    #[serde(rename = "SELinuxContext", default)]
+    pub selinux_context: Option<SeLinuxContext>,
+}
+
+/// `Privileges.SELinuxContext`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SeLinuxContext {
+    /// Disable SELinux labelling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable: Option<bool>,
+    /// SELinux user label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// SELinux role label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// SELinux type label.
+    #[serde(rename = "Type", default, skip_serializing_if = "Option::is_none")]
+    pub r#type: Option<String>,
+    /// SELinux level label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
 }
 
 /// `Privileges.CredentialSpec`: exactly one field is set.
@@ -908,6 +937,26 @@ pub struct StackSpec {
     pub configs: Vec<ConfigSpec>,
     /// Objects the stack uses but does not own: they must already exist.
     pub externals: Externals,
+    /// Secrets and configs named explicitly (compose `name:`): created under exactly that
+    /// name, as docker does, instead of hearth's `<name>-<hash10>` (#13).
+    #[serde(default, skip_serializing_if = "ExactNames::is_empty")]
+    pub exact_names: ExactNames,
+}
+
+/// Names of the secrets and configs a stack names explicitly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExactNames {
+    /// Secret names.
+    pub secrets: std::collections::BTreeSet<String>,
+    /// Config names.
+    pub configs: std::collections::BTreeSet<String>,
+}
+
+impl ExactNames {
+    /// Whether no name is exact.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty() && self.configs.is_empty()
+    }
 }
 
 /// Names of external objects a stack refers to.
