@@ -16,11 +16,14 @@
 //!    the binary belongs to another package, so its path is not known to this crate) —
 //!    snapshots, removes. The two sides run one after the other because several files create
 //!    objects with fixed names (`proxy`, `esnet`, configs with `name:`);
-//! 4. compares the snapshots: every service spec, network, volume, secret and config spec
-//!    after normalising the stack name, hearth's own labels (`hearth.*`), the content-hash
-//!    suffix of hearth's secret and config names, and IDs (mapped to names). Daemon-assigned
-//!    fields (IDs, versions, timestamps, subnets, mount points) are not compared. Remaining
-//!    differences must be on the allow-list below, each documented in `docs/DIFFERENTIAL.md`;
+//! 4. compares the raw snapshots (`hearth_tests::differential`): every service, secret and
+//!    config `Spec` and every network and volume inspect object as the daemon stores them —
+//!    `null`s, empty maps and field presence included — after normalising the stack name,
+//!    IDs (mapped to names), hearth's own labels (`hearth.*`, on objects and container specs),
+//!    and the content-hash suffix of hearth's secrets and configs *without* an explicit
+//!    `name:` (explicit names are compared exactly). Only daemon-assigned fields (IDs, times,
+//!    subnets, mount points, VXLAN IDs) are left out. Remaining differences must be on the
+//!    allow-list below, each documented in `docs/DIFFERENTIAL.md`;
 //! 5. requires both sides to agree on the outcome: both deploy, or both refuse.
 //!
 //! Both stacks are removed with hearth's verified forced teardown (a residual fails the test).
