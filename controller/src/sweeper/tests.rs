@@ -219,6 +219,18 @@ fn request(pid: u32, nonce: &str) -> StartRequest {
     }
 }
 
+/// Waits (virtual time, ≤ 60 s) until a task created a volume whose name starts with `prefix`.
+async fn volume_made(sim: &SimSwarm, prefix: &str) {
+    for _ in 0..60 {
+        let volumes = sim.list_volumes(&LabelFilter::all()).await.unwrap();
+        if volumes.iter().any(|v| v.name.starts_with(prefix)) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    panic!("no task created a volume {prefix}…");
+}
+
 /// Every object in the simulated swarm, by kind and name.
 async fn everything(sim: &SimSwarm) -> Vec<String> {
     try_everything(sim).await.unwrap()
@@ -275,6 +287,8 @@ async fn a_finished_run_tears_down_its_stack_and_per_run_dep_and_releases_its_sl
     assert_eq!(started.slot.as_ref().unwrap().port_base, 20000);
     assert_eq!(started.deps.len(), 1);
     assert!(started.deps[0].stack_name.starts_with("hd-db-") && started.deps[0].ready);
+    // The dep's volume is made by its task when the task starts (as docker does, #13).
+    volume_made(&bed.sim, "hd-db-").await;
     let objects = everything(&bed.sim).await;
     assert!(
         objects.iter().any(|o| o.starts_with("service/hr-")),
@@ -570,6 +584,7 @@ async fn a_thousand_runs_with_random_owner_deaths_and_api_failures_leak_nothing(
 async fn a_teardown_with_leftovers_keeps_the_run_in_teardown_failed_until_a_retry_removes_them() {
     let bed = bed(1).await;
     let started = bed.runs.start(&request(500, "job-6")).await.unwrap();
+    volume_made(&bed.sim, "hd-db-").await;
     bed.sim
         .hang_removals(crate::swarm::ObjectKind::Volume, true);
     let run = bed.runs.finish(&started.run).await.unwrap();
