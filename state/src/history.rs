@@ -106,6 +106,31 @@ pub struct Entry {
     pub message: String,
     /// Structured details.
     pub details: serde_json::Value,
+    /// The name of the API token whose request wrote the entry (never the token itself);
+    /// absent for what the daemon did on its own (issue 19).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+tokio::task_local! {
+    /// The token name of the request being served (see [`acting_as`]).
+    static ACTOR: String;
+}
+
+/// Runs `fut` with `actor` recorded on every history entry it appends (directly, on this
+/// task): the HTTP layer wraps each authenticated request in it, so a mutation's entries name
+/// the token that asked for it without every handler passing it down.
+///
+/// # Caveats
+/// Work handed to another task (a spawned promotion, a background teardown) is the daemon's
+/// own: its entries carry no actor.
+pub async fn acting_as<F: std::future::Future>(actor: String, fut: F) -> F::Output {
+    ACTOR.scope(actor, fut).await
+}
+
+/// The actor of the request this task serves, if any.
+pub(crate) fn current_actor() -> Option<String> {
+    ACTOR.try_with(Clone::clone).ok()
 }
 
 /// Which entries to list, newest first.
@@ -197,6 +222,7 @@ impl Retention {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -234,6 +260,7 @@ mod tests {
             subject: Some(ObjectRef::new(Kind::Run, "r1")),
             message: String::new(),
             details: serde_json::Value::Null,
+            actor: None,
         };
         assert!(Query::newest(1).matches(&entry));
         assert!(Query::newest(1).reason("Swept").matches(&entry));
@@ -241,5 +268,22 @@ mod tests {
         assert!(!Query::newest(1)
             .about(ObjectRef::new(Kind::Run, "r2"))
             .matches(&entry));
+    }
+
+    #[tokio::test]
+    async fn the_actor_is_known_inside_acting_as_and_only_there() {
+        assert_eq!(current_actor(), None);
+        let inside = acting_as("ci-bot".into(), async { current_actor() }).await;
+        assert_eq!(inside.as_deref(), Some("ci-bot"));
+        assert_eq!(current_actor(), None);
+    }
+
+    #[test]
+    fn an_entry_without_actor_reads_as_before_and_omits_it() {
+        let old =
+            r#"{"seq":1,"timeMs":2,"reason":"Swept","subject":null,"message":"m","details":null}"#;
+        let e: Entry = serde_json::from_str(old).unwrap();
+        assert_eq!(e.actor, None);
+        assert_eq!(serde_json::to_string(&e).unwrap(), old);
     }
 }

@@ -428,6 +428,7 @@ impl Store {
                 subject: entry.subject,
                 message: entry.message,
                 details: entry.details,
+                actor: crate::history::current_actor(),
             };
             let mut ops = vec![
                 Op::Put(keys::history_entry(seq), encode(&stored, "history entry")?),

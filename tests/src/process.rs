@@ -113,7 +113,8 @@ impl ServeProcess {
         }
     }
 
-    /// Waits until the daemon answers a read (store open, HTTP listening); the time it took.
+    /// Waits until the daemon answers a read (store open, HTTP listening) — or refuses it for
+    /// want of a token, off loopback; the time it took.
     ///
     /// # Panics
     /// When it exits or does not answer `within`, with the tail of its log.
@@ -121,11 +122,10 @@ impl ServeProcess {
         let started = Instant::now();
         let client = Client::new(self.addr);
         loop {
-            if client
-                .get::<serde_json::Value>("/api/v1/runs")
-                .await
-                .is_ok()
-            {
+            if matches!(
+                client.get::<serde_json::Value>("/api/v1/runs").await,
+                Ok(_) | Err(controller::cli::ci::Error::RequestRefused { status: 401, .. })
+            ) {
                 return started.elapsed();
             }
             let exited = match self.child.as_mut() {

@@ -175,11 +175,16 @@ impl Drop for Cleanup {
 }
 
 /// A plain HTTP/1.0 GET on 127.0.0.1:`port`; the status and body.
+/// `GET path` on the published port, with the stack's token (the daemon listens on
+/// `0.0.0.0`, off loopback: every route but health, readiness and metrics needs a token).
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
@@ -190,6 +195,9 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .unwrap_or(0);
     Ok((status, body.to_owned()))
 }
+
+/// The stack's API token (a test value, in the test's swarm secret).
+const TOKEN: &str = "test-token-not-secret";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -222,7 +230,7 @@ async fn hearth_runs_as_a_swarm_service_from_the_stack_file_and_answers_healthz(
 
     // The token secret and a state file with one slot pool (nothing that deploys).
     let token = work.path().join("token");
-    std::fs::write(&token, "test-token-not-secret\n").unwrap();
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     docker(&[
         "secret",
         "create",

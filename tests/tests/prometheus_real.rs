@@ -176,6 +176,7 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
             (RUN_LABEL.to_string(), run_label.clone()),
         ]),
         token_file: None,
+        access: Default::default(),
         // never prune images of others on the shared test machine
         nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
         node_endpoints: Default::default(),

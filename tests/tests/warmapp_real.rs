@@ -83,6 +83,7 @@ async fn start(dir: &Path, swarm: Arc<Counting>, run: &str) -> (Running, Shutdow
             (RUN_LABEL.to_string(), run.to_string()),
         ]),
         token_file: None,
+        access: Default::default(),
         // never prune images of others on the shared test machine
         nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
         node_endpoints: Default::default(),

@@ -71,14 +71,17 @@ pub enum Error {
     OutputFailed(#[from] std::io::Error),
 }
 
+/// The environment variable a token's value may be given in (after `--token-file`).
+pub const TOKEN_ENV: &str = "HEARTH_TOKEN";
+
 /// Where the daemon is and how to authenticate to it.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArg {
     /// The daemon's endpoint.
     #[arg(long, env = "HEARTH_SERVER", default_value = DEFAULT_LISTEN)]
     pub server: SocketAddr,
-    /// The file holding the API's bearer token (default: `<data-dir>/token`, which
-    /// `hearth serve` creates).
+    /// The file holding the API token to send (default: `$HEARTH_TOKEN`'s value, else
+    /// `<data-dir>/token`, which `hearth serve` creates).
     #[arg(long, env = "HEARTH_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Data directory (default: $HEARTH_DATA_DIR, $XDG_DATA_HOME/hearth, /var/lib/hearth for
@@ -93,24 +96,29 @@ impl ServerArg {
         self.data_dir.clone().unwrap_or_else(default_data_dir)
     }
 
-    /// The bearer token: the `--token-file`'s (an unreadable one is an error), else the
-    /// default file's when it is readable (else none: reads work, mutations are refused with
-    /// a message saying how to pass the token).
+    /// The bearer token: the `--token-file`'s (`$HEARTH_TOKEN_FILE`; an unreadable one is an
+    /// error), else `$HEARTH_TOKEN`'s value (how CI systems hand out secrets), else the
+    /// default file's when it is readable (else none: reads work where they are open,
+    /// mutations are refused with a message saying how to pass a token).
     ///
     /// # Errors
     /// [`Error::TokenUnreadable`] for an unreadable `--token-file`.
     pub fn token(&self) -> Result<Option<Token>, Error> {
-        match &self.token_file {
-            Some(file) => Ok(Some(auth::read(file)?)),
-            None => {
-                let file = auth::default_token_file(&self.data_dir());
-                match auth::read(&file) {
-                    Ok(t) => Ok(Some(t)),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "no default token; mutations will be refused");
-                        Ok(None)
-                    }
-                }
+        if let Some(file) = &self.token_file {
+            return Ok(Some(auth::read(file)?));
+        }
+        if let Some(secret) = std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+        {
+            return Ok(Some(Token::new(&secret)));
+        }
+        let file = auth::default_token_file(&self.data_dir());
+        match auth::read(&file) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) => {
+                tracing::debug!(error = %e, "no default token; mutations will be refused");
+                Ok(None)
             }
         }
     }

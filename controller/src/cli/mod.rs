@@ -10,6 +10,7 @@ pub mod progress;
 pub mod promote;
 pub mod shell;
 pub mod stack;
+pub mod token;
 
 use std::io::Write;
 
@@ -76,6 +77,9 @@ pub enum Command {
     Completions(shell::CompletionsArgs),
     /// Exit 0 when the daemon answers `GET /healthz` (the image's health check).
     Healthcheck(shell::HealthcheckArgs),
+    /// Create, list and revoke the API's named tokens (scopes read, ci, admin).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Errors of CLI commands. None is retried by the CLI; the exit code is non-zero for all.
@@ -161,6 +165,9 @@ pub enum Error {
         /// What failed.
         why: String,
     },
+    /// A `token` command failed.
+    #[error(transparent)]
+    TokenFailed(#[from] crate::access::tokens_file::Error),
 }
 
 /// Builds the node endpoints of `--node-endpoint <node-id-or-hostname>=unix:///path`
@@ -273,6 +280,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         Command::Rollback(args) => Ok(promote::rollback(&args, out).await?),
         Command::Completions(args) => shell::completions(&args, out),
         Command::Healthcheck(args) => shell::healthcheck(&args, out).await,
+        Command::Token(command) => token::run(&command, out, err),
     }
 }
 

@@ -94,6 +94,14 @@ pub struct ServeArgs {
     /// random token, mode 0600, on first start).
     #[arg(long, env = "HEARTH_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Named, scoped tokens (`hearth token create`), followed while the daemon runs (default:
+    /// `<data-dir>/tokens`; must not be accessible to group or others).
+    #[arg(long, env = "HEARTH_TOKENS_FILE", value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Answer reads without a token even when listening off loopback (on a loopback address
+    /// reads are always open).
+    #[arg(long)]
+    pub public_reads: bool,
 }
 
 /// `hearth apply`.
@@ -262,6 +270,10 @@ pub fn options(args: &ServeArgs) -> Result<Options, Error> {
         base_domain: base_domain(&args.base_domain)?,
         extra_labels: extra,
         token_file: args.token_file.clone(),
+        access: super::AccessOptions {
+            tokens_file: args.tokens_file.clone(),
+            public_reads: args.public_reads,
+        },
         nightly_prune_labels: prune_labels,
         node_endpoints: crate::cli::node_daemons(&args.node_endpoints)
             .map_err(|e| Error::ArgumentRejected(e.to_string()))?,
@@ -636,6 +648,8 @@ mod tests {
             nightly_jitter: Duration::ZERO,
             nightly_prune_labels: vec!["hearth.test=1".into()],
             token_file: None,
+            tokens_file: None,
+            public_reads: false,
             node_endpoints: vec!["node-1=unix:///run/node-1.sock".into()],
         };
         let o = options(&args).unwrap();

@@ -362,6 +362,7 @@ mod tests {
             subject: None,
             message: String::new(),
             details,
+            actor: None,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Bearer tokens for the API's mutations: the token file (read, or created with mode 0600) and the check every non-GET request passes.
+//! The daemon's token file (read, or created with mode 0600): one `admin` token; who may do what is decided in [`crate::access`].
 //!
 //! The daemon reads its token from `--token-file`; without one it uses `<data-dir>/token`,
 //! creating it with a random token on first start and keeping it afterwards. CLI commands
@@ -10,7 +10,6 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use axum::http::Method;
 use sha2::{Digest, Sha256};
 
 /// The token file's name in the data directory.
@@ -139,43 +138,6 @@ pub fn read_or_create(path: &Path) -> Result<(Token, bool), Error> {
     Ok((token, true))
 }
 
-/// What a request's `Authorization` header says, decided without I/O.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// A read (GET/HEAD): no token needed.
-    Read,
-    /// A mutation with the right token.
-    Allowed,
-    /// A mutation without `Authorization: Bearer …`.
-    Missing,
-    /// A mutation with another token (or another scheme).
-    Wrong,
-}
-
-/// Decides whether a request with `method` and `authorization` header may pass.
-pub fn check(token: &Token, method: &Method, authorization: Option<&[u8]>) -> Verdict {
-    if *method == Method::GET || *method == Method::HEAD {
-        return Verdict::Read;
-    }
-    let Some(value) = authorization else {
-        return Verdict::Missing;
-    };
-    let Ok(value) = std::str::from_utf8(value) else {
-        return Verdict::Wrong;
-    };
-    let mut parts = value.trim().splitn(2, ' ');
-    let scheme = parts.next().unwrap_or_default();
-    let presented = parts.next().unwrap_or_default().trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || presented.is_empty() {
-        return Verdict::Wrong;
-    }
-    if token.matches(presented) {
-        Verdict::Allowed
-    } else {
-        Verdict::Wrong
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -214,25 +176,5 @@ mod tests {
     fn the_token_never_shows_in_debug_output() {
         let t = Token::new("s3cret-value");
         assert!(!format!("{t:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn reads_pass_and_mutations_need_the_exact_bearer_token() {
-        let t = Token::new("abc");
-        let post = Method::POST;
-        assert_eq!(check(&t, &Method::GET, None), Verdict::Read);
-        assert_eq!(check(&t, &Method::HEAD, None), Verdict::Read);
-        assert_eq!(check(&t, &post, None), Verdict::Missing);
-        assert_eq!(check(&t, &post, Some(b"Bearer abc")), Verdict::Allowed);
-        assert_eq!(check(&t, &post, Some(b"bearer  abc ")), Verdict::Allowed);
-        assert_eq!(check(&t, &post, Some(b"Bearer abd")), Verdict::Wrong);
-        assert_eq!(check(&t, &post, Some(b"Bearer ab")), Verdict::Wrong);
-        assert_eq!(check(&t, &post, Some(b"Bearer ")), Verdict::Wrong);
-        assert_eq!(check(&t, &post, Some(b"Basic abc")), Verdict::Wrong);
-        assert_eq!(check(&t, &Method::DELETE, Some(b"abc")), Verdict::Wrong);
-        assert_eq!(
-            check(&t, &Method::PUT, Some(b"Bearer abc")),
-            Verdict::Allowed
-        );
     }
 }

@@ -1,23 +1,32 @@
-//! The daemon's HTTP API: routes, the bearer-token layer, JSON errors and body limits, health, readiness, warm apps, history.
+//! The daemon's HTTP API: routes, the access layer (who may do what), JSON errors and body limits, health, readiness, warm apps, history.
 //!
 //! # Guarantees
-//! - Every request that is not GET/HEAD passes [`auth::check`] first — one router-wide layer,
-//!   so a route added later is covered without doing anything. A missing or wrong token is a
-//!   401 JSON error; the token is never logged.
+//! - Every request passes [`access::check`] first — one router-wide layer, deciding from the
+//!   access the matched route was registered with (every registration states it), so a route
+//!   added later is covered without doing anything. Missing or unknown credentials are a 401
+//!   JSON error with a `WWW-Authenticate` challenge (Bearer, and Basic so a browser asks for
+//!   the token); a token whose scope does not cover the route is a 403. No token is logged.
+//! - Reads are open without credentials only on a loopback listen address or with
+//!   `--public-reads`; `/healthz`, `/readyz` and `/metrics` are always open.
+//! - Every request passed with a token runs inside [`state::history::acting_as`] its name, so
+//!   the history entries a mutation writes name the token that asked.
+//! - Warm apps answered to a caller that is not `admin` have their env values redacted.
 //! - Every error is `{"error": {"code", "message", "field"?}}` with a fitting status:
 //!   handlers answer [`ApiError`]s, and a second layer turns axum's own plain-text rejections
 //!   (malformed JSON, wrong content type, unknown route, wrong method, too large a body)
 //!   into the same shape.
 //! - Bodies are limited: [`BODY_LIMIT`] by default, [`APPLY_BODY_LIMIT`] for a state file.
 //!
-//! Routes are registered through [`Routes`], which records each (method, path): the API test
-//! compares the recorded mutations with [`MUTATIONS`] and sends each one without and with a
-//! wrong token, so a new mutating route that is not in the list fails the test.
+//! Routes are registered through [`Routes`], which records each (method, path, access): the
+//! API tests take every route from [`routes_with_access`] and send each with no token, a wrong
+//! one and each scope; [`MUTATIONS`] is checked against the recorded mutations.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as AxumState};
+use axum::extract::{
+    DefaultBodyLimit, Extension, MatchedPath, Path, Query, Request, State as AxumState,
+};
 use axum::handler::Handler;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -31,7 +40,7 @@ use state::history::{Entry, NewEntry, ObjectRef, Query as HistoryQuery};
 use state::Store;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{self, Token};
+use crate::access::{self, Access, Keyring, Principal, Scope};
 use crate::runtime::Handle;
 use crate::statefile;
 use crate::swarm::Swarm;
@@ -193,7 +202,7 @@ impl IntoResponse for ApiError {
 /// test checks against [`MUTATIONS`].
 pub(crate) struct Routes {
     router: Router<State>,
-    table: Vec<(Method, &'static str)>,
+    table: Vec<(Method, &'static str, Access)>,
 }
 
 impl Routes {
@@ -205,7 +214,14 @@ impl Routes {
         }
     }
 
-    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H, limit: usize) -> Routes
+    fn add<H, T>(
+        mut self,
+        method: Method,
+        path: &'static str,
+        access: Access,
+        handler: H,
+        limit: usize,
+    ) -> Routes
     where
         H: Handler<T, State>,
         T: 'static,
@@ -219,45 +235,70 @@ impl Routes {
         };
         let route = axum::routing::on(filter, handler).layer(DefaultBodyLimit::max(limit));
         self.router = self.router.route(path, route);
-        self.table.push((method, path));
+        self.table.push((method, path, access));
         self
     }
 
-    /// `GET path`.
+    /// `GET path`, needing a `read` token (or none where reads are open).
     pub(crate) fn get<H: Handler<T, State>, T: 'static>(
         self,
         path: &'static str,
         handler: H,
     ) -> Routes {
-        self.add(Method::GET, path, handler, BODY_LIMIT)
+        let read = Access::Needs(Scope::Read);
+        self.add(Method::GET, path, read, handler, BODY_LIMIT)
     }
 
-    /// `POST path` with bodies up to [`BODY_LIMIT`].
+    /// `GET path`, open to everyone (health, readiness, metrics).
+    pub(crate) fn open<H: Handler<T, State>, T: 'static>(
+        self,
+        path: &'static str,
+        handler: H,
+    ) -> Routes {
+        self.add(Method::GET, path, Access::Open, handler, BODY_LIMIT)
+    }
+
+    /// `POST path` for tokens of `scope` and above, with bodies up to [`BODY_LIMIT`].
     pub(crate) fn post<H: Handler<T, State>, T: 'static>(
         self,
         path: &'static str,
+        scope: Scope,
         handler: H,
     ) -> Routes {
-        self.add(Method::POST, path, handler, BODY_LIMIT)
+        self.add(
+            Method::POST,
+            path,
+            Access::Needs(scope),
+            handler,
+            BODY_LIMIT,
+        )
     }
 
-    /// `POST path` with bodies up to `limit` bytes.
+    /// `POST path` for tokens of `scope` and above, with bodies up to `limit` bytes.
     pub(crate) fn post_limited<H: Handler<T, State>, T: 'static>(
         self,
         path: &'static str,
+        scope: Scope,
         handler: H,
         limit: usize,
     ) -> Routes {
-        self.add(Method::POST, path, handler, limit)
+        self.add(Method::POST, path, Access::Needs(scope), handler, limit)
     }
 
-    /// `DELETE path`.
+    /// `DELETE path` for tokens of `scope` and above.
     pub(crate) fn delete<H: Handler<T, State>, T: 'static>(
         self,
         path: &'static str,
+        scope: Scope,
         handler: H,
     ) -> Routes {
-        self.add(Method::DELETE, path, handler, BODY_LIMIT)
+        self.add(
+            Method::DELETE,
+            path,
+            Access::Needs(scope),
+            handler,
+            BODY_LIMIT,
+        )
     }
 
     /// Adds another group's routes.
@@ -272,14 +313,14 @@ impl Routes {
 fn routes() -> Routes {
     Routes::new()
         .get("/", super::status_page::page)
-        .get("/healthz", healthz)
-        .get("/readyz", readyz)
-        .get("/metrics", metrics_text)
+        .open("/healthz", healthz)
+        .open("/readyz", readyz)
+        .open("/metrics", metrics_text)
         .get("/api/v1/warmapps", list_warmapps)
         .get("/api/v1/warmapps/{name}", get_warmapp)
-        .delete("/api/v1/warmapps/{name}", delete_warmapp)
+        .delete("/api/v1/warmapps/{name}", Scope::Admin, delete_warmapp)
         .get("/api/v1/history", history)
-        .post_limited("/api/v1/apply", apply, APPLY_BODY_LIMIT)
+        .post_limited("/api/v1/apply", Scope::Admin, apply, APPLY_BODY_LIMIT)
         .merge(super::http_ci::routes())
         .merge(super::http_promote::routes())
         .merge(super::http_nightly::routes())
@@ -290,21 +331,60 @@ pub fn route_table() -> Vec<(String, String)> {
     routes()
         .table
         .into_iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
         .collect()
 }
 
-/// The whole API: routes, then the token check, then the JSON error layer, then the access
+/// Every (method, path, access) the API serves, in registration order: what the access layer
+/// decides from, and what the access tests send.
+pub fn routes_with_access() -> Vec<(String, String, Access)> {
+    routes()
+        .table
+        .into_iter()
+        .map(|(m, p, a)| (m.to_string(), p.to_string(), a))
+        .collect()
+}
+
+/// How the access layer decides: the live tokens, and whether anonymous reads are open.
+#[derive(Debug, Clone)]
+pub(crate) struct Gate {
+    /// The tokens in force (reloaded when the tokens file changes).
+    pub keyring: Arc<Keyring>,
+    /// Anonymous reads pass (a loopback listen address, or `--public-reads`).
+    pub reads_open: bool,
+}
+
+/// The whole API: routes, then the access layer, then the JSON error layer, then the access
 /// log (outermost).
-pub(crate) fn router(state: State, token: Token) -> Router {
-    let token = Arc::new(token);
+pub(crate) fn router(state: State, gate: Gate) -> Router {
+    let gate = Arc::new(gate);
     routes()
         .router
-        .layer(axum::middleware::from_fn_with_state(token, require_token))
+        .layer(axum::middleware::from_fn_with_state(gate, require_access))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// What `method` on the route `pattern` requires: the registered access; an unknown route or
+/// method needs a `read` token (the router then answers 404/405), so nothing is reachable
+/// anonymously off loopback and no mutation anonymously anywhere.
+fn access_of(method: &Method, pattern: Option<&str>) -> Access {
+    static TABLE: std::sync::OnceLock<Vec<(String, String, Access)>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(routes_with_access);
+    let method = if *method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    pattern
+        .and_then(|p| {
+            table
+                .iter()
+                .find(|(m, path, _)| m == method.as_str() && path == p)
+        })
+        .map_or(Access::Needs(Scope::Read), |(_, _, a)| *a)
 }
 
 /// Logs every request at debug with its method, path and status, and how long it took. Never
@@ -327,30 +407,75 @@ async fn access_log(request: Request, next: Next) -> Response {
     response
 }
 
-/// Refuses a mutation without the right bearer token (401 JSON).
-async fn require_token(
-    AxumState(token): AxumState<Arc<Token>>,
-    request: Request,
+/// Lets a request through when [`access::check`] passes it — as its [`Principal`], and inside
+/// [`state::history::acting_as`] the token's name — else answers 401 (with the challenges) or
+/// 403 as JSON.
+async fn require_access(
+    AxumState(gate): AxumState<Arc<Gate>>,
+    mut request: Request,
     next: Next,
 ) -> Response {
+    let pattern = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let access = access_of(request.method(), pattern.as_deref());
+    let is_read = *request.method() == Method::GET || *request.method() == Method::HEAD;
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    let message = match auth::check(&token, request.method(), header) {
-        auth::Verdict::Read | auth::Verdict::Allowed => return next.run(request).await,
-        auth::Verdict::Missing => {
-            "this request changes state and needs `Authorization: Bearer <token>` \
-             (the daemon's token file; the CLI reads it from --token-file or $HEARTH_TOKEN_FILE)"
-        }
-        auth::Verdict::Wrong => "the bearer token is not this daemon's token",
-    };
-    tracing::info!(method = %request.method(), path = %request.uri().path(), "refused a request without the right token");
-    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"hearth\""),
+    let verdict = access::check(
+        &gate.keyring.tokens(),
+        access,
+        is_read,
+        header,
+        gate.reads_open,
     );
+    let (status, message) = match verdict {
+        access::Verdict::Pass(principal) => {
+            let actor = principal.name().map(str::to_string);
+            request.extensions_mut().insert(principal);
+            return match actor {
+                Some(name) => state::history::acting_as(name, next.run(request)).await,
+                None => next.run(request).await,
+            };
+        }
+        access::Verdict::Missing if is_read => (
+            StatusCode::UNAUTHORIZED,
+            "this daemon listens off loopback: reads need a token too \
+             (`Authorization: Bearer <token>`, or HTTP Basic with the token as the password)"
+                .to_string(),
+        ),
+        access::Verdict::Missing => (
+            StatusCode::UNAUTHORIZED,
+            "this request changes state and needs `Authorization: Bearer <token>` \
+             (the CLI reads it from --token-file, $HEARTH_TOKEN_FILE or $HEARTH_TOKEN)"
+                .to_string(),
+        ),
+        access::Verdict::Wrong => (
+            StatusCode::UNAUTHORIZED,
+            "the token is not one of this daemon's tokens (revoked, mistyped, or another daemon's)"
+                .to_string(),
+        ),
+        access::Verdict::Forbidden { name, scope, needs } => (
+            StatusCode::FORBIDDEN,
+            format!("the token {name:?} has scope {scope}; this request needs {needs}"),
+        ),
+    };
+    tracing::info!(method = %request.method(), path = %request.uri().path(), status = status.as_u16(), "refused a request without the right token");
+    let mut response = ApiError::new(status, message).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        let headers = response.headers_mut();
+        headers.append(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"hearth\""),
+        );
+        headers.append(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"hearth\", charset=\"UTF-8\""),
+        );
+    }
     response
 }
 
@@ -427,14 +552,14 @@ fn allowed_methods(path: &str) -> Vec<String> {
     methods
 }
 
-/// Serves `state` with `token` on `listener` until `stop`.
+/// Serves `state` behind `gate` on `listener` until `stop`.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     state: State,
-    token: Token,
+    gate: Gate,
     stop: CancellationToken,
 ) {
-    let result = axum::serve(listener, router(state, token))
+    let result = axum::serve(listener, router(state, gate))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
     if let Err(e) = result {
@@ -507,17 +632,36 @@ pub(crate) fn store_error(e: &state::Error) -> ApiError {
     ApiError::new(status, crate::errors::chain(e))
 }
 
-async fn list_warmapps(AxumState(s): AxumState<State>) -> Result<Json<Vec<WarmApp>>, ApiError> {
+/// `app` as `caller` may see it: env values redacted unless the caller is `admin` (a request
+/// without a principal — never from the router — is redacted too).
+pub(crate) fn shown(mut app: WarmApp, caller: Option<&Principal>) -> WarmApp {
+    if !caller.is_some_and(Principal::sees_env_values) {
+        access::redact_warmapp(&mut app);
+    }
+    app
+}
+
+async fn list_warmapps(
+    AxumState(s): AxumState<State>,
+    caller: Option<Extension<Principal>>,
+) -> Result<Json<Vec<WarmApp>>, ApiError> {
     let list = s.store.list::<WarmApp>().map_err(|e| store_error(&e))?;
-    Ok(Json(list.items))
+    let caller = caller.map(|Extension(p)| p);
+    Ok(Json(
+        list.items
+            .into_iter()
+            .map(|a| shown(a, caller.as_ref()))
+            .collect(),
+    ))
 }
 
 async fn get_warmapp(
     AxumState(s): AxumState<State>,
+    caller: Option<Extension<Principal>>,
     Path(name): Path<String>,
 ) -> Result<Json<WarmApp>, ApiError> {
     match s.store.get_opt::<WarmApp>(&name) {
-        Ok(Some(app)) => Ok(Json(app)),
+        Ok(Some(app)) => Ok(Json(shown(app, caller.map(|Extension(p)| p).as_ref()))),
         Ok(None) => Err(ApiError::not_found(format!("WarmApp/{name} was not found"))),
         Err(e) => Err(store_error(&e)),
     }
@@ -541,6 +685,7 @@ async fn delete_warmapp(
     AxumState(s): AxumState<State>,
     Path(name): Path<String>,
 ) -> Result<Json<WarmApp>, ApiError> {
+    // Admin only (the route's access): the answer keeps its env values.
     let app = s
         .store
         .delete::<WarmApp>(&name, None)
@@ -755,6 +900,55 @@ mod tests {
         assert_eq!(parse_kind("runs"), Some(Kind::Run));
         assert_eq!(parse_kind("slotpool"), Some(Kind::SlotPool));
         assert_eq!(parse_kind("pods"), None);
+    }
+
+    #[test]
+    fn every_route_states_its_access_and_the_issue_19_scopes_hold() {
+        let table = routes_with_access();
+        let access = |m: &str, p: &str| {
+            table
+                .iter()
+                .find(|(tm, tp, _)| tm == m && tp == p)
+                .map(|(_, _, a)| *a)
+                .unwrap_or_else(|| panic!("{m} {p} is not routed"))
+        };
+        for p in ["/healthz", "/readyz", "/metrics"] {
+            assert_eq!(access("GET", p), Access::Open);
+        }
+        for (m, p, _) in &table {
+            if m == "GET" && !["/healthz", "/readyz", "/metrics"].contains(&p.as_str()) {
+                assert_eq!(access(m, p), Access::Needs(Scope::Read), "{p}");
+            }
+        }
+        for p in [
+            "/api/v1/runs",
+            "/api/v1/runs/{id}/heartbeat",
+            "/api/v1/runs/{id}/report",
+            "/api/v1/runs/{id}/finish",
+            "/api/v1/slotpools/{pool}/acquire",
+            "/api/v1/slotpools/{pool}/heartbeat",
+            "/api/v1/slotpools/{pool}/release",
+        ] {
+            assert_eq!(access("POST", p), Access::Needs(Scope::Ci), "{p}");
+        }
+        for (m, p) in [
+            ("POST", "/api/v1/apply"),
+            ("DELETE", "/api/v1/warmapps/{name}"),
+            ("POST", "/api/v1/warmapps/{name}/promote"),
+            ("POST", "/api/v1/warmapps/{name}/rollback"),
+            ("POST", "/api/v1/sweep"),
+            ("POST", "/api/v1/nightly"),
+            ("DELETE", "/api/v1/runs/{id}"),
+            ("DELETE", "/api/v1/slotpools/{pool}"),
+        ] {
+            assert_eq!(access(m, p), Access::Needs(Scope::Admin), "{m} {p}");
+        }
+        assert_eq!(access_of(&Method::HEAD, Some("/healthz")), Access::Open);
+        assert_eq!(
+            access_of(&Method::PUT, Some("/healthz")),
+            Access::Needs(Scope::Read)
+        );
+        assert_eq!(access_of(&Method::GET, None), Access::Needs(Scope::Read));
     }
 
     #[test]

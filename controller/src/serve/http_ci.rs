@@ -1,7 +1,8 @@
 //! The daemon's CI endpoints: runs (start, heartbeat, report, finish, read), slot pools (acquire, heartbeat, release, read) and the orphan sweep.
 //!
 //! Bodies are JSON, limited to [`super::http::BODY_LIMIT`] bytes; errors are the API's JSON
-//! errors; mutations need the bearer token (checked router-wide in [`super::http`]).
+//! errors; runs and slots need a `ci` token, deletes and the sweep an `admin` one (checked
+//! router-wide in [`super::http`]).
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use state::history::ObjectRef;
 
 use super::http::{field_of, record_delete, store_error, ApiError, Routes, State};
+use crate::access::Scope;
 use crate::runs::{self, StartRequest, Started};
 use crate::slots::{self, Grant, SlotRequest};
 use crate::sweeper;
@@ -103,19 +105,25 @@ fn duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, ApiErro
 pub(crate) fn routes() -> Routes {
     Routes::new()
         .get("/api/v1/runs", list_runs)
-        .post("/api/v1/runs", start_run)
+        .post("/api/v1/runs", Scope::Ci, start_run)
         .get("/api/v1/runs/{id}", get_run)
-        .delete("/api/v1/runs/{id}", delete_run)
-        .post("/api/v1/runs/{id}/heartbeat", heartbeat_run)
-        .post("/api/v1/runs/{id}/report", report_run)
-        .post("/api/v1/runs/{id}/finish", finish_run)
+        // Removing a finished run's record is history keeping: the operator's.
+        .delete("/api/v1/runs/{id}", Scope::Admin, delete_run)
+        .post("/api/v1/runs/{id}/heartbeat", Scope::Ci, heartbeat_run)
+        .post("/api/v1/runs/{id}/report", Scope::Ci, report_run)
+        .post("/api/v1/runs/{id}/finish", Scope::Ci, finish_run)
         .get("/api/v1/slotpools", list_pools)
         .get("/api/v1/slotpools/{pool}", get_pool)
-        .delete("/api/v1/slotpools/{pool}", delete_pool)
-        .post("/api/v1/slotpools/{pool}/acquire", acquire)
-        .post("/api/v1/slotpools/{pool}/heartbeat", heartbeat_slot)
-        .post("/api/v1/slotpools/{pool}/release", release)
-        .post("/api/v1/sweep", sweep)
+        // A pool is the operator's (state file): removing one is admin's.
+        .delete("/api/v1/slotpools/{pool}", Scope::Admin, delete_pool)
+        .post("/api/v1/slotpools/{pool}/acquire", Scope::Ci, acquire)
+        .post(
+            "/api/v1/slotpools/{pool}/heartbeat",
+            Scope::Ci,
+            heartbeat_slot,
+        )
+        .post("/api/v1/slotpools/{pool}/release", Scope::Ci, release)
+        .post("/api/v1/sweep", Scope::Admin, sweep)
 }
 
 /// `POST /api/v1/runs` body.

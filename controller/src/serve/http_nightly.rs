@@ -8,10 +8,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::http::{ApiError, Routes, State};
+use crate::access::Scope;
 
 /// The nightly route, merged into the API's routes.
 pub(crate) fn routes() -> Routes {
-    Routes::new().post("/api/v1/nightly", run_now)
+    Routes::new().post("/api/v1/nightly", Scope::Admin, run_now)
 }
 
 async fn run_now(AxumState(s): AxumState<State>) -> Response {

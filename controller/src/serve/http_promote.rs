@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{ApiError, Routes, State};
 use super::http_ci::Body;
+use crate::access::Scope;
 use crate::promote::{self, Request, Submitted};
 
 fn error(e: &promote::Error) -> ApiError {
@@ -36,8 +37,12 @@ fn error(e: &promote::Error) -> ApiError {
 /// The promotion routes, merged into the API's routes.
 pub(crate) fn routes() -> Routes {
     Routes::new()
-        .post("/api/v1/warmapps/{name}/promote", promote_app)
-        .post("/api/v1/warmapps/{name}/rollback", rollback_app)
+        .post("/api/v1/warmapps/{name}/promote", Scope::Admin, promote_app)
+        .post(
+            "/api/v1/warmapps/{name}/rollback",
+            Scope::Admin,
+            rollback_app,
+        )
 }
 
 /// `POST /api/v1/warmapps/{name}/promote` body.

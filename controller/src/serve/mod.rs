@@ -14,7 +14,8 @@
 //! 5. listen on the local HTTP API (`127.0.0.1:7433` by default; see [`http`]) — how
 //!    `hearth get` and `hearth apply` talk to a running daemon, since it holds the store.
 //!    Mutations need the bearer token of `--token-file`, else of `<data-dir>/token`
-//!    (created with a random token, mode 0600, on first start);
+//!    (created with a random token, mode 0600, on first start), or a named token of the
+//!    tokens file with the route's scope (see [`crate::access`]);
 //! 6. run the WarmApp controller until SIGINT/SIGTERM (in-flight reconciles finish; a
 //!    second signal stops at once).
 //!
@@ -32,7 +33,9 @@ pub mod render;
 pub mod status_page;
 
 pub(crate) use http::diff_json;
-pub use http::{parse_kind, route_table, APPLY_BODY_LIMIT, BODY_LIMIT, MUTATIONS};
+pub use http::{
+    parse_kind, route_table, routes_with_access, APPLY_BODY_LIMIT, BODY_LIMIT, MUTATIONS,
+};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -103,12 +106,24 @@ pub struct Options {
     pub extra_labels: Labels,
     /// The bearer token file for mutations (`None`: `<data_dir>/token`, created if missing).
     pub token_file: Option<PathBuf>,
+    /// Named, scoped tokens and who may read (issue 19).
+    pub access: AccessOptions,
     /// The nightly sweep prunes only dangling images carrying all these labels
     /// (`--nightly-prune-label`); empty: every dangling image no service or container uses.
     pub nightly_prune_labels: Labels,
     /// Engine endpoints of other swarm nodes (`--node-endpoint`), where teardowns remove the
     /// stacks' containers and volumes.
     pub node_endpoints: crate::stack::NodeDaemons,
+}
+
+/// Who may do what (see [`crate::access`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessOptions {
+    /// The tokens file (`--tokens-file`; `None`: `<data_dir>/tokens`, no named tokens while it
+    /// does not exist). Followed: an edit is in force without a restart.
+    pub tokens_file: Option<PathBuf>,
+    /// Reads without a token even off loopback (`--public-reads`).
+    pub public_reads: bool,
 }
 
 /// The nightly sweep's schedule (`--nightly`, `--nightly-tz`, `--nightly-jitter`).
@@ -185,6 +200,9 @@ pub enum Error {
     /// The API token could not be read or created.
     #[error("cannot set up the API token")]
     TokenFailed(#[source] auth::Error),
+    /// The tokens file could not be read (or was rejected) or watched.
+    #[error("cannot set up the API's tokens")]
+    TokensFailed(#[source] crate::access::Error),
     /// A signal handler could not be installed.
     #[error("cannot install signal handlers")]
     SignalsFailed(#[source] std::io::Error),
@@ -203,6 +221,8 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     /// The file holding the API's bearer token (when the endpoint listens).
     pub token_file: Option<PathBuf>,
+    /// The tokens file the daemon follows (when the endpoint listens).
+    pub tokens_file: Option<PathBuf>,
     /// The controller's handle (gauges, manual triggers).
     pub handle: Handle,
     shutdown: Shutdown,
@@ -486,6 +506,7 @@ async fn start_with_store(
 
     let mut http_addr = None;
     let mut token_file = None;
+    let mut tokens_file = None;
     if let Some(addr) = options.listen {
         let file = options
             .token_file
@@ -501,6 +522,24 @@ async fn start_with_store(
             token
         };
         token_file = Some(file);
+        let named = options
+            .access
+            .tokens_file
+            .clone()
+            .unwrap_or_else(|| crate::access::tokens_file::default_path(&options.data_dir));
+        // Watch before the first load, so an edit in between is not missed.
+        let watch = crate::access::Keyring::watch(&named).map_err(Error::TokensFailed)?;
+        let keyring = Arc::new(
+            crate::access::Keyring::load(Some(token.secret()), Some(&named))
+                .map_err(Error::TokensFailed)?,
+        );
+        info!(file = %named.display(), tokens = keyring.tokens().len(), "API tokens loaded (the token file's as `admin`, the tokens file's by name); following the tokens file");
+        tasks.push((
+            "tokens-file",
+            tokio::spawn(Arc::clone(&keyring).follow(watch, shutdown.graceful.clone())),
+        ));
+        tokens_file = Some(named);
+        let reads_open = options.access.public_reads || addr.ip().is_loopback();
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| Error::ListenFailed { addr, source })?;
@@ -521,11 +560,20 @@ async fn start_with_store(
             handle: handle.clone(),
         };
         let stop = shutdown.graceful.clone();
+        let gate = http::Gate {
+            keyring,
+            reads_open,
+        };
         tasks.push((
             "http",
-            tokio::spawn(http::serve(listener, state, token, stop)),
+            tokio::spawn(http::serve(listener, state, gate, stop)),
         ));
-        info!(addr = %bound, token_file = ?token_file, "step 5/6: API listening (mutations need the token file's bearer token)");
+        let reads = if reads_open {
+            "reads open"
+        } else {
+            "reads need a token (not loopback; --public-reads opens them)"
+        };
+        info!(addr = %bound, token_file = ?token_file, reads, "step 5/6: API listening (mutations need a token of their scope)");
     } else {
         info!("step 5/6: no local endpoint");
     }
@@ -548,6 +596,7 @@ async fn start_with_store(
         metrics,
         http_addr,
         token_file,
+        tokens_file,
         handle,
         shutdown,
         controller,
@@ -592,7 +641,7 @@ async fn load_state_file(
             None
         }
         Ok(diff) => {
-            info!(file = %file.display(), "state file applied:\n{diff}");
+            info!(file = %file.display(), "state file applied:\n{}", diff.redacted());
             None
         }
         Err(statefile::Error::FileRejected { .. } | statefile::Error::FileUnreadable { .. }) => {

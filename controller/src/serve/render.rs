@@ -257,7 +257,8 @@ pub fn slotpools_table(pools: &[SlotPool], now_ms: u64) -> String {
     )
 }
 
-/// `AGE REASON OBJECT MESSAGE` (newest first, as given).
+/// `AGE REASON OBJECT BY MESSAGE` (newest first, as given); `BY` is the name of the API token
+/// whose request wrote the entry, `-` for the daemon's own doing.
 pub fn history_table(entries: &[Entry], now_ms: u64) -> String {
     let rows: Vec<Vec<String>> = entries
         .iter()
@@ -269,11 +270,12 @@ pub fn history_table(entries: &[Entry], now_ms: u64) -> String {
                     .as_ref()
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| "-".into()),
+                e.actor.clone().unwrap_or_else(|| "-".into()),
                 e.message.lines().next().unwrap_or_default().to_string(),
             ]
         })
         .collect();
-    table(&["AGE", "REASON", "OBJECT", "MESSAGE"], &rows)
+    table(&["AGE", "REASON", "OBJECT", "BY", "MESSAGE"], &rows)
 }
 
 /// A `describe` page under construction: `Key:  value` lines, sections, indented lists.

@@ -74,6 +74,28 @@ impl Diff {
         c
     }
 
+    /// The same diff with the old and new values of env fields (`spec.env…`) replaced by
+    /// [`crate::access::REDACTED`]: what the daemon logs (issue 19: env values may be secrets).
+    pub fn redacted(&self) -> Diff {
+        let mut out = self.clone();
+        for e in &mut out.entries {
+            if let Op::Update { fields, .. } = &mut e.op {
+                for (path, old, new) in fields.iter_mut() {
+                    if path == "spec.env" || path.starts_with("spec.env.") {
+                        let hide = |v: &mut String| {
+                            if v != "null" {
+                                *v = crate::access::REDACTED.to_string();
+                            }
+                        };
+                        hide(old);
+                        hide(new);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// One line: `2 created, 1 updated, 0 deleted, 3 unchanged, 1 kept (not in the file)`.
     pub fn summary(&self) -> String {
         let (c, u, d, n, k) = self.counts();

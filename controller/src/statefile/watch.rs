@@ -136,7 +136,7 @@ pub async fn follow(
                 None
             }
             Ok(diff) => {
-                tracing::info!(file = %file.display(), "state file applied:\n{diff}");
+                tracing::info!(file = %file.display(), "state file applied:\n{}", diff.redacted());
                 None
             }
             // Logged (and recorded) by apply_file.

@@ -100,7 +100,10 @@ fn history() -> Vec<Entry> {
          "message": "webapp 1.1.0 deployed (hw-webapp)", "details": {"to": "1.1.0"}},
         {"seq": 10, "timeMs": NOW - 2 * 86_400_000, "reason": "Rejected", "subject": null,
          "message": "state file state.yml rejected (1 problem)\n  state.yml:3:1: kind: unknown",
-         "details": null}
+         "details": null},
+        {"seq": 9, "timeMs": NOW - 3 * 86_400_000, "reason": "Deleted",
+         "subject": {"kind": "SlotPool", "name": "old"},
+         "message": "SlotPool/old deleted through the API", "details": null, "actor": "alice"}
     ]))
     .unwrap()
 }
