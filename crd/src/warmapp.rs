@@ -444,6 +444,18 @@ impl HealthProbe {
     }
 }
 
+/// What a caller that may not see env values sees in their place (issue 19).
+pub const REDACTED_VALUE: &str = "<redacted>";
+
+impl WarmApp {
+    /// Replaces every env value with [`REDACTED_VALUE`]; the names stay visible.
+    pub fn redact_env(&mut self) {
+        for value in self.spec.env.values_mut() {
+            *value = REDACTED_VALUE.to_string();
+        }
+    }
+}
+
 /// Variables hearth sets for every stack it deploys; overriding them would break the naming
 /// guarantees (e.g. an overridden `STACK_NAME` could collide with another stack).
 pub const RESERVED_ENV_KEYS: [&str; 3] = ["STACK_NAME", "VERSION", "DOMAIN"];

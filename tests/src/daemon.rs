@@ -87,7 +87,7 @@ impl SimDaemon {
         let mut tokens = std::collections::BTreeMap::new();
         for (name, scope) in &setup.tokens {
             let token = tokens_file::create(&tokens_file, name, *scope).expect("token created");
-            tokens.insert(name.clone(), token);
+            tokens.insert(name.clone(), Token::new(token.secret()));
         }
         let swarm = Arc::new(SimSwarm::new(SimConfig {
             start_delay: Duration::from_millis(50),

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub const LEGACY_NAME: &str = "admin";
 
 /// What a non-admin caller sees in place of an env value.
-pub const REDACTED: &str = "<redacted>";
+pub const REDACTED: &str = crd::warmapp::REDACTED_VALUE;
 
 /// What a token may do. Ordered: `Read < Ci < Admin`, each covering the ones before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
@@ -360,7 +360,7 @@ impl Keyring {
             match self.reload() {
                 Ok(n) => tracing::info!(file = ?self.file, tokens = n, "tokens file reloaded"),
                 Err(e) => tracing::error!(
-                    error = %crate::cli::error_chain(&e),
+                    error = %crate::errors::chain(&e),
                     "tokens file rejected; the tokens in force are unchanged"
                 ),
             }
@@ -383,9 +383,7 @@ pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// Replaces every env value of `app` with [`REDACTED`] (the names stay).
 pub fn redact_warmapp(app: &mut crd::WarmApp) {
-    for value in app.spec.env.values_mut() {
-        *value = REDACTED.to_string();
-    }
+    app.redact_env();
 }
 
 #[cfg(test)]

@@ -237,18 +237,40 @@ pub fn write(path: &Path, entries: &[Entry]) -> Result<(), Error> {
     std::fs::rename(&tmp, path).map_err(unwritable)
 }
 
+/// A token just created: its secret, shown once. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewToken(String);
+
+impl std::fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewToken(<redacted>)")
+    }
+}
+
+impl NewToken {
+    /// 32 random bytes, hex.
+    fn random() -> NewToken {
+        NewToken(hex::encode(rand::random::<[u8; 32]>()))
+    }
+
+    /// The secret, to hand to its user.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Adds a new token named `name` with `scope` to the file (created if missing) and returns
 /// its secret — the only time it is ever shown.
 ///
 /// # Errors
 /// [`Error::NameInvalid`], [`Error::NameTaken`], and as [`read`] and [`write`].
-pub fn create(path: &Path, name: &str, scope: Scope) -> Result<crate::serve::auth::Token, Error> {
+pub fn create(path: &Path, name: &str, scope: Scope) -> Result<NewToken, Error> {
     check_name(name)?;
     let mut entries = read(path)?.unwrap_or_default();
     if name == super::LEGACY_NAME || entries.iter().any(|e| e.name == name) {
         return Err(Error::NameTaken(name.to_string()));
     }
-    let token = crate::serve::auth::Token::random();
+    let token = NewToken::random();
     entries.push(Entry {
         name: name.to_string(),
         scope,

@@ -270,7 +270,7 @@ pub fn options(args: &ServeArgs) -> Result<Options, Error> {
         base_domain: base_domain(&args.base_domain)?,
         extra_labels: extra,
         token_file: args.token_file.clone(),
-        access: super::AccessOptions {
+        access: crate::serve::AccessOptions {
             tokens_file: args.tokens_file.clone(),
             public_reads: args.public_reads,
         },

@@ -75,7 +75,7 @@ impl Diff {
     }
 
     /// The same diff with the old and new values of env fields (`spec.env…`) replaced by
-    /// [`crate::access::REDACTED`]: what the daemon logs (issue 19: env values may be secrets).
+    /// [`crd::warmapp::REDACTED_VALUE`]: what the daemon logs (issue 19: env values may be secrets).
     pub fn redacted(&self) -> Diff {
         let mut out = self.clone();
         for e in &mut out.entries {
@@ -84,7 +84,7 @@ impl Diff {
                     if path == "spec.env" || path.starts_with("spec.env.") {
                         let hide = |v: &mut String| {
                             if v != "null" {
-                                *v = crate::access::REDACTED.to_string();
+                                *v = crd::warmapp::REDACTED_VALUE.to_string();
                             }
                         };
                         hide(old);
