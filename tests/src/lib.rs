@@ -15,6 +15,8 @@
 //!   optionally timing each), for the real swarm, which has no call log.
 //! - [`conformance`]: behaviours every [`controller::swarm::Swarm`] must show, run against the
 //!   simulated swarm (`tests/sim_conformance.rs`) and the real one (`tests/real_swarm.rs`).
+//! - [`leaks`]: planted random values, their raw and base64 forms, raw HTTP requests, and the
+//!   search of logs and answers for them (the security and access tests).
 //! - [`daemon`]: `hearth serve` in-process on the simulated swarm (temp data dir, ephemeral
 //!   port) for fast API, CLI and status-page tests.
 
@@ -24,6 +26,7 @@ pub mod conformance;
 pub mod counting;
 pub mod daemon;
 pub mod differential;
+pub mod leaks;
 pub mod process;
 pub mod scale;
 pub mod served;

@@ -29,6 +29,7 @@ pub struct ServeProcess {
     addr: SocketAddr,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    listen: Option<String>,
     incarnation: u32,
 }
 
@@ -42,6 +43,7 @@ impl ServeProcess {
             addr,
             args,
             env: Vec::new(),
+            listen: None,
             incarnation: 0,
         }
     }
@@ -51,6 +53,14 @@ impl ServeProcess {
     #[must_use]
     pub fn with_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Listens on `listen` (e.g. `0.0.0.0:<port of addr>`) instead of `addr`, which clients
+    /// still connect to.
+    #[must_use]
+    pub fn listening_on(mut self, listen: impl Into<String>) -> Self {
+        self.listen = Some(listen.into());
         self
     }
 
@@ -92,7 +102,10 @@ impl ServeProcess {
             .arg("serve")
             .arg("--data-dir")
             .arg(self.dir.join("data"))
-            .args(["--listen", &self.addr.to_string()])
+            .args([
+                "--listen",
+                &self.listen.clone().unwrap_or_else(|| self.addr.to_string()),
+            ])
             .args(&self.args)
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -29,7 +29,6 @@
 //! labelled `hearth.test=1` and removed (verified) by the test.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -37,73 +36,9 @@ use std::time::Duration;
 use controller::swarm::spec::base64_encode;
 use controller::swarm::{LabelFilter, Swarm};
 use hearth_tests::ci_kill::{inventory, NAMESPACE_LABEL};
+use hearth_tests::leaks::{find_leaks, needles, random_hex, raw_request};
 use hearth_tests::process::{free_addr, ServeProcess};
 use hearth_tests::support::{eventually, hearth_bin, real_swarm, unique_name};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// `n` random bytes, hex.
-fn random_hex(n: usize) -> String {
-    (0..n)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
-}
-
-/// The strings that give `value` away: itself, and the part of its base64 that does not depend
-/// on what surrounds it, for each of the three byte offsets it can have in a longer text.
-fn needles(what: &str, value: &str) -> Vec<(String, String)> {
-    let mut out = vec![(what.to_string(), value.to_string())];
-    let bytes = value.as_bytes();
-    for offset in 0..3usize {
-        let mut shifted = vec![b'#'; offset];
-        shifted.extend_from_slice(bytes);
-        let encoded = base64_encode(&shifted);
-        // Groups of 3 bytes (4 characters) that lie wholly inside `value`.
-        let first = offset.div_ceil(3);
-        let last = (offset + bytes.len()) / 3;
-        let core = encoded[first * 4..last * 4].to_string();
-        assert!(core.len() >= 32, "{what} is too short to search for");
-        out.push((format!("{what} in base64 at offset {offset}"), core));
-    }
-    out
-}
-
-/// Sends one raw HTTP/1.1 request (so the `Authorization` header can be anything, even
-/// non-UTF-8) and returns the status.
-async fn raw_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    authorization: Option<&[u8]>,
-    body: &[u8],
-) -> u16 {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        )
-        .into_bytes();
-        if let Some(value) = authorization {
-            request.extend_from_slice(b"Authorization: ");
-            request.extend_from_slice(value);
-            request.extend_from_slice(b"\r\n");
-        }
-        request.extend_from_slice(b"\r\n");
-        request.extend_from_slice(body);
-        stream.write_all(&request).await.unwrap();
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.unwrap();
-        let text = String::from_utf8_lossy(&answer).to_string();
-        text.split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<u16>().ok())
-            .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
-    };
-    tokio::time::timeout(Duration::from_secs(20), exchange)
-        .await
-        .expect("the daemon answers within 20 s")
-}
 
 /// What one CLI command printed.
 struct Captured {
@@ -427,14 +362,7 @@ async fn scenario(swarm: &dyn Swarm, format: &str) {
     let mut all_needles = needles("the token", &token);
     all_needles.extend(needles("the secret", &secret));
     all_needles.extend(needles("the environment value", &env_value));
-    let mut leaks = Vec::new();
-    for (source, text) in &texts {
-        for (what, needle) in &all_needles {
-            if let Some(line) = text.lines().find(|l| l.contains(needle.as_str())) {
-                leaks.push(format!("{what} in {source}: {line}"));
-            }
-        }
-    }
+    let leaks = find_leaks(&texts, &all_needles);
     assert!(
         leaks.is_empty(),
         "{format} logs leak:\n{}",
