@@ -212,7 +212,9 @@ pub async fn start_job(swarm: &dyn Swarm, s: &Scenario, within: Duration) -> Res
     let ids = s.work.join("run-ids");
     let _ = std::fs::remove_file(&ids);
     let deploy_flag = match s.deploy {
-        Deploy::Hearth => "--deploy",
+        // --detach: this harness waits for the whole stack itself (below), as it did before
+        // `run start` waited by default.
+        Deploy::Hearth => "--deploy --detach",
         Deploy::Harness => "",
     };
     let harness_deploy = match s.deploy {

@@ -394,3 +394,80 @@ async fn a_sigkilled_ci_script_stack_deployed_by_the_harness_is_adopted_and_remo
 ) {
     a_killed_ci_script_is_cleaned_up("cli-runadopt", ci_kill::Deploy::Harness).await;
 }
+
+/// `hearth run start --deploy` (no `--detach`) waits until the run's stack converges, with its
+/// progress on stderr; stdout stays exactly the variables for `eval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_start_deploy_waits_for_the_stack_with_progress_on_stderr() {
+    if real_swarm("run start waits").await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run_label = unique_name("rswait");
+    let pool = format!("rw{:x}", std::process::id() & 0xffff);
+    let (running, shutdown) = start_serve(
+        dir.path(),
+        &pool_yaml(&pool, 1, "1m"),
+        &run_label,
+        examples(),
+    )
+    .await;
+    let server = running.http_addr.unwrap().to_string();
+    let token = running.token_file.clone().unwrap();
+    let owner = std::process::id().to_string();
+    let hearth = |args: &[&str]| {
+        let out = Command::new(hearth_bin())
+            .args(args)
+            .args(["--server", &server, "--token-file"])
+            .arg(&token)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        println!("{args:?}: {}\n{stdout}{stderr}", out.status);
+        (out.status.success(), stdout, stderr)
+    };
+    let (ok, stdout, stderr) = hearth(&[
+        "run",
+        "start",
+        "--recipe",
+        "webapp",
+        "--version",
+        "1.0.0",
+        "--pool",
+        &pool,
+        "--owner-pid",
+        &owner,
+        "--deploy",
+        "-o",
+        "env",
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .all(|l| l.starts_with("HEARTH_") && l.contains("='")),
+        "stdout is only the variables: {stdout}"
+    );
+    let var = |k: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}='")))
+            .map(|v| v.trim_end_matches('\'').to_string())
+            .unwrap()
+    };
+    let (id, stack) = (var("HEARTH_RUN_ID"), var("HEARTH_STACK"));
+    assert!(
+        stderr.contains(&format!("{stack}_app 1/1 ready")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("Stack {stack} is ready")),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = hearth(&["run", "finish", &id]);
+    assert!(ok, "{stdout}{stderr}");
+    shutdown.stop_gracefully();
+    running.wait().await;
+}

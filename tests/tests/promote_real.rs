@@ -290,6 +290,9 @@ async fn green_runs_promote_failed_or_skipped_ones_do_not_and_a_broken_promotion
             app: web.clone(),
             to: "2.1.0-broken".into(),
             allow_downgrade: false,
+            // Returns once the daemon accepted it: this test samples the served versions
+            // while the upgrade runs.
+            wait: controller::cli::progress::WaitArgs::detached(),
             server: controller::cli::ci::ServerArg {
                 server: running.http_addr.unwrap(),
                 token_file: running.token_file.clone(),
@@ -297,6 +300,7 @@ async fn green_runs_promote_failed_or_skipped_ones_do_not_and_a_broken_promotion
             },
         },
         &mut out,
+        &mut Vec::new(),
     )
     .await
     .unwrap();
@@ -470,6 +474,94 @@ async fn green_runs_promote_failed_or_skipped_ones_do_not_and_a_broken_promotion
         .encode()
         .unwrap()
         .contains("hearth_nightly_last_success_timestamp_seconds"));
+
+    shutdown.stop_gracefully();
+    running.wait().await;
+    teardown(&docker, &stack, &TeardownOptions::forced())
+        .await
+        .unwrap();
+}
+
+/// `hearth promote` and `hearth rollback` (the real binary, no `--detach`) wait for the
+/// promotion's result, showing the app's phase and its stack's services: a good version ends
+/// `ready` (exit 0), a rollback too, and a version whose health check fails ends non-zero
+/// saying it was rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_and_rollback_wait_for_the_result_and_a_rolled_back_promotion_exits_non_zero() {
+    let Some(docker) = real_swarm("promote waits").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run_label = unique_name("prwait");
+    let web = format!("t-pw-{:x}", std::process::id() & 0xffff);
+    let stack = format!("hw-{web}");
+    write_state(&dir.path().join("state.yml"), &webapp_doc(&web, "1.0.0"));
+    let (running, shutdown) = start(dir.path(), docker.clone(), &run_label).await;
+    wait_app(
+        &running,
+        &web,
+        "Ready at 1.0.0",
+        Duration::from_secs(120),
+        ready_at("1.0.0"),
+    )
+    .await;
+    let server = running.http_addr.unwrap().to_string();
+    let token = running.token_file.clone().unwrap();
+    let hearth = |args: &[&str]| {
+        let t = Instant::now();
+        let out = std::process::Command::new(hearth_tests::support::hearth_bin())
+            .args(args)
+            .args(["--server", &server, "--token-file"])
+            .arg(&token)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        println!(
+            "{args:?} in {:?}: {}\n{stdout}{stderr}",
+            t.elapsed(),
+            out.status
+        );
+        (out.status.success(), stdout, stderr)
+    };
+
+    let (ok, stdout, stderr) = hearth(&["promote", &web, "--to", "1.1.0"]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.ends_with(&format!("{web} 1.0.0 -> 1.1.0: ready\n")),
+        "{stdout}"
+    );
+    assert!(stderr.contains(&format!("{web}: Upgrading")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{stack}_app 1/1 ready")),
+        "{stderr}"
+    );
+    assert!(ready_at("1.1.0")(
+        &running.store.get::<WarmApp>(&web).unwrap()
+    ));
+
+    let (ok, stdout, stderr) = hearth(&["rollback", &web]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.ends_with(&format!("{web} 1.1.0 -> 1.0.0: ready\n")),
+        "{stdout}"
+    );
+
+    let (ok, stdout, stderr) = hearth(&["promote", &web, "--to", "2.1.0-broken"]);
+    assert!(!ok, "{stdout}{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with(&format!("hearth: {web} 1.0.0 -> 2.1.0-broken: rolledBack"))
+            && last.contains("failed the health gate"),
+        "{stderr}"
+    );
+    assert_eq!(
+        running.store.get::<WarmApp>(&web).unwrap().spec.version,
+        "1.0.0"
+    );
 
     shutdown.stop_gracefully();
     running.wait().await;

@@ -224,6 +224,8 @@ async fn scenario(swarm: &dyn Swarm, format: &str) {
             "--owner-pid",
             &owner,
             "--deploy",
+            // As before waiting became the default: this test is about secrets in output.
+            "--detach",
             "-o",
             "json",
         ],

@@ -69,6 +69,15 @@ pub enum Error {
     /// Output could not be written.
     #[error("cannot write output")]
     OutputFailed(#[from] std::io::Error),
+    /// What was waited for ended badly or not in time (`promote`, `rollback` without
+    /// `--detach`).
+    #[error("{what}: {why}")]
+    WaitFailed {
+        /// What was waited for (`web 1.1.0 -> 2.0.0`).
+        what: String,
+        /// How it ended, with the daemon's last error and failed tasks.
+        why: String,
+    },
 }
 
 /// The environment variable a token's value may be given in (after `--token-file`).
@@ -213,6 +222,10 @@ pub struct RunStartArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = StartOutput::Json)]
     pub output: StartOutput,
+    /// With `--deploy`: wait until the run's stack converges (the default; progress on
+    /// stderr, stdout stays the output above) or not (`--detach`).
+    #[command(flatten)]
+    pub wait: super::progress::WaitArgs,
     /// The daemon.
     #[command(flatten)]
     pub server: ServerArg,
@@ -520,10 +533,15 @@ fn owner(pid: Option<u32>) -> Result<Owner, Error> {
 ///
 /// # Errors
 /// See [`Error`].
-pub async fn run(command: &RunCommand, out: &mut dyn Write) -> Result<(), Error> {
+pub async fn run(
+    command: &RunCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Error> {
     match command {
         RunCommand::Start(a) => {
             let client = a.server.client()?;
+            let since = std::time::SystemTime::now();
             let body = serde_json::json!({
                 "recipe": a.recipe,
                 "version": a.version,
@@ -543,6 +561,10 @@ pub async fn run(command: &RunCommand, out: &mut dyn Write) -> Result<(), Error>
                     writeln!(out, "{text}")?;
                 }
                 StartOutput::Env => write!(out, "{}", started.to_env())?,
+            }
+            out.flush()?;
+            if a.deploy && !a.wait.detach {
+                wait_for_run_stack(&started, since, &a.wait, err).await?;
             }
         }
         RunCommand::Heartbeat(a) => {
@@ -588,6 +610,52 @@ fn print_phase(out: &mut dyn Write, id: &str, run: &serde_json::Value) -> std::i
         .and_then(|p| p.as_str())
         .unwrap_or("Unknown");
     writeln!(out, "run {id}: {phase}")
+}
+
+/// Waits for the stack `run start --deploy` deployed, reading it from Docker (the daemon
+/// answers once the objects exist); progress and the verdict go to `err`, since stdout carries
+/// the run's variables. Without Docker access from here, says so and does not wait.
+///
+/// # Errors
+/// [`Error::WaitFailed`] naming the run (still started: finish it, or its owner's exit lets
+/// the sweeper reclaim it) when the stack did not converge.
+async fn wait_for_run_stack(
+    started: &crate::runs::Started,
+    since: std::time::SystemTime,
+    wait: &super::progress::WaitArgs,
+    err: &mut dyn Write,
+) -> Result<(), Error> {
+    let docker = tokio::time::timeout(
+        Duration::from_secs(3),
+        crate::swarm::DockerSwarm::connect_local(),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok);
+    let Some(docker) = docker else {
+        writeln!(
+            err,
+            "(Docker not reachable from here: not waiting for stack {})",
+            started.stack
+        )?;
+        return Ok(());
+    };
+    let begun = tokio::time::Instant::now();
+    let mut verdict = Vec::new();
+    let result = super::stack::wait_converged(
+        &docker,
+        &started.stack,
+        since,
+        (begun, begun + wait.timeout),
+        wait.display(err),
+        &mut verdict,
+    )
+    .await;
+    err.write_all(&verdict)?;
+    result.map_err(|e| Error::WaitFailed {
+        what: format!("run {}", started.run),
+        why: crate::errors::chain(&e),
+    })
 }
 
 /// `hearth sweep [--dry-run]`: prints the orphan sweep's plan or report as JSON; `hearth sweep

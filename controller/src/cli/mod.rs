@@ -274,10 +274,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             // The wrapper exits with the command's code.
             std::process::exit(code)
         }
-        Command::Run(command) => Ok(ci::run(&command, out).await?),
+        Command::Run(command) => Ok(ci::run(&command, out, err).await?),
         Command::Sweep(args) => Ok(ci::sweep(&args, out).await?),
-        Command::Promote(args) => Ok(promote::promote(&args, out).await?),
-        Command::Rollback(args) => Ok(promote::rollback(&args, out).await?),
+        Command::Promote(args) => Ok(promote::promote(&args, out, err).await?),
+        Command::Rollback(args) => Ok(promote::rollback(&args, out, err).await?),
         Command::Completions(args) => shell::completions(&args, out),
         Command::Healthcheck(args) => shell::healthcheck(&args, out).await,
         Command::Token(command) => token::run(&command, out, err),

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, SystemTime};
 
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 
 use crate::stack::{status, Observed};
 use crate::swarm::TaskState;
@@ -38,6 +38,40 @@ impl Mode {
             Mode::Auto if std::io::stderr().is_terminal() => Mode::Tty,
             Mode::Auto => Mode::Plain,
             m => m,
+        }
+    }
+}
+
+/// The waiting flags of commands that wait for an outcome (`promote`, `rollback`).
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Return once the daemon accepted the request, without waiting for the outcome.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// How progress is shown while waiting: `tty` (live, on stderr), `plain` (a line per
+    /// change), `auto` (`tty` when stderr is a terminal).
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub progress: Mode,
+    /// How long to wait for the outcome, e.g. `90s`, `10m`.
+    #[arg(long = "wait-timeout", value_parser = humantime::parse_duration, default_value = "10m")]
+    pub timeout: Duration,
+}
+
+impl WaitArgs {
+    /// `--detach`: return at once (what the commands did before waiting became the default).
+    pub fn detached() -> WaitArgs {
+        WaitArgs {
+            detach: true,
+            progress: Mode::Plain,
+            timeout: Duration::from_secs(600),
+        }
+    }
+
+    /// The display these flags ask for, lines going to `err`.
+    pub fn display<'a>(&self, err: &'a mut dyn Write) -> Box<dyn Display + 'a> {
+        match self.progress.resolve() {
+            Mode::Tty => Box::new(Live::new()),
+            _ => Box::new(Lines::new(err)),
         }
     }
 }
@@ -256,6 +290,11 @@ pub trait Display {
     /// # Errors
     /// Writing failed.
     fn show(&mut self, changes: &[Change]) -> std::io::Result<()>;
+    /// Shows a line about the whole (a phase change).
+    ///
+    /// # Errors
+    /// Writing failed.
+    fn note(&mut self, line: &str) -> std::io::Result<()>;
     /// The wait is over (`failed`: the service whose tasks kept failing): leaves the final
     /// state on screen.
     fn finish(&mut self, failed: Option<&str>);
@@ -291,6 +330,11 @@ impl Display for Lines<'_> {
                 Change::Failed(f) => writeln!(self.out, "{f}")?,
             }
         }
+        self.out.flush()
+    }
+
+    fn note(&mut self, line: &str) -> std::io::Result<()> {
+        writeln!(self.out, "{line}")?;
         self.out.flush()
     }
 
@@ -363,6 +407,10 @@ impl Display for Live {
             }
         }
         Ok(())
+    }
+
+    fn note(&mut self, line: &str) -> std::io::Result<()> {
+        self.multi.println(line)
     }
 
     fn finish(&mut self, failed: Option<&str>) {

@@ -1,10 +1,15 @@
 //! `hearth promote APP --to V [--allow-downgrade]` and `hearth rollback APP`: clients of the daemon's promotion endpoints.
 
 use std::io::Write;
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
+use tokio::time::Instant;
 
-use super::ci::{Error, ServerArg};
+use super::ci::{Client, Error, ServerArg};
+use super::progress::{self, WaitArgs};
+use crate::stack::{observe, Depth};
+use crate::swarm::{DockerSwarm, Swarm};
 
 /// `hearth promote`.
 #[derive(Debug, Clone, Args)]
@@ -17,6 +22,9 @@ pub struct PromoteArgs {
     /// Allow going backwards in version order.
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// Waiting for the outcome (the default) or not (`--detach`).
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// The daemon.
     #[command(flatten)]
     pub server: ServerArg,
@@ -27,6 +35,9 @@ pub struct PromoteArgs {
 pub struct RollbackArgs {
     /// The WarmApp.
     pub app: String,
+    /// Waiting for the outcome (the default) or not (`--detach`).
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// The daemon.
     #[command(flatten)]
     pub server: ServerArg,
@@ -46,40 +57,183 @@ fn print(out: &mut dyn Write, answer: &serde_json::Value) -> std::io::Result<()>
     }
 }
 
-/// `hearth promote APP --to V`.
+/// `hearth promote`: asks the daemon, prints its answer, then (unless `--detach`) follows
+/// the health-gated upgrade until the promotion's result: the app's phase from the daemon and,
+/// when Docker is reachable from here, its stack's services and failed tasks.
 ///
 /// # Errors
-/// [`Error::DaemonUnreachable`], [`Error::RequestRefused`] (with the daemon's message naming
-/// the field at fault), [`Error::AnswerUnreadable`], [`Error::OutputFailed`].
-pub async fn promote(args: &PromoteArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let answer: serde_json::Value = args
-        .server
-        .client()?
+/// [`Error::RequestRefused`] and the other client errors; [`Error::WaitFailed`] when the
+/// promotion was rolled back, superseded or timed out, or the wait's timeout passed.
+pub async fn promote(
+    args: &PromoteArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Error> {
+    let client = args.server.client()?;
+    let asked = SystemTime::now();
+    let answer: serde_json::Value = client
         .post(
             &format!("/api/v1/warmapps/{}/promote", args.app),
             &serde_json::json!({"to": args.to, "allowDowngrade": args.allow_downgrade}),
         )
         .await?;
     print(out, &answer)?;
-    Ok(())
+    follow(&client, &args.app, &answer, asked, &args.wait, out, err).await
 }
 
-/// `hearth rollback APP`: back to the version before the app's last promotion that became
-/// Ready.
+/// `hearth rollback`: as [`promote`], to the version before the last promotion.
 ///
 /// # Errors
 /// As [`promote`].
-pub async fn rollback(args: &RollbackArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let answer: serde_json::Value = args
-        .server
-        .client()?
+pub async fn rollback(
+    args: &RollbackArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Error> {
+    let client = args.server.client()?;
+    let asked = SystemTime::now();
+    let answer: serde_json::Value = client
         .post(
             &format!("/api/v1/warmapps/{}/rollback", args.app),
             &serde_json::json!({}),
         )
         .await?;
     print(out, &answer)?;
-    Ok(())
+    follow(&client, &args.app, &answer, asked, &args.wait, out, err).await
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Follows a submitted promotion to its result (see [`promote`]).
+async fn follow(
+    client: &Client,
+    app: &str,
+    answer: &serde_json::Value,
+    asked: SystemTime,
+    wait: &WaitArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Error> {
+    let get = |k: &str| {
+        answer
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let (from, to) = (get("from"), get("to"));
+    if wait.detach || get("state") == "alreadyCurrent" {
+        return Ok(());
+    }
+    let what = format!("{app} {from} -> {to}");
+    // The stack's tasks are read straight from Docker when this user can; the daemon's phase
+    // is followed either way.
+    let docker = tokio::time::timeout(Duration::from_secs(3), DockerSwarm::connect_local())
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let mut display = wait.display(err);
+    if docker.is_none() {
+        display.note("(Docker not reachable from here: following the daemon's phase only)")?;
+    }
+    let deadline = Instant::now() + wait.timeout;
+    let mut tracker = progress::Tracker::default();
+    let mut shown = String::new();
+    let path = format!("/api/v1/warmapps/{app}");
+    loop {
+        let object: serde_json::Value = client.get(&path).await?;
+        let status = |p: &str| {
+            object
+                .pointer(&format!("/status/{p}"))
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        };
+        let phase = status("phase").unwrap_or_else(|| "?".into());
+        let running = status("observedVersion").unwrap_or_else(|| "-".into());
+        let line = format!("{app}: {phase}, running {running}");
+        if line != shown {
+            display.note(&line)?;
+            shown = line;
+        }
+        if let (Some(docker), Some(stack)) = (&docker, status("stackName")) {
+            if let Ok(seen) = observe(docker as &dyn Swarm, &stack, Depth::WithTasks).await {
+                display.show(&tracker.update(progress::look(&seen, asked)))?;
+            }
+        }
+        // Ours: the last promotion to this version made since we asked (a queued one is made
+        // when its turn comes, later).
+        let last = object.pointer("/status/promotion/last");
+        let field = |k: &str| last.and_then(|l| l.get(k)).and_then(|v| v.as_str());
+        let at = last
+            .and_then(|l| l.get("atMs"))
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        let ours = field("to") == Some(to.as_str()) && at + 2000 >= ms(asked);
+        match (ours, field("result")) {
+            (true, Some("ready")) => {
+                display.finish(None);
+                writeln!(out, "{what}: ready")?;
+                return Ok(());
+            }
+            (true, Some(result)) if result != "pending" => {
+                display.finish(None);
+                // The promotion's own account: the app's newest `Promoted` history entry.
+                let history: Vec<serde_json::Value> = client
+                    .get(&format!("/api/v1/history?kind=WarmApp&name={app}&limit=10"))
+                    .await
+                    .unwrap_or_default();
+                let told = history
+                    .iter()
+                    .find(|e| e.get("reason").and_then(|r| r.as_str()) == Some("Promoted"))
+                    .and_then(|e| e.get("message").and_then(|m| m.as_str()))
+                    .map(String::from);
+                return Err(Error::WaitFailed {
+                    what,
+                    why: why(result, told.or(status("lastError")), &tracker),
+                });
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            display.finish(None);
+            return Err(Error::WaitFailed {
+                what,
+                why: why(
+                    &format!(
+                        "no result within {} (phase {phase})",
+                        humantime::format_duration(wait.timeout)
+                    ),
+                    status("lastError"),
+                    &tracker,
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `rolledBack: <last error>; failed tasks: …`.
+fn why(result: &str, last_error: Option<String>, tracker: &progress::Tracker) -> String {
+    let mut why = result.to_string();
+    if let Some(e) = last_error {
+        why = format!("{why}: {e}");
+    }
+    let failed: Vec<String> = tracker
+        .failures()
+        .iter()
+        .rev()
+        .take(5)
+        .rev()
+        .map(|f| f.to_string())
+        .collect();
+    if !failed.is_empty() {
+        why = format!("{why}; failed tasks: {}", failed.join("; "));
+    }
+    why
 }
 
 #[cfg(test)]

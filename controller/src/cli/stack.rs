@@ -251,8 +251,12 @@ pub async fn deploy(
 }
 
 /// Waits until the stack converges, its tasks keep failing, or `deadline` passes; shows every
-/// change on `display` and the verdict on `out`.
-async fn wait_converged(
+/// change on `display` and the verdict on `out`. Also `run start --deploy`'s wait.
+///
+/// # Errors
+/// [`Error::NotReady`], [`Error::ConvergenceFailed`], [`Error::StackFailed`] when observing
+/// failed.
+pub(crate) async fn wait_converged(
     swarm: &dyn Swarm,
     namespace: &str,
     since: std::time::SystemTime,
