@@ -413,11 +413,12 @@ async fn green_runs_promote_failed_or_skipped_ones_do_not_and_a_broken_promotion
         "1.1.0"
     );
     let t = Instant::now();
-    let mut out = Vec::new();
+    let (mut out, mut said) = (Vec::new(), Vec::new());
     controller::cli::ci::sweep(
         &controller::cli::ci::SweepArgs {
             dry_run: false,
             now: true,
+            progress: controller::cli::progress::Mode::Plain,
             server: controller::cli::ci::ServerArg {
                 server: running.http_addr.unwrap(),
                 token_file: running.token_file.clone(),
@@ -425,9 +426,17 @@ async fn green_runs_promote_failed_or_skipped_ones_do_not_and_a_broken_promotion
             },
         },
         &mut out,
+        &mut said,
     )
     .await
     .unwrap();
+    // Progress in plain mode: a line before, one per step and one at the end (stderr).
+    let said = String::from_utf8(said).unwrap();
+    assert!(said.starts_with("nightly sweep started"), "{said}");
+    for step in ["sweep", "refresh", "images", "store"] {
+        assert!(said.contains(&format!("\n  {step} ok: ")), "{said}");
+    }
+    assert!(said.contains("nightly sweep done in "), "{said}");
     let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(report["ok"], true, "{report}");
     let steps: Vec<&str> = report["steps"]

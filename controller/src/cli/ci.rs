@@ -264,6 +264,10 @@ pub struct SweepArgs {
     /// instead of the orphan sweep only.
     #[arg(long)]
     pub now: bool,
+    /// How `--now` shows that it is running: `tty` (a live spinner with the time taken, on
+    /// stderr), `plain` (a line when it starts and one per step when it ends), `auto`.
+    #[arg(long, value_enum, default_value_t = super::progress::Mode::Auto)]
+    pub progress: super::progress::Mode,
     /// The daemon.
     #[command(flatten)]
     pub server: ServerArg,
@@ -663,12 +667,64 @@ async fn wait_for_run_stack(
 ///
 /// # Errors
 /// See [`Error`].
-pub async fn sweep(args: &SweepArgs, out: &mut dyn Write) -> Result<(), Error> {
+pub async fn sweep(
+    args: &SweepArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Error> {
     let client = args.server.client()?;
     let answer: serde_json::Value = if args.now {
-        client
-            .post("/api/v1/nightly", &serde_json::json!({}))
-            .await?
+        // The daemon answers when every step is done (it reports no step before that): a
+        // spinner with the time taken on a terminal, a line before and one per step after
+        // otherwise. The report itself stays alone on stdout.
+        let started = tokio::time::Instant::now();
+        let spinner = match args.progress.resolve() {
+            super::progress::Mode::Tty => {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar.set_message(
+                    "nightly sweep: orphan sweep, warm-app refresh, image prune, store maintenance",
+                );
+                bar.enable_steady_tick(Duration::from_millis(120));
+                Some(bar)
+            }
+            _ => {
+                writeln!(
+                    err,
+                    "nightly sweep started (orphan sweep, warm-app refresh, image prune, store maintenance)"
+                )?;
+                None
+            }
+        };
+        let answer = client.post("/api/v1/nightly", &serde_json::json!({})).await;
+        if let Some(bar) = spinner {
+            bar.finish_and_clear();
+        }
+        let answer: serde_json::Value = answer?;
+        let steps = answer.get("steps").and_then(|s| s.as_array());
+        for step in steps.into_iter().flatten() {
+            let field = |k: &str| step.get(k).and_then(|v| v.as_str()).unwrap_or("");
+            let mark = if step.get("ok").and_then(|v| v.as_bool()) == Some(true) {
+                "ok"
+            } else {
+                "FAILED"
+            };
+            writeln!(err, "  {} {mark}: {}", field("name"), field("summary"))?;
+        }
+        writeln!(
+            err,
+            "nightly sweep {} in {:.1?}",
+            if answer.get("ok").and_then(|v| v.as_bool()) == Some(true) {
+                "done"
+            } else {
+                "done with failures"
+            },
+            started.elapsed()
+        )?;
+        answer
     } else {
         client
             .post(

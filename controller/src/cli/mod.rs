@@ -275,7 +275,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             std::process::exit(code)
         }
         Command::Run(command) => Ok(ci::run(&command, out, err).await?),
-        Command::Sweep(args) => Ok(ci::sweep(&args, out).await?),
+        Command::Sweep(args) => Ok(ci::sweep(&args, out, err).await?),
         Command::Promote(args) => Ok(promote::promote(&args, out, err).await?),
         Command::Rollback(args) => Ok(promote::rollback(&args, out, err).await?),
         Command::Completions(args) => shell::completions(&args, out),
