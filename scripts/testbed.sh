@@ -3,7 +3,8 @@
 #
 # Run as root on a fresh Debian 12 machine (or again on a prepared one: every step
 # checks before it acts, so a second run takes a second or two). It
-#   1. installs what is missing: docker.io, busybox-static, prometheus, chromium (apt-get);
+#   1. installs what is missing: docker.io, busybox-static, prometheus, chromium,
+#      ca-certificates (apt-get);
 #   2. starts dockerd if it is not running, with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
 #      so swarm tasks never try to pull (there is no registry);
 #   3. initialises a single-node swarm (--advertise-addr 127.0.0.1) if none is active;
@@ -38,6 +39,9 @@ fi
 [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || missing+=(prometheus)
 # chromium: tests/tests/status_page.rs renders the status page headless (screenshot + DOM).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# ca-certificates: scripts/image.sh copies Debian's bundle into hearth's image (https git
+# remotes); tests/tests/deploy_real.rs builds that image.
+[ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 # chromium does not depend on any font: without one the screenshot shows no text.
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ "${#missing[@]}" -gt 0 ]; then
