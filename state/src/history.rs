@@ -128,8 +128,9 @@ pub async fn acting_as<F: std::future::Future>(actor: String, fut: F) -> F::Outp
     ACTOR.scope(actor, fut).await
 }
 
-/// The actor of the request this task serves, if any.
-pub(crate) fn current_actor() -> Option<String> {
+/// The actor of the request this task serves, if any (to hand to work another task does on
+/// the request's behalf, which then runs in [`acting_as`] it).
+pub fn current_actor() -> Option<String> {
     ACTOR.try_with(Clone::clone).ok()
 }
 

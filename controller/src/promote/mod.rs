@@ -82,6 +82,10 @@ pub struct Submitted {
     pub state: &'static str,
 }
 
+/// Per app with a promotion under way: the request waiting behind it (the newest wins) and
+/// the API token name that asked for it.
+type Queues = HashMap<String, Option<(Request, Option<String>)>>;
+
 /// Settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -106,8 +110,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     catalogue: Option<Arc<dyn Catalogue>>,
     config: Config,
-    /// Apps with a promotion under way, and the request waiting behind it.
-    queues: Mutex<HashMap<String, Option<Request>>>,
+    /// Apps with a promotion under way, and the request waiting behind it with the API token
+    /// name that asked (its history entries name it, issue 19).
+    queues: Mutex<Queues>,
 }
 
 /// The promotion executor (cheap to clone; see the module docs).
@@ -146,7 +151,7 @@ impl Promoter {
         }
     }
 
-    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Request>>> {
+    fn queues(&self) -> std::sync::MutexGuard<'_, Queues> {
         self.inner
             .queues
             .lock()
@@ -202,10 +207,12 @@ impl Promoter {
             }
             Plan::AlreadyCurrent | Plan::Promote { .. } => {}
         }
+        // Who asked (the request's token), for the entries the background work writes.
+        let actor = state::history::current_actor();
         let older = {
             let mut queues = self.queues();
             match queues.get_mut(&req.app) {
-                Some(waiting) => Some(waiting.replace(req.clone())),
+                Some(waiting) => Some(waiting.replace((req.clone(), actor.clone()))),
                 None => {
                     queues.insert(req.app.clone(), None);
                     None
@@ -216,11 +223,11 @@ impl Promoter {
             None => {
                 let this = self.clone();
                 let first = req.clone();
-                tokio::spawn(async move { this.work(first).await });
+                tokio::spawn(async move { this.work(first, actor).await });
                 Ok(submitted("started"))
             }
             Some(replaced) => {
-                if let Some(old) = replaced {
+                if let Some((old, _)) = replaced {
                     self.record_final(
                         &old,
                         &from,
@@ -359,12 +366,20 @@ impl Promoter {
     }
 
     /// Runs `first`, then whatever waits behind it, until the app's queue is empty.
-    async fn work(&self, first: Request) {
+    async fn work(&self, first: Request, actor: Option<String>) {
         let app = first.app.clone();
-        if let Err(e) = self.execute(&first).await {
+        if let Err(e) = self.execute_for(&first, actor).await {
             warn!(app = %app, error = %e, "promotion failed");
         }
         self.drain(&app).await;
+    }
+
+    /// [`Promoter::execute`] with `actor` (the token that asked) on its history entries.
+    async fn execute_for(&self, req: &Request, actor: Option<String>) -> Result<(), Error> {
+        match actor {
+            Some(name) => state::history::acting_as(name, self.execute(req)).await,
+            None => self.execute(req).await,
+        }
     }
 
     async fn drain(&self, app: &str) {
@@ -372,14 +387,15 @@ impl Promoter {
             let next = {
                 let mut queues = self.queues();
                 match queues.get_mut(app).and_then(Option::take) {
-                    Some(r) => r,
+                    Some(next) => next,
                     None => {
                         queues.remove(app);
                         return;
                     }
                 }
             };
-            if let Err(e) = self.execute(&next).await {
+            let (next, actor) = next;
+            if let Err(e) = self.execute_for(&next, actor).await {
                 warn!(app = %app, error = %e, "promotion failed");
             }
         }

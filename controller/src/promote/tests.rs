@@ -343,3 +343,48 @@ async fn a_gate_that_never_decides_times_out_and_says_so() {
         "timedOut".to_string()
     );
 }
+
+#[tokio::test]
+async fn the_entries_of_a_promotion_name_the_token_that_asked_for_it() {
+    let (store, promoter, _) = setup("1.0.0", PromotePolicy::OnGreen).await;
+    let request = |to: &str| Request {
+        app: "web".into(),
+        to: to.into(),
+        source: PromotionSource::Operator,
+        run: None,
+        allow_downgrade: false,
+    };
+    // The HTTP layer runs each request inside `acting_as` its token's name; the promotion's
+    // work goes on in another task and must still name it.
+    state::history::acting_as("alice".into(), promoter.submit(request("1.1.0")))
+        .await
+        .unwrap();
+    until("spec.version written", || {
+        store.get::<WarmApp>("web").unwrap().spec.version == "1.1.0"
+    })
+    .await;
+    reconciled_ready(&store).await;
+    until("the gate's verdict", || !promoter.busy("web")).await;
+    let entries = store
+        .history(&Query::newest(10).reason(reason::PROMOTED))
+        .unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for e in &entries {
+        assert_eq!(e.actor.as_deref(), Some("alice"), "{e:?}");
+    }
+    // The daemon's own promotions (a green run) name nobody.
+    promoter
+        .run_succeeded(&green_run("2.0.0", crd::RunPhase::Succeeded, true))
+        .await
+        .unwrap();
+    until("spec.version written", || {
+        store.get::<WarmApp>("web").unwrap().spec.version == "2.0.0"
+    })
+    .await;
+    reconciled_ready(&store).await;
+    until("the gate's verdict", || !promoter.busy("web")).await;
+    let entries = store
+        .history(&Query::newest(2).reason(reason::PROMOTED))
+        .unwrap();
+    assert!(entries.iter().all(|e| e.actor.is_none()), "{entries:?}");
+}
