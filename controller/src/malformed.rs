@@ -248,7 +248,7 @@ const STATE_EXPECTED: &[(&str, &str)] = &[
     ),
     (
         "a Run in the state file",
-        "state file state.yml rejected (1 problem); nothing was applied\n  state.yml:2:7: Run/r: kind: a Run cannot be declared in an operator state file (runs are created by `hearth run`); allowed kinds: WarmApp, DepProvider, SlotPool",
+        "state file state.yml rejected (1 problem); nothing was applied\n  state.yml:2:7: Run/r: kind: a Run cannot be declared in an operator state file (runs are created by `hearth run`); allowed kinds: WarmApp, DepProvider, SlotPool, Recipe",
     ),
     (
         "not a mapping",

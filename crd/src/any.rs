@@ -9,6 +9,7 @@
 use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::depprovider::DepProvider;
+use crate::recipe::Recipe;
 use crate::resource::{Kind, ObjectMeta, Resource, API_VERSION};
 use crate::run::Run;
 use crate::slotpool::SlotPool;
@@ -62,6 +63,8 @@ pub enum AnyResource {
     DepProvider(DepProvider),
     /// A slot pool.
     SlotPool(SlotPool),
+    /// A recipe source.
+    Recipe(Recipe),
 }
 
 impl AnyResource {
@@ -72,6 +75,7 @@ impl AnyResource {
             AnyResource::Run(_) => Kind::Run,
             AnyResource::DepProvider(_) => Kind::DepProvider,
             AnyResource::SlotPool(_) => Kind::SlotPool,
+            AnyResource::Recipe(_) => Kind::Recipe,
         }
     }
 
@@ -82,6 +86,7 @@ impl AnyResource {
             AnyResource::Run(r) => r.meta(),
             AnyResource::DepProvider(r) => r.meta(),
             AnyResource::SlotPool(r) => r.meta(),
+            AnyResource::Recipe(r) => r.meta(),
         }
     }
 
@@ -103,6 +108,7 @@ impl AnyResource {
             Kind::Run => serde_json::from_value(value).map(AnyResource::Run),
             Kind::DepProvider => serde_json::from_value(value).map(AnyResource::DepProvider),
             Kind::SlotPool => serde_json::from_value(value).map(AnyResource::SlotPool),
+            Kind::Recipe => serde_json::from_value(value).map(AnyResource::Recipe),
         };
         r.map_err(|e| format!("{kind}: {e}"))
     }
@@ -115,6 +121,7 @@ impl Validate for AnyResource {
             AnyResource::Run(r) => r.validate(),
             AnyResource::DepProvider(r) => r.validate(),
             AnyResource::SlotPool(r) => r.validate(),
+            AnyResource::Recipe(r) => r.validate(),
         }
     }
 }
@@ -127,6 +134,7 @@ impl Serialize for AnyResource {
             AnyResource::Run(r) => r.serialize(s),
             AnyResource::DepProvider(r) => r.serialize(s),
             AnyResource::SlotPool(r) => r.serialize(s),
+            AnyResource::Recipe(r) => r.serialize(s),
         }
     }
 }
@@ -151,6 +159,7 @@ from_kind!(WarmApp);
 from_kind!(Run);
 from_kind!(DepProvider);
 from_kind!(SlotPool);
+from_kind!(Recipe);
 
 #[cfg(test)]
 mod tests {
@@ -202,7 +211,7 @@ mod tests {
         let err = AnyResource::from_value(serde_json::json!({"apiVersion": "hearth/v1", "kind": "Pod", "metadata": {"name": "x"}})).unwrap_err();
         assert!(
             err.starts_with(
-                "kind: unknown kind \"Pod\" (expected one of WarmApp, Run, DepProvider, SlotPool)"
+                "kind: unknown kind \"Pod\" (expected one of WarmApp, Run, DepProvider, SlotPool, Recipe)"
             ),
             "{err}"
         );
@@ -352,6 +361,11 @@ apiVersion: hearth/v1
 kind: SlotPool
 metadata: { name: x }
 spec: { slots: 1, portBase: 1000 }
+---
+apiVersion: hearth/v1
+kind: Recipe
+metadata: { name: x }
+spec: { git: { url: "file:///srv/x.git" } }
 "#,
         )
         .unwrap()
@@ -363,6 +377,7 @@ spec: { slots: 1, portBase: 1000 }
             AnyResource::Run(x) => x.metadata.name = name,
             AnyResource::DepProvider(x) => x.metadata.name = name,
             AnyResource::SlotPool(x) => x.metadata.name = name,
+            AnyResource::Recipe(x) => x.metadata.name = name,
         }
     }
 
@@ -375,6 +390,7 @@ spec: { slots: 1, portBase: 1000 }
                 Kind::Run => MAX_RUN_NAME_LEN,
                 Kind::DepProvider => MAX_DEP_PROVIDER_NAME_LEN,
                 Kind::SlotPool => MAX_SLOT_POOL_NAME_LEN,
+                Kind::Recipe => MAX_RECIPE_NAME_LEN,
             };
             rename(&mut r, "n".repeat(limit));
             r.validate().unwrap();
@@ -413,6 +429,7 @@ spec: { slots: 1, portBase: 1000 }
                 Kind::Run => serde_json::from_value::<Run>(v).unwrap().validate(),
                 Kind::DepProvider => serde_json::from_value::<DepProvider>(v).unwrap().validate(),
                 Kind::SlotPool => serde_json::from_value::<SlotPool>(v).unwrap().validate(),
+                Kind::Recipe => serde_json::from_value::<Recipe>(v).unwrap().validate(),
             }
             .unwrap_err();
             assert_eq!(err.paths(), ["apiVersion", "kind"], "{}", r.kind());

@@ -182,7 +182,9 @@ pub fn check_set(
                     }
                 }
             }
-            AnyResource::SlotPool(_) => {}
+            // A WarmApp may name a Recipe or a recipe of the `--catalogue` directory, so a
+            // recipe name is checked when rendering, not here.
+            AnyResource::SlotPool(_) | AnyResource::Recipe(_) => {}
         }
     }
     if out.problems.is_empty() {

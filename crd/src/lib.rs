@@ -2,7 +2,7 @@
 //!
 //! - [`resource`]: the kube-like envelope (`apiVersion`, `kind`, `metadata`) and the
 //!   [`Resource`] trait the store is generic over.
-//! - [`warmapp`], [`run`], [`depprovider`], [`slotpool`]: one module per kind.
+//! - [`warmapp`], [`run`], [`depprovider`], [`slotpool`], [`recipe`](mod@recipe): one module per kind.
 //! - [`any`]: [`AnyResource`], one resource of any kind (mixed multi-document files).
 //! - [`validation`]: the [`Validate`] trait and [`ValidationErrors`] (every problem, with its
 //!   field path).
@@ -20,6 +20,7 @@ pub mod duration;
 pub mod names;
 pub mod owner;
 pub mod promotion;
+pub mod recipe;
 pub mod resource;
 pub mod run;
 pub mod slotpool;
@@ -32,6 +33,7 @@ pub use any::{AnyResource, TypeMeta};
 pub use condition::{Condition, ConditionStatus};
 pub use depprovider::{DepMode, DepProvider, DepProviderPhase, DepProviderSpec, DepProviderStatus};
 pub use owner::Owner;
+pub use recipe::{Recipe, RecipeSpec, RecipeStatus};
 pub use resource::{Kind, ObjectMeta, Resource, API_VERSION};
 pub use run::{Run, RunPhase, RunSpec, RunStatus};
 pub use slotpool::{SlotPool, SlotPoolPhase, SlotPoolSpec, SlotPoolStatus};

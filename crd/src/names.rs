@@ -162,6 +162,8 @@ pub mod labels {
     pub const PARENT_RUN: &str = "hearth.parent-run";
     /// Hash of the desired spec hearth deployed (compare this, never the inspected spec).
     pub const SPEC_HASH: &str = "hearth.spec-hash";
+    /// On a secret hearth generated (a recipe's versioned external secret): its length.
+    pub const GENERATED: &str = "hearth.generated";
     /// Objects created by hearth's test suites (`hearth.test=1`); the test bed removes these.
     pub const TEST: &str = "hearth.test";
 }

@@ -18,11 +18,19 @@ pub enum Kind {
     DepProvider,
     /// A pool of slots capping how many runs share the host.
     SlotPool,
+    /// Where a recipe comes from (a git repository whose tags are versions, or a directory).
+    Recipe,
 }
 
 impl Kind {
     /// All kinds, in a stable order.
-    pub const ALL: [Kind; 4] = [Kind::WarmApp, Kind::Run, Kind::DepProvider, Kind::SlotPool];
+    pub const ALL: [Kind; 5] = [
+        Kind::WarmApp,
+        Kind::Run,
+        Kind::DepProvider,
+        Kind::SlotPool,
+        Kind::Recipe,
+    ];
 
     /// The kind's name as written in `kind:` fields.
     pub fn as_str(self) -> &'static str {
@@ -31,6 +39,7 @@ impl Kind {
             Kind::Run => "Run",
             Kind::DepProvider => "DepProvider",
             Kind::SlotPool => "SlotPool",
+            Kind::Recipe => "Recipe",
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::{Backend, MemoryBackend, SledBackend};
 use crd::slotpool::SlotLease;
-use crd::{DepProvider, Kind, Owner, Resource, Run, SlotPool, WarmApp};
+use crd::{DepProvider, Kind, Owner, Recipe, Resource, Run, SlotPool, WarmApp};
 use serde_json::json;
 use state::{Config, Store};
 
@@ -36,6 +36,14 @@ fn dep_provider() -> DepProvider {
     serde_json::from_value(json!({
         "apiVersion": "hearth/v1", "kind": "DepProvider", "metadata": {"name": "db"},
         "spec": {"mode": "perRun", "recipe": "postgres", "version": "16.2.0"}
+    }))
+    .unwrap()
+}
+
+fn recipe() -> Recipe {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "hearth/v1", "kind": "Recipe", "metadata": {"name": "web"},
+        "spec": {"git": {"url": "file:///srv/web.git"}}
     }))
     .unwrap()
 }
@@ -73,6 +81,7 @@ async fn every_kind_should_round_trip(b: impl Backend) {
     round_trip(&store, run("r1")).await;
     round_trip(&store, dep_provider()).await;
     round_trip(&store, slot_pool(3)).await;
+    round_trip(&store, recipe()).await;
     // A spec change of a real kind bumps generation; a status change does not.
     let mut app = store.get::<WarmApp>("web").unwrap();
     app.spec.version = "1.12.0+1.29.0".into();
@@ -94,6 +103,7 @@ async fn every_kind_should_round_trip(b: impl Backend) {
             Kind::Run => store.list::<Run>().unwrap().items.len(),
             Kind::DepProvider => store.list::<DepProvider>().unwrap().items.len(),
             Kind::SlotPool => store.list::<SlotPool>().unwrap().items.len(),
+            Kind::Recipe => store.list::<Recipe>().unwrap().items.len(),
         };
         assert_eq!(n, 1, "{kind}");
     }

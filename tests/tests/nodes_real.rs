@@ -53,6 +53,7 @@ fn stack(ns: &str) -> StackSpec {
         configs: Vec::new(),
         externals: Default::default(),
         exact_names: Default::default(),
+        generated_secrets: Vec::new(),
     }
 }
 

@@ -115,6 +115,7 @@ fn stack(ns: &str, ignore_term: bool) -> StackSpec {
         configs: vec![config],
         externals: Default::default(),
         exact_names: Default::default(),
+        generated_secrets: Vec::new(),
     }
 }
 

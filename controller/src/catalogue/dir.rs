@@ -32,6 +32,9 @@ const MAX_RECIPE_FILE_BYTES: usize = 256 * 1024;
 #[derive(Debug, Clone)]
 pub struct DirCatalogue {
     dir: PathBuf,
+    /// For a single-recipe catalogue ([`DirCatalogue::single`]): the one recipe's name, and
+    /// `dir` is that recipe's directory.
+    only: Option<String>,
     cache: Arc<RenderCache>,
 }
 
@@ -48,8 +51,28 @@ impl DirCatalogue {
         })?;
         Ok(DirCatalogue {
             dir,
+            only: None,
             cache: Arc::new(RenderCache::default()),
         })
+    }
+
+    /// A catalogue of the one recipe in `dir` (its `recipe.yml` and compose files), served
+    /// under `name` (a `Recipe` with `spec.path`). Nothing is read until used: a missing
+    /// directory is [`Error::RecipeNotFound`] then.
+    pub fn single(name: &str, dir: PathBuf) -> DirCatalogue {
+        DirCatalogue {
+            dir,
+            only: Some(name.to_string()),
+            cache: Arc::new(RenderCache::default()),
+        }
+    }
+
+    fn recipe_dir(&self, name: &str) -> Option<PathBuf> {
+        match &self.only {
+            Some(only) if only == name => Some(self.dir.clone()),
+            Some(_) => None,
+            None => Some(self.dir.join(name)),
+        }
     }
 
     /// How often [`Catalogue::render`] was answered from the cache and how often computed.
@@ -75,7 +98,9 @@ impl DirCatalogue {
         if check_dns_label(name, MAX_RECIPE_NAME_LEN).is_err() {
             return not_found();
         }
-        let dir = self.dir.join(name);
+        let Some(dir) = self.recipe_dir(name) else {
+            return not_found();
+        };
         let path = dir.join(RECIPE_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -134,6 +159,13 @@ impl DirCatalogue {
 
 impl Catalogue for DirCatalogue {
     fn recipes(&self) -> Result<Vec<String>> {
+        if let Some(only) = &self.only {
+            return Ok(if self.dir.join(RECIPE_FILE).is_file() {
+                vec![only.clone()]
+            } else {
+                Vec::new()
+            });
+        }
         let unreadable = |source| Error::DirectoryUnreadable {
             path: self.dir.clone(),
             source,
@@ -198,6 +230,8 @@ impl Catalogue for DirCatalogue {
             stack: translation.stack,
             warnings: translation.warnings,
             variables: vars,
+            digest: cache::digest(&key, &inputs),
+            timeout: None,
         };
         self.cache.put(key, inputs, rendered.clone());
         Ok(rendered)

@@ -22,6 +22,9 @@
 //! [`crate::compose`].
 
 mod dir;
+pub mod envfile;
+pub mod git;
+pub mod sources;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,6 +36,7 @@ use crate::compose;
 use crate::swarm::spec::StackSpec;
 
 pub use dir::{CacheStats, DirCatalogue};
+pub use sources::{Published, SourceStats, Sources};
 
 /// Name of the file describing a recipe inside its directory.
 pub const RECIPE_FILE: &str = "recipe.yml";
@@ -139,6 +143,11 @@ pub struct Rendered {
     pub warnings: Vec<compose::Warning>,
     /// Every variable the compose files were interpolated with.
     pub variables: BTreeMap<String, String>,
+    /// SHA-256 (hex) of the render's inputs: the recipe, its files (or, for a git recipe, the
+    /// commit) and the request. Equal inputs, equal digest.
+    pub digest: String,
+    /// How long the recipe says convergence may take (`coop-cloud.<stack>.timeout`).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Where recipes come from.
@@ -273,6 +282,12 @@ pub enum Error {
         version: String,
         /// What it publishes, oldest first.
         published: Vec<String>,
+    },
+    /// A git recipe has not been fetched successfully yet. Retryable: the next fetch.
+    #[error("recipe {recipe:?} has not been fetched yet")]
+    RecipeNotFetched {
+        /// The recipe.
+        recipe: String,
     },
     /// A required variable has no value.
     #[error("recipe {recipe:?} requires variable {name} and none was given")]

@@ -523,6 +523,7 @@ impl Work {
                 Kind::Run => count::<crd::Run>(&self.store),
                 Kind::DepProvider => count::<crd::DepProvider>(&self.store),
                 Kind::SlotPool => count::<crd::SlotPool>(&self.store),
+                Kind::Recipe => count::<crd::Recipe>(&self.store),
             }
             .map_err(|e| format!("{kind:?}: {e}"))?;
             out.insert(format!("{kind:?}"), n.into());

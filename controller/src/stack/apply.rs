@@ -423,6 +423,20 @@ async fn run(
         }
         Action::RemoveNetwork { id, .. } => remove(deadline, || swarm.remove_network(id)).await?,
         Action::CreateSecret(spec) => {
+            if let Some(length) = generated_length(spec) {
+                // The value exists only here and in Docker: never in a plan, a spec, a log.
+                let filled = swarm::spec::SecretSpec {
+                    data: Some(random_secret(length)),
+                    ..spec.clone()
+                };
+                let id = match create(deadline, || swarm.create_secret(&filled)).await {
+                    // Made meanwhile (an operator's, or a run of the same stack): it is used
+                    // as it is, as the recipe ecosystem does.
+                    Err(swarm::Error::AlreadyExists { .. }) => None,
+                    other => other?,
+                };
+                return Ok(made(ObjectKind::Secret, &spec.name, id));
+            }
             let id = create(deadline, || swarm.create_secret(spec)).await?;
             return Ok(made(ObjectKind::Secret, &spec.name, id));
         }
@@ -503,6 +517,22 @@ async fn update_service(
             Err(e) => return Err(Step::Swarm(e)),
         }
     }
+}
+
+/// The length of a secret hearth is to generate (no data, [`keys::GENERATED`] label).
+fn generated_length(spec: &swarm::spec::SecretSpec) -> Option<usize> {
+    if spec.data.is_some() {
+        return None;
+    }
+    spec.labels.as_ref()?.get(keys::GENERATED)?.parse().ok()
+}
+
+/// `length` random letters and digits (the thread's CSPRNG, seeded by the OS), base64-encoded
+/// for the API.
+fn random_secret(length: usize) -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    let value = Alphanumeric.sample_string(&mut rand::rng(), length);
+    swarm::spec::base64_encode(value.as_bytes())
 }
 
 #[cfg(test)]

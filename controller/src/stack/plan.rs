@@ -208,6 +208,7 @@ pub fn render(desired: &StackSpec, owner: &Owner) -> Result<StackSpec> {
         namespace: ns.to_string(),
         externals: desired.externals.clone(),
         exact_names: desired.exact_names.clone(),
+        generated_secrets: desired.generated_secrets.clone(),
         ..StackSpec::default()
     };
 
@@ -453,6 +454,26 @@ pub fn plan(desired: &StackSpec, owner: &Owner, observed: &Observed) -> Result<P
 
     // Volumes: none is created here; a task creates its volume on its node (see `render`).
 
+    // Generated secrets: created when missing, never updated (their value is theirs), kept
+    // while the stack names them; a new version variable names a new one.
+    for g in &rendered.generated_secrets {
+        if !observed.secrets.iter().any(|o| o.meta.name == g.name) {
+            let mut labels = Some(Map::new());
+            with_namespace(&mut labels, &ns);
+            let labels = labels.map(|mut l| {
+                owner.stamp(&mut l);
+                l.insert(keys::GENERATED.into(), g.length.to_string());
+                l
+            });
+            actions.push(Action::CreateSecret(SecretSpec {
+                name: g.name.clone(),
+                labels,
+                data: None,
+                driver: None,
+                templating: None,
+            }));
+        }
+    }
     for s in &rendered.secrets {
         let exact = rendered.exact_names.secrets.contains(&s.name);
         match observed.secrets.iter().find(|o| o.meta.name == s.name) {
@@ -527,6 +548,7 @@ pub fn plan(desired: &StackSpec, owner: &Owner, observed: &Observed) -> Result<P
         .iter()
         .map(|s| s.name.as_str())
         .chain(rendered.externals.secrets.iter().map(String::as_str))
+        .chain(rendered.generated_secrets.iter().map(|g| g.name.as_str()))
         .collect();
     for o in &observed.secrets {
         if !keep_secrets.contains(o.meta.name.as_str()) {
@@ -648,6 +670,7 @@ pub(crate) mod tests {
             configs: vec![config_spec],
             externals: Default::default(),
             exact_names: Default::default(),
+            generated_secrets: Vec::new(),
         }
     }
 

@@ -184,6 +184,11 @@ fn current(store: &Store) -> Result<Vec<AnyResource>, Error> {
             .into_iter()
             .map(AnyResource::SlotPool),
     );
+    all.extend(
+        list::<crd::Recipe>(store)?
+            .into_iter()
+            .map(AnyResource::Recipe),
+    );
     Ok(all)
 }
 
@@ -240,6 +245,7 @@ async fn create(store: &Store, r: &AnyResource) -> Result<(), Error> {
         AnyResource::WarmApp(o) => store.create(o).await.map(drop),
         AnyResource::DepProvider(o) => store.create(o).await.map(drop),
         AnyResource::SlotPool(o) => store.create(o).await.map(drop),
+        AnyResource::Recipe(o) => store.create(o).await.map(drop),
         AnyResource::Run(o) => store.create(o).await.map(drop),
     };
     result.map_err(Error::StoreFailed)
@@ -260,6 +266,7 @@ pub(super) async fn update(
             update_typed(store, c, d).await
         }
         (AnyResource::SlotPool(c), AnyResource::SlotPool(d)) => update_typed(store, c, d).await,
+        (AnyResource::Recipe(c), AnyResource::Recipe(d)) => update_typed(store, c, d).await,
         (AnyResource::Run(c), AnyResource::Run(d)) => update_typed(store, c, d).await,
         // The diff pairs objects by (kind, name), so kinds always match.
         _ => Ok(()),
@@ -296,6 +303,7 @@ async fn delete(store: &Store, r: &AnyResource) -> Result<(), Error> {
         AnyResource::WarmApp(o) => delete_typed::<WarmApp>(store, o.name(), version).await,
         AnyResource::DepProvider(o) => delete_typed::<DepProvider>(store, o.name(), version).await,
         AnyResource::SlotPool(o) => delete_typed::<SlotPool>(store, o.name(), version).await,
+        AnyResource::Recipe(o) => delete_typed::<crd::Recipe>(store, o.name(), version).await,
         AnyResource::Run(o) => delete_typed::<crd::Run>(store, o.name(), version).await,
     };
     result.map_err(Error::StoreFailed)

@@ -41,7 +41,12 @@ pub const MAX_FILE_BYTES: usize = 1024 * 1024;
 pub const MAX_DOCUMENTS: usize = 1000;
 
 /// The kinds an operator state file may declare.
-pub const OPERATOR_KINDS: [Kind; 3] = [Kind::WarmApp, Kind::DepProvider, Kind::SlotPool];
+pub const OPERATOR_KINDS: [Kind; 4] = [
+    Kind::WarmApp,
+    Kind::DepProvider,
+    Kind::SlotPool,
+    Kind::Recipe,
+];
 
 /// A validated state file.
 #[derive(Debug, Clone, PartialEq)]
@@ -356,7 +361,7 @@ fn read_document(doc: &Document, problems: &mut Vec<Problem>) -> Option<(AnyReso
             name,
             "kind",
             format!(
-                "a {kind} cannot be declared in an operator state file (runs are created by `hearth run`); allowed kinds: WarmApp, DepProvider, SlotPool"
+                "a {kind} cannot be declared in an operator state file (runs are created by `hearth run`); allowed kinds: WarmApp, DepProvider, SlotPool, Recipe"
             ),
         ));
         return None;
@@ -385,6 +390,7 @@ fn read_document(doc: &Document, problems: &mut Vec<Problem>) -> Option<(AnyReso
         Kind::WarmApp => typed::<crd::WarmApp>(doc, &tree).map(AnyResource::WarmApp),
         Kind::DepProvider => typed::<crd::DepProvider>(doc, &tree).map(AnyResource::DepProvider),
         Kind::SlotPool => typed::<crd::SlotPool>(doc, &tree).map(AnyResource::SlotPool),
+        Kind::Recipe => typed::<crd::Recipe>(doc, &tree).map(AnyResource::Recipe),
         Kind::Run => return None,
     };
     let resource = match typed {

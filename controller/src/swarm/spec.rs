@@ -941,6 +941,11 @@ pub struct StackSpec {
     /// name, as docker does, instead of hearth's `<name>-<hash10>` (#13).
     #[serde(default, skip_serializing_if = "ExactNames::is_empty")]
     pub exact_names: ExactNames,
+    /// Secrets the stack uses by their exact name that hearth creates with a random value
+    /// when missing (the recipe ecosystem's versioned secrets, `<stack>_<name>_v1`): kept
+    /// while they exist, owned by the stack (removed with it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generated_secrets: Vec<GeneratedSecret>,
 }
 
 /// Names of the secrets and configs a stack names explicitly.
@@ -957,6 +962,15 @@ impl ExactNames {
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty() && self.configs.is_empty()
     }
+}
+
+/// A secret hearth generates (see [`StackSpec::generated_secrets`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeneratedSecret {
+    /// The exact secret name.
+    pub name: String,
+    /// How many random characters (letters and digits).
+    pub length: usize,
 }
 
 /// Names of external objects a stack refers to.

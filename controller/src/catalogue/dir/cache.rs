@@ -92,6 +92,30 @@ impl Files for RecordingFiles {
     }
 }
 
+/// SHA-256 (hex) of a request and the files its render read.
+pub(super) fn digest(key: &Key, inputs: &[Input]) -> String {
+    let mut h = Sha256::new();
+    for part in [&key.recipe, &key.version, &key.stack, &key.domain] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for (k, v) in &key.env {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    for i in inputs {
+        h.update(i.path.to_string_lossy().as_bytes());
+        h.update([0]);
+        match &i.digest {
+            Some(d) => h.update(d),
+            None => h.update([0xff]),
+        }
+    }
+    hex::encode(h.finalize())
+}
+
 /// What a render was asked for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Key {
