@@ -13,6 +13,7 @@ pub mod liveness;
 mod malformed;
 pub mod nightly;
 pub mod promote;
+pub mod recipes;
 pub mod runs;
 pub mod runtime;
 pub mod serve;

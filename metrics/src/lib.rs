@@ -73,6 +73,8 @@ pub struct Metrics {
     image_bytes_reclaimed: IntCounter,
     image_prunes_skipped: IntCounter,
     state_file_rejections: IntCounter,
+    recipe_fetches: IntCounterVec,
+    recipe_fetch_failing: IntGaugeVec,
     docker_calls: IntCounterVec,
     docker_errors: IntCounterVec,
     docker_latency: HistogramVec,
@@ -258,6 +260,18 @@ impl Metrics {
             image_bytes_reclaimed,
             image_prunes_skipped,
             state_file_rejections,
+            recipe_fetches: counter_vec(
+                &r,
+                "recipe_fetches_total",
+                "Git recipe fetches, by result (ok, failed).",
+                &["result"],
+            )?,
+            recipe_fetch_failing: gauge_vec(
+                &r,
+                "recipe_fetch_failing",
+                "1 while a declared git recipe's last fetch failed (its last good content stays in force).",
+                &["recipe"],
+            )?,
             docker_calls: counter_vec(
                 &r,
                 "docker_api_calls_total",
@@ -449,6 +463,22 @@ impl Metrics {
     /// Counts one nightly image prune skipped because a deploy was in progress.
     pub fn record_image_prune_skipped(&self) {
         self.image_prunes_skipped.inc();
+    }
+
+    /// Records one git recipe fetch of `recipe`.
+    pub fn record_recipe_fetch(&self, recipe: &str, ok: bool) {
+        self.recipe_fetches
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+        self.recipe_fetch_failing
+            .with_label_values(&[recipe])
+            .set(i64::from(!ok));
+    }
+
+    /// Forgets a recipe that is no longer declared.
+    pub fn remove_recipe(&self, recipe: &str) {
+        // An absent series is fine: nothing to remove.
+        let _ = self.recipe_fetch_failing.remove_label_values(&[recipe]);
     }
 
     /// Counts one rejected operator state file.

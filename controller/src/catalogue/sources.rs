@@ -714,4 +714,4 @@ impl Catalogue for Sources {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

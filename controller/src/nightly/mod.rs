@@ -297,6 +297,8 @@ pub struct Work {
     pub sweeper: Sweeper,
     /// Where the newest versions come from.
     pub catalogue: Arc<dyn Catalogue>,
+    /// Fetches the declared git recipes first, so `refresh: latest` sees new tags.
+    pub fetcher: Option<Arc<crate::recipes::Fetcher>>,
     /// Promotions (refresh: latest goes through the same health gate).
     pub promoter: Promoter,
     /// The WarmApp controller's handle: every app is reconciled (drift repaired).
@@ -339,6 +341,30 @@ impl Work {
                 serde_json::Value::Null,
             ),
         }
+    }
+
+    /// Fetches every declared git recipe; a failed fetch fails the step (the last good
+    /// content stays in force for the refresh that follows).
+    async fn fetch(&self) -> Step {
+        let Some(fetcher) = &self.fetcher else {
+            return step(
+                "fetch",
+                true,
+                "no git recipes (no fetcher)".into(),
+                serde_json::Value::Null,
+            );
+        };
+        let outcomes = fetcher.fetch_all().await;
+        let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+        step(
+            "fetch",
+            failed == 0,
+            format!(
+                "{} git recipe(s) fetched, {failed} failed (their last good content stays in force)",
+                outcomes.len() - failed
+            ),
+            serde_json::to_value(&outcomes).unwrap_or_default(),
+        )
     }
 
     async fn refresh(&self) -> Step {
@@ -585,6 +611,7 @@ impl Job for Work {
         Box::pin(async move {
             vec![
                 self.sweep().await,
+                self.fetch().await,
                 self.refresh().await,
                 self.prune_images().await,
                 self.maintenance().await,

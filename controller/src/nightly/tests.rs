@@ -264,6 +264,7 @@ mod refresh {
         let dyn_swarm: Arc<dyn Swarm> = swarm.clone();
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
         let work = Work {
+            fetcher: None,
             store: store.clone(),
             sweeper: Sweeper::new(
                 dyn_swarm.clone(),

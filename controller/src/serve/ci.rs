@@ -15,7 +15,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::catalogue::DirCatalogue;
 use crate::liveness::ProcLiveness;
 use crate::runs::{self, Runs};
 use crate::slots::{self, Slots};
@@ -32,7 +31,7 @@ pub const TEARDOWN_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) struct Setup {
     pub store: Store,
     pub swarm: Arc<dyn Swarm>,
-    pub catalogue: Arc<DirCatalogue>,
+    pub catalogue: Arc<dyn crate::catalogue::Catalogue>,
     pub base_domain: BaseDomain,
     pub extra_labels: Labels,
     pub instance: String,

@@ -417,7 +417,30 @@ async fn start_with_store(
     extra_labels.insert(crate::warmapp::INSTANCE_LABEL.to_string(), instance.clone());
     info!(instance = %instance, "stacks are labelled {}={instance}; only those are ever torn down", crate::warmapp::INSTANCE_LABEL);
 
-    let catalogue: Arc<DirCatalogue> = Arc::new(catalogue);
+    // Declared Recipes first, the --catalogue directory for names no Recipe declares.
+    let sources = Arc::new(crate::catalogue::Sources::new(
+        options.data_dir.join("recipes"),
+        Some(catalogue),
+        crate::catalogue::sources::Limits::default(),
+    ));
+    let fetcher = Arc::new(crate::recipes::Fetcher::new(
+        store.clone(),
+        sources.clone(),
+        metrics.clone(),
+        Arc::new(state::SystemClock),
+    ));
+    match fetcher.sync() {
+        Ok(r) => info!(
+            recipes = r.len(),
+            "declared recipes loaded (git recipes fetch in the background)"
+        ),
+        Err(e) => warn!(error = %e, "cannot list the declared recipes"),
+    }
+    tasks.push((
+        "recipes",
+        tokio::spawn(Arc::clone(&fetcher).run_loop(shutdown.graceful.clone())),
+    ));
+    let catalogue: Arc<dyn crate::catalogue::Catalogue> = sources.clone();
     let catalogue_dyn: Arc<dyn crate::catalogue::Catalogue> = catalogue.clone();
     let promoter = Promoter::new(
         store.clone(),
@@ -467,6 +490,7 @@ async fn start_with_store(
     let controller = Controller::<WarmAppReconciler>::new(store.clone(), ctx, config)
         .with_swarm(Arc::clone(&swarm));
     let handle = controller.handle();
+    fetcher.set_handle(handle.clone());
 
     let seed = u64::from_str_radix(instance.get(..12).unwrap_or(&instance), 16).unwrap_or(0);
     let schedule = nightly
@@ -482,6 +506,7 @@ async fn start_with_store(
             store: store.clone(),
             sweeper: cleanup.sweeper.clone(),
             catalogue: catalogue_dyn.clone(),
+            fetcher: Some(fetcher.clone()),
             promoter: promoter.clone(),
             handle: Some(handle.clone()),
             metrics: metrics.clone(),

@@ -355,6 +355,17 @@ fn render(
     stack: &StackName,
     version: &str,
 ) -> Result<StackSpec, String> {
+    render_with_timeout(ctx, app, stack, version).map(|(s, _)| s)
+}
+
+/// [`render`], and how long the recipe says convergence may take (its
+/// `coop-cloud.<stack>.timeout` label).
+fn render_with_timeout(
+    ctx: &Context,
+    app: &WarmApp,
+    stack: &StackName,
+    version: &str,
+) -> Result<(StackSpec, Option<std::time::Duration>), String> {
     let domain = app.domain(&ctx.base_domain).map_err(|e| e.to_string())?;
     let request = RenderRequest {
         recipe: &app.spec.recipe,
@@ -364,7 +375,7 @@ fn render(
         env: &app.spec.env,
     };
     let rendered = ctx.catalogue.render(&request).map_err(|e| error_text(&e))?;
-    Ok(prepare(rendered.stack, version))
+    Ok((prepare(rendered.stack, version), rendered.timeout))
 }
 
 fn error_text(e: &catalogue::Error) -> String {
@@ -394,9 +405,11 @@ async fn reconcile(app: &WarmApp, ctx: &Context) -> Result<Action, Error> {
     };
 
     // Observe against the target.
-    let (observation, desired) = match render(ctx, app, &stack, &version) {
+    let mut recipe_timeout = None;
+    let (observation, desired) = match render_with_timeout(ctx, app, &stack, &version) {
         Err(why) => (Observation::RenderFailed(why), None),
-        Ok(desired) => {
+        Ok((desired, timeout)) => {
+            recipe_timeout = timeout;
             let observed = ctx
                 .observations
                 .observe(ctx.swarm.as_ref(), stack.as_str(), fresh_since())
@@ -452,7 +465,16 @@ async fn reconcile(app: &WarmApp, ctx: &Context) -> Result<Action, Error> {
     let now = Now {
         ms: ctx.clock.now_ms(),
     };
-    let decision = decide::step(app, &target, &observation, now);
+    // The recipe's own convergence timeout bounds the health deadline unless the app sets
+    // readyTimeout itself.
+    let decision = match recipe_timeout {
+        Some(t) if app.spec.health.ready_timeout.is_none() => {
+            let mut bounded = app.clone();
+            bounded.spec.health.ready_timeout = Some(t);
+            decide::step(&bounded, &target, &observation, now)
+        }
+        _ => decide::step(app, &target, &observation, now),
+    };
     let mut status = decision.status.clone();
     status.stack_name = Some(stack.as_str().to_string());
     status.domain = app.domain(&ctx.base_domain).ok();

@@ -8,7 +8,7 @@ use crd::recipe::GitSource;
 
 use super::*;
 
-fn sh(dir: &Path, args: &[&str]) {
+pub(crate) fn sh(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -68,7 +68,7 @@ services:
 "#;
 
 /// A recipe repository with tags 1.0.0+1.0, 1.1.0+1.1 and garbage, on branch main.
-fn repo() -> tempfile::TempDir {
+pub(crate) fn repo() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     sh(p, &["init", "-q", "-b", "main"]);
@@ -95,7 +95,7 @@ fn repo() -> tempfile::TempDir {
     dir
 }
 
-fn declared(url: &str) -> crd::Recipe {
+pub(crate) fn declared(url: &str) -> crd::Recipe {
     crd::Recipe::new(
         "demo",
         RecipeSpec {
