@@ -4,11 +4,13 @@
 # Run as root on a fresh Debian 12 machine (or again on a prepared one: every step
 # checks before it acts, so a second run takes a second or two). It
 #   1. installs what is missing: docker.io, busybox-static, prometheus, chromium,
-#      ca-certificates (apt-get);
+#      ca-certificates, git (apt-get);
 #   2. starts dockerd if it is not running, with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
 #      so swarm tasks never try to pull (there is no registry);
 #   3. initialises a single-node swarm (--advertise-addr 127.0.0.1) if none is active;
-#   4. builds the fixture images with `docker import` (see docs/TESTING.md, "The test bed");
+#   4. builds the fixture images with `docker import` (see docs/TESTING.md, "The test bed"),
+#      and the fixture recipe git repository (HEARTH_FIXTURE_RECIPE, default
+#      /var/lib/hearth-testbed/webapp-recipe);
 #   5. removes leftovers of earlier test runs: only objects labelled hearth.test=1.
 #
 # Environment: HEARTH_DOCKERD_LOG (default /var/log/hearth-dockerd.log),
@@ -42,6 +44,8 @@ fi
 # ca-certificates: scripts/image.sh copies Debian's bundle into hearth's image (https git
 # remotes); tests/tests/deploy_real.rs builds that image.
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+# git: the fixture recipe repository (4b) and hearth's recipe fetches.
+command -v git >/dev/null 2>&1 || missing+=(git)
 # chromium does not depend on any font: without one the screenshot shows no text.
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -166,6 +170,118 @@ build_fixture 1.0.0 "$HEALTHY_CHECK"
 build_fixture 1.1.0 "$HEALTHY_CHECK"
 build_fixture 2.0.0 "$HEALTHY_CHECK"
 build_fixture 2.1.0-broken "$BROKEN_CHECK"
+
+# --- 4b. fixture recipe repository ----------------------------------------------------------
+# The fixture web app as a Co-op Cloud style recipe in a local git repository, tagged like the
+# ecosystem tags (`<recipe semver>+<upstream>`): 1.0.0+1.0.0 and 1.1.0+1.1.0, each commit's
+# compose.yml pinning its own image. It has a .env.sample (COMPOSE_FILE accumulated over an
+# overlay, a versioned secret with a length modifier), an abra.sh exporting the config's
+# version, and a config file. Tests clone it and tag newer versions in their clone
+# (tests/tests/recipe_real.rs). Commits carry fixed dates, so a rebuild is identical.
+RECIPE_DIR=${HEARTH_FIXTURE_RECIPE:-/var/lib/hearth-testbed/webapp-recipe}
+recipe_compose() { # $1: recipe version, $2: image tag
+    cat <<YAML
+# The fixture web app (scripts/testbed.sh). Imported fixture images need \`command:\`; this
+# host has no ip_vs, hence endpoint_mode dnsrr.
+version: "3.8"
+services:
+  app:
+    image: hearth-fixture/webapp:$2
+    command: ["/bin/serve"]
+    environment:
+      - PORT
+      - APP_DOMAIN=\${DOMAIN}
+      - API_KEY_FILE=/run/secrets/api_key
+    secrets:
+      - api_key
+    configs:
+      - source: motd
+        target: /www/motd.txt
+    healthcheck:
+      test: ["CMD", "/bin/healthcheck"]
+      interval: 2s
+      timeout: 2s
+      retries: 3
+      start_period: 2s
+    stop_grace_period: 5s
+    deploy:
+      endpoint_mode: dnsrr
+      replicas: 1
+      update_config:
+        order: start-first
+        failure_action: rollback
+        monitor: 10s
+      rollback_config:
+        order: start-first
+      restart_policy:
+        condition: any
+        delay: 2s
+      labels:
+        - "coop-cloud.\${STACK_NAME}.version=$1"
+        - "coop-cloud.\${STACK_NAME}.timeout=\${TIMEOUT:-60}"
+secrets:
+  api_key:
+    external: true
+    name: \${STACK_NAME}_api_key_\${SECRET_API_KEY_VERSION:-v1}
+configs:
+  motd:
+    name: \${STACK_NAME}_motd_\${MOTD_VERSION}
+    file: motd.txt
+YAML
+}
+RECIPE_ENV='TYPE=webapp
+DOMAIN=webapp.example.com
+
+COMPOSE_FILE="compose.yml"
+# the greeting overlay (on by default)
+COMPOSE_FILE="$COMPOSE_FILE:compose.greeting.yml"
+#COMPOSE_FILE="$COMPOSE_FILE:compose.never.yml"
+
+PORT=8080
+GREETING=hello # what the overlay sets
+
+SECRET_API_KEY_VERSION=v1 # length=24
+'
+RECIPE_OVERLAY='version: "3.8"
+services:
+  app:
+    environment:
+      - GREETING=${GREETING:-hi}
+'
+RECIPE_ABRA='export MOTD_VERSION=v1
+
+# a custom command: abra runs it, hearth only reads the export lines above
+greet() {
+    echo "hello from $DOMAIN"
+}
+'
+recipe_hash=$(printf '%s\n%s\n%s\n%s\n%s\n' "$(recipe_compose V I)" "$RECIPE_ENV" "$RECIPE_OVERLAY" "$RECIPE_ABRA" "v1" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$RECIPE_DIR.hash" 2>/dev/null)" != "$recipe_hash" ]; then
+    log "building the fixture recipe repository $RECIPE_DIR"
+    rm -rf "$RECIPE_DIR"
+    mkdir -p "$RECIPE_DIR"
+    rgit() {
+        GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1 \
+        GIT_AUTHOR_NAME=hearth-testbed GIT_AUTHOR_EMAIL=testbed@hearth.invalid \
+        GIT_COMMITTER_NAME=hearth-testbed GIT_COMMITTER_EMAIL=testbed@hearth.invalid \
+        git -C "$RECIPE_DIR" "$@"
+    }
+    rgit init --quiet --initial-branch=main
+    printf '%s' "$RECIPE_ENV" >"$RECIPE_DIR/.env.sample"
+    printf '%s' "$RECIPE_OVERLAY" >"$RECIPE_DIR/compose.greeting.yml"
+    printf '%s' "$RECIPE_ABRA" >"$RECIPE_DIR/abra.sh"
+    printf 'hearth fixture recipe\n' >"$RECIPE_DIR/motd.txt"
+    day=0
+    for version in 1.0.0 1.1.0; do
+        day=$((day + 1))
+        recipe_compose "$version+$version" "$version" >"$RECIPE_DIR/compose.yml"
+        rgit add -A
+        GIT_AUTHOR_DATE="2026-01-0${day}T00:00:00Z" GIT_COMMITTER_DATE="2026-01-0${day}T00:00:00Z" \
+            rgit commit --quiet -m "chore: publish $version+$version release"
+        rgit tag "$version+$version"
+    done
+    printf '%s\n' "$recipe_hash" >"$RECIPE_DIR.hash"
+fi
 
 # --- 5. leftovers of earlier test runs -----------------------------------------------------
 if [ "${HEARTH_TESTBED_NO_CLEANUP:-0}" = 1 ]; then

@@ -445,14 +445,14 @@ async fn green_runs_promote_failed_or_skipped_ones_do_not_and_a_broken_promotion
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(steps, ["sweep", "refresh", "images", "store"]);
+    assert_eq!(steps, ["sweep", "fetch", "refresh", "images", "store"]);
     assert_eq!(
-        report["steps"][1]["details"]["advanced"][0],
+        report["steps"][2]["details"]["advanced"][0],
         format!("{web} -> 2.0.0")
     );
     // The refresh just started a health-gated upgrade (seconds on the real swarm): the image
     // prune right after it must wait for another night.
-    let skipped = report["steps"][2]["details"]["skipped"]
+    let skipped = report["steps"][3]["details"]["skipped"]
         .as_str()
         .unwrap_or("");
     assert!(skipped.contains("promotion"), "{report}");

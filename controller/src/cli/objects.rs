@@ -139,6 +139,9 @@ pub enum GetCommand {
     /// Slot pools: slots in use, waiters, ports.
     #[command(alias = "slotpool", alias = "pools", alias = "sp")]
     Slotpools(GetArgs),
+    /// Recipes: source, versions found, newest, last fetch.
+    #[command(alias = "recipe", alias = "rc")]
+    Recipes(GetArgs),
     /// The history, newest first.
     History(HistoryArgs),
 }
@@ -377,8 +380,9 @@ fn object_kind(kind: &str) -> Result<(Kind, &'static str), Error> {
         Some(Kind::WarmApp) => Ok((Kind::WarmApp, "warmapps")),
         Some(Kind::Run) => Ok((Kind::Run, "runs")),
         Some(Kind::SlotPool) => Ok((Kind::SlotPool, "slotpools")),
+        Some(Kind::Recipe) => Ok((Kind::Recipe, "recipes")),
         _ => Err(Error::ArgumentRejected(format!(
-            "unknown kind {kind:?}: one of warmapp, run, slotpool"
+            "unknown kind {kind:?}: one of warmapp, run, slotpool, recipe"
         ))),
     }
 }
@@ -463,12 +467,16 @@ fn write_objects<T: serde::de::DeserializeOwned + serde::Serialize>(
 /// # Errors
 /// An unreachable daemon and store, a refused request, or a failed output.
 pub async fn get(command: &GetCommand, out: &mut dyn Write) -> Result<(), Error> {
-    use render::{history_table, runs_table, slotpools_table, warmapps_table};
+    use render::{history_table, recipes_table, runs_table, slotpools_table, warmapps_table};
     match command {
-        GetCommand::Warmapps(a) | GetCommand::Runs(a) | GetCommand::Slotpools(a) => {
+        GetCommand::Warmapps(a)
+        | GetCommand::Runs(a)
+        | GetCommand::Slotpools(a)
+        | GetCommand::Recipes(a) => {
             let segment = match command {
                 GetCommand::Runs(_) => "runs",
                 GetCommand::Slotpools(_) => "slotpools",
+                GetCommand::Recipes(_) => "recipes",
                 _ => "warmapps",
             };
             let path = match &a.name {
@@ -485,6 +493,11 @@ pub async fn get(command: &GetCommand, out: &mut dyn Write) -> Result<(), Error>
                 GetCommand::Slotpools(_) => {
                     let v = fetch(&a.server, &path, |s| local_objects::<SlotPool>(s, name)).await?;
                     write_objects::<SlotPool>(out, v, single, a.output, slotpools_table)
+                }
+                GetCommand::Recipes(_) => {
+                    let v =
+                        fetch(&a.server, &path, |s| local_objects::<crd::Recipe>(s, name)).await?;
+                    write_objects::<crd::Recipe>(out, v, single, a.output, recipes_table)
                 }
                 _ => {
                     let v = fetch(&a.server, &path, |s| local_objects::<WarmApp>(s, name)).await?;
@@ -558,6 +571,7 @@ pub async fn describe(args: &ObjectArgs, out: &mut dyn Write) -> Result<(), Erro
         Output::Table => match kind {
             Kind::Run => describe_run(&decode(object)?, &history, now),
             Kind::SlotPool => describe_slotpool(&decode(object)?, &history, now),
+            Kind::Recipe => render::describe_recipe(&decode(object)?, &history, now),
             _ => describe_warmapp(&decode(object)?, &history, now),
         },
         other => render::structured(

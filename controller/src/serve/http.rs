@@ -319,6 +319,8 @@ fn routes() -> Routes {
         .get("/api/v1/warmapps", list_warmapps)
         .get("/api/v1/warmapps/{name}", get_warmapp)
         .delete("/api/v1/warmapps/{name}", Scope::Admin, delete_warmapp)
+        .get("/api/v1/recipes", list_recipes)
+        .get("/api/v1/recipes/{name}", get_recipe)
         .get("/api/v1/history", history)
         .post_limited("/api/v1/apply", Scope::Admin, apply, APPLY_BODY_LIMIT)
         .merge(super::http_ci::routes())
@@ -667,6 +669,22 @@ async fn get_warmapp(
     }
 }
 
+async fn list_recipes(AxumState(s): AxumState<State>) -> Result<Json<Vec<crd::Recipe>>, ApiError> {
+    let list = s.store.list::<crd::Recipe>().map_err(|e| store_error(&e))?;
+    Ok(Json(list.items))
+}
+
+async fn get_recipe(
+    AxumState(s): AxumState<State>,
+    Path(name): Path<String>,
+) -> Result<Json<crd::Recipe>, ApiError> {
+    match s.store.get_opt::<crd::Recipe>(&name) {
+        Ok(Some(r)) => Ok(Json(r)),
+        Ok(None) => Err(ApiError::not_found(format!("Recipe/{name} was not found"))),
+        Err(e) => Err(store_error(&e)),
+    }
+}
+
 /// Reason of the history entry a delete through the API writes.
 pub const DELETED: &str = "Deleted";
 
@@ -703,6 +721,7 @@ pub fn parse_kind(s: &str) -> Option<Kind> {
         "run" | "runs" => Some(Kind::Run),
         "slotpool" | "slotpools" | "pool" | "pools" | "sp" => Some(Kind::SlotPool),
         "depprovider" | "depproviders" | "dep" | "deps" => Some(Kind::DepProvider),
+        "recipe" | "recipes" | "rc" => Some(Kind::Recipe),
         _ => None,
     }
 }

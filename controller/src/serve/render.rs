@@ -567,6 +567,134 @@ pub fn describe_slotpool(pool: &SlotPool, history: &[Entry], now_ms: u64) -> Str
     p.out
 }
 
+/// The source of a recipe, short: its git URL (and followed branch) or its directory.
+fn recipe_source(r: &crd::Recipe) -> String {
+    match (&r.spec.git, &r.spec.path) {
+        (Some(g), _) => match &g.git_ref {
+            Some(b) => format!("{} ({})", g.url, b.branch),
+            None => g.url.clone(),
+        },
+        (None, Some(p)) => p.clone(),
+        (None, None) => "-".into(),
+    }
+}
+
+fn short(commit: Option<&str>) -> String {
+    commit
+        .map(|c| c.chars().take(12).collect())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// `NAME SOURCE VERSIONS NEWEST COMMIT FETCHED ERROR`.
+pub fn recipes_table(recipes: &[crd::Recipe], now_ms: u64) -> String {
+    let rows: Vec<Vec<String>> = recipes
+        .iter()
+        .map(|r| {
+            let s = &r.status;
+            let versions = if r.spec.path.is_some() {
+                "(directory)".to_string()
+            } else {
+                s.versions.len().to_string()
+            };
+            vec![
+                r.metadata.name.clone(),
+                recipe_source(r),
+                versions,
+                or_dash(s.newest.as_deref()),
+                short(s.commit.as_deref()),
+                s.last_fetch_ms
+                    .map(|t| age(now_ms, t))
+                    .unwrap_or_else(|| "-".into()),
+                match &s.last_fetch_error {
+                    Some(_) => "fetch failed".into(),
+                    None => "-".into(),
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME", "SOURCE", "VERSIONS", "NEWEST", "COMMIT", "FETCHED", "ERROR",
+        ],
+        &rows,
+    )
+}
+
+/// `hearth describe recipe NAME`: source, versions newest first, ignored tags, fetch status.
+pub fn describe_recipe(r: &crd::Recipe, history: &[Entry], now_ms: u64) -> String {
+    let s = &r.status;
+    let mut p = Page::new();
+    p.field("Name", &r.metadata.name);
+    p.field("Kind", "Recipe");
+    p.field("Age", age(now_ms, r.metadata.creation_timestamp_ms));
+    p.field("Source", recipe_source(r));
+    if r.spec.git.is_some() {
+        p.field("Versions range", or_dash(r.spec.versions.as_deref()));
+        p.field(
+            "Pre-releases",
+            if r.spec.prerelease {
+                "counted"
+            } else {
+                "ignored"
+            },
+        );
+        p.field("Interval", humantime::format_duration(r.spec.interval()));
+        p.field("Newest", or_dash(s.newest.as_deref()));
+        p.field("Commit", or_dash(s.commit.as_deref()));
+        p.field(
+            "Last fetch",
+            s.last_fetch_ms
+                .map(|t| format!("{} ago", age(now_ms, t)))
+                .unwrap_or_else(|| "never".into()),
+        );
+        p.field(
+            "Last success",
+            s.last_success_ms
+                .map(|t| format!("{} ago", age(now_ms, t)))
+                .unwrap_or_else(|| "never".into()),
+        );
+        if let Some(e) = &s.last_fetch_error {
+            p.field("Fetch error", e);
+        }
+        p.section("Versions (newest first)");
+        if s.versions.is_empty() {
+            p.indented("<none>");
+        } else {
+            let rows: Vec<Vec<String>> = s
+                .versions
+                .iter()
+                .rev()
+                .map(|v| {
+                    vec![
+                        v.version.clone(),
+                        v.tag.clone(),
+                        short(Some(&v.commit)),
+                        chrono::DateTime::from_timestamp(v.commit_time, 0)
+                            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                            .unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            p.indented(&table(
+                &["VERSION", "TAG", "COMMIT", "COMMITTED (UTC)"],
+                &rows,
+            ));
+        }
+        if !s.ignored.is_empty() {
+            p.section("Ignored tags");
+            let rows: Vec<Vec<String>> = s
+                .ignored
+                .iter()
+                .map(|i| vec![i.tag.clone(), i.reason.clone()])
+                .collect();
+            p.indented(&table(&["TAG", "WHY"], &rows));
+        }
+    }
+    p.conditions(&s.conditions, now_ms);
+    p.events(history, now_ms);
+    p.out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;

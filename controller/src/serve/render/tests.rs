@@ -209,3 +209,71 @@ fn tables_align_columns_without_trailing_spaces() {
     );
     assert_eq!(t, "A    LONGER\nxx\ny    z\n");
 }
+
+fn recipes() -> Vec<crd::Recipe> {
+    serde_json::from_value(serde_json::json!([
+        {"apiVersion": "hearth/v1", "kind": "Recipe",
+         "metadata": {"name": "bonfire", "generation": 1, "creationTimestampMs": NOW - 2 * 86_400_000},
+         "spec": {"git": {"url": "https://git.coopcloud.tech/coop-cloud/bonfire.git"}, "interval": "1h"},
+         "status": {
+            "observedGeneration": 1,
+            "commit": "48e7e26bb0a004b443655449264331f49612f0f6",
+            "versions": [
+                {"version": "1.0.0+1.0.5-social-amd64", "tag": "1.0.0+1.0.5-social-amd64",
+                 "commit": "79a43dbadc54e1d3abc24f379f39ac2e8d2f8ebc", "commitTime": 1_783_506_931},
+                {"version": "2.0.0+1.0.5-social-amd64", "tag": "2.0.0+1.0.5-social-amd64",
+                 "commit": "ead44b7103ec0665d3df83d9a489c7e9ad158b8d", "commitTime": 1_785_851_770},
+                {"version": "2.0.1+1.0.6-social-amd64", "tag": "2.0.1+1.0.6-social-amd64",
+                 "commit": "a49cdecfd89f8aed6426694b85644e3b2a46714b", "commitTime": 1_785_852_196}],
+            "ignored": [{"tag": "latest", "reason": "not a semver version (unexpected character 'l' while parsing major version number)"}],
+            "newest": "2.0.1+1.0.6-social-amd64",
+            "lastFetchMs": NOW - 2 * MIN, "lastSuccessMs": NOW - 62 * MIN,
+            "lastFetchError": "git fetch failed: fatal: unable to access 'https://git.coopcloud.tech/coop-cloud/bonfire.git/': Could not resolve host: git.coopcloud.tech",
+            "conditions": [
+                {"type": "Fetched", "status": "False", "reason": "FetchFailed",
+                 "message": "fetch failed; the last good content stays in force (3 version(s), newest 2.0.1+1.0.6-social-amd64)",
+                 "lastTransitionTimeMs": NOW - 2 * MIN, "observedGeneration": 1},
+                {"type": "Ready", "status": "True", "reason": "ContentInForce",
+                 "lastTransitionTimeMs": NOW - 2 * 86_400_000, "observedGeneration": 1}]}},
+        {"apiVersion": "hearth/v1", "kind": "Recipe",
+         "metadata": {"name": "webapp", "creationTimestampMs": NOW - 5 * MIN},
+         "spec": {"path": "/srv/recipes/webapp"}}
+    ]))
+    .unwrap()
+}
+
+fn recipe_history() -> Vec<Entry> {
+    serde_json::from_value(serde_json::json!([
+        {"seq": 31, "timeMs": NOW - 2 * MIN, "reason": "RecipeFetchFailed",
+         "subject": {"kind": "Recipe", "name": "bonfire"},
+         "message": "recipe bonfire: fetch failed: could not resolve host; the last good content stays in force", "details": null},
+        {"seq": 30, "timeMs": NOW - 2 * 86_400_000, "reason": "RecipeFetched",
+         "subject": {"kind": "Recipe", "name": "bonfire"},
+         "message": "recipe bonfire fetched: 3 version(s), newest 2.0.1+1.0.6-social-amd64", "details": null}
+    ]))
+    .unwrap()
+}
+
+#[test]
+fn get_and_describe_recipes_in_every_format() {
+    let all = recipes();
+    for (output, name) in formats() {
+        insta::assert_snapshot!(
+            format!("get_recipes_{name}"),
+            list(&all, output, recipes_table)
+        );
+        let text = match output {
+            Output::Table => describe_recipe(&all[0], &recipe_history(), NOW),
+            other => structured(
+                &serde_json::json!({"object": all[0], "history": recipe_history()}),
+                other,
+            )
+            .unwrap(),
+        };
+        insta::assert_snapshot!(format!("describe_recipe_{name}"), text);
+    }
+    insta::assert_snapshot!(
+        "describe_recipe_directory_table",
+        describe_recipe(&all[1], &[], NOW)
+    );
+}
