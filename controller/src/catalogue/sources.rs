@@ -94,7 +94,7 @@ impl Published {
 #[derive(Debug, Clone)]
 enum Source {
     Git {
-        spec: RecipeSpec,
+        spec: Box<RecipeSpec>,
         published: Option<Published>,
     },
     Dir(DirCatalogue),
@@ -185,7 +185,7 @@ impl Sources {
             let name = r.metadata.name.clone();
             let source = match (&r.spec.path, declared.remove(&name)) {
                 (Some(path), _) => Source::Dir(DirCatalogue::single(&name, PathBuf::from(path))),
-                (None, Some(Source::Git { spec, published })) if spec == r.spec => {
+                (None, Some(Source::Git { spec, published })) if *spec == r.spec => {
                     Source::Git { spec, published }
                 }
                 (None, _) => {
@@ -198,7 +198,7 @@ impl Sources {
                         ignored: r.status.ignored.clone(),
                     });
                     Source::Git {
-                        spec: r.spec.clone(),
+                        spec: Box::new(r.spec.clone()),
                         published: restored,
                     }
                 }
@@ -232,7 +232,7 @@ impl Sources {
     /// [`FetchError`]; the content in force is unchanged then.
     pub async fn fetch(&self, name: &str) -> Result<Published, FetchError> {
         let spec = match lock(&self.declared).get(name) {
-            Some(Source::Git { spec, .. }) => spec.clone(),
+            Some(Source::Git { spec, .. }) => (**spec).clone(),
             _ => return Err(FetchError::RecipeUndeclared(name.into())),
         };
         let Some(git) = &spec.git else {
@@ -268,7 +268,7 @@ impl Sources {
         }) = lock(&self.declared).get_mut(name)
         {
             // Only if the spec did not change while fetching.
-            if *now == spec {
+            if **now == spec {
                 *slot = Some(published.clone());
             }
         }

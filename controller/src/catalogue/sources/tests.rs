@@ -270,7 +270,7 @@ async fn a_failed_fetch_keeps_the_last_good_versions_and_a_restart_restores_them
 
 fn sources_spec(s: &Sources) -> RecipeSpec {
     match s.source("demo").unwrap() {
-        Source::Git { spec, .. } => spec,
+        Source::Git { spec, .. } => *spec,
         Source::Dir(_) => unreachable!(),
     }
 }
