@@ -138,6 +138,7 @@ async fn start(dir: &Path, docker: DockerSwarm, run: &str) -> (Running, Shutdown
         token_file: None,
         nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
         node_endpoints: Default::default(),
+        access: Default::default(),
     };
     let prober = Arc::new(GatewayProber::new(
         socket,
