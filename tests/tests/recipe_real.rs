@@ -182,10 +182,12 @@ fn ready_at(version: &str) -> impl Fn(&WarmApp) -> bool + '_ {
 
 async fn sweep_now(running: &Running) -> serde_json::Value {
     let mut out = Vec::new();
+    let mut said = Vec::new();
     controller::cli::ci::sweep(
         &controller::cli::ci::SweepArgs {
             dry_run: false,
             now: true,
+            progress: controller::cli::progress::Mode::Plain,
             server: controller::cli::ci::ServerArg {
                 server: running.http_addr.unwrap(),
                 token_file: running.token_file.clone(),
@@ -193,9 +195,15 @@ async fn sweep_now(running: &Running) -> serde_json::Value {
             },
         },
         &mut out,
+        &mut said,
     )
     .await
     .unwrap();
+    let said = String::from_utf8(said).unwrap();
+    assert!(
+        said.contains("\n  fetch "),
+        "the fetch step is reported: {said}"
+    );
     serde_json::from_slice(&out).unwrap()
 }
 
