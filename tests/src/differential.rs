@@ -114,7 +114,7 @@ pub const VXLAN_OPTION: &str = "com.docker.network.driver.overlay.vxlanid_list";
 /// configs become `<kind name>`; hearth's content-hash suffix `-<hash10>` is cut from the names
 /// of hearth's secrets and configs — except those in `exact`, the explicitly named ones, whose
 /// names must match exactly; hearth's own labels (`hearth.*`) are dropped from an object's
-/// `Labels` and its container spec's `Labels` only (see `docs/DIFFERENTIAL.md`).
+/// top-level `Labels` only — never from a task template (see `docs/DIFFERENTIAL.md`).
 pub fn snapshot(namespace: &str, exact: &BTreeSet<String>) -> Snapshot {
     let ids = id_names();
     let mut raw: Vec<(String, Value)> = Vec::new();
@@ -169,12 +169,6 @@ pub fn snapshot(namespace: &str, exact: &BTreeSet<String>) -> Snapshot {
     let mut out = Snapshot::new();
     for (kind, mut v) in raw {
         drop_hearth_labels(v.get_mut("Labels"));
-        if kind == "service" {
-            drop_hearth_labels(
-                v.pointer_mut("/TaskTemplate/ContainerSpec")
-                    .and_then(|c| c.get_mut("Labels")),
-            );
-        }
         normalise(&mut v, namespace, &ids, &renamed);
         let name = v["Name"].as_str().unwrap_or_default().to_string();
         out.insert((kind, name), v);

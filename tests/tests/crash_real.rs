@@ -310,6 +310,11 @@ async fn leftovers(swarm: &dyn Swarm, run_label: &str, stacks: &[String]) -> Vec
         out.push(format!("config {}", c.meta.name));
     }
     for stack in stacks {
+        // hearth's labels are not on containers (#13): they carry the stack's namespace.
+        let namespace = controller::swarm::LabelFilter::eq("com.docker.stack.namespace", stack);
+        for c in swarm.list_containers(&namespace).await.unwrap() {
+            out.push(format!("container {} ({:?})", c.id, c.state));
+        }
         let o = controller::stack::observe(swarm, stack, controller::stack::Depth::Objects)
             .await
             .unwrap();

@@ -11,7 +11,9 @@
 //! 3. a volume whose driver the manager lacks (`driver: hetzner-volume`), and one whose
 //!    `driver_opts` the node cannot honour (`size: 1` without quota support), deploy as with
 //!    docker: the tasks create volumes, the deploy does not;
-//! 4. an apply that fails half-way removes exactly what it created (final listing).
+//! 4. an apply that fails half-way removes exactly what it created (final listing);
+//! 5. `docker stack deploy` over a stack hearth deployed, and `hearth stack deploy` over one
+//!    docker deployed, leave every task running untouched (same task IDs, no new task).
 //!
 //! Needs `scripts/testbed.sh`; under `CI=true` an unreachable Docker fails the tests.
 
@@ -313,4 +315,97 @@ async fn an_apply_that_fails_half_way_removes_exactly_what_it_created() {
         let names = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(names.trim().is_empty(), "{kind}s left: {names}");
     }
+}
+
+/// Every task of the stack (history included), and whether each wanted one runs.
+fn tasks_of(namespace: &str) -> (BTreeSet<String>, bool) {
+    let out = docker(&[
+        "stack",
+        "ps",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.DesiredState}} {{.CurrentState}}",
+        namespace,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut ids = BTreeSet::new();
+    let mut running = !text.trim().is_empty();
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        ids.insert(parts.next().unwrap_or_default().to_string());
+        if parts.next() == Some("Running") && parts.next() != Some("Running") {
+            running = false;
+        }
+    }
+    (ids, running)
+}
+
+async fn running_tasks(namespace: &str) -> BTreeSet<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ids, running) = tasks_of(namespace);
+        if running {
+            return ids;
+        }
+        assert!(Instant::now() < deadline, "{namespace}: tasks not running");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A recipe-like stack: two services, a network, a volume, container and service labels,
+/// an explicitly named config (recipes version theirs in the name).
+fn recipe_stack() -> Files {
+    let compose = format!(
+        "version: \"3.8\"\nservices:\n  app:\n    image: {img}\n    labels: [\"x=1\"]\n\
+         \x20   deploy:\n      labels: [\"traefik.enable=true\"]\n\
+         \x20   networks: [internal]\n    volumes: [\"data:/data\"]\n    configs:\n\
+         \x20     - source: conf\n        target: /etc/app.conf\n\
+         \x20 worker:\n    image: {img}\n    environment: [\"MODE=worker\"]\n\
+         \x20   networks: [internal]\nnetworks:\n  internal: {{}}\n\
+         volumes:\n  data: {{}}\nconfigs:\n  conf:\n    name: ${{STACK_NAME}}_conf_v1\n\
+         \x20   file: ./conf.txt\n",
+        img = fixtures::WEBAPP_1_0_0
+    );
+    Files::new(&compose, &[("conf.txt", "listen 8080\n")])
+}
+
+#[tokio::test]
+async fn a_redeploy_by_the_other_tool_leaves_every_task_untouched() {
+    let Some(swarm) = real_swarm("fidelity-redeploy").await else {
+        return;
+    };
+    let files = recipe_stack();
+
+    // docker over hearth
+    let ns = unique_name("fidx");
+    hearth_deploy(&swarm, &files, &ns)
+        .await
+        .unwrap_or_else(|e| panic!("hearth: {}", chain(&e)));
+    let before = running_tasks(&ns).await;
+    docker_deploy(&files, &ns).unwrap_or_else(|e| panic!("docker: {e}"));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (after, running) = tasks_of(&ns);
+    assert_eq!(
+        after, before,
+        "docker stack deploy over hearth's stack replaced tasks"
+    );
+    assert!(running, "{ns}: a task stopped");
+    remove(&swarm, &ns).await;
+
+    // hearth over docker
+    let ns = unique_name("fidy");
+    docker_deploy(&files, &ns).unwrap_or_else(|e| panic!("docker: {e}"));
+    let before = running_tasks(&ns).await;
+    let report = hearth_deploy(&swarm, &files, &ns)
+        .await
+        .unwrap_or_else(|e| panic!("hearth: {}", chain(&e)));
+    eprintln!("hearth over docker: {:?}", report.done);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (after, running) = tasks_of(&ns);
+    assert_eq!(
+        after, before,
+        "hearth stack deploy over docker's stack replaced tasks"
+    );
+    assert!(running, "{ns}: a task stopped");
+    remove(&swarm, &ns).await;
 }

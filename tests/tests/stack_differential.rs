@@ -19,7 +19,7 @@
 //! 4. compares the raw snapshots (`hearth_tests::differential`): every service, secret and
 //!    config `Spec` and every network and volume inspect object as the daemon stores them —
 //!    `null`s, empty maps and field presence included — after normalising the stack name,
-//!    IDs (mapped to names), hearth's own labels (`hearth.*`, on objects and container specs),
+//!    IDs (mapped to names), hearth's own labels (`hearth.*`, on objects' top-level labels),
 //!    and the content-hash suffix of hearth's secrets and configs *without* an explicit
 //!    `name:` (explicit names are compared exactly). Only daemon-assigned fields (IDs, times,
 //!    subnets, mount points, VXLAN IDs) are left out. Remaining differences must be on the

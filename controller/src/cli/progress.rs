@@ -444,6 +444,7 @@ mod tests {
             image: None,
             mode: ServiceMode::Replicated(replicas),
             volume_sources: Vec::new(),
+            template_digest: None,
         }
     }
 
@@ -471,6 +472,7 @@ mod tests {
             message: None,
             container_id: None,
             labels: Default::default(),
+            template_digest: None,
         }
     }
 

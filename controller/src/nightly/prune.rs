@@ -181,6 +181,7 @@ mod tests {
             image: Some(image.into()),
             mode: ServiceMode::Replicated(1),
             volume_sources: Vec::new(),
+            template_digest: None,
         }
     }
 

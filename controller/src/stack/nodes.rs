@@ -768,6 +768,7 @@ mod tests {
             container_id: None,
             labels: Labels::new(),
             created_at: None,
+            template_digest: None,
         }
     }
 

@@ -260,7 +260,6 @@ fn service_status(service: &Service, observed: &Observed) -> ServiceStatus {
         .iter()
         .filter(|t| t.service_id == service.meta.id && t.desired_state == TaskState::Running)
         .collect();
-    let spec_hash = service.meta.labels.get(keys::SPEC_HASH);
     let mut ready_tasks = 0;
     let mut problems = Vec::new();
     for t in &wanted {
@@ -275,8 +274,10 @@ fn service_status(service: &Service, observed: &Observed) -> ServiceStatus {
         } else {
             match (container, health) {
                 (None, _) => Some("container not visible on this node".to_string()),
-                (Some(c), _)
-                    if spec_hash.is_some() && c.labels.get(keys::SPEC_HASH) != spec_hash =>
+                // The task was made from an older template (a rolling update replaces it).
+                (Some(_), _)
+                    if service.template_digest.is_some()
+                        && t.template_digest != service.template_digest =>
                 {
                     Some("runs an older spec of the service".to_string())
                 }

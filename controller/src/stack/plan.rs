@@ -347,15 +347,10 @@ pub fn render(desired: &StackSpec, owner: &Owner) -> Result<StackSpec> {
         }
         let h = hash(ns, &s)?;
         finish_labels(&mut s.labels, owner, &h);
-        if let Some(cs) = s
-            .task_template
-            .as_mut()
-            .and_then(|t| t.container_spec.as_mut())
-        {
-            // The hash on the container tells which spec a task runs (readiness after an
-            // update counts only tasks of the current spec).
-            finish_labels(&mut cs.labels, owner, &h);
-        }
+        // hearth's own labels go on the service only, never into the task template: there
+        // they would make hearth's template differ from docker's, and a `docker stack deploy`
+        // over hearth's stack (or the reverse) would roll every task (#13). Which template a
+        // task runs is told by `template_digest` instead.
         out.services.push(s);
     }
     Ok(out)
@@ -705,6 +700,7 @@ pub(crate) mod tests {
                     image: None,
                     mode: ServiceMode::Replicated(1),
                     volume_sources: Vec::new(),
+                    template_digest: None,
                 })
                 .collect(),
             networks: r
@@ -789,13 +785,11 @@ pub(crate) mod tests {
                 cs.labels.as_ref().unwrap().get(NAMESPACE_LABEL).unwrap(),
                 "s"
             );
-            assert_eq!(
-                cs.labels.as_ref().unwrap().get(keys::MANAGED_BY).unwrap(),
-                "hearth"
-            );
-            assert_eq!(
-                cs.labels.as_ref().unwrap().get(keys::SPEC_HASH),
-                s.labels.as_ref().unwrap().get(keys::SPEC_HASH)
+            // hearth's own labels stay out of the task template (#13): docker's has none.
+            let container_labels = cs.labels.as_ref().unwrap();
+            assert!(
+                container_labels.keys().all(|k| !k.starts_with("hearth.")),
+                "{container_labels:?}"
             );
             // The mount creates the volume with the volume's own labels.
             let mount = &cs.mounts.as_ref().unwrap()[0];

@@ -988,6 +988,7 @@ mod tests {
             container_id: None,
             labels: Labels::new(),
             created_at: None,
+            template_digest: None,
         };
         let containers = [
             // Stopping within its grace period.

@@ -887,6 +887,11 @@ fn service_from(s: models::Service) -> Service {
         None => ServiceMode::Replicated(1),
         Some(_) => ServiceMode::Other,
     };
+    let template_digest = spec
+        .task_template
+        .as_ref()
+        .and_then(|t| serde_json::to_value(t).ok())
+        .map(|v| crate::swarm::spec::template_digest(&v));
     let container = spec.task_template.and_then(|t| t.container_spec);
     let volume_sources = container
         .as_ref()
@@ -910,11 +915,17 @@ fn service_from(s: models::Service) -> Service {
         image,
         mode,
         volume_sources,
+        template_digest,
     }
 }
 
 fn task_from(t: models::Task) -> Task {
     let status = t.status.unwrap_or_default();
+    let template_digest = t
+        .spec
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok())
+        .map(|v| crate::swarm::spec::template_digest(&v));
     Task {
         id: t.id.unwrap_or_default(),
         version: t.version.and_then(|v| v.index).unwrap_or(0),
@@ -937,6 +948,7 @@ fn task_from(t: models::Task) -> Task {
             .filter(|c| !c.is_empty()),
         labels: labels(t.labels),
         created_at: t.created_at.as_deref().and_then(parse_time),
+        template_digest,
     }
 }
 

@@ -620,6 +620,15 @@ fn fault_error(call: Call, fault: Fault) -> Error {
     }
 }
 
+/// [`spec::template_digest`] of a service's task template (the same for its tasks).
+fn digest_of(service: &spec::ServiceSpec) -> Option<String> {
+    service
+        .task_template
+        .as_ref()
+        .and_then(|t| serde_json::to_value(t).ok())
+        .map(|v| spec::template_digest(&v))
+}
+
 fn random_id(rng: &mut StdRng, len: usize) -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     (0..len)
@@ -1079,6 +1088,7 @@ impl State {
             return;
         };
         let labels = map_labels(&service.spec.labels);
+        let template_digest = digest_of(&service.spec);
         let id = random_id(&mut self.rng, 25);
         let version = self.bump();
         let node = self
@@ -1099,6 +1109,7 @@ impl State {
             container_id: None,
             labels,
             created_at: Some(self.now_wall()),
+            template_digest,
         };
         self.tasks.insert(
             id.clone(),
@@ -1263,6 +1274,7 @@ impl Swarm for SimSwarm {
                         .filter(|m| m.r#type == Some(spec::MountType::Volume))
                         .filter_map(|m| m.source.clone())
                         .collect(),
+                    template_digest: digest_of(&s.spec),
                 })
                 .collect())
         })

@@ -1008,6 +1008,70 @@ pub fn content_hash<T: Serialize + ?Sized>(spec: &T) -> Result<String, Error> {
     Ok(hex::encode(Sha256::digest(canonical.as_bytes())))
 }
 
+/// The fields of a task template that [`template_digest`] covers: what a task runs. Left
+/// out: what the daemon shows differently on a service's `TaskTemplate` and on its tasks'
+/// `Spec` (seen on Engine 20.10: `StopGracePeriod` and `DNSConfig` of the container spec,
+/// `RestartPolicy` and `Runtime` of the template, shown on the service only).
+const DIGEST_CONTAINER_FIELDS: &[&str] = &[
+    "Image",
+    "Labels",
+    "Command",
+    "Args",
+    "Hostname",
+    "Env",
+    "Dir",
+    "User",
+    "Groups",
+    "Privileges",
+    "TTY",
+    "OpenStdin",
+    "ReadOnly",
+    "Mounts",
+    "StopSignal",
+    "HealthCheck",
+    "Hosts",
+    "Secrets",
+    "Configs",
+    "Init",
+    "Sysctls",
+    "CapabilityAdd",
+    "CapabilityDrop",
+    "Ulimits",
+];
+/// Template fields (besides the container spec) [`template_digest`] covers.
+const DIGEST_TEMPLATE_FIELDS: &[&str] = &[
+    "Resources",
+    "Placement",
+    "Networks",
+    "LogDriver",
+    "ForceUpdate",
+];
+
+/// A digest of what a task template runs, the same for a service's `TaskTemplate` and the
+/// `Spec` of each task made from it (both as the Engine API shows them, as JSON): a task whose
+/// digest differs from its service's runs an older spec. It replaces a hash label in the
+/// container spec, which would make hearth's task template differ from docker's (#13).
+pub fn template_digest(template: &serde_json::Value) -> String {
+    let mut picked = serde_json::Map::new();
+    for k in DIGEST_TEMPLATE_FIELDS {
+        if let Some(v) = template.get(*k).filter(|v| !v.is_null()) {
+            picked.insert((*k).to_string(), v.clone());
+        }
+    }
+    let mut container = serde_json::Map::new();
+    if let Some(c) = template.get("ContainerSpec") {
+        for k in DIGEST_CONTAINER_FIELDS {
+            if let Some(v) = c.get(*k).filter(|v| !v.is_null()) {
+                container.insert((*k).to_string(), v.clone());
+            }
+        }
+    }
+    picked.insert("ContainerSpec".into(), serde_json::Value::Object(container));
+    let mut canonical = String::new();
+    write_canonical(&serde_json::Value::Object(picked), &mut canonical);
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
 /// Canonical JSON text of a value: sorted keys, no whitespace.
 pub fn canonical_json<T: Serialize + ?Sized>(spec: &T) -> Result<String, Error> {
     let value = serde_json::to_value(spec).map_err(Error::SerializationFailed)?;

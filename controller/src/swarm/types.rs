@@ -235,6 +235,8 @@ pub struct Service {
     /// node they run on, if missing). Teardown asks on which nodes tasks ran only when a
     /// service has one.
     pub volume_sources: Vec<String>,
+    /// [`crate::swarm::spec::template_digest`] of its task template.
+    pub template_digest: Option<String>,
 }
 
 /// A task's state, as swarmkit reports it (observed and desired).
@@ -338,6 +340,8 @@ pub struct Task {
     pub labels: Labels,
     /// When the task was created.
     pub created_at: Option<SystemTime>,
+    /// [`crate::swarm::spec::template_digest`] of the template it was made from.
+    pub template_digest: Option<String>,
 }
 
 /// A container's health, from its healthcheck.
