@@ -695,11 +695,40 @@ mod tests {
             driver.options.unwrap().get("size").map(String::as_str),
             Some("1")
         );
-        // the tasks create it, with the driver and labels of the mount
+        // no node has the plugin: the tasks stay pending, as on the real swarm, and nothing
+        // creates the volume
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let volumes = swarm.list_volumes(&LabelFilter::all()).await.unwrap();
+        let tasks = swarm.list_tasks(&LabelFilter::all()).await.unwrap();
+        assert_eq!(tasks.len(), 2, "{tasks:?}");
+        assert!(
+            tasks
+                .iter()
+                .all(|t| t.state == crate::swarm::TaskState::Pending
+                    && t.error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("missing plugin"))),
+            "{tasks:?}"
+        );
+        assert!(swarm
+            .list_volumes(&LabelFilter::all())
+            .await
+            .unwrap()
+            .is_empty());
+        // with a driver the node has, the tasks create it, with the mount's driver and labels
+        let mut plain = sample_stack("pl", "img:1", "s3cret");
+        plain.volumes[0].labels = Some([("l".to_string(), "2".to_string())].into());
+        apply(&swarm, &plain, &owner(), &ApplyOptions::default())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let volumes = swarm
+            .list_volumes(&LabelFilter::eq(NAMESPACE_LABEL, "pl"))
+            .await
+            .unwrap();
         assert_eq!(volumes.len(), 1, "{volumes:?}");
-        assert_eq!(volumes[0].name, "st_data");
+        assert_eq!(volumes[0].name, "pl_data");
+        assert_eq!(volumes[0].labels.get("l").map(String::as_str), Some("2"));
+        assert!(volumes[0].labels.keys().all(|k| !k.starts_with("hearth.")));
     }
 
     #[tokio::test(start_paused = true)]

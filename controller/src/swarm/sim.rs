@@ -22,7 +22,8 @@
 //!   [`SimSwarm::hang_removals`] (a kind), [`SimSwarm::hang_removal_of`] (one object);
 //!   [`SimSwarm::restart_daemon`] ends every events stream; [`SimSwarm::remove_volume_driver`]
 //!   makes creating a volume with that driver fail with "not found", as Docker answers when
-//!   the volume plugin is not installed.
+//!   the volume plugin is not installed, and keeps a task mounting such a volume pending ("no
+//!   suitable node (missing plugin on N node)"), as Swarm's scheduler does.
 //! - Every call is logged ([`SimSwarm::calls`]) before faults apply.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -801,6 +802,24 @@ impl State {
                 let Some(spec) = spec.or_else(|| late.clone()) else {
                     return;
                 };
+                // As Swarm's scheduler: a task mounting a volume whose driver no node has stays
+                // pending (the manager does not create the volume up front, #13).
+                let missing = container_spec(&spec)
+                    .and_then(|c| c.mounts.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m.volume_options.as_ref()?.driver_config.as_ref())
+                    .any(|d| self.missing_volume_drivers.contains(&d.name));
+                if missing {
+                    let nodes = self.nodes.len().max(1);
+                    if let Some(t) = self.tasks.get_mut(task_id) {
+                        t.task.state = TaskState::Pending;
+                        t.task.error =
+                            Some(format!("no suitable node (missing plugin on {nodes} node)"));
+                        t.next = None;
+                    }
+                    return;
+                }
                 let container_id = random_hex(&mut self.rng, 64);
                 let cs = container_spec(&spec);
                 let image_id = cs.and_then(|c| c.image.as_deref()).and_then(|r| {
