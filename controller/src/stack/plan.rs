@@ -748,6 +748,58 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_generated_secret_is_created_without_data_kept_while_named_and_pruned_when_renamed() {
+        use crate::swarm::spec::GeneratedSecret;
+        let mut stack = sample_stack("s", "img:1", "pw");
+        stack.generated_secrets = vec![GeneratedSecret {
+            name: "s_key_v1".into(),
+            length: 24,
+        }];
+        let p = plan(&stack, &owner(), &Observed::default()).unwrap();
+        let created: Vec<&SecretSpec> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::CreateSecret(s) if s.name == "s_key_v1" => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(created.len(), 1, "{:?}", verbs(&p));
+        assert_eq!(
+            created[0].data, None,
+            "the value is made at apply time only"
+        );
+        let labels = created[0].labels.clone().unwrap();
+        assert_eq!(labels[keys::GENERATED], "24");
+        assert_eq!(labels[NAMESPACE_LABEL], "s");
+        let first_service = verbs(&p)
+            .iter()
+            .position(|v| v.starts_with("create service"))
+            .unwrap();
+        let secret_at = verbs(&p)
+            .iter()
+            .position(|v| v == "create secret s_key_v1")
+            .unwrap();
+        assert!(secret_at < first_service, "{:?}", verbs(&p));
+
+        // Applied: nothing to do while the stack names it.
+        let mut seen = observed_after(&stack, &owner());
+        seen.secrets.push(Secret {
+            meta: meta("id-gen", "s_key_v1", &Some(labels.clone())),
+        });
+        assert!(plan(&stack, &owner(), &seen).unwrap().is_empty());
+
+        // A version bump names a new secret: created, and the old one pruned.
+        stack.generated_secrets[0].name = "s_key_v2".into();
+        let v = verbs(&plan(&stack, &owner(), &seen).unwrap());
+        assert!(v.contains(&"create secret s_key_v2".to_string()), "{v:?}");
+        assert!(
+            v.iter().any(|x| x.starts_with("remove secret s_key_v1")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
     fn an_empty_namespace_plans_every_object_in_dependency_order() {
         let stack = sample_stack("s", "img:1", "pw");
         let plan = plan(&stack, &owner(), &Observed::default()).unwrap();
