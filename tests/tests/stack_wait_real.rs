@@ -2,6 +2,8 @@
 //! not a terminal, so one line per change):
 //! - a stack whose image is missing ends non-zero well within its `--timeout`, with the task's
 //!   error (Docker's "No such image") in its output;
+//! - a stack whose health check always fails ends non-zero before its timeout, naming the
+//!   tasks that exited (Swarm reports them `complete`: the fixture exits 0 when killed);
 //! - a healthy stack waits until its task runs and is healthy, printing the service's progress;
 //! - `--detach` returns before any task runs.
 #![allow(clippy::unwrap_used)]
@@ -159,4 +161,41 @@ async fn a_healthy_stack_is_waited_for_and_detach_returns_at_once() {
     println!("detached in {took:?}:\n{said}");
     assert!(out.status.success(), "{said}");
     assert!(!said.contains("ready"), "--detach does not wait:\n{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_whose_health_check_fails_ends_non_zero_before_its_timeout() {
+    if real_swarm("stack deploy waits").await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ns = unique_name("bhlth");
+    let _stack = Stack(ns.clone());
+    let file = compose(dir.path(), &ns, fixtures::WEBAPP_BROKEN);
+    let timeout = Duration::from_secs(120);
+    let (out, took) = hearth(&deploy_args(
+        file.to_str().unwrap(),
+        &ns,
+        &["--timeout", "120s"],
+    ));
+    let said = text(&out);
+    println!("took {took:?}:\n{said}");
+    assert!(
+        !out.status.success(),
+        "a failing health check must fail:\n{said}"
+    );
+    assert!(
+        took < timeout,
+        "took {took:?}, beyond the {timeout:?} timeout"
+    );
+    let last = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        last.starts_with(&format!("hearth: stack {ns} failed to converge"))
+            && last.contains(&format!("{ns}_web.1 (")),
+        "{last}"
+    );
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, ValueEnum};
 
 use crate::stack::{status, Observed};
-use crate::swarm::TaskState;
+use crate::swarm::{Health, ServiceMode, TaskState};
 
 /// How many failed or rejected tasks per wanted task of one service, since the wait began and
 /// with the service still not ready, end the wait as failed before the timeout. Swarm replaces
@@ -99,7 +99,7 @@ pub struct TaskFailure {
     pub task_name: String,
     /// Task ID.
     pub task_id: String,
-    /// `rejected` or `failed`.
+    /// `rejected`, `failed`, or `complete` (exited while wanted running).
     pub state: String,
     /// The task's error (`Status.Err`), else its message.
     pub error: String,
@@ -148,10 +148,23 @@ pub fn look(observed: &Observed, since: SystemTime) -> Look {
         .iter()
         .map(|s| (s.meta.id.as_str(), s.meta.name.as_str()))
         .collect();
+    // Jobs complete by design; a replicated or global service's task that completes exited
+    // while wanted running (e.g. killed for failing its health check and exiting 0, which
+    // Swarm reports as `complete` without an error).
+    let long_running: BTreeSet<&str> = observed
+        .services
+        .iter()
+        .filter(|s| s.mode != ServiceMode::Other)
+        .map(|s| s.meta.id.as_str())
+        .collect();
     let mut failed: Vec<_> = observed
         .tasks
         .iter()
-        .filter(|t| matches!(t.state, TaskState::Failed | TaskState::Rejected))
+        .filter(|t| match t.state {
+            TaskState::Failed | TaskState::Rejected => true,
+            TaskState::Complete => long_running.contains(t.service_id.as_str()),
+            _ => false,
+        })
         .filter(|t| t.created_at.is_some_and(|c| c >= since))
         .collect();
     failed.sort_by_key(|t| t.created_at);
@@ -169,11 +182,21 @@ pub fn look(observed: &Observed, since: SystemTime) -> Look {
                 service,
                 task_id: t.id.clone(),
                 state: format!("{:?}", t.state).to_lowercase(),
-                error: t
-                    .error
-                    .clone()
-                    .or_else(|| t.message.clone())
-                    .unwrap_or_default(),
+                error: {
+                    let said = t.error.clone().or_else(|| t.message.clone());
+                    let unhealthy = t.container_id.as_deref().is_some_and(|id| {
+                        observed
+                            .containers
+                            .iter()
+                            .any(|c| c.id == id && c.health == Some(Health::Unhealthy))
+                    });
+                    match (said, unhealthy) {
+                        (Some(s), true) => format!("{s} (its health check failed)"),
+                        (None, true) => "its health check failed".to_string(),
+                        (Some(s), false) => s,
+                        (None, false) => "exited".to_string(),
+                    }
+                },
             }
         })
         .collect();
@@ -429,7 +452,7 @@ impl Display for Live {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::swarm::{Container, ContainerState, Meta, Service, ServiceMode, Task};
+    use crate::swarm::{Container, ContainerState, Meta, Service, Task};
 
     fn service(id: &str, name: &str, replicas: u64) -> Service {
         Service {
@@ -571,6 +594,26 @@ mod tests {
         let mut out = Vec::new();
         Lines::new(&mut out).show(&changes).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "ns_web 1/1 ready\n");
+    }
+
+    #[test]
+    fn a_completed_task_is_a_failure_of_a_service_but_not_of_a_job() {
+        let t0 = SystemTime::UNIX_EPOCH;
+        let mut job = service("s2", "ns_job", 1);
+        job.mode = ServiceMode::Other;
+        let mut done = task("t1", "s1", TaskState::Complete, None, t0);
+        done.message = Some("finished".into());
+        let observed = Observed {
+            services: vec![service("s1", "ns_web", 1), job],
+            tasks: vec![done, task("t2", "s2", TaskState::Complete, None, t0)],
+            ..Observed::default()
+        };
+        let seen = look(&observed, t0);
+        assert_eq!(seen.failures.len(), 1, "{:?}", seen.failures);
+        assert_eq!(
+            seen.failures[0].to_string(),
+            "ns_web.1 (t1) complete: finished"
+        );
     }
 
     #[test]
