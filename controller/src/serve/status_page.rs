@@ -458,9 +458,15 @@ fn history_html(history: &[Entry], now_ms: u64) -> String {
             Some(s) => escape(&s.to_string()),
             None => NONE.into(),
         };
+        // The API token that asked for it, if any (issue 19).
+        let by = e
+            .actor
+            .as_deref()
+            .map(|name| format!(" <span class=\"by\">by {}</span>", escape(name)))
+            .unwrap_or_default();
         let _ = writeln!(
             rows,
-            "<tr><td class=\"when\" title=\"{}\">{} ago</td><td>{}</td><td class=\"object\">{subject}</td><td class=\"message\">{}</td></tr>",
+            "<tr><td class=\"when\" title=\"{}\">{} ago</td><td>{}</td><td class=\"object\">{subject}</td><td class=\"message\">{}{by}</td></tr>",
             escape(&utc(e.time_ms)),
             escape(&age(now_ms, e.time_ms)),
             badge(&e.reason, history_tone(&e.reason)),

@@ -50,6 +50,42 @@ fn lines(text: &str) -> Vec<String> {
 }
 
 #[test]
+fn a_redacted_diff_should_hide_env_values_and_keep_everything_else() {
+    let app = |version: &str, env: &[(&str, &str)]| {
+        let mut a: WarmApp = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hearth/v1", "kind": "WarmApp", "metadata": {"name": "w"},
+            "spec": {"recipe": "webapp", "version": version}
+        }))
+        .unwrap();
+        for (k, v) in env {
+            a.spec.env.insert((*k).into(), (*v).into());
+        }
+        AnyResource::WarmApp(a)
+    };
+    let first = diff(
+        &[app("1.0.0", &[])],
+        &[app("1.1.0", &[("PW", "s3cret-a")])],
+        false,
+    );
+    let second = diff(
+        &[app("1.0.0", &[("PW", "s3cret-a")])],
+        &[app("1.0.0", &[("PW", "s3cret-b")])],
+        false,
+    );
+    for d in [&first, &second] {
+        let plain = d.to_string();
+        assert!(plain.contains("s3cret"), "{plain}");
+        let shown = d.redacted().to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+    assert!(first
+        .redacted()
+        .to_string()
+        .contains("spec.version: \"1.0.0\" -> \"1.1.0\""));
+}
+
+#[test]
 fn the_example_state_file_should_validate() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/state.yml");
     let set = load(&path, None).unwrap();

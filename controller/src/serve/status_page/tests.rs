@@ -282,3 +282,23 @@ async fn the_snapshot_reads_everything_from_the_store() {
     assert_eq!(s.history.len(), 1);
     assert_eq!(s.history[0].reason, "Swept");
 }
+
+#[test]
+fn a_history_entry_names_the_token_that_asked_escaped() {
+    let entry = |actor: Option<&str>| Entry {
+        seq: 1,
+        time_ms: 0,
+        reason: "Deleted".into(),
+        subject: None,
+        message: "deleted through the API".into(),
+        details: serde_json::Value::Null,
+        actor: actor.map(String::from),
+    };
+    let html = history_html(&[entry(Some("<alice>"))], 1_000);
+    assert!(
+        html.contains("<span class=\"by\">by &lt;alice&gt;</span>"),
+        "{html}"
+    );
+    let html = history_html(&[entry(None)], 1_000);
+    assert!(!html.contains("class=\"by\""), "{html}");
+}
