@@ -432,6 +432,70 @@ pub async fn in_use_until_users_are_gone(swarm: &dyn Swarm, run: &str) {
         .expect("remove config");
 }
 
+/// A running task's container is an endpoint, with an IPv4 address, of its overlay network
+/// and of the node's gateway bridge (how the warm-app probe reaches it); after its service
+/// goes it is neither; an unknown network is `NotFound`.
+pub async fn network_endpoints_list_running_containers(swarm: &dyn Swarm, run: &str) {
+    const GATEWAY: &str = controller::warmapp::probe::GATEWAY_BRIDGE;
+    let net = spec::NetworkSpec {
+        name: format!("{run}-net"),
+        driver: Some("overlay".into()),
+        labels: Some(labels(run)),
+        ..Default::default()
+    };
+    let net_id = swarm.create_network(&net).await.expect("create network");
+    let mut spec = web_service(run, run);
+    spec.task_template.as_mut().expect("template").networks = Some(vec![spec::NetworkAttachment {
+        target: net.name.clone(),
+        ..Default::default()
+    }]);
+    let service_id = swarm.create_service(&spec).await.expect("create service");
+    let container_id = wait_running_healthy(swarm, run, &service_id).await;
+
+    for network in [net.name.as_str(), net_id.as_str(), GATEWAY] {
+        let endpoints = swarm
+            .network_endpoints(network)
+            .await
+            .unwrap_or_else(|e| panic!("endpoints of {network}: {e}"));
+        let mine = endpoints
+            .iter()
+            .find(|e| e.container_id == container_id)
+            .unwrap_or_else(|| panic!("{container_id} not on {network}: {endpoints:?}"));
+        let ip = mine.ipv4.as_deref().expect("an IPv4 address");
+        assert!(
+            ip.parse::<std::net::Ipv4Addr>().is_ok(),
+            "{network}: {ip:?} is an address without a prefix length"
+        );
+    }
+    let e = swarm
+        .network_endpoints(&format!("{run}-no-such-net"))
+        .await
+        .expect_err("an unknown network");
+    assert!(e.is_not_found(), "{e}");
+
+    swarm
+        .remove_service(&service_id)
+        .await
+        .expect("remove service");
+    wait_containers_gone(swarm, run).await;
+    let endpoints = swarm
+        .network_endpoints(GATEWAY)
+        .await
+        .expect("endpoints of the gateway bridge");
+    assert!(
+        endpoints.iter().all(|e| e.container_id != container_id),
+        "{endpoints:?}"
+    );
+    eventually("network removable", CONVERGE, POLL, || async {
+        match swarm.remove_network(&net_id).await {
+            Ok(()) => Some(()),
+            Err(e) if e.is_retryable() => None,
+            Err(e) => panic!("remove network: {e}"),
+        }
+    })
+    .await;
+}
+
 /// The events stream reports a service's create and remove by ID.
 pub async fn events_report_service_changes(swarm: &dyn Swarm, run: &str) {
     let mut events = swarm.events();

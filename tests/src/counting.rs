@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use controller::swarm::spec::{ConfigSpec, NetworkSpec, SecretSpec, ServiceSpec, VolumeSpec};
 use controller::swarm::{
-    Call, Config, Container, DockerSwarm, Event, Image, ImageFilter, LabelFilter, Network, Node,
-    ObjectKind, Secret, Service, Swarm, SwarmFuture, SwarmInfo, Task, Verb, Volume,
+    Call, Config, Container, DockerSwarm, Event, Image, ImageFilter, LabelFilter, Network,
+    NetworkEndpoint, Node, ObjectKind, Secret, Service, Swarm, SwarmFuture, SwarmInfo, Task, Verb,
+    Volume,
 };
 use futures::stream::BoxStream;
 
@@ -268,6 +269,10 @@ impl<S: Swarm> Swarm for Counting<S> {
     fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         let fut = self.inner.remove_container(id);
         self.count(Verb::Remove, ObjectKind::Container, fut)
+    }
+    fn network_endpoints<'a>(&'a self, network: &'a str) -> SwarmFuture<'a, Vec<NetworkEndpoint>> {
+        let fut = self.inner.network_endpoints(network);
+        self.count(Verb::Inspect, ObjectKind::Network, fut)
     }
     fn events(&self) -> BoxStream<'static, controller::swarm::Result<Event>> {
         self.calls.fetch_add(1, Ordering::Relaxed);

@@ -65,8 +65,7 @@ async fn start_serve(
         node_endpoints: Default::default(),
     };
     let prober = Arc::new(GatewayProber::new(
-        socket,
-        swarm.api_version(),
+        Arc::new(swarm.clone()),
         Duration::from_secs(3),
     ));
     let swarm: Arc<dyn Swarm> = Arc::new(swarm);

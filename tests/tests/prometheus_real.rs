@@ -182,8 +182,7 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
         node_endpoints: Default::default(),
     };
     let prober = Arc::new(GatewayProber::new(
-        socket,
-        docker.api_version(),
+        Arc::new(docker.clone()),
         Duration::from_secs(3),
     ));
     let swarm: Arc<dyn Swarm> = Arc::new(docker.clone());

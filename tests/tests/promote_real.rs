@@ -66,8 +66,7 @@ async fn start(dir: &Path, docker: DockerSwarm, run: &str) -> (Running, Shutdown
         node_endpoints: Default::default(),
     };
     let prober = Arc::new(GatewayProber::new(
-        socket,
-        docker.api_version(),
+        Arc::new(docker.clone()),
         Duration::from_secs(3),
     ));
     let shutdown = Shutdown::new();

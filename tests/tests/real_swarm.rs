@@ -32,6 +32,14 @@ async fn real_objects_are_in_use_while_a_container_uses_them() {
 }
 
 #[tokio::test]
+async fn real_network_endpoints_list_running_containers() {
+    let Some(swarm) = real_swarm("network-endpoints").await else {
+        return;
+    };
+    conformance::network_endpoints_list_running_containers(&swarm, &unique_name("nep")).await;
+}
+
+#[tokio::test]
 async fn real_events_report_service_create_and_remove() {
     let Some(swarm) = real_swarm("events").await else {
         return;

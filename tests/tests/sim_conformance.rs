@@ -24,6 +24,11 @@ async fn sim_in_use_until_users_are_gone_conforms() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn sim_network_endpoints_list_running_containers_conforms() {
+    conformance::network_endpoints_list_running_containers(&sim(), "hearth-test-nep").await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn sim_events_report_service_changes_conforms() {
     conformance::events_report_service_changes(&sim(), "hearth-test-evt").await;
 }

@@ -89,8 +89,7 @@ async fn start(dir: &Path, swarm: Arc<Counting>, run: &str) -> (Running, Shutdow
         node_endpoints: Default::default(),
     };
     let prober = Arc::new(GatewayProber::new(
-        socket,
-        swarm.inner().api_version(),
+        Arc::new(swarm.inner().clone()),
         Duration::from_secs(3),
     ));
     // After a restart in the same process, the previous instance's last store clone may be

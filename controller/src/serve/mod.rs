@@ -323,13 +323,9 @@ pub async fn run(options: Options, nightly: Option<NightlyOptions>) -> Result<St
     info!(data_dir = %options.data_dir.display(), "step 1/6: store opened");
     let swarm = connect(&options.docker_socket).await?;
     info!(socket = %options.docker_socket.display(), api = swarm.api_version(), "step 2/6: connected to docker (swarm manager)");
-    let prober = Arc::new(GatewayProber::new(
-        &options.docker_socket,
-        swarm.api_version(),
-        PROBE_TIMEOUT,
-    ));
-    let running =
-        start_with_store(options, store, Arc::new(swarm), prober, shutdown, nightly).await?;
+    let swarm: Arc<dyn Swarm> = Arc::new(swarm);
+    let prober = Arc::new(GatewayProber::new(swarm.clone(), PROBE_TIMEOUT));
+    let running = start_with_store(options, store, swarm, prober, shutdown, nightly).await?;
     Ok(running.wait().await)
 }
 

@@ -5,11 +5,12 @@
 //! model does not know would be dropped silently by that round trip, so [`to_model`] checks it
 //! and fails with [`Error::Invalid`] naming the field instead.
 //!
-//! bollard 0.19.4 has no `/configs` endpoints; configs go through [`engine_request`], a minimal
-//! HTTP/1.1 client on the same socket, using the API version bollard negotiated.
+//! bollard sends the API version it negotiated with the daemon ([`DockerSwarm::connect`]):
+//! 1.41 on this host, while bollard 0.21's models describe 1.53. Fields a 1.41 daemon does not
+//! send are `None`; fields hearth sends that 1.41 does not know are never set by hearth's specs.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::bollard::errors::Error as BollardError;
@@ -18,8 +19,6 @@ use ::bollard::query_parameters as qp;
 use ::bollard::Docker;
 use futures::stream::{BoxStream, StreamExt};
 use futures::FutureExt;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -55,14 +54,13 @@ impl Default for DockerOptions {
 #[derive(Debug, Clone)]
 pub struct DockerSwarm {
     docker: Docker,
-    socket: PathBuf,
     call_timeout: Duration,
     api_version: String,
 }
 
 impl DockerSwarm {
     /// Connects to the daemon's socket and negotiates the API version (the engine here speaks
-    /// 1.41; bollard 0.19.4 would otherwise send 1.49 and be refused).
+    /// 1.41; bollard 0.21 would otherwise send 1.53 and be refused).
     ///
     /// # Errors
     /// [`Error::Transport`] if the socket is missing or the daemon does not answer,
@@ -87,7 +85,6 @@ impl DockerSwarm {
         Ok(Self {
             api_version: format!("{}.{}", v.major_version, v.minor_version),
             docker,
-            socket: options.socket,
             call_timeout: options.call_timeout,
         })
     }
@@ -187,18 +184,14 @@ impl DockerSwarm {
 
     async fn list_configs_raw(&self, filter: &LabelFilter) -> Result<Vec<Config>> {
         let call = Call::new(Verb::List, ObjectKind::Config);
-        let query = filter_query(label_filters("label", filter), call)?;
-        let body = engine_request(
-            &self.socket,
-            &self.api_version,
-            call,
-            "",
-            hyper::Method::GET,
-            &format!("/configs{query}"),
-            None,
-        )
-        .await?;
-        let raw: Vec<models::Config> = decode(call, &body)?;
+        let opts = qp::ListConfigsOptions {
+            filters: label_filters("label", filter),
+        };
+        let raw = self
+            .docker
+            .list_configs(Some(opts))
+            .await
+            .map_err(|e| map_err(call, "", None, e))?;
         Ok(raw
             .into_iter()
             .map(|c| {
@@ -502,7 +495,7 @@ impl Swarm for DockerSwarm {
     fn create_volume<'a>(&'a self, spec: &'a spec::VolumeSpec) -> SwarmFuture<'a, String> {
         let call = Call::new(Verb::Create, ObjectKind::Volume);
         self.deadline(call, async move {
-            let model: models::VolumeCreateOptions = to_model(call, spec)?;
+            let model: models::VolumeCreateRequest = to_model(call, spec)?;
             let created = self
                 .docker
                 .create_volume(model)
@@ -576,21 +569,11 @@ impl Swarm for DockerSwarm {
         let call = Call::new(Verb::Create, ObjectKind::Config);
         self.deadline(call, async move {
             let model: models::ConfigSpec = to_model(call, spec)?;
-            let body = serde_json::to_vec(&model).map_err(|e| Error::Invalid {
-                call,
-                message: e.to_string(),
-            })?;
-            let answer = engine_request(
-                &self.socket,
-                &self.api_version,
-                call,
-                &spec.name,
-                hyper::Method::POST,
-                "/configs/create",
-                Some(body),
-            )
-            .await?;
-            let created: models::IdResponse = decode(call, &answer)?;
+            let created = self
+                .docker
+                .create_config(model)
+                .await
+                .map_err(|e| map_err(call, &spec.name, None, e))?;
             Ok(created.id)
         })
         .boxed()
@@ -605,22 +588,16 @@ impl Swarm for DockerSwarm {
         let call = Call::new(Verb::Update, ObjectKind::Config);
         self.deadline(call, async move {
             let model: models::ConfigSpec = to_model(call, spec)?;
-            let body = serde_json::to_vec(&model).map_err(|e| Error::Invalid {
-                call,
-                message: e.to_string(),
-            })?;
-            engine_request_versioned(
-                &self.socket,
-                &self.api_version,
-                call,
-                id,
-                Some(version),
-                hyper::Method::POST,
-                &format!("/configs/{}/update?version={version}", path_segment(id)),
-                Some(body),
-            )
-            .await
-            .map(|_| ())
+            let opts = qp::UpdateConfigOptions {
+                version: i64::try_from(version).map_err(|_| Error::Invalid {
+                    call,
+                    message: format!("version {version} out of range"),
+                })?,
+            };
+            self.docker
+                .update_config(id, model, opts)
+                .await
+                .map_err(|e| map_err(call, id, Some(version), e))
         })
         .boxed()
     }
@@ -628,17 +605,10 @@ impl Swarm for DockerSwarm {
     fn remove_config<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Config);
         self.deadline(call, async move {
-            engine_request(
-                &self.socket,
-                &self.api_version,
-                call,
-                id,
-                hyper::Method::DELETE,
-                &format!("/configs/{}", path_segment(id)),
-                None,
-            )
-            .await
-            .map(|_| ())
+            self.docker
+                .delete_config(id)
+                .await
+                .map_err(|e| map_err(call, id, None, e))
         })
         .boxed()
     }
@@ -687,12 +657,39 @@ impl Swarm for DockerSwarm {
                     Some(qp::RemoveImageOptions {
                         force: false,
                         noprune: false,
+                        platforms: None,
                     }),
                     None,
                 )
                 .await
                 .map(|_| ())
                 .map_err(|e| map_err(call, id, None, e))
+        })
+        .boxed()
+    }
+
+    fn network_endpoints<'a>(&'a self, network: &'a str) -> SwarmFuture<'a, Vec<NetworkEndpoint>> {
+        let call = Call::new(Verb::Inspect, ObjectKind::Network);
+        self.deadline(call, async move {
+            let inspected = self
+                .docker
+                .inspect_network(network, None::<qp::InspectNetworkOptions>)
+                .await
+                .map_err(|e| map_err(call, network, None, e))?;
+            let mut out: Vec<NetworkEndpoint> = inspected
+                .containers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(container_id, endpoint)| NetworkEndpoint {
+                    container_id,
+                    ipv4: endpoint
+                        .ipv4_address
+                        .filter(|a| !a.is_empty())
+                        .map(|a| a.split('/').next().unwrap_or(&a).to_string()),
+                })
+                .collect();
+            out.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+            Ok(out)
         })
         .boxed()
     }
@@ -807,33 +804,6 @@ fn label_filters(key: &str, filter: &LabelFilter) -> Option<HashMap<String, Vec<
     (!values.is_empty()).then(|| HashMap::from([(key.to_string(), values)]))
 }
 
-fn filter_query(filters: Option<HashMap<String, Vec<String>>>, call: Call) -> Result<String> {
-    let Some(filters) = filters else {
-        return Ok(String::new());
-    };
-    let json = serde_json::to_string(&filters).map_err(|e| Error::Invalid {
-        call,
-        message: e.to_string(),
-    })?;
-    Ok(format!("?filters={}", percent_encode(&json)))
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn path_segment(id: &str) -> String {
-    percent_encode(id)
-}
-
 fn labels(raw: Option<HashMap<String, String>>) -> Labels {
     raw.unwrap_or_default().into_iter().collect()
 }
@@ -898,7 +868,7 @@ fn service_from(s: models::Service) -> Service {
         .and_then(|c| c.mounts.as_ref())
         .into_iter()
         .flatten()
-        .filter(|m| m.typ == Some(models::MountTypeEnum::VOLUME))
+        .filter(|m| m.typ == Some(models::MountType::VOLUME))
         .filter_map(|m| m.source.clone())
         .filter(|s| !s.is_empty())
         .collect();
@@ -1024,13 +994,6 @@ fn warn_all(call: Call, name: &str, warnings: Option<Vec<String>>) {
     }
 }
 
-fn decode<T: DeserializeOwned>(call: Call, body: &[u8]) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| Error::Invalid {
-        call,
-        message: e.to_string(),
-    })
-}
-
 fn map_err(call: Call, id: &str, version: Option<u64>, e: BollardError) -> Error {
     match e {
         BollardError::DockerResponseServerError {
@@ -1052,84 +1015,6 @@ fn map_err(call: Call, id: &str, version: Option<u64>, e: BollardError) -> Error
             source: Box::new(other),
         },
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw Engine API requests (configs)
-// ---------------------------------------------------------------------------------------------
-
-/// One request to the Engine API over the unix socket; returns the body of a 2xx answer.
-async fn engine_request(
-    socket: &Path,
-    api_version: &str,
-    call: Call,
-    id: &str,
-    method: hyper::Method,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> Result<Vec<u8>> {
-    engine_request_versioned(socket, api_version, call, id, None, method, path, body).await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn engine_request_versioned(
-    socket: &Path,
-    api_version: &str,
-    call: Call,
-    id: &str,
-    version: Option<u64>,
-    method: hyper::Method,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> Result<Vec<u8>> {
-    let transport =
-        |e: Box<dyn std::error::Error + Send + Sync>| Error::Transport { call, source: e };
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|e| transport(Box::new(e)))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| transport(Box::new(e)))?;
-    let driver = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "engine connection closed with an error");
-        }
-    });
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(format!("/v{api_version}{path}"))
-        .header(hyper::header::HOST, "docker")
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| Error::Invalid {
-            call,
-            message: e.to_string(),
-        })?;
-    let result = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| transport(Box::new(e)))?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| transport(Box::new(e)))?
-            .to_bytes();
-        if (200..300).contains(&status) {
-            return Ok(bytes.to_vec());
-        }
-        let message = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-        Err(Error::from_response(call, id, version, status, message))
-    }
-    .await;
-    driver.abort();
-    result
 }
 
 #[cfg(test)]
@@ -1184,19 +1069,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("NoSuchField"), "{err}");
-    }
-
-    #[test]
-    fn filters_are_encoded_for_a_query_string() {
-        let q = filter_query(
-            label_filters("label", &LabelFilter::eq("hearth.test", "1")),
-            Call::new(Verb::List, ObjectKind::Config),
-        )
-        .unwrap();
-        assert_eq!(
-            q,
-            "?filters=%7B%22label%22%3A%5B%22hearth.test%3D1%22%5D%7D"
-        );
     }
 
     #[test]

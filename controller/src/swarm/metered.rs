@@ -13,8 +13,8 @@ use futures::StreamExt;
 use metrics::Metrics;
 
 use super::{
-    spec, Config, Container, Error, Event, Image, ImageFilter, LabelFilter, Network, Node, Result,
-    Secret, Service, Swarm, SwarmFuture, SwarmInfo, Task, Volume,
+    spec, Config, Container, Error, Event, Image, ImageFilter, LabelFilter, Network,
+    NetworkEndpoint, Node, Result, Secret, Service, Swarm, SwarmFuture, SwarmInfo, Task, Volume,
 };
 
 /// A swarm whose calls are metered.
@@ -155,6 +155,9 @@ impl Swarm for MeteredSwarm {
     }
     fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         self.meter("remove_container", self.inner.remove_container(id))
+    }
+    fn network_endpoints<'a>(&'a self, network: &'a str) -> SwarmFuture<'a, Vec<NetworkEndpoint>> {
+        self.meter("network_endpoints", self.inner.network_endpoints(network))
     }
     fn events(&self) -> futures::stream::BoxStream<'static, Result<Event>> {
         let metrics = self.metrics.clone();

@@ -28,8 +28,8 @@ pub use error::{Error, Result};
 pub use metered::MeteredSwarm;
 pub use types::{
     health_from_status, task_health, Call, Config, Container, ContainerState, Event, Health, Image,
-    ImageFilter, LabelFilter, Labels, Meta, Network, Node, ObjectKind, Secret, Service,
-    ServiceMode, SwarmInfo, Task, TaskState, Verb, Volume,
+    ImageFilter, LabelFilter, Labels, Meta, Network, NetworkEndpoint, Node, ObjectKind, Secret,
+    Service, ServiceMode, SwarmInfo, Task, TaskState, Verb, Volume,
 };
 
 /// The future every [`Swarm`] call returns.
@@ -68,6 +68,9 @@ pub trait Swarm: Send + Sync {
     fn list_secrets<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Secret>>;
     /// Configs whose labels match `filter`.
     fn list_configs<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Config>>;
+    /// The containers of this node attached to the network `network` (name or ID), with
+    /// their addresses on it; [`Error::NotFound`] when there is no such network here.
+    fn network_endpoints<'a>(&'a self, network: &'a str) -> SwarmFuture<'a, Vec<NetworkEndpoint>>;
     /// Nodes whose node labels match `filter`.
     fn list_nodes<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Node>>;
 

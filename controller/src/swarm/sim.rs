@@ -1239,6 +1239,17 @@ impl State {
 }
 
 /// Finds an object by ID or name.
+/// The node-local bridge through which swarm containers reach the host (as
+/// `warmapp::probe::GATEWAY_BRIDGE`; named here so the swarm module imports nothing above it).
+const GATEWAY_BRIDGE: &str = "docker_gwbridge";
+
+/// A stable address for a container on a network: `<prefix>.<a>.<b>` from its ID's first
+/// hex digits (`b` in 2..=253, clear of the gateway and broadcast).
+fn sim_address(prefix: &str, id: &str) -> String {
+    let n = u32::from_str_radix(id.get(..4).unwrap_or("0"), 16).unwrap_or(0);
+    format!("{prefix}.{}.{}", (n >> 8) & 0xff, 2 + (n & 0xff) % 252)
+}
+
 fn find_key(map: &Table<SimObject>, id_or_name: &str) -> Option<String> {
     map.find(id_or_name)
 }
@@ -1843,6 +1854,37 @@ impl Swarm for SimSwarm {
             st.images.remove(&key);
             st.emit(ObjectKind::Image, "delete", &key, None);
             Ok(())
+        })
+    }
+
+    fn network_endpoints<'a>(&'a self, network: &'a str) -> SwarmFuture<'a, Vec<NetworkEndpoint>> {
+        let call = Call::new(Verb::Inspect, ObjectKind::Network);
+        self.op_on(call, Some(network), move |st, _| {
+            // As Docker: every node has the gateway bridge, and each running container
+            // attached to an overlay network has an endpoint on it; a stack's own network
+            // lists its running containers on this node.
+            let (key, prefix) = if network == GATEWAY_BRIDGE {
+                (None, "172.18")
+            } else {
+                let key =
+                    find_key(&st.networks, network).ok_or_else(|| not_found(call, network))?;
+                (Some(key), "10.0")
+            };
+            let mut out: Vec<NetworkEndpoint> = st
+                .containers
+                .values()
+                .filter(|c| c.node == self.node && c.container.state == ContainerState::Running)
+                .filter(|c| match &key {
+                    None => !c.networks.is_empty(),
+                    Some(k) => c.networks.contains(k),
+                })
+                .map(|c| NetworkEndpoint {
+                    container_id: c.container.id.clone(),
+                    ipv4: Some(sim_address(prefix, &c.container.id)),
+                })
+                .collect();
+            out.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+            Ok(out)
         })
     }
 

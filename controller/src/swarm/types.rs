@@ -90,6 +90,8 @@ pub enum Verb {
     Info,
     /// Ping the daemon.
     Ping,
+    /// Read one object in detail.
+    Inspect,
 }
 
 impl Verb {
@@ -103,6 +105,7 @@ impl Verb {
             Verb::Events => "events",
             Verb::Info => "info",
             Verb::Ping => "ping",
+            Verb::Inspect => "inspect",
         }
     }
 }
@@ -390,6 +393,16 @@ impl ContainerState {
             other => ContainerState::Other(other.to_string()),
         }
     }
+}
+
+/// A container attached to a network on the node hearth talks to (network inspect's
+/// `Containers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkEndpoint {
+    /// The attached container's ID.
+    pub container_id: String,
+    /// Its IPv4 address on the network without the prefix length (`172.18.0.3`), if any.
+    pub ipv4: Option<String>,
 }
 
 /// An observed container (on the node hearth talks to).

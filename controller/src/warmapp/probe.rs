@@ -4,9 +4,9 @@
 //! This host has no ip_vs: service VIPs and ingress ports do not work, and a container's
 //! overlay address is not routable from the host. But every container attached to an overlay
 //! network also gets an interface on the node-local `docker_gwbridge` bridge (its way out),
-//! and the host *can* reach that address. So the probe asks the Engine API for
-//! `GET /networks/docker_gwbridge`, whose `Containers` map gives each container's gateway
-//! address, and connects to `<that address>:<port>` directly: one probe per running task of
+//! and the host *can* reach that address. So the probe asks the swarm for the endpoints of
+//! `docker_gwbridge` ([`Swarm::network_endpoints`], the Engine's network inspect), which give
+//! each container's gateway address, and connects to `<that address>:<port>` directly: one probe per running task of
 //! the probed service, all must pass. Nothing is published and no `docker exec` is needed.
 //!
 //! # Caveats
@@ -14,14 +14,16 @@
 //! A service that is not on any overlay network (e.g. `network_mode: host`) has no gateway
 //! address and fails the probe with a message saying so.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crd::warmapp::HealthProbe;
 use futures::future::BoxFuture;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Empty;
 use hyper::body::Bytes;
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
+
+use crate::swarm::Swarm;
 
 /// The Engine API's gateway bridge on every swarm node.
 pub const GATEWAY_BRIDGE: &str = "docker_gwbridge";
@@ -83,45 +85,39 @@ pub trait Prober: Send + Sync {
     fn probe<'a>(&'a self, target: &'a ProbeTarget) -> BoxFuture<'a, Result<(), String>>;
 }
 
-/// The real prober: gateway addresses from the Engine API, then TCP/HTTP from the host.
-#[derive(Debug, Clone)]
+/// The real prober: gateway addresses from the swarm, then TCP/HTTP from the host.
+#[derive(Clone)]
 pub struct GatewayProber {
-    socket: PathBuf,
-    api_version: String,
+    swarm: Arc<dyn Swarm>,
     timeout: Duration,
 }
 
+impl std::fmt::Debug for GatewayProber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayProber")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl GatewayProber {
-    /// A prober asking the daemon at `socket` (API `api_version`, e.g. `1.41`), each probe
-    /// bounded by `timeout`.
-    pub fn new(
-        socket: impl Into<PathBuf>,
-        api_version: impl Into<String>,
-        timeout: Duration,
-    ) -> Self {
-        Self {
-            socket: socket.into(),
-            api_version: api_version.into(),
-            timeout,
-        }
+    /// A prober asking `swarm` (the daemon of the node it runs on) for gateway addresses,
+    /// each probe bounded by `timeout`.
+    pub fn new(swarm: Arc<dyn Swarm>, timeout: Duration) -> Self {
+        Self { swarm, timeout }
     }
 
-    /// Container ID → gateway IPv4 address, from `GET /networks/docker_gwbridge`.
+    /// Container ID → gateway IPv4 address, from the endpoints of `docker_gwbridge`.
     async fn gateway_addresses(&self) -> Result<Vec<(String, String)>, String> {
-        let path = format!("/v{}/networks/{GATEWAY_BRIDGE}", self.api_version);
-        let body = engine_get(&self.socket, &path).await?;
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| format!("cannot decode {GATEWAY_BRIDGE}: {e}"))?;
-        let mut out = Vec::new();
-        if let Some(map) = value.get("Containers").and_then(|c| c.as_object()) {
-            for (id, ep) in map {
-                if let Some(addr) = ep.get("IPv4Address").and_then(|a| a.as_str()) {
-                    let ip = addr.split('/').next().unwrap_or(addr);
-                    out.push((id.clone(), ip.to_string()));
-                }
-            }
-        }
-        Ok(out)
+        let endpoints = self
+            .swarm
+            .network_endpoints(GATEWAY_BRIDGE)
+            .await
+            .map_err(|e| format!("cannot list {GATEWAY_BRIDGE}: {}", crate::errors::chain(&e)))?;
+        Ok(endpoints
+            .into_iter()
+            .filter_map(|e| Some((e.container_id, e.ipv4?)))
+            .collect())
     }
 }
 
@@ -189,50 +185,6 @@ async fn probe_one(addr: &str, kind: &ProbeKind) -> Result<(), String> {
             "GET {path} answered {code}, expected one of {codes:?}"
         ))
     }
-}
-
-/// `GET path` over the Engine API's unix socket; the body of a 2xx answer.
-async fn engine_get(socket: &std::path::Path, path: &str) -> Result<Vec<u8>, String> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("engine handshake failed: {e}"))?;
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let request = hyper::Request::builder()
-        .method(hyper::Method::GET)
-        .uri(path)
-        .header(hyper::header::HOST, "docker")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| format!("bad request: {e}"))?;
-    let result = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("GET {path} failed: {e}"))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("GET {path} failed: {e}"))?
-            .to_bytes();
-        if (200..300).contains(&status) {
-            Ok(body.to_vec())
-        } else {
-            Err(format!(
-                "GET {path} answered {status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            ))
-        }
-    }
-    .await;
-    driver.abort();
-    result
 }
 
 /// A prober with a fixed answer, for the simulated swarm (which has no network).
