@@ -166,6 +166,13 @@ pub mod labels {
     pub const GENERATED: &str = "hearth.generated";
     /// Objects created by hearth's test suites (`hearth.test=1`); the test bed removes these.
     pub const TEST: &str = "hearth.test";
+    /// The data directory (store) that deployed a stack: a random ID kept in the store.
+    /// Cleanup tears down only stacks carrying this daemon's ID, so a daemon never removes
+    /// warm-app stacks another hearth (another data directory, a test) deployed.
+    pub const INSTANCE: &str = "hearth.instance";
+    /// On every warm-app task container: the recipe version it runs (tells the new version's
+    /// tasks from the old one's during a start-first update).
+    pub const WARM_VERSION: &str = "hearth.warm-version";
 }
 
 /// A stack name hearth assigned: a valid DNS label of at most [`MAX_STACK_NAME_LEN`] characters

@@ -32,10 +32,7 @@ use crate::swarm::spec::{
     TaskSpec, TmpfsOptions, Ulimit, UpdateConfig, UpdateOrder, VolumeOptions, VolumeSpec,
 };
 
-/// Label naming the stack an object belongs to.
-pub const LABEL_NAMESPACE: &str = "com.docker.stack.namespace";
-/// Label holding the image as written in the compose file.
-pub const LABEL_IMAGE: &str = "com.docker.stack.image";
+pub use crate::swarm::labels::{IMAGE as LABEL_IMAGE, NAMESPACE as LABEL_NAMESPACE};
 
 fn entries(node: Option<&Node>) -> Vec<(String, Node)> {
     match node.map(|n| &n.v) {

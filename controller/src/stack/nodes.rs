@@ -248,8 +248,7 @@ pub(crate) fn mounts_volumes(services: &[Service]) -> bool {
     services.iter().any(|s| !s.volume_sources.is_empty())
 }
 
-/// Label swarm puts on a task's container naming the node it runs on.
-pub(crate) const NODE_ID_LABEL: &str = "com.docker.swarm.node.id";
+pub(crate) use crate::swarm::labels::NODE_ID as NODE_ID_LABEL;
 
 /// Decides the nodes to reach from where the stack's tasks ran (`tasks`, listed before the
 /// services go; empty when no service mounts a named volume). `local`: this daemon's node ID

@@ -11,8 +11,7 @@ use crate::swarm::{
     TaskState, Volume,
 };
 
-/// Label swarm puts on a task's container naming its service.
-pub(crate) const SERVICE_ID_LABEL: &str = "com.docker.swarm.service.id";
+pub(crate) use crate::swarm::labels::SERVICE_ID as SERVICE_ID_LABEL;
 
 /// How much to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

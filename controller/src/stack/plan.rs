@@ -14,7 +14,7 @@ use crate::swarm::spec::{
 use crate::swarm::{Labels, ObjectKind};
 
 /// The label `docker stack` uses to group a stack's objects.
-pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+pub use crate::swarm::labels::NAMESPACE as NAMESPACE_LABEL;
 
 /// Longest secret or config name Docker accepts.
 const MAX_SECRET_NAME_LEN: usize = 64;

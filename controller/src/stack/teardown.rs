@@ -412,8 +412,7 @@ pub(super) fn swarm_containers() -> LabelFilter {
     LabelFilter::all().and_has(SERVICE_ID_LABEL)
 }
 
-/// Label swarm puts on a task's container naming its task.
-const TASK_ID_LABEL: &str = "com.docker.swarm.task.id";
+use crate::swarm::labels::TASK_ID as TASK_ID_LABEL;
 
 /// Whether swarm may still create a container for a task in this state: the task has not
 /// reached `ready` (its container is created while it is `preparing`) and has not ended.

@@ -17,6 +17,7 @@ use futures::stream::BoxStream;
 
 mod docker;
 mod error;
+pub mod labels;
 mod metered;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

@@ -829,19 +829,19 @@ impl State {
                         .map(|i| i.id.clone())
                 });
                 let mut labels = cs.map(|c| map_labels(&c.labels)).unwrap_or_default();
-                labels.insert("com.docker.swarm.service.id".into(), service_id.clone());
+                labels.insert(super::labels::SERVICE_ID.into(), service_id.clone());
                 labels.insert(
-                    "com.docker.swarm.service.name".into(),
+                    super::labels::SERVICE_NAME.into(),
                     spec.name.clone().unwrap_or_default(),
                 );
-                labels.insert("com.docker.swarm.task.id".into(), task_id.to_string());
+                labels.insert(super::labels::TASK_ID.into(), task_id.to_string());
                 let mut volumes = Vec::new();
                 let node = self
                     .tasks
                     .get(task_id)
                     .and_then(|t| t.task.node_id.clone())
                     .unwrap_or_else(|| self.node_id.clone());
-                labels.insert("com.docker.swarm.node.id".into(), node.clone());
+                labels.insert(super::labels::NODE_ID.into(), node.clone());
                 for m in cs.and_then(|c| c.mounts.as_ref()).into_iter().flatten() {
                     if m.r#type != Some(spec::MountType::Volume) {
                         continue;

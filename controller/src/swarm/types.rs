@@ -429,9 +429,7 @@ pub struct Container {
 impl Container {
     /// The swarm task this container runs, if any.
     pub fn task_id(&self) -> Option<&str> {
-        self.labels
-            .get("com.docker.swarm.task.id")
-            .map(String::as_str)
+        self.labels.get(super::labels::TASK_ID).map(String::as_str)
     }
 }
 

@@ -47,8 +47,7 @@ use crate::swarm::{self, LabelFilter, ObjectKind, Swarm};
 
 pub use decide::{decide, CloseRun, Decision, Object, Reason, SweepAction};
 
-/// Label swarm puts on a task's container naming its service.
-const SERVICE_ID_LABEL: &str = "com.docker.swarm.service.id";
+use crate::swarm::labels::SERVICE_ID as SERVICE_ID_LABEL;
 
 /// Errors of a sweep.
 #[derive(Debug, thiserror::Error)]

@@ -47,20 +47,12 @@ use crate::swarm::{Labels, Swarm, TaskState};
 use decide::{Effect, Now, Observation, Readiness, Target};
 use probe::{probe_spec, ProbeTarget, Prober};
 
-/// Label on every warm-app task container naming the recipe version it runs: tells the new
-/// version's tasks from the old one's during a start-first update.
-pub const VERSION_LABEL: &str = "hearth.warm-version";
-
-/// Label naming the data directory (store) that deployed a stack: a random ID kept in the
-/// store. Cleanup tears down only stacks carrying this daemon's ID, so a daemon never removes
-/// warm-app stacks another hearth (another data directory, a test) deployed.
-pub const INSTANCE_LABEL: &str = "hearth.instance";
+pub use crd::names::labels::{INSTANCE as INSTANCE_LABEL, WARM_VERSION as VERSION_LABEL};
 
 /// The controller name in metrics.
 pub const CONTROLLER: &str = "warmapp";
 
-/// Label swarm puts on a task's container naming its service.
-const SERVICE_NAME_LABEL: &str = "com.docker.swarm.service.name";
+use crate::swarm::labels::SERVICE_NAME as SERVICE_NAME_LABEL;
 
 /// What every WarmApp reconcile needs.
 pub struct Context {

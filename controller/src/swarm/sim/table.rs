@@ -15,7 +15,7 @@ use std::ops::Deref;
 use crate::swarm::{LabelFilter, Labels};
 
 /// The label every stack object carries; list calls filtered by it are answered from the index.
-pub(super) const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+pub(super) use crate::swarm::labels::NAMESPACE as NAMESPACE_LABEL;
 
 /// What a table indexes a row by.
 pub(super) trait Row {
