@@ -365,13 +365,5 @@ pub fn leftovers_of(namespace: &str) -> Vec<String> {
     out
 }
 
-/// An error and its sources, joined by ": ".
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    out
-}
+/// An error and its sources, joined by ": " (the controller's one formatter).
+pub use controller::errors::chain;

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use controller::errors::chain;
 use controller::swarm::{spec, DockerOptions, DockerSwarm, LabelFilter, Swarm};
 
 /// The label every object a test creates carries; the test bed removes leftovers by it.
@@ -70,17 +71,6 @@ async fn connect() -> Result<DockerSwarm, String> {
         ));
     }
     Ok(swarm)
-}
-
-/// An error and its sources, joined by ": ".
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    out
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -20,6 +20,7 @@ use super::backoff::Backoff;
 use super::scheduler::Scheduler;
 use super::triggers::{self, Trigger};
 use super::{Action, Config, Error, Next, ObjectRef, Reconciler, Shutdown, Ticket};
+use crate::errors::chain;
 use crate::swarm::Swarm;
 
 /// Counters shared with [`Handle`]s.
@@ -426,16 +427,4 @@ async fn work<R: Reconciler>(
         }
     };
     (key, outcome)
-}
-
-/// An error and its sources, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -16,6 +16,7 @@ use state::history::ObjectRef;
 
 use super::http::{field_of, record_delete, store_error, ApiError, Routes, State};
 use crate::access::Scope;
+use crate::errors::chain;
 use crate::runs::{self, StartRequest, Started};
 use crate::slots::{self, Grant, SlotRequest};
 use crate::sweeper;
@@ -45,18 +46,6 @@ where
             }
         }
     }
-}
-
-/// The error's message with its sources, `: `-joined.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 fn slot_error(e: &slots::Error) -> ApiError {

@@ -52,6 +52,7 @@ pub use crd::names::labels::{INSTANCE as INSTANCE_LABEL, WARM_VERSION as VERSION
 /// The controller name in metrics.
 pub const CONTROLLER: &str = "warmapp";
 
+use crate::errors::chain;
 use crate::swarm::labels::SERVICE_NAME as SERVICE_NAME_LABEL;
 
 /// What every WarmApp reconcile needs.
@@ -629,16 +630,4 @@ fn owns(observed: &Observed, name: &str, extra: &Labels) -> bool {
 /// outside a controller).
 fn fresh_since() -> crate::runtime::Ticket {
     crate::runtime::fresh_since().unwrap_or_else(crate::runtime::Ticket::next)
-}
-
-/// An error with its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
