@@ -32,6 +32,7 @@
 //! ```
 
 pub mod clock;
+pub mod conflict;
 pub mod engine;
 pub mod error;
 pub mod history;
@@ -47,6 +48,7 @@ mod keys;
 mod schema;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use conflict::{retry_conflicts, CONFLICT_ATTEMPTS};
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use memory::MemoryEngine;

@@ -33,7 +33,7 @@ use crd::warmapp::PromotePolicy;
 use crd::{Kind, Run, RunPhase, WarmApp};
 use metrics::Metrics;
 use state::history::{reason, NewEntry, ObjectRef, Query};
-use state::{Clock, Store};
+use state::{Clock, Store, CONFLICT_ATTEMPTS};
 use tracing::{info, warn};
 
 use crate::catalogue::Catalogue;
@@ -65,6 +65,21 @@ pub enum Error {
     /// The store failed. Retryable.
     #[error(transparent)]
     StoreFailed(#[from] state::Error),
+    /// Another writer changed the app between the promotion's record and its spec write, each
+    /// of [`state::CONFLICT_ATTEMPTS`] times. Retryable.
+    #[error("WarmApp/{0} kept changing while the promotion was written")]
+    Raced(String),
+}
+
+impl Error {
+    /// A write to do again: a store conflict, or another writer in between.
+    fn is_conflict(&self) -> bool {
+        match self {
+            Error::StoreFailed(e) => e.is_conflict(),
+            Error::Raced(_) => true,
+            _ => false,
+        }
+    }
 }
 
 /// What became of a submitted request.
@@ -403,79 +418,94 @@ impl Promoter {
 
     /// One request: judge again, write, wait for the gate, record.
     async fn execute(&self, req: &Request) -> Result<(), Error> {
+        let written = state::retry_conflicts(CONFLICT_ATTEMPTS, Error::is_conflict, || {
+            self.write_promotion(req)
+        })
+        .await?;
+        let Some((attempt, declared)) = written else {
+            return Ok(());
+        };
+        let message = format!(
+            "promoting {} from {} to {} ({}{}); the health gate decides",
+            req.app,
+            attempt.from,
+            req.to,
+            req.source.as_str(),
+            req.run
+                .as_deref()
+                .map(|r| format!(" of run {r}"))
+                .unwrap_or_default()
+        );
+        info!("{message}");
+        self.inner
+            .store
+            .append_history(
+                NewEntry::new(reason::PROMOTED, message)
+                    .subject(ObjectRef::new(Kind::WarmApp, &req.app))
+                    .details(decide::details(&attempt, &declared)),
+            )
+            .await?;
+        self.gate(&req.app, attempt, &declared).await
+    }
+
+    /// Judges `req` against the app as stored and writes the promotion (record, then spec);
+    /// the attempt and the declared version, or `None` when the request was settled without
+    /// a promotion (app deleted, refused, already current; each recorded).
+    ///
+    /// # Errors
+    /// A store conflict or [`Error::Raced`] (the caller reads and judges again), other store
+    /// errors.
+    async fn write_promotion(
+        &self,
+        req: &Request,
+    ) -> Result<Option<(PromotionAttempt, String)>, Error> {
         let store = &self.inner.store;
-        loop {
-            let Some(app) = store.get_opt::<WarmApp>(&req.app)? else {
-                self.record_final(req, "", PromotionResult::Superseded, "the app was deleted")
-                    .await?;
-                return Ok(());
-            };
-            let (from, declared) = match decide::plan(&app, req) {
-                Plan::Refused(why) => {
-                    return self.record_refusal(req, &app.spec.version, &why).await;
-                }
-                Plan::AlreadyCurrent => {
-                    return self
-                        .record_final(
-                            req,
-                            &app.spec.version,
-                            PromotionResult::Ready,
-                            "already at that version",
-                        )
-                        .await;
-                }
-                Plan::Promote { from, declared, .. } => (from, declared),
-            };
-            let attempt = PromotionAttempt {
-                source: req.source,
-                run: req.run.clone(),
-                from: from.clone(),
-                to: req.to.clone(),
-                generation: app.metadata.generation + 1,
-                at_ms: self.inner.clock.now_ms(),
-                result: PromotionResult::Pending,
-            };
-            // The record first, then the spec: a crash in between leaves a record that is not
-            // in force (its version is not spec.version), i.e. nothing promoted.
-            let mut with_record = app.clone();
-            with_record.status.promotion = Some(PromotionRecord {
-                declared_version: declared.clone(),
-                version: req.to.clone(),
-                last: attempt.clone(),
-            });
-            let recorded = match store.update_status(&with_record).await {
-                Ok(a) => a,
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let mut promoted = recorded.clone();
-            promoted.spec.version = req.to.clone();
-            match store.update(&promoted).await {
-                Ok(written) if written.metadata.generation == attempt.generation => {}
-                Ok(_) => continue,
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e.into()),
+        let Some(app) = store.get_opt::<WarmApp>(&req.app)? else {
+            self.record_final(req, "", PromotionResult::Superseded, "the app was deleted")
+                .await?;
+            return Ok(None);
+        };
+        let (from, declared) = match decide::plan(&app, req) {
+            Plan::Refused(why) => {
+                self.record_refusal(req, &app.spec.version, &why).await?;
+                return Ok(None);
             }
-            let message = format!(
-                "promoting {} from {from} to {} ({}{}); the health gate decides",
-                req.app,
-                req.to,
-                req.source.as_str(),
-                req.run
-                    .as_deref()
-                    .map(|r| format!(" of run {r}"))
-                    .unwrap_or_default()
-            );
-            info!("{message}");
-            store
-                .append_history(
-                    NewEntry::new(reason::PROMOTED, message)
-                        .subject(ObjectRef::new(Kind::WarmApp, &req.app))
-                        .details(decide::details(&attempt, &declared)),
+            Plan::AlreadyCurrent => {
+                self.record_final(
+                    req,
+                    &app.spec.version,
+                    PromotionResult::Ready,
+                    "already at that version",
                 )
                 .await?;
-            return self.gate(&req.app, attempt, &declared).await;
+                return Ok(None);
+            }
+            Plan::Promote { from, declared, .. } => (from, declared),
+        };
+        let attempt = PromotionAttempt {
+            source: req.source,
+            run: req.run.clone(),
+            from,
+            to: req.to.clone(),
+            generation: app.metadata.generation + 1,
+            at_ms: self.inner.clock.now_ms(),
+            result: PromotionResult::Pending,
+        };
+        // The record first, then the spec: a crash in between leaves a record that is not
+        // in force (its version is not spec.version), i.e. nothing promoted.
+        let mut with_record = app.clone();
+        with_record.status.promotion = Some(PromotionRecord {
+            declared_version: declared.clone(),
+            version: req.to.clone(),
+            last: attempt.clone(),
+        });
+        let mut promoted = store.update_status(&with_record).await?;
+        promoted.spec.version = req.to.clone();
+        let written = store.update(&promoted).await?;
+        if written.metadata.generation != attempt.generation {
+            return Err(Error::Raced(req.app.clone()));
         }
+        Ok(Some((attempt, declared)))
     }
 
     /// Waits for the gate's verdict on `attempt` and records it.
@@ -507,40 +537,38 @@ impl Promoter {
         };
         attempt.result = result;
         // Write the verdict into the record; a rollback also sets spec.version back.
-        loop {
-            let Some(mut app) = store.get_opt::<WarmApp>(name)? else {
-                break;
-            };
-            let ours = app.status.promotion.as_ref().is_some_and(|p| {
-                p.last.generation == attempt.generation && p.last.to == attempt.to
-            });
-            if !ours {
-                break;
-            }
-            let rolled_back =
-                result == PromotionResult::RolledBack && app.spec.version == attempt.to;
-            if let Some(p) = app.status.promotion.as_mut() {
-                p.last.result = result;
+        let attempt_ref = &attempt;
+        state::retry_conflicts(
+            CONFLICT_ATTEMPTS,
+            state::Error::is_conflict,
+            || async move {
+                let Some(mut app) = store.get_opt::<WarmApp>(name)? else {
+                    return Ok(());
+                };
+                let ours = app.status.promotion.as_ref().is_some_and(|p| {
+                    p.last.generation == attempt_ref.generation && p.last.to == attempt_ref.to
+                });
+                if !ours {
+                    return Ok(());
+                }
+                let rolled_back =
+                    result == PromotionResult::RolledBack && app.spec.version == attempt_ref.to;
+                if let Some(p) = app.status.promotion.as_mut() {
+                    p.last.result = result;
+                    if rolled_back {
+                        p.version = attempt_ref.from.clone();
+                    }
+                }
+                let recorded = store.update_status(&app).await?;
                 if rolled_back {
-                    p.version = attempt.from.clone();
+                    let mut back = recorded;
+                    back.spec.version = attempt_ref.from.clone();
+                    store.update(&back).await?;
                 }
-            }
-            let recorded = match store.update_status(&app).await {
-                Ok(a) => a,
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if rolled_back {
-                let mut back = recorded;
-                back.spec.version = attempt.from.clone();
-                match store.update(&back).await {
-                    Ok(_) => {}
-                    Err(e) if e.is_conflict() => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            break;
-        }
+                Ok(())
+            },
+        )
+        .await?;
         let message = match result {
             PromotionResult::Ready => format!("{name} promoted from {} to {}; ready", attempt.from, attempt.to),
             PromotionResult::RolledBack => format!(

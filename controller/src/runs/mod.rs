@@ -28,7 +28,7 @@ use crd::{
 };
 use metrics::Metrics;
 use state::history::{reason, NewEntry, ObjectRef};
-use state::{Clock, Store};
+use state::{Clock, Store, CONFLICT_ATTEMPTS};
 
 use crate::catalogue::{Catalogue, RenderRequest};
 use crate::slots::{SlotRequest, Slots};
@@ -104,6 +104,13 @@ pub enum Error {
     /// A name could not be derived. Not retryable.
     #[error(transparent)]
     NameInvalid(#[from] names::Error),
+}
+
+impl Error {
+    /// Whether this is a store conflict (a read-modify-write to do again).
+    fn is_store_conflict(&self) -> bool {
+        matches!(self, Error::StoreFailed(e) if e.is_conflict())
+    }
 }
 
 impl From<stack::Error> for Error {
@@ -234,15 +241,12 @@ impl Runs {
 
     /// Re-reads `name`, applies `f` to its status and writes it, retrying on conflicts.
     async fn edit_status(&self, name: &str, f: impl Fn(&mut Run)) -> Result<Run> {
-        loop {
+        state::retry_conflicts(CONFLICT_ATTEMPTS, Error::is_store_conflict, || async {
             let mut run = self.get(name)?;
             f(&mut run);
-            match self.store.update_status(&run).await {
-                Ok(r) => return Ok(r),
-                Err(e) if e.is_conflict() => tokio::task::yield_now().await,
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Ok(self.store.update_status(&run).await?)
+        })
+        .await
     }
 
     fn stack_owner(&self, kind: &str, name: &str, role: StackRole, run: &str) -> stack::Owner {
@@ -439,20 +443,16 @@ impl Runs {
         Ok(())
     }
 
-    /// Lists a stack's objects, retrying retryable failures for up to 30 s.
+    /// Lists a stack's objects, retrying retryable failures for up to 30 s (the shared Docker
+    /// retry, [`stack::retry::until`]).
     async fn observe(&self, namespace: &str) -> Result<stack::Observed> {
         let until = tokio::time::Instant::now() + Duration::from_secs(30);
-        let mut pause = Duration::from_millis(50);
-        loop {
-            match stack::observe(self.swarm.as_ref(), namespace, Depth::Objects).await {
-                Ok(o) => return Ok(o),
-                Err(e) if e.is_retryable() && tokio::time::Instant::now() + pause < until => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let retried = std::sync::atomic::AtomicBool::new(false);
+        stack::retry::until(until, stack::Error::is_retryable, &retried, || {
+            stack::observe(self.swarm.as_ref(), namespace, Depth::Objects)
+        })
+        .await
+        .map_err(Error::from)
     }
 
     async fn bring_up(&self, name: &str) -> Result<Run> {
@@ -619,7 +619,7 @@ impl Runs {
     /// [`Error::RunNotFound`], [`Error::RunAlreadyOver`], [`Error::StoreFailed`]. A teardown
     /// with leftovers is not an error of this call: the run's phase says it.
     pub async fn finish(&self, name: &str) -> Result<Run> {
-        let mut run = self.get(name)?;
+        let run = self.get(name)?;
         if run.status.phase.is_terminal() {
             return Err(Error::RunAlreadyOver {
                 run: name.into(),
@@ -627,17 +627,12 @@ impl Runs {
             });
         }
         if !run.spec.finish {
-            run.spec.finish = true;
-            loop {
-                match self.store.update(&run).await {
-                    Ok(_) => break,
-                    Err(e) if e.is_conflict() => {
-                        run = self.get(name)?;
-                        run.spec.finish = true;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            state::retry_conflicts(CONFLICT_ATTEMPTS, Error::is_store_conflict, || async {
+                let mut run = self.get(name)?;
+                run.spec.finish = true;
+                Ok(self.store.update(&run).await?)
+            })
+            .await?;
         }
         self.edit_status(name, |r| r.status.phase = RunPhase::Finishing)
             .await?;
@@ -684,7 +679,7 @@ impl Runs {
         residuals.retain(|r| seen.insert(r.clone()));
         let phase = phase_after_teardown(&run, &residuals);
         let now = self.clock.now_ms();
-        loop {
+        state::retry_conflicts(CONFLICT_ATTEMPTS, Error::is_store_conflict, || async {
             let mut r = self.get(name)?;
             r.status.phase = phase;
             r.status.residuals = residuals.clone();
@@ -703,12 +698,9 @@ impl Runs {
                 ));
             }
             tx.update_status(&r);
-            match tx.commit().await {
-                Ok(_) => break,
-                Err(e) if e.is_conflict() => tokio::task::yield_now().await,
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Ok(tx.commit().await?)
+        })
+        .await?;
         let entry = if residuals.is_empty() {
             NewEntry::new(
                 reason::TORN_DOWN,

@@ -26,6 +26,7 @@ fn error(e: &promote::Error) -> ApiError {
         }
         promote::Error::NothingToRollBack(_) => (StatusCode::CONFLICT, None),
         promote::Error::StoreFailed(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+        promote::Error::Raced(_) => (StatusCode::CONFLICT, None),
     };
     let error = ApiError::new(status, e.to_string());
     match field {

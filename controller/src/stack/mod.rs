@@ -43,7 +43,7 @@ pub mod cache;
 pub mod nodes;
 mod observe;
 mod plan;
-mod retry;
+pub(crate) mod retry;
 mod teardown;
 
 use std::fmt;

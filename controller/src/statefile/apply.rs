@@ -1,6 +1,7 @@
 //! Applying a validated state file to the store, and recording the outcome in its history.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crd::names::BaseDomain;
 use crd::promotion::VersionIntent;
@@ -252,7 +253,7 @@ async fn create(store: &Store, r: &AnyResource) -> Result<(), Error> {
 }
 
 /// Attempts at a write whose resourceVersion went stale meanwhile.
-const WRITE_ATTEMPTS: usize = 5;
+const WRITE_ATTEMPTS: u32 = 5;
 
 /// Writes `desired`'s labels and spec over `current`.
 pub(super) async fn update(
@@ -279,22 +280,20 @@ pub(super) async fn update(
 /// spec), so a stale version is retried at the current one: for operator kinds the file is
 /// the source of truth.
 async fn update_typed<R: Resource>(store: &Store, current: &R, desired: &R) -> state::Result<()> {
-    let mut version = current.meta().resource_version;
-    let mut attempt = 1;
-    loop {
+    let version = AtomicU64::new(current.meta().resource_version);
+    state::retry_conflicts(WRITE_ATTEMPTS, state::Error::is_conflict, || async {
         let mut next = desired.clone();
-        next.meta_mut().resource_version = version;
+        next.meta_mut().resource_version = version.load(Ordering::Relaxed);
         match store.update(&next).await {
-            Err(state::Error::ResourceVersionMismatched { actual, .. })
-                if attempt < WRITE_ATTEMPTS =>
-            {
+            Err(e @ state::Error::ResourceVersionMismatched { actual, .. }) => {
                 tracing::debug!(object = %desired.name(), actual, "stale resourceVersion; retrying");
-                version = actual;
-                attempt += 1;
+                version.store(actual, Ordering::Relaxed);
+                Err(e)
             }
-            other => return other.map(drop),
+            other => other.map(drop),
         }
-    }
+    })
+    .await
 }
 
 async fn delete(store: &Store, r: &AnyResource) -> Result<(), Error> {
@@ -312,20 +311,21 @@ async fn delete(store: &Store, r: &AnyResource) -> Result<(), Error> {
 /// A delete guarded by resourceVersion, retried like [`update_typed`]; an object already gone
 /// is fine.
 async fn delete_typed<R: Resource>(store: &Store, name: &str, version: u64) -> state::Result<()> {
-    let mut version = version;
-    let mut attempt = 1;
-    loop {
-        match store.delete::<R>(name, Some(version)).await {
-            Err(state::Error::ResourceVersionMismatched { actual, .. })
-                if attempt < WRITE_ATTEMPTS =>
-            {
-                version = actual;
-                attempt += 1;
+    let version = AtomicU64::new(version);
+    state::retry_conflicts(WRITE_ATTEMPTS, state::Error::is_conflict, || async {
+        match store
+            .delete::<R>(name, Some(version.load(Ordering::Relaxed)))
+            .await
+        {
+            Err(e @ state::Error::ResourceVersionMismatched { actual, .. }) => {
+                version.store(actual, Ordering::Relaxed);
+                Err(e)
             }
-            Err(state::Error::ObjectNotFound { .. }) => return Ok(()),
-            other => return other.map(drop),
+            Err(state::Error::ObjectNotFound { .. }) => Ok(()),
+            other => other.map(drop),
         }
-    }
+    })
+    .await
 }
 
 /// The file's version won over a promotion (or adopted it): the promotion record is cleared

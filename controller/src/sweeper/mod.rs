@@ -512,11 +512,11 @@ impl Sweeper {
 }
 
 /// Sets a run's closing phase (or TeardownFailed with residuals) and, when closing, releases
-/// its slot in the same transaction. Retries on conflicts. `Ok(false)` when the run is gone or
-/// already terminal.
+/// its slot in the same transaction. Retries on conflicts ([`state::retry_conflicts`]).
+/// `Ok(false)` when the run is gone or already terminal.
 ///
 /// # Errors
-/// The store's errors.
+/// The store's errors; a conflict still there after [`state::CONFLICT_ATTEMPTS`] attempts.
 pub(crate) async fn close_run(
     store: &Store,
     name: &str,
@@ -525,42 +525,43 @@ pub(crate) async fn close_run(
     why: Reason,
     now: u64,
 ) -> state::Result<bool> {
-    for _ in 0..100 {
-        let Some(mut run) = store.get_opt::<Run>(name)? else {
-            return Ok(false);
-        };
-        if run.status.phase.is_terminal() {
-            return Ok(false);
-        }
-        let mut tx = store.transaction();
-        if residuals.is_empty() {
-            run.status.phase = phase;
-            run.status.finished_at_ms = Some(now);
-            run.status.residuals.clear();
-            run.status.last_error =
-                Some(format!("{why:?}: swept with forced teardown").to_lowercase());
-            if let Some(pool) = crate::slots::release_run_slot(store, &run)? {
-                tx.update_status(&pool);
+    state::retry_conflicts(
+        state::CONFLICT_ATTEMPTS,
+        state::Error::is_conflict,
+        || async {
+            let Some(mut run) = store.get_opt::<Run>(name)? else {
+                return Ok(false);
+            };
+            if run.status.phase.is_terminal() {
+                return Ok(false);
             }
-        } else {
-            run.status.phase = RunPhase::TeardownFailed;
-            run.status.residuals = residuals
-                .iter()
-                .map(|o| format!("{}/{}", o.kind, o.name))
-                .collect();
-            run.status.last_error = Some(format!(
-                "forced teardown left {} object(s); retrying",
-                residuals.len()
-            ));
-        }
-        tx.update_status(&run);
-        match tx.commit().await {
-            Ok(_) => return Ok(true),
-            Err(e) if e.is_conflict() => tokio::task::yield_now().await,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(false)
+            let mut tx = store.transaction();
+            if residuals.is_empty() {
+                run.status.phase = phase;
+                run.status.finished_at_ms = Some(now);
+                run.status.residuals.clear();
+                run.status.last_error =
+                    Some(format!("{why:?}: swept with forced teardown").to_lowercase());
+                if let Some(pool) = crate::slots::release_run_slot(store, &run)? {
+                    tx.update_status(&pool);
+                }
+            } else {
+                run.status.phase = RunPhase::TeardownFailed;
+                run.status.residuals = residuals
+                    .iter()
+                    .map(|o| format!("{}/{}", o.kind, o.name))
+                    .collect();
+                run.status.last_error = Some(format!(
+                    "forced teardown left {} object(s); retrying",
+                    residuals.len()
+                ));
+            }
+            tx.update_status(&run);
+            tx.commit().await?;
+            Ok(true)
+        },
+    )
+    .await
 }
 
 /// The nodes of the swarm other than `local` that no endpoint in `daemons` names, as
@@ -713,22 +714,15 @@ pub async fn remove_forced(
     failures
 }
 
-/// Runs a removal until it succeeds, is "not found" (done), fails for good, or `until` passes.
-async fn retry<'a, F>(until: Instant, mut op: F) -> swarm::Result<()>
+/// Runs a removal until it succeeds, is "not found" (done), fails for good, or `until` passes
+/// (the shared Docker retry, [`crate::stack::retry::swarm_until`]).
+async fn retry<'a, F>(until: Instant, op: F) -> swarm::Result<()>
 where
     F: FnMut() -> swarm::SwarmFuture<'a, ()>,
 {
-    let mut pause = Duration::from_millis(50);
-    loop {
-        match op().await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_not_found() => return Ok(()),
-            Err(e) if e.is_retryable() && Instant::now() + pause < until => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-            Err(e) => return Err(e),
-        }
+    match crate::stack::retry::swarm_until(until, op).await {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
     }
 }
 
