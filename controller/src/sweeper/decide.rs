@@ -63,6 +63,16 @@ pub enum Reason {
 
 /// What becomes of a run the sweeper closes.
 impl Reason {
+    /// The reason in words, as history and errors print it (`owner dead`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::RunUnknown => "run unknown",
+            Reason::RunFinished => "run finished",
+            Reason::LeaseExpired => "lease expired",
+            Reason::OwnerDead => "owner dead",
+        }
+    }
+
     /// The terminal phase a recorded, not yet terminal run gets for this reason.
     pub fn closing_phase(self) -> Option<RunPhase> {
         match self {

@@ -484,8 +484,10 @@ impl Sweeper {
                         .map(|c| c.reason),
                 )
                 .collect();
+            let why: Vec<&str> = why.iter().map(|r| r.as_str()).collect();
             let message = format!(
-                "swept run {run} ({why:?}): {} object(s) removed, {} remained",
+                "swept run {run} ({}): {} object(s) removed, {} remained",
+                why.join(", "),
                 removed.len(),
                 remained.len()
             );
@@ -541,7 +543,7 @@ pub(crate) async fn close_run(
                 run.status.finished_at_ms = Some(now);
                 run.status.residuals.clear();
                 run.status.last_error =
-                    Some(format!("{why:?}: swept with forced teardown").to_lowercase());
+                    Some(format!("{}: swept with forced teardown", why.as_str()));
                 if let Some(pool) = crate::slots::release_run_slot(store, &run)? {
                     tx.update_status(&pool);
                 }

@@ -373,6 +373,31 @@ async fn a_dead_owners_run_is_swept_closed_as_orphaned_and_its_slot_freed_while_
     assert_eq!(swept.details["remained"].as_array().unwrap().len(), 0);
 }
 
+/// Issue 14 (a new user's trip): the history read `swept run r (\u{7b}OwnerDead\u{7d})`.
+#[tokio::test(start_paused = true)]
+async fn a_swept_runs_history_and_error_give_the_reason_in_words() {
+    let bed = bed(1).await;
+    let started = bed.runs.start(&request(210, "job-words")).await.unwrap();
+    bed.checker.kill(210);
+    let report = bed.sweeper.sweep().await.unwrap();
+    assert_eq!(report.closed, std::slice::from_ref(&started.run));
+    let history = bed
+        .store
+        .history(
+            &Query::newest(10).about(state::history::ObjectRef::new(crd::Kind::Run, &started.run)),
+        )
+        .unwrap();
+    let swept = history.iter().find(|e| e.reason == "Swept").unwrap();
+    let head = format!("swept run {} (owner dead): ", started.run);
+    assert!(swept.message.starts_with(&head), "{}", swept.message);
+    assert!(!swept.message.contains('{'), "{}", swept.message);
+    let run: Run = bed.store.get(&started.run).unwrap();
+    assert_eq!(
+        run.status.last_error.as_deref(),
+        Some("owner dead: swept with forced teardown")
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn reusing_a_deterministic_dep_name_after_a_leaked_run_sweeps_the_leftovers_first() {
     let bed = bed(2).await;
