@@ -535,10 +535,15 @@ a{color:#2563eb}
 /// Pure: the same snapshot and time give the same bytes. No `<script>`, no external asset;
 /// every text from the store is escaped.
 pub fn render(s: &Snapshot, now_ms: u64) -> String {
+    // Ready as `hearth get warmapps` says it: the Ready condition, so a Degraded app that
+    // still serves (a rolled-back upgrade) counts.
     let ready = s
         .warmapps
         .iter()
-        .filter(|a| a.status.phase == WarmAppPhase::Ready)
+        .filter(|a| {
+            find_condition(&a.status.conditions, types::READY)
+                .is_some_and(|c| c.status == ConditionStatus::True)
+        })
         .count();
     let active = s
         .runs

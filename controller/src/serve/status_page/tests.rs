@@ -184,6 +184,26 @@ fn the_head_refreshes_and_carries_no_script_and_no_external_asset() {
     assert!(!html.contains("<link"), "no external style sheet");
 }
 
+/// Issue 14 (a new user's trip): the page counted a Degraded app that serves as not ready
+/// while `hearth get warmapps` said `READY True`.
+#[test]
+fn a_degraded_app_that_still_serves_counts_as_ready_in_the_header() {
+    let mut apps = warmapps();
+    let sso = &mut apps[1];
+    assert_eq!(sso.status.phase, WarmAppPhase::Degraded);
+    sso.status.conditions[0].status = ConditionStatus::True;
+    let s = Snapshot {
+        warmapps: apps,
+        ..Snapshot::default()
+    };
+    let html = render(&s, NOW);
+    assert!(
+        html.contains("<b>2/2</b> warm apps ready"),
+        "{}",
+        body(&html)
+    );
+}
+
 #[test]
 fn an_empty_store_says_so_in_every_section() {
     let html = render(&Snapshot::default(), NOW);
