@@ -360,8 +360,10 @@ pub fn describe_warmapp(app: &WarmApp, history: &[Entry], now_ms: u64) -> String
         "Observed version",
         or_dash(app.status.observed_version.as_deref()),
     );
+    // The version before the current one that was Ready (`status.previousKnownGood`); "Known
+    // good" read as the current version's verdict (issue 14).
     p.field(
-        "Known good",
+        "Previous good",
         or_dash(app.status.previous_known_good.as_deref()),
     );
     p.field("Phase", format!("{:?}", app.status.phase));

@@ -145,6 +145,15 @@ fn get_prints_every_kind_in_every_format() {
     }
 }
 
+/// Issue 14 (a new user's trip): after an upgrade to 1.1.0 turned Ready, describe said
+/// `Known good: 1.0.0`, read as "1.1.0 is not known good".
+#[test]
+fn describe_names_the_version_before_the_current_one_as_the_previous_good() {
+    let text = describe_warmapp(&warmapps()[0], &[], NOW);
+    assert!(text.contains("Previous good:      1.0.0\n"), "{text}");
+    assert!(!text.contains("Known good"), "{text}");
+}
+
 #[test]
 fn describe_prints_every_kind_in_every_format() {
     let h = history();
