@@ -141,8 +141,7 @@ async fn start(dir: &Path, docker: DockerSwarm, run: &str) -> (Running, Shutdown
         access: Default::default(),
     };
     let prober = Arc::new(GatewayProber::new(
-        socket,
-        docker.api_version(),
+        Arc::new(docker.clone()),
         Duration::from_secs(3),
     ));
     let shutdown = Shutdown::new();
