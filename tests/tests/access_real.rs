@@ -61,12 +61,18 @@ fn hearth(what: &str, args: &[&str], token: Option<&str>) -> Captured {
     }
 }
 
-/// A concrete path for a route pattern: the warm app's name, the run's id, a made-up pool.
+/// A concrete path for a route pattern: the warm app's name, the run's id, a made-up pool or
+/// recipe (the state file holds none).
 fn concrete(pattern: &str, app: &str, run: &str) -> String {
+    let name = if pattern.starts_with("/api/v1/warmapps/") {
+        app
+    } else {
+        "hearth-test-nothing"
+    };
     pattern
         .split('/')
         .map(|seg| match seg {
-            "{name}" => app,
+            "{name}" => name,
             "{id}" => run,
             s if s.starts_with('{') => "hearth-test-nothing",
             s => s,
@@ -315,8 +321,10 @@ async fn a_ci_token_cannot_administer_non_admins_never_see_env_values_and_a_revo
         let path = concrete(&pattern, &app, &run);
         for (who, secret) in [("read", &reader), ("ci", &ci)] {
             let (status, text) = raw_exchange(addr, "GET", &path, Some(&bearer(secret)), b"").await;
-            // The state file holds no pool: a made-up one is 404; everything else exists.
-            let want = if pattern.contains("{pool}") { 404 } else { 200 };
+            // The state file holds no pool and no recipe object: a made-up one is 404;
+            // everything else exists.
+            let made_up = pattern.contains("{pool}") || pattern.starts_with("/api/v1/recipes/");
+            let want = if made_up { 404 } else { 200 };
             assert_eq!(status, want, "GET {path} with the {who} token: {text}");
             texts.push((format!("GET {path} answered to the {who} token"), text));
         }
