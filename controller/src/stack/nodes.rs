@@ -204,7 +204,8 @@ impl NodeTarget {
 
 /// Decides which nodes teardown must reach besides its own daemon (pure): every node where a
 /// task of the stack ran other than `local`, every `required` node (by ID or hostname; one
-/// that left the swarm is kept by that name), and `local` itself when an endpoint names it.
+/// that left the swarm is kept by that name), every node an endpoint names, and `local`
+/// itself when an endpoint names it.
 pub(crate) fn targets(
     tasks: &[Task],
     required: &[String],
@@ -218,11 +219,20 @@ pub(crate) fn targets(
             .find(|n| n.meta.id == *r || n.meta.name == *r)
             .map_or(r.as_str(), |n| n.meta.id.as_str())
     });
+    // Every node with an endpoint too: the stack's declared volumes were created on the
+    // manager hearth talked to when it applied the stack, which after a manager failover is
+    // neither this daemon's node nor one where tasks ran (found on the real 3-manager
+    // cluster, docs/RELIABILITY.md). Reaching a node costs two list calls.
+    let reachable = nodes
+        .iter()
+        .filter(|n| daemons.find(&n.meta.id, &n.meta.name).is_some())
+        .map(|n| n.meta.id.as_str());
     let ran: BTreeSet<&str> = tasks
         .iter()
         .filter_map(|t| t.node_id.as_deref())
         .filter(|n| !n.is_empty())
         .chain(required)
+        .chain(reachable)
         .chain(std::iter::once(local))
         .collect();
     ran.into_iter()
@@ -766,6 +776,7 @@ mod tests {
             error: None,
             container_id: None,
             labels: Labels::new(),
+            container_labels: Labels::new(),
             created_at: None,
             template_digest: None,
         }

@@ -239,9 +239,14 @@ pub struct StackStatus {
 /// start-first update the old tasks keep running, so the service is not ready until the new
 /// ones have replaced them.
 ///
+/// Containers are listed on the node hearth talks to only. A running task whose container is
+/// not listed (it runs on another node) is judged by its task: swarm reports a task with a
+/// healthcheck `running` only once the check passed, and the task's template digest says which
+/// spec it runs.
+///
 /// # Caveats
-/// Health lives on containers, and containers are listed on the node hearth talks to: on a
-/// multi-node swarm a task on another node shows as "container not visible" (not ready).
+/// A task on another node that turns unhealthy after it started counts as ready until swarm
+/// replaces it (its health lives on the container, which only that node's daemon lists).
 pub fn status(observed: &Observed) -> StackStatus {
     let mut services: Vec<ServiceStatus> = observed
         .services
@@ -267,19 +272,33 @@ fn service_status(service: &Service, observed: &Observed) -> ServiceStatus {
             .as_deref()
             .and_then(|id| observed.containers.iter().find(|c| c.id == id));
         let health = container.and_then(|c| c.health);
-        let problem = if t.state != TaskState::Running {
+        let problem = if t.state == TaskState::Starting
+            && matches!(health, Some(Health::Starting | Health::Unhealthy))
+        {
+            // Swarm holds a task with a healthcheck in `starting` until the check passes: the
+            // container's health says why it is not running yet.
+            Some(match health {
+                Some(Health::Unhealthy) => "health: unhealthy".to_string(),
+                _ => "health: starting".to_string(),
+            })
+        } else if t.state != TaskState::Running {
             let why = t.error.as_deref().or(t.message.as_deref()).unwrap_or("");
             Some(format!("task is {:?}: {why}", t.state).to_lowercase())
         } else {
             match (container, health) {
-                (None, _) => Some("container not visible on this node".to_string()),
-                // The task was made from an older template (a rolling update replaces it).
-                (Some(_), _)
+                // The task was made from an older template (a rolling update replaces it),
+                // wherever it runs.
+                (_, _)
                     if service.template_digest.is_some()
                         && t.template_digest != service.template_digest =>
                 {
                     Some("runs an older spec of the service".to_string())
                 }
+                // A task on another node: its container is listed only by that node's daemon.
+                // Swarm keeps a task with a healthcheck `starting` until the check passes
+                // (measured on the real 3-node cluster, docs/CLUSTER.md), so `running` is
+                // healthy.
+                (None, _) => None,
                 (Some(_), None | Some(Health::Healthy)) => None,
                 (Some(_), Some(Health::Starting)) => Some("health: starting".to_string()),
                 (Some(_), Some(Health::Unhealthy)) => Some("health: unhealthy".to_string()),
@@ -348,6 +367,38 @@ mod tests {
         let st = status(&observe(&swarm, "s", Depth::WithTasks).await.unwrap());
         assert!(st.ready, "{st:?}");
         assert_eq!(st.services[0].ready_tasks, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tasks_on_other_nodes_count_by_their_state_and_their_own_spec() {
+        // Three nodes; hearth sees the containers of the first only (as on the real cluster).
+        let swarm = SimSwarm::with_nodes(SimConfig::default(), 3);
+        let mut stack = sample_stack("s", "img:1", "pw");
+        stack.services[0].mode = Some(crate::swarm::spec::ServiceMode::replicated(Some(3)));
+        let owner = Owner::operator("s");
+        apply(&swarm, &stack, &owner, &ApplyOptions::default())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let seen = observe(&swarm, "s", Depth::WithTasks).await.unwrap();
+        assert!(seen.containers.len() < seen.tasks.len(), "{seen:#?}");
+        // Started, not yet healthy: `starting` everywhere, so not ready.
+        assert!(!status(&seen).ready);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let st = status(&observe(&swarm, "s", Depth::WithTasks).await.unwrap());
+        let web = st.services.iter().find(|s| s.desired == 3).unwrap();
+        assert_eq!(web.ready_tasks, 3, "{st:?}");
+        assert!(st.ready, "{st:?}");
+        // A new spec: no task counts until the new tasks run, wherever they are.
+        let mut next = sample_stack("s", "img:2", "pw");
+        next.services[0].mode = stack.services[0].mode.clone();
+        apply(&swarm, &next, &owner, &ApplyOptions::default())
+            .await
+            .unwrap();
+        let st = status(&observe(&swarm, "s", Depth::WithTasks).await.unwrap());
+        assert!(!st.ready, "{st:?}");
+        let web = st.services.iter().find(|s| s.desired == 3).unwrap();
+        assert_eq!(web.ready_tasks, 0, "{st:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -986,6 +986,7 @@ mod tests {
             error: None,
             container_id: None,
             labels: Labels::new(),
+            container_labels: Labels::new(),
             created_at: None,
             template_digest: None,
         };

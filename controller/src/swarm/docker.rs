@@ -917,6 +917,7 @@ fn task_from(t: models::Task) -> Task {
             .and_then(|c| c.container_id)
             .filter(|c| !c.is_empty()),
         labels: labels(t.labels),
+        container_labels: labels(t.spec.and_then(|s| s.container_spec).and_then(|c| c.labels)),
         created_at: t.created_at.as_deref().and_then(parse_time),
         template_digest,
     }

@@ -146,6 +146,10 @@ struct SimService {
 
 struct SimTask {
     task: Task,
+    /// Its service's labels at creation. The real tasks list matches its `label` filter
+    /// against these (swarmkit's task `ServiceAnnotations`), while the task's own labels, the
+    /// ones it shows, are empty (measured on the real cluster, docs/RELIABILITY.md).
+    service_labels: Labels,
     next: Option<(Instant, Step)>,
     /// The removed service's spec, for a task that still creates its container after its
     /// service went ([`SimSwarm::create_late_containers`]).
@@ -179,7 +183,7 @@ impl Row for SimService {
 
 impl Row for SimTask {
     fn labels(&self) -> &Labels {
-        &self.task.labels
+        &self.service_labels
     }
     fn name(&self) -> Option<&str> {
         None
@@ -944,7 +948,13 @@ impl State {
                 );
                 let version = self.bump();
                 if let Some(t) = self.tasks.get_mut(task_id) {
-                    t.task.state = TaskState::Running;
+                    // As on the real swarm: a task with a healthcheck stays `starting` until
+                    // its first passing check (HealthVerdict), and never runs if it fails.
+                    t.task.state = if healthcheck {
+                        TaskState::Starting
+                    } else {
+                        TaskState::Running
+                    };
                     t.task.message = Some("started".into());
                     t.task.container_id = Some(container_id.clone());
                     t.task.version = version;
@@ -997,6 +1007,13 @@ impl State {
                     if let Some(c) = self.containers.get_mut(&cid) {
                         c.container.health = Some(Health::Healthy);
                         c.container.status = "Up (healthy)".into();
+                    }
+                    let version = self.bump();
+                    if let Some(t) = self.tasks.get_mut(task_id) {
+                        if t.task.state == TaskState::Starting {
+                            t.task.state = TaskState::Running;
+                            t.task.version = version;
+                        }
                     }
                     self.emit(ObjectKind::Container, "health_status: healthy", &cid, None);
                 }
@@ -1106,7 +1123,10 @@ impl State {
         let Some(service) = self.services.get(service_id) else {
             return;
         };
-        let labels = map_labels(&service.spec.labels);
+        let service_labels = map_labels(&service.spec.labels);
+        let container_labels = container_spec(&service.spec)
+            .map(|c| map_labels(&c.labels))
+            .unwrap_or_default();
         let template_digest = digest_of(&service.spec);
         let id = random_id(&mut self.rng, 25);
         let version = self.bump();
@@ -1126,7 +1146,8 @@ impl State {
             message: Some("pending task scheduling".into()),
             error: None,
             container_id: None,
-            labels,
+            labels: Labels::new(),
+            container_labels,
             created_at: Some(self.now_wall()),
             template_digest,
         };
@@ -1134,6 +1155,7 @@ impl State {
             id.clone(),
             SimTask {
                 task,
+                service_labels,
                 next: Some((at + cfg.start_delay, Step::Start)),
                 late: None,
             },
@@ -2037,11 +2059,14 @@ mod tests {
         assert_eq!(tasks[0].state, TaskState::Pending);
         assert_eq!(tasks[0].service_id, id);
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Started, not yet checked: `starting`, as the real swarm reports it (docs/CLUSTER.md).
         let tasks = swarm.list_tasks(&all).await.unwrap();
-        assert_eq!(tasks[0].state, TaskState::Running);
+        assert_eq!(tasks[0].state, TaskState::Starting);
         let containers = swarm.list_containers(&all).await.unwrap();
         assert_eq!(task_health(&tasks[0], &containers), Some(Health::Starting));
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let tasks = swarm.list_tasks(&all).await.unwrap();
+        assert_eq!(tasks[0].state, TaskState::Running);
         let containers = swarm.list_containers(&all).await.unwrap();
         assert_eq!(task_health(&tasks[0], &containers), Some(Health::Healthy));
     }
@@ -2060,7 +2085,8 @@ mod tests {
         let tasks = swarm.list_tasks(&LabelFilter::all()).await.unwrap();
         let states: Vec<_> = tasks.iter().map(|t| t.state.clone()).collect();
         assert_eq!(tasks.len(), 2, "{states:?}");
-        assert!(states.contains(&TaskState::Failed) && states.contains(&TaskState::Running));
+        // The replacement runs the same broken image: it never leaves `starting`.
+        assert!(states.contains(&TaskState::Failed) && states.contains(&TaskState::Starting));
     }
 
     #[tokio::test(start_paused = true)]

@@ -341,6 +341,10 @@ pub struct Task {
     pub container_id: Option<String>,
     /// Task labels.
     pub labels: Labels,
+    /// The labels of its own container spec (the spec the task was created from), which its
+    /// container will carry — hearth puts `hearth.spec-hash` there. Known without seeing the
+    /// container, which is listed only by the daemon of the task's node.
+    pub container_labels: Labels,
     /// When the task was created.
     pub created_at: Option<SystemTime>,
     /// [`crate::swarm::spec::template_digest`] of the template it was made from.

@@ -283,7 +283,12 @@ pub fn readiness(observed: &Observed, version: &str) -> Readiness {
             .container_id
             .as_deref()
             .and_then(|id| observed.containers.iter().find(|c| c.id == id));
-        let runs = container.and_then(|c| c.labels.get(VERSION_LABEL));
+        // A task on another node: its container is listed by that node only; the task's own
+        // container spec carries the same label (docs/RELIABILITY.md, multi-node).
+        let runs = match container {
+            Some(c) => c.labels.get(VERSION_LABEL),
+            None => t.container_labels.get(VERSION_LABEL),
+        };
         if runs.map(String::as_str) != Some(version) {
             let service = container
                 .and_then(|c| c.labels.get(SERVICE_NAME_LABEL))
