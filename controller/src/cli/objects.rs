@@ -48,6 +48,17 @@ pub struct ServeArgs {
         default_value = "/var/run/docker.sock"
     )]
     pub docker_socket: PathBuf,
+    /// The socket of another swarm manager (repeatable; or `HEARTH_MANAGER_SOCKETS`,
+    /// comma-separated): when the manager hearth talks to stops answering, it fails over to
+    /// the next of these (then --docker-socket again) that answers as an active manager, and
+    /// relists. Give every node an --node-endpoint too (docs/OPERATING.md).
+    #[arg(
+        long = "manager-socket",
+        value_name = "PATH",
+        env = "HEARTH_MANAGER_SOCKETS",
+        value_delimiter = ','
+    )]
+    pub manager_sockets: Vec<PathBuf>,
     /// The Engine endpoint of a swarm node, `<node-id-or-hostname>=unix:///path/docker.sock`
     /// (repeatable; or `HEARTH_NODE_ENDPOINTS`, comma-separated): teardowns remove the stacks'
     /// containers and volumes on every node where their tasks ran; a node without an endpoint
@@ -298,7 +309,7 @@ pub async fn serve(args: &ServeArgs) -> Result<(), Error> {
         tz: args.nightly_tz.clone(),
         jitter: args.nightly_jitter,
     });
-    serve::run(options, nightly).await?;
+    serve::run_with_managers(options, nightly, args.manager_sockets.clone()).await?;
     Ok(())
 }
 
@@ -653,6 +664,7 @@ mod tests {
             data_dir: Some("/tmp/x".into()),
             catalogue: "c".into(),
             docker_socket: "/var/run/docker.sock".into(),
+            manager_sockets: Vec::new(),
             resync: humantime::parse_duration("2m 30s").unwrap(),
             listen: "off".into(),
             base_domain: "hearth.test".into(),

@@ -313,6 +313,19 @@ pub async fn connect(socket: &Path) -> Result<DockerSwarm, Error> {
 /// # Errors
 /// Any startup [`Error`].
 pub async fn run(options: Options, nightly: Option<NightlyOptions>) -> Result<Stopped, Error> {
+    run_with_managers(options, nightly, Vec::new()).await
+}
+
+/// [`run`] with the sockets of other swarm managers to fail over to
+/// ([`crate::swarm::FailoverSwarm`]): `options.docker_socket` first, then `managers` in order.
+///
+/// # Errors
+/// Any startup [`Error`].
+pub async fn run_with_managers(
+    options: Options,
+    nightly: Option<NightlyOptions>,
+    managers: Vec<PathBuf>,
+) -> Result<Stopped, Error> {
     info!(version = env!("CARGO_PKG_VERSION"), "hearth serve starting");
     let shutdown = Shutdown::new();
     let signals = runtime::signals::os_signals().map_err(Error::SignalsFailed)?;
@@ -321,9 +334,23 @@ pub async fn run(options: Options, nightly: Option<NightlyOptions>) -> Result<St
     // The store comes first: a second daemon on the same directory stops before touching Docker.
     let store = open_store(&options.data_dir).await?;
     info!(data_dir = %options.data_dir.display(), "step 1/6: store opened");
-    let swarm = connect(&options.docker_socket).await?;
-    info!(socket = %options.docker_socket.display(), api = swarm.api_version(), "step 2/6: connected to docker (swarm manager)");
-    let swarm: Arc<dyn Swarm> = Arc::new(swarm);
+    let (swarm, api_version): (Arc<dyn Swarm>, String) = if managers.is_empty() {
+        let swarm = connect(&options.docker_socket).await?;
+        let api = swarm.api_version().to_string();
+        (Arc::new(swarm), api)
+    } else {
+        let mut sockets = vec![options.docker_socket.clone()];
+        sockets.extend(managers);
+        let swarm = crate::swarm::FailoverSwarm::connect(sockets, DockerOptions::default())
+            .await
+            .map_err(|source| Error::DockerUnreachable {
+                socket: options.docker_socket.clone(),
+                source,
+            })?;
+        let api = swarm.api_version();
+        (Arc::new(swarm), api)
+    };
+    info!(socket = %options.docker_socket.display(), api = %api_version, "step 2/6: connected to docker (swarm manager)");
     let prober = Arc::new(GatewayProber::new(swarm.clone(), PROBE_TIMEOUT));
     let running = start_with_store(options, store, swarm, prober, shutdown, nightly).await?;
     Ok(running.wait().await)

@@ -17,6 +17,7 @@ use futures::stream::BoxStream;
 
 mod docker;
 mod error;
+mod failover;
 pub mod labels;
 mod metered;
 #[cfg(any(test, feature = "sim"))]
@@ -26,6 +27,7 @@ mod types;
 
 pub use docker::{DockerOptions, DockerSwarm};
 pub use error::{Error, Result};
+pub use failover::FailoverSwarm;
 pub use metered::MeteredSwarm;
 pub use types::{
     health_from_status, task_health, Call, Config, Container, ContainerState, Event, Health, Image,
