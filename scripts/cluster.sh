@@ -232,6 +232,18 @@ healthy() {
     for n in $(seq 1 "$want_nodes"); do
         wait_dockerd "$n" || return 1
     done
+    # Each node's own view: a node whose swarm state is `error` (e.g. a failed certificate
+    # renewal after role changes) can look Ready from the manager yet run nothing.
+    for n in $(seq 1 "$want_nodes"); do
+        for i in $(seq 1 40); do
+            [ "$(dk "$n" info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = active ] && break
+            sleep 0.25
+        done
+        [ "$(dk "$n" info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = active ] || {
+            log "node $n: swarm state is not active"
+            return 1
+        }
+    done
     # Roles: node 1..M managers, the rest workers.
     for i in $(seq 1 80); do
         if dk 1 node ls --format '{{.Hostname}} {{.Status}} {{.Availability}} {{.ManagerStatus}}' \
@@ -243,7 +255,16 @@ healthy() {
         fi
         sleep 0.25
     done
-    [ "$ready" -eq "$want_nodes" ] && [ "$(wc -l <"$DIR/nodes.txt")" -eq "$want_nodes" ] || return 1
+    [ "$(wc -l <"$DIR/nodes.txt")" -eq "$want_nodes" ] || return 1
+    # A node a test drained (or paused) is made active again.
+    if [ "$ready" -ne "$want_nodes" ]; then
+        for n in $(awk '$2 == "Ready" && $3 != "Active" {print $1}' "$DIR/nodes.txt"); do
+            dk 1 node update --availability active "$n" >/dev/null 2>&1 || return 1
+            log "$n: availability set back to active"
+        done
+        ready=$(dk 1 node ls --format '{{.Status}} {{.Availability}}' | grep -c '^Ready Active$' || true)
+    fi
+    [ "$ready" -eq "$want_nodes" ] || return 1
     if [ "$managers" -ne "$want_managers" ]; then
         for n in $(seq 2 "$want_nodes"); do
             if [ "$n" -le "$want_managers" ]; then

@@ -10,12 +10,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use controller::swarm::{DockerOptions, DockerSwarm, LabelFilter, Swarm};
+use controller::cli::ci::Client;
+use controller::runs::Started;
+use controller::swarm::{DockerOptions, DockerSwarm, LabelFilter, Swarm, TaskState};
 
 use crate::support::{in_ci, TEST_LABEL};
 
 /// The stack-namespace label on every object of a stack.
 pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+
+/// The recipe of the multi-node stacks (`tests/fixtures/catalogue/spread`): a global service
+/// mounting the stack's volume (a task and a copy of the volume on every node), on an overlay
+/// network.
+pub const RECIPE: &str = "spread";
 
 /// One node: its hostname (Swarm's node name) and its dockerd's socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +75,18 @@ impl Cluster {
     /// Under `CI=true` when it cannot be brought up: the suite must fail, never skip.
     /// Elsewhere it prints a loud SKIP line and returns `None`.
     pub async fn ensure(test: &str) -> Option<Cluster> {
-        let up = run_script(&["up", "3"]).and_then(|out| {
+        Self::ensure_with(test, 1).await
+    }
+
+    /// [`Cluster::ensure`] with `managers` managers (nodes 1..=managers). Another shape than the
+    /// one that is up is built anew (about 15 s: `down`, then `up`), as is the next
+    /// [`Cluster::ensure`] after it.
+    ///
+    /// # Panics
+    /// As [`Cluster::ensure`].
+    pub async fn ensure_with(test: &str, managers: usize) -> Option<Cluster> {
+        let managers = managers.to_string();
+        let up = run_script(&["up", "3", "--managers", &managers]).and_then(|out| {
             let nodes: Vec<Node> = out
                 .lines()
                 .filter_map(|l| {
@@ -175,6 +193,27 @@ impl Cluster {
     /// When the script fails.
     pub fn heal(&self, n: usize) {
         run_script(&["heal", &n.to_string()]).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Runs the docker CLI (`/usr/bin/docker`, matching the engine) against node `n`; its
+    /// trimmed stdout.
+    ///
+    /// # Panics
+    /// When the command fails, with its stderr.
+    pub fn docker(&self, n: usize, args: &[&str]) -> String {
+        let out = Command::new("/usr/bin/docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.node(n).socket.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("docker {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "docker -H node{n} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// Every object of stack `namespace` left anywhere, one line each (`nodeN: kind name`):
@@ -310,5 +349,156 @@ impl Cluster {
         for c in manager.list_configs(&test).await.unwrap_or_default() {
             let _ = manager.remove_config(&c.meta.id).await;
         }
+    }
+
+    /// Waits until stack `ns` has a task running on every node and, on each node's own
+    /// daemon, a container and its volume.
+    ///
+    /// # Errors
+    /// What is there after `within`.
+    pub async fn wait_spread(&self, ns: &str, within: Duration) -> Result<(), String> {
+        let filter = LabelFilter::eq(NAMESPACE_LABEL, ns);
+        let since = Instant::now();
+        'poll: loop {
+            if since.elapsed() > within {
+                return Err(format!(
+                    "{ns} not on every node after {within:?}: {:?}",
+                    self.leftovers(ns).await
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let Ok(tasks) = self.manager().await.list_tasks(&filter).await else {
+                continue;
+            };
+            let running = tasks
+                .iter()
+                .filter(|t| t.state == TaskState::Running)
+                .count();
+            if running < self.nodes.len() {
+                continue;
+            }
+            for n in 1..=self.nodes.len() {
+                let daemon = self.daemon(n).await;
+                let containers = daemon.list_containers(&filter).await.unwrap_or_default();
+                let volumes = daemon.list_volumes(&filter).await.unwrap_or_default();
+                if containers.is_empty() || volumes.is_empty() {
+                    continue 'poll;
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// The multi-node kill scenario: a `sleep` process stands for a CI job and owns a run of
+    /// [`RECIPE`] that `hearth serve` (reached by `client`) deploys on every node; once it is
+    /// on every node, the job is SIGKILLed and each node's own daemon is polled every 25 ms
+    /// until nothing of the run is left. The time from the kill, and the run's stack name.
+    ///
+    /// # Errors
+    /// The run did not start or spread, or something is left after 60 s.
+    pub async fn killed_owner_swept(&self, client: &Client) -> Result<(Duration, Started), String> {
+        let mut job = Command::new("sleep")
+            .arg("600")
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawning the CI job: {e}"))?;
+        let result = async {
+            let owner = controller::liveness::owner_of(job.id()).map_err(|e| e.to_string())?;
+            let body = serde_json::json!({
+                "recipe": RECIPE, "version": "1.0.0", "owner": owner, "deploy": true,
+                "requiredTiers": ["e2e"],
+            });
+            let started: Started = client
+                .post("/api/v1/runs", &body)
+                .await
+                .map_err(|e| format!("run start: {e}"))?;
+            self.wait_spread(&started.stack, Duration::from_secs(90))
+                .await?;
+            Ok::<_, String>(started)
+        }
+        .await;
+        let _ = job.kill();
+        let killed = Instant::now();
+        let _ = job.wait();
+        let started = result?;
+        let took = self
+            .wait_until_gone(
+                &started.stack,
+                killed,
+                Duration::from_secs(60),
+                Duration::from_millis(25),
+            )
+            .await
+            .map_err(|left| format!("left 60 s after the kill: {left:#?}"))?;
+        Ok((took, started))
+    }
+
+    /// The peer of [`Cluster::killed_owner_swept`]: the same stack deployed with `docker stack
+    /// deploy` as `ns`, then removed by a docker-CLI script doing what hearth does on every
+    /// node — `docker stack rm` on the manager, then on each node `docker volume rm` of the
+    /// stack's volumes, retried every 100 ms until none is left. Timed from the script's start
+    /// by the same poller (each node's own daemon, every 25 ms) until nothing is left.
+    ///
+    /// # Errors
+    /// The deploy or the script failed, or something is left after 120 s.
+    pub async fn script_cleanup(&self, ns: &str) -> Result<Duration, String> {
+        let compose = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/catalogue")
+            .join(RECIPE)
+            .join("compose.yml");
+        let manager = format!("unix://{}", self.node(1).socket.display());
+        let out = Command::new("/usr/bin/docker")
+            .args(["-H", &manager, "stack", "deploy", "-c"])
+            .arg(&compose)
+            .arg(ns)
+            .env("VERSION", "1.0.0")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("docker stack deploy: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "docker stack deploy: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        self.wait_spread(ns, Duration::from_secs(90)).await?;
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("unix://{}", n.socket.display()))
+            .collect();
+        let script = format!(
+            "docker -H {manager} stack rm {ns} >/dev/null
+             for h in {hosts}; do
+               while v=$(docker -H $h volume ls -q --filter label={NAMESPACE_LABEL}={ns}) && [ -n \"$v\" ]; do
+                 docker -H $h volume rm $v >/dev/null 2>&1 || sleep 0.1
+               done
+             done
+",
+            hosts = hosts.join(" ")
+        );
+        let started = Instant::now();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("the cleanup script: {e}"))?;
+        let took = self
+            .wait_until_gone(
+                ns,
+                started,
+                Duration::from_secs(120),
+                Duration::from_millis(25),
+            )
+            .await;
+        let status = child.wait().map_err(|e| e.to_string())?;
+        let took =
+            took.map_err(|left| format!("left 120 s after the script started: {left:#?}"))?;
+        if !status.success() {
+            return Err(format!("the cleanup script failed: {status}"));
+        }
+        Ok(took)
     }
 }

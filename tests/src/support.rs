@@ -109,12 +109,16 @@ pub fn run_filter(run: &str) -> LabelFilter {
 /// When it is missing, saying how to build it.
 pub fn hearth_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
-    // target/<profile>/deps/<test> → target/<profile>/hearth
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("hearth"))
-        .expect("the test executable lives in target/<profile>/deps");
+    // target/<profile>/deps/<test> → target/<profile>/hearth; a binary of this crate
+    // (target/<profile>/bench_…) has it beside itself.
+    let dir = exe.parent().expect("the executable lives in a directory");
+    let bin = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent()
+            .map(|profile| profile.join("hearth"))
+            .expect("the test executable lives in target/<profile>/deps")
+    } else {
+        dir.join("hearth")
+    };
     assert!(
         bin.exists(),
         "{} is missing: build it first (`cargo build -p hearth-controller --bin hearth`; \

@@ -23,10 +23,8 @@ use controller::runs::Started;
 use controller::swarm::{LabelFilter, Swarm, TaskState};
 use crd::{Run, RunPhase};
 use hearth_tests::ci_kill::catalogue_dir;
-use hearth_tests::cluster::{Cluster, NAMESPACE_LABEL};
+use hearth_tests::cluster::{Cluster, NAMESPACE_LABEL, RECIPE};
 use hearth_tests::process::{free_addr, ServeProcess};
-
-const RECIPE: &str = "spread";
 
 /// `hearth serve` on the cluster's manager with every node's endpoint, the fixture catalogue
 /// and `hearth.test=1` on everything it deploys.
@@ -62,45 +60,12 @@ async fn start_run(client: &Client, owner: crd::Owner) -> Started {
         .unwrap_or_else(|e| panic!("run start: {e}"))
 }
 
-/// Waits until stack `ns` has a running task and its volume on every node (each node's own
-/// daemon asked).
+/// Waits until stack `ns` has a running task, a container and its volume on every node.
 async fn wait_spread(cluster: &Cluster, ns: &str) {
-    let filter = LabelFilter::eq(NAMESPACE_LABEL, ns);
-    let since = Instant::now();
-    'poll: loop {
-        assert!(
-            since.elapsed() < Duration::from_secs(90),
-            "{ns} not on every node after 90 s: {:?}",
-            cluster.leftovers(ns).await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let tasks = cluster.manager().await.list_tasks(&filter).await.unwrap();
-        let running = tasks
-            .iter()
-            .filter(|t| t.state == TaskState::Running)
-            .count();
-        if running < cluster.nodes().len() {
-            continue;
-        }
-        for n in 1..=cluster.nodes().len() {
-            let daemon = cluster.daemon(n).await;
-            let containers = daemon.list_containers(&filter).await.unwrap();
-            let volumes = daemon.list_volumes(&filter).await.unwrap();
-            if containers.is_empty() || volumes.is_empty() {
-                continue 'poll;
-            }
-        }
-        return;
-    }
-}
-
-/// A `sleep` child standing for a CI job (the run's owner), to be SIGKILLed.
-fn ci_job() -> std::process::Child {
-    Command::new("sleep")
-        .arg("600")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
+    cluster
+        .wait_spread(ns, Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Reports a passing tier (so a verified teardown ends the run Succeeded) and finishes it.
@@ -288,22 +253,10 @@ async fn cluster_killed_owner_is_swept_on_every_node() {
     let dir = tempfile::tempdir().unwrap();
     let hearth = serve(&cluster, dir.path(), &[]).await;
     let client = hearth.client();
-    let mut job = ci_job();
-    let owner = controller::liveness::owner_of(job.id()).unwrap();
-    let started = start_run(&client, owner).await;
-    wait_spread(&cluster, &started.stack).await;
-    job.kill().unwrap();
-    let killed = Instant::now();
-    job.wait().unwrap();
-    let took = cluster
-        .wait_until_gone(
-            &started.stack,
-            killed,
-            Duration::from_secs(60),
-            Duration::from_millis(25),
-        )
+    let (took, started) = cluster
+        .killed_owner_swept(&client)
         .await
-        .unwrap_or_else(|left| panic!("left after 60 s: {left:#?}\n{}", hearth.log_tail(40)));
+        .unwrap_or_else(|e| panic!("{e}\n{}", hearth.log_tail(40)));
     println!(
         "MEASURE cluster_real kill_to_last_object_gone_on_3_nodes_ms={}",
         took.as_millis()
@@ -375,15 +328,9 @@ async fn warm_app(client: &Client) -> Option<crd::WarmApp> {
     apps.into_iter().find(|a| a.metadata.name == "spread")
 }
 
-// Blocked (docs/CLUSTER.md, "Not yet proven"): a warm app whose tasks run on other nodes never
-// becomes Ready — readiness judges tasks by containers listed on the manager's node only — so
-// this test times out waiting for Ready at 1.0.0 before the partition. Run it with
-// `--run-ignored all` once that is fixed.
-#[ignore = "blocked: warm-app readiness cannot see containers on other nodes (docs/CLUSTER.md)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_partitioned_worker_during_a_warm_app_upgrade_completes_or_rolls_back_and_says_which(
 ) {
-    use crd::WarmAppPhase;
     let Some(cluster) = Cluster::ensure("cluster-partition").await else {
         return;
     };
@@ -393,23 +340,7 @@ async fn cluster_partitioned_worker_during_a_warm_app_upgrade_completes_or_rolls
     let state_arg = state.display().to_string();
     let hearth = serve(&cluster, dir.path(), &["--state", &state_arg, "--prune"]).await;
     let client = hearth.client();
-    let since = Instant::now();
-    let app = loop {
-        if let Some(app) = warm_app(&client).await {
-            if app.status.phase == WarmAppPhase::Ready
-                && app.status.observed_version.as_deref() == Some("1.0.0")
-            {
-                break app;
-            }
-        }
-        assert!(
-            since.elapsed() < Duration::from_secs(120),
-            "not Ready at 1.0.0: {:?}\n{}",
-            warm_app(&client).await.map(|a| a.status),
-            hearth.log_tail(40)
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let app = wait_ready(&client, "1.0.0", &hearth).await;
     let stack = app.status.stack_name.clone().unwrap();
     wait_spread(&cluster, &stack).await;
 
@@ -426,8 +357,9 @@ async fn cluster_partitioned_worker_during_a_warm_app_upgrade_completes_or_rolls
         let st = &app.status;
         let settled = matches!(
             st.phase,
-            WarmAppPhase::Ready | WarmAppPhase::Degraded | WarmAppPhase::Failed
-        ) && st.observed_generation >= app.metadata.generation;
+            crd::WarmAppPhase::Ready | crd::WarmAppPhase::Degraded | crd::WarmAppPhase::Failed
+        ) && app.metadata.generation >= 2
+            && st.observed_generation >= app.metadata.generation;
         if settled {
             break app;
         }
@@ -449,7 +381,7 @@ async fn cluster_partitioned_worker_during_a_warm_app_upgrade_completes_or_rolls
     // Completed (Ready at 1.1.0) or rolled back (back at 1.0.0, the reason recorded): the
     // status says which, and nothing is in between.
     match st.observed_version.as_deref() {
-        Some("1.1.0") => assert_eq!(st.phase, WarmAppPhase::Ready, "{st:?}"),
+        Some("1.1.0") => assert_eq!(st.phase, crd::WarmAppPhase::Ready, "{st:?}"),
         Some("1.0.0") => assert!(st.last_error.is_some(), "rolled back silently: {st:?}"),
         other => panic!("observed version {other:?}: {st:?}"),
     }
@@ -488,6 +420,167 @@ async fn cluster_partitioned_worker_during_a_warm_app_upgrade_completes_or_rolls
     assert!(per_node.values().all(|n| *n == 1), "{per_node:?}");
     // Pruned away at the end: the warm app's stack leaves nothing on any node.
     // (The file keeps one other resource, a slot pool: the warm app is what it drops.)
+    write_state(
+        &state,
+        "apiVersion: hearth/v1\nkind: SlotPool\nmetadata:\n  name: hearth-test-cluster\nspec:\n  \
+         slots: 1\n  portBase: 34000\n  portsPerSlot: 10\n  waitTimeout: 1m\n",
+    );
+    let gone = cluster
+        .wait_until_gone(
+            &stack,
+            Instant::now(),
+            Duration::from_secs(90),
+            Duration::from_millis(250),
+        )
+        .await;
+    assert!(gone.is_ok(), "{gone:?}\n{}", hearth.log_tail(40));
+}
+
+/// Docker writes hearth made so far (creates, updates, removals), from its `/metrics`.
+fn docker_writes(addr: std::net::SocketAddr) -> u64 {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: hearth\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("hearth_docker_api_calls_total{"))
+        .filter(|l| {
+            ["create_", "update_", "remove_", "force_update_"]
+                .iter()
+                .any(|w| l.contains(&format!("operation=\"{w}")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Waits until the warm app is Ready at `version`.
+async fn wait_ready(client: &Client, version: &str, hearth: &ServeProcess) -> crd::WarmApp {
+    let since = Instant::now();
+    loop {
+        if let Some(app) = warm_app(client).await {
+            if app.status.phase == crd::WarmAppPhase::Ready
+                && app.status.observed_version.as_deref() == Some(version)
+            {
+                return app;
+            }
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(120),
+            "not Ready at {version}: {:?}\n{}",
+            warm_app(client).await.map(|a| a.status),
+            hearth.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_three_managers_hearth_fails_over_relists_writes_nothing_and_repairs() {
+    // Three managers (a cluster of that shape, built for this test). Node 1 is drained, so
+    // the warm app's tasks run on nodes 2 and 3: stopping node 1 takes a manager away, not a
+    // part of the app.
+    let Some(cluster) = Cluster::ensure_with("cluster-managers", 3).await else {
+        return;
+    };
+    cluster.docker(
+        1,
+        &["node", "update", "--availability", "drain", "hearth-node1"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.yml");
+    write_state(&state, &warm_app_state("1.0.0"));
+    let args = [
+        "--state".to_string(),
+        state.display().to_string(),
+        "--prune".into(),
+        "--manager-socket".into(),
+        cluster.node(2).socket.display().to_string(),
+        "--manager-socket".into(),
+        cluster.node(3).socket.display().to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let hearth = serve(&cluster, dir.path(), &args).await;
+    let client = hearth.client();
+    let app = wait_ready(&client, "1.0.0", &hearth).await;
+    let stack = app.status.stack_name.clone().unwrap();
+    let service = format!("{stack}_app");
+    // Converged: a moment without writes.
+    let mut before = docker_writes(hearth.addr());
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = docker_writes(hearth.addr());
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+
+    cluster.stop_node(1);
+    let stopped = Instant::now();
+    // hearth notices (its events stream ends, the relist fails), connects to node 2 or 3.
+    let switched = |log: &str| {
+        log.lines().any(|l| {
+            l.contains("talking to this swarm manager")
+                && (l.contains("node2.sock") || l.contains("node3.sock"))
+        })
+    };
+    loop {
+        let log = std::fs::read_to_string(hearth.log_path()).unwrap();
+        if switched(&log) {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(60),
+            "never failed over:\n{}",
+            hearth.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("failed over {:?} after node 1 stopped", stopped.elapsed());
+    // Relisted and converged: Ready at 1.0.0, and nothing was redeployed.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_ready(&client, "1.0.0", &hearth).await;
+    let after = docker_writes(hearth.addr());
+    assert_eq!(
+        after,
+        before,
+        "writes after the failover\n{}",
+        hearth.log_tail(40)
+    );
+
+    // A service removed by hand (through node 2) is repaired through the new manager.
+    cluster.docker(2, &["service", "rm", &service]);
+    let removed = Instant::now();
+    loop {
+        let listed = cluster.docker(
+            2,
+            &[
+                "service",
+                "ls",
+                "--format",
+                "{{.Name}}",
+                "--filter",
+                &format!("name={service}"),
+            ],
+        );
+        if listed.lines().any(|l| l == service) {
+            break;
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(60),
+            "the removed service was not repaired\n{}",
+            hearth.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!("repaired {:?} after the removal", removed.elapsed());
+    wait_ready(&client, "1.0.0", &hearth).await;
+
+    // Node 1 back; the warm app dropped from the state file and torn down on nodes 2 and 3.
+    cluster.start_node(1);
     write_state(
         &state,
         "apiVersion: hearth/v1\nkind: SlotPool\nmetadata:\n  name: hearth-test-cluster\nspec:\n  \
