@@ -496,6 +496,7 @@ mod tests {
             container_id: None,
             labels: Default::default(),
             template_digest: None,
+            container_labels: Default::default(),
         }
     }
 
