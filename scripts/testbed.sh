@@ -289,7 +289,14 @@ if [ "${HEARTH_TESTBED_NO_CLEANUP:-0}" = 1 ]; then
     exit 0
 fi
 label_filter=(--filter "label=$TEST_LABEL")
-mapfile -t services < <("$DOCKER" service ls --format '{{.Name}}' "${label_filter[@]}")
+# Services labelled hearth.test=1, and services of test stacks (namespace hearth-test-*) that a
+# test deployed with `docker stack deploy` from a file without that label: a killed test run
+# cannot run its drop guard, and their labelled networks would stay "in use" below.
+mapfile -t services < <({
+    "$DOCKER" service ls --format '{{.Name}}' "${label_filter[@]}"
+    "$DOCKER" service ls --format '{{.Name}}' --filter label=com.docker.stack.namespace |
+        grep '^hearth-test-' || true
+} | sort -u)
 if [ "${#services[@]}" -gt 0 ]; then
     log "removing ${#services[@]} leftover test service(s)"
     "$DOCKER" service rm "${services[@]}" >/dev/null
@@ -326,16 +333,27 @@ for kind in service container network volume secret config; do
         "$DOCKER" "${rm[@]}" "${names[@]}" >/dev/null 2>&1 || true
     fi
 done
+# Objects labelled hearth.test=1, and objects of test stacks (namespace label, name
+# hearth-test-*): volumes made by tasks carry only the namespace label (#13), and stacks a test
+# deployed with `docker stack deploy` carry no hearth.test label.
+leftover_test_objects() {
+    local kind=$1
+    {
+        "$DOCKER" "$kind" ls -q "${label_filter[@]}"
+        "$DOCKER" "$kind" ls --format '{{.Name}}' --filter label=com.docker.stack.namespace |
+            grep '^hearth-test-' || true
+    } | sort -u
+}
 remove_labelled() {
     local kind=$1
     local ids
-    mapfile -t ids < <("$DOCKER" "$kind" ls -q "${label_filter[@]}")
+    mapfile -t ids < <(leftover_test_objects "$kind")
     [ "${#ids[@]}" -gt 0 ] || return 0
     log "removing ${#ids[@]} leftover test ${kind}(s)"
     # A volume or network stays "in use" for a moment after its last container went.
     for _ in $(seq 1 20); do
         "$DOCKER" "$kind" rm "${ids[@]}" >/dev/null 2>&1 || true
-        mapfile -t ids < <("$DOCKER" "$kind" ls -q "${label_filter[@]}")
+        mapfile -t ids < <(leftover_test_objects "$kind")
         [ "${#ids[@]}" -gt 0 ] || return 0
         sleep 0.5
     done
