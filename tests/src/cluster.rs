@@ -467,13 +467,21 @@ impl Cluster {
             .iter()
             .map(|n| format!("unix://{}", n.socket.display()))
             .collect();
+        // Forced, as hearth's sweeper is: the services go (so Swarm starts no replacement),
+        // then on every node at once its containers are killed and its volumes removed,
+        // retried until none is left.
         let script = format!(
             "docker -H {manager} stack rm {ns} >/dev/null
              for h in {hosts}; do
-               while v=$(docker -H $h volume ls -q --filter label={NAMESPACE_LABEL}={ns}) && [ -n \"$v\" ]; do
-                 docker -H $h volume rm $v >/dev/null 2>&1 || sleep 0.1
-               done
+               (
+                 c=$(docker -H $h ps -aq --filter label={NAMESPACE_LABEL}={ns})
+                 [ -z \"$c\" ] || docker -H $h rm -f $c >/dev/null 2>&1
+                 while v=$(docker -H $h volume ls -q --filter label={NAMESPACE_LABEL}={ns}) && [ -n \"$v\" ]; do
+                   docker -H $h volume rm $v >/dev/null 2>&1 || sleep 0.1
+                 done
+               ) &
              done
+             wait
 ",
             hosts = hosts.join(" ")
         );

@@ -15,9 +15,11 @@
 //!   recipe (a global service mounting a volume: a task and a volume on each of the 3 nodes, an
 //!   overlay network) deployed by hearth; once it is on every node the owner is SIGKILLed;
 //! - **script**: [`Cluster::script_cleanup`] — the same stack deployed with `docker stack
-//!   deploy`, removed by a shell script: `docker stack rm` on the manager, then on each node
-//!   `docker volume rm` of the stack's volumes retried every 100 ms until none is left, timed
-//!   from the script's start (the best case of a script: it runs the moment it is asked).
+//!   deploy`, removed by a shell script as forcibly as hearth's sweeper removes it: `docker
+//!   stack rm` on the manager, then on every node at once `docker rm -f` of the stack's
+//!   containers and `docker volume rm` of its volumes retried every 100 ms until none is left,
+//!   timed from the script's start (the best case of a script: it runs the moment it is asked,
+//!   with no owner's death to notice).
 //!
 //! Both are timed by the same poller: each node's own daemon listed every 25 ms until nothing
 //! of the stack is left there (containers, volumes, networks; services, secrets and configs on
@@ -109,7 +111,7 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "{}",
         row(
-            "script: `docker stack rm` + `docker volume rm` retries on each node (no kill)",
+            "script: `docker stack rm`, then on every node at once `docker rm -f` + `docker volume rm` retries (no kill to notice)",
             &by_script
         )
     );
