@@ -12,6 +12,10 @@ bash scripts/testbed.sh
 # themselves too and fail under CI=true when they cannot, so a failure here is not fatal.
 bash scripts/cluster.sh up 3 >/dev/null || echo "test.sh: scripts/cluster.sh up 3 failed; the multi-node tests will say why" >&2
 
+# The 3-member etcd cluster of the etcd store engine's conformance cases (scripts/etcd.sh;
+# under a second when up). The cases start it themselves too and fail under CI=true without it.
+bash scripts/etcd.sh up || echo "test.sh: scripts/etcd.sh up failed; the etcd conformance cases will say why" >&2
+
 # Real-swarm CLI tests spawn the `hearth` binary; nextest builds only the tests' own package's
 # bins, so build it first (a fresh target dir has none).
 cargo build -p hearth-controller --bin hearth

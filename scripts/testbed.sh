@@ -4,7 +4,7 @@
 # Run as root on a fresh Debian 12 machine (or again on a prepared one: every step
 # checks before it acts, so a second run takes a second or two). It
 #   1. installs what is missing: docker.io, busybox-static, prometheus, chromium,
-#      ca-certificates, git (apt-get);
+#      ca-certificates, git, etcd-server, etcd-client, protobuf-compiler (apt-get);
 #   2. starts dockerd if it is not running, with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
 #      so swarm tasks never try to pull (there is no registry);
 #   3. initialises a single-node swarm (--advertise-addr 127.0.0.1) if none is active;
@@ -48,6 +48,12 @@ fi
 command -v git >/dev/null 2>&1 || missing+=(git)
 # chromium does not depend on any font: without one the screenshot shows no text.
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+# etcd-server + etcd-client: the 3-member etcd cluster of the etcd store engine's tests
+# (scripts/etcd.sh; docs/ETCD.md). protobuf-compiler: `protoc`, which the etcd-client crate's
+# build script needs to compile etcd's protos — without it hearth does not build.
+[ -x /usr/bin/etcd ] || missing+=(etcd-server)
+[ -x /usr/bin/etcdctl ] || missing+=(etcd-client)
+[ -x /usr/bin/protoc ] || missing+=(protobuf-compiler)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

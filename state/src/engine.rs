@@ -170,6 +170,15 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Another process holds the etcd prefix (its lease is alive). Not retryable until that
+    /// process closes the store or its lease expires.
+    #[error("{location} is held by {holder}")]
+    LocationHeld {
+        /// The etcd location.
+        location: String,
+        /// What the holder wrote into the holder key (`host pid N`).
+        holder: String,
+    },
     /// The engine was closed while an operation waited on it. Not retryable.
     #[error("storage engine was closed")]
     Closed,

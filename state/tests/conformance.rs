@@ -1,9 +1,10 @@
-//! One conformance suite, run against every engine (memory and sled).
+//! One conformance suite, run against every engine (memory, sled and etcd: a 3-member etcd
+//! cluster from scripts/etcd.sh, which the etcd cases start when it is not up).
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{App, Backend, Job, MemoryBackend, SledBackend};
+use common::{App, Backend, EtcdBackend, Job, MemoryBackend, SledBackend};
 
 /// The cases; each takes a fresh backend.
 mod cases {
@@ -695,6 +696,14 @@ macro_rules! conformance_suite {
 
 conformance_suite!(memory, MemoryBackend::new());
 conformance_suite!(sled, SledBackend::new());
+// Outside CI without etcd the etcd cases print a loud SKIP and return; under CI=true they fail.
+conformance_suite!(
+    etcd,
+    match common::etcd_available(module_path!()) {
+        true => EtcdBackend::new(),
+        false => return,
+    }
+);
 
 /// Compile-time check: store futures can be spawned on a multi-threaded runtime.
 #[allow(dead_code)]

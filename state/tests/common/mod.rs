@@ -156,3 +156,77 @@ pub async fn open(backend: &dyn Backend, config: Config) -> Store {
         .await
         .expect("open store")
 }
+
+/// The etcd cluster of the etcd engine's tests: `scripts/etcd.sh` (3 members on loopback),
+/// or `HEARTH_ETCD_ENDPOINTS` (comma-separated `host:port`).
+pub fn etcd_endpoints() -> String {
+    std::env::var("HEARTH_ETCD_ENDPOINTS")
+        .unwrap_or_else(|_| "127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793".to_string())
+}
+
+/// Brings the test cluster up (once per process) with `scripts/etcd.sh up`. Under `CI=true`
+/// a missing etcd fails the test; elsewhere it prints a loud SKIP and returns false.
+pub fn etcd_available(test: &str) -> bool {
+    static UP: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let up = UP.get_or_init(|| {
+        if std::env::var("HEARTH_ETCD_ENDPOINTS").is_ok() {
+            return Ok(());
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/etcd.sh");
+        match std::process::Command::new("bash")
+            .arg(script)
+            .arg("up")
+            .output()
+        {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    match up {
+        Ok(()) => true,
+        Err(why) => {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            assert!(
+                !ci,
+                "CI=true and the etcd test cluster is unusable for {test}: {why} \
+                 (scripts/testbed.sh installs etcd-server; scripts/etcd.sh up starts it)"
+            );
+            eprintln!("\n!!!!!! SKIP {test}: no etcd test cluster: {why}\n");
+            false
+        }
+    }
+}
+
+/// A fresh prefix in the shared etcd test cluster per backend; "reopen" opens the same
+/// prefix again (the previous engine has released its holder key when it was dropped).
+pub struct EtcdBackend(String);
+
+impl EtcdBackend {
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        EtcdBackend(format!(
+            "etcd://{}/hearth-test/{}-{nanos}-{n}/data",
+            etcd_endpoints(),
+            std::process::id()
+        ))
+    }
+
+    pub fn config(&self) -> state::etcd_engine::Config {
+        state::etcd_engine::Config::from_url(&self.0).expect("test etcd URL")
+    }
+}
+
+impl Backend for EtcdBackend {
+    fn engine(&self) -> Arc<dyn Engine> {
+        Arc::new(state::EtcdEngine::open(self.config()).expect("open etcd engine"))
+    }
+    fn durable(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,854 @@
+//! The etcd engine: the only module that imports etcd-client; durable once the etcd cluster commits, fenced by a lease-held lock.
+//!
+//! # Design
+//! - **One holder at a time.** Opening takes the *holder key* (`<prefix>holder`) with a
+//!   lease (`lease_ttl`, kept alive every third of it): a transaction that creates the key
+//!   only if it does not exist. A second opener is refused
+//!   ([`Error::LocationHeld`]) or, with [`EtcdEngine::campaign`], waits until the key is gone
+//!   (holder closed, or its lease expired because it died or lost etcd).
+//! - **Fenced writes.** Every write is one etcd transaction guarded by
+//!   `create_revision(holder key) == ours`: once the lease expired (and perhaps another
+//!   replica took the key) every later write of this holder fails in etcd itself, whatever
+//!   this process believes. A failed write poisons the engine (every later write and flush
+//!   fails) and [`EtcdEngine::lost`] resolves, so the owner steps down.
+//! - **Reads from a mirror.** The holder is the only writer, so it keeps a full in-memory
+//!   copy of its prefix (loaded at open, updated on apply). `get`/`scan` never touch the
+//!   network and never block a tokio worker; `apply` updates the mirror and queues the batch.
+//! - **Durable on flush.** A dedicated thread (own single-threaded tokio runtime, so the
+//!   engine works the same from any caller) sends queued batches in order, merging what
+//!   queued meanwhile into one transaction (group commit; last write per key wins, so a
+//!   merged transaction has the same final state and stays all-or-nothing). `flush` resolves
+//!   once every batch applied before it was acknowledged by etcd, i.e. committed by a quorum.
+//!
+//! Keys live under `<prefix>m/`, `<prefix>o/`, `<prefix>h/` (meta, objects, history).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, TxnOpResponse,
+};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::engine::{Engine, Entries, Error, KeyRange, Keyspace, Op, Order};
+use crate::memory::MemoryEngine;
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "/hearth/";
+/// The default lease of the holder key: a holder that dies (or loses etcd) is replaced after
+/// at most this long. Kubernetes' leader-election default is 15 s; the failover goal is 10 s.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
+/// Keys read per request while loading the mirror.
+const LOAD_PAGE: i64 = 1000;
+/// Most distinct keys in one merged transaction: etcd's default `--max-txn-ops` is 128. A
+/// single batch larger than this is sent alone (and needs a larger `--max-txn-ops`).
+const MAX_TXN_OPS: usize = 128;
+/// Most bytes of keys and values in one merged transaction (etcd's default request limit is
+/// 1.5 MiB).
+const MAX_TXN_BYTES: usize = 1024 * 1024;
+/// How long one etcd request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a same-process holder that is still closing may keep the key when we reopen.
+const SAME_PROCESS_GRACE: Duration = Duration::from_secs(5);
+
+/// How to reach etcd and where hearth's data lives in it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Client URLs (`http://host:port` or, with TLS, `https://host:port`).
+    pub endpoints: Vec<String>,
+    /// The key prefix; everything hearth stores lives under it.
+    pub prefix: String,
+    /// The holder key's lease.
+    pub lease_ttl: Duration,
+    /// CA bundle (PEM) that signed the etcd servers' certificates; enables TLS.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for etcd's client-certificate authentication.
+    pub cert_file: Option<PathBuf>,
+    /// See `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// etcd user (role-based access control).
+    pub user: Option<String>,
+    /// That user's password (never logged).
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A store URL that is not `etcd://host:port[,host:port…][/prefix]`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "invalid etcd store URL {url:?}: {reason} (expected etcd://host:port[,host:port…][/prefix])"
+)]
+pub struct UrlRejected {
+    /// The URL as given.
+    pub url: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl Config {
+    /// Parses `etcd://host:port[,host:port…][/prefix]` (`etcds://` for TLS; TLS is also on
+    /// when a CA file is set later). The prefix defaults to [`DEFAULT_PREFIX`].
+    ///
+    /// # Errors
+    /// [`UrlRejected`] naming what is wrong.
+    pub fn from_url(url: &str) -> Result<Config, UrlRejected> {
+        let reject = |reason: &str| UrlRejected {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("etcd://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("etcds://") {
+            (true, rest)
+        } else {
+            return Err(reject("the scheme must be etcd:// or etcds://"));
+        };
+        let (hosts, prefix) = match rest.split_once('/') {
+            Some((hosts, path)) if !path.is_empty() => {
+                (hosts, format!("/{}/", path.trim_matches('/')))
+            }
+            Some((hosts, _)) => (hosts, DEFAULT_PREFIX.to_string()),
+            None => (rest, DEFAULT_PREFIX.to_string()),
+        };
+        let scheme = if tls { "https" } else { "http" };
+        let mut endpoints = Vec::new();
+        for host in hosts.split(',') {
+            let Some((name, port)) = host.rsplit_once(':') else {
+                return Err(reject(&format!("{host:?} has no port")));
+            };
+            if name.is_empty() || port.parse::<u16>().is_err() {
+                return Err(reject(&format!("{host:?} is not host:port")));
+            }
+            endpoints.push(format!("{scheme}://{host}"));
+        }
+        Ok(Config {
+            endpoints,
+            prefix,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            user: None,
+            password: None,
+        })
+    }
+
+    /// `etcd://a:1,b:2/prefix`, for messages.
+    pub fn location(&self) -> String {
+        let hosts: Vec<&str> = self
+            .endpoints
+            .iter()
+            .map(|e| e.split_once("://").map_or(e.as_str(), |(_, h)| h))
+            .collect();
+        format!(
+            "etcd://{}{}",
+            hosts.join(","),
+            self.prefix.trim_end_matches('/')
+        )
+    }
+
+    fn holder_key(&self) -> Vec<u8> {
+        format!("{}holder", self.prefix).into_bytes()
+    }
+
+    fn space_prefix(&self, space: Keyspace) -> Vec<u8> {
+        let tag = match space {
+            Keyspace::Meta => "m/",
+            Keyspace::Objects => "o/",
+            Keyspace::History => "h/",
+        };
+        format!("{}{tag}", self.prefix).into_bytes()
+    }
+}
+
+/// Who holds the data, as written into the holder key.
+fn holder_description() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".to_string());
+    format!("{host} pid {}", std::process::id())
+}
+
+/// What the holder of an etcd prefix knows about its own tenure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenure {
+    /// The holder key's create revision: writes are fenced on it.
+    pub revision: i64,
+    /// The lease that keeps the holder key alive.
+    pub lease: i64,
+    /// What the holder wrote into the key (`host pid N`).
+    pub holder: String,
+}
+
+/// The writer thread's progress, observed by `flush`.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// Every batch up to this sequence number is committed.
+    durable: u64,
+    /// Set once a write failed or the tenure was lost; the engine is poisoned.
+    failed: Option<String>,
+}
+
+/// A batch of writes with etcd keys (`None`: delete).
+type Batch = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+enum Command {
+    Write(u64, Batch),
+    Close,
+}
+
+/// The etcd engine. See the module documentation.
+pub struct EtcdEngine {
+    config: Config,
+    tenure: Tenure,
+    mirror: MemoryEngine,
+    /// The sequence number of the last queued batch, and the queue (one lock keeps them in
+    /// order).
+    queue: Mutex<(u64, mpsc::UnboundedSender<Command>)>,
+    progress: watch::Receiver<Progress>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for EtcdEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdEngine")
+            .field("location", &self.config.location())
+            .field("tenure", &self.tenure)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the opening thread hands back.
+struct Opened {
+    tenure: Tenure,
+    mirror: MemoryEngine,
+    queue: mpsc::UnboundedSender<Command>,
+    progress: watch::Receiver<Progress>,
+}
+
+impl EtcdEngine {
+    /// Connects, takes the holder key (refusing when another process holds it) and loads the
+    /// mirror. Blocks the calling thread until then (startup only; safe inside a tokio runtime
+    /// because the work runs on the engine's own thread).
+    ///
+    /// # Errors
+    /// [`Error::LocationHeld`] naming the holder; [`Error::OperationFailed`] when etcd cannot
+    /// be reached or refuses (authentication, TLS).
+    pub fn open(config: Config) -> Result<EtcdEngine, Error> {
+        let (tx, rx) = std_mpsc::channel();
+        let thread = spawn(config.clone(), false, move |r| {
+            let _ = tx.send(r);
+        })?;
+        let opened = rx.recv().map_err(|_| Error::Closed)?;
+        EtcdEngine::finish(config, thread, opened)
+    }
+
+    /// Like [`EtcdEngine::open`] but waits (asynchronously) while another holder has the key:
+    /// leader election. Resolves once this process holds the key and the mirror is loaded.
+    ///
+    /// # Errors
+    /// [`Error::OperationFailed`] when etcd refuses (authentication, TLS); unreachable etcd is
+    /// retried.
+    pub async fn campaign(config: Config) -> Result<EtcdEngine, Error> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let thread = spawn(config.clone(), true, move |r| {
+            let _ = tx.send(r);
+        })?;
+        let opened = rx.await.map_err(|_| Error::Closed)?;
+        EtcdEngine::finish(config, thread, opened)
+    }
+
+    fn finish(
+        config: Config,
+        thread: JoinHandle<()>,
+        opened: Result<Opened, Error>,
+    ) -> Result<EtcdEngine, Error> {
+        match opened {
+            Ok(o) => Ok(EtcdEngine {
+                config,
+                tenure: o.tenure,
+                mirror: o.mirror,
+                queue: Mutex::new((0, o.queue)),
+                progress: o.progress,
+                thread: Some(thread),
+            }),
+            Err(e) => {
+                let _ = thread.join();
+                Err(e)
+            }
+        }
+    }
+
+    /// This holder's tenure (revision and lease of the holder key).
+    pub fn tenure(&self) -> &Tenure {
+        &self.tenure
+    }
+
+    /// Resolves with the reason once this engine can no longer write: a write was refused
+    /// (fenced: another holder took over) or the lease could not be kept alive.
+    pub fn lost(&self) -> BoxFuture<'static, String> {
+        let mut rx = self.progress.clone();
+        async move {
+            match rx.wait_for(|p| p.failed.is_some()).await {
+                Ok(p) => p.failed.clone().unwrap_or_default(),
+                Err(_) => "the etcd engine was closed".to_string(),
+            }
+        }
+        .boxed()
+    }
+
+    fn failed(&self, op: &'static str, message: String) -> Error {
+        Error::OperationFailed {
+            location: self.config.location(),
+            op,
+            source: message.into(),
+        }
+    }
+}
+
+impl Drop for EtcdEngine {
+    fn drop(&mut self) {
+        {
+            let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = queue.1.send(Command::Close);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Engine for EtcdEngine {
+    fn location(&self) -> String {
+        self.config.location()
+    }
+
+    fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.mirror.get(space, key)
+    }
+
+    fn scan(
+        &self,
+        space: Keyspace,
+        range: &KeyRange,
+        order: Order,
+        limit: usize,
+    ) -> Result<Entries, Error> {
+        self.mirror.scan(space, range, order, limit)
+    }
+
+    fn apply(&self, space: Keyspace, ops: Vec<Op>) -> Result<(), Error> {
+        if let Some(reason) = self.progress.borrow().failed.clone() {
+            return Err(self.failed("write", reason));
+        }
+        let prefix = self.config.space_prefix(space);
+        let full = |k: &[u8]| [prefix.as_slice(), k].concat();
+        let batch: Batch = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put(k, v) => (full(k), Some(v.clone())),
+                Op::Delete(k) => (full(k), None),
+            })
+            .collect();
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        self.mirror.apply(space, ops)?;
+        queue.0 += 1;
+        let seq = queue.0;
+        queue
+            .1
+            .send(Command::Write(seq, batch))
+            .map_err(|_| Error::Closed)
+    }
+
+    fn flush(&self) -> BoxFuture<'static, Result<(), Error>> {
+        let target = self.queue.lock().unwrap_or_else(PoisonError::into_inner).0;
+        let mut rx = self.progress.clone();
+        let location = self.config.location();
+        async move {
+            let p = rx
+                .wait_for(|p| p.durable >= target || p.failed.is_some())
+                .await
+                .map_err(|_| Error::Closed)?
+                .clone();
+            match p.failed {
+                Some(reason) if p.durable < target => Err(Error::OperationFailed {
+                    location,
+                    op: "flush",
+                    source: reason.into(),
+                }),
+                _ => Ok(()),
+            }
+        }
+        .boxed()
+    }
+
+    fn size_on_disk(&self) -> Result<u64, Error> {
+        self.mirror.size_on_disk()
+    }
+}
+
+/// Starts the engine thread; `reply` gets the result of opening.
+fn spawn(
+    config: Config,
+    wait: bool,
+    reply: impl FnOnce(Result<Opened, Error>) + Send + 'static,
+) -> Result<JoinHandle<()>, Error> {
+    let location = config.location();
+    std::thread::Builder::new()
+        .name("hearth-etcd".to_string())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    reply(Err(operation_failed(&config, "start", e.to_string())));
+                    return;
+                }
+            };
+            runtime.block_on(run(config, wait, reply));
+        })
+        .map_err(|e| Error::OperationFailed {
+            location,
+            op: "start",
+            source: Box::new(e),
+        })
+}
+
+fn operation_failed(config: &Config, op: &'static str, message: String) -> Error {
+    Error::OperationFailed {
+        location: config.location(),
+        op,
+        source: message.into(),
+    }
+}
+
+/// The engine thread: open, then write and keep the lease alive until closed.
+async fn run(
+    config: Config,
+    wait: bool,
+    reply: impl FnOnce(Result<Opened, Error>) + Send + 'static,
+) {
+    let (client, tenure, mirror) = match open(&config, wait).await {
+        Ok(x) => x,
+        Err(e) => {
+            reply(Err(e));
+            return;
+        }
+    };
+    let (queue_tx, queue_rx) = mpsc::unbounded_channel();
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    reply(Ok(Opened {
+        tenure: tenure.clone(),
+        mirror,
+        queue: queue_tx,
+        progress: progress_rx,
+    }));
+    let keeper = tokio::spawn(keep_alive(
+        client.clone(),
+        config.clone(),
+        tenure.lease,
+        progress_tx.clone(),
+    ));
+    write_loop(client.clone(), &config, &tenure, queue_rx, &progress_tx).await;
+    keeper.abort();
+    // Closing: give the key up at once so the next holder need not wait for the lease.
+    let mut client = client;
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, client.lease_revoke(tenure.lease)).await;
+}
+
+/// Connects, takes the holder key and loads the mirror.
+async fn open(config: &Config, wait: bool) -> Result<(Client, Tenure, MemoryEngine), Error> {
+    let fail = |op: &'static str| {
+        let config = config.clone();
+        move |e: etcd_client::Error| operation_failed(&config, op, e.to_string())
+    };
+    let options = connect_options(config)?;
+    let started = Instant::now();
+    let mut client = loop {
+        match Client::connect(&config.endpoints, Some(options.clone())).await {
+            Ok(c) => break c,
+            Err(e) if wait => {
+                tracing::warn!(location = config.location(), error = %e, "etcd unreachable; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(fail("connect")(e)),
+        }
+    };
+    let holder = holder_description();
+    let ttl = i64::try_from(config.lease_ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+    let tenure = loop {
+        let lease = client
+            .lease_grant(ttl, None)
+            .await
+            .map_err(fail("grant lease"))?;
+        let key = config.holder_key();
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(
+                key.clone(),
+                holder.clone(),
+                Some(PutOptions::new().with_lease(lease.id())),
+            )])
+            .or_else(vec![TxnOp::get(key.clone(), None)]);
+        let response = client.txn(txn).await.map_err(fail("take the holder key"))?;
+        if response.succeeded() {
+            let revision = response.header().map_or(0, |h| h.revision());
+            break Tenure {
+                revision,
+                lease: lease.id(),
+                holder: holder.clone(),
+            };
+        }
+        let _ = client.lease_revoke(lease.id()).await;
+        let current = response
+            .op_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let ours = current.ends_with(&format!(" pid {}", std::process::id()))
+            && current.starts_with(holder.split(" pid ").next().unwrap_or(""));
+        let closing_here = ours && started.elapsed() < SAME_PROCESS_GRACE;
+        if !wait && !closing_here {
+            return Err(Error::LocationHeld {
+                location: config.location(),
+                holder: current,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(if wait { 250 } else { 20 })).await;
+    };
+    let mirror = MemoryEngine::new();
+    for space in Keyspace::ALL {
+        load(&mut client, config, space, &mirror).await?;
+    }
+    tracing::info!(
+        location = config.location(),
+        revision = tenure.revision,
+        "etcd store opened; this process holds it"
+    );
+    Ok((client, tenure, mirror))
+}
+
+fn connect_options(config: &Config) -> Result<ConnectOptions, Error> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(2), REQUEST_TIMEOUT);
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.with_user(user.clone(), password.clone());
+    }
+    let tls_wanted = config.ca_file.is_some()
+        || config.cert_file.is_some()
+        || config.endpoints.iter().any(|e| e.starts_with("https://"));
+    if tls_wanted {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| {
+                operation_failed(config, "read TLS file", format!("{}: {e}", path.display()))
+            })
+        };
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &config.ca_file {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        match (&config.cert_file, &config.key_file) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(operation_failed(
+                    config,
+                    "configure TLS",
+                    "a client certificate needs both the certificate and the key file".into(),
+                ))
+            }
+        }
+        options = options.with_tls(tls);
+    }
+    Ok(options)
+}
+
+/// Reads one keyspace into the mirror, a page at a time.
+async fn load(
+    client: &mut Client,
+    config: &Config,
+    space: Keyspace,
+    mirror: &MemoryEngine,
+) -> Result<(), Error> {
+    let prefix = config.space_prefix(space);
+    let end = prefix_end(&prefix);
+    let mut from = prefix.clone();
+    loop {
+        let response = client
+            .get(
+                from.clone(),
+                Some(
+                    GetOptions::new()
+                        .with_range(end.clone())
+                        .with_limit(LOAD_PAGE),
+                ),
+            )
+            .await
+            .map_err(|e| operation_failed(config, "read", e.to_string()))?;
+        let kvs = response.kvs();
+        let ops: Vec<Op> = kvs
+            .iter()
+            .filter_map(|kv| {
+                kv.key()
+                    .strip_prefix(prefix.as_slice())
+                    .map(|k| Op::Put(k.to_vec(), kv.value().to_vec()))
+            })
+            .collect();
+        mirror.apply(space, ops)?;
+        match kvs.last() {
+            Some(last) if response.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The smallest key above every key starting with `prefix` (prefixes here are ASCII).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+/// Sends queued batches in order, merging what queued meanwhile, until closed.
+async fn write_loop(
+    mut client: Client,
+    config: &Config,
+    tenure: &Tenure,
+    mut queue: mpsc::UnboundedReceiver<Command>,
+    progress: &watch::Sender<Progress>,
+) {
+    let fence = Compare::create_revision(config.holder_key(), CompareOp::Equal, tenure.revision);
+    let mut carry: Option<(u64, Batch)> = None;
+    let mut closing = false;
+    loop {
+        let first = match carry.take() {
+            Some(b) => b,
+            None if closing => return,
+            None => match queue.recv().await {
+                Some(Command::Write(seq, batch)) => (seq, batch),
+                Some(Command::Close) | None => return,
+            },
+        };
+        // Merge: last write per key wins; stop before the transaction grows too large.
+        let mut last_seq = first.0;
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = first.1.into_iter().collect();
+        let mut bytes: usize = merged.iter().map(entry_bytes).sum();
+        while let Ok(command) = queue.try_recv() {
+            match command {
+                Command::Write(seq, batch) => {
+                    let extra_keys = batch
+                        .iter()
+                        .filter(|(k, _)| !merged.contains_key(k))
+                        .count();
+                    let extra_bytes: usize = batch.iter().map(|(k, v)| entry_bytes((k, v))).sum();
+                    if merged.len() + extra_keys > MAX_TXN_OPS
+                        || bytes + extra_bytes > MAX_TXN_BYTES
+                    {
+                        carry = Some((seq, batch));
+                        break;
+                    }
+                    merged.extend(batch);
+                    bytes += extra_bytes;
+                    last_seq = seq;
+                }
+                Command::Close => {
+                    closing = true;
+                    break;
+                }
+            }
+        }
+        if progress.borrow().failed.is_some() {
+            continue; // poisoned: drain without writing
+        }
+        let ops: Vec<TxnOp> = merged
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => TxnOp::put(k, v, None),
+                None => TxnOp::delete(k, None),
+            })
+            .collect();
+        match commit(&mut client, config, fence.clone(), ops).await {
+            Ok(()) => progress.send_modify(|p| p.durable = last_seq),
+            Err(reason) => {
+                tracing::error!(location = config.location(), %reason, "etcd write failed; this holder stops writing");
+                progress.send_modify(|p| p.failed = Some(reason));
+            }
+        }
+    }
+}
+
+fn entry_bytes((k, v): (&Vec<u8>, &Option<Vec<u8>>)) -> usize {
+    k.len() + v.as_ref().map_or(0, Vec::len)
+}
+
+/// One fenced transaction; transport errors are retried for up to a lease period (the
+/// writes are idempotent: the same final values under the same fence).
+async fn commit(
+    client: &mut Client,
+    config: &Config,
+    fence: Compare,
+    ops: Vec<TxnOp>,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let txn = Txn::new().when(vec![fence.clone()]).and_then(ops.clone());
+        match client.txn(txn).await {
+            Ok(r) if r.succeeded() => return Ok(()),
+            Ok(_) => {
+                return Err(format!(
+                    "write refused: this process no longer holds {}",
+                    String::from_utf8_lossy(&config.holder_key())
+                ))
+            }
+            Err(e) if started.elapsed() < config.lease_ttl && retryable(&e) => {
+                tracing::warn!(location = config.location(), error = %e, "etcd write failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            Err(e) => return Err(format!("etcd write failed: {e}")),
+        }
+    }
+}
+
+/// Errors worth retrying: the cluster is electing a leader or a member is unreachable.
+fn retryable(e: &etcd_client::Error) -> bool {
+    match e {
+        // gRPC codes Unknown (2), DeadlineExceeded (4), Unavailable (14): etcd answers
+        // "leader changed" / "request timed out" with these while electing.
+        etcd_client::Error::GRpcStatus(s) => matches!(s.code() as i32, 2 | 4 | 14),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// Keeps the holder key's lease alive; marks the engine lost when it cannot.
+async fn keep_alive(
+    mut client: Client,
+    config: Config,
+    lease: i64,
+    progress: watch::Sender<Progress>,
+) {
+    let period = config.lease_ttl / 3;
+    let mut last_ok = Instant::now();
+    let reason = loop {
+        match client.lease_keep_alive(lease).await {
+            Ok((mut keeper, mut stream)) => loop {
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                match tokio::time::timeout(REQUEST_TIMEOUT, stream.message()).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => last_ok = Instant::now(),
+                    Ok(Ok(Some(_))) => {
+                        return lose(&progress, "the holder lease expired".to_string());
+                    }
+                    _ => break,
+                }
+                tokio::time::sleep(period).await;
+            },
+            Err(e) => {
+                tracing::warn!(location = config.location(), error = %e, "lease keep-alive failed; retrying")
+            }
+        }
+        if last_ok.elapsed() >= config.lease_ttl {
+            break format!(
+                "the holder lease could not be renewed for {:?}",
+                config.lease_ttl
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    lose(&progress, reason);
+}
+
+fn lose(progress: &watch::Sender<Progress>, reason: String) {
+    tracing::error!(%reason, "this process lost the etcd store");
+    progress.send_modify(|p| {
+        if p.failed.is_none() {
+            p.failed = Some(reason);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn urls_should_parse_hosts_and_prefix() {
+        let c = Config::from_url("etcd://a:2379,b:2379").unwrap();
+        assert_eq!(c.endpoints, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(c.prefix, "/hearth/");
+        assert_eq!(c.location(), "etcd://a:2379,b:2379/hearth");
+        let c = Config::from_url("etcds://10.0.0.1:2379/teams/ci").unwrap();
+        assert_eq!(c.endpoints, ["https://10.0.0.1:2379"]);
+        assert_eq!(c.prefix, "/teams/ci/");
+        assert_eq!(c.holder_key(), b"/teams/ci/holder");
+        assert_eq!(c.space_prefix(Keyspace::Objects), b"/teams/ci/o/");
+    }
+
+    #[test]
+    fn bad_urls_should_say_what_is_wrong() {
+        let e = Config::from_url("http://a:1").unwrap_err();
+        assert!(e.to_string().contains("scheme"), "{e}");
+        let e = Config::from_url("etcd://a").unwrap_err();
+        assert!(e.to_string().contains("\"a\" has no port"), "{e}");
+        let e = Config::from_url("etcd://a:x").unwrap_err();
+        assert!(e.to_string().contains("not host:port"), "{e}");
+    }
+
+    #[test]
+    fn passwords_should_not_be_printed() {
+        let mut c = Config::from_url("etcd://a:1").unwrap();
+        c.password = Some("hunter2".into());
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn prefix_end_should_bound_the_prefix() {
+        assert_eq!(prefix_end(b"/h/o/"), b"/h/o0");
+    }
+}
