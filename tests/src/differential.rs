@@ -2,8 +2,9 @@
 //! left on the real swarm, read back with `docker <kind> inspect`, normalised only where the
 //! daemon assigns a value or the stack name differs, and compared `path = value` line by line.
 //!
-//! Used by `tests/stack_differential.rs` (the compose corpus); see `docs/DIFFERENTIAL.md` for
-//! what is compared and every exclusion with its reason.
+//! Used by `tests/stack_differential.rs` (the compose corpus) and `tests/recipe_differential.rs`
+//! (the real recipes); see `docs/DIFFERENTIAL.md` for what is compared and every exclusion
+//! with its reason.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
