@@ -8,6 +8,7 @@ pub mod errors;
 #[cfg(test)]
 pub(crate) mod fuzzing;
 pub mod gauges;
+pub mod http;
 pub mod liveness;
 #[cfg(test)]
 mod malformed;

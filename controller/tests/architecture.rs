@@ -1,4 +1,4 @@
-//! The module graph of `controller/src`: no cycle between top-level modules (issue 14).
+//! The module graph of `controller/src`: no cycle between top-level modules, and only `cli/` (and `main.rs`) imports the daemon wiring `serve/` (issue 14).
 //!
 //! Every `crate::…` path in code (comments, doc links and string literals are skipped) is an
 //! edge from the file's top-level module to the one the path names; grouped imports
@@ -27,6 +27,21 @@ fn top_level_modules_of_the_controller_import_each_other_one_way_only() {
     );
     let cycles = cycles(&edges);
     assert!(cycles.is_empty(), "module cycles:\n{}", cycles.join("\n"));
+}
+
+#[test]
+fn only_the_cli_imports_the_daemon_wiring() {
+    // `serve/` wires the daemon; routes live in `http/`, commands and printing in `cli/`.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let importers: Vec<String> = module_edges(&src)
+        .iter()
+        .filter(|(from, _)| from.as_str() != "cli")
+        .filter_map(|(from, to)| to.get("serve").map(|at| format!("{from} ({at})")))
+        .collect();
+    assert!(
+        importers.is_empty(),
+        "serve/ is imported by more than cli/: {importers:?}"
+    );
 }
 
 #[test]

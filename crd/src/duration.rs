@@ -13,6 +13,42 @@ pub fn format(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+/// A kubectl-style age: `45s`, `3m20s`, `42m`, `5h3m`, `20h`, `3d4h`, `45d`, `2y10d`;
+/// `<unknown>` for a zero timestamp; `0s` for one in the future.
+pub fn age(now_ms: u64, then_ms: u64) -> String {
+    if then_ms == 0 {
+        return "<unknown>".into();
+    }
+    let s = now_ms.saturating_sub(then_ms) / 1000;
+    let (m, h, d) = (s / 60, s / 3600, s / 86_400);
+    if s < 120 {
+        format!("{s}s")
+    } else if m < 10 {
+        match s % 60 {
+            0 => format!("{m}m"),
+            r => format!("{m}m{r}s"),
+        }
+    } else if h < 3 {
+        format!("{m}m")
+    } else if h < 8 {
+        match m % 60 {
+            0 => format!("{h}h"),
+            r => format!("{h}h{r}m"),
+        }
+    } else if h < 48 {
+        format!("{h}h")
+    } else if d < 8 {
+        match h % 24 {
+            0 => format!("{d}d"),
+            r => format!("{d}d{r}h"),
+        }
+    } else if d < 730 {
+        format!("{d}d")
+    } else {
+        format!("{}y{}d", d / 365, d % 365)
+    }
+}
+
 /// Parses a humantime duration, with a lowercase error that shows an example.
 ///
 /// # Errors

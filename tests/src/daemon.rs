@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use controller::access::admin_token::{self as auth, Token};
 use controller::access::{tokens_file, Scope};
 use controller::cli::ci::Client;
 use controller::runtime::Shutdown;
-use controller::serve::auth::{self, Token};
 use controller::serve::{self, AccessOptions, Options, Running};
 use controller::swarm::sim::{SimConfig, SimSwarm};
 use controller::swarm::{Labels, Swarm};

@@ -74,9 +74,9 @@ impl ServeProcess {
     /// # Panics
     /// When the token file cannot be read (the daemon never started).
     pub fn client(&self) -> controller::cli::ci::Client {
-        let token = controller::serve::auth::read(&controller::serve::auth::default_token_file(
-            &self.dir.join("data"),
-        ))
+        let token = controller::access::admin_token::read(
+            &controller::access::admin_token::default_token_file(&self.dir.join("data")),
+        )
         .expect("the daemon created its token file");
         controller::cli::ci::Client::new(self.addr).with_token(Some(token))
     }

@@ -173,7 +173,7 @@ async fn a_ci_token_cannot_administer_non_admins_never_see_env_values_and_a_revo
     .with_env("RUST_LOG", "debug");
     daemon.spawn();
     daemon.ready(Duration::from_secs(60)).await;
-    let admin = controller::serve::auth::read(&data.join("token"))
+    let admin = controller::access::admin_token::read(&data.join("token"))
         .unwrap()
         .secret()
         .to_string();
@@ -314,7 +314,7 @@ async fn a_ci_token_cannot_administer_non_admins_never_see_env_values_and_a_revo
 
     // Redaction: every GET route as read and as ci, the status page in a browser's way.
     let mut texts: Vec<(String, String)> = Vec::new();
-    for (method, pattern, _) in controller::serve::routes_with_access() {
+    for (method, pattern, _) in controller::http::routes_with_access() {
         if method != "GET" {
             continue;
         }

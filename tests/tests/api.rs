@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use controller::access::admin_token::Token;
 use controller::cli::ci::{Client, Method};
-use controller::serve::auth::Token;
 use hearth_tests::daemon::SimDaemon;
 use serde_json::Value;
 
@@ -66,11 +66,11 @@ fn concrete(pattern: &str) -> String {
 async fn every_mutating_route_is_refused_without_or_with_a_wrong_token_and_reachable_with_it() {
     let daemon = SimDaemon::start(STATE).await;
     // One list in code; it must be exactly the router's mutating routes.
-    let recorded: BTreeSet<(String, String)> = controller::serve::route_table()
+    let recorded: BTreeSet<(String, String)> = controller::http::route_table()
         .into_iter()
         .filter(|(m, _)| m != "GET" && m != "HEAD")
         .collect();
-    let listed: BTreeSet<(String, String)> = controller::serve::MUTATIONS
+    let listed: BTreeSet<(String, String)> = controller::http::MUTATIONS
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
@@ -560,7 +560,7 @@ async fn statuses(listen: &str, public_reads: bool) -> Statuses {
         daemon.client_as("operator"),
     ];
     let mut out = Statuses::new();
-    for (method, pattern, _) in controller::serve::routes_with_access() {
+    for (method, pattern, _) in controller::http::routes_with_access() {
         let path = concrete(&pattern);
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         let mut row = Vec::new();

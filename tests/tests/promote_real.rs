@@ -16,9 +16,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use controller::access::admin_token as auth;
 use controller::cli::ci::Client;
 use controller::runtime::Shutdown;
-use controller::serve::auth;
 use controller::serve::{self, Options, Running};
 use controller::stack::{teardown, TeardownOptions};
 use controller::swarm::{DockerSwarm, Labels};

@@ -301,7 +301,7 @@ async fn a_git_recipe_comes_up_on_its_newest_tag_advances_rolls_back_and_survive
     std::fs::write(dir.path().join("state.yml"), state(&name, &url)).unwrap();
     let (running, shutdown) = start(dir.path(), docker.clone(), &name).await;
     let client = controller::cli::ci::Client::new(running.http_addr.unwrap()).with_token(Some(
-        controller::serve::auth::read(running.token_file.as_ref().unwrap()).unwrap(),
+        controller::access::admin_token::read(running.token_file.as_ref().unwrap()).unwrap(),
     ));
 
     // 1. Ready on the newest tag, rendered as the recipe means it.

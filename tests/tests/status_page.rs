@@ -4,7 +4,7 @@
 //! A store is filled with a small but complete picture — two warm apps (one Ready after a
 //! promotion by a green run, one Degraded after a rolled-back upgrade), a running, a green and
 //! a failed run, a slot pool with holders and a waiter, history with a promotion, a sweep and a
-//! rollback — and served by [`controller::serve::status_page::router`], the page the daemon
+//! rollback — and served by [`controller::http::status_page::router`], the page the daemon
 //! serves at `/` (`tests/api.rs` checks the daemon's own `/`). Chromium (Debian `chromium`,
 //! installed by `scripts/testbed.sh`) then takes a 1280×900 screenshot and dumps the DOM.
 //!
@@ -280,7 +280,7 @@ async fn headless_chromium_renders_the_status_page_with_apps_runs_slots_and_hist
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
-        axum::serve(listener, controller::serve::status_page::router(store))
+        axum::serve(listener, controller::http::status_page::router(store))
             .await
             .unwrap();
     });

@@ -19,6 +19,7 @@
 //! URL. Basic never authorizes a mutation: a browser sends cached credentials with any
 //! request, including one a foreign page makes it send (CSRF).
 
+pub mod admin_token;
 pub mod tokens_file;
 
 use std::path::{Path, PathBuf};

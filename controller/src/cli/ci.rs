@@ -21,8 +21,8 @@ use serde::de::DeserializeOwned;
 /// The HTTP method type [`Client::send`] takes.
 pub use hyper::Method;
 
+use crate::access::admin_token::{self as auth, Token};
 use crate::runs::Started;
-use crate::serve::auth::{self, Token};
 use crate::serve::{default_data_dir, DEFAULT_LISTEN};
 use crate::slots::{self, ExecOptions, Grant, SlotClient, SlotRequest};
 

@@ -8,6 +8,7 @@ pub mod ci;
 pub mod objects;
 pub mod progress;
 pub mod promote;
+pub mod render;
 pub mod shell;
 pub mod stack;
 pub mod token;

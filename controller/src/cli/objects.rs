@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::ci::{self, ServerArg};
-use crate::serve::{self, default_data_dir, render, Options, DEFAULT_BASE_DOMAIN, DEFAULT_LISTEN};
+use crate::cli::render;
+use crate::http;
+use crate::serve::{self, default_data_dir, Options, DEFAULT_BASE_DOMAIN, DEFAULT_LISTEN};
 use crate::statefile;
 use crate::swarm::Labels;
 use clap::{Args, Subcommand};
@@ -377,7 +379,7 @@ pub async fn apply(args: &ApplyArgs, out: &mut dyn Write) -> Result<(), Error> {
                 other => write!(
                     out,
                     "{}",
-                    render::structured(&serve::diff_json(&diff, args.dry_run), other)?
+                    render::structured(&http::diff_json(&diff, args.dry_run), other)?
                 )?,
             }
             Ok(())
@@ -387,7 +389,7 @@ pub async fn apply(args: &ApplyArgs, out: &mut dyn Write) -> Result<(), Error> {
 
 /// The API path segment and kind of a `describe`/`delete` kind argument.
 fn object_kind(kind: &str) -> Result<(Kind, &'static str), Error> {
-    match serve::parse_kind(kind) {
+    match http::parse_kind(kind) {
         Some(Kind::WarmApp) => Ok((Kind::WarmApp, "warmapps")),
         Some(Kind::Run) => Ok((Kind::Run, "runs")),
         Some(Kind::SlotPool) => Ok((Kind::SlotPool, "slotpools")),
@@ -522,7 +524,7 @@ pub async fn get(command: &GetCommand, out: &mut dyn Write) -> Result<(), Error>
             if let Some(n) = &a.name {
                 match n.split_once('/') {
                     Some((k, name)) => {
-                        let (kind, _) = object_kind(k).or_else(|_| match serve::parse_kind(k) {
+                        let (kind, _) = object_kind(k).or_else(|_| match http::parse_kind(k) {
                             Some(kind) => Ok((kind, "")),
                             None => Err(Error::ArgumentRejected(format!("unknown kind {k:?}"))),
                         })?;

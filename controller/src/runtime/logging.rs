@@ -122,7 +122,7 @@ mod tests {
         assert!(!written("bollard::docker", Level::TRACE));
         assert!(written("bollard::docker", Level::INFO));
         assert!(written("bollard::docker", Level::WARN));
-        assert!(written("controller::serve::http", Level::DEBUG));
+        assert!(written("controller::http", Level::DEBUG));
         assert!(written("bollardish", Level::DEBUG));
     }
 

@@ -23,19 +23,7 @@
 //! directory: a deleted (pruned) warm app's stack is torn down only if it carries this ID, so
 //! a daemon never removes warm-app stacks that another hearth deployed on the same host.
 
-pub mod auth;
 mod ci;
-mod http;
-mod http_ci;
-mod http_nightly;
-mod http_promote;
-pub mod render;
-pub mod status_page;
-
-pub(crate) use http::diff_json;
-pub use http::{
-    parse_kind, route_table, routes_with_access, APPLY_BODY_LIMIT, BODY_LIMIT, MUTATIONS,
-};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,13 +36,16 @@ use state::Store;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::access::admin_token as auth;
 use crate::catalogue::DirCatalogue;
+use crate::http;
 use crate::promote::Promoter;
 use crate::runtime::{self, Controller, Handle, Shutdown, Stopped};
 use crate::stack::{ApplyOptions, ObservationCache, TeardownOptions};
 use crate::statefile;
 use crate::swarm::{DockerOptions, DockerSwarm, LabelFilter, Labels, MeteredSwarm, Swarm};
 use crate::warmapp::probe::{GatewayProber, Prober};
+use crate::warmapp::INSTANCE_KEY;
 use crate::warmapp::{Context, TokioClock, WarmAppReconciler};
 
 /// The default local endpoint.
@@ -651,9 +642,6 @@ async fn start_with_store(
         tasks,
     })
 }
-
-/// Key of the instance ID in the store's named values.
-pub(crate) const INSTANCE_KEY: &str = "serve.instance-id";
 
 /// This data directory's instance ID: read from the store, or drawn and stored on first start.
 ///

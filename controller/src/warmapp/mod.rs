@@ -49,6 +49,10 @@ use probe::{probe_spec, ProbeTarget, Prober};
 
 pub use crd::names::labels::{INSTANCE as INSTANCE_LABEL, WARM_VERSION as VERSION_LABEL};
 
+/// Key of the daemon's instance ID (the value of [`INSTANCE_LABEL`]) in the store's named
+/// values: drawn once per data directory by `hearth serve`.
+pub(crate) const INSTANCE_KEY: &str = "serve.instance-id";
+
 /// The controller name in metrics.
 pub const CONTROLLER: &str = "warmapp";
 
