@@ -3,8 +3,13 @@
 //! the real swarm, compared on raw specs (`hearth_tests::differential`, the normaliser of the
 //! compose-corpus differential).
 //!
-//! Per recipe (concurrently; a recipe's versions one after the other, docker's side before
-//! hearth's, because a recipe may publish fixed ports such as traefik's 80 and 443):
+//! Cases: every tag of every recipe with its `.env.sample` as it is, and at each recipe's newest
+//! version every option its `.env.sample` documents in comments (a commented `COMPOSE_FILE=`
+//! line and the commented assignments of its block — traefik's host-mode ports overlay,
+//! bonfire's 17 additive overlays, …), enabled one at a time as an operator would: uncommented
+//! in docker's env file, given to hearth as the app's `env` overrides. Cases run concurrently
+//! (four at once); those publishing ports (traefik's 80 and 443) take turns. Per case, docker's
+//! side is deployed and removed before hearth's.
 //!
 //! 1. **Fetch as hearth does.** The bundle is cloned bare into a temporary directory and declared
 //!    as a `Recipe` on its `file://` URL; `Sources::fetch` mirrors it with the git CLI and lists
@@ -56,6 +61,12 @@ use serde_json::{json, Value};
 
 /// Run label value of the objects this test creates itself.
 const RUN: &str = "recipe-differential";
+
+/// Current docker/cli (28.2.2), for the merge order of allowed difference A.
+const DOCKER_CURRENT: &str = "/usr/local/bin/docker";
+
+/// Versions compared at once.
+const CONCURRENCY: usize = 4;
 
 /// The stack namespace label.
 const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
@@ -131,20 +142,123 @@ struct Case {
     /// The version hearth renders: the published version, or the head's short SHA.
     version: String,
     commit: String,
+    /// An option the `.env.sample` documents in comments, enabled; `None`: the file as it is.
+    option: Option<EnvOption>,
 }
 
 impl Case {
     fn label(&self) -> String {
-        match &self.tag {
+        let base = match &self.tag {
             Some(t) => format!("{} {t}", self.recipe),
             None => format!("{} {} (unreleased head)", self.recipe, self.version),
+        };
+        match &self.option {
+            Some(o) => format!("{base} +{}", o.name),
+            None => base,
         }
+    }
+
+    /// The operator's edits of the env file: the option's lines, as `env` overrides.
+    fn overrides(&self) -> BTreeMap<String, String> {
+        let Some(o) = &self.option else {
+            return BTreeMap::new();
+        };
+        o.lines
+            .iter()
+            .map(|(_, line)| {
+                let (key, value) = line.split_once('=').unwrap();
+                (key.trim().to_string(), unquote(value))
+            })
+            .collect()
+    }
+}
+
+/// An option documented in an `.env.sample`: a commented `COMPOSE_FILE=` line and the commented
+/// assignments of its block (up to a blank line or the next `COMPOSE_FILE`), which an operator
+/// uncomments to enable it.
+#[derive(Debug, Clone)]
+struct EnvOption {
+    /// The overlays it adds (the last entries of its `COMPOSE_FILE`).
+    name: String,
+    /// (0-based line, the line uncommented).
+    lines: Vec<(usize, String)>,
+}
+
+/// `# KEY=value` → `KEY=value`, for a commented assignment.
+fn commented_assignment(line: &str) -> Option<String> {
+    let rest = line.trim_start().strip_prefix('#')?;
+    let rest = rest.trim_start_matches('#').trim_start();
+    let (key, _) = rest.split_once('=')?;
+    let valid = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then(|| rest.trim_end().to_string())
+}
+
+/// The options an `.env.sample` documents (see [`EnvOption`]).
+fn documented_options(sample: &str) -> Vec<EnvOption> {
+    let lines: Vec<&str> = sample.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(first) = commented_assignment(line) else {
+            continue;
+        };
+        if !first.starts_with("COMPOSE_FILE=") {
+            continue;
+        }
+        let files = unquote(&first["COMPOSE_FILE=".len()..]);
+        let name = files
+            .split(':')
+            .filter(|f| !f.starts_with('$') && *f != "compose.yml")
+            .collect::<Vec<_>>()
+            .join("+");
+        let mut option = EnvOption {
+            name,
+            lines: vec![(i, first)],
+        };
+        for (j, next) in lines.iter().enumerate().skip(i + 1) {
+            if next.trim().is_empty() || !next.trim_start().starts_with('#') {
+                break;
+            }
+            match commented_assignment(next) {
+                Some(a) if a.starts_with("COMPOSE_FILE=") => break,
+                Some(a) => option.lines.push((j, a)),
+                None => {}
+            }
+        }
+        out.push(option);
+    }
+    out
+}
+
+/// A dotenv value without its quotes and trailing comment (the options' values are plain).
+fn unquote(value: &str) -> String {
+    let v = value.trim();
+    for q in ['"', '\''] {
+        if let Some(inner) = v.strip_prefix(q).and_then(|r| r.split_once(q)) {
+            return inner.0.to_string();
+        }
+    }
+    match v.find(" #") {
+        Some(at) => v[..at].trim().to_string(),
+        None => v.to_string(),
     }
 }
 
 /// Renders `case` for `stack` through hearth's recipe path.
-fn render(sources: &Sources, trees: &Path, case: &Case, stack: &str, domain: &str) -> Rendered {
-    let env = BTreeMap::new();
+///
+/// # Errors
+/// hearth's refusal, as text.
+fn render(
+    sources: &Sources,
+    trees: &Path,
+    case: &Case,
+    stack: &str,
+    domain: &str,
+) -> Result<Rendered, String> {
+    let env = case.overrides();
     let request = RenderRequest {
         recipe: &case.recipe,
         version: case.tag.as_deref().unwrap_or(&case.version),
@@ -155,7 +269,7 @@ fn render(sources: &Sources, trees: &Path, case: &Case, stack: &str, domain: &st
     match &case.tag {
         Some(_) => sources
             .render(&request)
-            .unwrap_or_else(|e| panic!("{}: hearth cannot render: {}", case.label(), chain(&e))),
+            .map_err(|e| format!("render failed: {}", chain(&e))),
         // An unreleased commit: the render of a tag, on the head commit's tree.
         None => {
             let tree = trees.join(&case.commit);
@@ -164,7 +278,7 @@ fn render(sources: &Sources, trees: &Path, case: &Case, stack: &str, domain: &st
                 mirror.write_tree(&case.commit, &tree).unwrap();
             }
             sources::render_tree(&tree, &request, &case.version, case.commit.clone())
-                .unwrap_or_else(|e| panic!("{}: hearth cannot render: {}", case.label(), chain(&e)))
+                .map_err(|e| format!("render failed: {}", chain(&e)))
         }
     }
 }
@@ -255,6 +369,25 @@ fn create_secret(name: &str) {
     );
 }
 
+/// A recipe option that docker itself cannot deploy: both sides must refuse it, docker's error
+/// containing `docker`, hearth's containing `hearth` (see docs/DIFFERENTIAL.md).
+struct Refusal {
+    recipe: &'static str,
+    /// The option (its overlays, as [`EnvOption::name`]).
+    option: &'static str,
+    docker: &'static str,
+    hearth: &'static str,
+    why: &'static str,
+}
+
+const EXPECTED_REFUSALS: &[Refusal] = &[Refusal {
+    recipe: "bonfire-coop-cloud",
+    option: "compose.auth.github.yml",
+    docker: "undefined secret \"github_client_secret\"",
+    hearth: "undefined secret \"github_client_secret\"",
+    why: "the overlay's service uses secret github_client_secret but declares it as oauth_client_secret",
+}];
+
 /// What one version gave.
 struct Outcome {
     line: String,
@@ -306,8 +439,12 @@ async fn run_case(
     let trees = work.join("trees");
     let ours = render(sources, &trees, case, &ours_ns, &domain);
     let theirs = render(sources, &trees, case, &theirs_ns, &domain);
+    let generated: Vec<String> = theirs
+        .iter()
+        .flat_map(|r| r.stack.generated_secrets.iter().map(|g| g.name.clone()))
+        .collect();
     let mut exact = BTreeSet::new();
-    for r in [&ours, &theirs] {
+    for r in [&ours, &theirs].into_iter().flatten() {
         exact.extend(r.stack.exact_names.secrets.iter().cloned());
         exact.extend(r.stack.exact_names.configs.iter().cloned());
     }
@@ -336,6 +473,19 @@ async fn run_case(
             &case.commit,
         ],
     );
+    if let Some(o) = &case.option {
+        // The operator's edit: the option's lines uncommented in place.
+        let path = checkout.join(".env.sample");
+        let mut lines: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        for (i, line) in &o.lines {
+            lines[*i] = line.clone();
+        }
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    }
     let env = ecosystem_env(&checkout, &theirs_ns, &domain);
     let files: Vec<String> = env
         .get("COMPOSE_FILE")
@@ -345,8 +495,8 @@ async fn run_case(
         .filter(|f| !f.is_empty())
         .map(str::to_string)
         .collect();
-    for g in &theirs.stack.generated_secrets {
-        create_secret(&g.name);
+    for name in &generated {
+        create_secret(name);
     }
     let mut cmd = Command::new(DOCKER);
     cmd.current_dir(&checkout)
@@ -361,19 +511,21 @@ async fn run_case(
         cmd.arg("-c").arg(f);
     }
     let out = cmd.arg(&theirs_ns).output().unwrap();
+    // The volume order current docker/cli gives, for allowed difference A.
+    let current_order = current_cli_volume_order(&checkout, &env, &files);
     let docker_side = if out.status.success() {
         Ok(snapshot(&theirs_ns, &exact))
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     };
     remove(swarm, &theirs_ns).await;
-    for g in &theirs.stack.generated_secrets {
-        let out = docker(&["secret", "rm", &g.name]);
+    for name in &generated {
+        let out = docker(&["secret", "rm", name]);
         if !out.status.success() {
             failures.push(format!(
                 "{}: cannot remove pre-created secret {}: {}",
                 case.label(),
-                g.name,
+                name,
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
@@ -383,10 +535,12 @@ async fn run_case(
     let owner = Owner::operator(&ours_ns)
         .with_label(TEST_LABEL.0, TEST_LABEL.1)
         .with_label(RUN_LABEL, RUN);
-    let hearth_side = match stack::apply(swarm, &ours.stack, &owner, &ApplyOptions::default()).await
-    {
-        Ok(_) => Ok(snapshot(&ours_ns, &exact)),
-        Err(e) => Err(format!("apply failed: {}", chain(&e))),
+    let hearth_side = match &ours {
+        Err(e) => Err(e.clone()),
+        Ok(r) => match stack::apply(swarm, &r.stack, &owner, &ApplyOptions::default()).await {
+            Ok(_) => Ok(snapshot(&ours_ns, &exact)),
+            Err(e) => Err(format!("apply failed: {}", chain(&e))),
+        },
     };
     remove(swarm, &ours_ns).await;
 
@@ -407,10 +561,21 @@ async fn run_case(
             }
         }
     }
-    let line = match (&docker_side, &hearth_side) {
-        (Ok(d), Ok(h)) => {
-            let expected = expected_delta(d, &ours, &ours_ns, &case.version);
-            let found: BTreeSet<String> = compare(d, h).iter().map(Difference::to_string).collect();
+    let refusal = EXPECTED_REFUSALS.iter().find(|r| {
+        r.recipe == case.recipe && Some(r.option) == case.option.as_ref().map(|o| o.name.as_str())
+    });
+    let line = match (&docker_side, &hearth_side, &ours) {
+        (Ok(d), Ok(h), Ok(ours)) => {
+            let expected = expected_delta(d, ours, &ours_ns, &case.version);
+            let differences = compare(d, h);
+            let reordered = mount_order_allowed(d, h, &current_order);
+            let (allowed, differences): (Vec<_>, Vec<_>) = differences.into_iter().partition(|x| {
+                x.kind == "service"
+                    && reordered.contains(&x.name)
+                    && x.path.starts_with(".TaskTemplate.ContainerSpec.Mounts[")
+            });
+            let allowed: BTreeSet<String> = allowed.iter().map(|x| x.name.clone()).collect();
+            let found: BTreeSet<String> = differences.iter().map(Difference::to_string).collect();
             for extra in found.difference(&expected) {
                 failures.push(format!("{label}: unexpected difference: {extra}"));
             }
@@ -432,26 +597,36 @@ async fn run_case(
             let count = |kind: &str| d.keys().filter(|(k, _)| k == kind).count();
             format!(
                 "{label}: -c {}; docker created {} services, {} networks, {} volumes, {} configs \
-                 (+{} pre-created secrets); expected delta {} line(s), other differences {}",
+                 (+{} pre-created secrets); expected delta {} line(s); mount order (A) of {:?}; \
+                 other differences {}",
                 files.join(" -c "),
                 count("service"),
                 count("network"),
                 count("volume"),
                 count("config"),
-                theirs.stack.generated_secrets.len(),
+                generated.len(),
                 expected.len(),
+                allowed,
                 found.difference(&expected).count(),
             )
         }
-        (Err(d), Err(h)) => {
-            failures.push(format!("{label}: both refused; docker: {d}; hearth: {h}"));
-            format!("{label}: both refused")
-        }
-        (Ok(_), Err(h)) => {
+        (Err(d), Err(h), _) => match refusal {
+            Some(r) if d.contains(r.docker) && h.contains(r.hearth) => {
+                format!(
+                    "{label}: both refused, as expected ({}); docker: {d}; hearth: {h}",
+                    r.why
+                )
+            }
+            _ => {
+                failures.push(format!("{label}: both refused; docker: {d}; hearth: {h}"));
+                format!("{label}: both refused")
+            }
+        },
+        (Ok(_), Err(h), _) | (Ok(_), Ok(_), Err(h)) => {
             failures.push(format!("{label}: docker deployed, hearth refused: {h}"));
             format!("{label}: hearth refused")
         }
-        (Err(d), Ok(_)) => {
+        (Err(d), Ok(_), _) => {
             failures.push(format!("{label}: hearth deployed, docker refused: {d}"));
             format!("{label}: docker refused")
         }
@@ -462,6 +637,82 @@ async fn run_case(
         failures,
         namespaces: [theirs_ns, ours_ns],
     }
+}
+
+/// Per service (`<STACK>_<name>`), the volume targets in the order current docker/cli (28.2.2,
+/// `/usr/local/bin/docker stack config`) gives after merging `files` with `env`.
+fn current_cli_volume_order(
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+    files: &[String],
+) -> BTreeMap<String, Vec<String>> {
+    let mut cmd = Command::new(DOCKER_CURRENT);
+    cmd.current_dir(dir)
+        .env_clear()
+        .envs(env)
+        .args(["stack", "config"]);
+    for f in files {
+        cmd.arg("-c").arg(f);
+    }
+    let out = cmd.output().unwrap();
+    if !out.status.success() {
+        // Only used to allow a reordering; without it, none is allowed.
+        eprintln!(
+            "recipe_differential: {DOCKER_CURRENT} stack config failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return BTreeMap::new();
+    }
+    let config: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let mut order = BTreeMap::new();
+    for (name, service) in config["services"].as_object().into_iter().flatten() {
+        let targets = service["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["target"].as_str().map(str::to_string))
+            .collect();
+        order.insert(format!("{STACK}_{name}"), targets);
+    }
+    order
+}
+
+/// Allowed difference A (docs/DIFFERENTIAL.md): the services whose mounts differ in order only —
+/// the same mounts on both sides — with hearth's order the one current docker/cli gives.
+fn mount_order_allowed(
+    docker_side: &Snapshot,
+    hearth_side: &Snapshot,
+    current: &BTreeMap<String, Vec<String>>,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for ((kind, name), d) in docker_side {
+        let Some(h) = hearth_side.get(&(kind.clone(), name.clone())) else {
+            continue;
+        };
+        let mounts = |v: &Value| -> Vec<Value> {
+            v["TaskTemplate"]["ContainerSpec"]["Mounts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (dm, hm) = (mounts(d), mounts(h));
+        if kind != "service" || dm == hm {
+            continue;
+        }
+        let sorted = |m: &[Value]| {
+            let mut m: Vec<String> = m.iter().map(Value::to_string).collect();
+            m.sort();
+            m
+        };
+        let targets: Vec<String> = hm
+            .iter()
+            .filter_map(|m| m["Target"].as_str().map(str::to_string))
+            .collect();
+        if sorted(&dm) == sorted(&hm) && current.get(name) == Some(&targets) {
+            out.insert(name.clone());
+        }
+    }
+    out
 }
 
 /// Every object labelled as this test's, by kind and name.
@@ -534,7 +785,7 @@ async fn hearth_deploys_every_recipe_at_every_tag_as_docker_stack_deploy_does() 
         bares.insert(name, bare);
     }
     sources.declare(&declared);
-    let mut cases: BTreeMap<String, Vec<Case>> = BTreeMap::new();
+    let mut cases: Vec<Case> = Vec::new();
     for (name, bare) in &bares {
         let published = sources
             .fetch(name)
@@ -555,6 +806,7 @@ async fn hearth_deploys_every_recipe_at_every_tag_as_docker_stack_deploy_does() 
                 tag: Some(v.tag.clone()),
                 version: v.version.clone(),
                 commit: v.commit.clone(),
+                option: None,
             })
             .collect();
         if list.is_empty() {
@@ -564,32 +816,51 @@ async fn hearth_deploys_every_recipe_at_every_tag_as_docker_stack_deploy_does() 
                 tag: None,
                 version: head[..8].to_string(),
                 commit: head,
+                option: None,
             });
         }
-        cases.insert(name.clone(), list);
+        // At the newest version, also every option its `.env.sample` documents, one at a time.
+        let newest = list.last().cloned().unwrap();
+        let sample = git(bare, &["show", &format!("{}:.env.sample", newest.commit)]);
+        for option in documented_options(&sample) {
+            list.push(Case {
+                option: Some(option),
+                ..newest.clone()
+            });
+        }
+        cases.extend(list);
     }
 
     // The external networks the recipes name (`proxy`): fixed names, shared by every stack.
+    // Which versions publish ports: they take turns (two stacks cannot publish one port).
     let mut networks = BTreeSet::new();
-    for list in cases.values() {
-        for case in list {
-            let r = render(
-                &sources,
-                &work.join("trees"),
-                case,
-                "hearth-test-rdiff-probe",
-                "x.example.com",
-            );
-            networks.extend(r.stack.externals.networks.iter().cloned());
-            assert!(
-                r.stack.externals.volumes.is_empty()
-                    && r.stack.externals.configs.is_empty()
-                    && r.stack.externals.secrets.is_empty(),
-                "{}: externals besides networks and generated secrets: {:?}",
-                case.label(),
-                r.stack.externals
-            );
-        }
+    let mut publishes = Vec::new();
+    for case in &cases {
+        let Ok(r) = render(
+            &sources,
+            &work.join("trees"),
+            case,
+            "hearth-test-rdiff-probe",
+            "x.example.com",
+        ) else {
+            publishes.push(false);
+            continue;
+        };
+        networks.extend(r.stack.externals.networks.iter().cloned());
+        assert!(
+            r.stack.externals.volumes.is_empty()
+                && r.stack.externals.configs.is_empty()
+                && r.stack.externals.secrets.is_empty(),
+            "{}: externals besides networks and generated secrets: {:?}",
+            case.label(),
+            r.stack.externals
+        );
+        publishes.push(r.stack.services.iter().any(|s| {
+            s.endpoint_spec
+                .as_ref()
+                .and_then(|e| e.ports.as_ref())
+                .is_some_and(|p| !p.is_empty())
+        }));
     }
     let mut created_networks = Vec::new();
     for n in &networks {
@@ -611,24 +882,27 @@ async fn hearth_deploys_every_recipe_at_every_tag_as_docker_stack_deploy_does() 
         created_networks.push(n.clone());
     }
 
-    // Recipes concurrently; a recipe's versions one after the other.
+    // Versions concurrently (at most CONCURRENCY at once); those publishing ports one at a time.
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let ports = Arc::new(tokio::sync::Mutex::new(()));
     let mut handles = Vec::new();
-    for (name, list) in cases.clone() {
-        let swarm = swarm.clone();
-        let sources = Arc::clone(&sources);
-        let work = work.clone();
-        let bare = bares[&name].clone();
+    for (case, publishes) in cases.iter().cloned().zip(publishes) {
+        let (swarm, sources, work) = (swarm.clone(), Arc::clone(&sources), work.clone());
+        let bare = bares[&case.recipe].clone();
+        let (slots, ports) = (Arc::clone(&slots), Arc::clone(&ports));
         handles.push(tokio::spawn(async move {
-            let mut out = Vec::new();
-            for case in &list {
-                out.push(run_case(&swarm, &sources, &work, &bare, case).await);
-            }
-            out
+            let _port_turn = if publishes {
+                Some(ports.lock().await)
+            } else {
+                None
+            };
+            let _slot = slots.acquire().await.unwrap();
+            run_case(&swarm, &sources, &work, &bare, &case).await
         }));
     }
     let mut outcomes = Vec::new();
     for h in handles {
-        outcomes.extend(h.await.expect("a recipe's task panicked"));
+        outcomes.push(h.await.expect("a version's task panicked"));
     }
 
     // A removed swarm network stays visible on the node for a moment: wait until it is gone.
@@ -656,7 +930,7 @@ async fn hearth_deploys_every_recipe_at_every_tag_as_docker_stack_deploy_does() 
     if !residual.is_empty() {
         failures.push(format!("left behind: {}", residual.join(", ")));
     }
-    let covered: Vec<String> = cases.values().flatten().map(Case::label).collect();
+    let covered: Vec<String> = cases.iter().map(Case::label).collect();
     eprintln!(
         "\n{}\n{} recipe versions ({}) in {:.1} s",
         outcomes
