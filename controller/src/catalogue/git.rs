@@ -9,6 +9,7 @@
 //! # Caveats
 //! `git` (≥ 2.20) must be on the daemon's `PATH`.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -106,6 +107,44 @@ fn run(mut c: Command, what: &str) -> Result<Vec<u8>, Error> {
     }
 }
 
+/// Runs `c` to completion, killing it when `timeout` (wall-clock) passes.
+fn run_with_deadline(mut c: Command, timeout: Duration) -> Result<std::process::Output, Error> {
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Error::GitUnstartable)?;
+    // Drain both pipes on threads so a chatty git cannot block on a full pipe.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait().map_err(Error::GitUnstartable)? {
+            Some(status) => break status,
+            None if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::FetchTimedOut(timeout));
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
@@ -185,13 +224,12 @@ impl Mirror {
             .arg(&source.url)
             .arg("+refs/tags/*:refs/tags/*")
             .arg(&followed);
-        let mut child = tokio::process::Command::from(c);
-        child.kill_on_drop(true);
-        let out = match tokio::time::timeout(timeout, child.output()).await {
-            Err(_) => return Err(Error::FetchTimedOut(timeout)),
-            Ok(Err(e)) => return Err(Error::GitUnstartable(e)),
-            Ok(Ok(out)) => out,
-        };
+        // A blocking task with a wall-clock deadline: a subprocess's time is real time, and
+        // tokio's paused test clock does not run ahead while a blocking task is under way (a
+        // `tokio::time::timeout` around a child's IO would fire at once in virtual time).
+        let out = tokio::task::spawn_blocking(move || run_with_deadline(c, timeout))
+            .await
+            .map_err(|e| Error::GitUnstartable(std::io::Error::other(e.to_string())))??;
         if !out.status.success() {
             return Err(Error::CommandFailed {
                 command: "fetch".into(),

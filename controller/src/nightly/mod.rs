@@ -621,4 +621,6 @@ impl Job for Work {
 }
 
 #[cfg(test)]
+mod recipe_tests;
+#[cfg(test)]
 mod tests;
