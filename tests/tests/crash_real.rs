@@ -575,7 +575,8 @@ async fn sigkilled_daemon_loses_no_acknowledged_state_leaves_nothing_behind_and_
         .filter(|s| !deployed_stacks.contains(s.as_str()))
         .collect();
 
-    // Starts a kill cut off are closed by the next process (`Runs::close_interrupted`):
+    // Starts a kill cut off are closed by the next process's run reconciler
+    // (`runs::reconcile`):
     // never one whose start was acknowledged.
     let interrupted: BTreeSet<&str> = runs
         .iter()

@@ -128,6 +128,12 @@ async fn bed(test: &str) -> Option<Bed> {
         Arc::new(SystemClock),
         config,
     );
+    // The run reconciler does the work `start` and `finish` wait for (as in `hearth serve`);
+    // it stops with the test's runtime.
+    tokio::spawn(
+        runs::reconcile::controller(runs.clone(), runs::reconcile::config())
+            .run(controller::runtime::Shutdown::new()),
+    );
     let sweeper = Sweeper::new(
         swarm.clone(),
         store.clone(),

@@ -1,23 +1,30 @@
-//! Runs: start (slot, deterministic names, deps, optional deploy), heartbeat, tier reports, and finish with verified teardown.
+//! Runs: desired state reconciled like warm apps — start (slot, deterministic names, deps, optional deploy), heartbeat, tier reports, finish with verified teardown.
 //!
 //! - [`decide`] (pure): teardown order, the phase after a teardown, tier parsing, output.
-//! - [`Runs`]: the executor over the store, the swarm, the slots and the catalogue.
+//! - [`reconcile`]: the run reconciler on the controller runtime — the only place a run's
+//!   stacks are deployed or torn down.
+//! - [`Runs`]: the API side (record a run, wait for its reconciler's report, heartbeats, tier
+//!   reports) and the reconciler's steps over the store, the swarm, the slots and the catalogue.
 //!
 //! A run's life: `start` waits for a slot and records the Run (Deploying) in the same store
 //! transaction that grants the slot (the lease names the run; nothing of the run is recorded
-//! while it waits in line), resolves each dep — shared: the warm provider's `hp-` stack; per run: rendered from the
-//! catalogue and deployed as `hd-<dep>-<hash>` — and with `deploy` deploys its own `hr-` stack
-//! (else the CI harness deploys under that name and hearth adopts it by its namespace label).
-//! Before anything is deployed under a deterministic name, leftovers under that name are swept
-//! first (forced) and the sweep is recorded. `finish` tears down gracefully — the run's stack,
-//! then its per-run deps in reverse — verifies, computes the verdict and releases the slot in
-//! the same store transaction that makes the run terminal; leftovers keep it in TeardownFailed,
-//! retried by [`Runs::retry_teardowns`]. A run whose owner dies is closed by the
-//! [sweeper](crate::sweeper).
+//! while it waits in line), then waits on the run's status until its reconciler reports it
+//! Running (or failed). The reconciler resolves each dep — shared: the warm provider's `hp-`
+//! stack; per run: rendered from the catalogue and deployed as `hd-<dep>-<hash>` — and with
+//! `deploy` deploys its own `hr-` stack (else the CI harness deploys under that name and hearth
+//! adopts it by its namespace label). Before anything is deployed under a deterministic name,
+//! leftovers under that name are swept first (forced) and the sweep is recorded. `finish` sets
+//! `spec.finish` and waits; the reconciler tears down gracefully — the run's stack, then its
+//! per-run deps in reverse — verifies, computes the verdict and releases the slot in the same
+//! store transaction that makes the run terminal; leftovers keep it in TeardownFailed, retried
+//! with the runtime's backoff. A start an earlier process was cut off in is closed by the same
+//! reconciler. A run whose owner dies is closed by the [sweeper](crate::sweeper).
 
 pub mod decide;
+pub mod reconcile;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crd::names::{self, labels as keys, BaseDomain, StackRole};
@@ -104,6 +111,24 @@ pub enum Error {
     /// A name could not be derived. Not retryable.
     #[error(transparent)]
     NameInvalid(#[from] names::Error),
+    /// The run's start failed and what it deployed was torn down (the cause is in the run's
+    /// `lastError`; a start in this process gets the cause itself). Not retryable: start anew.
+    #[error("starting run {run} failed: {reason}")]
+    StartFailed {
+        /// The run.
+        run: String,
+        /// Its `lastError`.
+        reason: String,
+    },
+    /// A teardown left objects behind; the run stays TeardownFailed and the reconciler retries
+    /// it with backoff. Retryable.
+    #[error("teardown of run {run} left {left} object(s)")]
+    TeardownIncomplete {
+        /// The run.
+        run: String,
+        /// How many objects remained.
+        left: usize,
+    },
 }
 
 impl Error {
@@ -186,6 +211,29 @@ pub struct Runs {
     config: Config,
     metrics: Option<Metrics>,
     promoter: Option<crate::promote::Promoter>,
+    /// Starts this process is answering (name → waiting requests): the reconciler brings up
+    /// only these; any other run found starting was cut off in an earlier process.
+    starting: Arc<Mutex<HashMap<String, usize>>>,
+    /// Why a start of this process failed, for its waiting request (taken by it).
+    start_errors: Arc<Mutex<HashMap<String, Error>>>,
+}
+
+/// A start of this process, registered while its request waits (see [`Runs::starting`]).
+struct Starting {
+    starting: Arc<Mutex<HashMap<String, usize>>>,
+    name: String,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let mut map = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.name) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.name);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Runs {
@@ -215,6 +263,42 @@ impl Runs {
             config,
             metrics: None,
             promoter: None,
+            starting: Arc::default(),
+            start_errors: Arc::default(),
+        }
+    }
+
+    /// Registers a start of this process until the returned guard drops.
+    fn register_start(&self, name: &str) -> Starting {
+        let mut map = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(name.to_string()).or_default() += 1;
+        Starting {
+            starting: Arc::clone(&self.starting),
+            name: name.to_string(),
+        }
+    }
+
+    /// Whether a request of this process is waiting for `name`'s start.
+    fn is_starting_here(&self, name: &str) -> bool {
+        self.starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+    }
+
+    /// Waits on the run's status (the store's change feed for runs) until `done` holds.
+    ///
+    /// # Errors
+    /// [`Error::RunNotFound`] when the run is deleted meanwhile; [`Error::StoreFailed`].
+    async fn wait_for(&self, name: &str, done: impl Fn(&Run) -> bool) -> Result<Run> {
+        loop {
+            // The revision first: a write after it wakes the wait below.
+            let seen = self.store.revision();
+            let run = self.get(name)?;
+            if done(&run) {
+                return Ok(run);
+            }
+            self.store.changed(Kind::Run, seen).await;
         }
     }
 
@@ -317,11 +401,14 @@ impl Runs {
             })
     }
 
-    /// Starts a run (see the module docs) and returns what the CI job needs.
+    /// Starts a run (see the module docs) and returns what the CI job needs: records it (with
+    /// its slot), then waits until its reconciler reports it Running or failed. Nothing is
+    /// deployed here; the reconciler (see [`reconcile`]) does it.
     ///
     /// # Errors
-    /// [`Error::RequestRejected`] before anything is recorded; after the run is recorded, any
-    /// failure tears down what was deployed, ends the run Failed and is returned.
+    /// [`Error::RequestRejected`] before anything is recorded; after the run is recorded, a
+    /// failed bring-up (what was deployed is torn down by then, the run ended Failed or left
+    /// TeardownFailed) is returned as the reconciler met it.
     pub async fn start(&self, req: &StartRequest) -> Result<Started> {
         let name = names::run_id(&req.recipe, &req.nonce)?;
         let mut run = Run::new(
@@ -345,20 +432,29 @@ impl Runs {
         run.status.stack_name = Some(stack.to_string());
         run.status.domain = Some(names::domain(&stack, &self.config.base_domain));
         run.status.last_heartbeat_ms = Some(self.clock.now_ms());
+        // Registered before the record exists, so the reconciler never takes it for a start
+        // cut off in an earlier process.
+        let _starting = self.register_start(&name);
         self.record(run).await?;
-        match self.bring_up(&name).await {
-            Ok(run) => Ok(Started::from_run(&run)),
-            Err(e) => {
-                let msg = e.to_string().to_lowercase();
-                let _ = self
-                    .edit_status(&name, |r| r.status.last_error = Some(msg.clone()))
-                    .await;
-                if let Err(t) = self.finish(&name).await {
-                    tracing::warn!(run = name, error = %t, "teardown after a failed start failed");
-                }
-                Err(e)
-            }
+        let run = self
+            .wait_for(&name, |r| {
+                r.status.deployed_at_ms.is_some()
+                    || r.status.phase.is_terminal()
+                    || r.status.phase == RunPhase::TeardownFailed
+            })
+            .await?;
+        let failure = self
+            .start_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name);
+        if run.status.deployed_at_ms.is_some() {
+            return Ok(Started::from_run(&run));
         }
+        Err(failure.unwrap_or_else(|| Error::StartFailed {
+            run: name.clone(),
+            reason: run.status.last_error.clone().unwrap_or_default(),
+        }))
     }
 
     /// Records a new run together with its slot: the slot is granted (waiting in line if
@@ -610,10 +706,10 @@ impl Runs {
         Ok(run)
     }
 
-    /// Finishes a run: graceful teardown of its stack, then its per-run deps in reverse,
-    /// verified; then the verdict and, in the same transaction, the slot release. Leftovers
-    /// leave it TeardownFailed (with `status.residuals`), retried by
-    /// [`Runs::retry_teardowns`].
+    /// Finishes a run: sets `spec.finish` and waits until its reconciler has torn it down —
+    /// graceful teardown of its stack, then its per-run deps in reverse, verified; then the
+    /// verdict and, in the same transaction, the slot release. Leftovers leave it
+    /// TeardownFailed (with `status.residuals`), retried by the reconciler with backoff.
     ///
     /// # Errors
     /// [`Error::RunNotFound`], [`Error::RunAlreadyOver`], [`Error::StoreFailed`]. A teardown
@@ -626,6 +722,16 @@ impl Runs {
                 phase: run.status.phase,
             });
         }
+        self.mark_finish(name).await?;
+        self.wait_for(name, |r| {
+            r.status.phase.is_terminal() || r.status.phase == RunPhase::TeardownFailed
+        })
+        .await
+    }
+
+    /// Records that the run is to be torn down (`spec.finish`, phase Finishing).
+    async fn mark_finish(&self, name: &str) -> Result<Run> {
+        let run = self.get(name)?;
         if !run.spec.finish {
             state::retry_conflicts(CONFLICT_ATTEMPTS, Error::is_store_conflict, || async {
                 let mut run = self.get(name)?;
@@ -634,9 +740,12 @@ impl Runs {
             })
             .await?;
         }
-        self.edit_status(name, |r| r.status.phase = RunPhase::Finishing)
-            .await?;
-        self.teardown(name).await
+        self.edit_status(name, |r| {
+            if !r.status.phase.is_terminal() {
+                r.status.phase = RunPhase::Finishing;
+            }
+        })
+        .await
     }
 
     /// Tears a finishing run down and records the outcome.
@@ -731,44 +840,16 @@ impl Runs {
         Ok(run)
     }
 
-    /// Runs whose start an earlier daemon process was cut off in: recorded, still Pending or
-    /// Deploying. `start` answers only once its run is Running (or has ended it), so when read
-    /// before this process serves its first request, no client ever got these runs' ids and
-    /// no request will bring them up: the client retried with a new start (a new run, or —
-    /// same nonce — the same id, which stays refused while this one is live).
-    ///
-    /// # Errors
-    /// [`Error::StoreFailed`].
-    pub fn interrupted_starts(&self) -> Result<Vec<String>> {
-        Ok(self
-            .store
-            .list::<Run>()?
-            .items
-            .into_iter()
-            .filter(|r| matches!(r.status.phase, RunPhase::Pending | RunPhase::Deploying))
-            .map(|r| r.metadata.name)
-            .collect())
-    }
-
-    /// Closes the runs [`Runs::interrupted_starts`] found: records why (history and
-    /// `lastError`), then finishes each as a failed start is finished — what it deployed (its
-    /// stack, its per-run deps) torn down and verified, its slot released with the terminal
-    /// phase (Failed: no tier was reported) or kept in TeardownFailed and retried. A run that
-    /// went on meanwhile (a start of the same process cannot: see there) is left alone.
-    /// Returns each run's outcome.
-    pub async fn close_interrupted(&self, names: &[String]) -> Vec<(String, Result<Run>)> {
-        let mut out = Vec::new();
-        for name in names {
-            out.push((name.clone(), self.close_interrupted_one(name).await));
-        }
-        out
-    }
-
-    async fn close_interrupted_one(&self, name: &str) -> Result<Run> {
+    /// Closes a start an earlier daemon process was cut off in (recorded, still Pending or
+    /// Deploying, no request of this process waiting for it): `start` answers only once its
+    /// run is Running (or has ended it), so no client ever got this run's id and nobody will
+    /// use it — the client retried with a new start (a new run, or — same nonce — the same id,
+    /// which stays refused while this one is live). Records why (history and `lastError`) and
+    /// marks it to be finished as a failed start is: what it deployed (its stack, its per-run
+    /// deps) torn down and verified, its slot released with the terminal phase (Failed: no
+    /// tier was reported) or kept in TeardownFailed and retried.
+    async fn close_interrupted(&self, name: &str) -> Result<Run> {
         let run = self.get(name)?;
-        if !matches!(run.status.phase, RunPhase::Pending | RunPhase::Deploying) {
-            return Ok(run);
-        }
         let why = format!(
             "start interrupted: hearth stopped while starting this run ({:?}), before it answered; the client never got its id",
             run.status.phase
@@ -781,28 +862,7 @@ impl Runs {
                     .subject(ObjectRef::new(Kind::Run, name)),
             )
             .await?;
-        self.finish(name).await
-    }
-
-    /// Retries the teardown of every finishing run left in TeardownFailed; returns the runs
-    /// retried.
-    ///
-    /// # Errors
-    /// [`Error::StoreFailed`].
-    pub async fn retry_teardowns(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for run in self.store.list::<Run>()?.items {
-            if run.spec.finish
-                && matches!(
-                    run.status.phase,
-                    RunPhase::TeardownFailed | RunPhase::Finishing
-                )
-            {
-                self.teardown(&run.metadata.name).await?;
-                out.push(run.metadata.name);
-            }
-        }
-        Ok(out)
+        self.mark_finish(name).await
     }
 }
 

@@ -1,4 +1,4 @@
-//! The daemon's CI side: runs, slots and the orphan sweeper, with their background loops (slot reclaim, sweep, teardown retries).
+//! The daemon's CI side: runs (their reconciler), slots and the orphan sweeper, with their background loops (slot reclaim, sweep).
 //!
 //! Scope: the sweeper looks at objects labelled `hearth.instance=<this daemon's id>` (run
 //! stacks and per-run deps this daemon deployed) and at objects in a stack namespace this
@@ -13,7 +13,7 @@ use crd::names::BaseDomain;
 use state::{Store, SystemClock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::liveness::ProcLiveness;
 use crate::runs::{self, Runs};
@@ -24,9 +24,6 @@ use crate::sweeper::{self, Sweeper};
 /// How often the orphan sweeper runs.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How often finishing runs left in TeardownFailed are retried.
-pub const TEARDOWN_RETRY_INTERVAL: Duration = Duration::from_secs(10);
-
 /// What the CI side needs.
 pub(crate) struct Setup {
     pub store: Store,
@@ -36,6 +33,8 @@ pub(crate) struct Setup {
     pub extra_labels: Labels,
     pub instance: String,
     pub cancel: CancellationToken,
+    /// Stops the run controller (graceful: in-flight starts and teardowns finish).
+    pub shutdown: crate::runtime::Shutdown,
     pub metrics: metrics::Metrics,
     pub promoter: crate::promote::Promoter,
     /// Engine endpoints of other swarm nodes, for the runs' teardowns.
@@ -48,6 +47,8 @@ pub(crate) struct Started {
     pub slots: Slots,
     pub sweeper: Sweeper,
     pub tasks: Vec<(&'static str, JoinHandle<()>)>,
+    /// The run controller (awaited on shutdown: it drains its reconciles).
+    pub controller: JoinHandle<crate::runtime::Stopped>,
 }
 
 /// Builds runs, slots and the sweeper and spawns their loops on `setup.cancel`.
@@ -85,11 +86,10 @@ pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
         },
     )
     .with_metrics(setup.metrics);
-    // Read before the API serves its first request (see `Runs::interrupted_starts`).
-    let interrupted = runs.interrupted_starts().unwrap_or_else(|e| {
-        warn!(error = %e, "cannot list runs whose start a restart interrupted");
-        Vec::new()
-    });
+    // Starts, finishes, teardown retries and starts an earlier process was cut off in.
+    let controller = tokio::spawn(
+        runs::reconcile::controller(runs.clone(), runs::reconcile::config()).run(setup.shutdown),
+    );
     let tasks = vec![
         (
             "slot-reclaim",
@@ -105,59 +105,20 @@ pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
             tokio::spawn(sweeper::sweep_loop(
                 sweeper.clone(),
                 SWEEP_INTERVAL,
-                setup.cancel.clone(),
+                setup.cancel,
             )),
-        ),
-        (
-            "teardown-retry",
-            tokio::spawn(retry_loop(runs.clone(), interrupted, setup.cancel)),
         ),
     ];
     info!(
         reclaim = ?slots::DEFAULT_RECLAIM_INTERVAL,
         sweep = ?SWEEP_INTERVAL,
-        "slot reclaim, orphan sweep and teardown retries running"
+        "run controller, slot reclaim and orphan sweep running"
     );
     Ok(Started {
         runs,
         slots,
         sweeper,
         tasks,
+        controller,
     })
-}
-
-/// Closes the starts an earlier process was cut off in (`interrupted`), then retries failed
-/// and cut-off teardowns at once and every [`TEARDOWN_RETRY_INTERVAL`] until `cancel`.
-async fn retry_loop(runs: Runs, interrupted: Vec<String>, cancel: CancellationToken) {
-    if !interrupted.is_empty() {
-        info!(runs = ?interrupted, "closing runs whose start a restart interrupted");
-        let closing = runs.close_interrupted(&interrupted);
-        let outcomes = tokio::select! {
-            () = cancel.cancelled() => return,
-            outcomes = closing => outcomes,
-        };
-        for (run, outcome) in outcomes {
-            match outcome {
-                Ok(r) => info!(run, phase = ?r.status.phase, "interrupted start closed"),
-                Err(e) => {
-                    warn!(run, error = %e, "closing an interrupted start failed (retried with the teardowns)")
-                }
-            }
-        }
-    }
-    // The first retry at once: a teardown an earlier process was cut off in (Finishing) holds
-    // its run's slot until it completes.
-    let mut pause = Duration::ZERO;
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
-        }
-        pause = TEARDOWN_RETRY_INTERVAL;
-        match runs.retry_teardowns().await {
-            Ok(retried) if !retried.is_empty() => info!(?retried, "teardowns retried"),
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "retrying teardowns failed"),
-        }
-    }
 }

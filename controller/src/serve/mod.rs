@@ -218,6 +218,7 @@ pub struct Running {
     pub handle: Handle,
     shutdown: Shutdown,
     controller: JoinHandle<Stopped>,
+    runs_controller: JoinHandle<Stopped>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
 
@@ -242,6 +243,11 @@ impl Running {
             }
         };
         self.shutdown.stop_gracefully();
+        // In-flight starts and teardowns finish (a second signal aborts them).
+        match self.runs_controller.await {
+            Ok(s) => info!(task = "runs", stopped = ?s, "stopped"),
+            Err(e) => warn!(task = "runs", error = %e, "ended abnormally"),
+        }
         for (name, task) in self.tasks {
             task.abort();
             match task.await {
@@ -492,11 +498,13 @@ async fn start_with_store(
         extra_labels,
         instance: instance.clone(),
         cancel: shutdown.graceful.clone(),
+        shutdown: shutdown.clone(),
         metrics: metrics.clone(),
         promoter: promoter.clone(),
         node_endpoints: options.node_endpoints.clone(),
     })?;
     tasks.extend(cleanup.tasks);
+    let runs_controller = cleanup.controller;
     let config = runtime::Config {
         resync_period: options.resync,
         ..runtime::Config::default()
@@ -639,6 +647,7 @@ async fn start_with_store(
         handle,
         shutdown,
         controller,
+        runs_controller,
         tasks,
     })
 }

@@ -123,7 +123,45 @@ struct Bed {
     checker: Arc<Scripted>,
     runs: Runs,
     sweeper: Sweeper,
+    /// Stops this "process"'s run controller.
+    shutdown: crate::runtime::Shutdown,
+    /// Builds the runs executor of a new "process" on the same store and swarm.
+    fresh_runs: Box<dyn Fn() -> Runs + Send + Sync>,
     _dir: tempfile::TempDir,
+}
+
+/// Starts the run controller of `runs` (what `hearth serve` runs), stopped by the returned
+/// shutdown.
+fn run_controller(runs: &Runs) -> crate::runtime::Shutdown {
+    let shutdown = crate::runtime::Shutdown::new();
+    tokio::spawn(
+        runs::reconcile::controller(runs.clone(), runs::reconcile::config()).run(shutdown.clone()),
+    );
+    shutdown
+}
+
+impl Bed {
+    /// The daemon killed and started again on the same store and swarm: its run controller
+    /// stops at once (in-flight reconciles aborted), a new executor with no start in flight
+    /// and a new controller take over.
+    fn restart(&mut self) {
+        self.shutdown.stop_now();
+        self.runs = (self.fresh_runs)();
+        self.shutdown = run_controller(&self.runs);
+    }
+}
+
+/// Waits (virtual time, ≤ `secs` s) until `done` holds for run `name`; returns the run.
+async fn run_until(bed: &Bed, name: &str, secs: u64, done: impl Fn(&Run) -> bool) -> Run {
+    for _ in 0..secs * 10 {
+        let run: Run = bed.store.get(name).unwrap();
+        if done(&run) {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run: Run = bed.store.get(name).unwrap();
+    panic!("run {name} did not get there in {secs} s: {:?}", run.status);
 }
 
 async fn bed(slots: u32) -> Bed {
@@ -176,13 +214,25 @@ async fn bed_on(sim: SimSwarm, slots: u32, metrics: Option<metrics::Metrics>) ->
     if let Some(m) = &metrics {
         swarm = Arc::new(crate::swarm::MeteredSwarm::new(swarm, m.clone()));
     }
-    let mut runs = Runs::new(
-        store.clone(),
-        swarm.clone(),
-        Some(catalogue(dir.path())),
-        clock.clone(),
-        runs::Config::new(BaseDomain::parse("ci.test").unwrap()),
-    );
+    let fresh_runs = {
+        let (store, swarm, clock, metrics) =
+            (store.clone(), swarm.clone(), clock.clone(), metrics.clone());
+        let catalogue = catalogue(dir.path());
+        Box::new(move || {
+            let runs = Runs::new(
+                store.clone(),
+                swarm.clone(),
+                Some(catalogue.clone()),
+                clock.clone(),
+                runs::Config::new(BaseDomain::parse("ci.test").unwrap()),
+            );
+            match &metrics {
+                Some(m) => runs.with_metrics(m.clone()),
+                None => runs,
+            }
+        })
+    };
+    let runs = fresh_runs();
     let mut sweeper = Sweeper::new(
         swarm,
         store.clone(),
@@ -191,15 +241,17 @@ async fn bed_on(sim: SimSwarm, slots: u32, metrics: Option<metrics::Metrics>) ->
         Config::default(),
     );
     if let Some(m) = metrics {
-        runs = runs.with_metrics(m.clone());
         sweeper = sweeper.with_metrics(m);
     }
+    let shutdown = run_controller(&runs);
     Bed {
         sim,
         store,
         checker,
         runs,
         sweeper,
+        shutdown,
+        fresh_runs,
         _dir: dir,
     }
 }
@@ -552,9 +604,9 @@ async fn a_thousand_runs_with_random_owner_deaths_and_api_failures_leak_nothing(
             start_failures += 1;
         }
     }
-    // Let teardown retries and the sweeper finish their work, then stop failing.
+    // Let the reconciler's teardown retries and the sweeper finish their work, then stop
+    // failing.
     for _ in 0..30 {
-        bed.runs.retry_teardowns().await.ok();
         let runs = bed.store.list::<Run>().unwrap().items;
         if runs.iter().all(|r| r.status.phase.is_terminal())
             && try_everything(&bed.sim).await.is_ok_and(|l| l.is_empty())
@@ -642,11 +694,8 @@ async fn a_teardown_with_leftovers_keeps_the_run_in_teardown_failed_until_a_retr
         .is_empty());
     bed.sim
         .hang_removals(crate::swarm::ObjectKind::Volume, false);
-    assert_eq!(
-        bed.runs.retry_teardowns().await.unwrap(),
-        std::slice::from_ref(&started.run)
-    );
-    let run: Run = bed.store.get(&started.run).unwrap();
+    // The reconciler retries the teardown after its backoff.
+    let run = run_until(&bed, &started.run, 60, |r| r.status.phase.is_terminal()).await;
     assert_eq!(
         run.status.phase,
         RunPhase::Failed,
@@ -696,8 +745,14 @@ async fn a_run_whose_tasks_ran_on_a_node_without_an_endpoint_ends_in_teardown_fa
     );
     let pool: SlotPool = bed.store.get("ci").unwrap();
     assert_eq!(pool.status.leases.len(), 1);
-    // A retry does not pass just because the services (and their tasks) are gone now.
-    bed.runs.retry_teardowns().await.unwrap();
+    // A retry does not pass just because the services (and their tasks) are gone now: the
+    // reconciler retried (its backoff is at most 10 s) and the run is still TeardownFailed.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let retried = bed
+        .store
+        .history(&Query::newest(50).reason(state::history::reason::TEARDOWN_FAILED))
+        .unwrap();
+    assert!(retried.len() >= 2, "{retried:?}");
     let run: Run = bed.store.get(&started.run).unwrap();
     assert_eq!(
         run.status.phase,
@@ -939,14 +994,15 @@ async fn a_runs_record_and_its_slot_grant_are_written_together_or_not_at_all() {
     );
 }
 
-/// A start cut off mid-deploy (the daemon killed: here its task aborted) leaves a run Deploying
-/// with its slot and part of its objects, whose id no client ever got. A retried start with the
-/// same nonce is refused while it is live; the next process finds it before serving
-/// (`interrupted_starts`) and closes it: torn down, verified, Failed, slot released, recorded —
-/// after which the retried start goes through.
+/// A start cut off mid-deploy (the daemon killed: here its run controller aborted and its
+/// request dropped) leaves a run Deploying with its slot and part of its objects, whose id no
+/// client ever got. A retried start with the same nonce is refused while it is live; the next
+/// process's run reconciler finds it in its first pass (no request of that process waits for
+/// it) and closes it: torn down, verified, Failed, slot released, recorded — after which the
+/// retried start goes through.
 #[tokio::test(start_paused = true)]
 async fn a_start_cut_off_mid_deploy_is_closed_by_the_next_process_and_its_id_and_slot_freed() {
-    let bed = bed(1).await;
+    let mut bed = bed(1).await;
     bed.sim.set_latency(Duration::from_millis(200));
     let req = request(900, "job-cut");
     let id = crd::names::run_id("app", b"job-cut").unwrap();
@@ -973,6 +1029,9 @@ async fn a_start_cut_off_mid_deploy_is_closed_by_the_next_process_and_its_id_and
     assert!(created() >= 2, "{:?}", bed.sim.calls());
     // Those creations complete (one latency); what came after them is still in flight.
     tokio::time::sleep(Duration::from_millis(250)).await;
+    // The process dies: its reconciles and its waiting request with it.
+    let dead = bed.shutdown.clone();
+    dead.stop_now();
     starting.abort();
     assert!(starting.await.unwrap_err().is_cancelled());
     bed.sim.set_latency(Duration::ZERO);
@@ -987,12 +1046,9 @@ async fn a_start_cut_off_mid_deploy_is_closed_by_the_next_process_and_its_id_and
     let err = bed.runs.start(&req).await.unwrap_err();
     assert!(matches!(err, runs::Error::RunStillActive { .. }), "{err}");
 
-    // The next process, before it serves: the same store and swarm.
-    let interrupted = bed.runs.interrupted_starts().unwrap();
-    assert_eq!(interrupted, vec![id.clone()]);
-    let closed = bed.runs.close_interrupted(&interrupted).await;
-    assert_eq!(closed.len(), 1);
-    let run = closed[0].1.as_ref().unwrap();
+    // The next process: the same store and swarm, a new run controller.
+    bed.restart();
+    let run = run_until(&bed, &id, 60, |r| r.status.phase.is_terminal()).await;
     assert_eq!(run.status.phase, RunPhase::Failed, "{:?}", run.status);
     assert!(run
         .status
@@ -1003,19 +1059,26 @@ async fn a_start_cut_off_mid_deploy_is_closed_by_the_next_process_and_its_id_and
     assert_eq!(everything(&bed.sim).await, Vec::<String>::new());
     let pool: SlotPool = bed.store.get("ci").unwrap();
     assert!(pool.status.leases.is_empty(), "{:?}", pool.status);
-    let history = bed
-        .store
-        .history(&Query::newest(50).reason(runs::START_INTERRUPTED))
-        .unwrap();
-    assert_eq!(history.len(), 1);
-    assert!(bed.runs.interrupted_starts().unwrap().is_empty());
+    let store = bed.store.clone();
+    let interrupted = || {
+        store
+            .history(&Query::newest(50).reason(runs::START_INTERRUPTED))
+            .unwrap()
+    };
+    assert_eq!(interrupted().len(), 1);
 
     // Running and finished runs are never taken for interrupted starts.
     let again = bed.runs.start(&req).await.unwrap();
     assert_eq!(again.run, id);
-    assert!(bed.runs.interrupted_starts().unwrap().is_empty());
+    bed.restart();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(interrupted().len(), 1);
+    let run: Run = bed.store.get(&id).unwrap();
+    assert_eq!(run.status.phase, RunPhase::Running, "{:?}", run.status);
     bed.runs.finish(&again.run).await.unwrap();
-    assert!(bed.runs.interrupted_starts().unwrap().is_empty());
+    bed.restart();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(interrupted().len(), 1);
 }
 
 /// Endpoints for `nodes` of `sim`, each reaching that node's view (`sim://<id>`).
