@@ -50,7 +50,10 @@ use std::time::Instant;
 use controller::catalogue::sources::{self, Limits};
 use controller::catalogue::{git::Mirror, Catalogue, RenderRequest, Rendered, Sources};
 use controller::stack::{self, ApplyOptions, Owner};
+use controller::swarm::spec::PublishMode;
 use controller::swarm::DockerSwarm;
+use controller::warmapp;
+use crd::names::labels::WARM_VERSION;
 use crd::recipe::{GitSource, RecipeSpec};
 use hearth_tests::differential::{
     chain, compare, docker, docker_ok, flatten, leftovers_of, remove, snapshot, Difference,
@@ -144,6 +147,8 @@ struct Case {
     commit: String,
     /// An option the `.env.sample` documents in comments, enabled; `None`: the file as it is.
     option: Option<EnvOption>,
+    /// Also deploy the stack as a `WarmApp` deploys it (`warmapp::prepare`) and compare.
+    warm: bool,
 }
 
 impl Case {
@@ -392,7 +397,7 @@ const EXPECTED_REFUSALS: &[Refusal] = &[Refusal {
 struct Outcome {
     line: String,
     failures: Vec<String>,
-    namespaces: [String; 2],
+    namespaces: [String; 3],
 }
 
 /// The differences hearth means to have, as `kind name path docker hearth` lines.
@@ -544,6 +549,25 @@ async fn run_case(
     };
     remove(swarm, &ours_ns).await;
 
+    // The same render as a WarmApp applies it (its version label in every task template, and
+    // start-first updates where the recipe chose no order), in a third namespace.
+    let warm_ns = format!("{id}-w");
+    let warm_side = match render(sources, &trees, case, &warm_ns, &domain) {
+        Ok(r) if case.warm => {
+            let spec = warmapp::prepare(r.stack.clone(), &case.version);
+            let owner = Owner::operator(&warm_ns)
+                .with_label(TEST_LABEL.0, TEST_LABEL.1)
+                .with_label(RUN_LABEL, RUN);
+            let side = match stack::apply(swarm, &spec, &owner, &ApplyOptions::default()).await {
+                Ok(_) => Ok(snapshot(&warm_ns, &exact)),
+                Err(e) => Err(format!("apply failed: {}", chain(&e))),
+            };
+            remove(swarm, &warm_ns).await;
+            Some((r, side))
+        }
+        _ => None,
+    };
+
     let label = case.label();
     if let Some(dir) = std::env::var_os("HEARTH_DIFFERENTIAL_DUMP") {
         // Both raw snapshots, for reading what was compared.
@@ -594,11 +618,35 @@ async fn run_case(
                     ));
                 }
             }
+            let mut warm_note = String::new();
+            if let Some((warm, side)) = &warm_side {
+                match side {
+                    Ok(w) => {
+                        let mut expected = expected_delta(d, warm, &warm_ns, &case.version);
+                        expected.extend(warm_delta(d, warm, &warm_ns, &case.version));
+                        let found: BTreeSet<String> =
+                            compare(d, w).iter().map(Difference::to_string).collect();
+                        for extra in found.difference(&expected) {
+                            failures.push(format!(
+                                "{label} as a WarmApp: unexpected difference: {extra}"
+                            ));
+                        }
+                        for missing in expected.difference(&found) {
+                            failures.push(format!(
+                                "{label} as a WarmApp: expected difference not found: {missing}"
+                            ));
+                        }
+                        warm_note =
+                            format!("; as a WarmApp: expected delta {} line(s)", expected.len());
+                    }
+                    Err(e) => failures.push(format!("{label} as a WarmApp: hearth refused: {e}")),
+                }
+            }
             let count = |kind: &str| d.keys().filter(|(k, _)| k == kind).count();
             format!(
                 "{label}: -c {}; docker created {} services, {} networks, {} volumes, {} configs \
                  (+{} pre-created secrets); expected delta {} line(s); mount order (A) of {:?}; \
-                 other differences {}",
+                 other differences {}{warm_note}",
                 files.join(" -c "),
                 count("service"),
                 count("network"),
@@ -635,8 +683,51 @@ async fn run_case(
     Outcome {
         line,
         failures,
-        namespaces: [theirs_ns, ours_ns],
+        namespaces: [theirs_ns, ours_ns, warm_ns],
     }
+}
+
+/// What `warmapp::prepare` adds to `rendered` (in `namespace`), as `kind name path docker hearth`
+/// lines: on every service the container label `hearth.warm-version=<version>`, and where the
+/// recipe chose no order and the service publishes no host-mode port, `start-first` updates and
+/// rollbacks (Docker's stored default being `stop-first`). Nothing else.
+fn warm_delta(
+    docker_side: &Snapshot,
+    rendered: &Rendered,
+    namespace: &str,
+    version: &str,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let version = Value::String(version.into()).to_string();
+    for s in &rendered.stack.services {
+        let name = s.name.clone().unwrap_or_default().replace(namespace, STACK);
+        out.insert(format!(
+            "service {name} .TaskTemplate.ContainerSpec.Labels.{WARM_VERSION}: docker absent / hearth {version}"
+        ));
+        let host_ports = s
+            .endpoint_spec
+            .as_ref()
+            .and_then(|e| e.ports.as_ref())
+            .is_some_and(|p| p.iter().any(|p| p.publish_mode == Some(PublishMode::Host)));
+        let mut lines = BTreeMap::new();
+        if let Some(spec) = docker_side.get(&("service".to_string(), name.clone())) {
+            flatten(spec, String::new(), &mut lines);
+        }
+        for (config, given) in [
+            ("UpdateConfig", &s.update_config),
+            ("RollbackConfig", &s.rollback_config),
+        ] {
+            if host_ports || given.as_ref().is_some_and(|c| c.order.is_some()) {
+                continue;
+            }
+            let path = format!(".{config}.Order");
+            let theirs = lines.get(&path).cloned().unwrap_or_else(|| "absent".into());
+            out.insert(format!(
+                "service {name} {path}: docker {theirs} / hearth \"start-first\""
+            ));
+        }
+    }
+    out
 }
 
 /// Per service (`<STACK>_<name>`), the volume targets in the order current docker/cli (28.2.2,
@@ -807,6 +898,7 @@ async fn hearth_deploys_every_recipe_at_every_tag_as_docker_stack_deploy_does() 
                 version: v.version.clone(),
                 commit: v.commit.clone(),
                 option: None,
+                warm: false,
             })
             .collect();
         if list.is_empty() {
@@ -817,18 +909,27 @@ async fn hearth_deploys_every_recipe_at_every_tag_as_docker_stack_deploy_does() 
                 version: head[..8].to_string(),
                 commit: head,
                 option: None,
+                warm: false,
             });
         }
         // At the newest version, also every option its `.env.sample` documents, one at a time.
-        let newest = list.last().cloned().unwrap();
+        let newest = list.last_mut().unwrap();
+        newest.warm = true;
+        let newest = newest.clone();
         let sample = git(bare, &["show", &format!("{}:.env.sample", newest.commit)]);
         for option in documented_options(&sample) {
             list.push(Case {
                 option: Some(option),
+                warm: false,
                 ..newest.clone()
             });
         }
         cases.extend(list);
+    }
+
+    if let Ok(only) = std::env::var("HEARTH_RECIPE_DIFFERENTIAL_ONLY") {
+        // A subset, by a part of the case's label (for working on one difference).
+        cases.retain(|c| c.label().contains(&only));
     }
 
     // The external networks the recipes name (`proxy`): fixed names, shared by every stack.

@@ -221,7 +221,9 @@ pub fn owner(name: &str, stack: &StackName, extra: &Labels) -> Owner {
 /// # Guarantees
 /// Pure. Every service's containers carry [`VERSION_LABEL`]`=<version>`; every service
 /// without host-mode published ports updates (and rolls back) start-first unless the recipe
-/// chose an order itself.
+/// chose an order itself; nothing else of the update and rollback configs changes (one task at a
+/// time, Docker's default, where the recipe gives none). `tests/recipe_differential.rs` checks
+/// this is the whole difference from `docker stack deploy` on the real recipes.
 pub fn prepare(mut stack: StackSpec, version: &str) -> StackSpec {
     for s in &mut stack.services {
         let host_ports = s
@@ -235,7 +237,13 @@ pub fn prepare(mut stack: StackSpec, version: &str) -> StackSpec {
             });
         if !host_ports {
             for config in [&mut s.update_config, &mut s.rollback_config] {
-                let c = config.get_or_insert_with(UpdateConfig::default);
+                // A config the recipe does not give is Docker's default but for the order:
+                // one task at a time (an empty config would store parallelism 0, all at once,
+                // where `docker stack deploy` gets the daemon's default of 1).
+                let c = config.get_or_insert_with(|| UpdateConfig {
+                    parallelism: Some(1),
+                    ..UpdateConfig::default()
+                });
                 if c.order.is_none() {
                     c.order = Some(UpdateOrder::StartFirst);
                 }

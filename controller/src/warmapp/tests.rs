@@ -302,3 +302,43 @@ fn prepared_stacks_update_start_first_and_label_their_version() {
         .unwrap();
     assert_eq!(labels.get(VERSION_LABEL).map(String::as_str), Some("1.2.3"));
 }
+
+#[test]
+fn a_prepared_stack_updates_one_task_at_a_time_where_the_recipe_gives_no_update_config() {
+    // Found by tests/recipe_differential.rs: an empty config made the daemon store parallelism
+    // 0 (every task at once) where `docker stack deploy` gets its default of 1.
+    use crate::swarm::spec::ServiceSpec;
+    let given = UpdateConfig {
+        parallelism: Some(3),
+        failure_action: Some(crate::swarm::spec::FailureAction::Rollback),
+        ..UpdateConfig::default()
+    };
+    let stack = StackSpec {
+        namespace: "hw-web".into(),
+        services: vec![ServiceSpec {
+            name: Some("hw-web_app".into()),
+            update_config: Some(given.clone()),
+            ..ServiceSpec::default()
+        }],
+        ..StackSpec::default()
+    };
+    let out = prepare(stack, "1.2.3");
+    let s = &out.services[0];
+    assert_eq!(
+        s.update_config,
+        Some(UpdateConfig {
+            order: Some(UpdateOrder::StartFirst),
+            ..given
+        }),
+        "the recipe's own config keeps everything but gains the order"
+    );
+    assert_eq!(
+        s.rollback_config,
+        Some(UpdateConfig {
+            parallelism: Some(1),
+            order: Some(UpdateOrder::StartFirst),
+            ..UpdateConfig::default()
+        }),
+        "a config the recipe does not give is Docker's default but for the order"
+    );
+}
