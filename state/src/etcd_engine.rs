@@ -77,6 +77,9 @@ pub struct Config {
     pub user: Option<String>,
     /// That user's password (never logged).
     pub password: Option<String>,
+    /// Where this process serves hearth's API (written into the holder key so standbys can
+    /// forward requests to the holder).
+    pub api: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -90,6 +93,7 @@ impl std::fmt::Debug for Config {
             .field("key_file", &self.key_file)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("api", &self.api)
             .finish()
     }
 }
@@ -151,6 +155,7 @@ impl Config {
             key_file: None,
             user: None,
             password: None,
+            api: None,
         })
     }
 
@@ -182,12 +187,49 @@ impl Config {
     }
 }
 
-/// Who holds the data, as written into the holder key.
-fn holder_description() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown-host".to_string());
-    format!("{host} pid {}", std::process::id())
+/// Who holds an etcd prefix, as written (JSON) into the holder key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Holder {
+    /// The holder's host name.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Where it serves hearth's API, when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+}
+
+impl Holder {
+    /// This process.
+    pub fn this_process(api: Option<String>) -> Holder {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown-host".to_string());
+        Holder {
+            host,
+            pid: std::process::id(),
+            api,
+        }
+    }
+
+    /// Reads a holder key's value (a value that is not ours is shown as text).
+    fn parse(raw: &[u8]) -> Holder {
+        serde_json::from_slice(raw).unwrap_or_else(|_| Holder {
+            host: String::from_utf8_lossy(raw).into_owned(),
+            pid: 0,
+            api: None,
+        })
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} pid {}", self.host, self.pid)?;
+        if let Some(api) = &self.api {
+            write!(f, " (API {api})")?;
+        }
+        Ok(())
+    }
 }
 
 /// What the holder of an etcd prefix knows about its own tenure.
@@ -197,8 +239,8 @@ pub struct Tenure {
     pub revision: i64,
     /// The lease that keeps the holder key alive.
     pub lease: i64,
-    /// What the holder wrote into the key (`host pid N`).
-    pub holder: String,
+    /// What this holder wrote into the key.
+    pub holder: Holder,
 }
 
 /// The writer thread's progress, observed by `flush`.
@@ -257,7 +299,7 @@ impl EtcdEngine {
     /// be reached or refuses (authentication, TLS).
     pub fn open(config: Config) -> Result<EtcdEngine, Error> {
         let (tx, rx) = std_mpsc::channel();
-        let thread = spawn(config.clone(), false, move |r| {
+        let thread = spawn(config.clone(), false, Box::new(|_| {}), move |r| {
             let _ = tx.send(r);
         })?;
         let opened = rx.recv().map_err(|_| Error::Closed)?;
@@ -265,14 +307,16 @@ impl EtcdEngine {
     }
 
     /// Like [`EtcdEngine::open`] but waits (asynchronously) while another holder has the key:
-    /// leader election. Resolves once this process holds the key and the mirror is loaded.
+    /// leader election. Resolves once this process holds the key and the mirror is loaded;
+    /// `observe` hears of every holder seen meanwhile. Dropping the future before it resolves
+    /// leaves the engine thread to finish the attempt and close again.
     ///
     /// # Errors
-    /// [`Error::OperationFailed`] when etcd refuses (authentication, TLS); unreachable etcd is
-    /// retried.
-    pub async fn campaign(config: Config) -> Result<EtcdEngine, Error> {
+    /// [`Error::OperationFailed`] when the TLS files cannot be read; an unreachable or failing
+    /// etcd is retried.
+    pub async fn campaign(config: Config, observe: Observer) -> Result<EtcdEngine, Error> {
         let (tx, rx) = futures::channel::oneshot::channel();
-        let thread = spawn(config.clone(), true, move |r| {
+        let thread = spawn(config.clone(), true, observe, move |r| {
             let _ = tx.send(r);
         })?;
         let opened = rx.await.map_err(|_| Error::Closed)?;
@@ -412,6 +456,7 @@ impl Engine for EtcdEngine {
 fn spawn(
     config: Config,
     wait: bool,
+    observe: Observer,
     reply: impl FnOnce(Result<Opened, Error>) + Send + 'static,
 ) -> Result<JoinHandle<()>, Error> {
     let location = config.location();
@@ -428,7 +473,7 @@ fn spawn(
                     return;
                 }
             };
-            runtime.block_on(run(config, wait, reply));
+            runtime.block_on(run(config, wait, observe, reply));
         })
         .map_err(|e| Error::OperationFailed {
             location,
@@ -449,9 +494,10 @@ fn operation_failed(config: &Config, op: &'static str, message: String) -> Error
 async fn run(
     config: Config,
     wait: bool,
+    observe: Observer,
     reply: impl FnOnce(Result<Opened, Error>) + Send + 'static,
 ) {
-    let (client, tenure, mirror) = match open(&config, wait).await {
+    let (client, tenure, mirror, granted_at) = match open(&config, wait, &observe).await {
         Ok(x) => x,
         Err(e) => {
             reply(Err(e));
@@ -470,6 +516,7 @@ async fn run(
         client.clone(),
         config.clone(),
         tenure.lease,
+        granted_at,
         progress_tx.clone(),
     ));
     write_loop(client.clone(), &config, &tenure, queue_rx, &progress_tx).await;
@@ -479,8 +526,16 @@ async fn run(
     let _ = tokio::time::timeout(REQUEST_TIMEOUT, client.lease_revoke(tenure.lease)).await;
 }
 
-/// Connects, takes the holder key and loads the mirror.
-async fn open(config: &Config, wait: bool) -> Result<(Client, Tenure, MemoryEngine), Error> {
+/// Called with the current holder whenever a waiting campaign sees it change.
+pub type Observer = Box<dyn Fn(Option<Holder>) + Send + 'static>;
+
+/// Connects, takes the holder key and loads the mirror. Returns when the lease was granted
+/// too (the keep-alive deadline counts from then).
+async fn open(
+    config: &Config,
+    wait: bool,
+    observe: &Observer,
+) -> Result<(Client, Tenure, MemoryEngine, Instant), Error> {
     let fail = |op: &'static str| {
         let config = config.clone();
         move |e: etcd_client::Error| operation_failed(&config, op, e.to_string())
@@ -497,57 +552,86 @@ async fn open(config: &Config, wait: bool) -> Result<(Client, Tenure, MemoryEngi
             Err(e) => return Err(fail("connect")(e)),
         }
     };
-    let holder = holder_description();
+    let holder = Holder::this_process(config.api.clone());
+    let holder_json = serde_json::to_vec(&holder).unwrap_or_default();
     let ttl = i64::try_from(config.lease_ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-    let tenure = loop {
-        let lease = client
-            .lease_grant(ttl, None)
-            .await
-            .map_err(fail("grant lease"))?;
-        let key = config.holder_key();
-        let txn = Txn::new()
-            .when(vec![Compare::create_revision(
-                key.clone(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then(vec![TxnOp::put(
-                key.clone(),
-                holder.clone(),
-                Some(PutOptions::new().with_lease(lease.id())),
-            )])
-            .or_else(vec![TxnOp::get(key.clone(), None)]);
-        let response = client.txn(txn).await.map_err(fail("take the holder key"))?;
-        if response.succeeded() {
-            let revision = response.header().map_or(0, |h| h.revision());
-            break Tenure {
-                revision,
-                lease: lease.id(),
-                holder: holder.clone(),
-            };
-        }
-        let _ = client.lease_revoke(lease.id()).await;
-        let current = response
-            .op_responses()
-            .into_iter()
-            .find_map(|r| match r {
-                TxnOpResponse::Get(g) => g
-                    .kvs()
-                    .first()
-                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        let ours = current.ends_with(&format!(" pid {}", std::process::id()))
-            && current.starts_with(holder.split(" pid ").next().unwrap_or(""));
-        let closing_here = ours && started.elapsed() < SAME_PROCESS_GRACE;
+    let key = config.holder_key();
+    let mut seen: Option<Option<Holder>> = None;
+    let (tenure, granted_at) = loop {
+        let attempt = async {
+            if wait {
+                // Waiting: only ask for a lease once the key is gone.
+                let current = client.get(key.clone(), None).await?;
+                if let Some(kv) = current.kvs().first() {
+                    return Ok(Err(Holder::parse(kv.value())));
+                }
+            }
+            let granted_at = Instant::now();
+            let lease = client.lease_grant(ttl, None).await?;
+            let txn = Txn::new()
+                .when(vec![Compare::create_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then(vec![TxnOp::put(
+                    key.clone(),
+                    holder_json.clone(),
+                    Some(PutOptions::new().with_lease(lease.id())),
+                )])
+                .or_else(vec![TxnOp::get(key.clone(), None)]);
+            let response = client.txn(txn).await?;
+            if response.succeeded() {
+                let revision = response.header().map_or(0, |h| h.revision());
+                return Ok(Ok((
+                    Tenure {
+                        revision,
+                        lease: lease.id(),
+                        holder: holder.clone(),
+                    },
+                    granted_at,
+                )));
+            }
+            let _ = client.lease_revoke(lease.id()).await;
+            let current = response
+                .op_responses()
+                .into_iter()
+                .find_map(|r| match r {
+                    TxnOpResponse::Get(g) => g.kvs().first().map(|kv| Holder::parse(kv.value())),
+                    _ => None,
+                })
+                .unwrap_or_else(|| Holder {
+                    host: "a holder that just left".to_string(),
+                    pid: 0,
+                    api: None,
+                });
+            Ok(Err(current))
+        };
+        let current = match attempt.await {
+            Ok(Ok(won)) => break won,
+            Ok(Err(current)) => current,
+            Err(e) if wait => {
+                tracing::warn!(location = config.location(), error = %e, "campaign: etcd failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(fail("take the holder key")(e)),
+        };
+        let closing_here = current.pid == holder.pid
+            && current.host == holder.host
+            && started.elapsed() < SAME_PROCESS_GRACE;
         if !wait && !closing_here {
             return Err(Error::LocationHeld {
                 location: config.location(),
-                holder: current,
+                holder: current.to_string(),
             });
         }
-        tokio::time::sleep(Duration::from_millis(if wait { 250 } else { 20 })).await;
+        if wait && seen.as_ref() != Some(&Some(current.clone())) {
+            tracing::info!(location = config.location(), holder = %current, "standing by: another process holds the store");
+            observe(Some(current.clone()));
+            seen = Some(Some(current));
+        }
+        tokio::time::sleep(Duration::from_millis(if wait { 200 } else { 20 })).await;
     };
     let mirror = MemoryEngine::new();
     for space in Keyspace::ALL {
@@ -558,7 +642,7 @@ async fn open(config: &Config, wait: bool) -> Result<(Client, Tenure, MemoryEngi
         revision = tenure.revision,
         "etcd store opened; this process holds it"
     );
-    Ok((client, tenure, mirror))
+    Ok((client, tenure, mirror, granted_at))
 }
 
 fn connect_options(config: &Config) -> Result<ConnectOptions, Error> {
@@ -765,42 +849,71 @@ fn retryable(e: &etcd_client::Error) -> bool {
 }
 
 /// Keeps the holder key's lease alive; marks the engine lost when it cannot.
+///
+/// # Guarantees
+/// etcd expires the lease no earlier than `ttl` after it processed the last renewal, which is
+/// after we sent it. This holder gives up at half the TTL after sending the last renewal that
+/// succeeded, so it has stopped (and its owner was told) at least `ttl / 2` before any other
+/// process can take the key. Renewals go out every quarter of the TTL.
 async fn keep_alive(
     mut client: Client,
     config: Config,
     lease: i64,
+    granted_at: Instant,
     progress: watch::Sender<Progress>,
 ) {
-    let period = config.lease_ttl / 3;
-    let mut last_ok = Instant::now();
+    let ttl = config.lease_ttl;
+    let mut renewed_at = granted_at;
+    let mut channel = None;
     let reason = loop {
-        match client.lease_keep_alive(lease).await {
-            Ok((mut keeper, mut stream)) => loop {
-                if keeper.keep_alive().await.is_err() {
-                    break;
-                }
-                match tokio::time::timeout(REQUEST_TIMEOUT, stream.message()).await {
-                    Ok(Ok(Some(r))) if r.ttl() > 0 => last_ok = Instant::now(),
-                    Ok(Ok(Some(_))) => {
-                        return lose(&progress, "the holder lease expired".to_string());
-                    }
-                    _ => break,
-                }
-                tokio::time::sleep(period).await;
-            },
-            Err(e) => {
-                tracing::warn!(location = config.location(), error = %e, "lease keep-alive failed; retrying")
+        let give_up_at = renewed_at + ttl / 2;
+        let sent = Instant::now();
+        if sent >= give_up_at {
+            break format!("the holder lease was not renewed within {:?}", ttl / 2);
+        }
+        let attempt = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(give_up_at),
+            renew(&mut client, lease, &mut channel),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(left)) if left > 0 => {
+                renewed_at = sent;
+                tokio::time::sleep(ttl / 4).await;
             }
+            Ok(Ok(_)) => break "the holder lease expired".to_string(),
+            Ok(Err(e)) => {
+                tracing::warn!(location = config.location(), error = %e, "lease renewal failed; retrying");
+                channel = None;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => break format!("the holder lease was not renewed within {:?}", ttl / 2),
         }
-        if last_ok.elapsed() >= config.lease_ttl {
-            break format!(
-                "the holder lease could not be renewed for {:?}",
-                config.lease_ttl
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     lose(&progress, reason);
+}
+
+type KeepAliveChannel = (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream);
+
+/// One renewal; returns the TTL etcd granted (0: the lease is gone).
+async fn renew(
+    client: &mut Client,
+    lease: i64,
+    channel: &mut Option<KeepAliveChannel>,
+) -> Result<i64, etcd_client::Error> {
+    if channel.is_none() {
+        *channel = Some(client.lease_keep_alive(lease).await?);
+    }
+    let Some((keeper, stream)) = channel.as_mut() else {
+        return Err(etcd_client::Error::LeaseKeepAliveError("no channel".into()));
+    };
+    keeper.keep_alive().await?;
+    match stream.message().await? {
+        Some(r) => Ok(r.ttl()),
+        None => Err(etcd_client::Error::LeaseKeepAliveError(
+            "the keep-alive stream ended".into(),
+        )),
+    }
 }
 
 fn lose(progress: &watch::Sender<Progress>, reason: String) {
