@@ -9,6 +9,7 @@ pub mod errors;
 pub(crate) mod fuzzing;
 pub mod gauges;
 pub mod http;
+pub mod leader;
 pub mod liveness;
 #[cfg(test)]
 mod malformed;

@@ -24,8 +24,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -243,6 +244,54 @@ pub struct Tenure {
     pub holder: Holder,
 }
 
+/// Whether the holder still holds the store *now*: until half a lease after its last
+/// successful renewal, and never again once lost. Cheap (two atomics), so callers can check it
+/// before every action outside etcd (the daemon does before every Docker write).
+#[derive(Debug, Clone)]
+pub struct Holds(Arc<HoldState>);
+
+#[derive(Debug)]
+struct HoldState {
+    base: Instant,
+    /// Milliseconds after `base` until which the holder may act.
+    valid_until_ms: AtomicU64,
+    lost: AtomicBool,
+}
+
+impl Holds {
+    fn new(valid_until: Instant) -> Holds {
+        let base = Instant::now();
+        let h = Holds(Arc::new(HoldState {
+            base,
+            valid_until_ms: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+        }));
+        h.extend(valid_until);
+        h
+    }
+
+    fn extend(&self, valid_until: Instant) {
+        let ms = valid_until
+            .saturating_duration_since(self.0.base)
+            .as_millis();
+        self.0.valid_until_ms.store(
+            u64::try_from(ms).unwrap_or(u64::MAX),
+            AtomicOrdering::SeqCst,
+        );
+    }
+
+    fn lose(&self) {
+        self.0.lost.store(true, AtomicOrdering::SeqCst);
+    }
+
+    /// Whether this process may still act as the holder.
+    pub fn now(&self) -> bool {
+        let elapsed = u64::try_from(self.0.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        !self.0.lost.load(AtomicOrdering::SeqCst)
+            && elapsed < self.0.valid_until_ms.load(AtomicOrdering::SeqCst)
+    }
+}
+
 /// The writer thread's progress, observed by `flush`.
 #[derive(Debug, Clone, Default)]
 struct Progress {
@@ -269,6 +318,7 @@ pub struct EtcdEngine {
     /// order).
     queue: Mutex<(u64, mpsc::UnboundedSender<Command>)>,
     progress: watch::Receiver<Progress>,
+    holds: Holds,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -287,6 +337,7 @@ struct Opened {
     mirror: MemoryEngine,
     queue: mpsc::UnboundedSender<Command>,
     progress: watch::Receiver<Progress>,
+    holds: Holds,
 }
 
 impl EtcdEngine {
@@ -335,6 +386,7 @@ impl EtcdEngine {
                 mirror: o.mirror,
                 queue: Mutex::new((0, o.queue)),
                 progress: o.progress,
+                holds: o.holds,
                 thread: Some(thread),
             }),
             Err(e) => {
@@ -347,6 +399,11 @@ impl EtcdEngine {
     /// This holder's tenure (revision and lease of the holder key).
     pub fn tenure(&self) -> &Tenure {
         &self.tenure
+    }
+
+    /// Whether this process still holds the store, checkable at any moment (see [`Holds`]).
+    pub fn holds(&self) -> Holds {
+        self.holds.clone()
     }
 
     /// Resolves with the reason once this engine can no longer write: a write was refused
@@ -506,11 +563,13 @@ async fn run(
     };
     let (queue_tx, queue_rx) = mpsc::unbounded_channel();
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    let holds = Holds::new(granted_at + config.lease_ttl / 2);
     reply(Ok(Opened {
         tenure: tenure.clone(),
         mirror,
         queue: queue_tx,
         progress: progress_rx,
+        holds: holds.clone(),
     }));
     let keeper = tokio::spawn(keep_alive(
         client.clone(),
@@ -518,8 +577,17 @@ async fn run(
         tenure.lease,
         granted_at,
         progress_tx.clone(),
+        holds.clone(),
     ));
-    write_loop(client.clone(), &config, &tenure, queue_rx, &progress_tx).await;
+    write_loop(
+        client.clone(),
+        &config,
+        &tenure,
+        queue_rx,
+        &progress_tx,
+        &holds,
+    )
+    .await;
     keeper.abort();
     // Closing: give the key up at once so the next holder need not wait for the lease.
     let mut client = client;
@@ -742,6 +810,7 @@ async fn write_loop(
     tenure: &Tenure,
     mut queue: mpsc::UnboundedReceiver<Command>,
     progress: &watch::Sender<Progress>,
+    holds: &Holds,
 ) {
     let fence = Compare::create_revision(config.holder_key(), CompareOp::Equal, tenure.revision);
     let mut carry: Option<(u64, Batch)> = None;
@@ -797,6 +866,7 @@ async fn write_loop(
             Ok(()) => progress.send_modify(|p| p.durable = last_seq),
             Err(reason) => {
                 tracing::error!(location = config.location(), %reason, "etcd write failed; this holder stops writing");
+                holds.lose();
                 progress.send_modify(|p| p.failed = Some(reason));
             }
         }
@@ -861,6 +931,7 @@ async fn keep_alive(
     lease: i64,
     granted_at: Instant,
     progress: watch::Sender<Progress>,
+    holds: Holds,
 ) {
     let ttl = config.lease_ttl;
     let mut renewed_at = granted_at;
@@ -879,6 +950,7 @@ async fn keep_alive(
         match attempt {
             Ok(Ok(left)) if left > 0 => {
                 renewed_at = sent;
+                holds.extend(sent + ttl / 2);
                 tokio::time::sleep(ttl / 4).await;
             }
             Ok(Ok(_)) => break "the holder lease expired".to_string(),
@@ -890,6 +962,7 @@ async fn keep_alive(
             Err(_) => break format!("the holder lease was not renewed within {:?}", ttl / 2),
         }
     };
+    holds.lose();
     lose(&progress, reason);
 }
 

@@ -181,6 +181,8 @@ async fn a_holder_that_cannot_renew_should_give_up_before_the_lease_ends() {
     config.lease_ttl = Duration::from_secs(4);
     let engine = EtcdEngine::open(config).unwrap();
     let lost = engine.lost();
+    let holds = engine.holds();
+    assert!(holds.now());
     let started = Instant::now();
     // Renewals of a revoked lease answer TTL 0: the holder learns at its next renewal
     // (every TTL/4) and stops.
@@ -189,6 +191,7 @@ async fn a_holder_that_cannot_renew_should_give_up_before_the_lease_ends() {
         .await
         .unwrap();
     assert!(reason.contains("lease"), "{reason}");
+    assert!(!holds.now(), "no longer holds once lost");
     assert!(
         started.elapsed() <= Duration::from_secs(2),
         "{:?}",

@@ -50,7 +50,7 @@ pub enum Command {
     #[command(subcommand)]
     Stack(stack::StackCommand),
     /// Run the daemon: keep the warm apps of the state file deployed, healthy and current.
-    Serve(objects::ServeArgs),
+    Serve(Box<objects::ServeArgs>),
     /// Validate a state file and apply it (through the running daemon, else to the store).
     Apply(objects::ApplyArgs),
     /// Show resources: warmapps, runs, slotpools, history (asks the running daemon).

@@ -21,6 +21,105 @@ use crd::names::BaseDomain;
 use crd::{Kind, Run, SlotPool, WarmApp};
 use state::Store;
 
+/// `hearth serve --store …`: the etcd store and leader election (docs/ETCD.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreArgs {
+    /// Keep the store in etcd instead of sled in the data directory:
+    /// etcd://host:port[,host:port…][/prefix] (etcds:// for TLS). Replicas on one etcd elect a
+    /// leader; the others stand by and forward the API to it.
+    #[arg(long = "store", value_name = "URL", env = "HEARTH_STORE")]
+    pub url: Option<String>,
+    /// CA bundle (PEM) of the etcd servers' certificates (enables TLS).
+    #[arg(long, value_name = "FILE", env = "HEARTH_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd.
+    #[arg(long, value_name = "FILE", env = "HEARTH_ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// Client key (PEM) for etcd.
+    #[arg(long, value_name = "FILE", env = "HEARTH_ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// etcd user (with --etcd-password-file).
+    #[arg(long, value_name = "NAME", env = "HEARTH_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd user's password (first line).
+    #[arg(long, value_name = "FILE", env = "HEARTH_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// The leadership lease: a dead leader is replaced within about this long.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, env = "HEARTH_ETCD_LEASE")]
+    pub etcd_lease: Option<Duration>,
+    /// This replica's API address as the other replicas reach it (they forward requests
+    /// there while it leads). Default: http://<hostname>:<--listen port>.
+    #[arg(long, value_name = "URL", env = "HEARTH_ADVERTISE_API")]
+    pub advertise_api: Option<String>,
+}
+
+impl StoreArgs {
+    /// The store location these arguments name (`listen`: the API address, for the default
+    /// advertised address).
+    ///
+    /// # Errors
+    /// [`Error::ArgumentRejected`] for a bad URL, a password file that cannot be read, or
+    /// etcd options without `--store`.
+    pub fn location(&self, listen: Option<SocketAddr>) -> Result<serve::StoreLocation, Error> {
+        let Some(url) = &self.url else {
+            let etcd_only = self.etcd_ca_file.is_some()
+                || self.etcd_cert_file.is_some()
+                || self.etcd_key_file.is_some()
+                || self.etcd_user.is_some()
+                || self.etcd_password_file.is_some()
+                || self.etcd_lease.is_some()
+                || self.advertise_api.is_some();
+            if etcd_only {
+                return Err(Error::ArgumentRejected(
+                    "the --etcd-* and --advertise-api options need --store etcd://…".into(),
+                ));
+            }
+            return Ok(serve::StoreLocation::Sled);
+        };
+        let mut config = state::etcd_engine::Config::from_url(url)
+            .map_err(|e| Error::ArgumentRejected(format!("--store: {e}")))?;
+        config.ca_file = self.etcd_ca_file.clone();
+        config.cert_file = self.etcd_cert_file.clone();
+        config.key_file = self.etcd_key_file.clone();
+        if let Some(lease) = self.etcd_lease {
+            if lease < Duration::from_secs(3) {
+                return Err(Error::ArgumentRejected(format!(
+                    "--etcd-lease {lease:?}: at least 3s (etcd's minimum lease)"
+                )));
+            }
+            config.lease_ttl = lease;
+        }
+        match (&self.etcd_user, &self.etcd_password_file) {
+            (Some(user), Some(file)) => {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    Error::ArgumentRejected(format!("--etcd-password-file {}: {e}", file.display()))
+                })?;
+                config.user = Some(user.clone());
+                config.password = Some(text.lines().next().unwrap_or("").to_string());
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::ArgumentRejected(
+                    "--etcd-user and --etcd-password-file go together".into(),
+                ))
+            }
+        }
+        config.api = self.advertise_api.clone().or_else(|| {
+            listen.map(|addr| {
+                let host = if addr.ip().is_unspecified() {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .map(|h| h.trim().to_string())
+                        .unwrap_or_else(|_| "localhost".into())
+                } else {
+                    addr.ip().to_string()
+                };
+                format!("http://{host}:{}", addr.port())
+            })
+        });
+        Ok(serve::StoreLocation::Etcd(Box::new(config)))
+    }
+}
+
 /// `hearth serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -34,6 +133,9 @@ pub struct ServeArgs {
     /// for root, else ~/.local/share/hearth).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where the store lives: sled in the data directory (default) or etcd.
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Recipe catalogue directory.
     #[arg(
         long,
@@ -311,7 +413,8 @@ pub async fn serve(args: &ServeArgs) -> Result<(), Error> {
         tz: args.nightly_tz.clone(),
         jitter: args.nightly_jitter,
     });
-    serve::run_with_managers(options, nightly, args.manager_sockets.clone()).await?;
+    let location = args.store.location(options.listen)?;
+    serve::run_with_store(options, nightly, args.manager_sockets.clone(), location).await?;
     Ok(())
 }
 
@@ -679,6 +782,7 @@ mod tests {
             tokens_file: None,
             public_reads: false,
             node_endpoints: vec!["node-1=unix:///run/node-1.sock".into()],
+            store: StoreArgs::default(),
         };
         let o = options(&args).unwrap();
         assert_eq!(

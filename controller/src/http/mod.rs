@@ -601,7 +601,15 @@ async fn readyz(AxumState(s): AxumState<State>) -> Response {
         ("firstReconcile", first),
     ];
     let ready = checks.iter().all(|(_, r)| r.is_ok());
-    let body = serde_json::json!({
+    // With the etcd store this replica leads (standbys answer from crate::leader).
+    let leader = match s.store.get_value::<serde_json::Value>(crate::leader::LEADER_KEY) {
+        Ok(Some(mut holder)) => {
+            holder["self"] = serde_json::Value::Bool(true);
+            holder
+        }
+        _ => serde_json::Value::Null,
+    };
+    let mut body = serde_json::json!({
         "ready": ready,
         "checks": checks
             .iter()
@@ -611,6 +619,10 @@ async fn readyz(AxumState(s): AxumState<State>) -> Response {
             }))
             .collect::<serde_json::Map<_, _>>(),
     });
+    if !leader.is_null() {
+        body["role"] = serde_json::Value::String("leader".into());
+        body["leader"] = leader;
+    }
     let status = if ready {
         StatusCode::OK
     } else {

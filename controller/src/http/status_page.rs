@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub history: Vec<Entry>,
     /// This daemon's instance ID (empty when unknown).
     pub instance: String,
+    /// The leader of the etcd store, `host pid N` (empty with sled).
+    pub leader: String,
 }
 
 /// Reads what the page shows from `store`.
@@ -62,6 +64,12 @@ pub fn snapshot(store: &Store) -> Result<Snapshot, state::Error> {
         history: store.history(&Query::newest(HISTORY_SHOWN))?,
         instance: store
             .get_value::<String>(crate::warmapp::INSTANCE_KEY)?
+            .unwrap_or_default(),
+        leader: store
+            .get_value::<state::etcd_engine::Holder>(crate::leader::LEADER_KEY)
+            .ok()
+            .flatten()
+            .map(|h| h.to_string())
             .unwrap_or_default(),
     })
 }
@@ -557,6 +565,11 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
         String::new()
     } else {
         format!("instance {} · ", escape(&s.instance))
+    };
+    let instance = if s.leader.is_empty() {
+        instance
+    } else {
+        format!("{instance}leader {} · ", escape(&s.leader))
     };
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\

@@ -146,6 +146,16 @@ pub enum Error {
         #[source]
         source: state::Error,
     },
+    /// The etcd store could not be opened after this replica became the leader.
+    #[error("cannot open the etcd store")]
+    EtcdUnusable(#[source] state::Error),
+    /// Standing by for the etcd store failed (endpoint, TLS files).
+    #[error(transparent)]
+    StandbyFailed(#[from] crate::leader::Error),
+    /// This replica lost the etcd store (its lease ran out, or a write was refused because
+    /// another replica holds it): it stopped at once and exits; restarted, it stands by.
+    #[error("this replica lost the leadership of the etcd store: {0}")]
+    LeadershipLost(String),
     /// The data directory could not be created.
     #[error("cannot create the data directory {path}")]
     DataDirUncreatable {
@@ -323,14 +333,90 @@ pub async fn run_with_managers(
     nightly: Option<NightlyOptions>,
     managers: Vec<PathBuf>,
 ) -> Result<Stopped, Error> {
+    run_with_store(options, nightly, managers, StoreLocation::Sled).await
+}
+
+/// Where the daemon keeps its store.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    /// sled in the data directory (the default; one process per directory).
+    Sled,
+    /// An etcd cluster (`--store etcd://…`): replicas elect a leader, which runs the daemon;
+    /// the others stand by ([`crate::leader`]).
+    Etcd(Box<state::etcd_engine::Config>),
+}
+
+/// [`run_with_managers`] with the store in `location`.
+///
+/// # Errors
+/// Any startup [`Error`]; [`Error::LeadershipLost`] when an etcd leader was deposed.
+pub async fn run_with_store(
+    options: Options,
+    nightly: Option<NightlyOptions>,
+    managers: Vec<PathBuf>,
+    location: StoreLocation,
+) -> Result<Stopped, Error> {
     info!(version = env!("CARGO_PKG_VERSION"), "hearth serve starting");
     let shutdown = Shutdown::new();
     let signals = runtime::signals::os_signals().map_err(Error::SignalsFailed)?;
     let follower = shutdown.clone();
     tokio::spawn(async move { follower.follow(signals).await });
-    // The store comes first: a second daemon on the same directory stops before touching Docker.
-    let store = open_store(&options.data_dir).await?;
-    info!(data_dir = %options.data_dir.display(), "step 1/6: store opened");
+    // The store comes first: a second daemon on the same directory stops before touching
+    // Docker, and an etcd replica stands by here until it leads.
+    let mut lost = None;
+    let mut leadership = None;
+    let store = match location {
+        StoreLocation::Sled => {
+            let store = open_store(&options.data_dir).await?;
+            info!(data_dir = %options.data_dir.display(), "step 1/6: store opened");
+            store
+        }
+        StoreLocation::Etcd(config) => {
+            // The data directory still holds the token file and the recipe cache.
+            std::fs::create_dir_all(&options.data_dir).map_err(|source| {
+                Error::DataDirUncreatable {
+                    path: options.data_dir.clone(),
+                    source,
+                }
+            })?;
+            let location = config.location();
+            info!(store = %location, "step 1/6: campaigning for the etcd store");
+            let engine =
+                crate::leader::campaign(*config, options.listen, shutdown.graceful.clone()).await?;
+            let Some(engine) = engine else {
+                info!("stopped while standing by");
+                return Ok(Stopped::Drained);
+            };
+            lost = Some(engine.lost());
+            let holds = engine.holds();
+            leadership = Some(Arc::new(move || holds.now()) as crate::swarm::Leadership);
+            let holder = engine.tenure().holder.clone();
+            let store = Store::with_engine(Arc::new(engine), state::Config::default())
+                .await
+                .map_err(Error::EtcdUnusable)?;
+            // Written (fenced, like every write) so /readyz and the status page name the
+            // leader; a deposed leader cannot overwrite it.
+            store
+                .put_value(crate::leader::LEADER_KEY, &holder)
+                .await
+                .map_err(Error::EtcdUnusable)?;
+            info!(store = %location, leader = %holder, "step 1/6: store opened; this replica leads");
+            store
+        }
+    };
+    let deposed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    if let Some(lost) = lost {
+        let deposed = deposed.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let reason = lost.await;
+            tracing::error!(%reason, "leadership lost: stopping at once");
+            *deposed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+            shutdown.stop_now();
+        });
+    }
     let (swarm, api_version): (Arc<dyn Swarm>, String) = if managers.is_empty() {
         let swarm = connect(&options.docker_socket).await?;
         let api = swarm.api_version().to_string();
@@ -348,10 +434,24 @@ pub async fn run_with_managers(
         (Arc::new(swarm), api)
     };
     info!(socket = %options.docker_socket.display(), api = %api_version, "step 2/6: connected to docker (swarm manager)");
+    // An etcd leader writes to Docker only while it holds its lease (crate::swarm::FencedSwarm).
+    let swarm: Arc<dyn Swarm> = match leadership {
+        Some(leads) => Arc::new(crate::swarm::FencedSwarm::new(swarm, leads)),
+        None => swarm,
+    };
     let prober = Arc::new(GatewayProber::new(swarm.clone(), PROBE_TIMEOUT));
     let running = start_with_store(options, store, swarm, prober, shutdown, nightly).await?;
-    Ok(running.wait().await)
+    let stopped = running.wait().await;
+    let reason = deposed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    match reason {
+        Some(reason) => Err(Error::LeadershipLost(reason)),
+        None => Ok(stopped),
+    }
 }
+
 
 /// Starts the daemon on `swarm` with `prober`: opens the store, then steps 3–6 of the
 /// module docs. Stop it with `shutdown`, then [`Running::wait`].

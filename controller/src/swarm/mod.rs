@@ -18,6 +18,7 @@ use futures::stream::BoxStream;
 mod docker;
 mod error;
 mod failover;
+mod fenced;
 pub mod labels;
 mod metered;
 #[cfg(any(test, feature = "sim"))]
@@ -28,6 +29,7 @@ mod types;
 pub use docker::{DockerOptions, DockerSwarm};
 pub use error::{Error, Result};
 pub use failover::FailoverSwarm;
+pub use fenced::{FencedSwarm, Leadership};
 pub use metered::MeteredSwarm;
 pub use types::{
     health_from_status, task_health, Call, Config, Container, ContainerState, Event, Health, Image,

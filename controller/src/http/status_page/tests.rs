@@ -135,6 +135,7 @@ fn full() -> Snapshot {
         pools: pools(),
         history: history(),
         instance: "7c1e9a".into(),
+        leader: String::new(),
     }
 }
 

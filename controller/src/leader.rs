@@ -1,0 +1,219 @@
+//! Leader election over the etcd store: a replica stands by (answering `/healthz`, `/readyz` and forwarding the API to the leader) until it holds the store.
+//!
+//! Any number of `hearth serve --store etcd://…` replicas run; the one holding the etcd
+//! holder key ([`state::EtcdEngine::campaign`]) is the leader and runs the daemon (store
+//! writes, reconcilers, sweeper, nightly). The others wait here:
+//! - `/healthz` answers 200 (the process is alive), `/readyz` 503 with `"role": "standby"` and
+//!   the leader's host, pid and API address, so a load balancer sends traffic to the leader;
+//! - every other request is forwarded unchanged (method, path, headers — the bearer token
+//!   too — and body) to the leader's API address as written into the holder key, so CI
+//!   clients can talk to any replica; without a known leader it answers 503.
+//!
+//! Fencing lives in the engine: every write of the leader is conditioned on its holder key,
+//! and the engine gives up at half the lease after its last renewal — before anyone else can
+//! take over. The daemon stops at once when that happens ([`crate::serve`]).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use state::etcd_engine::{Config, Holder};
+use state::EtcdEngine;
+use tokio_util::sync::CancellationToken;
+
+/// The named value in which the leader records itself (absent with sled): `/readyz` and the
+/// status page read it.
+pub const LEADER_KEY: &str = "serve.leader";
+
+/// The leader as a standby last saw it.
+type Seen = Arc<Mutex<Option<Holder>>>;
+
+/// Errors of standing by.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The standby endpoint could not listen. Not retryable.
+    #[error("cannot listen on {addr}")]
+    ListenFailed {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// etcd refused the campaign (TLS files unreadable). Not retryable.
+    #[error("cannot campaign for the etcd store")]
+    CampaignFailed(#[source] state::engine::Error),
+}
+
+/// Waits until this process holds the store, serving the standby endpoint on `listen`
+/// meanwhile. Returns `None` when `stop` fired first. The endpoint is closed (its port free
+/// again) when this returns.
+///
+/// # Errors
+/// [`Error::ListenFailed`], [`Error::CampaignFailed`].
+pub async fn campaign(
+    config: Config,
+    listen: Option<SocketAddr>,
+    stop: CancellationToken,
+) -> Result<Option<EtcdEngine>, Error> {
+    let seen: Seen = Arc::new(Mutex::new(None));
+    let standby = CancellationToken::new();
+    let server = match listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::ListenFailed { addr, source })?;
+            let app = router(seen.clone());
+            let done = standby.clone();
+            tracing::info!(%addr, "standby endpoint listening (forwards the API to the leader)");
+            Some(tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { done.cancelled().await })
+                    .await;
+            }))
+        }
+        None => None,
+    };
+    let observer = {
+        let seen = seen.clone();
+        Box::new(move |h: Option<Holder>| {
+            *seen.lock().unwrap_or_else(PoisonError::into_inner) = h;
+        })
+    };
+    let result = tokio::select! {
+        r = EtcdEngine::campaign(config, observer) => r.map(Some).map_err(Error::CampaignFailed),
+        () = stop.cancelled() => Ok(None),
+    };
+    standby.cancel();
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    result
+}
+
+fn router(seen: Seen) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(forward)
+        .with_state(seen)
+}
+
+fn leader_json(holder: Option<&Holder>) -> serde_json::Value {
+    match holder {
+        Some(h) => serde_json::json!({
+            "host": h.host,
+            "pid": h.pid,
+            "api": h.api,
+            "self": false,
+        }),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// `GET /readyz` on a standby: 503, naming the leader.
+async fn readyz(State(seen): State<Seen>) -> Response {
+    let leader = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let body = serde_json::json!({
+        "ready": false,
+        "role": "standby",
+        "leader": leader_json(leader.as_ref()),
+        "checks": { "leadership": "standing by: another replica holds the store" },
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+fn unavailable(message: String) -> Response {
+    let body = serde_json::json!({"error": {"code": 503, "message": message}});
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Any other request: forwarded to the leader's API.
+async fn forward(State(seen): State<Seen>, request: Request) -> Response {
+    let leader = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let Some(api) = leader.as_ref().and_then(|h| h.api.clone()) else {
+        return unavailable(match leader {
+            Some(h) => {
+                format!("this replica stands by; the leader ({h}) did not say where its API is")
+            }
+            None => "this replica stands by and knows no leader yet".to_string(),
+        });
+    };
+    match proxy(&api, request).await {
+        Ok(response) => response,
+        Err(reason) => unavailable(format!(
+            "this replica stands by; forwarding to the leader at {api} failed: {reason}"
+        )),
+    }
+}
+
+async fn proxy(api: &str, request: Request) -> Result<Response, String> {
+    let authority: Uri = api.parse().map_err(|e| format!("bad API address: {e}"))?;
+    let host = authority
+        .authority()
+        .ok_or_else(|| "the API address has no host".to_string())?
+        .to_string();
+    let stream = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&host),
+    )
+    .await
+    .map_err(|_| "connect timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let (mut parts, body) = request.into_parts();
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .parse()
+        .map_err(|e: axum::http::uri::InvalidUri| e.to_string())?;
+    parts.headers.insert(
+        header::HOST,
+        HeaderValue::from_str(&host).map_err(|e| e.to_string())?,
+    );
+    let response = sender
+        .send_request(Request::from_parts(parts, body))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut parts, body) = response.into_parts();
+    parts.headers.insert(
+        "x-hearth-forwarded-to",
+        HeaderValue::from_str(api).map_err(|e| e.to_string())?,
+    );
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_leader_should_be_described_without_secrets() {
+        let h = Holder {
+            host: "m1".into(),
+            pid: 7,
+            api: Some("http://10.0.0.1:7777".into()),
+        };
+        let v = leader_json(Some(&h));
+        assert_eq!(v["host"], "m1");
+        assert_eq!(v["api"], "http://10.0.0.1:7777");
+        assert_eq!(leader_json(None), serde_json::Value::Null);
+    }
+}
