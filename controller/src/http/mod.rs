@@ -602,7 +602,10 @@ async fn readyz(AxumState(s): AxumState<State>) -> Response {
     ];
     let ready = checks.iter().all(|(_, r)| r.is_ok());
     // With the etcd store this replica leads (standbys answer from crate::leader).
-    let leader = match s.store.get_value::<serde_json::Value>(crate::leader::LEADER_KEY) {
+    let leader = match s
+        .store
+        .get_value::<serde_json::Value>(crate::leader::LEADER_KEY)
+    {
         Ok(Some(mut holder)) => {
             holder["self"] = serde_json::Value::Bool(true);
             holder

@@ -452,7 +452,6 @@ pub async fn run_with_store(
     }
 }
 
-
 /// Starts the daemon on `swarm` with `prober`: opens the store, then steps 3–6 of the
 /// module docs. Stop it with `shutdown`, then [`Running::wait`].
 ///
