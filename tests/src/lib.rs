@@ -26,6 +26,7 @@ pub mod conformance;
 pub mod counting;
 pub mod daemon;
 pub mod differential;
+pub mod etcd;
 pub mod leaks;
 pub mod process;
 pub mod scale;
