@@ -17,7 +17,7 @@ use std::time::Duration;
 use crd::recipe::{GitSource, Tag};
 
 /// Where the followed branch (or the remote's default branch) is kept in a mirror.
-const FOLLOWED_REF: &str = "refs/hearth/followed";
+pub const FOLLOWED_REF: &str = "refs/hearth/followed";
 
 /// git errors. All are retryable unless noted (the next fetch tries again).
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +76,16 @@ fn git(dir: &Path) -> Command {
     let mut c = Command::new("git");
     c.arg("--git-dir")
         .arg(dir)
-        .args(["-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null"])
+        // safe.directory: a `spec.path` checkout owned by another user is read all the same
+        // (the operator declared it); hooks never run, config from the system never applies.
+        .args([
+            "-c",
+            "gc.auto=0",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "safe.directory=*",
+        ])
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -356,26 +365,45 @@ impl Mirror {
     }
 }
 
-/// Whether a work tree has changes against its `HEAD` (for `+U` chaos versions), and its
-/// `HEAD` commit; `None` when `dir` is not a git work tree.
-pub fn work_tree_state(dir: &Path) -> Option<(String, bool)> {
+fn in_work_tree(dir: &Path) -> Command {
     let mut c = Command::new("git");
     c.arg("-C")
         .arg(dir)
+        .args(["-c", "safe.directory=*", "-c", "core.fsmonitor=false"])
         .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
         .stdin(Stdio::null());
-    c.args(["rev-parse", "HEAD"]);
+    c
+}
+
+/// The git directory of the work tree `dir` (a Co-op Cloud checkout), as a [`Mirror`] to read
+/// its tags and commits from; `None` when `dir` is not the top of a git work tree.
+pub fn checkout_mirror(dir: &Path) -> Option<Mirror> {
+    let mut c = in_work_tree(dir);
+    c.args(["rev-parse", "--show-toplevel", "--absolute-git-dir"]);
+    let out = String::from_utf8_lossy(&run(c, "rev-parse").ok()?).into_owned();
+    let mut lines = out.lines();
+    let top = lines.next()?;
+    let git_dir = lines.next()?;
+    // A recipe in a subdirectory of some other repository is not a checkout of its own.
+    let same = std::fs::canonicalize(top).ok()? == std::fs::canonicalize(dir).ok()?;
+    same.then(|| Mirror::new(git_dir))
+}
+
+/// Whether a work tree has changes against its `HEAD` — modified, staged or untracked files
+/// (abra counts an untracked compose overlay as unstaged changes) — for `+U` chaos versions,
+/// and its `HEAD` commit; `None` when `dir` is not a git work tree or has no commit.
+pub fn work_tree_state(dir: &Path) -> Option<(String, bool)> {
+    let mut c = in_work_tree(dir);
+    c.args(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"]);
     let head = String::from_utf8_lossy(&run(c, "rev-parse").ok()?)
         .trim()
         .to_string();
-    let mut c = Command::new("git");
-    c.arg("-C")
-        .arg(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env_remove("GIT_DIR")
-        .stdin(Stdio::null())
-        .args(["status", "--porcelain", "--untracked-files=no"]);
+    let mut c = in_work_tree(dir);
+    c.args(["status", "--porcelain", "--untracked-files=normal"]);
     let dirty = !run(c, "status").ok()?.is_empty();
     Some((head, dirty))
 }

@@ -201,6 +201,21 @@ pub trait Catalogue: Send + Sync {
     /// As [`Catalogue::recipe`], [`Error::VersionNotPublished`], [`Error::VariableMissing`],
     /// [`Error::VariableUndeclared`], [`Error::ComposeRejected`].
     fn render(&self, request: &RenderRequest<'_>) -> Result<Rendered>;
+
+    /// Renders the recipe's content at `at` — a commit (SHA), a tag, or `HEAD` (a git
+    /// recipe's followed branch, a checkout's checked-out files) — for a run testing unreleased
+    /// work: unless `at` is the requested version's own tag commit, the render is a chaos
+    /// deploy, labelled as abra labels one (see [`sources::Deployed`]). A recipe without git
+    /// history (a `recipe.yml` directory) renders `request.version` as [`Catalogue::render`]
+    /// does.
+    ///
+    /// # Errors
+    /// As [`Catalogue::render`], and [`Error::CommitNotFetched`] when `at` names no commit
+    /// hearth has.
+    fn render_at(&self, request: &RenderRequest<'_>, at: &str) -> Result<Rendered> {
+        let _ = at;
+        self.render(request)
+    }
 }
 
 /// The variables a render of `recipe` at `version` uses: the recipe's defaults, then `env`,
@@ -288,6 +303,17 @@ pub enum Error {
     RecipeNotFetched {
         /// The recipe.
         recipe: String,
+    },
+    /// A run asked for a commit the recipe's mirror (or checkout) does not have. Retryable
+    /// after a fetch that brings it (follow its branch with `spec.git.ref`).
+    #[error("recipe {recipe:?} has no commit {reference:?} (hearth fetched {fetched}); follow its branch with spec.git.ref")]
+    CommitNotFetched {
+        /// The recipe.
+        recipe: String,
+        /// What was asked for.
+        reference: String,
+        /// What hearth fetched (the followed branch, or the checkout).
+        fetched: String,
     },
     /// A required variable has no value.
     #[error("recipe {recipe:?} requires variable {name} and none was given")]

@@ -98,6 +98,8 @@ enum Source {
         published: Option<Published>,
     },
     Dir(DirCatalogue),
+    /// A Co-op Cloud checkout read in place (`spec.path` without a `recipe.yml`).
+    Checkout(PathBuf),
 }
 
 /// How often a render was answered from the cache and how often computed.
@@ -184,7 +186,10 @@ impl Sources {
         for r in recipes {
             let name = r.metadata.name.clone();
             let source = match (&r.spec.path, declared.remove(&name)) {
-                (Some(path), _) => Source::Dir(DirCatalogue::single(&name, PathBuf::from(path))),
+                (Some(path), _) if Path::new(path).join(super::RECIPE_FILE).is_file() => {
+                    Source::Dir(DirCatalogue::single(&name, PathBuf::from(path)))
+                }
+                (Some(path), _) => Source::Checkout(PathBuf::from(path)),
                 (None, Some(Source::Git { spec, published })) if *spec == r.spec => {
                     Source::Git { spec, published }
                 }
@@ -332,25 +337,55 @@ impl Sources {
                     .collect(),
             }
         })?;
-        let digest = digest(request, &version.commit, &version.version);
-        {
-            let mut cache = lock(&self.cache);
-            cache.tick += 1;
-            let tick = cache.tick;
-            if let Some((rendered, used)) = cache.entries.get_mut(&digest) {
-                *used = tick;
-                let rendered = rendered.clone();
-                cache.stats.hits += 1;
-                return Ok(rendered);
-            }
-            cache.stats.renders += 1;
+        self.render_commit(
+            request,
+            &self.mirror(request.recipe),
+            &version.commit,
+            Deployed::Release(&version.version),
+        )
+    }
+
+    /// Renders the tree of `commit` (read from `mirror`), from the cache when the inputs'
+    /// digest was rendered before.
+    fn render_commit(
+        &self,
+        request: &RenderRequest<'_>,
+        mirror: &Mirror,
+        commit: &str,
+        deployed: Deployed<'_>,
+    ) -> Result<Rendered> {
+        let digest = digest(request, commit, &deployed.to_string());
+        if let Some(hit) = self.cached(&digest) {
+            return Ok(hit);
         }
-        let tree = self.tree(&version.commit, &self.mirror(request.recipe))?;
-        let rendered = render_tree(&tree, request, &version.version, digest.clone())?;
+        let tree = self.tree(commit, mirror)?;
+        let rendered = render_tree_as(&tree, request, deployed, digest)?;
+        self.remember(&rendered);
+        Ok(rendered)
+    }
+
+    /// A render of these inputs, counting a hit or (when absent) a render to come.
+    fn cached(&self, digest: &str) -> Option<Rendered> {
         let mut cache = lock(&self.cache);
         cache.tick += 1;
         let tick = cache.tick;
-        cache.entries.insert(digest, (rendered.clone(), tick));
+        if let Some((rendered, used)) = cache.entries.get_mut(digest) {
+            *used = tick;
+            let rendered = rendered.clone();
+            cache.stats.hits += 1;
+            return Some(rendered);
+        }
+        cache.stats.renders += 1;
+        None
+    }
+
+    fn remember(&self, rendered: &Rendered) {
+        let mut cache = lock(&self.cache);
+        cache.tick += 1;
+        let tick = cache.tick;
+        cache
+            .entries
+            .insert(rendered.digest.clone(), (rendered.clone(), tick));
         while cache.entries.len() > RENDER_CACHE {
             let oldest = cache
                 .entries
@@ -362,12 +397,289 @@ impl Sources {
                 None => break,
             };
         }
+    }
+
+    /// A git recipe's content at `at` — its followed branch (`HEAD` or the branch's name), a
+    /// commit SHA or a tag in the mirror: a chaos deploy unless it is the tag commit of the
+    /// requested version.
+    fn render_git_at(
+        &self,
+        request: &RenderRequest<'_>,
+        published: Option<Published>,
+        spec: &RecipeSpec,
+        at: &str,
+    ) -> Result<Rendered> {
+        if published.is_none() {
+            return Err(Error::RecipeNotFetched {
+                recipe: request.recipe.to_string(),
+            });
+        }
+        let mirror = self.mirror(request.recipe);
+        let branch = spec
+            .git
+            .as_ref()
+            .and_then(|g| g.git_ref.as_ref())
+            .map(|r| r.branch.as_str());
+        let reference = if at == "HEAD" || Some(at) == branch {
+            git::FOLLOWED_REF
+        } else {
+            at
+        };
+        let commit = mirror
+            .resolve(reference)
+            .map_err(|_| Error::CommitNotFetched {
+                recipe: request.recipe.to_string(),
+                reference: at.to_string(),
+                fetched: branch.unwrap_or("the default branch").to_string(),
+            })?;
+        self.render_at_commit(request, published.as_ref(), &mirror, &commit)
+    }
+
+    /// `commit` as a release when it is the requested version's tag commit, else as a chaos
+    /// deploy of that commit.
+    fn render_at_commit(
+        &self,
+        request: &RenderRequest<'_>,
+        published: Option<&Published>,
+        mirror: &Mirror,
+        commit: &str,
+    ) -> Result<Rendered> {
+        match published.and_then(|p| find_version(p, request.version)) {
+            Some(v) if v.commit == commit => {
+                self.render_commit(request, mirror, commit, Deployed::Release(&v.version))
+            }
+            _ => {
+                let chaos = chaos_version(commit, false);
+                self.render_commit(request, mirror, commit, Deployed::Chaos(&chaos))
+            }
+        }
+    }
+
+    /// A Co-op Cloud checkout (see [`checkout_content`]): a version is rendered from its tag
+    /// commit; unreleased content (`at` naming the checked-out commit, or a checkout without
+    /// tags) from the files as they are, as a chaos deploy (`+U` when uncommitted).
+    fn render_checkout(
+        &self,
+        request: &RenderRequest<'_>,
+        dir: &Path,
+        at: Option<&str>,
+    ) -> Result<Rendered> {
+        let content = checkout_content(dir)?;
+        let unpublished = || Error::VersionNotPublished {
+            recipe: request.recipe.to_string(),
+            version: request.version.to_string(),
+            published: content.versions.iter().map(|v| v.to_string()).collect(),
+        };
+        let Some(mirror) = &content.mirror else {
+            // Not a git work tree: the files are all there is.
+            if at.is_none() && content.unreleased.as_deref() != Some(request.version) {
+                return Err(unpublished());
+            }
+            return self.render_work_tree(request, dir, None);
+        };
+        let head = git::work_tree_state(dir);
+        let Some(at) = at else {
+            if let Some(v) = find_version(&content.published, request.version) {
+                return self.render_commit(
+                    request,
+                    mirror,
+                    &v.commit,
+                    Deployed::Release(&v.version),
+                );
+            }
+            if content.published.versions.is_empty()
+                && content.unreleased.as_deref() == Some(request.version)
+            {
+                return self.render_work_tree(request, dir, head);
+            }
+            return Err(unpublished());
+        };
+        let commit = mirror.resolve(at).map_err(|_| Error::CommitNotFetched {
+            recipe: request.recipe.to_string(),
+            reference: at.to_string(),
+            fetched: format!("the checkout {}", dir.display()),
+        })?;
+        match head {
+            Some((h, dirty)) if h == commit => {
+                self.render_work_tree(request, dir, Some((h, dirty)))
+            }
+            _ => self.render_at_commit(request, Some(&content.published), mirror, &commit),
+        }
+    }
+
+    /// The files of `dir` as they are, as a chaos deploy: `head` is the checked-out commit and
+    /// whether the tree has changes; without one (not a git work tree) the first 8 hex digits
+    /// of the files' digest stand for the commit, with `+U` (nothing of it is committed).
+    fn render_work_tree(
+        &self,
+        request: &RenderRequest<'_>,
+        dir: &Path,
+        head: Option<(String, bool)>,
+    ) -> Result<Rendered> {
+        let files = files_digest(dir)?;
+        let chaos = match head {
+            Some((commit, dirty)) => chaos_version(&commit, dirty),
+            None => chaos_version(&files, true),
+        };
+        let digest = digest(request, &files, &Deployed::Chaos(&chaos).to_string());
+        if let Some(hit) = self.cached(&digest) {
+            return Ok(hit);
+        }
+        let rendered = render_tree_as(dir, request, Deployed::Chaos(&chaos), digest)?;
+        self.remember(&rendered);
         Ok(rendered)
     }
 
     fn source(&self, name: &str) -> Option<Source> {
         lock(&self.declared).get(name).cloned()
     }
+}
+
+/// What a render deploys, as the labels abra writes on the `app` service say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployed<'a> {
+    /// A published version: `coop-cloud.<stack>.version=<version>`.
+    Release(&'a str),
+    /// Unreleased content, a chaos deploy: `coop-cloud.<stack>.chaos=true` and
+    /// `coop-cloud.<stack>.chaos-version=<short SHA>[+U]`; the version label the compose file
+    /// carries is kept as it is (abra keeps the non-chaos version label on chaos deploys).
+    Chaos(&'a str),
+}
+
+impl std::fmt::Display for Deployed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Deployed::Release(v) => write!(f, "{v}"),
+            Deployed::Chaos(c) => write!(f, "chaos:{c}"),
+        }
+    }
+}
+
+/// The chaos version abra writes: the commit's first 8 hex digits, `+U` when the tree had
+/// uncommitted changes.
+pub fn chaos_version(commit: &str, dirty: bool) -> String {
+    let short: String = commit.chars().take(8).collect();
+    if dirty {
+        format!("{short}+U")
+    } else {
+        short
+    }
+}
+
+/// What a Co-op Cloud checkout publishes.
+#[derive(Debug, Default)]
+struct CheckoutContent {
+    /// Its git directory, when it is a git work tree.
+    mirror: Option<Mirror>,
+    /// Its tags as versions (none when it is not a git work tree).
+    published: Published,
+    /// Without tags: the version its compose file's `coop-cloud.${STACK_NAME}.version` label
+    /// names — unreleased content, rendered as a chaos deploy.
+    unreleased: Option<String>,
+    /// Every version, oldest first.
+    versions: Vec<RecipeVersion>,
+}
+
+/// Reads what the checkout at `dir` publishes: the tags of its git repository (ordered as a git
+/// recipe's are), else the version label of its `compose.yml` as unreleased content.
+fn checkout_content(dir: &Path) -> Result<CheckoutContent> {
+    if !dir.join(DEFAULT_COMPOSE_FILE).is_file() && !dir.join(ENV_SAMPLE).is_file() {
+        return Err(Error::DirectoryUnreadable {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "neither recipe.yml, compose.yml nor .env.sample is there",
+            ),
+        });
+    }
+    let mut content = CheckoutContent {
+        mirror: git::checkout_mirror(dir),
+        ..CheckoutContent::default()
+    };
+    if let Some(m) = &content.mirror {
+        let tags = m.tags().map_err(|e| Error::DirectoryUnreadable {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let (versions, ignored) = order_tags(&tags, None, false);
+        content.published = Published {
+            head: git::work_tree_state(dir).map(|(h, _)| h),
+            versions,
+            ignored,
+        };
+    }
+    if content.published.versions.is_empty() {
+        content.unreleased = read_optional(&dir.join(DEFAULT_COMPOSE_FILE))?
+            .as_deref()
+            .and_then(compose_version_label)
+            .filter(|v| RecipeVersion::parse(v).is_ok());
+        content.versions = content
+            .unreleased
+            .iter()
+            .filter_map(|v| RecipeVersion::parse(v).ok())
+            .collect();
+    } else {
+        content.versions = content
+            .published
+            .versions
+            .iter()
+            .filter_map(|v| RecipeVersion::parse(&v.version).ok())
+            .collect();
+    }
+    Ok(content)
+}
+
+/// The value of the `coop-cloud.${STACK_NAME}.version=` label in a compose file's text (what
+/// `abra recipe sync` writes).
+fn compose_version_label(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let (_, rest) = line.split_once("coop-cloud.${STACK_NAME}.version=")?;
+        let value = rest.trim().trim_end_matches(['"', '\'']).trim();
+        (!value.is_empty()).then(|| value.to_string())
+    })
+}
+
+/// SHA-256 (hex) of every file under `dir` but `.git`: relative paths and contents, sorted.
+fn files_digest(dir: &Path) -> Result<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> Result<()> {
+        let unreadable = |source| Error::DirectoryUnreadable {
+            path: dir.to_path_buf(),
+            source,
+        };
+        for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+            let entry = entry.map_err(unreadable)?;
+            let path = entry.path();
+            if entry.file_name() == ".git" {
+                continue;
+            }
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            let kind = entry.file_type().map_err(unreadable)?;
+            if kind.is_dir() {
+                walk(root, &path, out)?;
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&path).map_err(unreadable)?;
+                out.push((rel, target.display().to_string().into_bytes()));
+            } else {
+                out.push((rel, std::fs::read(&path).map_err(unreadable)?));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files)?;
+    files.sort();
+    let mut h = Sha256::new();
+    for (path, bytes) in files {
+        h.update(path.as_bytes());
+        h.update([0]);
+        h.update(u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_be_bytes());
+        h.update(&bytes);
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 /// The published version `wanted` names: its version or its tag, compared as recipe
@@ -499,7 +811,8 @@ pub fn compose_paths(tree: &Path, env: &BTreeMap<String, String>) -> Result<Vec<
     }
 }
 
-/// Renders the recipe whose files are at `tree` (see the module docs).
+/// Renders the recipe whose files are at `tree` as the published `version` (see the module
+/// docs).
 ///
 /// # Errors
 /// [`Error::RecipeRejected`], [`Error::ComposeRejected`].
@@ -509,11 +822,25 @@ pub fn render_tree(
     version: &str,
     digest: String,
 ) -> Result<Rendered> {
+    render_tree_as(tree, request, Deployed::Release(version), digest)
+}
+
+/// Renders the recipe whose files are at `tree`, labelled as `deployed` says.
+///
+/// # Errors
+/// [`Error::RecipeRejected`], [`Error::ComposeRejected`].
+pub fn render_tree_as(
+    tree: &Path,
+    request: &RenderRequest<'_>,
+    deployed: Deployed<'_>,
+    digest: String,
+) -> Result<Rendered> {
+    let version = deployed.to_string();
     let (env, sample) = recipe_env(tree, request)?;
     let paths = compose_paths(tree, &env)?;
     let rejected = |source| Error::ComposeRejected {
         recipe: request.recipe.to_string(),
-        version: version.to_string(),
+        version: version.clone(),
         source: Box::new(source),
     };
     let (mut sources, working_dir) = compose::read_sources(&paths).map_err(rejected)?;
@@ -534,7 +861,7 @@ pub fn render_tree(
     )
     .map_err(rejected)?;
     let mut stack = translation.stack;
-    let timeout = label_ecosystem(&mut stack, request.stack, version);
+    let timeout = label_ecosystem(&mut stack, request.stack, deployed);
     stack.generated_secrets =
         generated_secrets(&mut stack.externals.secrets, request.stack, &sample, &env);
     Ok(Rendered {
@@ -546,12 +873,14 @@ pub fn render_tree(
     })
 }
 
-/// Sets `coop-cloud.<stack>.version` on the recipe's `app` service (else its first) and
-/// returns its `coop-cloud.<stack>.timeout` (seconds).
+/// Sets the labels abra writes on the recipe's `app` service (else its first): for a release
+/// `coop-cloud.<stack>.version=<version>`; for a chaos deploy `coop-cloud.<stack>.chaos=true`
+/// and `coop-cloud.<stack>.chaos-version=<short SHA>[+U]`. Returns its
+/// `coop-cloud.<stack>.timeout` (seconds).
 fn label_ecosystem(
     stack: &mut crate::swarm::spec::StackSpec,
     namespace: &str,
-    version: &str,
+    deployed: Deployed<'_>,
 ) -> Option<Duration> {
     let app_name = format!("{namespace}_app");
     let index = stack
@@ -566,10 +895,21 @@ fn label_ecosystem(
     let labels = stack.services[index]
         .labels
         .get_or_insert_with(Default::default);
-    labels.insert(
-        format!("coop-cloud.{namespace}.version"),
-        version.to_string(),
-    );
+    match deployed {
+        Deployed::Release(version) => {
+            labels.insert(
+                format!("coop-cloud.{namespace}.version"),
+                version.to_string(),
+            );
+        }
+        Deployed::Chaos(chaos) => {
+            labels.insert(format!("coop-cloud.{namespace}.chaos"), "true".into());
+            labels.insert(
+                format!("coop-cloud.{namespace}.chaos-version"),
+                chaos.to_string(),
+            );
+        }
+    }
     labels
         .get(&format!("coop-cloud.{namespace}.timeout"))
         .and_then(|t| t.trim().parse::<u64>().ok())
@@ -656,6 +996,20 @@ impl Catalogue for Sources {
                     versions,
                 })
             }
+            Some(Source::Checkout(dir)) => {
+                let content = checkout_content(&dir)?;
+                Ok(Recipe {
+                    name: name.to_string(),
+                    file: RecipeFile {
+                        description: format!("Co-op Cloud checkout {}", dir.display()),
+                        compose_files: Vec::new(),
+                        versions: content.versions.iter().map(ToString::to_string).collect(),
+                        variables: BTreeMap::new(),
+                    },
+                    dir,
+                    versions: content.versions,
+                })
+            }
             None => match &self.fallback {
                 Some(f) => f.recipe(name),
                 None => Err(Error::RecipeNotFound {
@@ -701,6 +1055,7 @@ impl Catalogue for Sources {
         match self.source(request.recipe) {
             Some(Source::Dir(d)) => d.render(request),
             Some(Source::Git { published, .. }) => self.render_git(request, published),
+            Some(Source::Checkout(dir)) => self.render_checkout(request, &dir, None),
             None => match &self.fallback {
                 Some(f) => f.render(request),
                 None => Err(Error::RecipeNotFound {
@@ -708,6 +1063,20 @@ impl Catalogue for Sources {
                     dir: self.root.clone(),
                     known: self.recipes().map(|r| r.join(", ")).unwrap_or_default(),
                 }),
+            },
+        }
+    }
+
+    fn render_at(&self, request: &RenderRequest<'_>, at: &str) -> Result<Rendered> {
+        match self.source(request.recipe) {
+            Some(Source::Dir(d)) => d.render_at(request, at),
+            Some(Source::Git { published, spec }) => {
+                self.render_git_at(request, published, &spec, at)
+            }
+            Some(Source::Checkout(dir)) => self.render_checkout(request, &dir, Some(at)),
+            None => match &self.fallback {
+                Some(f) => f.render_at(request, at),
+                None => self.render(request),
             },
         }
     }

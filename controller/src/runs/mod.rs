@@ -380,25 +380,31 @@ impl Runs {
         stack: &str,
         domain: &str,
         env: &std::collections::BTreeMap<String, String>,
+        at: Option<&str>,
     ) -> Result<crate::swarm::spec::StackSpec> {
         let catalogue = self
             .catalogue
             .as_ref()
             .ok_or_else(|| Error::RequestRejected("no recipe catalogue configured".into()))?;
-        catalogue
-            .render(&RenderRequest {
-                recipe,
-                version,
-                stack,
-                domain,
-                env,
-            })
-            .map(|r| r.stack)
-            .map_err(|source| Error::RenderFailed {
-                recipe: recipe.into(),
-                version: version.into(),
-                source: Box::new(source),
-            })
+        let request = RenderRequest {
+            recipe,
+            version,
+            stack,
+            domain,
+            env,
+        };
+        // A run's `ref` names the recipe commit under test: for a git recipe (or a checkout)
+        // that is not the version's tag, a chaos deploy of it (issue 15).
+        match at {
+            Some(at) => catalogue.render_at(&request, at),
+            None => catalogue.render(&request),
+        }
+        .map(|r| r.stack)
+        .map_err(|source| Error::RenderFailed {
+            recipe: recipe.into(),
+            version: version.into(),
+            source: Box::new(source),
+        })
     }
 
     /// Starts a run (see the module docs) and returns what the CI job needs: records it (with
@@ -568,6 +574,7 @@ impl Runs {
                 &stack_name,
                 &domain,
                 &Default::default(),
+                run.spec.git_ref.as_deref(),
             )?;
             let owner = self.stack_owner("Run", name, StackRole::Run, name);
             stack::apply(self.swarm.as_ref(), &spec, &owner, &self.config.apply).await?;
@@ -629,7 +636,7 @@ impl Runs {
                 // run, so its objects are hearth's even before they carry labels.
                 self.record_dep(run_name, binding.clone()).await?;
                 self.clear_leftovers(stack.as_str(), run_name).await?;
-                let spec = self.render(recipe, version, stack.as_str(), &domain, env)?;
+                let spec = self.render(recipe, version, stack.as_str(), &domain, env, None)?;
                 let owner = self.stack_owner("DepProvider", dep, StackRole::RunDep, run_name);
                 stack::apply(self.swarm.as_ref(), &spec, &owner, &self.config.apply).await?;
                 binding.ready = true;

@@ -271,7 +271,7 @@ async fn a_failed_fetch_keeps_the_last_good_versions_and_a_restart_restores_them
 fn sources_spec(s: &Sources) -> RecipeSpec {
     match s.source("demo").unwrap() {
         Source::Git { spec, .. } => *spec,
-        Source::Dir(_) => unreachable!(),
+        Source::Dir(_) | Source::Checkout(_) => unreachable!(),
     }
 }
 
@@ -315,4 +315,207 @@ fn the_tree_cache_keeps_at_most_its_limit() {
         .collect();
     left.sort();
     assert_eq!(left, ["c0", "c3", "c4"]);
+}
+
+fn labels(r: &Rendered) -> BTreeMap<String, String> {
+    r.stack.services[0].labels.clone().unwrap_or_default()
+}
+
+fn image(r: &Rendered) -> String {
+    r.stack.services[0]
+        .task_template
+        .as_ref()
+        .unwrap()
+        .container_spec
+        .as_ref()
+        .unwrap()
+        .image
+        .clone()
+        .unwrap()
+}
+
+fn head(dir: &Path) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn a_followed_branch_commit_renders_as_a_chaos_deploy_with_abras_labels() {
+    let repo = repo();
+    // Unreleased work on main after the last tag.
+    std::fs::write(
+        repo.path().join("compose.yml"),
+        COMPOSE.replace("1.0}", "1.2-dev}"),
+    )
+    .unwrap();
+    sh(repo.path(), &["commit", "-q", "-am", "wip"]);
+    let tip = head(repo.path());
+    let data = tempfile::tempdir().unwrap();
+    let sources = Sources::new(data.path(), None, Limits::default());
+    let mut r = declared(&format!("file://{}", repo.path().display()));
+    r.spec.git.as_mut().unwrap().git_ref = Some(crd::recipe::GitRef {
+        branch: "main".into(),
+    });
+    sources.declare(&[r]);
+    sources.fetch("demo").await.unwrap();
+    let env = BTreeMap::new();
+
+    for at in ["HEAD", "main", &tip[..12]] {
+        let chaos = sources.render_at(&request("1.1.0+1.1", &env), at).unwrap();
+        assert_eq!(image(&chaos), "nginx:1.2-dev", "the branch commit's files");
+        let l = labels(&chaos);
+        assert_eq!(l["coop-cloud.hw-demo.chaos"], "true");
+        assert_eq!(l["coop-cloud.hw-demo.chaos-version"], tip[..8]);
+        assert_eq!(
+            l["coop-cloud.hw-demo.version"], "0.0.0-stale",
+            "abra keeps the compose file's version label on a chaos deploy"
+        );
+    }
+    // The tag commit of the requested version is a release, not chaos.
+    let tag_commit = sources.published("demo").unwrap().versions[1]
+        .commit
+        .clone();
+    for rendered in [
+        sources.render(&request("1.1.0+1.1", &env)).unwrap(),
+        sources
+            .render_at(&request("1.1.0+1.1", &env), &tag_commit)
+            .unwrap(),
+    ] {
+        let l = labels(&rendered);
+        assert_eq!(l["coop-cloud.hw-demo.version"], "1.1.0+1.1");
+        assert!(!l.contains_key("coop-cloud.hw-demo.chaos"), "{l:?}");
+        assert!(!l.contains_key("coop-cloud.hw-demo.chaos-version"), "{l:?}");
+    }
+    let err = sources
+        .render_at(&request("1.1.0+1.1", &env), "0123456789abcdef")
+        .unwrap_err();
+    assert!(matches!(err, Error::CommitNotFetched { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_coop_cloud_checkout_renders_its_tags_like_the_git_recipe_and_its_work_tree_as_chaos() {
+    let (repo, _data, git) = fetched().await;
+    let data = tempfile::tempdir().unwrap();
+    let path = Sources::new(data.path(), None, Limits::default());
+    let mut r = declared("file:///unused");
+    r.spec.git = None;
+    r.spec.path = Some(repo.path().display().to_string());
+    path.declare(&[r]);
+    let env = BTreeMap::new();
+
+    assert_eq!(path.newest("demo", false).unwrap().as_str(), "1.1.0+1.1");
+    let versions: Vec<String> = path
+        .versions("demo")
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(versions, ["1.0.0+1.0", "1.1.0+1.1"]);
+    for v in ["1.0.0+1.0", "1.1.0+1.1"] {
+        let a = git.render(&request(v, &env)).unwrap();
+        let b = path.render(&request(v, &env)).unwrap();
+        assert_eq!(
+            a.stack, b.stack,
+            "{v}: a checkout renders like the git recipe"
+        );
+        assert_eq!(a.variables, b.variables);
+    }
+
+    // The checked-out commit, clean: chaos with its short SHA.
+    let tip = head(repo.path());
+    let clean = path.render_at(&request("1.1.0+1.1", &env), "HEAD").unwrap();
+    assert_eq!(labels(&clean)["coop-cloud.hw-demo.chaos-version"], tip[..8]);
+    // Uncommitted changes: the files as they are, `+U`.
+    std::fs::write(
+        repo.path().join("compose.yml"),
+        COMPOSE.replace("1.0}", "9.9}"),
+    )
+    .unwrap();
+    let dirty = path.render_at(&request("1.1.0+1.1", &env), "HEAD").unwrap();
+    assert_eq!(image(&dirty), "nginx:9.9");
+    assert_eq!(
+        labels(&dirty)["coop-cloud.hw-demo.chaos-version"],
+        format!("{}+U", &tip[..8])
+    );
+    assert_eq!(labels(&dirty)["coop-cloud.hw-demo.chaos"], "true");
+    // A published version is still its tag's files, whatever the work tree holds.
+    assert_eq!(
+        image(&path.render(&request("1.1.0+1.1", &env)).unwrap()),
+        "nginx:1.1"
+    );
+}
+
+#[tokio::test]
+async fn a_checkout_without_git_is_unreleased_content_rendered_with_chaos_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("compose.yml"),
+        COMPOSE.replace("0.0.0-stale", "2.0.0+1.0"),
+    )
+    .unwrap();
+    std::fs::write(p.join("entry.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::write(
+        p.join(".env.sample"),
+        "SECRET_SALT_VERSION=v1\nENTRY_VERSION=v1\n",
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let sources = Sources::new(data.path(), None, Limits::default());
+    let mut r = declared("file:///unused");
+    r.spec.git = None;
+    r.spec.path = Some(p.display().to_string());
+    sources.declare(&[r]);
+    let env = BTreeMap::new();
+
+    assert_eq!(sources.newest("demo", false).unwrap().as_str(), "2.0.0+1.0");
+    let a = sources.render(&request("2.0.0+1.0", &env)).unwrap();
+    let l = labels(&a);
+    assert_eq!(l["coop-cloud.hw-demo.chaos"], "true");
+    let chaos = l["coop-cloud.hw-demo.chaos-version"].clone();
+    assert_eq!(chaos.len(), 10, "{chaos}");
+    assert!(chaos.ends_with("+U"), "{chaos}");
+    assert_eq!(l["coop-cloud.hw-demo.version"], "2.0.0+1.0");
+    // Same files, same inputs: answered from the cache; a changed file is a new render.
+    let before = sources.stats();
+    assert_eq!(sources.render(&request("2.0.0+1.0", &env)).unwrap(), a);
+    assert_eq!(sources.stats().hits, before.hits + 1);
+    std::fs::write(p.join("entry.sh"), "#!/bin/sh\necho changed\n").unwrap();
+    let b = sources.render(&request("2.0.0+1.0", &env)).unwrap();
+    assert_ne!(b.digest, a.digest);
+    assert_ne!(labels(&b)["coop-cloud.hw-demo.chaos-version"], chaos);
+    let err = sources.render(&request("1.0.0", &env)).unwrap_err();
+    assert!(matches!(err, Error::VersionNotPublished { .. }), "{err}");
+}
+
+#[test]
+fn a_path_to_a_recipe_yml_directory_keeps_working() {
+    let data = tempfile::tempdir().unwrap();
+    let sources = Sources::new(data.path(), None, Limits::default());
+    let mut r = declared("file:///unused");
+    r.spec.git = None;
+    r.spec.path = Some(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/examples/catalogue/webapp")
+            .display()
+            .to_string(),
+    );
+    r.metadata.name = "webapp".into();
+    sources.declare(&[r]);
+    let env = BTreeMap::new();
+    let rendered = sources
+        .render(&RenderRequest {
+            recipe: "webapp",
+            version: "1.1.0",
+            stack: "hw-web",
+            domain: "hw-web.test",
+            env: &env,
+        })
+        .unwrap();
+    assert_eq!(image(&rendered), "hearth-fixture/webapp:1.1.0");
 }
