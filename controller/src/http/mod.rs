@@ -1,4 +1,4 @@
-//! The daemon's HTTP API: routes, the access layer (who may do what), JSON errors and body limits, health, readiness, warm apps, history.
+//! The daemon's HTTP API: the route table, the access layer (who may do what), JSON errors and body limits; handlers in a file per resource.
 //!
 //! # Guarantees
 //! - Every request passes [`access::check`] first — one router-wide layer, deciding from the
@@ -20,34 +20,45 @@
 //! Routes are registered through [`Routes`], which records each (method, path, access): the
 //! API tests take every route from [`routes_with_access`] and send each with no token, a wrong
 //! one and each scope; [`MUTATIONS`] is checked against the recorded mutations.
+//!
+//! One file per resource, each with its `routes()`: `health` (`/healthz`, `/readyz`,
+//! `/metrics`), `warmapps`, `recipes`, `history`, `apply`, `runs`, `slots`, `sweep`,
+//! `promote`, `nightly`, [`status_page`] (`/`); `error` holds [`ApiError`] and the JSON
+//! [`Body`] extractor.
 
+mod apply;
+mod error;
+mod health;
+mod history;
 mod nightly;
 mod promote;
+mod recipes;
 mod runs;
+mod slots;
 pub mod status_page;
+mod sweep;
+mod warmapps;
+
+pub(crate) use apply::diff_json;
+pub(crate) use error::{field_of, store_error, ApiError, Body};
+pub(crate) use history::record_delete;
+pub use history::{parse_kind, DELETED};
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::{
-    DefaultBodyLimit, Extension, MatchedPath, Path, Query, Request, State as AxumState,
-};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State as AxumState};
 use axum::handler::Handler;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Router;
 use crd::names::BaseDomain;
-use crd::{Kind, WarmApp};
 use metrics::Metrics;
-use serde::Deserialize;
-use state::history::{Entry, NewEntry, ObjectRef, Query as HistoryQuery};
 use state::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{self, Access, Keyring, Principal, Scope};
+use crate::access::{self, Access, Keyring, Scope};
 use crate::runtime::Handle;
-use crate::statefile;
 use crate::swarm::Swarm;
 
 /// The largest accepted request body, except for a state file.
@@ -93,111 +104,6 @@ pub(crate) struct State {
     pub nightly: std::sync::Arc<crate::nightly::Nightly>,
     pub swarm: Arc<dyn Swarm>,
     pub handle: Handle,
-}
-
-/// An error answer: `{"error": {"code", "message", "field"?}}` with `status`.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    message: String,
-    field: Option<String>,
-}
-
-impl ApiError {
-    /// An error with `status` and `message`.
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            field: None,
-        }
-    }
-
-    /// 400 naming the field at fault.
-    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, message).with_field(field)
-    }
-
-    /// 404.
-    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, message)
-    }
-
-    /// 500.
-    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
-
-    /// Names the field at fault.
-    pub(crate) fn with_field(mut self, field: impl Into<String>) -> ApiError {
-        self.field = Some(field.into());
-        self
-    }
-}
-
-/// The machine-readable code of a status.
-pub(crate) fn code_of(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 => "BadRequest",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "NotFound",
-        405 => "MethodNotAllowed",
-        408 => "Timeout",
-        409 => "Conflict",
-        413 => "PayloadTooLarge",
-        415 => "UnsupportedMediaType",
-        422 => "Invalid",
-        502 => "BadGateway",
-        503 => "Unavailable",
-        s if s >= 500 => "Internal",
-        _ => "Error",
-    }
-}
-
-/// The field a serde or axum rejection message names, if any: the path before the first
-/// `: ` after axum's prefix (`… target type: spec.version: invalid type …`), or the name in
-/// ``missing field `x` `` / ``unknown field `x` ``.
-pub(crate) fn field_of(message: &str) -> Option<String> {
-    for marker in ["missing field `", "unknown field `"] {
-        if let Some(i) = message.find(marker) {
-            let rest = &message[i + marker.len()..];
-            if let Some(end) = rest.find('`') {
-                return Some(rest[..end].to_string());
-            }
-        }
-    }
-    for prefix in [
-        "into the target type: ",
-        "Failed to deserialize query string: ",
-    ] {
-        if let Some(i) = message.find(prefix) {
-            let rest = &message[i + prefix.len()..];
-            if let Some((path, _)) = rest.split_once(": ") {
-                let plausible = !path.is_empty()
-                    && path
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '[' | ']'));
-                if plausible && path != "." {
-                    return Some(path.to_string());
-                }
-            }
-        }
-    }
-    None
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut error = serde_json::json!({
-            "code": code_of(self.status),
-            "message": self.message,
-        });
-        if let Some(field) = self.field {
-            error["field"] = serde_json::Value::String(field);
-        }
-        (self.status, Json(serde_json::json!({ "error": error }))).into_response()
-    }
 }
 
 /// The router under construction, with a record of every (method, path) it serves.
@@ -318,17 +224,14 @@ impl Routes {
 fn routes() -> Routes {
     Routes::new()
         .get("/", status_page::page)
-        .open("/healthz", healthz)
-        .open("/readyz", readyz)
-        .open("/metrics", metrics_text)
-        .get("/api/v1/warmapps", list_warmapps)
-        .get("/api/v1/warmapps/{name}", get_warmapp)
-        .delete("/api/v1/warmapps/{name}", Scope::Admin, delete_warmapp)
-        .get("/api/v1/recipes", list_recipes)
-        .get("/api/v1/recipes/{name}", get_recipe)
-        .get("/api/v1/history", history)
-        .post_limited("/api/v1/apply", Scope::Admin, apply, APPLY_BODY_LIMIT)
+        .merge(health::routes())
+        .merge(warmapps::routes())
+        .merge(recipes::routes())
+        .merge(history::routes())
+        .merge(apply::routes())
         .merge(runs::routes())
+        .merge(slots::routes())
+        .merge(sweep::routes())
         .merge(promote::routes())
         .merge(nightly::routes())
 }
@@ -574,330 +477,12 @@ pub(crate) async fn serve(
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-/// `GET /readyz`: 200 when the store reads, Docker answers a ping and the warm-app controller
-/// finished its first pass; else 503. The body names each check.
-async fn readyz(AxumState(s): AxumState<State>) -> Response {
-    let store = match s.store.get_value::<String>(crate::warmapp::INSTANCE_KEY) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("store unreadable: {e}")),
-    };
-    let docker = match tokio::time::timeout(Duration::from_secs(5), s.swarm.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("docker unreachable: {e}")),
-        Err(_) => Err("docker did not answer a ping within 5s".to_string()),
-    };
-    let first = if s.handle.first_pass_done() {
-        Ok(())
-    } else {
-        Err("the first reconcile pass is not done yet".to_string())
-    };
-    let checks = [
-        ("store", store),
-        ("docker", docker),
-        ("firstReconcile", first),
-    ];
-    let ready = checks.iter().all(|(_, r)| r.is_ok());
-    // With the etcd store this replica leads (standbys answer from crate::leader).
-    let leader = match s
-        .store
-        .get_value::<serde_json::Value>(crate::leader::LEADER_KEY)
-    {
-        Ok(Some(mut holder)) => {
-            holder["self"] = serde_json::Value::Bool(true);
-            holder
-        }
-        _ => serde_json::Value::Null,
-    };
-    let mut body = serde_json::json!({
-        "ready": ready,
-        "checks": checks
-            .iter()
-            .map(|(name, r)| (name.to_string(), match r {
-                Ok(()) => serde_json::Value::String("ok".into()),
-                Err(e) => serde_json::Value::String(e.clone()),
-            }))
-            .collect::<serde_json::Map<_, _>>(),
-    });
-    if !leader.is_null() {
-        body["role"] = serde_json::Value::String("leader".into());
-        body["leader"] = leader;
-    }
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
-}
-
-async fn metrics_text(AxumState(s): AxumState<State>) -> Result<Response, ApiError> {
-    let text = s
-        .metrics
-        .encode()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, s.metrics.content_type())], text).into_response())
-}
-
-/// A store failure: 404 for a missing object, 409 for a lost race, else 500.
-pub(crate) fn store_error(e: &state::Error) -> ApiError {
-    let status = match e {
-        state::Error::ObjectNotFound { .. } => StatusCode::NOT_FOUND,
-        state::Error::ResourceVersionMismatched { .. }
-        | state::Error::ObjectAlreadyExists { .. } => StatusCode::CONFLICT,
-        state::Error::NameRejected { .. } => StatusCode::BAD_REQUEST,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiError::new(status, crate::errors::chain(e))
-}
-
-/// `app` as `caller` may see it: env values redacted unless the caller is `admin` (a request
-/// without a principal — never from the router — is redacted too).
-pub(crate) fn shown(mut app: WarmApp, caller: Option<&Principal>) -> WarmApp {
-    if !caller.is_some_and(Principal::sees_env_values) {
-        access::redact_warmapp(&mut app);
-    }
-    app
-}
-
-async fn list_warmapps(
-    AxumState(s): AxumState<State>,
-    caller: Option<Extension<Principal>>,
-) -> Result<Json<Vec<WarmApp>>, ApiError> {
-    let list = s.store.list::<WarmApp>().map_err(|e| store_error(&e))?;
-    let caller = caller.map(|Extension(p)| p);
-    Ok(Json(
-        list.items
-            .into_iter()
-            .map(|a| shown(a, caller.as_ref()))
-            .collect(),
-    ))
-}
-
-async fn get_warmapp(
-    AxumState(s): AxumState<State>,
-    caller: Option<Extension<Principal>>,
-    Path(name): Path<String>,
-) -> Result<Json<WarmApp>, ApiError> {
-    match s.store.get_opt::<WarmApp>(&name) {
-        Ok(Some(app)) => Ok(Json(shown(app, caller.map(|Extension(p)| p).as_ref()))),
-        Ok(None) => Err(ApiError::not_found(format!("WarmApp/{name} was not found"))),
-        Err(e) => Err(store_error(&e)),
-    }
-}
-
-async fn list_recipes(AxumState(s): AxumState<State>) -> Result<Json<Vec<crd::Recipe>>, ApiError> {
-    let list = s.store.list::<crd::Recipe>().map_err(|e| store_error(&e))?;
-    Ok(Json(list.items))
-}
-
-async fn get_recipe(
-    AxumState(s): AxumState<State>,
-    Path(name): Path<String>,
-) -> Result<Json<crd::Recipe>, ApiError> {
-    match s.store.get_opt::<crd::Recipe>(&name) {
-        Ok(Some(r)) => Ok(Json(r)),
-        Ok(None) => Err(ApiError::not_found(format!("Recipe/{name} was not found"))),
-        Err(e) => Err(store_error(&e)),
-    }
-}
-
-/// Reason of the history entry a delete through the API writes.
-pub const DELETED: &str = "Deleted";
-
-/// Records that `subject` was deleted through the API (a failure is logged: the delete stands).
-pub(crate) async fn record_delete(store: &Store, subject: ObjectRef) {
-    let entry =
-        NewEntry::new(DELETED, format!("{subject} deleted through the API")).subject(subject);
-    if let Err(e) = store.append_history(entry).await {
-        tracing::warn!(error = %e, "recording a delete in the history failed");
-    }
-}
-
-/// `DELETE /api/v1/warmapps/{name}`: removes the warm app; the controller then tears down
-/// the stack it deployed (as `--prune` does). Answers the deleted object.
-async fn delete_warmapp(
-    AxumState(s): AxumState<State>,
-    Path(name): Path<String>,
-) -> Result<Json<WarmApp>, ApiError> {
-    // Admin only (the route's access): the answer keeps its env values.
-    let app = s
-        .store
-        .delete::<WarmApp>(&name, None)
-        .await
-        .map_err(|e| store_error(&e))?;
-    record_delete(&s.store, ObjectRef::new(Kind::WarmApp, &name)).await;
-    Ok(Json(app))
-}
-
-/// Parses a kind as the CLI and the API accept it: `WarmApp`, `warmapp`, `warmapps`, `wa`, …
-pub fn parse_kind(s: &str) -> Option<Kind> {
-    let lower = s.to_ascii_lowercase();
-    match lower.as_str() {
-        "warmapp" | "warmapps" | "wa" => Some(Kind::WarmApp),
-        "run" | "runs" => Some(Kind::Run),
-        "slotpool" | "slotpools" | "pool" | "pools" | "sp" => Some(Kind::SlotPool),
-        "depprovider" | "depproviders" | "dep" | "deps" => Some(Kind::DepProvider),
-        "recipe" | "recipes" | "rc" => Some(Kind::Recipe),
-        _ => None,
-    }
-}
-
-/// `GET /api/v1/history` query.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HistoryParams {
-    kind: Option<String>,
-    name: Option<String>,
-    limit: Option<usize>,
-}
-
-/// `GET /api/v1/history?kind=&name=&limit=`: entries newest first (default 50, at most
-/// [`HISTORY_LIMIT_MAX`]). With kind and name the object's index is used; otherwise the
-/// newest entries are scanned and filtered.
-async fn history(
-    AxumState(s): AxumState<State>,
-    Query(params): Query<HistoryParams>,
-) -> Result<Json<Vec<Entry>>, ApiError> {
-    let limit = params.limit.unwrap_or(50);
-    if limit == 0 || limit > HISTORY_LIMIT_MAX {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("limit must be between 1 and {HISTORY_LIMIT_MAX} (got {limit})"),
-        ));
-    }
-    let kind = match params.kind.as_deref() {
-        None => None,
-        Some(k) => Some(parse_kind(k).ok_or_else(|| {
-            ApiError::invalid(
-                "kind",
-                format!("unknown kind {k:?} (one of WarmApp, Run, SlotPool, DepProvider)"),
-            )
-        })?),
-    };
-    let entries = match (kind, params.name) {
-        (Some(kind), Some(name)) => s
-            .store
-            .history(&HistoryQuery::newest(limit).about(ObjectRef::new(kind, name)))
-            .map_err(|e| store_error(&e))?,
-        (kind, name) => {
-            let keep = |e: &Entry| {
-                e.subject.as_ref().is_some_and(|subject| {
-                    kind.is_none_or(|k| subject.kind == k)
-                        && name.as_ref().is_none_or(|n| subject.name == *n)
-                }) || (kind.is_none() && name.is_none())
-            };
-            // Page through the newest entries; bounded so a rare filter stays cheap.
-            let mut out = Vec::new();
-            let mut before = None;
-            for _ in 0..20 {
-                let mut q = HistoryQuery::newest(500);
-                q.before = before;
-                let page = s.store.history(&q).map_err(|e| store_error(&e))?;
-                let Some(last) = page.last() else { break };
-                before = Some(last.seq);
-                let full = page.len() == 500;
-                out.extend(page.into_iter().filter(keep));
-                if out.len() >= limit || !full {
-                    break;
-                }
-            }
-            out.truncate(limit);
-            out
-        }
-    };
-    Ok(Json(entries))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ApplyParams {
-    #[serde(default)]
-    dry_run: bool,
-    #[serde(default)]
-    prune: bool,
-    #[serde(default)]
-    file: Option<String>,
-}
-
-/// `POST /api/v1/apply?dryRun=&prune=&file=NAME` with the state file's text as the body:
-/// the diff as JSON (`summary`, `changes`, `text`), or 422 with every problem
-/// (file:line:col, field path).
-async fn apply(
-    AxumState(s): AxumState<State>,
-    Query(params): Query<ApplyParams>,
-    body: String,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let name = params.file.unwrap_or_else(|| "<request>".into());
-    let options = statefile::ApplyOptions {
-        prune: params.prune,
-        dry_run: params.dry_run,
-    };
-    let result = match statefile::parse(&name, &body, Some(&s.base_domain)) {
-        Ok(set) => statefile::apply(&s.store, &set, options).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(diff) => Ok(Json(diff_json(&diff, params.dry_run))),
-        Err(e @ statefile::Error::FileRejected { .. }) => {
-            if !params.dry_run {
-                s.metrics.record_state_file_rejection();
-                if let Err(h) = statefile::record_rejection(&s.store, &e).await {
-                    tracing::warn!(error = %h, "recording the rejection failed");
-                }
-            }
-            Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                e.to_string(),
-            ))
-        }
-        Err(e) => Err(ApiError::internal(crate::errors::chain(&e))),
-    }
-}
-
-/// A diff as the API answers it: `{dryRun, summary, changes: [{op, kind, name, fields}], text}`.
-pub(crate) fn diff_json(diff: &statefile::Diff, dry_run: bool) -> serde_json::Value {
-    use statefile::Op;
-    let changes: Vec<serde_json::Value> = diff
-        .entries
-        .iter()
-        .map(|e| {
-            let (op, fields) = match &e.op {
-                Op::Create(_) => ("create", Vec::new()),
-                Op::Update { fields, .. } => (
-                    "update",
-                    fields
-                        .iter()
-                        .map(|(p, old, new)| serde_json::json!({"path": p, "old": old, "new": new}))
-                        .collect(),
-                ),
-                Op::Unchanged => ("unchanged", Vec::new()),
-                Op::Delete(_) => ("delete", Vec::new()),
-                Op::Kept(_) => ("kept", Vec::new()),
-            };
-            serde_json::json!({
-                "op": op,
-                "kind": e.key.kind.as_str(),
-                "name": e.key.name,
-                "fields": fields,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "dryRun": dry_run,
-        "summary": diff.summary(),
-        "changes": changes,
-        "text": diff.to_string(),
-    })
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::error::code_of;
     use super::*;
+    use crd::Kind;
 
     #[test]
     fn every_status_has_a_code_and_rejections_name_their_field() {

@@ -12,7 +12,7 @@ use axum::Json;
 use crd::promotion::PromotionSource;
 use serde::{Deserialize, Serialize};
 
-use super::runs::Body;
+use super::Body;
 use super::{ApiError, Routes, State};
 use crate::access::Scope;
 use crate::promote::{self, Request, Submitted};
