@@ -222,7 +222,7 @@ async fn one_run(s: &Settings, i: usize, f: &mut Figures) -> Result<(), BoxError
         f.peer_render.push(took);
         Ok(())
     };
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         hearth_side(s, &sources, &request, i, f).await?;
         peer_side(f)?;
     } else {
