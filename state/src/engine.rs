@@ -112,6 +112,9 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 /// # Guarantees an implementation must give
 /// - `apply` writes the whole batch to one keyspace atomically (all or nothing, also across a
 ///   crash) and is visible to `get`/`scan` as soon as it returns.
+/// - `apply_all` does the same for batches to several keyspaces together: after a crash either
+///   every batch is there or none is (a state-file apply writes objects and their history
+///   entries this way, issue 14).
 /// - The future returned by `flush` resolves `Ok` only once every batch applied before the call
 ///   survives the death of the process. Engines without durability resolve at once.
 /// - Only one engine instance per data location exists at a time (exclusive open).
@@ -132,7 +135,11 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Entries, Error>;
     /// Applies `ops` to `space` atomically.
-    fn apply(&self, space: Keyspace, ops: Vec<Op>) -> Result<(), Error>;
+    fn apply(&self, space: Keyspace, ops: Vec<Op>) -> Result<(), Error> {
+        self.apply_all(vec![(space, ops)])
+    }
+    /// Applies every batch (each to its keyspace) atomically as one.
+    fn apply_all(&self, batches: Vec<(Keyspace, Vec<Op>)>) -> Result<(), Error>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> BoxFuture<'static, Result<(), Error>>;
     /// Bytes the data occupies on disk (in-memory engines: bytes held).

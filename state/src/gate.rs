@@ -233,7 +233,7 @@ mod tests {
         ) -> Result<Entries, engine::Error> {
             Ok(Vec::new())
         }
-        fn apply(&self, _: Keyspace, _: Vec<Op>) -> Result<(), engine::Error> {
+        fn apply_all(&self, _: Vec<(Keyspace, Vec<Op>)>) -> Result<(), engine::Error> {
             Ok(())
         }
         fn flush(&self) -> BoxFuture<'static, Result<(), engine::Error>> {

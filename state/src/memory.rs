@@ -56,16 +56,19 @@ impl Engine for MemoryEngine {
         })
     }
 
-    fn apply(&self, space: Keyspace, ops: Vec<Op>) -> Result<(), Error> {
+    fn apply_all(&self, batches: Vec<(Keyspace, Vec<Op>)>) -> Result<(), Error> {
+        // One write lock for every batch: readers see all of them or none.
         let mut trees = self.trees.write().unwrap_or_else(PoisonError::into_inner);
-        let tree = trees.entry(space).or_default();
-        for op in ops {
-            match op {
-                Op::Put(k, v) => {
-                    tree.insert(k, v);
-                }
-                Op::Delete(k) => {
-                    tree.remove(&k);
+        for (space, ops) in batches {
+            let tree = trees.entry(space).or_default();
+            for op in ops {
+                match op {
+                    Op::Put(k, v) => {
+                        tree.insert(k, v);
+                    }
+                    Op::Delete(k) => {
+                        tree.remove(&k);
+                    }
                 }
             }
         }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use sled::Transactional;
 
 use crate::dir_lock::DirLock;
 use crate::engine::{Engine, Entries, Error, KeyRange, Keyspace, Op, Order};
@@ -110,6 +111,27 @@ fn open_db(path: &Path) -> sled::Result<sled::Db> {
     }
 }
 
+/// The position of `space` in [`Keyspace::ALL`].
+fn space_index(space: Keyspace) -> usize {
+    match space {
+        Keyspace::Meta => 0,
+        Keyspace::Objects => 1,
+        Keyspace::History => 2,
+    }
+}
+
+/// A sled batch of `ops`.
+fn batch(ops: Vec<Op>) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for op in ops {
+        match op {
+            Op::Put(k, v) => batch.insert(k, v),
+            Op::Delete(k) => batch.remove(k),
+        }
+    }
+    batch
+}
+
 impl Engine for SledEngine {
     fn location(&self) -> String {
         self.dir.display().to_string()
@@ -143,16 +165,34 @@ impl Engine for SledEngine {
     }
 
     fn apply(&self, space: Keyspace, ops: Vec<Op>) -> Result<(), Error> {
-        let mut batch = sled::Batch::default();
-        for op in ops {
-            match op {
-                Op::Put(k, v) => batch.insert(k, v),
-                Op::Delete(k) => batch.remove(k),
-            }
-        }
         self.tree(space)
-            .apply_batch(batch)
+            .apply_batch(batch(ops))
             .map_err(|e| self.failed("write", e))
+    }
+
+    /// One sled transaction over the three trees: sled seals the writes of all of them into
+    /// one log batch, which recovery replays whole or not at all.
+    fn apply_all(&self, batches: Vec<(Keyspace, Vec<Op>)>) -> Result<(), Error> {
+        let mut per_space: [Vec<Op>; 3] = Default::default();
+        for (space, ops) in batches {
+            per_space[space_index(space)].extend(ops);
+        }
+        let [meta, objects, history] = per_space.map(batch);
+        (&self.meta, &self.objects, &self.history)
+            .transaction(|(m, o, h)| {
+                m.apply_batch(&meta)?;
+                o.apply_batch(&objects)?;
+                h.apply_batch(&history)?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => self.failed("write", e),
+                // The closure never aborts.
+                sled::transaction::TransactionError::Abort(()) => self.failed(
+                    "write",
+                    sled::Error::ReportableBug("transaction aborted".into()),
+                ),
+            })
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), Error>> {

@@ -336,8 +336,13 @@ impl Store {
     }
 
     /// Applies `ops` (planned against the current objects, in order, each seeing the effect
-    /// of the previous ones) in one atomic engine batch; nothing is written if any fails.
-    pub(crate) async fn commit(&self, ops: Vec<PendingOp>) -> Result<Vec<Change>> {
+    /// of the previous ones) and appends `history` in one atomic engine batch; nothing is
+    /// written if any op fails.
+    pub(crate) async fn commit(
+        &self,
+        ops: Vec<PendingOp>,
+        history: Vec<NewEntry>,
+    ) -> Result<Vec<Change>> {
         let (changes, ticket) = {
             let mut w = self.inner.lock_writer();
             let engine = &self.inner.engine;
@@ -366,13 +371,36 @@ impl Store {
                     changes.push(change);
                 }
             }
-            if writes.is_empty() {
+            let appended = if history.is_empty() {
+                None
+            } else {
+                Some(self.inner.plan_history(&w, history, now_ms)?)
+            };
+            if writes.is_empty() && appended.is_none() {
                 (changes, self.inner.gate.sync())
             } else {
-                writes.push(revision_op(revision));
-                engine.apply(Keyspace::Objects, writes)?;
-                w.revision = revision;
+                let mut batches = Vec::new();
+                if !writes.is_empty() {
+                    writes.push(revision_op(revision));
+                    batches.push((Keyspace::Objects, writes));
+                }
                 let mut ticket = 0;
+                match appended {
+                    // Objects only: the single-keyspace batch.
+                    None => {
+                        for (space, ops) in batches {
+                            engine.apply(space, ops)?;
+                        }
+                    }
+                    Some(appended) => {
+                        batches.push((Keyspace::History, appended.ops));
+                        engine.apply_all(batches)?;
+                        w.history_next = appended.next;
+                        w.history_oldest = appended.oldest;
+                        ticket = self.inner.gate.register(None);
+                    }
+                }
+                w.revision = revision;
                 for change in &changes {
                     ticket = self.inner.gate.register(Some(change.clone()));
                 }
@@ -420,34 +448,17 @@ impl Store {
         let now = self.inner.config.clock.now_ms();
         let (stored, ticket) = {
             let mut w = self.inner.lock_writer();
-            let seq = w.history_next;
-            let stored = Entry {
-                seq,
-                time_ms: now,
-                reason: entry.reason,
-                subject: entry.subject,
-                message: entry.message,
-                details: entry.details,
-                actor: crate::history::current_actor(),
-            };
-            let mut ops = vec![
-                Op::Put(keys::history_entry(seq), encode(&stored, "history entry")?),
-                Op::Put(
-                    keys::HISTORY_NEXT.to_vec(),
-                    (seq + 1).to_be_bytes().to_vec(),
-                ),
-            ];
-            if let Some(subject) = &stored.subject {
-                ops.push(Op::Put(
-                    keys::history_index(subject.kind, &subject.name, seq),
-                    Vec::new(),
-                ));
-            }
-            let (prune_ops, oldest) = self.inner.plan_prune(&w, seq + 1, now, PRUNE_PER_APPEND)?;
-            ops.extend(prune_ops);
-            self.inner.engine.apply(Keyspace::History, ops)?;
-            w.history_next = seq + 1;
-            w.history_oldest = oldest;
+            let mut appended = self.inner.plan_history(&w, vec![entry], now)?;
+            self.inner.engine.apply(Keyspace::History, appended.ops)?;
+            w.history_next = appended.next;
+            w.history_oldest = appended.oldest;
+            let stored = appended
+                .entries
+                .pop()
+                .ok_or_else(|| Error::MetadataCorrupted {
+                    location: self.location(),
+                    detail: "a history append planned no entry".into(),
+                })?;
             (stored, self.inner.gate.register(None))
         };
         self.inner.gate.wait(ticket).await?;
@@ -624,6 +635,49 @@ impl Inner {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The history writes that append `entries` (in order, from `w.history_next`) and apply
+    /// retention (bounded work).
+    fn plan_history(&self, w: &Writer, entries: Vec<NewEntry>, now: u64) -> Result<Appended> {
+        let mut ops = Vec::new();
+        let mut stored = Vec::new();
+        let mut seq = w.history_next;
+        for entry in entries {
+            let e = Entry {
+                seq,
+                time_ms: now,
+                reason: entry.reason,
+                subject: entry.subject,
+                message: entry.message,
+                details: entry.details,
+                actor: crate::history::current_actor(),
+            };
+            ops.push(Op::Put(
+                keys::history_entry(seq),
+                encode(&e, "history entry")?,
+            ));
+            if let Some(subject) = &e.subject {
+                ops.push(Op::Put(
+                    keys::history_index(subject.kind, &subject.name, seq),
+                    Vec::new(),
+                ));
+            }
+            stored.push(e);
+            seq += 1;
+        }
+        ops.push(Op::Put(
+            keys::HISTORY_NEXT.to_vec(),
+            seq.to_be_bytes().to_vec(),
+        ));
+        let (prune_ops, oldest) = self.plan_prune(w, seq, now, PRUNE_PER_APPEND)?;
+        ops.extend(prune_ops);
+        Ok(Appended {
+            ops,
+            entries: stored,
+            next: seq,
+            oldest,
+        })
+    }
+
     /// Deletions that bring history within retention once it holds entries
     /// `w.history_oldest..next`; at most `max` removals. Returns them and the new oldest seq.
     fn plan_prune(&self, w: &Writer, next: u64, now: u64, max: usize) -> Result<(Vec<Op>, u64)> {
@@ -669,6 +723,18 @@ impl Inner {
         }
         Ok((ops, oldest))
     }
+}
+
+/// History entries planned by [`Inner::plan_history`], not yet applied.
+struct Appended {
+    /// The engine writes (entries, index keys, next sequence number, retention).
+    ops: Vec<Op>,
+    /// The entries as they will be stored.
+    entries: Vec<Entry>,
+    /// The next sequence number afterwards.
+    next: u64,
+    /// The oldest entry kept afterwards.
+    oldest: u64,
 }
 
 /// The revision and time a write is stamped with.
@@ -906,11 +972,11 @@ mod tests {
                 .push((space, range.clone(), limit));
             self.inner.scan(space, range, order, limit)
         }
-        fn apply(&self, space: Keyspace, ops: Vec<Op>) -> Result<(), engine::Error> {
+        fn apply_all(&self, batches: Vec<(Keyspace, Vec<Op>)>) -> Result<(), engine::Error> {
             if self.fail_apply.load(Ordering::SeqCst) {
                 return Err(engine::Error::Closed);
             }
-            self.inner.apply(space, ops)
+            self.inner.apply_all(batches)
         }
         fn flush(&self) -> BoxFuture<'static, Result<(), engine::Error>> {
             let fail = self.fail_flush.load(Ordering::SeqCst);

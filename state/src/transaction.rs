@@ -4,6 +4,7 @@ use crd::Resource;
 
 use crate::engine::Op;
 use crate::error::{Error, Result};
+use crate::history::NewEntry;
 use crate::keys;
 use crate::store::{
     check_name, plan_create, plan_delete, plan_update, plan_update_status, step, Planner, Stamp,
@@ -26,16 +27,18 @@ pub(crate) type RunOp =
 /// Each write has the same semantics (and errors) as the single-object method of the same
 /// name, is checked against the store as left by the writes recorded before it, and gets its
 /// own revision. Use it where a crash between two writes would leave a half-done operation,
-/// e.g. creating a Run together with its slot lease in the SlotPool's status.
+/// e.g. creating a Run together with its slot lease in the SlotPool's status. History entries
+/// recorded with [`Transaction::append_history`] commit together with the object writes.
 ///
 /// # Guarantees
-/// - `commit` either applies every write (one engine batch, durable before it returns) or,
-///   when any write fails its checks, none.
+/// - `commit` either applies every write and history entry (one engine batch, durable before
+///   it returns; across a crash, all of it or none) or, when any write fails its checks, none.
 /// - Change events of a committed transaction are published together, in recorded order.
 #[must_use = "a transaction does nothing until committed"]
 pub struct Transaction {
     store: Store,
     ops: Vec<PendingOp>,
+    history: Vec<NewEntry>,
     rejected: Option<Error>,
 }
 
@@ -43,6 +46,7 @@ impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")
             .field("ops", &self.ops.len())
+            .field("history", &self.history.len())
             .field("rejected", &self.rejected)
             .finish()
     }
@@ -53,6 +57,7 @@ impl Transaction {
         Transaction {
             store,
             ops: Vec::new(),
+            history: Vec::new(),
             rejected: None,
         }
     }
@@ -99,6 +104,19 @@ impl Transaction {
         )
     }
 
+    /// Records a history entry (see [`Store::append_history`]), appended only if the
+    /// transaction commits, after the entries recorded before it.
+    pub fn append_history(&mut self, entry: NewEntry) -> &mut Self {
+        if let Some(subject) = &entry.subject {
+            if let Err(e) = check_name(&subject.name) {
+                self.rejected.get_or_insert(e);
+                return self;
+            }
+        }
+        self.history.push(entry);
+        self
+    }
+
     /// Commits every recorded write atomically and durably.
     ///
     /// Returns one [`Change`] per write that changed something, in recorded order (writes that
@@ -113,6 +131,6 @@ impl Transaction {
         if let Some(e) = self.rejected {
             return Err(e);
         }
-        self.store.commit(self.ops).await
+        self.store.commit(self.ops, self.history).await
     }
 }

@@ -556,6 +556,67 @@ mod cases {
         assert_eq!(store.get::<Job>("r1").unwrap(), r1);
     }
 
+    pub async fn transactions_should_append_history_with_their_writes_or_not_at_all(
+        b: impl Backend,
+    ) {
+        let store = open(&b, Config::default()).await;
+        let pool = store.create(&App::new("pool", "1")).await.unwrap();
+        let before = store.history(&Query::newest(100)).unwrap().len();
+
+        // None: a failing write leaves the history as it was.
+        let mut stale = pool.clone();
+        stale.metadata.resource_version += 7;
+        let mut tx = store.transaction();
+        tx.create(&Job::new("j1", 1))
+            .update(&stale)
+            .append_history(NewEntry::new("Applied", "never"));
+        assert!(tx.commit().await.unwrap_err().is_conflict());
+        assert_eq!(store.history(&Query::newest(100)).unwrap().len(), before);
+        let mut tx = store.transaction();
+        tx.append_history(
+            NewEntry::new("Applied", "bad subject").subject(ObjectRef::new(Kind::Run, "a/b")),
+        );
+        assert!(matches!(tx.commit().await, Err(Error::NameRejected { .. })));
+        assert_eq!(store.history(&Query::newest(100)).unwrap().len(), before);
+
+        // All: objects and entries together, entries in recorded order, indexed by subject.
+        let mut tx = store.transaction();
+        tx.create(&Job::new("j1", 1))
+            .append_history(NewEntry::new("Created", "j1").subject(ObjectRef::new(Kind::Run, "j1")))
+            .append_history(NewEntry::new("Applied", "one job"));
+        assert_eq!(tx.commit().await.unwrap().len(), 1);
+        let newest = store.history(&Query::newest(2)).unwrap();
+        assert_eq!(newest[0].reason, "Applied");
+        assert_eq!(newest[1].reason, "Created");
+        assert_eq!(newest[0].seq, newest[1].seq + 1);
+        let about = store
+            .history(&Query::newest(10).about(ObjectRef::new(Kind::Run, "j1")))
+            .unwrap();
+        assert_eq!(about.len(), 1);
+
+        // History alone commits too, and later appends continue the sequence.
+        let mut tx = store.transaction();
+        tx.append_history(NewEntry::new("Applied", "nothing changed"));
+        assert_eq!(tx.commit().await.unwrap(), []);
+        let next = store
+            .append_history(NewEntry::new("After", "single append"))
+            .await
+            .unwrap();
+        assert_eq!(next.seq, newest[0].seq + 2);
+
+        // Durable together.
+        drop(store);
+        let store = open(&b, Config::default()).await;
+        assert!(store.get_opt::<Job>("j1").unwrap().is_some());
+        let reasons: Vec<String> = store
+            .history(&Query::newest(4))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.reason)
+            .collect();
+        assert_eq!(reasons, ["After", "Applied", "Applied", "Created"]);
+    }
+
     pub async fn named_values_should_persist_and_stay_off_the_feed(b: impl Backend) {
         #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
         struct Nightly {
@@ -679,6 +740,12 @@ macro_rules! conformance_suite {
             #[tokio::test]
             async fn transactions_should_apply_all_writes_or_none() {
                 cases::transactions_should_apply_all_writes_or_none($backend).await
+            }
+
+            #[tokio::test]
+            async fn transactions_should_append_history_with_their_writes_or_not_at_all() {
+                cases::transactions_should_append_history_with_their_writes_or_not_at_all($backend)
+                    .await
             }
 
             #[tokio::test]

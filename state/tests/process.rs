@@ -83,7 +83,8 @@ enum WorkOp {
         message: String,
         subject: String,
     },
-    /// One atomic transaction: create `create`, set the status of `name` to `phase`.
+    /// One atomic transaction: create `create`, set the status of `name` to `phase`, and
+    /// append the history entry `<create> committed` (objects and history in one batch).
     Transaction {
         create: String,
         name: String,
@@ -160,6 +161,7 @@ fn model(n: u64) -> Model {
                 name,
                 phase,
             } => {
+                m.history.insert(format!("{create} committed"));
                 m.apps.insert(create, (String::new(), String::new()));
                 if let Some(app) = m.apps.get_mut(&name) {
                     app.1 = phase;
@@ -232,7 +234,9 @@ async fn run_writer(dir: &Path, start: u64) {
                 let mut app = store.get::<App>(&name).unwrap();
                 app.status.phase = phase;
                 let mut tx = store.transaction();
-                tx.create(&App::new(&create, "")).update_status(&app);
+                tx.create(&App::new(&create, ""))
+                    .update_status(&app)
+                    .append_history(NewEntry::new("Tested", format!("{create} committed")));
                 let changes = tx.commit().await.unwrap();
                 assert_eq!(changes.len(), 2);
                 changes[1].resource_version
