@@ -788,6 +788,29 @@ pub(crate) fn plan_update<R: Resource>(obj: R) -> impl Planner<R> {
     }
 }
 
+pub(crate) fn plan_update_all<R: Resource>(obj: R) -> impl Planner<R> {
+    move |current: Option<R>, stamp: Stamp| {
+        let current = current.ok_or_else(|| not_found::<R>(obj.name()))?;
+        check_version(&current, obj.meta().resource_version)?;
+        let spec_changed = obj.spec() != current.spec();
+        let labels_changed = obj.meta().labels != current.meta().labels;
+        if !spec_changed && !labels_changed && obj.status() == current.status() {
+            return Ok(Plan::Unchanged(current));
+        }
+        let mut next = obj;
+        let meta = next.meta_mut();
+        meta.generation = current.meta().generation + u64::from(spec_changed);
+        meta.resource_version = stamp.revision;
+        meta.creation_timestamp_ms = current.meta().creation_timestamp_ms;
+        let change = if spec_changed || labels_changed {
+            ChangeType::Updated
+        } else {
+            ChangeType::StatusUpdated
+        };
+        Ok(Plan::Put(next, change))
+    }
+}
+
 pub(crate) fn plan_update_status<R: Resource>(obj: R) -> impl Planner<R> {
     move |current: Option<R>, stamp: Stamp| {
         let current = current.ok_or_else(|| not_found::<R>(obj.name()))?;

@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 use crate::history::NewEntry;
 use crate::keys;
 use crate::store::{
-    check_name, plan_create, plan_delete, plan_update, plan_update_status, step, Planner, Stamp,
-    Store,
+    check_name, plan_create, plan_delete, plan_update, plan_update_all, plan_update_status, step,
+    Planner, Stamp, Store,
 };
 use crate::watch::Change;
 
@@ -90,6 +90,14 @@ impl Transaction {
     /// Records a status update (see [`Store::update_status`]).
     pub fn update_status<R: Resource>(&mut self, obj: &R) -> &mut Self {
         self.push(obj.name(), plan_update_status(obj.clone()))
+    }
+
+    /// Records an update of labels, spec *and* status in one write, guarded by `obj`'s
+    /// resourceVersion like [`Store::update`] (generation bumped only when the spec changed).
+    /// For a change of spec and status decided from one read of the object, e.g. a state
+    /// file's version that overrides a promotion also clears the promotion record.
+    pub fn update_with_status<R: Resource>(&mut self, obj: &R) -> &mut Self {
+        self.push(obj.name(), plan_update_all(obj.clone()))
     }
 
     /// Records a delete (see [`Store::delete`]).

@@ -604,6 +604,35 @@ mod cases {
             .unwrap();
         assert_eq!(next.seq, newest[0].seq + 2);
 
+        // Spec and status from one read in one write; a stale copy conflicts.
+        let pool = store.get::<App>("pool").unwrap();
+        let mut both = pool.clone();
+        both.spec.version = "2".into();
+        both.status.phase = "declared".into();
+        let mut tx = store.transaction();
+        tx.update_with_status(&both);
+        let changes = tx.commit().await.unwrap();
+        assert_eq!(changes[0].change, ChangeType::Updated);
+        let stored = store.get::<App>("pool").unwrap();
+        assert_eq!(
+            (stored.spec.version.as_str(), stored.status.phase.as_str()),
+            ("2", "declared")
+        );
+        assert_eq!(stored.metadata.generation, pool.metadata.generation + 1);
+        let mut status_only = stored.clone();
+        status_only.status.phase = "cleared".into();
+        let mut tx = store.transaction();
+        tx.update_with_status(&status_only);
+        let changes = tx.commit().await.unwrap();
+        assert_eq!(changes[0].change, ChangeType::StatusUpdated);
+        assert_eq!(
+            store.get::<App>("pool").unwrap().metadata.generation,
+            stored.metadata.generation
+        );
+        let mut tx = store.transaction();
+        tx.update_with_status(&both);
+        assert!(tx.commit().await.unwrap_err().is_conflict());
+
         // Durable together.
         drop(store);
         let store = open(&b, Config::default()).await;

@@ -1,13 +1,13 @@
 //! Applying a validated state file to the store, and recording the outcome in its history.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crd::names::BaseDomain;
 use crd::promotion::VersionIntent;
 use crd::{AnyResource, DepProvider, Kind, Resource, SlotPool, WarmApp};
 use state::history::{reason, NewEntry, ObjectRef};
-use state::Store;
+use state::{Store, Transaction};
 
 use super::diff::{diff, Diff, Op};
 use super::located::Pos;
@@ -29,55 +29,133 @@ pub struct ApplyOptions {
     pub dry_run: bool,
 }
 
+/// Attempts at a whole apply when a concurrent write made what it read stale.
+const APPLY_ATTEMPTS: u32 = 10;
+
 /// Applies `set` to `store`: creates, updates and (with `prune`) deletes WarmApps,
-/// DepProviders and SlotPools so the store holds what the file says, then appends an
-/// `Applied` history entry. Returns the diff.
+/// DepProviders and SlotPools so the store holds what the file says, and appends an `Applied`
+/// history entry — all in one store transaction. Returns the diff.
 ///
 /// # Guarantees
 /// - Nothing is written before everything is checked: the file was validated when parsed, and
 ///   the set that results (file plus objects kept without `prune`) is checked for consistency
 ///   here; a problem rejects the whole file ([`Error::FileRejected`]) and writes nothing.
-/// - Writes are guarded by resourceVersion; a version made stale by a concurrent write (the
-///   controller's status writes, typically) is retried at the current version, because the
-///   file owns labels and spec of operator kinds (last writer wins for those).
+/// - One transaction (issue 14): every create, update and delete, the promotion records a
+///   declared version clears, and their history entries (`VersionDeclared`, `Applied`) commit
+///   together or not at all — also when the process dies mid-apply. A failed apply leaves the
+///   previous desired state in force, whole.
+/// - Writes are guarded by the resourceVersions the diff read. A concurrent write in between
+///   (the controller's status writes, typically) fails the transaction, and the apply starts
+///   again from a fresh read, up to 10 times in all: the file owns labels and spec of operator
+///   kinds (last writer wins for those), the store keeps the status written meanwhile.
 /// - Without `prune` nothing is deleted. With `dry_run` nothing is written at all.
 ///
 /// # Errors
-/// [`Error::FileRejected`], [`Error::StoreFailed`].
-///
-/// # Caveats
-/// The store has no multi-object transaction: a store failure (I/O, or a concurrent write
-/// detected by resourceVersion) after some writes leaves those in place. The error says so;
-/// applying again converges.
+/// [`Error::FileRejected`], [`Error::StoreFailed`] (nothing written then; a conflict after the
+/// last attempt is one).
 pub async fn apply(store: &Store, set: &DesiredSet, options: ApplyOptions) -> Result<Diff, Error> {
-    let current = current(store)?;
-    let plan = diff(&current, &set.resources, options.prune);
-    if !options.prune {
-        check_result(set, &plan)?;
+    apply_with(store, set, options, &|_| std::future::ready(())).await
+}
+
+/// [`apply`], calling `before_commit(attempt)` between reading the store and committing (tests
+/// let a concurrent writer in there).
+pub(super) async fn apply_with<F, Fut>(
+    store: &Store,
+    set: &DesiredSet,
+    options: ApplyOptions,
+    before_commit: &F,
+) -> Result<Diff, Error>
+where
+    F: Fn(u32) -> Fut + Sync,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let attempt = AtomicU32::new(0);
+    let plan = state::retry_conflicts(APPLY_ATTEMPTS, is_stale, || async {
+        let attempt = attempt.fetch_add(1, Ordering::Relaxed) + 1;
+        let current = current(store)?;
+        let plan = diff(&current, &set.resources, options.prune);
+        if !options.prune {
+            check_result(set, &plan)?;
+        }
+        if options.dry_run {
+            return Ok(plan);
+        }
+        let mut tx = store.transaction();
+        record(&mut tx, &plan, &current, &set.source);
+        before_commit(attempt).await;
+        match tx.commit().await {
+            Ok(_) => Ok(plan),
+            Err(e) => {
+                if is_stale_store(&e) {
+                    tracing::debug!(attempt, error = %e, "state file apply met a concurrent write; reading again");
+                }
+                Err(Error::StoreFailed(e))
+            }
+        }
+    })
+    .await?;
+    if !plan.is_noop() && !options.dry_run {
+        tracing::info!(file = %set.source, summary = %plan.summary(), "state file applied");
     }
-    if options.dry_run {
-        return Ok(plan);
-    }
+    Ok(plan)
+}
+
+/// Whether an apply failed only because the store changed after it was read.
+fn is_stale(e: &Error) -> bool {
+    matches!(e, Error::StoreFailed(e) if is_stale_store(e))
+}
+
+/// A write planned from a read that a concurrent writer made stale: a changed
+/// resourceVersion, an object created or deleted meanwhile.
+fn is_stale_store(e: &state::Error) -> bool {
+    matches!(
+        e,
+        state::Error::ResourceVersionMismatched { .. }
+            | state::Error::ObjectAlreadyExists { .. }
+            | state::Error::ObjectNotFound { .. }
+    )
+}
+
+/// Records every write of `plan` (made from `current`, the store as read) in `tx`, then the
+/// history entries.
+fn record(tx: &mut Transaction, plan: &Diff, current: &[AnyResource], file: &str) {
     for entry in &plan.entries {
+        let declared = entry
+            .version
+            .as_ref()
+            .and_then(|intent| declared_wins(intent, file));
+        if let Some((promoted, declared, message)) = declared {
+            // The file's version wins over a promotion (or adopts it): its labels and spec and
+            // the cleared promotion record in one write, from the read the diff was made of.
+            let desired = match &entry.op {
+                Op::Update { desired, .. } => match desired.as_ref() {
+                    AnyResource::WarmApp(d) => Some(d),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(stored) = stored_warm_app(current, &entry.key.name) {
+                let mut next = desired.unwrap_or(stored).clone();
+                next.metadata.resource_version = stored.metadata.resource_version;
+                next.status = stored.status.clone();
+                next.status.promotion = None;
+                tx.update_with_status(&next);
+            }
+            tx.append_history(
+                NewEntry::new(VERSION_DECLARED, message)
+                    .subject(ObjectRef::new(Kind::WarmApp, &entry.key.name))
+                    .details(serde_json::json!({ "file": file, "promoted": promoted, "declared": declared })),
+            );
+            continue;
+        }
         match &entry.op {
-            Op::Create(r) => create(store, r).await?,
+            Op::Create(r) => create(tx, r),
             Op::Update {
                 current, desired, ..
-            } => update(store, current, desired).await?,
-            Op::Delete(r) => delete(store, r).await?,
+            } => update(tx, current, desired),
+            Op::Delete(r) => delete(tx, r),
             Op::Unchanged | Op::Kept(_) => {}
         }
-    }
-    for entry in &plan.entries {
-        if let Some(
-            intent @ (VersionIntent::AdoptedPromoted { .. } | VersionIntent::Overridden { .. }),
-        ) = &entry.version
-        {
-            declared_wins(store, &entry.key.name, intent, &set.source).await?;
-        }
-    }
-    if !plan.is_noop() {
-        tracing::info!(file = %set.source, summary = %plan.summary(), "state file applied");
     }
     let changes: Vec<serde_json::Value> = plan
         .entries
@@ -94,17 +172,13 @@ pub async fn apply(store: &Store, set: &DesiredSet, options: ApplyOptions) -> Re
             serde_json::json!({ "kind": e.key.kind, "name": e.key.name, "op": op })
         })
         .collect();
-    store
-        .append_history(
-            NewEntry::new(
-                APPLIED,
-                format!("state file {} applied: {}", set.source, plan.summary()),
-            )
-            .details(serde_json::json!({ "file": set.source, "changes": changes })),
+    tx.append_history(
+        NewEntry::new(
+            APPLIED,
+            format!("state file {file} applied: {}", plan.summary()),
         )
-        .await
-        .map_err(Error::StoreFailed)?;
-    Ok(plan)
+        .details(serde_json::json!({ "file": file, "changes": changes })),
+    );
 }
 
 /// Loads the state file at `path` and applies it. A file that does not load is recorded as
@@ -241,137 +315,68 @@ fn check_result(set: &DesiredSet, plan: &Diff) -> Result<(), Error> {
     }
 }
 
-async fn create(store: &Store, r: &AnyResource) -> Result<(), Error> {
-    let result = match r {
-        AnyResource::WarmApp(o) => store.create(o).await.map(drop),
-        AnyResource::DepProvider(o) => store.create(o).await.map(drop),
-        AnyResource::SlotPool(o) => store.create(o).await.map(drop),
-        AnyResource::Recipe(o) => store.create(o).await.map(drop),
-        AnyResource::Run(o) => store.create(o).await.map(drop),
+fn create(tx: &mut Transaction, r: &AnyResource) {
+    match r {
+        AnyResource::WarmApp(o) => tx.create(o),
+        AnyResource::DepProvider(o) => tx.create(o),
+        AnyResource::SlotPool(o) => tx.create(o),
+        AnyResource::Recipe(o) => tx.create(o),
+        AnyResource::Run(o) => tx.create(o),
     };
-    result.map_err(Error::StoreFailed)
 }
 
-/// Attempts at a write whose resourceVersion went stale meanwhile.
-const WRITE_ATTEMPTS: u32 = 5;
-
-/// Writes `desired`'s labels and spec over `current`.
-pub(super) async fn update(
-    store: &Store,
-    current: &AnyResource,
-    desired: &AnyResource,
-) -> Result<(), Error> {
-    let result = match (current, desired) {
-        (AnyResource::WarmApp(c), AnyResource::WarmApp(d)) => update_typed(store, c, d).await,
-        (AnyResource::DepProvider(c), AnyResource::DepProvider(d)) => {
-            update_typed(store, c, d).await
-        }
-        (AnyResource::SlotPool(c), AnyResource::SlotPool(d)) => update_typed(store, c, d).await,
-        (AnyResource::Recipe(c), AnyResource::Recipe(d)) => update_typed(store, c, d).await,
-        (AnyResource::Run(c), AnyResource::Run(d)) => update_typed(store, c, d).await,
-        // The diff pairs objects by (kind, name), so kinds always match.
-        _ => Ok(()),
-    };
-    result.map_err(Error::StoreFailed)
-}
-
-/// An update guarded by resourceVersion. The controller writes statuses all the time, which
-/// makes the version the diff saw stale without touching what the file owns (labels and
-/// spec), so a stale version is retried at the current one: for operator kinds the file is
-/// the source of truth.
-async fn update_typed<R: Resource>(store: &Store, current: &R, desired: &R) -> state::Result<()> {
-    let version = AtomicU64::new(current.meta().resource_version);
-    state::retry_conflicts(WRITE_ATTEMPTS, state::Error::is_conflict, || async {
+/// Records writing `desired`'s labels and spec over `current`, guarded by its resourceVersion.
+fn update(tx: &mut Transaction, current: &AnyResource, desired: &AnyResource) {
+    fn at<R: Resource>(tx: &mut Transaction, current: &R, desired: &R) {
         let mut next = desired.clone();
-        next.meta_mut().resource_version = version.load(Ordering::Relaxed);
-        match store.update(&next).await {
-            Err(e @ state::Error::ResourceVersionMismatched { actual, .. }) => {
-                tracing::debug!(object = %desired.name(), actual, "stale resourceVersion; retrying");
-                version.store(actual, Ordering::Relaxed);
-                Err(e)
-            }
-            other => other.map(drop),
-        }
-    })
-    .await
-}
-
-async fn delete(store: &Store, r: &AnyResource) -> Result<(), Error> {
-    let version = r.meta().resource_version;
-    let result = match r {
-        AnyResource::WarmApp(o) => delete_typed::<WarmApp>(store, o.name(), version).await,
-        AnyResource::DepProvider(o) => delete_typed::<DepProvider>(store, o.name(), version).await,
-        AnyResource::SlotPool(o) => delete_typed::<SlotPool>(store, o.name(), version).await,
-        AnyResource::Recipe(o) => delete_typed::<crd::Recipe>(store, o.name(), version).await,
-        AnyResource::Run(o) => delete_typed::<crd::Run>(store, o.name(), version).await,
-    };
-    result.map_err(Error::StoreFailed)
-}
-
-/// A delete guarded by resourceVersion, retried like [`update_typed`]; an object already gone
-/// is fine.
-async fn delete_typed<R: Resource>(store: &Store, name: &str, version: u64) -> state::Result<()> {
-    let version = AtomicU64::new(version);
-    state::retry_conflicts(WRITE_ATTEMPTS, state::Error::is_conflict, || async {
-        match store
-            .delete::<R>(name, Some(version.load(Ordering::Relaxed)))
-            .await
-        {
-            Err(e @ state::Error::ResourceVersionMismatched { actual, .. }) => {
-                version.store(actual, Ordering::Relaxed);
-                Err(e)
-            }
-            Err(state::Error::ObjectNotFound { .. }) => Ok(()),
-            other => other.map(drop),
-        }
-    })
-    .await
-}
-
-/// The file's version won over a promotion (or adopted it): the promotion record is cleared
-/// (declared and in force agree again) and the decision recorded.
-async fn declared_wins(
-    store: &Store,
-    name: &str,
-    intent: &VersionIntent,
-    file: &str,
-) -> Result<(), Error> {
-    let (promoted, declared, message) = match intent {
-        VersionIntent::Overridden { promoted, declared } => (
-            promoted,
-            declared,
-            format!("state file {file} declares {declared}: explicit intent overrides promoted {promoted}"),
-        ),
-        VersionIntent::AdoptedPromoted { version } => (
-            version,
-            version,
-            format!("state file {file} now declares the promoted {version}"),
-        ),
-        VersionIntent::Declared | VersionIntent::KeepPromoted { .. } => return Ok(()),
-    };
-    for _ in 0..WRITE_ATTEMPTS {
-        let Some(mut app) = store.get_opt::<WarmApp>(name).map_err(Error::StoreFailed)? else {
-            return Ok(());
-        };
-        if app.status.promotion.as_ref().map(|p| &p.version) != Some(promoted) {
-            break;
-        }
-        app.status.promotion = None;
-        match store.update_status(&app).await {
-            Ok(_) => break,
-            Err(e) if e.is_conflict() => continue,
-            Err(e) => return Err(Error::StoreFailed(e)),
-        }
+        next.meta_mut().resource_version = current.meta().resource_version;
+        tx.update(&next);
     }
-    store
-        .append_history(
-            NewEntry::new(VERSION_DECLARED, message)
-                .subject(ObjectRef::new(Kind::WarmApp, name))
-                .details(
-                    serde_json::json!({ "file": file, "promoted": promoted, "declared": declared }),
-                ),
-        )
-        .await
-        .map_err(Error::StoreFailed)?;
-    Ok(())
+    match (current, desired) {
+        (AnyResource::WarmApp(c), AnyResource::WarmApp(d)) => at(tx, c, d),
+        (AnyResource::DepProvider(c), AnyResource::DepProvider(d)) => at(tx, c, d),
+        (AnyResource::SlotPool(c), AnyResource::SlotPool(d)) => at(tx, c, d),
+        (AnyResource::Recipe(c), AnyResource::Recipe(d)) => at(tx, c, d),
+        (AnyResource::Run(c), AnyResource::Run(d)) => at(tx, c, d),
+        // The diff pairs objects by (kind, name), so kinds always match.
+        _ => {}
+    }
+}
+
+/// Records deleting `r`, guarded by the resourceVersion it was read at.
+fn delete(tx: &mut Transaction, r: &AnyResource) {
+    let version = Some(r.meta().resource_version);
+    match r {
+        AnyResource::WarmApp(o) => tx.delete::<WarmApp>(o.name(), version),
+        AnyResource::DepProvider(o) => tx.delete::<DepProvider>(o.name(), version),
+        AnyResource::SlotPool(o) => tx.delete::<SlotPool>(o.name(), version),
+        AnyResource::Recipe(o) => tx.delete::<crd::Recipe>(o.name(), version),
+        AnyResource::Run(o) => tx.delete::<crd::Run>(o.name(), version),
+    };
+}
+
+/// The stored WarmApp `name` among `current`.
+fn stored_warm_app<'a>(current: &'a [AnyResource], name: &str) -> Option<&'a WarmApp> {
+    current.iter().find_map(|r| match r {
+        AnyResource::WarmApp(w) if w.name() == name => Some(w),
+        _ => None,
+    })
+}
+
+/// When the file's version wins over a promotion (or adopts it), the promotion record is
+/// cleared (declared and in force agree again): (promoted, declared, history message).
+fn declared_wins(intent: &VersionIntent, file: &str) -> Option<(String, String, String)> {
+    match intent {
+        VersionIntent::Overridden { promoted, declared } => Some((
+            promoted.clone(),
+            declared.clone(),
+            format!("state file {file} declares {declared}: explicit intent overrides promoted {promoted}"),
+        )),
+        VersionIntent::AdoptedPromoted { version } => Some((
+            version.clone(),
+            version.clone(),
+            format!("state file {file} now declares the promoted {version}"),
+        )),
+        VersionIntent::Declared | VersionIntent::KeepPromoted { .. } => None,
+    }
 }

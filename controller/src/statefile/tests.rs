@@ -524,29 +524,69 @@ async fn a_status_write_between_diff_and_write_should_not_fail_the_apply() {
     apply(&store, &set(GOOD), ApplyOptions::default())
         .await
         .unwrap();
-    // Compute the plan as apply does, then let the controller write a status.
-    let current: Vec<AnyResource> = vec![
-        AnyResource::WarmApp(store.get::<WarmApp>("web").unwrap()),
-        AnyResource::SlotPool(store.get::<SlotPool>("ci").unwrap()),
-    ];
+    // The controller writes a status after apply read the store, before it commits.
     let bumped = set(&GOOD.replace("version: 1.0.0", "version: 1.1.0"));
-    let plan = diff(&current, &bumped.resources, false);
-    let mut web = store.get::<WarmApp>("web").unwrap();
-    web.status.observed_generation = 1;
-    store.update_status(&web).await.unwrap();
-    for entry in &plan.entries {
-        if let Op::Update {
-            current, desired, ..
-        } = &entry.op
-        {
-            apply::update(&store, current, desired).await.unwrap();
+    let status_write = |attempt: u32| {
+        let store = store.clone();
+        async move {
+            if attempt == 1 {
+                let mut web = store.get::<WarmApp>("web").unwrap();
+                web.status.observed_generation = 1;
+                store.update_status(&web).await.unwrap();
+            }
         }
-    }
+    };
+    apply::apply_with(&store, &bumped, ApplyOptions::default(), &status_write)
+        .await
+        .unwrap();
     let web = store.get::<WarmApp>("web").unwrap();
     assert_eq!(web.spec.version, "1.1.0");
     assert_eq!(
         web.status.observed_generation, 1,
         "the status write is kept"
+    );
+}
+
+#[tokio::test]
+async fn an_apply_that_keeps_meeting_concurrent_writes_should_give_up_and_write_nothing() {
+    let store = Store::in_memory().await.unwrap();
+    apply(&store, &set(GOOD), ApplyOptions::default())
+        .await
+        .unwrap();
+    let pool_before = store.get::<SlotPool>("ci").unwrap();
+    let history_before = store.history(&Query::newest(100)).unwrap().len();
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    // A status write after every read: each commit finds a stale resourceVersion.
+    let always = |_: u32| {
+        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let store = store.clone();
+        async move {
+            let mut web = store.get::<WarmApp>("web").unwrap();
+            web.status.observed_generation += 1;
+            store.update_status(&web).await.unwrap();
+        }
+    };
+    let bumped = set(&GOOD
+        .replace("version: 1.0.0", "version: 1.1.0")
+        .replace("slots: 2", "slots: 3"));
+    let err = apply::apply_with(&store, &bumped, ApplyOptions::default(), &always)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::StoreFailed(e) if e.is_conflict()),
+        "{err}"
+    );
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::Relaxed), 10);
+    // Nothing of the file is in force (the pool's change neither), and no Applied entry.
+    let web = store.get::<WarmApp>("web").unwrap();
+    assert_eq!(
+        (web.spec.version.as_str(), web.metadata.generation),
+        ("1.0.0", 1)
+    );
+    assert_eq!(store.get::<SlotPool>("ci").unwrap(), pool_before);
+    assert_eq!(
+        store.history(&Query::newest(100)).unwrap().len(),
+        history_before
     );
 }
 
