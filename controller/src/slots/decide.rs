@@ -229,6 +229,9 @@ pub enum ReclaimReason {
     Expired,
     /// The lease was held for a run that is terminal or no longer recorded.
     RunGone,
+    /// The request that waited is gone: its entry predates this process (a restart cut the
+    /// request off; its client retries as a new request, behind it in line).
+    RequestGone,
 }
 
 /// What a reclaim pass decided for one pool.
@@ -289,6 +292,21 @@ pub fn decide_reclaim(
         }
     }
     plan
+}
+
+/// Waiters of `pool` that no request of this process can be serving: entries enqueued
+/// before `line_since_ms`, when this process's slot service was created (before its API
+/// served a request). Every waiter entry belongs to a request waiting in the process that
+/// made it; after a restart nobody polls the old entries, yet they keep their place in line
+/// (their owners, the CI jobs retrying, are alive) until their deadline, so every later
+/// request waits behind them (issue 14: the `crash_real` run that met no answer for 90 s).
+pub fn stale_waiters(pool: &SlotPool, line_since_ms: u64) -> Vec<SlotWaiter> {
+    pool.status
+        .waiters
+        .iter()
+        .filter(|w| w.enqueued_at_ms < line_since_ms)
+        .cloned()
+        .collect()
 }
 
 /// Applies a reclaim plan to the pool's status.

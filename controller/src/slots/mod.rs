@@ -192,6 +192,9 @@ pub struct Slots {
     store: Store,
     clock: Arc<dyn Clock>,
     metrics: Option<metrics::Metrics>,
+    /// When this slot service was created: waiter entries enqueued earlier belong to requests
+    /// of an earlier process (see [`decide::stale_waiters`]).
+    line_since_ms: u64,
 }
 
 impl Slots {
@@ -204,6 +207,7 @@ impl Slots {
     pub fn with_clock(store: Store, clock: Arc<dyn Clock>) -> Slots {
         Slots {
             store,
+            line_since_ms: clock.now_ms(),
             clock,
             metrics: None,
         }
@@ -325,9 +329,9 @@ impl Slots {
     /// Acquires a slot, waiting in line (woken by every pool change, re-checking at least
     /// every second) up to the pool's wait timeout.
     ///
-    /// # Caveats
-    /// If this future is dropped while waiting, the waiter entry stays until its deadline or
-    /// its owner's death; call [`Slots::withdraw`] to leave the line early.
+    /// If this future is dropped while waiting (a client that went away), a task leaves the
+    /// line for it; a process that dies leaves its entries to the next process's first
+    /// reclaim pass.
     ///
     /// # Errors
     /// [`Error::WaitTimedOut`], and as [`Slots::try_acquire`].
@@ -344,9 +348,17 @@ impl Slots {
     pub async fn acquire_with(&self, req: &SlotRequest, also: &AlsoOnGrant<'_>) -> Result<Grant> {
         let started = self.now_ms();
         let mut ticket = None;
+        // Leaves the line if this future is dropped while waiting.
+        let mut in_line = LeaveOnDrop {
+            slots: self.clone(),
+            req: req.clone(),
+            ticket: None,
+        };
         loop {
             let seen = self.store.revision();
-            let attempt = match self.try_acquire_with(req, ticket, also).await {
+            let attempt = self.try_acquire_with(req, ticket, also).await;
+            in_line.ticket = None;
+            let attempt = match attempt {
                 Ok(a) => a,
                 Err(e) => {
                     if let Some(t) = ticket {
@@ -377,6 +389,7 @@ impl Slots {
                     ..
                 } => {
                     ticket = Some(t);
+                    in_line.ticket = Some(t);
                     let left = deadline_ms.saturating_sub(self.now_ms());
                     let pause = Duration::from_millis(left.clamp(1, 1000));
                     tokio::select! {
@@ -452,7 +465,8 @@ impl Slots {
     }
 
     /// One reclaim pass over every pool: removes leases of dead owners, expired leases,
-    /// leases of runs that are gone, and dead or expired waiters; records each in history.
+    /// leases of runs that are gone, dead or expired waiters, and waiters an earlier process
+    /// left (their requests died with it); records each in history.
     ///
     /// # Errors
     /// [`Error::StoreFailed`], [`Error::ContentionPersisted`].
@@ -469,7 +483,12 @@ impl Slots {
             };
             let (_, plan) = self
                 .modify(&name, |p, now| {
-                    let plan = decide::decide_reclaim(p, now, &|o| checker.check(o), &run_hold);
+                    let mut plan = decide::decide_reclaim(p, now, &|o| checker.check(o), &run_hold);
+                    for w in decide::stale_waiters(p, self.line_since_ms) {
+                        if !plan.waiters.iter().any(|(x, _)| *x == w) {
+                            plan.waiters.push((w, ReclaimReason::RequestGone));
+                        }
+                    }
                     if plan.is_empty() {
                         return Ok(None);
                     }
@@ -516,6 +535,33 @@ impl Slots {
                 .await?;
         }
         Ok(out)
+    }
+}
+
+/// The waiter entry of an [`Slots::acquire_with`] that is waiting; dropped with the wait (a
+/// cancelled request), it leaves the line in a task of its own.
+struct LeaveOnDrop {
+    slots: Slots,
+    req: SlotRequest,
+    /// The entry's ticket while the wait is parked between attempts.
+    ticket: Option<u64>,
+}
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let slots = self.slots.clone();
+        let req = self.req.clone();
+        runtime.spawn(async move {
+            if let Err(e) = slots.withdraw(&req, ticket).await {
+                tracing::warn!(pool = req.pool, error = %e, "leaving the line of a cancelled wait failed");
+            }
+        });
     }
 }
 

@@ -312,3 +312,59 @@ async fn slot_exec_reports_a_signal_as_128_plus_its_number() {
     };
     assert_eq!(exec(&slots, &options).await.unwrap().exit_code, 137);
 }
+
+#[tokio::test]
+async fn waiters_an_earlier_process_left_are_dropped_and_hold_up_nobody() {
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let store = store_with_pool(1, Duration::from_secs(120)).await;
+    let checker = ProcLiveness::new().unwrap();
+    // The earlier process: a slot held, a request waiting in line when the process dies.
+    let earlier = Slots::with_clock(store.clone(), clock.clone());
+    let held = earlier.acquire(&req(me())).await.unwrap();
+    let cut_off = earlier.try_acquire(&req(me()), None).await.unwrap();
+    assert!(matches!(cut_off, Attempt::Waiting { position: 0, .. }));
+    earlier.release("ci", held.slot, &held.owner).await.unwrap();
+    clock.advance(1_000);
+    // The next process: the client's retry is a new request, behind the dead entry whose
+    // owner (the CI job, retrying) is alive — the slot is free, yet it waits.
+    let next = Slots::with_clock(store.clone(), clock.clone());
+    let Attempt::Waiting {
+        ticket, position, ..
+    } = next.try_acquire(&req(me()), None).await.unwrap()
+    else {
+        panic!("the retry should wait behind the dead entry");
+    };
+    assert_eq!(position, 1);
+    let got = next.reclaim(&checker).await.unwrap();
+    let reasons: Vec<_> = got.iter().map(|r| r.reason).collect();
+    assert_eq!(reasons, [decide::ReclaimReason::RequestGone]);
+    let granted = next.try_acquire(&req(me()), Some(ticket)).await.unwrap();
+    assert!(matches!(granted, Attempt::Granted(_)), "{granted:?}");
+    // This process's own waiters are kept.
+    let Attempt::Waiting { .. } = next.try_acquire(&req(me()), None).await.unwrap() else {
+        panic!("the pool is full again");
+    };
+    assert!(next.reclaim(&checker).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_wait_leaves_the_line() {
+    let store = store_with_pool(1, Duration::from_secs(120)).await;
+    let slots = Slots::new(store.clone());
+    let _held = slots.acquire(&req(me())).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(300), slots.acquire(&req(me()))).await;
+    assert!(waited.is_err(), "the pool is full: the wait is cancelled");
+    let started = Instant::now();
+    loop {
+        let pool: SlotPool = store.get("ci").unwrap();
+        if pool.status.waiters.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the cancelled wait's entry stayed: {:?}",
+            pool.status.waiters
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
