@@ -459,21 +459,23 @@ impl Engine for EtcdEngine {
         self.mirror.scan(space, range, order, limit)
     }
 
-    fn apply(&self, space: Keyspace, ops: Vec<Op>) -> Result<(), Error> {
+    /// One batch of every keyspace's writes (full keys), so one etcd transaction: the writer
+    /// never splits a batch.
+    fn apply_all(&self, batches: Vec<(Keyspace, Vec<Op>)>) -> Result<(), Error> {
         if let Some(reason) = self.progress.borrow().failed.clone() {
             return Err(self.failed("write", reason));
         }
-        let prefix = self.config.space_prefix(space);
-        let full = |k: &[u8]| [prefix.as_slice(), k].concat();
-        let batch: Batch = ops
-            .iter()
-            .map(|op| match op {
+        let mut batch: Batch = Vec::new();
+        for (space, ops) in &batches {
+            let prefix = self.config.space_prefix(*space);
+            let full = |k: &[u8]| [prefix.as_slice(), k].concat();
+            batch.extend(ops.iter().map(|op| match op {
                 Op::Put(k, v) => (full(k), Some(v.clone())),
                 Op::Delete(k) => (full(k), None),
-            })
-            .collect();
+            }));
+        }
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        self.mirror.apply(space, ops)?;
+        self.mirror.apply_all(batches)?;
         queue.0 += 1;
         let seq = queue.0;
         queue

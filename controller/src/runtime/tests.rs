@@ -467,6 +467,61 @@ async fn a_swarm_orphan_without_an_object_should_be_cleaned_up_at_relist() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stack_with_only_networks_and_volumes_left_should_be_found_at_relist() {
+    // A teardown cut off after removing the services leaves the stack's network (hearth's
+    // labels) and a volume a task made (only the stack namespace label, #13): the relist
+    // finds their owners too, and each gets its cleanup.
+    let swarm = SimSwarm::new(SimConfig::default());
+    swarm
+        .create_network(&spec::NetworkSpec {
+            name: "hw-netonly_default".into(),
+            driver: Some("overlay".into()),
+            labels: Some(spec::Map::from([
+                (
+                    labels::MANAGED_BY.to_string(),
+                    labels::MANAGED_BY_VALUE.to_string(),
+                ),
+                (labels::KIND.to_string(), Kind::WarmApp.as_str().to_string()),
+                (labels::NAME.to_string(), "netonly".to_string()),
+            ])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    swarm
+        .create_volume(&spec::VolumeSpec {
+            name: "hw-volonly_data".into(),
+            labels: Some(spec::Map::from([(
+                crate::swarm::labels::NAMESPACE.to_string(),
+                "hw-volonly".to_string(),
+            )])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Someone else's stack volume maps to no owner.
+    swarm
+        .create_volume(&spec::VolumeSpec {
+            name: "other_data".into(),
+            labels: Some(spec::Map::from([(
+                crate::swarm::labels::NAMESPACE.to_string(),
+                "other".to_string(),
+            )])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let store = store_with(&["web"]).await;
+    let probe = Probe::new(None);
+    let _run = start(&store, &probe, config(), Some(swarm.clone()));
+    sleep_secs(1.0).await;
+    let mut cleaned = probe.cleanups.lock().unwrap().clone();
+    cleaned.sort();
+    assert_eq!(cleaned, ["netonly", "volonly"]);
+    assert_eq!(probe.count("web"), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_orphan_should_be_cleaned_up_soon_when_the_relists_swarm_listing_fails() {
     // The startup relist's listing of services and its first two retries fail: the orphan
     // comes with the third retry (1 + 2 + 4 s of backoff, stretched by jitter < 1.2), not

@@ -128,15 +128,28 @@ fn store_keys<K: Resource>(store: &Store) -> Result<Vec<ObjectRef>, Error> {
         .collect())
 }
 
-/// The owners of kind `K` of the hearth-managed services the swarm runs.
+/// The owners of kind `K` of the hearth-managed stacks on the swarm: found through their
+/// services, and through their networks and volumes, so a stack whose services are gone (a
+/// teardown cut off after removing them) is still found and its owner's `cleanup` runs
+/// (issue 14). Volumes made by tasks carry only the stack namespace label (#13): they are
+/// listed by it and owned by their stack's name.
 async fn swarm_owners<K: Resource>(swarm: &dyn Swarm) -> crate::swarm::Result<Vec<ObjectRef>> {
-    let filter = LabelFilter::eq(labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
-    let services = swarm.list_services(&filter).await?;
-    Ok(services
-        .iter()
-        .flat_map(|s| owners_of_listed(&s.meta.name, &s.meta.labels))
-        .filter(|k| k.kind == K::KIND)
-        .collect())
+    let managed = LabelFilter::eq(labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
+    let mut owners = Vec::new();
+    for s in swarm.list_services(&managed).await? {
+        owners.extend(owners_of_listed(&s.meta.name, &s.meta.labels));
+    }
+    for n in swarm.list_networks(&managed).await? {
+        owners.extend(owners_of_listed(&n.name, &n.labels));
+    }
+    let in_a_stack = LabelFilter::all().and_has(crate::swarm::labels::NAMESPACE);
+    for v in swarm.list_volumes(&in_a_stack).await? {
+        owners.extend(owners_of_listed(&v.name, &v.labels));
+    }
+    owners.retain(|k| k.kind == K::KIND);
+    owners.sort_by(|a, b| a.name.cmp(&b.name));
+    owners.dedup();
+    Ok(owners)
 }
 
 /// How a relist went (see [`send_relist`]).
