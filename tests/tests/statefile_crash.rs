@@ -184,19 +184,19 @@ async fn a_sigkilled_state_file_apply_leaves_the_old_or_the_new_desired_state_ne
                 "iteration {iteration}: the old state is in force, so no Applied entry was added"
             );
         } else {
-            let mixed: Vec<_> = state
+            let mut mixed: Vec<String> = state
                 .iter()
                 .filter(|(k, v)| target.get(*k) != Some(v) && previous.get(*k) != Some(v))
-                .chain(
-                    target
-                        .keys()
-                        .chain(previous.keys())
-                        .filter(|k| !state.contains_key(*k))
-                        .map(|k| (k, &String::new()))
-                        .take(5),
-                )
-                .take(10)
+                .map(|(k, v)| format!("{k}={v}"))
                 .collect();
+            mixed.extend(
+                target
+                    .keys()
+                    .chain(previous.keys())
+                    .filter(|k| !state.contains_key(*k))
+                    .map(|k| format!("{k} missing")),
+            );
+            mixed.truncate(10);
             let of_target = state
                 .iter()
                 .filter(|(k, v)| target.get(*k) == Some(v))

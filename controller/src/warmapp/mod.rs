@@ -28,6 +28,7 @@ pub mod probe;
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crd::names::{labels as keys, BaseDomain, StackName};
 use crd::{Kind, Resource, WarmApp};
@@ -167,6 +168,18 @@ pub enum Error {
         /// The store error.
         #[source]
         source: state::Error,
+    },
+    /// A deleted app's stack was not torn down within [`CLEANUP_BUDGET`] (plus 2 s for a call
+    /// in flight): cut off so it does not hold a worker. Retryable: the next attempt resumes
+    /// from what is left.
+    #[error("warm app {name}: teardown of {stack} not finished within {after:?}")]
+    TeardownUnfinished {
+        /// The app.
+        name: String,
+        /// The stack.
+        stack: String,
+        /// How long it ran.
+        after: Duration,
     },
     /// A deleted app's stack could not be torn down completely. Retryable.
     #[error("warm app {name}: teardown of {stack} failed")]
@@ -571,6 +584,13 @@ async fn reconcile(app: &WarmApp, ctx: &Context) -> Result<Action, Error> {
     })
 }
 
+/// Longest one cleanup holds a reconcile worker. A graceful teardown that does not finish
+/// within it (a Docker call that never answers, containers slow to stop) is cut off, recorded
+/// as unfinished (`TeardownFailed` in the history) and retried with the runtime's backoff, the
+/// worker free in between: deleted apps whose teardowns hang no longer hold every worker
+/// while the other apps wait (issue 14; `faults.rs` needed 16 workers for it before).
+pub const CLEANUP_BUDGET: Duration = Duration::from_secs(20);
+
 /// A deleted app: tear its stack down (either role's name), if this daemon owns it.
 async fn cleanup(name: &str, ctx: &Context) -> Result<Action, Error> {
     for provider in [false, true] {
@@ -590,8 +610,40 @@ async fn cleanup(name: &str, ctx: &Context) -> Result<Action, Error> {
         }
         info!(stack = %stack, "warm app deleted; tearing its stack down gracefully");
         let subject = ObjectRef::new(Kind::WarmApp, name);
-        let torn = stack::teardown(ctx.swarm.as_ref(), stack.as_str(), &ctx.teardown).await;
+        let budget = ctx.teardown.deadline.min(CLEANUP_BUDGET);
+        let options = TeardownOptions {
+            deadline: budget,
+            ..ctx.teardown.clone()
+        };
+        // The teardown's own deadline ends its waits and retries; the timeout also ends a
+        // Docker call that does not answer.
+        let cut_off = budget + Duration::from_secs(2);
+        let torn = tokio::time::timeout(
+            cut_off,
+            stack::teardown(ctx.swarm.as_ref(), stack.as_str(), &options),
+        )
+        .await;
         ctx.observations.wrote(stack.as_str());
+        let Ok(torn) = torn else {
+            let message = format!(
+                "teardown of {stack} not finished within {}s (a Docker call did not answer); \
+                 cut off to free the worker, retried with backoff",
+                cut_off.as_secs()
+            );
+            warn!(stack = %stack, "{message}");
+            if let Err(e) = ctx
+                .store
+                .append_history(NewEntry::new(reason::TEARDOWN_FAILED, message).subject(subject))
+                .await
+            {
+                warn!(error = %e, "recording the unfinished teardown failed");
+            }
+            return Err(Error::TeardownUnfinished {
+                name: name.to_string(),
+                stack: stack.as_str().to_string(),
+                after: cut_off,
+            });
+        };
         match torn {
             Ok(report) => {
                 let message = format!(

@@ -249,6 +249,47 @@ async fn deleting_an_app_tears_its_stack_down_and_only_its_own() {
     assert_eq!(left.services.len(), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_teardown_that_hangs_is_cut_off_recorded_and_finished_by_a_later_attempt() {
+    let w = world().await;
+    w.store.create(&web("1.0.0", "60s")).await.unwrap();
+    w.ready_at("1.0.0").await;
+    w.store.delete::<WarmApp>("web", None).await.unwrap();
+    // The network's removal never answers (until the sim's call deadline, 30 s).
+    w.swarm
+        .hang_removals(crate::swarm::ObjectKind::Network, true);
+    let started = tokio::time::Instant::now();
+    let err = WarmAppReconciler::cleanup(ObjectRef::new(Kind::WarmApp, "web"), w.ctx.clone())
+        .await
+        .unwrap_err();
+    let held = started.elapsed();
+    assert!(matches!(err, Error::TeardownUnfinished { .. }), "{err}");
+    assert!(
+        held <= CLEANUP_BUDGET + Duration::from_secs(2),
+        "the worker was held {held:?}"
+    );
+    let history = w
+        .store
+        .history(&Query::newest(1).about(ObjectRef::new(Kind::WarmApp, "web")))
+        .unwrap();
+    assert_eq!(history[0].reason, reason::TEARDOWN_FAILED);
+    assert!(
+        history[0].message.contains("not finished within 22s"),
+        "{}",
+        history[0].message
+    );
+    // Docker answers again: the retry finishes and verifies.
+    w.swarm
+        .hang_removals(crate::swarm::ObjectKind::Network, false);
+    WarmAppReconciler::cleanup(ObjectRef::new(Kind::WarmApp, "web"), w.ctx.clone())
+        .await
+        .unwrap();
+    let left = stack::observe(w.swarm.as_ref(), "hw-web", Depth::WithTasks)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 fn clone_ctx(c: &Context) -> Context {
     Context {
         swarm: c.swarm.clone(),
