@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crd::{DepProvider, SlotPool, WarmApp};
 use hearth_tests::process::free_addr;
