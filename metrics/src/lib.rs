@@ -78,6 +78,10 @@ pub struct Metrics {
     docker_calls: IntCounterVec,
     docker_errors: IntCounterVec,
     docker_latency: HistogramVec,
+    worker_runs: IntCounterVec,
+    worker_errors: IntCounterVec,
+    worker_last_success: prometheus::GaugeVec,
+    worker_up: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -290,6 +294,35 @@ impl Metrics {
                 "Latency of Docker Engine API calls, per operation.",
                 &["operation"],
                 LATENCY_BUCKETS,
+            )?,
+            worker_runs: counter_vec(
+                &r,
+                "worker_runs_total",
+                "Steps started by each background worker.",
+                &["worker"],
+            )?,
+            worker_errors: counter_vec(
+                &r,
+                "worker_errors_total",
+                "Steps (and triggers) of each background worker that failed or panicked.",
+                &["worker"],
+            )?,
+            worker_last_success: {
+                let m = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "worker_last_success_timestamp_seconds",
+                        "Unix time at which each background worker last finished a step successfully.",
+                    ),
+                    &["worker"],
+                )
+                .map_err(Error::DefinitionRejected)?;
+                register(&r, m)?
+            },
+            worker_up: gauge_vec(
+                &r,
+                "worker_up",
+                "1 while a background worker is supervised and its last step did not fail, else 0.",
+                &["worker"],
             )?,
             registry: r,
         })
@@ -504,6 +537,38 @@ impl Metrics {
                 .with_label_values(&[operation, kind])
                 .inc();
         }
+    }
+
+    /// Counts a step of the background worker `worker` (a closed set of names spelled by the
+    /// daemon's code).
+    pub fn record_worker_run(&self, worker: &'static str) {
+        self.worker_runs.with_label_values(&[worker]).inc();
+    }
+
+    /// Records a successful step of `worker`, finished at `unix_ms`: it is up.
+    pub fn record_worker_success(&self, worker: &'static str, unix_ms: u64) {
+        #[allow(clippy::cast_precision_loss)]
+        let seconds = unix_ms as f64 / 1000.0;
+        self.worker_last_success
+            .with_label_values(&[worker])
+            .set(seconds);
+        self.worker_up.with_label_values(&[worker]).set(1);
+    }
+
+    /// Counts a failed (or panicked) step of `worker`: it is down until its next success.
+    pub fn record_worker_error(&self, worker: &'static str) {
+        self.worker_errors.with_label_values(&[worker]).inc();
+        self.worker_up.with_label_values(&[worker]).set(0);
+    }
+
+    /// Sets whether `worker` is up (supervised and not failing).
+    pub fn set_worker_up(&self, worker: &'static str, up: bool) {
+        self.worker_up
+            .with_label_values(&[worker])
+            .set(i64::from(up));
+        // Every family of a supervised worker exists from its start (0 until it happens).
+        self.worker_runs.with_label_values(&[worker]);
+        self.worker_errors.with_label_values(&[worker]);
     }
 
     /// The number of series (samples, counting every histogram bucket) the registry exports

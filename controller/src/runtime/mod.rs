@@ -8,6 +8,8 @@
 //! - [`Controller`]: the wiring — the runner that never reconciles one key twice at once, with
 //!   bounded concurrency, requeue timers and graceful shutdown ([`Shutdown`], [`signals`]).
 //! - [`logging`]: human-readable or JSON log output for the daemon.
+//! - [`workers`]: everything else the daemon does in the background (sweeps, reclaim, the
+//!   nightly job, gauges, file followers) as supervised [`workers::Worker`]s with a status.
 //!
 //! # The reconcile contract
 //! A [`Reconciler`] gets the object (`reconcile(Arc<Obj>, Arc<Ctx>) -> Result<Action>`), or
@@ -21,6 +23,7 @@ pub mod logging;
 pub mod scheduler;
 pub mod signals;
 pub mod triggers;
+pub mod workers;
 
 #[cfg(test)]
 mod tests;
