@@ -2,17 +2,17 @@
 //!
 //! Counters and histograms are recorded where things happen (reconciles, tier reports, slot
 //! grants, sweeps, Docker calls); the gauges here describe the store's current contents, so a
-//! loop recomputes them with [`snapshot`] (pure) and writes them every [`REFRESH`].
+//! worker ([`GaugesWorker`]) recomputes them with [`snapshot`] (pure) and writes them every
+//! [`REFRESH`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::runtime::workers::{Failure, Next, Worker};
+use crate::runtime::Handle;
 use crd::{Run, RunPhase, SlotPool};
 use metrics::Metrics;
 use state::Store;
-use tokio_util::sync::CancellationToken;
-
-use crate::runtime::Handle;
 
 /// How often the gauges are recomputed.
 pub const REFRESH: Duration = Duration::from_secs(2);
@@ -96,21 +96,16 @@ pub fn snapshot(runs: &[Run], pools: &[SlotPool]) -> Snapshot {
 
 /// Reads the store and writes every gauge once; pools that disappeared since `known` are
 /// forgotten. Returns the pools written.
-pub fn refresh(store: &Store, metrics: &Metrics, known: &[String]) -> Vec<String> {
-    let runs = match store.list::<Run>() {
-        Ok(l) => l.items,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading runs for the gauges failed");
-            return known.to_vec();
-        }
-    };
-    let pools = match store.list::<SlotPool>() {
-        Ok(l) => l.items,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading slot pools for the gauges failed");
-            return known.to_vec();
-        }
-    };
+///
+/// # Errors
+/// When the runs or slot pools cannot be read (no gauge is written then).
+pub fn refresh(
+    store: &Store,
+    metrics: &Metrics,
+    known: &[String],
+) -> Result<Vec<String>, state::Error> {
+    let runs = store.list::<Run>()?.items;
+    let pools = store.list::<SlotPool>()?.items;
     let snap = snapshot(&runs, &pools);
     metrics.set_runs_by_phase(snap.runs_by_phase);
     for pool in known.iter().filter(|p| !snap.slots.contains_key(*p)) {
@@ -126,26 +121,50 @@ pub fn refresh(store: &Store, metrics: &Metrics, known: &[String]) -> Vec<String
         Ok(bytes) => metrics.set_store_size(bytes),
         Err(e) => tracing::warn!(error = %e, "reading the store size failed"),
     }
-    snap.slots.into_keys().collect()
+    Ok(snap.slots.into_keys().collect())
 }
 
-/// Refreshes the gauges (and the warm-app controller's queue gauges from `handle`) every
-/// [`REFRESH`] until `stop`.
-pub async fn refresh_loop(
+/// The gauges as a background worker: refreshed (with the warm-app controller's queue gauges
+/// from its handle) every [`REFRESH`].
+#[derive(Debug)]
+pub struct GaugesWorker {
     store: Store,
     metrics: Metrics,
     handle: Handle,
     controller: &'static str,
-    stop: CancellationToken,
-) {
-    let mut known = Vec::new();
-    loop {
-        metrics.set_queue(controller, handle.queue_depth(), handle.active_workers());
-        known = refresh(&store, &metrics, &known);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(REFRESH) => {}
+    known: Vec<String>,
+}
+
+impl GaugesWorker {
+    /// Refreshes `metrics` from `store` and `controller`'s `handle`.
+    pub fn new(store: Store, metrics: Metrics, handle: Handle, controller: &'static str) -> Self {
+        GaugesWorker {
+            store,
+            metrics,
+            handle,
+            controller,
+            known: Vec::new(),
         }
+    }
+}
+
+impl Worker for GaugesWorker {
+    fn name(&self) -> &'static str {
+        "gauges"
+    }
+
+    fn schedule(&self) -> String {
+        format!("every {}", humantime::format_duration(REFRESH))
+    }
+
+    async fn step(&mut self) -> Result<Next, Failure> {
+        self.metrics.set_queue(
+            self.controller,
+            self.handle.queue_depth(),
+            self.handle.active_workers(),
+        );
+        self.known = refresh(&self.store, &self.metrics, &self.known)?;
+        Ok(Next::After(REFRESH))
     }
 }
 

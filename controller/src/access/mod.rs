@@ -8,7 +8,7 @@
 //!   anonymous reads pass, so a mistyped or revoked token is noticed.
 //! - Tokens are compared as SHA-256 digests, every known digest each time, with an OR of XORs:
 //!   the time taken does not depend on where or whether a token matches.
-//! - The tokens file is re-read when it changes ([`Keyring::follow`]); a file that cannot be
+//! - The tokens file is re-read when it changes ([`TokensWorker`]); a file that cannot be
 //!   read or is rejected leaves the tokens in force unchanged (logged as an error), except a
 //!   deleted file, which removes every named token.
 //! - Callers that are not `admin` see env values as [`REDACTED`] (names stay visible).
@@ -25,8 +25,6 @@ pub mod tokens_file;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
 
 /// The name under which the daemon's single token file (`--token-file`, `<data-dir>/token`)
 /// is an `admin` token.
@@ -346,28 +344,6 @@ impl Keyring {
         Ok(n)
     }
 
-    /// Reloads after every change of the tokens file until `stop`. Set the watch up with
-    /// [`Keyring::watch`] before the first load, so no change is missed in between.
-    pub async fn follow(
-        self: Arc<Self>,
-        mut watch: crate::statefile::watch::FileWatch,
-        stop: CancellationToken,
-    ) {
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                more = watch.changed() => if !more { return },
-            }
-            match self.reload() {
-                Ok(n) => tracing::info!(file = ?self.file, tokens = n, "tokens file reloaded"),
-                Err(e) => tracing::error!(
-                    error = %crate::errors::chain(&e),
-                    "tokens file rejected; the tokens in force are unchanged"
-                ),
-            }
-        }
-    }
-
     /// A watch of the tokens file (`None` without one).
     ///
     /// # Errors
@@ -375,6 +351,80 @@ impl Keyring {
     pub fn watch(file: &Path) -> Result<crate::statefile::watch::FileWatch, Error> {
         crate::statefile::watch::FileWatch::new(file, RELOAD_DEBOUNCE)
             .map_err(Error::TokensFileUnwatchable)
+    }
+}
+
+/// Following the tokens file as a background worker: reloads the [`Keyring`] after every
+/// change. A rejected file is logged and the tokens in force stay (not the worker's error:
+/// the next edit is tried again).
+pub struct TokensWorker {
+    keyring: Arc<Keyring>,
+    watch: crate::statefile::watch::FileWatch,
+    file: PathBuf,
+}
+
+impl std::fmt::Debug for TokensWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokensWorker")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokensWorker {
+    /// Reloads `keyring` on every change `watch` (of `file`, see [`Keyring::watch`], set up
+    /// before the first load so no change is missed in between) reports.
+    pub fn new(
+        keyring: Arc<Keyring>,
+        watch: crate::statefile::watch::FileWatch,
+        file: PathBuf,
+    ) -> Self {
+        TokensWorker {
+            keyring,
+            watch,
+            file,
+        }
+    }
+}
+
+impl crate::runtime::workers::Worker for TokensWorker {
+    fn name(&self) -> &'static str {
+        "tokens-file"
+    }
+
+    fn schedule(&self) -> String {
+        format!("on change of {}", self.file.display())
+    }
+
+    fn first(&self) -> crate::runtime::workers::Next {
+        crate::runtime::workers::Next::OnTrigger
+    }
+
+    async fn step(
+        &mut self,
+    ) -> Result<crate::runtime::workers::Next, crate::runtime::workers::Failure> {
+        match self.keyring.reload() {
+            Ok(n) => {
+                tracing::info!(file = %self.file.display(), tokens = n, "tokens file reloaded")
+            }
+            Err(e) => tracing::error!(
+                error = %crate::errors::chain(&e),
+                "tokens file rejected; the tokens in force are unchanged"
+            ),
+        }
+        Ok(crate::runtime::workers::Next::OnTrigger)
+    }
+
+    async fn triggered(&mut self) -> Result<(), crate::runtime::workers::Failure> {
+        if self.watch.changed().await {
+            return Ok(());
+        }
+        // The watch ended: set it up again; the retry after the backoff reloads.
+        self.watch = Keyring::watch(&self.file)?;
+        Err(crate::runtime::workers::Failure::msg(format!(
+            "the watch of {} ended (set up again)",
+            self.file.display()
+        )))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The nightly sweep: on a cron schedule (time zone, jitter) — orphan sweep, warm-app refresh, store maintenance — each window run exactly once, across restarts.
 //!
 //! - [`schedule`] (pure): next window, missed-window catch-up, deterministic jitter.
-//! - [`Nightly`]: the loop. It persists the last completed window in the store
+//! - [`Nightly`], run on the schedule by [`NightlyWorker`]. It persists the last completed window in the store
 //!   ([`LAST_WINDOW_KEY`]), so a restart neither repeats nor skips a night, and a window
 //!   missed while hearth was down runs once at startup (only the latest one). A manual run
 //!   (`hearth sweep --now`) completes no window.
@@ -31,11 +31,11 @@ use metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use state::history::{NewEntry, ObjectRef};
 use state::{Clock, Store};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::catalogue::Catalogue;
 use crate::promote::{self, Promoter, Request};
+use crate::runtime::workers;
 use crate::swarm::{LabelFilter, Swarm};
 use crate::sweeper::Sweeper;
 
@@ -219,30 +219,9 @@ impl Nightly {
         Ok(report)
     }
 
-    /// Runs on the schedule until `cancel` (see the module docs).
-    pub async fn run_loop(self: Arc<Self>, cancel: CancellationToken) {
-        let Some(schedule) = self.schedule.clone() else {
-            return;
-        };
-        info!(schedule = schedule.expr(), tz = %schedule.tz(), "nightly schedule running");
-        loop {
-            let step = self.tick(&schedule, &cancel).await;
-            match step {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    warn!(error = %e, "nightly bookkeeping failed; retrying in a minute");
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(60)) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// One decision of the loop; `false` when it should stop.
-    async fn tick(&self, schedule: &Schedule, cancel: &CancellationToken) -> Result<bool, Error> {
+    /// One decision on `schedule`: runs the due window (then the next step decides again at
+    /// once), or says how long until the next one.
+    async fn step(&self, schedule: &Schedule) -> Result<workers::Next, Error> {
         let now = self.clock.now_ms();
         let last = match self.last_window()? {
             Some(l) => l.window_ms,
@@ -267,25 +246,57 @@ impl Nightly {
         match next_action(schedule, Some(last), now) {
             Next::Run { window, missed } => {
                 self.run_once(Some(window), missed).await?;
-                Ok(!cancel.is_cancelled())
+                Ok(workers::Next::After(Duration::ZERO))
             }
             Next::Wait { window, at_ms } => {
                 let wait = Duration::from_millis(at_ms.saturating_sub(now));
                 info!(window, in_ = ?wait, "next nightly run");
-                tokio::select! {
-                    () = cancel.cancelled() => Ok(false),
-                    () = tokio::time::sleep(wait) => Ok(true),
-                }
+                Ok(workers::Next::After(wait))
             }
             Next::Never => {
                 warn!(
                     schedule = schedule.expr(),
                     "the nightly schedule matches no future time"
                 );
-                cancel.cancelled().await;
-                Ok(false)
+                Ok(workers::Next::Done)
             }
         }
+    }
+}
+
+/// The nightly schedule as a background worker (see the module docs). A failed step (the
+/// store bookkeeping) is retried with the supervisor's backoff.
+#[derive(Debug)]
+pub struct NightlyWorker {
+    nightly: Arc<Nightly>,
+    schedule: Schedule,
+}
+
+impl NightlyWorker {
+    /// The worker of `nightly`, or `None` when it has no schedule (manual runs only).
+    pub fn new(nightly: Arc<Nightly>) -> Option<Self> {
+        let schedule = nightly.schedule.clone()?;
+        Some(NightlyWorker { nightly, schedule })
+    }
+}
+
+impl workers::Worker for NightlyWorker {
+    fn name(&self) -> &'static str {
+        "nightly"
+    }
+
+    fn schedule(&self) -> String {
+        format!("cron {} ({})", self.schedule.expr(), self.schedule.tz())
+    }
+
+    async fn step(&mut self) -> Result<workers::Next, workers::Failure> {
+        Ok(self.nightly.step(&self.schedule).await?)
+    }
+
+    /// A run under way at shutdown may finish and record its window; cut off, the window
+    /// is not recorded and runs again at the next start (catch-up).
+    fn grace(&self) -> Duration {
+        Duration::from_secs(30)
     }
 }
 

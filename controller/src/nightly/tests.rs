@@ -64,10 +64,15 @@ async fn live(engine: &Arc<MemoryEngine>, start_ms: u64, for_ms: u64) -> (usize,
         metrics.clone(),
     ));
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(nightly.run_loop(cancel.clone()));
+    let mut workers = crate::runtime::workers::Supervisor::new(
+        cancel.clone(),
+        crate::runtime::workers::DEFAULT_POLICY,
+        None,
+    );
+    workers.spawn(NightlyWorker::new(nightly).unwrap());
     tokio::time::sleep(Duration::from_millis(for_ms)).await;
     cancel.cancel();
-    task.await.unwrap();
+    workers.join().await;
     (job.0.load(Ordering::SeqCst), metrics)
 }
 

@@ -17,7 +17,6 @@ use crd::{Kind, Recipe};
 use metrics::Metrics;
 use state::history::NewEntry;
 use state::{Clock, Store};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::catalogue::{Published, Sources};
@@ -245,37 +244,63 @@ impl Fetcher {
         }
         now_ms.saturating_sub(last) >= u64::try_from(every.as_millis()).unwrap_or(u64::MAX)
     }
+}
 
-    /// Fetches due recipes until `cancel`: when a Recipe is declared or changed, then on its
-    /// interval.
-    pub async fn run_loop(self: Arc<Self>, cancel: CancellationToken) {
-        let mut declared: Vec<String> = Vec::new();
-        let mut seen = 0;
-        loop {
-            match self.sync() {
-                Ok(recipes) => {
-                    let names: Vec<String> =
-                        recipes.iter().map(|r| r.metadata.name.clone()).collect();
-                    for gone in declared.iter().filter(|n| !names.contains(n)) {
-                        self.metrics.remove_recipe(gone);
-                    }
-                    declared = names;
-                    let now = self.clock.now_ms();
-                    for r in recipes.iter().filter(|r| self.due(r, now)) {
-                        if cancel.is_cancelled() {
-                            return;
-                        }
-                        self.fetch_one(r).await;
-                    }
-                }
-                Err(e) => warn!(error = %e, "cannot list recipes"),
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                rev = self.store.changed(Kind::Recipe, seen) => seen = rev,
-                _ = tokio::time::sleep(TICK) => {}
-            }
+/// The git recipe fetcher as a background worker: fetches the due recipes when a Recipe is
+/// declared or changed (the store feed), and checks every second which are due on their
+/// interval. A failed listing is the worker's error; a failed fetch is the recipe's (its
+/// status, history and metrics), not the worker's.
+#[derive(Debug)]
+pub struct FetchWorker {
+    fetcher: Arc<Fetcher>,
+    declared: Vec<String>,
+    seen: u64,
+}
+
+impl FetchWorker {
+    /// The worker of `fetcher`.
+    pub fn new(fetcher: Arc<Fetcher>) -> Self {
+        FetchWorker {
+            fetcher,
+            declared: Vec::new(),
+            seen: 0,
         }
+    }
+}
+
+impl crate::runtime::workers::Worker for FetchWorker {
+    fn name(&self) -> &'static str {
+        "recipe-fetch"
+    }
+
+    fn schedule(&self) -> String {
+        format!(
+            "on Recipe changes, and each recipe on its interval (checked every {})",
+            humantime::format_duration(TICK)
+        )
+    }
+
+    async fn step(
+        &mut self,
+    ) -> Result<crate::runtime::workers::Next, crate::runtime::workers::Failure> {
+        let f = &self.fetcher;
+        self.seen = f.store.revision();
+        let recipes = f.sync()?;
+        let names: Vec<String> = recipes.iter().map(|r| r.metadata.name.clone()).collect();
+        for gone in self.declared.iter().filter(|n| !names.contains(n)) {
+            f.metrics.remove_recipe(gone);
+        }
+        self.declared = names;
+        let now = f.clock.now_ms();
+        for r in recipes.iter().filter(|r| f.due(r, now)) {
+            f.fetch_one(r).await;
+        }
+        Ok(crate::runtime::workers::Next::After(TICK))
+    }
+
+    async fn triggered(&mut self) -> Result<(), crate::runtime::workers::Failure> {
+        self.seen = self.fetcher.store.changed(Kind::Recipe, self.seen).await;
+        Ok(())
     }
 }
 

@@ -1,4 +1,4 @@
-//! The daemon's CI side: runs (their reconciler), slots and the orphan sweeper, with their background loops (slot reclaim, sweep).
+//! The daemon's CI side: runs (their reconciler), slots and the orphan sweeper, with their background workers (slot reclaim, sweep).
 //!
 //! Scope: the sweeper looks at objects labelled `hearth.instance=<this daemon's id>` (run
 //! stacks and per-run deps this daemon deployed) and at objects in a stack namespace this
@@ -51,11 +51,15 @@ pub(crate) struct Started {
     pub controller: JoinHandle<crate::runtime::Stopped>,
 }
 
-/// Builds runs, slots and the sweeper and spawns their loops on `setup.cancel`.
+/// Builds runs, slots and the sweeper, starts the run controller and hands the slot reclaim
+/// and the orphan sweep to `workers`.
 ///
 /// # Errors
 /// [`super::Error::HostUnidentified`] when this host's identity cannot be read.
-pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
+pub(crate) fn start(
+    setup: Setup,
+    workers: &mut crate::runtime::workers::Supervisor,
+) -> Result<Started, super::Error> {
     let checker = Arc::new(ProcLiveness::new().map_err(super::Error::HostUnidentified)?);
     let clock = Arc::new(SystemClock);
     let mut config = runs::Config::new(setup.base_domain);
@@ -90,25 +94,13 @@ pub(crate) fn start(setup: Setup) -> Result<Started, super::Error> {
     let controller = tokio::spawn(
         runs::reconcile::controller(runs.clone(), runs::reconcile::config()).run(setup.shutdown),
     );
-    let tasks = vec![
-        (
-            "slot-reclaim",
-            tokio::spawn(slots::reclaim_loop(
-                slots.clone(),
-                checker,
-                slots::DEFAULT_RECLAIM_INTERVAL,
-                setup.cancel.clone(),
-            )),
-        ),
-        (
-            "sweeper",
-            tokio::spawn(sweeper::sweep_loop(
-                sweeper.clone(),
-                SWEEP_INTERVAL,
-                setup.cancel,
-            )),
-        ),
-    ];
+    workers.spawn(slots::ReclaimWorker::new(
+        slots.clone(),
+        checker,
+        slots::DEFAULT_RECLAIM_INTERVAL,
+    ));
+    workers.spawn(sweeper::SweepWorker::new(sweeper.clone(), SWEEP_INTERVAL));
+    let tasks = Vec::new();
     info!(
         reclaim = ?slots::DEFAULT_RECLAIM_INTERVAL,
         sweep = ?SWEEP_INTERVAL,

@@ -40,6 +40,7 @@ use crate::access::admin_token as auth;
 use crate::catalogue::DirCatalogue;
 use crate::http;
 use crate::promote::Promoter;
+use crate::runtime::workers::{Board, Supervisor};
 use crate::runtime::{self, Controller, Handle, Shutdown, Stopped};
 use crate::stack::{ApplyOptions, ObservationCache, TeardownOptions};
 use crate::statefile;
@@ -226,9 +227,12 @@ pub struct Running {
     pub tokens_file: Option<PathBuf>,
     /// The controller's handle (gauges, manual triggers).
     pub handle: Handle,
+    /// Every background worker's status.
+    pub workers: Board,
     shutdown: Shutdown,
     controller: JoinHandle<Stopped>,
     runs_controller: JoinHandle<Stopped>,
+    supervisor: Supervisor,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
 
@@ -258,6 +262,7 @@ impl Running {
             Ok(s) => info!(task = "runs", stopped = ?s, "stopped"),
             Err(e) => warn!(task = "runs", error = %e, "ended abnormally"),
         }
+        self.supervisor.join().await;
         for (name, task) in self.tasks {
             task.abort();
             match task.await {
@@ -505,28 +510,32 @@ async fn start_with_store(
     info!(catalogue = %options.catalogue.display(), problems = recipes.len(), "step 3/6: catalogue opened");
 
     let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
+    let mut workers = Supervisor::new(
+        shutdown.graceful.clone(),
+        runtime::workers::DEFAULT_POLICY,
+        Some(metrics.clone()),
+    );
     match &options.state_file {
         Some(file) => {
             let apply = statefile::ApplyOptions {
                 prune: options.prune,
                 dry_run: false,
             };
-            // Set the watch up before the first load, so an edit in between is not missed.
-            let watch = statefile::watch::FileWatch::new(file, statefile::watch::DEFAULT_DEBOUNCE)
-                .map_err(Error::StateFileUnwatchable)?;
-            load_state_file(&store, &metrics, file, &options.base_domain, apply).await;
+            // The watch is set up before the first load, so an edit in between is not missed.
+            let mut follower = statefile::watch::Follower::new(
+                store.clone(),
+                file.clone(),
+                Some(options.base_domain.clone()),
+                apply,
+                statefile::watch::DEFAULT_DEBOUNCE,
+                Some(metrics.clone()),
+            )
+            .map_err(Error::StateFileUnwatchable)?;
+            if let Err(e) = follower.load().await {
+                tracing::error!(file = %file.display(), error = %crate::errors::chain(&e), "applying the state file failed; the state-file worker retries");
+            }
             info!(file = %file.display(), prune = options.prune, "step 4/6: state file loaded; following its directory");
-            tasks.push((
-                "state-file",
-                tokio::spawn(follow_state_file(
-                    store.clone(),
-                    metrics.clone(),
-                    file.clone(),
-                    options.base_domain.clone(),
-                    apply,
-                    watch,
-                )),
-            ));
+            workers.spawn(follower);
         }
         None => info!("step 4/6: no state file; the store's desired state is used as is"),
     }
@@ -555,10 +564,7 @@ async fn start_with_store(
         ),
         Err(e) => warn!(error = %e, "cannot list the declared recipes"),
     }
-    tasks.push((
-        "recipes",
-        tokio::spawn(Arc::clone(&fetcher).run_loop(shutdown.graceful.clone())),
-    ));
+    workers.spawn(crate::recipes::FetchWorker::new(Arc::clone(&fetcher)));
     let catalogue: Arc<dyn crate::catalogue::Catalogue> = sources.clone();
     let catalogue_dyn: Arc<dyn crate::catalogue::Catalogue> = catalogue.clone();
     let promoter = Promoter::new(
@@ -589,19 +595,22 @@ async fn start_with_store(
         },
         observations: ObservationCache::new(),
     });
-    let cleanup = ci::start(ci::Setup {
-        store: store.clone(),
-        swarm: Arc::clone(&swarm),
-        catalogue,
-        base_domain: options.base_domain.clone(),
-        extra_labels,
-        instance: instance.clone(),
-        cancel: shutdown.graceful.clone(),
-        shutdown: shutdown.clone(),
-        metrics: metrics.clone(),
-        promoter: promoter.clone(),
-        node_endpoints: options.node_endpoints.clone(),
-    })?;
+    let cleanup = ci::start(
+        ci::Setup {
+            store: store.clone(),
+            swarm: Arc::clone(&swarm),
+            catalogue,
+            base_domain: options.base_domain.clone(),
+            extra_labels,
+            instance: instance.clone(),
+            cancel: shutdown.graceful.clone(),
+            shutdown: shutdown.clone(),
+            metrics: metrics.clone(),
+            promoter: promoter.clone(),
+            node_endpoints: options.node_endpoints.clone(),
+        },
+        &mut workers,
+    )?;
     tasks.extend(cleanup.tasks);
     let runs_controller = cleanup.controller;
     let config = runtime::Config {
@@ -639,13 +648,13 @@ async fn start_with_store(
         }),
         metrics.clone(),
     ));
-    match &schedule {
-        Some(s) => {
-            tasks.push((
-                "nightly",
-                tokio::spawn(Arc::clone(&nightly).run_loop(shutdown.graceful.clone())),
-            ));
-            info!(cron = s.expr(), tz = %s.tz(), "nightly sweep scheduled");
+    match crate::nightly::NightlyWorker::new(Arc::clone(&nightly)) {
+        Some(worker) => {
+            info!(
+                schedule = runtime::workers::Worker::schedule(&worker),
+                "nightly sweep scheduled"
+            );
+            workers.spawn(worker);
         }
         None => info!("no nightly schedule (--nightly); `hearth sweep --now` runs it by hand"),
     }
@@ -680,9 +689,10 @@ async fn start_with_store(
                 .map_err(Error::TokensFailed)?,
         );
         info!(file = %named.display(), tokens = keyring.tokens().len(), "API tokens loaded (the token file's as `admin`, the tokens file's by name); following the tokens file");
-        tasks.push((
-            "tokens-file",
-            tokio::spawn(Arc::clone(&keyring).follow(watch, shutdown.graceful.clone())),
+        workers.spawn(crate::access::TokensWorker::new(
+            Arc::clone(&keyring),
+            watch,
+            named.clone(),
         ));
         tokens_file = Some(named);
         let reads_open = options.access.public_reads || addr.ip().is_loopback();
@@ -724,16 +734,16 @@ async fn start_with_store(
         info!("step 5/6: no local endpoint");
     }
 
-    tasks.push((
-        "gauges",
-        tokio::spawn(crate::gauges::refresh_loop(
-            store.clone(),
-            metrics.clone(),
-            handle.clone(),
-            crate::warmapp::CONTROLLER,
-            shutdown.graceful.clone(),
-        )),
+    workers.spawn(crate::gauges::GaugesWorker::new(
+        store.clone(),
+        metrics.clone(),
+        handle.clone(),
+        crate::warmapp::CONTROLLER,
     ));
+    info!(
+        workers = ?workers.board().list().iter().map(|w| w.name.clone()).collect::<Vec<_>>(),
+        "background workers running"
+    );
 
     info!(resync = %humantime::format_duration(options.resync), "step 6/6: warm-app controller running");
     let controller = tokio::spawn(controller.run(shutdown.clone()));
@@ -744,9 +754,11 @@ async fn start_with_store(
         token_file,
         tokens_file,
         handle,
+        workers: workers.board(),
         shutdown,
         controller,
         runs_controller,
+        supervisor: workers,
         tasks,
     })
 }
@@ -768,61 +780,6 @@ pub async fn instance_id(store: &Store) -> Result<String, Error> {
         .collect();
     store.put_value(INSTANCE_KEY, &id).await.map_err(failed)?;
     Ok(id)
-}
-
-/// Applies the state file once; a rejection is counted (logging and history are
-/// `apply_file`'s).
-async fn load_state_file(
-    store: &Store,
-    metrics: &Metrics,
-    file: &Path,
-    base: &BaseDomain,
-    options: statefile::ApplyOptions,
-) -> Option<Duration> {
-    match statefile::apply_file(store, file, Some(base), options).await {
-        Ok(diff) if diff.is_noop() => {
-            info!(file = %file.display(), "state file unchanged");
-            None
-        }
-        Ok(diff) => {
-            info!(file = %file.display(), "state file applied:\n{}", diff.redacted());
-            None
-        }
-        Err(statefile::Error::FileRejected { .. } | statefile::Error::FileUnreadable { .. }) => {
-            metrics.record_state_file_rejection();
-            None
-        }
-        Err(e) => {
-            tracing::error!(file = %file.display(), error = %e, "applying the state file failed; retrying in 5s");
-            Some(Duration::from_secs(5))
-        }
-    }
-}
-
-/// Re-applies the state file after every change (and after store failures).
-async fn follow_state_file(
-    store: Store,
-    metrics: Metrics,
-    file: PathBuf,
-    base: BaseDomain,
-    options: statefile::ApplyOptions,
-    mut watch: statefile::watch::FileWatch,
-) {
-    let mut retry: Option<Duration> = None;
-    loop {
-        let wait_retry = async {
-            match retry {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            more = watch.changed() => if !more { return },
-            () = wait_retry => {}
-        }
-        info!(file = %file.display(), "state file changed; reloading");
-        retry = load_state_file(&store, &metrics, &file, &base, options).await;
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! [`Slots`] itself (in-process, over the store); because sled allows one process per data
 //! directory, the CLI will use an HTTP implementation of the same trait against the daemon
 //! (issue 6). If the wrapper is SIGKILLed, nothing releases the slot here: the daemon's
-//! [`reclaim_loop`](super::reclaim_loop) sees the owner (the wrapper's PID and start time)
+//! [`ReclaimWorker`](super::ReclaimWorker) sees the owner (the wrapper's PID and start time)
 //! dead and frees it.
 
 use std::ffi::OsString;

@@ -4,7 +4,7 @@
 //! - [`Slots`]: those decisions applied to `SlotPool` objects in the [`Store`] with optimistic
 //!   concurrency, so grants are atomic across tasks (and, through the store's single writer,
 //!   across everything sharing the store).
-//! - [`reclaim_loop`]: frees slots whose owner died (same host: `/proc`, polled) or whose
+//! - [`ReclaimWorker`]: frees slots whose owner died (same host: `/proc`, polled) or whose
 //!   lease expired (owners on other hosts), promptly, and records each reclaim in history.
 //! - [`exec`](mod@exec): `hearth slot exec`: run a command while holding a slot.
 
@@ -18,7 +18,6 @@ use crd::names;
 use crd::{Kind, Owner, Run, SlotPool};
 use state::history::{NewEntry, ObjectRef};
 use state::{Clock, Store, SystemClock};
-use tokio_util::sync::CancellationToken;
 
 use crate::liveness::Checker;
 use decide::{Decision, Holder, ReclaimReason, RunHold};
@@ -565,31 +564,65 @@ impl Drop for LeaveOnDrop {
     }
 }
 
-/// How often [`reclaim_loop`] checks owners by default: a dead owner's slot is free within
+/// How often [`ReclaimWorker`] checks owners by default: a dead owner's slot is free within
 /// about this long.
 pub const DEFAULT_RECLAIM_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Runs [`Slots::reclaim`] every `every` (liveness polling) and whenever a pool changes (the
-/// store feed: a new lease or waiter is checked at once), until `cancel` fires. Errors are
-/// logged and the next pass retries.
-pub async fn reclaim_loop(
+/// Slot reclaim as a background worker: [`Slots::reclaim`] every `every` (liveness polling)
+/// and whenever a pool changes (the store feed: a new lease or waiter is checked at once). A
+/// failed pass is the worker's error, retried with the supervisor's backoff.
+pub struct ReclaimWorker {
     slots: Slots,
     checker: Arc<dyn Checker>,
     every: Duration,
-    cancel: CancellationToken,
-) {
-    loop {
-        let seen = slots.store.revision();
-        if let Err(e) = slots.reclaim(checker.as_ref()).await {
-            tracing::warn!(error = %e, "slot reclaim pass failed");
+    seen: u64,
+}
+
+impl std::fmt::Debug for ReclaimWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReclaimWorker")
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReclaimWorker {
+    /// Reclaims `slots` whose owners `checker` finds dead, every `every` and on pool changes.
+    pub fn new(slots: Slots, checker: Arc<dyn Checker>, every: Duration) -> Self {
+        ReclaimWorker {
+            slots,
+            checker,
+            every,
+            seen: 0,
         }
+    }
+}
+
+impl crate::runtime::workers::Worker for ReclaimWorker {
+    fn name(&self) -> &'static str {
+        "slot-reclaim"
+    }
+
+    fn schedule(&self) -> String {
+        format!(
+            "every {} and on slot pool changes",
+            humantime::format_duration(self.every)
+        )
+    }
+
+    async fn step(
+        &mut self,
+    ) -> std::result::Result<crate::runtime::workers::Next, crate::runtime::workers::Failure> {
+        let seen = self.slots.store.revision();
+        self.slots.reclaim(self.checker.as_ref()).await?;
         // A pass's own writes bump the revision after `seen`: wait for later changes only.
-        let seen = seen.max(slots.store.revision());
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-            _ = slots.store.changed(Kind::SlotPool, seen) => {}
-        }
+        self.seen = seen.max(self.slots.store.revision());
+        Ok(crate::runtime::workers::Next::After(self.every))
+    }
+
+    async fn triggered(&mut self) -> std::result::Result<(), crate::runtime::workers::Failure> {
+        self.slots.store.changed(Kind::SlotPool, self.seen).await;
+        Ok(())
     }
 }
 

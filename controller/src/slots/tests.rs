@@ -156,12 +156,16 @@ async fn a_sigkilled_holders_slot_is_reclaimed_promptly_and_the_waiter_gets_it()
         .unwrap();
     let owner = liveness::owner_of(holder.id()).unwrap();
     let g = slots.acquire(&req(owner.clone())).await.unwrap();
-    let cancel = CancellationToken::new();
-    let reclaimer = tokio::spawn(reclaim_loop(
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut reclaimer = crate::runtime::workers::Supervisor::new(
+        cancel.clone(),
+        crate::runtime::workers::DEFAULT_POLICY,
+        None,
+    );
+    reclaimer.spawn(ReclaimWorker::new(
         slots.clone(),
         Arc::new(ProcLiveness::new().unwrap()),
         DEFAULT_RECLAIM_INTERVAL,
-        cancel.clone(),
     ));
     let waiter = {
         let slots = slots.clone();
@@ -181,7 +185,7 @@ async fn a_sigkilled_holders_slot_is_reclaimed_promptly_and_the_waiter_gets_it()
     eprintln!("slot reclaimed and re-granted {took:?} after SIGKILL");
     holder.wait().unwrap();
     cancel.cancel();
-    reclaimer.await.unwrap();
+    reclaimer.join().await;
     let history = store.history(&Query::newest(10).reason(RECLAIMED)).unwrap();
     assert_eq!(history.len(), 1);
     assert!(history[0].message.contains(&format!("pid {}", owner.pid)));

@@ -463,14 +463,22 @@ async fn follow_should_apply_at_start_and_after_every_change() {
     std::fs::write(&path, GOOD).unwrap();
     let store = Store::in_memory().await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(watch::follow(
-        store.clone(),
-        path.clone(),
-        None,
-        ApplyOptions::default(),
-        Duration::from_millis(50),
+    let mut workers = crate::runtime::workers::Supervisor::new(
         stop.clone(),
-    ));
+        crate::runtime::workers::DEFAULT_POLICY,
+        None,
+    );
+    workers.spawn(
+        watch::Follower::new(
+            store.clone(),
+            path.clone(),
+            None,
+            ApplyOptions::default(),
+            Duration::from_millis(50),
+            None,
+        )
+        .unwrap(),
+    );
     let wait_for = |want: &'static str| {
         let store = store.clone();
         async move {
@@ -495,7 +503,7 @@ async fn follow_should_apply_at_start_and_after_every_change() {
     std::fs::rename(&tmp, &path).unwrap();
     assert!(wait_for("2.0.0").await, "applied after the change");
     stop.cancel();
-    task.await.unwrap().unwrap();
+    workers.join().await;
 }
 
 #[test]

@@ -4,23 +4,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crd::names::BaseDomain;
+use metrics::Metrics;
 use notify::{EventKind, RecursiveMode, Watcher};
 use state::Store;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::{apply_file, ApplyOptions, Error};
-
-/// Delay before applying again after a store failure.
-const STORE_RETRY: Duration = Duration::from_secs(5);
-
-/// Sleeps for `d`, or forever when `None`.
-async fn sleep_opt(d: Option<Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Default quiet time before a burst of file events counts as one change.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(300);
@@ -112,44 +101,122 @@ impl FileWatch {
     }
 }
 
-/// What `hearth serve --state FILE` runs: applies the file at start and after every change
-/// until `stop`. A rejected file is logged and recorded in history; the desired state in force
-/// stays as it was, and the next change is tried again.
+/// What `hearth serve --state FILE` runs: a worker that applies the file after every change.
+/// A rejected file is logged, counted (`hearth_state_file_rejections_total`) and recorded in
+/// the history; the desired state in force stays as it was, and the next change is tried
+/// again. A store failure is the worker's error, retried with the supervisor's backoff.
 ///
-/// # Errors
-/// [`Error::WatchFailed`] when the watch cannot be set up; store failures are logged and
-/// retried at the next change.
-pub async fn follow(
+/// The watch is set up by [`Follower::new`], before the first [`Follower::load`], so an edit
+/// in between is not missed.
+pub struct Follower {
     store: Store,
     file: PathBuf,
     base: Option<BaseDomain>,
     options: ApplyOptions,
     debounce: Duration,
-    stop: CancellationToken,
-) -> Result<(), Error> {
-    let mut watch = FileWatch::new(&file, debounce)?;
-    loop {
-        // A store failure is retried on its own; a bad file waits for the next edit.
-        let retry = match apply_file(&store, &file, base.as_ref(), options).await {
+    watch: FileWatch,
+    metrics: Option<Metrics>,
+    loaded: bool,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Follower {
+    /// Watches `file` (events quiet for `debounce` count as one change); nothing is applied
+    /// yet.
+    ///
+    /// # Errors
+    /// [`Error::WatchFailed`].
+    pub fn new(
+        store: Store,
+        file: PathBuf,
+        base: Option<BaseDomain>,
+        options: ApplyOptions,
+        debounce: Duration,
+        metrics: Option<Metrics>,
+    ) -> Result<Follower, Error> {
+        let watch = FileWatch::new(&file, debounce)?;
+        Ok(Follower {
+            store,
+            file,
+            base,
+            options,
+            debounce,
+            watch,
+            metrics,
+            loaded: false,
+        })
+    }
+
+    /// Applies the file once. A rejected or unreadable file is not an error here (logged and
+    /// recorded by [`apply_file`], counted); once this succeeded the worker's first step waits
+    /// for a change.
+    ///
+    /// # Errors
+    /// The store's failures ([`Error::StoreFailed`], ...): nothing of the file is in force.
+    pub async fn load(&mut self) -> Result<(), Error> {
+        match apply_file(&self.store, &self.file, self.base.as_ref(), self.options).await {
             Ok(diff) if diff.is_noop() => {
-                tracing::debug!(file = %file.display(), "state file unchanged");
-                None
+                tracing::info!(file = %self.file.display(), "state file unchanged");
             }
             Ok(diff) => {
-                tracing::info!(file = %file.display(), "state file applied:\n{}", diff.redacted());
-                None
+                tracing::info!(file = %self.file.display(), "state file applied:\n{}", diff.redacted());
             }
-            // Logged (and recorded) by apply_file.
-            Err(Error::FileRejected { .. } | Error::FileUnreadable { .. }) => None,
-            Err(e) => {
-                tracing::error!(file = %file.display(), error = %e, "applying the state file failed; retrying");
-                Some(STORE_RETRY)
+            Err(Error::FileRejected { .. } | Error::FileUnreadable { .. }) => {
+                if let Some(m) = &self.metrics {
+                    m.record_state_file_rejection();
+                }
             }
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            more = watch.changed() => if !more { return Ok(()) },
-            _ = sleep_opt(retry) => {}
+            Err(e) => return Err(e),
         }
+        self.loaded = true;
+        Ok(())
+    }
+}
+
+impl crate::runtime::workers::Worker for Follower {
+    fn name(&self) -> &'static str {
+        "state-file"
+    }
+
+    fn schedule(&self) -> String {
+        format!("on change of {}", self.file.display())
+    }
+
+    fn first(&self) -> crate::runtime::workers::Next {
+        if self.loaded {
+            crate::runtime::workers::Next::OnTrigger
+        } else {
+            crate::runtime::workers::Next::After(Duration::ZERO)
+        }
+    }
+
+    async fn step(
+        &mut self,
+    ) -> Result<crate::runtime::workers::Next, crate::runtime::workers::Failure> {
+        if self.loaded {
+            tracing::info!(file = %self.file.display(), "state file changed; reloading");
+        }
+        self.load().await?;
+        Ok(crate::runtime::workers::Next::OnTrigger)
+    }
+
+    async fn triggered(&mut self) -> Result<(), crate::runtime::workers::Failure> {
+        if self.watch.changed().await {
+            return Ok(());
+        }
+        // The watch ended (its task stopped): set it up again; the retry after the backoff
+        // applies the file, covering a change missed in between.
+        self.watch = FileWatch::new(&self.file, self.debounce)?;
+        Err(crate::runtime::workers::Failure::msg(format!(
+            "the watch of {} ended (set up again)",
+            self.file.display()
+        )))
     }
 }

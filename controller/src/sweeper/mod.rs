@@ -728,35 +728,47 @@ where
     }
 }
 
-/// Runs [`Sweeper::sweep`] every `every` until `cancel` fires; failures are logged.
-pub async fn sweep_loop(
+/// The orphan sweep as a background worker: [`Sweeper::sweep`] every `every`. A failed pass is
+/// the worker's error (retried with the supervisor's backoff); objects a pass could not remove
+/// are logged (the next pass tries them again).
+#[derive(Debug)]
+pub struct SweepWorker {
     sweeper: Sweeper,
     every: Duration,
-    cancel: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        let result = sweeper.sweep().await;
-        match &result {
-            Ok(r) if !r.removed.is_empty() || !r.closed.is_empty() || !r.remained.is_empty() => {
-                tracing::info!(
-                    removed = r.removed.len(),
-                    remained = r.remained.len(),
-                    closed = r.closed.len(),
-                    "sweep"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+}
+
+impl SweepWorker {
+    /// Sweeps with `sweeper` every `every`.
+    pub fn new(sweeper: Sweeper, every: Duration) -> Self {
+        SweepWorker { sweeper, every }
+    }
+}
+
+impl crate::runtime::workers::Worker for SweepWorker {
+    fn name(&self) -> &'static str {
+        "orphan-sweep"
+    }
+
+    fn schedule(&self) -> String {
+        format!("every {}", humantime::format_duration(self.every))
+    }
+
+    async fn step(
+        &mut self,
+    ) -> Result<crate::runtime::workers::Next, crate::runtime::workers::Failure> {
+        let r = self.sweeper.sweep().await?;
+        if !r.removed.is_empty() || !r.closed.is_empty() || !r.remained.is_empty() {
+            tracing::info!(
+                removed = r.removed.len(),
+                remained = r.remained.len(),
+                closed = r.closed.len(),
+                "sweep"
+            );
         }
-        if let Ok(r) = &result {
-            for failure in &r.failures {
-                tracing::warn!(%failure, "sweep");
-            }
+        for failure in &r.failures {
+            tracing::warn!(%failure, "sweep");
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
+        Ok(crate::runtime::workers::Next::After(self.every))
     }
 }
 

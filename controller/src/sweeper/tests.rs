@@ -551,10 +551,14 @@ async fn a_thousand_runs_with_random_owner_deaths_and_api_failures_leak_nothing(
         })
     };
     let sweeping = tokio_util::sync::CancellationToken::new();
-    let sweeper = tokio::spawn(sweep_loop(
+    let mut sweeper = crate::runtime::workers::Supervisor::new(
+        sweeping.clone(),
+        crate::runtime::workers::DEFAULT_POLICY,
+        None,
+    );
+    sweeper.spawn(SweepWorker::new(
         bed.sweeper.clone(),
         Duration::from_secs(2),
-        sweeping.clone(),
     ));
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let mut jobs = tokio::task::JoinSet::new();
@@ -616,7 +620,7 @@ async fn a_thousand_runs_with_random_owner_deaths_and_api_failures_leak_nothing(
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     sweeping.cancel();
-    sweeper.await.unwrap();
+    sweeper.join().await;
     bed.sim.fail_fraction(0.0);
     let runs = bed.store.list::<Run>().unwrap().items;
     assert_eq!(runs.len(), RUNS as usize);
@@ -857,7 +861,7 @@ async fn one_run(bed: &Bed, metrics: &metrics::Metrics, i: u32) -> String {
         let run = bed.runs.finish(&started.run).await.unwrap();
         assert!(run.status.phase.is_terminal(), "{:?}", run.status);
     }
-    crate::gauges::refresh(&bed.store, metrics, &[]);
+    crate::gauges::refresh(&bed.store, metrics, &[]).unwrap();
     started.run
 }
 
