@@ -213,17 +213,18 @@ impl Fetcher {
         name: &str,
         status: crd::RecipeStatus,
     ) -> Result<(), state::Error> {
-        for _ in 0..5 {
-            let Some(mut current) = self.store.get_opt::<Recipe>(name)? else {
-                return Ok(());
-            };
-            current.status = status.clone();
-            match self.store.update_status(&current).await {
-                Err(e) if e.is_conflict() => continue,
-                other => return other.map(drop),
-            }
-        }
-        Ok(())
+        state::retry_conflicts(
+            state::CONFLICT_ATTEMPTS,
+            state::Error::is_conflict,
+            || async {
+                let Some(mut current) = self.store.get_opt::<Recipe>(name)? else {
+                    return Ok(());
+                };
+                current.status = status.clone();
+                self.store.update_status(&current).await.map(drop)
+            },
+        )
+        .await
     }
 
     /// Whether `recipe` is due for a fetch at `now_ms`.

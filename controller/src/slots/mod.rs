@@ -27,8 +27,33 @@ pub use exec::{exec, ExecOptions, SlotClient};
 /// History reason of a reclaimed lease or dropped waiter.
 pub const RECLAIMED: &str = "SlotReclaimed";
 
-/// How many optimistic-concurrency retries one operation makes before giving up.
+/// How many attempts one read-modify-write of a pool gets ([`state::retry_conflicts`]) before
+/// [`Error::ContentionPersisted`]. Larger than [`state::CONFLICT_ATTEMPTS`]: every waiting CI
+/// job writes its pool, so with hundreds of waiters a writer can lose many races in a row
+/// while the pool as a whole makes progress (each conflict is another writer's success).
 const MAX_CONFLICT_RETRIES: u32 = 10_000;
+
+impl Error {
+    /// A lost optimistic-concurrency race: read again and retry.
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::StoreFailed(e) if e.is_conflict())
+    }
+}
+
+/// `result` with a conflict that outlasted every attempt reported as
+/// [`Error::ContentionPersisted`].
+fn contention<T>(pool: &str, result: Result<T>) -> Result<T> {
+    result.map_err(|e| {
+        if e.is_conflict() {
+            Error::ContentionPersisted {
+                pool: pool.into(),
+                attempts: MAX_CONFLICT_RETRIES,
+            }
+        } else {
+            e
+        }
+    })
+}
 
 /// Errors of slot operations.
 #[derive(Debug, thiserror::Error)]
@@ -242,23 +267,23 @@ impl Slots {
         pool: &str,
         mut f: impl FnMut(&mut SlotPool, u64) -> Result<Option<T>>,
     ) -> Result<(SlotPool, Option<T>)> {
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let mut p = self.pool(pool)?;
-            let before = p.clone();
-            let out = f(&mut p, self.now_ms())?;
-            if p == before {
-                return Ok((p, out));
+        let written = state::retry_conflicts(MAX_CONFLICT_RETRIES, Error::is_conflict, || {
+            // Read and change now; only the write is awaited.
+            let changed = self.pool(pool).and_then(|mut p| {
+                let before = p.clone();
+                let out = f(&mut p, self.now_ms())?;
+                Ok((p != before, p, out))
+            });
+            async move {
+                let (changed, p, out) = changed?;
+                if !changed {
+                    return Ok((p, out));
+                }
+                Ok((self.store.update_status(&p).await?, out))
             }
-            match self.store.update_status(&p).await {
-                Ok(written) => return Ok((written, out)),
-                Err(e) if e.is_conflict() => tokio::task::yield_now().await,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::ContentionPersisted {
-            pool: pool.into(),
-            attempts: MAX_CONFLICT_RETRIES,
         })
+        .await;
+        contention(pool, written)
     }
 
     /// One acquisition attempt: grant a free slot (first come, first served) or join / keep
@@ -288,41 +313,42 @@ impl Slots {
             owner: req.owner.clone(),
             run: req.run.clone(),
         };
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let mut p = self.pool(&req.pool)?;
-            let before = p.clone();
-            let d = decide::decide_acquire(&p, &holder, ticket, req.ttl, self.now_ms());
-            decide::apply_acquire(&mut p, &d, &holder, ticket);
-            let mut tx = self.store.transaction();
-            let attempt = match d {
-                Decision::Grant(lease) => {
-                    let grant = Grant::new(&p, &lease)?;
-                    also(&grant, &mut tx)?;
-                    Attempt::Granted(grant)
+        let attempted = state::retry_conflicts(MAX_CONFLICT_RETRIES, Error::is_conflict, || {
+            // Decide and build the transaction now; only the commit is awaited.
+            let prepared = self.pool(&req.pool).and_then(|mut p| {
+                let before = p.clone();
+                let d = decide::decide_acquire(&p, &holder, ticket, req.ttl, self.now_ms());
+                decide::apply_acquire(&mut p, &d, &holder, ticket);
+                let mut tx = self.store.transaction();
+                let attempt = match d {
+                    Decision::Grant(lease) => {
+                        let grant = Grant::new(&p, &lease)?;
+                        also(&grant, &mut tx)?;
+                        Attempt::Granted(grant)
+                    }
+                    Decision::Wait {
+                        waiter, position, ..
+                    } => Attempt::Waiting {
+                        ticket: waiter.enqueued_at_ms,
+                        position,
+                        deadline_ms: waiter.deadline_ms,
+                    },
+                    Decision::TimedOut(_) => Attempt::TimedOut,
+                };
+                let changed = p != before;
+                tx.update_status(&p);
+                Ok((changed, tx, attempt))
+            });
+            async move {
+                let (changed, tx, attempt) = prepared?;
+                if changed {
+                    tx.commit().await?;
                 }
-                Decision::Wait {
-                    waiter, position, ..
-                } => Attempt::Waiting {
-                    ticket: waiter.enqueued_at_ms,
-                    position,
-                    deadline_ms: waiter.deadline_ms,
-                },
-                Decision::TimedOut(_) => Attempt::TimedOut,
-            };
-            if p == before {
-                return Ok(attempt);
+                Ok(attempt)
             }
-            tx.update_status(&p);
-            match tx.commit().await {
-                Ok(_) => return Ok(attempt),
-                Err(e) if e.is_conflict() => tokio::task::yield_now().await,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::ContentionPersisted {
-            pool: req.pool.clone(),
-            attempts: MAX_CONFLICT_RETRIES,
         })
+        .await;
+        contention(&req.pool, attempted)
     }
 
     /// Acquires a slot, waiting in line (woken by every pool change, re-checking at least

@@ -581,7 +581,7 @@ pub(crate) fn unreached_nodes(
 }
 
 /// Kills and removes the containers of the services `service_ids` on `daemon` until none is
-/// listed or `until` passes; returns the failures (`on` names the node in them).
+/// listed or `until` passes (a deadline-bounded poll); returns the failures (`on` names the node in them).
 async fn kill_containers(
     daemon: &dyn Swarm,
     service_ids: &BTreeSet<String>,
@@ -590,8 +590,10 @@ async fn kill_containers(
 ) -> Vec<String> {
     let mut failures = Vec::new();
     let filter = LabelFilter::all().and_has(SERVICE_ID_LABEL);
-    let mut pause = Duration::from_millis(50);
+    // The shared poll schedule (50 ms growing to 250 ms); `until` bounds the loop.
+    let mut pauses = crate::stack::retry::poll_delays(Duration::from_millis(250));
     loop {
+        let pause = pauses.next().unwrap_or(Duration::from_millis(250));
         let listed = match daemon.list_containers(&filter).await {
             Ok(l) => l,
             Err(e) if e.is_retryable() && Instant::now() < until => {
@@ -629,7 +631,6 @@ async fn kill_containers(
             break;
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(250));
     }
     failures
 }
