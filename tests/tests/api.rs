@@ -717,3 +717,154 @@ async fn off_loopback_the_status_page_challenges_a_browser_and_takes_a_read_toke
     assert!(again.starts_with("HTTP/1.1 401"), "{again}");
     daemon.stop().await;
 }
+
+/// Every background worker the daemon runs with a state file and an API.
+const WORKERS: [&str; 6] = [
+    "gauges",
+    "orphan-sweep",
+    "recipe-fetch",
+    "slot-reclaim",
+    "state-file",
+    "tokens-file",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_background_worker_is_listed_with_its_status_by_the_api_and_readiness() {
+    let daemon = SimDaemon::start(STATE).await;
+    let c = daemon.client();
+    daemon.wait_ready(Duration::from_secs(20)).await;
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let a = call(&c, Method::GET, "/api/v1/workers", "", "").await;
+    assert_eq!(a.0, 200, "{}", json(&a));
+    assert_eq!(names(&a.1), WORKERS, "{}", json(&a));
+    for w in a.1.as_array().unwrap() {
+        assert_eq!(w["errors"], 0, "{w}");
+        assert!(w["schedule"].as_str().is_some_and(|s| !s.is_empty()), "{w}");
+        // The followers wait for a change (the state file was loaded at start, step 4/6).
+        if !["state-file", "tokens-file"].contains(&w["name"].as_str().unwrap()) {
+            assert!(w["runs"].as_u64().unwrap() >= 1, "{w}");
+            assert!(w["lastRunMs"].as_u64().is_some(), "{w}");
+        }
+    }
+    let r = call(&c, Method::GET, "/readyz", "", "").await;
+    assert_eq!(names(&r.1["workers"]), WORKERS, "{}", json(&r));
+    // An edit of the state file is a run of its worker.
+    std::fs::write(
+        daemon.dir.path().join("state.yml"),
+        STATE.replace("1.1.0", "1.0.0"),
+    )
+    .unwrap();
+    hearth_tests::support::eventually(
+        "the state-file worker ran",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let c = c.clone();
+            async move {
+                let a = call(&c, Method::GET, "/api/v1/workers", "", "").await;
+                let w = a.1.as_array()?.iter().find(|w| w["name"] == "state-file")?;
+                (w["runs"].as_u64()? >= 1 && w["lastSuccessMs"].as_u64().is_some()).then_some(())
+            }
+        },
+    )
+    .await;
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_is_answered_413_not_reset_and_the_connection_stays_usable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = SimDaemon::start(STATE).await;
+    daemon.wait_ready(Duration::from_secs(20)).await;
+    // 3 MiB where 1 MiB is allowed: far more than socket buffers hold, so the client is still
+    // sending when the daemon decides.
+    let body = vec![b'#'; 3 * 1024 * 1024];
+    let mut s = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/apply HTTP/1.1\r\nHost: hearth\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/yaml\r\nContent-Length: {}\r\n\r\n",
+        daemon.token.secret(),
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body)
+        .await
+        .expect("the whole body is read (drained), not refused with a reset");
+    let answer = read_response(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"code\":\"PayloadTooLarge\""), "{answer}");
+    // The connection was drained, so it serves the next request.
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: hearth\r\n\r\n")
+        .await
+        .unwrap();
+    let next = read_response(&mut s).await;
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+    let mut rest = Vec::new();
+    drop(tokio::time::timeout(Duration::from_millis(50), s.read_to_end(&mut rest)).await);
+    daemon.stop().await;
+}
+
+/// One HTTP/1.1 response with a `content-length` body, as text.
+async fn read_response(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("an answer within 10 s")
+            .expect("the answer, not a reset");
+        assert!(n > 0, "closed before a full answer: {text}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_wait_returns_the_data_directory_opens_again_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let daemon = SimDaemon::start(STATE).await;
+    daemon.wait_ready(Duration::from_secs(20)).await;
+    // A client that keeps its connection open (as HTTP clients' pools do).
+    let mut idle = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: hearth\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut idle).await.starts_with("HTTP/1.1 200"));
+    let SimDaemon {
+        running,
+        shutdown,
+        dir,
+        ..
+    } = daemon;
+    let stopping = std::time::Instant::now();
+    shutdown.stop_gracefully();
+    running.wait().await;
+    let took = stopping.elapsed();
+    let store = controller::serve::open_store(&dir.path().join("data"))
+        .await
+        .expect("the store is released when wait() returns");
+    drop(store);
+    eprintln!("MEASURE wait() returned {took:?} after the stop");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    drop(idle);
+}

@@ -259,6 +259,20 @@ pub enum GetCommand {
     Recipes(GetArgs),
     /// The history, newest first.
     History(HistoryArgs),
+    /// The daemon's background workers: state, last run, next run, last error.
+    #[command(alias = "worker")]
+    Workers(WorkersArgs),
+}
+
+/// Arguments of `hearth get workers`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkersArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// The daemon (workers run only inside `hearth serve`: there is no offline answer).
+    #[command(flatten)]
+    pub server: ServerArg,
 }
 
 /// Arguments of `hearth get warmapps|runs|slotpools`.
@@ -620,6 +634,20 @@ pub async fn get(command: &GetCommand, out: &mut dyn Write) -> Result<(), Error>
                     write_objects::<WarmApp>(out, v, single, a.output, warmapps_table)
                 }
             }
+        }
+        GetCommand::Workers(a) => {
+            let v = a
+                .server
+                .client()?
+                .get::<serde_json::Value>("/api/v1/workers")
+                .await?;
+            write_objects::<crate::runtime::workers::Status>(
+                out,
+                v,
+                false,
+                a.output,
+                render::workers_table,
+            )
         }
         GetCommand::History(a) => {
             let mut query = format!("limit={}", a.limit);

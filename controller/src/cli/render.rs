@@ -588,6 +588,49 @@ pub fn recipes_table(recipes: &[crd::Recipe], now_ms: u64) -> String {
     )
 }
 
+/// `hearth get workers`: every background worker of the daemon, what it is doing, its last
+/// run and its last error.
+pub fn workers_table(workers: &[crate::runtime::workers::Status], now_ms: u64) -> String {
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.name.clone(),
+                w.state.to_string(),
+                w.runs.to_string(),
+                w.errors.to_string(),
+                w.last_run_ms
+                    .map(|t| format!("{} ago", age(now_ms, t)))
+                    .unwrap_or_else(|| "never".into()),
+                match w.next_run_ms {
+                    Some(t) if t > now_ms => format!("in {}", age(t, now_ms)),
+                    Some(_) => "now".into(),
+                    None => "-".into(),
+                },
+                w.schedule.clone(),
+                match (&w.last_error, w.last_error_ms) {
+                    (Some(e), Some(t)) => format!("{} ago: {e}", age(now_ms, t)),
+                    (Some(e), None) => e.clone(),
+                    (None, _) => "-".into(),
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "STATE",
+            "RUNS",
+            "ERRORS",
+            "LAST RUN",
+            "NEXT RUN",
+            "SCHEDULE",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
+}
+
 /// `hearth describe recipe NAME`: source, versions newest first, ignored tags, fetch status.
 pub fn describe_recipe(r: &crd::Recipe, history: &[Entry], now_ms: u64) -> String {
     let s = &r.status;

@@ -22,7 +22,9 @@ async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`: 200 when the store reads, Docker answers a ping and the warm-app controller
-/// finished its first pass; else 503. The body names each check.
+/// finished its first pass; else 503. The body names each check, and gives every background
+/// worker's status under `workers` (details: a failing worker does not make the daemon
+/// unready — it keeps serving, and the worker is retried).
 async fn readyz(AxumState(s): AxumState<State>) -> Response {
     let store = match s.store.get_value::<String>(crate::warmapp::INSTANCE_KEY) {
         Ok(_) => Ok(()),
@@ -64,6 +66,7 @@ async fn readyz(AxumState(s): AxumState<State>) -> Response {
                 Err(e) => serde_json::Value::String(e.clone()),
             }))
             .collect::<serde_json::Map<_, _>>(),
+        "workers": s.workers.list(),
     });
     if !leader.is_null() {
         body["role"] = serde_json::Value::String("leader".into());

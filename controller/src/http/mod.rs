@@ -15,7 +15,11 @@
 //!   handlers answer [`ApiError`]s, and a second layer turns axum's own plain-text rejections
 //!   (malformed JSON, wrong content type, unknown route, wrong method, too large a body)
 //!   into the same shape.
-//! - Bodies are limited: [`BODY_LIMIT`] by default, [`APPLY_BODY_LIMIT`] for a state file.
+//! - Bodies are limited: [`BODY_LIMIT`] by default, [`APPLY_BODY_LIMIT`] for a state file. A
+//!   body an error answer left unread (413) is drained first (up to [`DRAIN_LIMIT`]), so the
+//!   client reads the answer instead of a connection reset.
+//! - When [`serve`] returns after a stop, every connection is closed (in-flight requests get
+//!   [`SHUTDOWN_GRACE`]): nothing holds the store any longer.
 //!
 //! Routes are registered through [`Routes`], which records each (method, path, access): the
 //! API tests take every route from [`routes_with_access`] and send each with no token, a wrong
@@ -38,6 +42,7 @@ mod slots;
 pub mod status_page;
 mod sweep;
 mod warmapps;
+mod workers;
 
 pub(crate) use apply::diff_json;
 pub(crate) use error::{field_of, store_error, ApiError, Body};
@@ -45,6 +50,7 @@ pub(crate) use history::record_delete;
 pub use history::{parse_kind, DELETED};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State as AxumState};
 use axum::handler::Handler;
@@ -104,6 +110,7 @@ pub(crate) struct State {
     pub nightly: std::sync::Arc<crate::nightly::Nightly>,
     pub swarm: Arc<dyn Swarm>,
     pub handle: Handle,
+    pub workers: crate::runtime::workers::Board,
 }
 
 /// The router under construction, with a record of every (method, path) it serves.
@@ -234,6 +241,7 @@ fn routes() -> Routes {
         .merge(sweep::routes())
         .merge(promote::routes())
         .merge(nightly::routes())
+        .merge(workers::routes())
 }
 
 /// Every (method, path) the API serves, in registration order.
@@ -264,8 +272,8 @@ pub(crate) struct Gate {
     pub reads_open: bool,
 }
 
-/// The whole API: routes, then the access layer, then the JSON error layer, then the access
-/// log (outermost).
+/// The whole API: routes, then the access layer, then the JSON error layer, then the drain of
+/// unread bodies, then the access log (outermost).
 pub(crate) fn router(state: State, gate: Gate) -> Router {
     let gate = Arc::new(gate);
     routes()
@@ -273,6 +281,7 @@ pub(crate) fn router(state: State, gate: Gate) -> Router {
         .layer(axum::middleware::from_fn_with_state(gate, require_access))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(drain_unread_bodies))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
 }
@@ -462,19 +471,150 @@ fn allowed_methods(path: &str) -> Vec<String> {
     methods
 }
 
-/// Serves `state` behind `gate` on `listener` until `stop`.
+/// How long in-flight requests may go on after a graceful stop before their connections are
+/// closed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `state` behind `gate` on `listener` until `stop`, then lets in-flight requests
+/// finish (idle keep-alive connections close at once) for up to [`SHUTDOWN_GRACE`] and closes
+/// what is left.
+///
+/// # Guarantees
+/// When this returns, no connection task is left: nothing holds the router's [`State`] (and
+/// its store) any longer. (axum's own `serve` spawns connection tasks it does not track, so a
+/// client's idle keep-alive connection kept the store open after the daemon stopped.)
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     state: State,
     gate: Gate,
     stop: CancellationToken,
 ) {
-    let result = axum::serve(listener, router(state, gate))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "http endpoint failed");
+    let app = router(state, gate);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (io, _) = tokio::select! {
+            () = stop.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
     }
+    drop(listener);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            grace = ?SHUTDOWN_GRACE,
+            "requests still running after the grace period; closing their connections"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// How much of a body a handler left unread is read and dropped before an error answer.
+pub const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// How long reading a body a handler left unread may take before an error answer.
+pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// A request body that hands what is left of it back when the handler drops it.
+struct Returning {
+    stream: Option<axum::body::BodyDataStream>,
+    slot: Arc<std::sync::Mutex<Option<axum::body::BodyDataStream>>>,
+}
+
+impl futures::Stream for Returning {
+    type Item = Result<axum::body::Bytes, axum::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        match self.stream.as_mut() {
+            Some(s) => std::pin::Pin::new(s).poll_next(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        if let Some(s) = self.stream.take() {
+            *self
+                .slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s);
+        }
+    }
+}
+
+/// Reads and drops what a handler left of the request body before an error answer goes out
+/// (a lingering close), up to [`DRAIN_LIMIT`] bytes and [`DRAIN_TIME`].
+///
+/// Why: a handler that refuses a body (413 over the limit) stops reading it; hyper then
+/// closes the connection, and a client still sending gets a reset instead of the answer (6
+/// in 50,000 fuzzed requests of 3 MiB, docs/RELIABILITY.md). Drained, the client's send
+/// completes and it reads the JSON error; the connection stays usable.
+async fn drain_unread_bodies(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let slot = Arc::new(std::sync::Mutex::new(None));
+    let body = axum::body::Body::from_stream(Returning {
+        stream: Some(body.into_data_stream()),
+        slot: Arc::clone(&slot),
+    });
+    let response = next.run(Request::from_parts(parts, body)).await;
+    if !response.status().is_client_error() {
+        return response;
+    }
+    let left = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(mut left) = left {
+        use futures::StreamExt;
+        let drain = async {
+            let mut read = 0u64;
+            while let Some(Ok(chunk)) = left.next().await {
+                read += chunk.len() as u64;
+                if read > DRAIN_LIMIT {
+                    return false;
+                }
+            }
+            true
+        };
+        if !matches!(tokio::time::timeout(DRAIN_TIME, drain).await, Ok(true)) {
+            tracing::debug!("an unread request body was too large or too slow to drain");
+        }
+    }
+    response
 }
 
 #[cfg(test)]

@@ -714,6 +714,7 @@ async fn start_with_store(
             nightly: nightly.clone(),
             swarm: Arc::clone(&swarm),
             handle: handle.clone(),
+            workers: workers.board(),
         };
         let stop = shutdown.graceful.clone();
         let gate = http::Gate {

@@ -286,3 +286,32 @@ fn get_and_describe_recipes_in_every_format() {
         describe_recipe(&all[1], &[], NOW)
     );
 }
+
+fn workers() -> Vec<crate::runtime::workers::Status> {
+    serde_json::from_value(serde_json::json!([
+        {"name": "gauges", "schedule": "every 2s", "state": "Idle", "runs": 1800,
+         "errors": 0, "consecutiveErrors": 0, "lastRunMs": NOW - 1_000, "lastDurationMs": 3,
+         "lastSuccessMs": NOW - 1_000, "nextRunMs": NOW + 1_000},
+        {"name": "nightly", "schedule": "cron 0 3 * * * (Europe/Berlin)", "state": "Idle",
+         "runs": 2, "errors": 0, "consecutiveErrors": 0, "lastRunMs": NOW - 9 * 3_600_000,
+         "lastSuccessMs": NOW - 9 * 3_600_000 + 90_000, "nextRunMs": NOW + 14 * 3_600_000},
+        {"name": "orphan-sweep", "schedule": "every 1s", "state": "Backoff", "runs": 3600,
+         "errors": 3, "consecutiveErrors": 2, "lastRunMs": NOW - 4_000,
+         "lastSuccessMs": NOW - 7 * MIN,
+         "lastError": "listing the swarm's objects failed: docker did not answer within 30s",
+         "lastErrorMs": NOW - 4_000, "nextRunMs": NOW},
+        {"name": "state-file", "schedule": "on change of /etc/hearth/state.yaml",
+         "state": "Idle", "runs": 0, "errors": 0, "consecutiveErrors": 0}
+    ]))
+    .unwrap()
+}
+
+#[test]
+fn get_workers_in_every_format() {
+    for (output, name) in formats() {
+        insta::assert_snapshot!(
+            format!("get_workers_{name}"),
+            list(&workers(), output, workers_table)
+        );
+    }
+}
