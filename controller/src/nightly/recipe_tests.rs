@@ -14,6 +14,7 @@ use crd::promotion::PromotionResult;
 use crd::{RecipeSpec, WarmApp, WarmAppPhase};
 use state::history::{reason, Query};
 use state::{MemoryEngine, Store};
+use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::catalogue::sources::tests::sh;
@@ -255,10 +256,15 @@ impl World {
     /// Runs the nightly loop from now (Monday, before the window) until `for_ms` later.
     async fn nightly_for(&self, for_ms: u64) {
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(self.nightly.clone().run_loop(cancel.clone()));
+        let mut task = crate::runtime::workers::Supervisor::new(
+            cancel.clone(),
+            crate::runtime::workers::DEFAULT_POLICY,
+            None,
+        );
+        task.spawn(NightlyWorker::new(self.nightly.clone()).unwrap());
         tokio::time::sleep(Duration::from_millis(for_ms)).await;
         cancel.cancel();
-        task.await.unwrap();
+        task.join().await;
     }
 
     fn promotions(&self) -> Vec<(String, String)> {

@@ -12,7 +12,6 @@ use std::time::Duration;
 use crd::names::BaseDomain;
 use state::{Store, SystemClock};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::liveness::ProcLiveness;
@@ -32,7 +31,6 @@ pub(crate) struct Setup {
     pub base_domain: BaseDomain,
     pub extra_labels: Labels,
     pub instance: String,
-    pub cancel: CancellationToken,
     /// Stops the run controller (graceful: in-flight starts and teardowns finish).
     pub shutdown: crate::runtime::Shutdown,
     pub metrics: metrics::Metrics,

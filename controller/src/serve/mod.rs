@@ -603,7 +603,6 @@ async fn start_with_store(
             base_domain: options.base_domain.clone(),
             extra_labels,
             instance: instance.clone(),
-            cancel: shutdown.graceful.clone(),
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),
             promoter: promoter.clone(),
