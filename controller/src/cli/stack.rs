@@ -322,9 +322,12 @@ pub(crate) async fn wait_converged(
 
 /// `hearth stack rm`: verified teardown of each stack (graceful, or forced with `--force`).
 ///
+/// The stacks are torn down at once (`hearth stack rm a b` takes as long as the slower of
+/// the two, not the sum: #14); what each did is printed in the order they were named.
+///
 /// # Errors
-/// The first stack's failure ([`Error::StackFailed`] with the residuals named); the other
-/// stacks are still attempted and their failures printed to `err`.
+/// The first named stack's failure ([`Error::StackFailed`] with the residuals named); the
+/// other stacks are still torn down and their failures printed to `err`.
 pub async fn rm(
     swarm: &dyn Swarm,
     args: &RmArgs,
@@ -340,9 +343,16 @@ pub async fn rm(
         options.deadline = timeout;
     }
     options.nodes = super::node_daemons(&args.node_endpoints)?;
+    let options = &options;
+    let outcomes = futures::future::join_all(
+        args.names
+            .iter()
+            .map(|name| async move { (name, teardown(swarm, name, options).await) }),
+    )
+    .await;
     let mut first_failure = None;
-    for name in &args.names {
-        match teardown(swarm, name, &options).await {
+    for (name, outcome) in outcomes {
+        match outcome {
             Ok(report) => {
                 for object in report.removed.iter().chain(&report.already_gone) {
                     writeln!(out, "Removing {} {}", object.kind, object.name)?;
@@ -648,6 +658,61 @@ volumes:
         .await
         .unwrap_err();
         assert!(matches!(missing, Error::StackNotFound(_)));
+    }
+
+    /// Deploys the sample stack as `name` and waits until it is ready.
+    async fn deployed(swarm: &SimSwarm, dir: &tempfile::TempDir, name: &str) {
+        let args = DeployArgs {
+            name: name.into(),
+            ..deploy_args(dir, true)
+        };
+        deploy(swarm, &args, &BTreeMap::new(), &mut Vec::new(), &mut Vec::new())
+            .await
+            .unwrap();
+    }
+
+    fn rm_args(names: &[&str]) -> RmArgs {
+        RmArgs {
+            force: false,
+            timeout: None,
+            node_endpoints: Vec::new(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rm_of_two_stacks_removes_both_at_once_and_reports_them_in_order() {
+        let swarm = SimSwarm::new(SimConfig::default());
+        swarm.set_latency(Duration::from_millis(20));
+        let dir = files();
+        for name in ["solo", "aa", "bb"] {
+            deployed(&swarm, &dir, name).await;
+        }
+        // One graceful teardown alone, in virtual time: its containers' stop takes most of it.
+        let started = Instant::now();
+        rm(&swarm, &rm_args(&["solo"]), &mut Vec::new(), &mut Vec::new())
+            .await
+            .unwrap();
+        let one = started.elapsed();
+        assert!(one >= Duration::from_secs(1), "{one:?}");
+
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let started = Instant::now();
+        rm(&swarm, &rm_args(&["bb", "aa"]), &mut out, &mut err)
+            .await
+            .unwrap();
+        let both = started.elapsed();
+        // At once: the pair takes about as long as one, not the sum (6 s + 6 s before #14).
+        assert!(both < one * 3 / 2, "one {one:?}, both {both:?}");
+        let printed = text(&out);
+        let bb = printed.find("Removed stack bb").unwrap();
+        let aa = printed.find("Removed stack aa").unwrap();
+        assert!(bb < aa, "reported in the order named: {printed}");
+        for name in ["aa", "bb"] {
+            let gone = observe(&swarm, name, Depth::WithTasks).await.unwrap();
+            assert!(gone.is_empty(), "{name}: {gone:?}");
+        }
+        assert!(text(&err).is_empty(), "{}", text(&err));
     }
 
     #[test]
