@@ -6,12 +6,13 @@
 //! 10,000 apps does not itself cost O(N²).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use controller::catalogue::{self, Catalogue, DirCatalogue, RenderRequest, Rendered};
-use controller::runtime::{self, Controller, Handle, Shutdown, Stopped};
+use controller::runtime::{self, Controller, Handle, Shutdown, Stopped, Ticket};
 use controller::stack::{self, ApplyOptions, ObservationCache, Observed, TeardownOptions};
 use controller::swarm::sim::{SimConfig, SimSwarm};
 use controller::swarm::Labels;
@@ -74,6 +75,8 @@ pub struct World {
     pub handle: Handle,
     /// The reconcile context (its observation cache counts listings).
     pub ctx: Arc<Context>,
+    /// The catalogue the reconciler renders through (counts renders).
+    pub catalogue: Arc<CountingCatalogue>,
     /// How many apps.
     pub apps: usize,
     shutdown: Shutdown,
@@ -95,6 +98,50 @@ pub struct Pass {
     pub stack_reads: u64,
     /// Wall time (tokio's clock) from the resync to the last reconcile's end.
     pub elapsed: Duration,
+    /// Renders asked of the catalogue ([`CountingCatalogue`]).
+    pub renders: u64,
+    /// Store revisions written (status, history).
+    pub store_writes: u64,
+}
+
+/// A catalogue that counts the renders asked of it (and answers everything from `inner`).
+pub struct CountingCatalogue {
+    inner: Arc<dyn Catalogue>,
+    renders: AtomicU64,
+}
+
+impl CountingCatalogue {
+    /// Counts the renders asked of `inner`.
+    pub fn new(inner: Arc<dyn Catalogue>) -> Self {
+        Self {
+            inner,
+            renders: AtomicU64::new(0),
+        }
+    }
+
+    /// Renders asked so far.
+    pub fn renders(&self) -> u64 {
+        self.renders.load(Ordering::Relaxed)
+    }
+}
+
+impl Catalogue for CountingCatalogue {
+    fn recipes(&self) -> catalogue::Result<Vec<String>> {
+        self.inner.recipes()
+    }
+
+    fn recipe(&self, name: &str) -> catalogue::Result<catalogue::Recipe> {
+        self.inner.recipe(name)
+    }
+
+    fn render(&self, r: &RenderRequest<'_>) -> catalogue::Result<Rendered> {
+        self.renders.fetch_add(1, Ordering::Relaxed);
+        self.inner.render(r)
+    }
+
+    fn inputs_digest(&self, r: &RenderRequest<'_>, fresh_since: Ticket) -> Option<String> {
+        self.inner.inputs_digest(r, fresh_since)
+    }
 }
 
 /// How recipes are rendered in a world.
@@ -157,15 +204,29 @@ impl Catalogue for MemoCatalogue {
 /// # Errors
 /// [`Error`] when the catalogue, the store or a deploy fails, or the first pass times out.
 pub async fn world(n: usize, store: Store, renders: Renders) -> Result<World, Error> {
+    world_from(&examples(), n, store, renders).await
+}
+
+/// [`world`] with the recipes of the catalogue directory `dir` (rendered as `hearth serve`
+/// does), to see what an edit of a recipe file does.
+///
+/// # Errors
+/// As [`world`].
+pub async fn world_in(dir: &Path, n: usize, store: Store) -> Result<World, Error> {
+    world_from(dir, n, store, Renders::Catalogue).await
+}
+
+async fn world_from(dir: &Path, n: usize, store: Store, renders: Renders) -> Result<World, Error> {
     let swarm = Arc::new(SimSwarm::new(SimConfig {
         start_delay: Duration::from_millis(100),
         ..SimConfig::default()
     }));
-    let dir = DirCatalogue::open(examples()).map_err(|e| Error::CatalogueFailed(e.to_string()))?;
-    let catalogue: Arc<dyn Catalogue> = match renders {
+    let dir = DirCatalogue::open(dir).map_err(|e| Error::CatalogueFailed(e.to_string()))?;
+    let counting = Arc::new(CountingCatalogue::new(match renders {
         Renders::Catalogue => Arc::new(dir),
         Renders::Memoized => Arc::new(MemoCatalogue::new(dir)),
-    };
+    }));
+    let catalogue: Arc<dyn Catalogue> = counting.clone();
     let base =
         BaseDomain::parse("hearth.test").map_err(|e| Error::CatalogueFailed(e.to_string()))?;
     let extra: Labels = [("hearth.test".to_string(), "1".to_string())].into();
@@ -190,6 +251,7 @@ pub async fn world(n: usize, store: Store, renders: Renders) -> Result<World, Er
         apply: ApplyOptions::default(),
         teardown: TeardownOptions::graceful(),
         observations: ObservationCache::new(),
+        renders: Default::default(),
     });
     let config = runtime::Config {
         resync_period: Duration::from_secs(24 * 3600),
@@ -207,6 +269,7 @@ pub async fn world(n: usize, store: Store, renders: Renders) -> Result<World, Er
         store,
         handle,
         ctx,
+        catalogue: counting,
         apps: n,
         shutdown,
         task,
@@ -289,6 +352,7 @@ impl World {
     pub async fn pass(&self) -> Result<Pass, Error> {
         self.swarm.clear_calls();
         let before = self.ctx.observations.stats();
+        let (renders, revision) = (self.catalogue.renders(), self.store.revision());
         let started = self.handle.reconciles_started();
         let t0 = tokio::time::Instant::now();
         self.handle.resync_now();
@@ -302,6 +366,8 @@ impl World {
             refreshes: after.refreshes - before.refreshes,
             stack_reads: after.stack_reads - before.stack_reads,
             elapsed,
+            renders: self.catalogue.renders() - renders,
+            store_writes: self.store.revision() - revision,
         })
     }
 

@@ -110,6 +110,7 @@ async fn a_thousand_objects_converge_under_failing_slow_and_hanging_calls_with_b
         apply: ApplyOptions::default(),
         teardown: TeardownOptions::graceful(),
         observations: ObservationCache::new(),
+        renders: Default::default(),
     });
     let config = runtime::Config {
         resync_period: Duration::from_secs(300),

@@ -17,6 +17,7 @@ use super::{
     BUILTIN_VARIABLES, RECIPE_FILE,
 };
 use crate::compose;
+use crate::runtime::Ticket;
 
 /// Largest `recipe.yml` accepted.
 const MAX_RECIPE_FILE_BYTES: usize = 256 * 1024;
@@ -183,6 +184,10 @@ impl Catalogue for DirCatalogue {
 
     fn recipe(&self, name: &str) -> Result<Recipe> {
         self.recipe_and_input(name).map(|(recipe, _)| recipe)
+    }
+
+    fn inputs_digest(&self, request: &RenderRequest<'_>, fresh_since: Ticket) -> Option<String> {
+        self.cache.inputs_digest(&Key::of(request), fresh_since)
     }
 
     fn render(&self, request: &RenderRequest<'_>) -> Result<Rendered> {

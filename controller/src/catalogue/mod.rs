@@ -33,6 +33,7 @@ use crd::RecipeVersion;
 use serde::{Deserialize, Serialize};
 
 use crate::compose;
+use crate::runtime::Ticket;
 use crate::swarm::spec::StackSpec;
 
 pub use dir::{CacheStats, DirCatalogue};
@@ -215,6 +216,19 @@ pub trait Catalogue: Send + Sync {
     fn render_at(&self, request: &RenderRequest<'_>, at: &str) -> Result<Rendered> {
         let _ = at;
         self.render(request)
+    }
+
+    /// The [`Rendered::digest`] a render of `request` would carry now, when the catalogue can
+    /// tell it without rendering: a caller that kept an earlier render with this digest may
+    /// use it as it is (#14: a resync of unchanged warm apps renders nothing). `None`: it
+    /// cannot tell (say, `request` was never rendered); render to know.
+    ///
+    /// `fresh_since`: what the caller serves ([`crate::runtime::fresh_since`]); a file read to
+    /// answer a request that came earlier may be used again, one read before it may not. So
+    /// the calls of one resync pass read each recipe file once, however many apps use it.
+    fn inputs_digest(&self, request: &RenderRequest<'_>, fresh_since: Ticket) -> Option<String> {
+        let _ = (request, fresh_since);
+        None
     }
 }
 

@@ -37,6 +37,7 @@ use super::envfile::{self, Entry};
 use super::git::{self, Mirror};
 use super::{Catalogue, DirCatalogue, Error, Recipe, RecipeFile, RenderRequest, Rendered, Result};
 use crate::compose;
+use crate::runtime::Ticket;
 use crate::swarm::spec::GeneratedSecret;
 
 /// Length of a generated secret whose `SECRET_*_VERSION` line has no `length=N` modifier.
@@ -1048,6 +1049,18 @@ impl Catalogue for Sources {
                         published: r.versions.iter().map(|v| v.to_string()).collect(),
                     })
             }
+        }
+    }
+
+    fn inputs_digest(&self, request: &RenderRequest<'_>, fresh_since: Ticket) -> Option<String> {
+        match self.source(request.recipe) {
+            Some(Source::Dir(d)) => d.inputs_digest(request, fresh_since),
+            // A tag's files cannot change: the digest is the commit's and the request's.
+            Some(Source::Git { published, .. }) => {
+                let version = find_version(&published?, request.version)?;
+                Some(digest(request, &version.commit, &version.version))
+            }
+            None => self.fallback.as_ref()?.inputs_digest(request, fresh_since),
         }
     }
 

@@ -666,9 +666,15 @@ volumes:
             name: name.into(),
             ..deploy_args(dir, true)
         };
-        deploy(swarm, &args, &BTreeMap::new(), &mut Vec::new(), &mut Vec::new())
-            .await
-            .unwrap();
+        deploy(
+            swarm,
+            &args,
+            &BTreeMap::new(),
+            &mut Vec::new(),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap();
     }
 
     fn rm_args(names: &[&str]) -> RmArgs {
@@ -690,9 +696,14 @@ volumes:
         }
         // One graceful teardown alone, in virtual time: its containers' stop takes most of it.
         let started = Instant::now();
-        rm(&swarm, &rm_args(&["solo"]), &mut Vec::new(), &mut Vec::new())
-            .await
-            .unwrap();
+        rm(
+            &swarm,
+            &rm_args(&["solo"]),
+            &mut Vec::new(),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap();
         let one = started.elapsed();
         assert!(one >= Duration::from_secs(1), "{one:?}");
 

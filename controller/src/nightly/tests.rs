@@ -255,6 +255,7 @@ mod refresh {
             apply: ApplyOptions::default(),
             teardown: TeardownOptions::graceful(),
             observations: ObservationCache::new(),
+            renders: Default::default(),
         });
         let app: WarmApp = serde_json::from_value(serde_json::json!({
             "apiVersion": "hearth/v1", "kind": "WarmApp", "metadata": {"name": "web"},

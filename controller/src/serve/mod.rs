@@ -594,6 +594,7 @@ async fn start_with_store(
             ..TeardownOptions::graceful()
         },
         observations: ObservationCache::new(),
+        renders: Default::default(),
     });
     let cleanup = ci::start(
         ci::Setup {

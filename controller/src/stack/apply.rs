@@ -74,6 +74,34 @@ pub async fn apply(
     execute_until(swarm, &plan, options, deadline, Some(&volumes_before)).await
 }
 
+/// Carries out a plan made against `observed` (a listing of the stack's namespace), without
+/// observing or planning again: what [`apply`] does after its own listing, for a caller that
+/// already observed and planned (the warm-app reconciler plans once per reconcile).
+///
+/// # Guarantees
+/// Everything [`execute`] guarantees; a failed execution also removes the volumes its new
+/// services' tasks created (those not in `observed`), as [`apply`] does.
+///
+/// # Errors
+/// As [`execute`].
+pub async fn execute_observed(
+    swarm: &dyn Swarm,
+    plan: &Plan,
+    observed: &super::Observed,
+    options: &ApplyOptions,
+) -> Result<ApplyReport> {
+    let volumes_before: BTreeSet<String> =
+        observed.volumes.iter().map(|v| v.name.clone()).collect();
+    execute_until(
+        swarm,
+        plan,
+        options,
+        Instant::now() + options.deadline,
+        Some(&volumes_before),
+    )
+    .await
+}
+
 /// Carries out `plan`'s actions in order, stopping at the first that fails for good.
 /// Consecutive independent actions (networks, volumes, secrets and configs; then services)
 /// run concurrently, at most [`CONCURRENCY`] at once; the report lists them in plan order.

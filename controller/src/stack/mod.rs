@@ -53,13 +53,13 @@ use crd::names::{labels as keys, StackRole};
 
 use crate::swarm::{self, Labels, ObjectKind};
 
-pub use apply::{apply, execute, ApplyOptions, ApplyReport};
+pub use apply::{apply, execute, execute_observed, ApplyOptions, ApplyReport};
 pub use cache::ObservationCache;
 pub use nodes::{NodeDaemons, NodeReport};
 pub use observe::{
     observe, observe_all, status, Depth, Observed, ServiceStatus, StackStatus, TaskProblem,
 };
-pub use plan::{plan, render, Action, Plan, NAMESPACE_LABEL};
+pub use plan::{plan, plan_rendered, render, Action, Plan, NAMESPACE_LABEL};
 pub use teardown::{teardown, Mode, TeardownOptions, TeardownReport};
 
 pub use crate::swarm::spec::StackSpec;

@@ -420,7 +420,16 @@ fn content_unchanged(
 /// name a secret or config this plan removed as superseded; hearth's own rollback re-applies
 /// the previous version, which recreates them by content hash.
 pub fn plan(desired: &StackSpec, owner: &Owner, observed: &Observed) -> Result<Plan> {
-    let rendered = render(desired, owner)?;
+    plan_rendered(&render(desired, owner)?, owner, observed)
+}
+
+/// [`plan`] of a stack already [`render`]ed for `owner`: compares spec hashes and labels only,
+/// so a caller that keeps the rendered stack (the warm-app reconciler, while the recipe's
+/// inputs are unchanged) plans without hashing any spec again.
+///
+/// # Errors
+/// [`Error::ImmutableChanged`] and [`Error::ContentChanged`].
+pub fn plan_rendered(rendered: &StackSpec, owner: &Owner, observed: &Observed) -> Result<Plan> {
     let ns = rendered.namespace.clone();
     let mut actions = Vec::new();
     let immutable = |kind, name: &str, id: &str| Error::ImmutableChanged {

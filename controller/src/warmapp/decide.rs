@@ -165,336 +165,354 @@ pub struct Now {
 /// - Deadlines are measured from the `Progressing` condition's transition time, so they
 ///   survive restarts.
 pub fn step(app: &WarmApp, target: &Target, observation: &Observation, now: Now) -> Decision {
-    let generation = app.metadata.generation;
-    let mut status = app.status.clone();
-    status.observed_generation = generation;
-    let serving = app.status.observed_version.clone();
-    let want = target.version().to_string();
-    let timeout = app.spec.health.ready_timeout();
-    let cond = |type_: &str, st: ConditionStatus, reason: &str, message: String| {
-        Condition::new(type_, st, reason, message, now.ms, generation)
-    };
-
+    let case = Case::new(app, now);
     let (writes_needed, readiness, at_serving) = match observation {
         // The catalogue cannot render: nothing to apply; keep whatever serves.
-        Observation::RenderFailed(why) => {
-            let message = format!("cannot render {} {}: {why}", app.spec.recipe, want);
-            status.phase = WarmAppPhase::Failed;
-            status.last_error = Some(message.clone());
-            set_condition(
-                &mut status.conditions,
-                cond(
-                    types::PROGRESSING,
-                    ConditionStatus::False,
-                    reason::RENDER_FAILED,
-                    message.clone(),
-                ),
-            );
-            if serving.is_none() {
-                set_condition(
-                    &mut status.conditions,
-                    cond(
-                        types::READY,
-                        ConditionStatus::False,
-                        reason::RENDER_FAILED,
-                        message,
-                    ),
-                );
-            }
-            return Decision {
-                effect: Effect::None,
-                status,
-                note: None,
-                requeue: Some(FAILED_POLL),
-            };
-        }
+        Observation::RenderFailed(why) => return case.render_failed(target.version(), why),
         Observation::Seen {
             writes_needed,
             readiness,
             at_serving_version,
         } => (*writes_needed, readiness, *at_serving_version),
     };
-
-    // When the current rollout (deploy/upgrade/rollback) started, if it is this generation's.
-    let progressing = find_condition(&status.conditions, types::PROGRESSING)
-        .filter(|c| c.status == ConditionStatus::True && c.observed_generation == generation)
-        .cloned();
-    let started_ms = progressing
-        .as_ref()
-        .map(|c| c.last_transition_time_ms)
-        .unwrap_or(now.ms);
-    let deadline_passed = now.ms >= started_ms.saturating_add(duration_ms(timeout));
-
-    match target {
-        // Held at the version that served before a failed upgrade.
-        Target::Hold { version, failed } => {
-            let was_rolling_back = status.phase == WarmAppPhase::RollingBack;
-            if writes_needed > 0 {
-                // Restore (or repair) the held version.
-                if !was_rolling_back {
-                    status.phase = WarmAppPhase::Degraded;
-                }
-                return Decision {
-                    effect: Effect::Apply(version.clone()),
-                    status,
-                    note: (!was_rolling_back).then(|| Note {
-                        reason: REPAIRED,
-                        message: format!("repairing drift of held version {version}"),
-                    }),
-                    requeue: Some(PROGRESS_POLL),
-                };
+    match (target, readiness) {
+        // Held at the version that served before a failed upgrade: restore (or repair) it.
+        (Target::Hold { version, .. }, _) if writes_needed > 0 => case.restore_held(version),
+        // The held version serves: Degraded (spec not met), Ready=True.
+        (Target::Hold { version, failed }, Readiness::Ready) => case.held_serving(version, failed),
+        // Still coming back (or the held version itself is unhealthy): wait.
+        (Target::Hold { .. }, Readiness::NotReady(why)) => case.held_not_ready(why),
+        (Target::Spec(version), _) => {
+            // An upgrade under way failed (the swarm rolled it back, or it missed its
+            // deadline): restore the serving version.
+            if let Some((from, why)) =
+                case.failed_upgrade(version, writes_needed, readiness, at_serving)
+            {
+                return rollback(app, case.status, version, &from, &why, now);
             }
             match readiness {
-                // The held version serves: Degraded (spec not met), Ready=True.
-                Readiness::Ready => {
-                    status.phase = WarmAppPhase::Degraded;
-                    status.observed_version = Some(version.clone());
-                    set_condition(
-                        &mut status.conditions,
-                        cond(
-                            types::READY,
-                            ConditionStatus::True,
-                            reason::ROLLED_BACK,
-                            format!("serving {version}; {failed} was rolled back"),
-                        ),
-                    );
-                    set_condition(
-                        &mut status.conditions,
-                        cond(
-                            types::PROGRESSING,
-                            ConditionStatus::False,
-                            reason::ROLLED_BACK,
-                            format!("rolled back to {version}"),
-                        ),
-                    );
-                    Decision {
-                        effect: Effect::None,
-                        status,
-                        note: was_rolling_back.then(|| Note {
-                            reason: state::history::reason::ROLLED_BACK,
-                            message: format!(
-                                "upgrade to {failed} failed; {version} restored and serving"
-                            ),
-                        }),
-                        requeue: None,
-                    }
-                }
-                // Still coming back (or the held version itself is unhealthy): wait.
-                Readiness::NotReady(why) => {
-                    if !was_rolling_back {
-                        status.phase = WarmAppPhase::Degraded;
-                        set_condition(
-                            &mut status.conditions,
-                            cond(
-                                types::READY,
-                                ConditionStatus::False,
-                                reason::UNHEALTHY,
-                                why.clone(),
-                            ),
-                        );
-                    }
-                    Decision {
-                        effect: Effect::None,
-                        status,
-                        note: None,
-                        requeue: Some(if was_rolling_back {
-                            PROGRESS_POLL
-                        } else {
-                            UNHEALTHY_POLL
-                        }),
-                    }
-                }
-            }
-        }
-        Target::Spec(version) => {
-            let upgrading_from = serving.clone().filter(|s| s != version);
-            let in_upgrade = status.phase == WarmAppPhase::Upgrading
-                && progressing
-                    .as_ref()
-                    .is_some_and(|c| c.reason == reason::UPGRADING);
-            // An upgrade that is under way failed: the swarm rolled it back by itself, or the
-            // deadline passed before the new version was ready.
-            if let (Some(from), true) = (&upgrading_from, in_upgrade) {
-                let why = if at_serving && writes_needed > 0 {
-                    Some("the swarm rolled the update back (new tasks failed)".to_string())
-                } else if deadline_passed && !(writes_needed == 0 && readiness == &Readiness::Ready)
-                {
-                    Some(match readiness {
-                        Readiness::NotReady(w) if writes_needed == 0 => {
-                            format!("not ready within {}: {w}", fmt_duration(timeout))
-                        }
-                        _ => format!("not converged within {}", fmt_duration(timeout)),
-                    })
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    return rollback(app, status, version, from, &why, now);
-                }
-            }
-
-            if writes_needed > 0 {
-                let (phase, reason_, message, note) = match (&serving, &upgrading_from) {
-                    // Never deployed: the first deployment.
-                    (None, _) => (
-                        WarmAppPhase::Deploying,
-                        reason::DEPLOYING,
-                        format!("deploying {version}"),
-                        None,
-                    ),
-                    // A new version: start (or continue) the health-gated upgrade.
-                    (Some(_), Some(from)) => (
-                        WarmAppPhase::Upgrading,
-                        reason::UPGRADING,
-                        format!("upgrading from {from} to {version}; {from} keeps serving"),
-                        None,
-                    ),
-                    // Same version, stack differs: drift (removed or changed by hand).
-                    (Some(_), None) => (
-                        WarmAppPhase::Degraded,
-                        reason::DRIFT_REPAIRED,
-                        format!("stack drifted from {version}; repairing"),
-                        Some(Note {
-                            reason: REPAIRED,
-                            message: format!("stack drifted from {version}; re-applied"),
-                        }),
-                    ),
-                };
-                // A rollout of a different kind (or generation) starts its clock now.
-                let same_rollout = progressing.as_ref().is_some_and(|c| c.reason == reason_);
-                if !same_rollout {
-                    status.conditions.retain(|c| c.type_ != types::PROGRESSING);
-                }
-                set_condition(
-                    &mut status.conditions,
-                    cond(types::PROGRESSING, ConditionStatus::True, reason_, message),
-                );
-                status.phase = phase;
-                return Decision {
-                    effect: Effect::Apply(version.clone()),
-                    status,
-                    note,
-                    requeue: Some(PROGRESS_POLL),
-                };
-            }
-
-            match readiness {
+                // The stack differs from the target: deploy, upgrade or repair it.
+                _ if writes_needed > 0 => case.converge(version),
                 // At the target and ready: Ready (completing a deploy or upgrade if one ran).
-                Readiness::Ready => {
-                    let note = match &serving {
-                        None => Some(Note {
-                            reason: state::history::reason::DEPLOYED,
-                            message: format!("deployed {version}; ready"),
-                        }),
-                        Some(from) if from != version => Some(Note {
-                            reason: state::history::reason::DEPLOYED,
-                            message: format!("upgraded from {from} to {version}; ready"),
-                        }),
-                        Some(_) => None,
-                    };
-                    if let Some(from) = upgrading_from {
-                        status.previous_known_good = Some(from);
-                    }
-                    status.phase = WarmAppPhase::Ready;
-                    status.observed_version = Some(version.clone());
-                    status.last_error = None;
-                    set_condition(
-                        &mut status.conditions,
-                        cond(
-                            types::READY,
-                            ConditionStatus::True,
-                            reason::HEALTHY,
-                            format!("serving {version}"),
-                        ),
-                    );
-                    set_condition(
-                        &mut status.conditions,
-                        cond(
-                            types::PROGRESSING,
-                            ConditionStatus::False,
-                            reason::IDLE,
-                            String::new(),
-                        ),
-                    );
-                    set_condition(
-                        &mut status.conditions,
-                        cond(
-                            types::DEGRADED,
-                            ConditionStatus::False,
-                            reason::HEALTHY,
-                            String::new(),
-                        ),
-                    );
-                    Decision {
-                        effect: Effect::None,
-                        status,
-                        note,
-                        requeue: None,
-                    }
-                }
+                Readiness::Ready => case.ready(version),
                 // At the target, not ready yet.
-                Readiness::NotReady(why) => {
-                    match (&serving, &upgrading_from) {
-                        // First deployment still coming up; after the deadline say so.
-                        (None, _) => {
-                            status.phase = WarmAppPhase::Deploying;
-                            if deadline_passed {
-                                status.last_error = Some(format!(
-                                    "not ready within {}: {why}",
-                                    fmt_duration(timeout)
-                                ));
-                            }
-                            set_condition(
-                                &mut status.conditions,
-                                cond(
-                                    types::READY,
-                                    ConditionStatus::False,
-                                    reason::DEPLOYING,
-                                    why.clone(),
-                                ),
-                            );
-                        }
-                        // Upgrade in progress: the new version is proving itself.
-                        (Some(_), Some(_)) => {
-                            status.phase = WarmAppPhase::Upgrading;
-                        }
-                        // Deployed at the version but unhealthy: swarm restarts tasks;
-                        // hearth has nothing to write.
-                        (Some(_), None) => {
-                            status.phase = WarmAppPhase::Degraded;
-                            set_condition(
-                                &mut status.conditions,
-                                cond(
-                                    types::READY,
-                                    ConditionStatus::False,
-                                    reason::UNHEALTHY,
-                                    why.clone(),
-                                ),
-                            );
-                            set_condition(
-                                &mut status.conditions,
-                                cond(
-                                    types::DEGRADED,
-                                    ConditionStatus::True,
-                                    reason::UNHEALTHY,
-                                    why.clone(),
-                                ),
-                            );
-                        }
-                    }
-                    Decision {
-                        effect: Effect::None,
-                        requeue: Some(if status.phase == WarmAppPhase::Degraded {
-                            UNHEALTHY_POLL
-                        } else {
-                            PROGRESS_POLL
-                        }),
-                        status,
-                        note: None,
-                    }
+                Readiness::NotReady(why) => case.not_ready(version, why),
+            }
+        }
+    }
+}
+
+/// What every case of [`step`] reads, and the status it builds on.
+struct Case<'a> {
+    app: &'a WarmApp,
+    now: Now,
+    generation: u64,
+    /// The version that served before this reconcile.
+    serving: Option<String>,
+    timeout: Duration,
+    /// The next status (starts as the current one at this generation).
+    status: WarmAppStatus,
+    /// The `Progressing=True` condition of this generation: the rollout under way.
+    progressing: Option<Condition>,
+    /// Whether the rollout under way has run longer than the app's ready timeout.
+    deadline_passed: bool,
+}
+
+impl<'a> Case<'a> {
+    fn new(app: &'a WarmApp, now: Now) -> Self {
+        let generation = app.metadata.generation;
+        let mut status = app.status.clone();
+        status.observed_generation = generation;
+        let timeout = app.spec.health.ready_timeout();
+        // When the current rollout (deploy/upgrade/rollback) started, if it is this
+        // generation's.
+        let progressing = find_condition(&status.conditions, types::PROGRESSING)
+            .filter(|c| c.status == ConditionStatus::True && c.observed_generation == generation)
+            .cloned();
+        let started_ms = progressing
+            .as_ref()
+            .map(|c| c.last_transition_time_ms)
+            .unwrap_or(now.ms);
+        Case {
+            app,
+            now,
+            generation,
+            serving: app.status.observed_version.clone(),
+            timeout,
+            deadline_passed: now.ms >= started_ms.saturating_add(duration_ms(timeout)),
+            status,
+            progressing,
+        }
+    }
+
+    /// Sets condition `type_` of the next status.
+    fn set(&mut self, type_: &str, st: ConditionStatus, reason: &str, message: String) {
+        set_condition(
+            &mut self.status.conditions,
+            Condition::new(type_, st, reason, message, self.now.ms, self.generation),
+        );
+    }
+
+    fn decide(self, effect: Effect, note: Option<Note>, requeue: Option<Duration>) -> Decision {
+        Decision {
+            effect,
+            status: self.status,
+            note,
+            requeue,
+        }
+    }
+
+    /// The catalogue cannot render `want`: Failed, nothing written; Ready=False only if
+    /// nothing served yet.
+    fn render_failed(mut self, want: &str, why: &str) -> Decision {
+        let message = format!("cannot render {} {}: {why}", self.app.spec.recipe, want);
+        self.status.phase = WarmAppPhase::Failed;
+        self.status.last_error = Some(message.clone());
+        self.set(
+            types::PROGRESSING,
+            ConditionStatus::False,
+            reason::RENDER_FAILED,
+            message.clone(),
+        );
+        if self.serving.is_none() {
+            self.set(
+                types::READY,
+                ConditionStatus::False,
+                reason::RENDER_FAILED,
+                message,
+            );
+        }
+        self.decide(Effect::None, None, Some(FAILED_POLL))
+    }
+
+    /// Held at `version` and the stack differs: apply it (a repair unless rolling back).
+    fn restore_held(mut self, version: &str) -> Decision {
+        let was_rolling_back = self.status.phase == WarmAppPhase::RollingBack;
+        if !was_rolling_back {
+            self.status.phase = WarmAppPhase::Degraded;
+        }
+        let note = (!was_rolling_back).then(|| Note {
+            reason: REPAIRED,
+            message: format!("repairing drift of held version {version}"),
+        });
+        self.decide(
+            Effect::Apply(version.to_string()),
+            note,
+            Some(PROGRESS_POLL),
+        )
+    }
+
+    /// Held at `version`, which serves: Degraded with Ready=True; the rollback is recorded
+    /// when it just completed.
+    fn held_serving(mut self, version: &str, failed: &str) -> Decision {
+        let was_rolling_back = self.status.phase == WarmAppPhase::RollingBack;
+        self.status.phase = WarmAppPhase::Degraded;
+        self.status.observed_version = Some(version.to_string());
+        self.set(
+            types::READY,
+            ConditionStatus::True,
+            reason::ROLLED_BACK,
+            format!("serving {version}; {failed} was rolled back"),
+        );
+        self.set(
+            types::PROGRESSING,
+            ConditionStatus::False,
+            reason::ROLLED_BACK,
+            format!("rolled back to {version}"),
+        );
+        let note = was_rolling_back.then(|| Note {
+            reason: state::history::reason::ROLLED_BACK,
+            message: format!("upgrade to {failed} failed; {version} restored and serving"),
+        });
+        self.decide(Effect::None, note, None)
+    }
+
+    /// Held, at the held version, not ready: wait (while rolling back) or say it is
+    /// unhealthy.
+    fn held_not_ready(mut self, why: &str) -> Decision {
+        let was_rolling_back = self.status.phase == WarmAppPhase::RollingBack;
+        if !was_rolling_back {
+            self.status.phase = WarmAppPhase::Degraded;
+            self.set(
+                types::READY,
+                ConditionStatus::False,
+                reason::UNHEALTHY,
+                why.to_string(),
+            );
+        }
+        let requeue = if was_rolling_back {
+            PROGRESS_POLL
+        } else {
+            UNHEALTHY_POLL
+        };
+        self.decide(Effect::None, None, Some(requeue))
+    }
+
+    /// The version being upgraded from and why, if an upgrade to `version` under way failed:
+    /// the swarm rolled it back by itself, or its deadline passed before it was ready.
+    fn failed_upgrade(
+        &self,
+        version: &str,
+        writes_needed: usize,
+        readiness: &Readiness,
+        at_serving: bool,
+    ) -> Option<(String, String)> {
+        let from = self.serving.clone().filter(|s| s != version)?;
+        let in_upgrade = self.status.phase == WarmAppPhase::Upgrading
+            && self
+                .progressing
+                .as_ref()
+                .is_some_and(|c| c.reason == reason::UPGRADING);
+        if !in_upgrade {
+            return None;
+        }
+        let why = if at_serving && writes_needed > 0 {
+            "the swarm rolled the update back (new tasks failed)".to_string()
+        } else if self.deadline_passed && !(writes_needed == 0 && readiness == &Readiness::Ready) {
+            match readiness {
+                Readiness::NotReady(w) if writes_needed == 0 => {
+                    format!("not ready within {}: {w}", fmt_duration(self.timeout))
+                }
+                _ => format!("not converged within {}", fmt_duration(self.timeout)),
+            }
+        } else {
+            return None;
+        };
+        Some((from, why))
+    }
+
+    /// The stack differs from `version`: the first deployment, an upgrade (the serving
+    /// version keeps serving), or a repair of drift.
+    fn converge(mut self, version: &str) -> Decision {
+        let upgrading_from = self.serving.clone().filter(|s| s != version);
+        let (phase, reason_, message, note) = match (&self.serving, &upgrading_from) {
+            // Never deployed: the first deployment.
+            (None, _) => (
+                WarmAppPhase::Deploying,
+                reason::DEPLOYING,
+                format!("deploying {version}"),
+                None,
+            ),
+            // A new version: start (or continue) the health-gated upgrade.
+            (Some(_), Some(from)) => (
+                WarmAppPhase::Upgrading,
+                reason::UPGRADING,
+                format!("upgrading from {from} to {version}; {from} keeps serving"),
+                None,
+            ),
+            // Same version, stack differs: drift (removed or changed by hand).
+            (Some(_), None) => (
+                WarmAppPhase::Degraded,
+                reason::DRIFT_REPAIRED,
+                format!("stack drifted from {version}; repairing"),
+                Some(Note {
+                    reason: REPAIRED,
+                    message: format!("stack drifted from {version}; re-applied"),
+                }),
+            ),
+        };
+        // A rollout of a different kind (or generation) starts its clock now.
+        let same_rollout = self
+            .progressing
+            .as_ref()
+            .is_some_and(|c| c.reason == reason_);
+        if !same_rollout {
+            self.status
+                .conditions
+                .retain(|c| c.type_ != types::PROGRESSING);
+        }
+        self.set(types::PROGRESSING, ConditionStatus::True, reason_, message);
+        self.status.phase = phase;
+        self.decide(
+            Effect::Apply(version.to_string()),
+            note,
+            Some(PROGRESS_POLL),
+        )
+    }
+
+    /// At `version` and ready: Ready, completing a deploy or upgrade if one ran.
+    fn ready(mut self, version: &str) -> Decision {
+        let note = match &self.serving {
+            None => Some(Note {
+                reason: state::history::reason::DEPLOYED,
+                message: format!("deployed {version}; ready"),
+            }),
+            Some(from) if from != version => Some(Note {
+                reason: state::history::reason::DEPLOYED,
+                message: format!("upgraded from {from} to {version}; ready"),
+            }),
+            Some(_) => None,
+        };
+        if let Some(from) = self.serving.clone().filter(|s| s != version) {
+            self.status.previous_known_good = Some(from);
+        }
+        self.status.phase = WarmAppPhase::Ready;
+        self.status.observed_version = Some(version.to_string());
+        self.status.last_error = None;
+        self.set(
+            types::READY,
+            ConditionStatus::True,
+            reason::HEALTHY,
+            format!("serving {version}"),
+        );
+        self.set(
+            types::PROGRESSING,
+            ConditionStatus::False,
+            reason::IDLE,
+            String::new(),
+        );
+        self.set(
+            types::DEGRADED,
+            ConditionStatus::False,
+            reason::HEALTHY,
+            String::new(),
+        );
+        self.decide(Effect::None, note, None)
+    }
+
+    /// At the target, not ready: the first deployment still coming up, an upgrade proving
+    /// itself, or a deployed version that is unhealthy (swarm restarts tasks; hearth has
+    /// nothing to write).
+    fn not_ready(mut self, version: &str, why: &str) -> Decision {
+        let upgrading = self.serving.as_deref().is_some_and(|s| s != version);
+        match (&self.serving, upgrading) {
+            // First deployment still coming up; after the deadline say so.
+            (None, _) => {
+                self.status.phase = WarmAppPhase::Deploying;
+                if self.deadline_passed {
+                    self.status.last_error = Some(format!(
+                        "not ready within {}: {why}",
+                        fmt_duration(self.timeout)
+                    ));
+                }
+                self.set(
+                    types::READY,
+                    ConditionStatus::False,
+                    reason::DEPLOYING,
+                    why.to_string(),
+                );
+            }
+            // Upgrade in progress: the new version is proving itself.
+            (Some(_), true) => self.status.phase = WarmAppPhase::Upgrading,
+            // Deployed at the version but unhealthy.
+            (Some(_), false) => {
+                self.status.phase = WarmAppPhase::Degraded;
+                for type_ in [types::READY, types::DEGRADED] {
+                    let st = if type_ == types::READY {
+                        ConditionStatus::False
+                    } else {
+                        ConditionStatus::True
+                    };
+                    self.set(type_, st, reason::UNHEALTHY, why.to_string());
                 }
             }
         }
+        let requeue = if self.status.phase == WarmAppPhase::Degraded {
+            UNHEALTHY_POLL
+        } else {
+            PROGRESS_POLL
+        };
+        self.decide(Effect::None, None, Some(requeue))
     }
 }
 

@@ -22,7 +22,9 @@
 //! old version until the spec changes again (a new generation).
 
 pub mod decide;
+mod desired;
 pub mod probe;
+pub mod renders;
 
 #[cfg(test)]
 mod tests;
@@ -37,18 +39,18 @@ use state::history::{reason, NewEntry, ObjectRef};
 use state::{Clock, Store};
 use tracing::{info, warn};
 
-use crate::catalogue::{self, Catalogue, RenderRequest};
-use crate::runtime::{Action, Reconciler};
-use crate::stack::{
-    self, ApplyOptions, ObservationCache, Observed, Owner, StackSpec, TeardownOptions,
-};
-use crate::swarm::spec::{PublishMode, UpdateConfig, UpdateOrder};
-use crate::swarm::{Labels, Swarm, TaskState};
+use crate::catalogue::{Catalogue, RenderRequest};
+use crate::errors::chain;
+use crate::runtime::{Action, Reconciler, Ticket};
+use crate::stack::{self, ApplyOptions, ObservationCache, Observed, Owner, TeardownOptions};
+use crate::swarm::{Labels, Swarm};
 
 use decide::{Effect, Now, Observation, Readiness, Target};
-use probe::{probe_spec, ProbeTarget, Prober};
+use probe::Prober;
 
 pub use crd::names::labels::{INSTANCE as INSTANCE_LABEL, WARM_VERSION as VERSION_LABEL};
+pub use desired::{owner, prepare, probe_target, readiness};
+pub use renders::{Desired, Renders};
 
 /// Key of the daemon's instance ID (the value of [`INSTANCE_LABEL`]) in the store's named
 /// values: drawn once per data directory by `hearth serve`.
@@ -56,9 +58,6 @@ pub(crate) const INSTANCE_KEY: &str = "serve.instance-id";
 
 /// The controller name in metrics.
 pub const CONTROLLER: &str = "warmapp";
-
-use crate::errors::chain;
-use crate::swarm::labels::SERVICE_NAME as SERVICE_NAME_LABEL;
 
 /// What every WarmApp reconcile needs.
 pub struct Context {
@@ -87,6 +86,9 @@ pub struct Context {
     /// One listing of every stack shared by the reconciles of a resync (see
     /// [`stack::cache`]): a resync costs one list call per kind, not per app.
     pub observations: ObservationCache,
+    /// Each app's stack per version, rendered and labelled, kept while its inputs are
+    /// unchanged (see [`renders`]): a resync of unchanged apps renders nothing.
+    pub renders: Renders,
 }
 
 impl std::fmt::Debug for Context {
@@ -218,177 +220,17 @@ impl Reconciler for WarmAppReconciler {
     }
 }
 
-/// The owner labels of app `name`'s stack.
-pub fn owner(name: &str, stack: &StackName, extra: &Labels) -> Owner {
-    Owner {
-        kind: Kind::WarmApp.as_str().to_string(),
-        name: name.to_string(),
-        role: Some(stack.role()),
-        run: None,
-        extra: extra.clone(),
-    }
-}
-
-/// Makes a rendered stack fit for health-gated in-place upgrades.
-///
-/// # Guarantees
-/// Pure. Every service's containers carry [`VERSION_LABEL`]`=<version>`; every service
-/// without host-mode published ports updates (and rolls back) start-first unless the recipe
-/// chose an order itself; nothing else of the update and rollback configs changes (one task at a
-/// time, Docker's default, where the recipe gives none). `tests/recipe_differential.rs` checks
-/// this is the whole difference from `docker stack deploy` on the real recipes.
-pub fn prepare(mut stack: StackSpec, version: &str) -> StackSpec {
-    for s in &mut stack.services {
-        let host_ports = s
-            .endpoint_spec
-            .as_ref()
-            .and_then(|e| e.ports.as_ref())
-            .is_some_and(|ports| {
-                ports
-                    .iter()
-                    .any(|p| p.publish_mode == Some(PublishMode::Host))
-            });
-        if !host_ports {
-            for config in [&mut s.update_config, &mut s.rollback_config] {
-                // A config the recipe does not give is Docker's default but for the order:
-                // one task at a time (an empty config would store parallelism 0, all at once,
-                // where `docker stack deploy` gets the daemon's default of 1).
-                let c = config.get_or_insert_with(|| UpdateConfig {
-                    parallelism: Some(1),
-                    ..UpdateConfig::default()
-                });
-                if c.order.is_none() {
-                    c.order = Some(UpdateOrder::StartFirst);
-                }
-            }
-        }
-        if let Some(cs) = s
-            .task_template
-            .as_mut()
-            .and_then(|t| t.container_spec.as_mut())
-        {
-            cs.labels
-                .get_or_insert_with(Default::default)
-                .insert(VERSION_LABEL.into(), version.into());
-        }
-    }
-    stack
-}
-
-/// Judges readiness at `version` from an observation with tasks (probe not included): every
-/// service ready (tasks running, healthchecks healthy, replicas met) and every task that
-/// should run belongs to `version`.
-pub fn readiness(observed: &Observed, version: &str) -> Readiness {
-    let st = stack::status(observed);
-    if !st.ready {
-        let why = st
-            .services
-            .iter()
-            .find(|s| !s.ready)
-            .map(|s| {
-                let problem = s
-                    .problems
-                    .first()
-                    .map(|p| p.message.clone())
-                    .unwrap_or_else(|| "tasks not started yet".into());
-                format!(
-                    "service {}: {}/{} ready: {problem}",
-                    s.name, s.ready_tasks, s.desired
-                )
-            })
-            .unwrap_or_else(|| "no services".into());
-        return Readiness::NotReady(why);
-    }
-    for t in observed
-        .tasks
-        .iter()
-        .filter(|t| t.desired_state == TaskState::Running)
-    {
-        let container = t
-            .container_id
-            .as_deref()
-            .and_then(|id| observed.containers.iter().find(|c| c.id == id));
-        // A task on another node: its container is listed by that node only; the task's own
-        // container spec carries the same label (docs/RELIABILITY.md, multi-node).
-        let runs = match container {
-            Some(c) => c.labels.get(VERSION_LABEL),
-            None => t.container_labels.get(VERSION_LABEL),
-        };
-        if runs.map(String::as_str) != Some(version) {
-            let service = container
-                .and_then(|c| c.labels.get(SERVICE_NAME_LABEL))
-                .cloned()
-                .unwrap_or_else(|| t.service_id.clone());
-            return Readiness::NotReady(format!(
-                "service {service} still runs a task of version {}",
-                runs.map(String::as_str).unwrap_or("unknown")
-            ));
-        }
-    }
-    Readiness::Ready
-}
-
-/// The probe of `app` against the observed stack, if it has one.
-fn probe_target(
-    app: &WarmApp,
-    desired: &StackSpec,
-    observed: &Observed,
-) -> Option<Result<ProbeTarget, String>> {
-    let (service, port, kind) = probe_spec(&app.spec.health)?;
-    let short = match service.or_else(|| {
-        desired.services.first().and_then(|s| {
-            s.name
-                .as_deref()
-                .and_then(|n| n.strip_prefix(&format!("{}_", desired.namespace)))
-                .map(str::to_string)
-        })
-    }) {
-        Some(s) => s,
-        None => {
-            return Some(Err(
-                "the probe names no service and the stack has none".into()
-            ))
-        }
-    };
-    let full = format!("{}_{short}", desired.namespace);
-    let Some(svc) = observed.services.iter().find(|s| s.meta.name == full) else {
-        return Some(Err(format!("probed service {short} is not in the stack")));
-    };
-    let containers = observed
-        .tasks
-        .iter()
-        .filter(|t| {
-            t.service_id == svc.meta.id
-                && t.desired_state == TaskState::Running
-                && t.state == TaskState::Running
-        })
-        .filter_map(|t| t.container_id.clone())
-        .collect();
-    Some(Ok(ProbeTarget {
-        kind,
-        port,
-        containers,
-    }))
-}
-
-/// Renders `version` of the app's recipe into the stack to apply.
-fn render(
+/// The app's stack at `version`, rendered and labelled for `owner`: the one remembered from an
+/// earlier reconcile while the catalogue says the render's inputs (recipe files or commit,
+/// version, stack, domain, env) are unchanged, a fresh render otherwise.
+fn desired(
     ctx: &Context,
     app: &WarmApp,
     stack: &StackName,
+    owner: &Owner,
     version: &str,
-) -> Result<StackSpec, String> {
-    render_with_timeout(ctx, app, stack, version).map(|(s, _)| s)
-}
-
-/// [`render`], and how long the recipe says convergence may take (its
-/// `coop-cloud.<stack>.timeout` label).
-fn render_with_timeout(
-    ctx: &Context,
-    app: &WarmApp,
-    stack: &StackName,
-    version: &str,
-) -> Result<(StackSpec, Option<std::time::Duration>), String> {
+    since: Ticket,
+) -> Result<Arc<Desired>, String> {
     let domain = app.domain(&ctx.base_domain).map_err(|e| e.to_string())?;
     let request = RenderRequest {
         recipe: &app.spec.recipe,
@@ -397,22 +239,43 @@ fn render_with_timeout(
         domain: &domain,
         env: &app.spec.env,
     };
-    let rendered = ctx.catalogue.render(&request).map_err(|e| error_text(&e))?;
-    Ok((prepare(rendered.stack, version), rendered.timeout))
-}
-
-fn error_text(e: &catalogue::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+    let name = app.name();
+    if let Some(kept) = ctx
+        .catalogue
+        .inputs_digest(&request, since)
+        .and_then(|digest| {
+            ctx.renders
+                .get(name, stack.as_str(), version, owner, &digest)
+        })
+    {
+        return Ok(kept);
     }
-    text
+    let rendered = ctx.catalogue.render(&request).map_err(|e| chain(&e))?;
+    let labelled =
+        stack::render(&prepare(rendered.stack, version), owner).map_err(|e| e.to_string())?;
+    let fresh = Arc::new(Desired {
+        rendered: labelled,
+        timeout: rendered.timeout,
+    });
+    ctx.renders.put(
+        name,
+        stack.as_str(),
+        version,
+        owner,
+        rendered.digest,
+        Arc::clone(&fresh),
+    );
+    Ok(fresh)
 }
 
-/// One reconcile: render, observe, decide, act, record.
+/// The target's stack as observed: what reconcile decided from, and acts on.
+struct Seen {
+    observed: Observed,
+    plan: stack::Plan,
+}
+
+/// One reconcile: the target's stack (rendered only when its inputs changed), one observation
+/// (shared by a resync's reconciles), one plan, decide, act on that plan, record.
 async fn reconcile(app: &WarmApp, ctx: &Context) -> Result<Action, Error> {
     let name = app.name().to_string();
     let stack = app.stack_name().map_err(|source| Error::NameRejected {
@@ -426,20 +289,22 @@ async fn reconcile(app: &WarmApp, ctx: &Context) -> Result<Action, Error> {
         name: name.clone(),
         source,
     };
+    let since = fresh_since();
 
     // Observe against the target.
     let mut recipe_timeout = None;
-    let (observation, desired) = match render_with_timeout(ctx, app, &stack, &version) {
-        Err(why) => (Observation::RenderFailed(why), None),
-        Ok((desired, timeout)) => {
-            recipe_timeout = timeout;
+    let mut seen = None;
+    let observation = match desired(ctx, app, &stack, &owner, &version, since) {
+        Err(why) => Observation::RenderFailed(why),
+        Ok(desired) => {
+            recipe_timeout = desired.timeout;
             let observed = ctx
                 .observations
-                .observe(ctx.swarm.as_ref(), stack.as_str(), fresh_since())
+                .observe(ctx.swarm.as_ref(), stack.as_str(), since)
                 .await
                 .map_err(stack_failed)?;
-            match stack::plan(&desired, &owner, &observed) {
-                Err(e) => (Observation::RenderFailed(e.to_string()), None),
+            match stack::plan_rendered(&desired.rendered, &owner, &observed) {
+                Err(e) => Observation::RenderFailed(e.to_string()),
                 Ok(plan) => {
                     let writes_needed = plan.actions.len();
                     let mut ready = if writes_needed == 0 {
@@ -448,7 +313,7 @@ async fn reconcile(app: &WarmApp, ctx: &Context) -> Result<Action, Error> {
                         Readiness::NotReady("stack differs from the desired spec".into())
                     };
                     if ready == Readiness::Ready {
-                        if let Some(target) = probe_target(app, &desired, &observed) {
+                        if let Some(target) = probe_target(app, &desired.rendered, &observed) {
                             let outcome = match target {
                                 Ok(t) => ctx.prober.probe(&t).await,
                                 Err(e) => Err(e),
@@ -465,21 +330,17 @@ async fn reconcile(app: &WarmApp, ctx: &Context) -> Result<Action, Error> {
                                 && writes_needed > 0
                                 && app.status.phase == crd::WarmAppPhase::Upgrading =>
                         {
-                            render(ctx, app, &stack, serving)
-                                .ok()
-                                .and_then(|prev| stack::plan(&prev, &owner, &observed).ok())
-                                .is_some_and(|p| p.is_empty())
+                            desired_plan(ctx, app, &stack, &owner, serving, since, &observed)
+                                .is_ok_and(|p| p.is_empty())
                         }
                         _ => false,
                     };
-                    (
-                        Observation::Seen {
-                            writes_needed,
-                            readiness: ready,
-                            at_serving_version,
-                        },
-                        Some(desired),
-                    )
+                    seen = Some(Seen { observed, plan });
+                    Observation::Seen {
+                        writes_needed,
+                        readiness: ready,
+                        at_serving_version,
+                    }
                 }
             }
         }
@@ -502,34 +363,34 @@ async fn reconcile(app: &WarmApp, ctx: &Context) -> Result<Action, Error> {
     status.stack_name = Some(stack.as_str().to_string());
     status.domain = app.domain(&ctx.base_domain).ok();
 
-    // Act.
+    // Act: the plan made above (or, to go back to another version, that version's plan
+    // against the same observation).
     let mut apply_error = None;
-    if let Effect::Apply(v) = &decision.effect {
-        let spec = match (&desired, v == &version) {
-            (Some(d), true) => Ok(d.clone()),
-            _ => render(ctx, app, &stack, v),
+    if let (Effect::Apply(v), Some(seen)) = (&decision.effect, &seen) {
+        let plan = if *v == version {
+            Ok(seen.plan.clone())
+        } else {
+            desired_plan(ctx, app, &stack, &owner, v, since, &seen.observed)
         };
-        let applied = match spec {
-            Ok(spec) => {
-                let applied = stack::apply(ctx.swarm.as_ref(), &spec, &owner, &ctx.apply).await;
+        match plan {
+            Ok(plan) => {
+                let applied =
+                    stack::execute_observed(ctx.swarm.as_ref(), &plan, &seen.observed, &ctx.apply)
+                        .await;
                 // Also after a failure: some writes may have happened.
                 ctx.observations.wrote(stack.as_str());
-                Ok(applied)
-            }
-            Err(why) => Err(why),
-        };
-        match applied {
-            Ok(applied) => match applied {
-                Ok(report) => {
-                    if !report.is_noop() {
-                        info!(stack = %stack, version = %v, writes = report.done.len(), "applied");
+                match applied {
+                    Ok(report) => {
+                        if !report.is_noop() {
+                            info!(stack = %stack, version = %v, writes = report.done.len(), "applied");
+                        }
+                    }
+                    Err(e) => {
+                        status.last_error = Some(format!("applying {v} failed: {}", chain(&e)));
+                        apply_error = Some(e);
                     }
                 }
-                Err(e) => {
-                    status.last_error = Some(format!("applying {v} failed: {}", chain(&e)));
-                    apply_error = Some(e);
-                }
-            },
+            }
             Err(why) => {
                 status.last_error = Some(format!("cannot render {v}: {why}"));
             }
@@ -582,6 +443,22 @@ async fn reconcile(app: &WarmApp, ctx: &Context) -> Result<Action, Error> {
         Some(d) => Action::requeue(d),
         None => Action::await_change(),
     })
+}
+
+/// The plan that takes the observed stack to `version` (a version other than the target's:
+/// the one that served before an upgrade).
+#[allow(clippy::too_many_arguments)]
+fn desired_plan(
+    ctx: &Context,
+    app: &WarmApp,
+    stack: &StackName,
+    owner: &Owner,
+    version: &str,
+    since: Ticket,
+    observed: &Observed,
+) -> Result<stack::Plan, String> {
+    let desired = desired(ctx, app, stack, owner, version, since)?;
+    stack::plan_rendered(&desired.rendered, owner, observed).map_err(|e| e.to_string())
 }
 
 /// Longest one cleanup holds a reconcile worker. A graceful teardown that does not finish
@@ -679,6 +556,7 @@ async fn cleanup(name: &str, ctx: &Context) -> Result<Action, Error> {
             }
         }
     }
+    ctx.renders.forget(name);
     ctx.metrics.remove_warm_app(name);
     Ok(Action::await_change())
 }
@@ -697,6 +575,6 @@ fn owns(observed: &Observed, name: &str, extra: &Labels) -> bool {
 
 /// The observation a reconcile needs: no older than what triggered it (now, when called
 /// outside a controller).
-fn fresh_since() -> crate::runtime::Ticket {
-    crate::runtime::fresh_since().unwrap_or_else(crate::runtime::Ticket::next)
+fn fresh_since() -> Ticket {
+    crate::runtime::fresh_since().unwrap_or_else(Ticket::next)
 }

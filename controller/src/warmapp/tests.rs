@@ -17,6 +17,7 @@ use super::*;
 use crate::catalogue::DirCatalogue;
 use crate::stack::{Depth, TeardownOptions};
 use crate::swarm::sim::{SimConfig, SimSwarm};
+use crate::swarm::spec::{StackSpec, UpdateOrder};
 use crate::swarm::{LabelFilter, Verb};
 
 fn examples() -> PathBuf {
@@ -47,6 +48,7 @@ async fn world() -> World {
         apply: ApplyOptions::default(),
         teardown: TeardownOptions::graceful(),
         observations: ObservationCache::new(),
+        renders: Default::default(),
     });
     World {
         swarm,
@@ -303,6 +305,7 @@ fn clone_ctx(c: &Context) -> Context {
         apply: c.apply.clone(),
         teardown: c.teardown.clone(),
         observations: ObservationCache::new(),
+        renders: Default::default(),
     }
 }
 

@@ -7,23 +7,32 @@
 //! size and mtime — is picked up on the next call, and a file that appears or disappears too.
 //! Reading and hashing a few small files costs far less than parsing and translating them.
 //!
+//! Beyond the renders it keeps, the cache remembers which files each request's latest render
+//! read (for up to [`INPUTS_CAPACITY`] requests), so [`RenderCache::inputs_digest`] can tell a
+//! render's digest without rendering: each file is read and hashed at most once per freshness
+//! ticket, so a resync pass over 10,000 apps of one recipe reads its files once (#14).
+//!
 //! # Caveats
 //! Entries are keyed by the whole request (recipe, version, stack, domain, overrides), so
 //! per-run stacks each get one: at most [`CAPACITY`] entries are kept, the least recently
-//! used is dropped first.
+//! used is dropped first. Past [`INPUTS_CAPACITY`] remembered requests, all are forgotten at
+//! once (the next render of each records it again).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 
 use super::super::{RenderRequest, Rendered};
 use crate::compose::{Files, Source};
+use crate::runtime::Ticket;
 
 /// The most renders kept.
 pub(super) const CAPACITY: usize = 256;
+/// The most requests whose inputs (paths and hashes, ~100 bytes a file) are remembered.
+pub(super) const INPUTS_CAPACITY: usize = 1 << 16;
 
 /// How often the cache answered and how often a render was computed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -117,7 +126,7 @@ pub(super) fn digest(key: &Key, inputs: &[Input]) -> String {
 }
 
 /// What a render was asked for.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) struct Key {
     recipe: String,
     version: String,
@@ -150,6 +159,12 @@ struct Inner {
     entries: BTreeMap<Key, Entry>,
     tick: u64,
     stats: CacheStats,
+    /// The files each request's latest render read (every request, not only those in
+    /// `entries`).
+    inputs: HashMap<Key, Arc<[Input]>>,
+    /// Content hashes read for [`RenderCache::inputs_digest`], each with the ticket taken
+    /// before it was read.
+    hashes: HashMap<PathBuf, (Ticket, Option<[u8; 32]>)>,
 }
 
 /// Renders by request, each with the inputs it read.
@@ -188,6 +203,40 @@ impl RenderCache {
         Some(rendered)
     }
 
+    /// The digest a render of `key` would carry now, from the files its latest render read:
+    /// each is hashed again unless it was read after `fresh_since`. `None` when `key` was
+    /// never rendered (or was forgotten).
+    pub(super) fn inputs_digest(&self, key: &Key, fresh_since: Ticket) -> Option<String> {
+        let recorded = self.lock().inputs.get(key).cloned()?;
+        let mut current = Vec::with_capacity(recorded.len());
+        for input in recorded.iter() {
+            let known = self
+                .lock()
+                .hashes
+                .get(&input.path)
+                .filter(|(read_at, _)| *read_at > fresh_since)
+                .map(|(_, digest)| *digest);
+            let digest = match known {
+                Some(d) => d,
+                None => {
+                    let read_at = Ticket::next();
+                    let d = std::fs::read(&input.path).ok().map(|b| sha256(&b));
+                    let mut inner = self.lock();
+                    if inner.hashes.len() >= INPUTS_CAPACITY {
+                        inner.hashes.clear();
+                    }
+                    inner.hashes.insert(input.path.clone(), (read_at, d));
+                    d
+                }
+            };
+            current.push(Input {
+                path: input.path.clone(),
+                digest,
+            });
+        }
+        Some(digest(key, &current))
+    }
+
     /// Counts a computed render.
     pub(super) fn computed(&self) {
         self.lock().stats.renders += 1;
@@ -197,6 +246,10 @@ impl RenderCache {
     /// beyond [`CAPACITY`].
     pub(super) fn put(&self, key: Key, inputs: Vec<Input>, rendered: Rendered) {
         let mut inner = self.lock();
+        if inner.inputs.len() >= INPUTS_CAPACITY {
+            inner.inputs.clear();
+        }
+        inner.inputs.insert(key.clone(), inputs.clone().into());
         inner.tick += 1;
         let used = inner.tick;
         inner.entries.insert(
