@@ -447,7 +447,6 @@ async fn reconcile(app: &WarmApp, ctx: &Context) -> Result<Action, Error> {
 
 /// The plan that takes the observed stack to `version` (a version other than the target's:
 /// the one that served before an upgrade).
-#[allow(clippy::too_many_arguments)]
 fn desired_plan(
     ctx: &Context,
     app: &WarmApp,

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release -p hearth-controller --bin hearth -p hearth-tests --bin bench_stack
-//! target/release/bench_stack [--runs N] [--hearth PATH] [--docker PATH]
+//! target/release/bench_stack [--runs N] [--hearth PATH] [--docker PATH] [--only forced]
 //! ```
 //!
 //! Every measurement is repeated `--runs` times (default 5), hearth and docker alternating so
@@ -15,9 +15,15 @@
 //!   poller for both) until every service has as many running tasks as it wants; stacks of 3
 //!   and 10 services;
 //! - **forced rm**: `hearth stack rm --force` (exits once its final listing finds nothing)
-//!   against `docker stack rm` followed by what a script must do to get the same result:
-//!   retrying `docker volume rm` and listing networks every 100 ms until the stack's volumes
-//!   and networks are gone;
+//!   against the fastest docker-CLI script that removes a stack by force now (the fair peer,
+//!   [`FORCED_SCRIPT`]): `docker service rm` of its services and `docker rm -f` of its
+//!   containers at once, then its networks, secrets, configs and volumes (and any container
+//!   left) removed and listed again, each kind in parallel, until nothing with the namespace
+//!   label is left;
+//! - **forced rm vs graceful docker**: the same forced hearth rm against `docker stack rm`
+//!   followed by what a script must do to get the same result: retrying `docker volume rm`
+//!   and listing networks every 100 ms until the stack's volumes and networks are gone
+//!   (docker's own command has no forced mode);
 //! - **graceful rm**: `hearth stack rm` against the same docker procedure;
 //! - **no-op re-apply**: the API calls (and writes) of applying an unchanged stack, counted by
 //!   a wrapper around the bollard adapter (the library call `hearth stack deploy` makes).
@@ -44,6 +50,8 @@ struct Settings {
     trace_rm: usize,
     hearth: PathBuf,
     docker: PathBuf,
+    /// `--only forced`: only the two forced-rm rows.
+    only_forced: bool,
 }
 
 fn settings() -> Result<Settings, BoxError> {
@@ -53,6 +61,7 @@ fn settings() -> Result<Settings, BoxError> {
         trace_rm: 0,
         hearth: exe.with_file_name("hearth"),
         docker: PathBuf::from("/usr/bin/docker"),
+        only_forced: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -62,6 +71,10 @@ fn settings() -> Result<Settings, BoxError> {
             "--trace-rm" => s.trace_rm = value()?.parse()?,
             "--hearth" => s.hearth = PathBuf::from(value()?),
             "--docker" => s.docker = PathBuf::from(value()?),
+            "--only" => match value()?.as_str() {
+                "forced" => s.only_forced = true,
+                other => return Err(format!("--only {other:?}: only `forced` is known").into()),
+            },
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
@@ -190,6 +203,45 @@ async fn docker_rm(
     }
 }
 
+/// The fair peer of a forced rm: the fastest docker-CLI script that removes a stack by force
+/// now. `$1` the docker CLI, `$2` the stack. Services and containers are removed at once
+/// (`docker rm -f` kills them without waiting for swarm); then each kind is listed by the
+/// namespace label and removed, in parallel, again until its listing is empty (networks and
+/// volumes are in use until the containers are gone; a task still being prepared may create a
+/// container after its service went).
+const FORCED_SCRIPT: &str = r#"
+d=$1; f="label=com.docker.stack.namespace=$2"
+s=$($d service ls -q --filter "$f"); [ -z "$s" ] || $d service rm $s >/dev/null &
+c=$($d ps -aq --filter "$f"); [ -z "$c" ] || $d rm -f $c >/dev/null &
+wait
+gone() {
+    while ids=$($d "$@" --filter "$f") && [ -n "$ids" ]; do
+        case "$1" in ps) $d rm -f $ids ;; *) $d "$1" rm $ids ;; esac >/dev/null 2>&1 || sleep 0.05
+    done
+}
+gone ps -aq & gone network ls -q & gone secret ls -q & gone config ls -q & gone volume ls -q &
+wait
+"#;
+
+/// [`FORCED_SCRIPT`], until it exits; then checks that nothing of the stack is left.
+async fn docker_forced_rm(
+    swarm: &dyn Swarm,
+    docker: &Path,
+    namespace: &str,
+    dir: &Path,
+) -> Result<(), BoxError> {
+    let docker = docker.to_string_lossy();
+    run(
+        Path::new("/bin/bash"),
+        &["-c", FORCED_SCRIPT, "forced-rm", &docker, namespace],
+        dir,
+    )?;
+    if !gone(swarm, namespace).await? {
+        return Err(format!("{namespace}: the forced docker script left objects").into());
+    }
+    Ok(())
+}
+
 /// Median, min and max of durations in seconds.
 fn stats(samples: &[f64]) -> (f64, f64, f64) {
     let mut s = samples.to_vec();
@@ -276,7 +328,9 @@ impl Bench {
         Ok(started.elapsed().as_secs_f64())
     }
 
-    /// Times a removal of a freshly deployed, running stack.
+    /// Times a removal of a freshly deployed, running stack: hearth's (forced or graceful),
+    /// or docker's (the forced script when `force`, `docker stack rm` and volume retries
+    /// otherwise).
     async fn rm(&mut self, hearth: bool, force: bool, services: usize) -> Result<f64, BoxError> {
         let side = if hearth { "hth" } else { "ref" };
         let namespace = self.name(side, if force { "frm" } else { "grm" });
@@ -290,6 +344,8 @@ impl Bench {
             }
             args.push(&namespace);
             run(&self.settings.hearth, &args, &self.dir)?;
+        } else if force {
+            docker_forced_rm(&self.swarm, &self.settings.docker, &namespace, &self.dir).await?;
         } else {
             docker_rm(&self.swarm, &self.settings.docker, &namespace, &self.dir).await?;
         }
@@ -394,7 +450,7 @@ async fn main_async() -> Result<(), BoxError> {
     }
     let mut rows = Vec::new();
 
-    for services in [3, 10] {
+    for services in [3, 10].into_iter().filter(|_| !bench.settings.only_forced) {
         let mut row = Row {
             what: format!("deploy, {services} services, to all tasks running"),
             hearth: Vec::new(),
@@ -417,20 +473,44 @@ async fn main_async() -> Result<(), BoxError> {
         }
         rows.push(row);
     }
-    for (force, target) in [(true, "≤ 0.1"), (false, "≤ 1.0")] {
+    // (hearth forced, docker forced, what, target): the fair peer of a forced rm is the
+    // forced docker script; "forced vs graceful docker" is kept as it was measured before.
+    let rms = [
+        (
+            true,
+            true,
+            "forced rm vs the forced docker-CLI script (fair peer), 3 services, until nothing is left",
+            "≤ 0.5",
+        ),
+        (
+            true,
+            false,
+            "forced rm vs graceful docker stack rm (forced vs graceful docker), 3 services, until volumes and networks are gone",
+            "≤ 0.1",
+        ),
+        (
+            false,
+            false,
+            "graceful rm, 3 services, until volumes and networks are gone",
+            "≤ 1.0",
+        ),
+    ];
+    for (force, docker_force, what, target) in rms {
+        if bench.settings.only_forced && !force {
+            continue;
+        }
         let mut row = Row {
-            what: format!(
-                "{} rm, 3 services, until volumes and networks are gone",
-                if force { "forced" } else { "graceful" }
-            ),
+            what: what.to_string(),
             hearth: Vec::new(),
             docker: Vec::new(),
             target,
         };
         for i in 0..runs {
             for hearth in [i % 2 == 0, i % 2 != 0] {
-                let t = bench.rm(hearth, force, 3).await?;
-                eprintln!("rm force={force} hearth={hearth}: {t:.2} s");
+                let t = bench
+                    .rm(hearth, if hearth { force } else { docker_force }, 3)
+                    .await?;
+                eprintln!("rm force={force}/{docker_force} hearth={hearth}: {t:.2} s");
                 if hearth {
                     &mut row.hearth
                 } else {
@@ -445,7 +525,7 @@ async fn main_async() -> Result<(), BoxError> {
     // No-op re-apply through the library call `hearth stack deploy` makes, counted.
     let counting = Counting::new(bench.swarm.clone());
     let mut noop = Vec::new();
-    for services in [3, 10] {
+    for services in [3, 10].into_iter().filter(|_| !bench.settings.only_forced) {
         let namespace = bench.name("hth", "noop");
         let env = std::collections::BTreeMap::new();
         let translation = compose::translate_paths(&[bench.file(services)], &namespace, &env)?;
