@@ -450,7 +450,12 @@ async fn main_async() -> Result<(), BoxError> {
     }
     let mut rows = Vec::new();
 
-    for services in [3, 10].into_iter().filter(|_| !bench.settings.only_forced) {
+    let sizes: &[usize] = if bench.settings.only_forced {
+        &[]
+    } else {
+        &[3, 10]
+    };
+    for &services in sizes {
         let mut row = Row {
             what: format!("deploy, {services} services, to all tasks running"),
             hearth: Vec::new(),
@@ -525,7 +530,7 @@ async fn main_async() -> Result<(), BoxError> {
     // No-op re-apply through the library call `hearth stack deploy` makes, counted.
     let counting = Counting::new(bench.swarm.clone());
     let mut noop = Vec::new();
-    for services in [3, 10].into_iter().filter(|_| !bench.settings.only_forced) {
+    for &services in sizes {
         let namespace = bench.name("hth", "noop");
         let env = std::collections::BTreeMap::new();
         let translation = compose::translate_paths(&[bench.file(services)], &namespace, &env)?;
