@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::observe::{observe, observe_all, Depth, Observed};
 use super::Result;
@@ -67,10 +67,11 @@ pub fn plan_read(
 struct Inner {
     /// When the listing of every stack started.
     snapshot_at: Option<Ticket>,
-    /// Every stack of that listing (absent: empty then).
-    stacks: BTreeMap<String, Observed>,
+    /// Every stack of that listing (absent: empty then), shared with the reconciles it
+    /// serves (a read clones a pointer, not the stack).
+    stacks: BTreeMap<String, Arc<Observed>>,
     /// Stacks re-read alone since, with when that listing started.
-    reread: HashMap<String, (Ticket, Observed)>,
+    reread: HashMap<String, (Ticket, Arc<Observed>)>,
     /// When hearth last finished writing to each stack.
     written: HashMap<String, Ticket>,
 }
@@ -109,7 +110,7 @@ impl ObservationCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn plan(&self, namespace: &str, fresh_since: Ticket) -> (Read, Option<Observed>) {
+    fn plan(&self, namespace: &str, fresh_since: Ticket) -> (Read, Option<Arc<Observed>>) {
         let inner = self.lock();
         let reread = inner.reread.get(namespace);
         let read = plan_read(
@@ -119,7 +120,7 @@ impl ObservationCache {
             fresh_since,
         );
         let view = (read == Read::Snapshot).then(|| match reread {
-            Some((at, o)) if Some(*at) >= inner.snapshot_at => o.clone(),
+            Some((at, o)) if Some(*at) >= inner.snapshot_at => Arc::clone(o),
             _ => inner.stacks.get(namespace).cloned().unwrap_or_default(),
         });
         (read, view)
@@ -135,7 +136,7 @@ impl ObservationCache {
         swarm: &dyn Swarm,
         namespace: &str,
         fresh_since: Ticket,
-    ) -> Result<Observed> {
+    ) -> Result<Arc<Observed>> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         if let (Read::Snapshot, Some(view)) = self.plan(namespace, fresh_since) {
             return Ok(view);
@@ -150,7 +151,10 @@ impl ObservationCache {
                     self.refreshes.fetch_add(1, Ordering::Relaxed);
                     let mut inner = self.lock();
                     inner.snapshot_at = Some(started);
-                    inner.stacks = stacks;
+                    inner.stacks = stacks
+                        .into_iter()
+                        .map(|(ns, o)| (ns, Arc::new(o)))
+                        .collect();
                     inner.reread.retain(|_, (at, _)| *at > started);
                     drop(inner);
                     self.plan(namespace, fresh_since)
@@ -162,7 +166,7 @@ impl ObservationCache {
             (Read::Snapshot, Some(view)) => Ok(view),
             _ => {
                 let started = Ticket::next();
-                let observed = observe(swarm, namespace, Depth::WithTasks).await?;
+                let observed = Arc::new(observe(swarm, namespace, Depth::WithTasks).await?);
                 self.stack_reads.fetch_add(1, Ordering::Relaxed);
                 let mut inner = self.lock();
                 let newer = inner
@@ -172,7 +176,7 @@ impl ObservationCache {
                 if !newer {
                     inner
                         .reread
-                        .insert(namespace.to_string(), (started, observed.clone()));
+                        .insert(namespace.to_string(), (started, Arc::clone(&observed)));
                 }
                 Ok(observed)
             }

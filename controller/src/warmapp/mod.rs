@@ -270,7 +270,7 @@ fn desired(
 
 /// The target's stack as observed: what reconcile decided from, and acts on.
 struct Seen {
-    observed: Observed,
+    observed: Arc<Observed>,
     plan: stack::Plan,
 }
 
