@@ -136,6 +136,7 @@ impl World {
             apply: ApplyOptions::default(),
             teardown: TeardownOptions::graceful(),
             observations: ObservationCache::new(),
+            renders: Default::default(),
         });
         let dyn_swarm: Arc<dyn Swarm> = swarm.clone();
         let work = Work {

@@ -17,7 +17,7 @@ use super::*;
 use crate::catalogue::DirCatalogue;
 use crate::stack::{Depth, TeardownOptions};
 use crate::swarm::sim::{SimConfig, SimSwarm};
-use crate::swarm::spec::{StackSpec, UpdateOrder};
+use crate::swarm::spec::{StackSpec, UpdateConfig, UpdateOrder};
 use crate::swarm::{LabelFilter, Verb};
 
 fn examples() -> PathBuf {
