@@ -1060,6 +1060,8 @@ impl Catalogue for Sources {
                 let version = find_version(&published?, request.version)?;
                 Some(digest(request, &version.commit, &version.version))
             }
+            // A checkout's files change in place: render to know.
+            Some(Source::Checkout(_)) => None,
             None => self.fallback.as_ref()?.inputs_digest(request, fresh_since),
         }
     }
