@@ -216,6 +216,11 @@ pub struct Runs {
     starting: Arc<Mutex<HashMap<String, usize>>>,
     /// Why a start of this process failed, for its waiting request (taken by it).
     start_errors: Arc<Mutex<HashMap<String, Error>>>,
+    /// Who asked for a run's start or finish (the request's token name), so the history
+    /// entries its reconcile writes on that request's behalf name them, as they did when the
+    /// request did the work itself. In memory: after a restart the daemon's own closing of a
+    /// run carries no actor, like any other work it does on its own.
+    actors: Arc<Mutex<HashMap<String, String>>>,
 }
 
 /// A start of this process, registered while its request waits (see [`Runs::starting`]).
@@ -265,7 +270,36 @@ impl Runs {
             promoter: None,
             starting: Arc::default(),
             start_errors: Arc::default(),
+            actors: Arc::default(),
         }
+    }
+
+    /// Records the actor of the request being served (if any) as the one `name`'s next
+    /// reconciles act for.
+    fn note_actor(&self, name: &str) {
+        if let Some(actor) = state::history::current_actor() {
+            self.actors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string(), actor);
+        }
+    }
+
+    /// Forgets `name`'s actor (its run is over).
+    pub(crate) fn forget_actor(&self, name: &str) {
+        self.actors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    /// The actor `name`'s reconciles act for, if a request of this process asked for them.
+    pub(crate) fn actor_of(&self, name: &str) -> Option<String> {
+        self.actors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Registers a start of this process until the returned guard drops.
@@ -441,6 +475,7 @@ impl Runs {
         // Registered before the record exists, so the reconciler never takes it for a start
         // cut off in an earlier process.
         let _starting = self.register_start(&name);
+        self.note_actor(&name);
         self.record(run).await?;
         let run = self
             .wait_for(&name, |r| {
@@ -729,6 +764,7 @@ impl Runs {
                 phase: run.status.phase,
             });
         }
+        self.note_actor(name);
         self.mark_finish(name).await?;
         self.wait_for(name, |r| {
             r.status.phase.is_terminal() || r.status.phase == RunPhase::TeardownFailed

@@ -41,7 +41,13 @@ impl Reconciler for RunReconciler {
 
     async fn reconcile(run: Arc<Run>, runs: Arc<Runs>) -> Result<Action> {
         let timer = runs.metrics.as_ref().map(|m| m.reconcile_timer(CONTROLLER));
-        let result = runs.reconcile(&run).await;
+        let result = match runs.actor_of(&run.metadata.name) {
+            Some(actor) => state::history::acting_as(actor, runs.reconcile(&run)).await,
+            None => runs.reconcile(&run).await,
+        };
+        if run.status.phase.is_terminal() {
+            runs.forget_actor(&run.metadata.name);
+        }
         if let Some(timer) = timer {
             timer.finish(result.is_ok());
         }
