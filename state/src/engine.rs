@@ -144,6 +144,34 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     fn flush(&self) -> BoxFuture<'static, Result<(), Error>>;
     /// Bytes the data occupies on disk (in-memory engines: bytes held).
     fn size_on_disk(&self) -> Result<u64, Error>;
+    /// For an engine that mirrors data another process writes (a standby following etcd):
+    /// every change it applied to its mirror, in commit order, once (the first call takes the
+    /// receiver; later calls and every other engine answer `None`). The store turns them into
+    /// its change feed. Such an engine refuses `apply`.
+    fn follow(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Followed>> {
+        None
+    }
+}
+
+/// One commit of another writer (or a reload after etcd compacted the history), as applied to
+/// a following engine's mirror: every key whose value it changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Followed {
+    /// The changed keys, each once.
+    pub keys: Vec<FollowedKey>,
+}
+
+/// One key a [`Followed`] commit changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowedKey {
+    /// Its keyspace.
+    pub space: Keyspace,
+    /// The key inside the keyspace.
+    pub key: Vec<u8>,
+    /// The value before (`None`: absent).
+    pub before: Option<Vec<u8>>,
+    /// The value after (`None`: deleted).
+    pub after: Option<Vec<u8>>,
 }
 
 /// Errors raised by engines.
@@ -189,6 +217,13 @@ pub enum Error {
     /// The engine was closed while an operation waited on it. Not retryable.
     #[error("storage engine was closed")]
     Closed,
+    /// The engine only mirrors what another process writes (an etcd standby). Not retryable
+    /// here: send the write to the holder.
+    #[error("{location} is read-only here: this process follows the holder's writes")]
+    ReadOnly {
+        /// The engine's location.
+        location: String,
+    },
 }
 
 fn holder(pid: &Option<u32>) -> String {

@@ -20,6 +20,13 @@
 //!   merged transaction has the same final state and stays all-or-nothing). `flush` resolves
 //!   once every batch applied before it was acknowledged by etcd, i.e. committed by a quorum.
 //!
+//! - **Followers.** A process that does not hold the prefix can mirror it read-only
+//!   ([`EtcdFollower`], `follow.rs`): loaded at one revision, then kept current by an etcd
+//!   watch that resumes from the last revision it applied and reloads after a compaction. So
+//!   that a follower can tell every object write apart, the writer never merges a batch that
+//!   writes an object the transaction already writes, and sends a batch that deletes an object
+//!   alone.
+//!
 //! Keys live under `<prefix>m/`, `<prefix>o/`, `<prefix>h/` (meta, objects, history).
 
 use std::collections::BTreeMap;
@@ -40,6 +47,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::engine::{Engine, Entries, Error, KeyRange, Keyspace, Op, Order};
 use crate::memory::MemoryEngine;
+
+mod follow;
+pub use follow::{EtcdFollower, FollowStatus, SILENCE};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "/hearth/";
@@ -826,8 +836,16 @@ async fn write_loop(
                 Some(Command::Close) | None => return,
             },
         };
-        // Merge: last write per key wins; stop before the transaction grows too large.
+        // Merge: last write per key wins; stop before the transaction grows too large. So
+        // that a follower sees every object write (follow.rs), a batch is not merged when it
+        // writes an object the transaction already writes, and a batch that deletes an object
+        // goes alone (a deletion's revision is only known from the revision counter).
+        let objects = config.space_prefix(Keyspace::Objects);
+        let counter = [objects.as_slice(), crate::keys::REVISION].concat();
+        let is_object = |k: &Vec<u8>| k.starts_with(&objects) && *k != counter;
+        let deletes_object = |b: &Batch| b.iter().any(|(k, v)| v.is_none() && is_object(k));
         let mut last_seq = first.0;
+        let alone = deletes_object(&first.1);
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = first.1.into_iter().collect();
         let mut bytes: usize = merged.iter().map(entry_bytes).sum();
         while let Ok(command) = queue.try_recv() {
@@ -838,7 +856,13 @@ async fn write_loop(
                         .filter(|(k, _)| !merged.contains_key(k))
                         .count();
                     let extra_bytes: usize = batch.iter().map(|(k, v)| entry_bytes((k, v))).sum();
-                    if merged.len() + extra_keys > MAX_TXN_OPS
+                    let overlaps = batch
+                        .iter()
+                        .any(|(k, _)| is_object(k) && merged.contains_key(k));
+                    if alone
+                        || overlaps
+                        || deletes_object(&batch)
+                        || merged.len() + extra_keys > MAX_TXN_OPS
                         || bytes + extra_bytes > MAX_TXN_BYTES
                     {
                         carry = Some((seq, batch));

@@ -189,7 +189,20 @@ impl Gate {
         }
     }
 
-    fn publish(&self, change: Change) {
+    /// Raises the last durable revision to `revision` without an event (a follower store:
+    /// the writer it follows used revisions it has no event for).
+    pub(crate) fn advance(&self, revision: u64) {
+        self.revision.send_if_modified(|r| {
+            let raise = revision > *r;
+            if raise {
+                *r = revision;
+            }
+            raise
+        });
+    }
+
+    /// Publishes one durable change (in revision order).
+    pub(crate) fn publish(&self, change: Change) {
         let rv = change.resource_version;
         if let Some(kind) = self.kinds.get(&change.kind) {
             kind.send_replace(rv);

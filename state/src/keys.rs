@@ -31,6 +31,14 @@ pub(crate) fn object(kind: Kind, name: &str) -> Vec<u8> {
     key
 }
 
+/// The kind and name of an object key (`o/<Kind>/<name>`), or `None` for any other key.
+pub(crate) fn parse_object(key: &[u8]) -> Option<(Kind, String)> {
+    let rest = key.strip_prefix(b"o/")?;
+    let text = std::str::from_utf8(rest).ok()?;
+    let (kind, name) = text.split_once('/')?;
+    Some((Kind::parse(kind)?, name.to_string()))
+}
+
 /// `e/<seq>`.
 pub(crate) fn history_entry(seq: u64) -> Vec<u8> {
     let mut key = HISTORY_ENTRIES.to_vec();

@@ -10,6 +10,8 @@
 //!   live here, both engines behave identically (one conformance suite proves it), and a
 //!   future engine only has to implement [`Engine`].
 //! - [`transaction`]: atomic multi-object writes ([`Transaction`]).
+//! - `follow` (private): a follower store's change feed — what an [`EtcdFollower`] (a
+//!   standby's read mirror) applied, turned into change events.
 //! - [`watch`]: the change feed ([`watch::Subscription`], [`watch::Change`]).
 //! - [`history`]: the append-only history's types and retention.
 //! - [`clock`]: the time source; [`error`]: the store's [`Error`].
@@ -44,6 +46,7 @@ pub mod transaction;
 pub mod watch;
 
 mod dir_lock;
+mod follow;
 mod gate;
 mod keys;
 mod schema;
@@ -52,7 +55,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use conflict::{retry_conflicts, CONFLICT_ATTEMPTS};
 pub use engine::Engine;
 pub use error::{Error, Result};
-pub use etcd_engine::EtcdEngine;
+pub use etcd_engine::{EtcdEngine, EtcdFollower};
 pub use memory::MemoryEngine;
 pub use schema::SCHEMA_VERSION;
 pub use sled_engine::SledEngine;

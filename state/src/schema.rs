@@ -50,8 +50,9 @@ pub(crate) fn encode(version: u32) -> Vec<u8> {
     version.to_be_bytes().to_vec()
 }
 
-/// Checks the engine's schema version, initialising a fresh engine durably.
-pub(crate) async fn ensure(engine: &dyn Engine) -> Result<()> {
+/// Checks the engine's schema version, initialising a fresh engine durably (unless
+/// `initialise` is false: a follower leaves that to the writer it follows).
+pub(crate) async fn ensure(engine: &dyn Engine, initialise: bool) -> Result<()> {
     let location = engine.location();
     let stored = engine.get(Keyspace::Meta, keys::SCHEMA_VERSION)?;
     let mut has_data = false;
@@ -61,6 +62,7 @@ pub(crate) async fn ensure(engine: &dyn Engine) -> Result<()> {
     }
     match decide(&location, stored.as_deref(), has_data)? {
         Decision::Matches => Ok(()),
+        Decision::Initialise if !initialise => Ok(()),
         Decision::Initialise => {
             let op = Op::Put(keys::SCHEMA_VERSION.to_vec(), encode(SCHEMA_VERSION));
             engine.apply(Keyspace::Meta, vec![op])?;

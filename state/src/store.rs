@@ -151,7 +151,8 @@ impl Store {
     /// [`Error::SchemaVersionUnsupported`] for an unknown schema version,
     /// [`Error::MetadataCorrupted`] for unreadable metadata, [`Error::EngineFailed`].
     pub async fn with_engine(engine: Arc<dyn Engine>, config: Config) -> Result<Store> {
-        schema::ensure(engine.as_ref()).await?;
+        let followed = engine.follow();
+        schema::ensure(engine.as_ref(), followed.is_none()).await?;
         let location = engine.location();
         let counter = |space, key: &[u8], default: u64| -> Result<u64> {
             match engine.get(space, key)? {
@@ -181,6 +182,9 @@ impl Store {
             .unwrap_or(history_next);
         let gate = Arc::new(Gate::new(&engine, revision, config.feed_capacity));
         tracing::debug!(location, revision, history_next, "store opened");
+        if let Some(followed) = followed {
+            crate::follow::spawn(followed, Arc::downgrade(&gate), revision);
+        }
         Ok(Store {
             inner: Arc::new(Inner {
                 engine,

@@ -801,6 +801,251 @@ conformance_suite!(
     }
 );
 
+/// Cases that only make sense for a replicated engine (etcd only): a standby's follower store
+/// keeps a read mirror through an etcd watch and publishes the holder's writes on its own
+/// change feed — through writes of another holder, a cut watch stream, and a compaction during
+/// the cut.
+mod etcd_follow {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crd::Kind;
+    use state::watch::{Change, ChangeType, Subscription};
+    use state::{Config, EtcdEngine, EtcdFollower, Store, Transaction};
+
+    use super::common::{compact_etcd, etcd_available, EtcdBackend, Proxy};
+    use super::{App, Job};
+
+    async fn holder(b: &EtcdBackend) -> Store {
+        let engine = EtcdEngine::open(b.config()).unwrap();
+        Store::with_engine(Arc::new(engine), Config::default())
+            .await
+            .unwrap()
+    }
+
+    async fn follower(config: state::etcd_engine::Config) -> (Store, Arc<EtcdFollower>) {
+        let engine = Arc::new(EtcdFollower::open(config).await.unwrap());
+        let store = Store::with_engine(engine.clone(), Config::default())
+            .await
+            .unwrap();
+        (store, engine)
+    }
+
+    type Seen = (Kind, String, u64, ChangeType, u64);
+
+    fn seen(c: Change) -> Seen {
+        (c.kind, c.name, c.generation, c.change, c.resource_version)
+    }
+
+    /// Receives exactly `n` changes within 10 s, then checks nothing more arrives for 300 ms.
+    async fn receive(feed: &mut Subscription, n: usize) -> Vec<Seen> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, feed.recv()).await {
+                Ok(c) => got.push(seen(c.unwrap())),
+                Err(_) => panic!("only {} of {n} changes within 10 s: {got:?}", got.len()),
+            }
+        }
+        let extra = tokio::time::timeout(Duration::from_millis(300), feed.recv()).await;
+        assert!(extra.is_err(), "a change too many: {extra:?} after {got:?}");
+        got
+    }
+
+    fn drain(feed: &mut Subscription) -> Vec<Seen> {
+        std::iter::from_fn(|| feed.try_recv().unwrap())
+            .map(seen)
+            .collect()
+    }
+
+    async fn wait_revision(store: &Store, revision: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.revision() < revision {
+            assert!(
+                Instant::now() < deadline,
+                "revision {} < {revision}",
+                store.revision()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn same_objects(a: &Store, b: &Store) {
+        assert_eq!(
+            a.list::<App>().unwrap().items,
+            b.list::<App>().unwrap().items
+        );
+        assert_eq!(
+            a.list::<Job>().unwrap().items,
+            b.list::<Job>().unwrap().items
+        );
+    }
+
+    #[tokio::test]
+    async fn a_follower_should_publish_the_writes_of_another_holder() {
+        if !etcd_available(module_path!()) {
+            return;
+        }
+        let b = EtcdBackend::new();
+        let leader = holder(&b).await;
+        let before = leader.create(&App::new("old", "1")).await.unwrap();
+        let (standby, _engine) = follower(b.config()).await;
+        assert_eq!(standby.get::<App>("old").unwrap(), before);
+        assert_eq!(standby.revision(), leader.revision());
+        let mut mine = leader.subscribe();
+        let mut theirs = standby.subscribe();
+
+        let a = leader.create(&App::new("web", "1")).await.unwrap();
+        let j = leader.create(&Job::new("r1", 0)).await.unwrap();
+        let mut edit = a.clone();
+        edit.spec.version = "2".into();
+        let a2 = leader.update(&edit).await.unwrap();
+        let mut labelled = a2.clone();
+        labelled.metadata.labels.insert("team".into(), "x".into());
+        leader.update(&labelled).await.unwrap();
+        let mut s = j.clone();
+        s.status.done = true;
+        leader.update_status(&s).await.unwrap();
+        leader.delete::<App>("old", None).await.unwrap();
+        let mut txn: Transaction = leader.transaction();
+        txn.create(&Job::new("r2", 0));
+        txn.delete::<App>("web", None);
+        txn.commit().await.unwrap();
+        leader
+            .append_history(state::history::NewEntry::new("Tested", "not a change"))
+            .await
+            .unwrap();
+
+        let expected = drain(&mut mine);
+        assert_eq!(expected.len(), 8, "{expected:?}");
+        let got = receive(&mut theirs, expected.len()).await;
+        assert_eq!(got, expected, "the standby's feed is the holder's");
+        wait_revision(&standby, leader.revision()).await;
+        same_objects(&leader, &standby);
+        assert_eq!(
+            standby
+                .history(&state::history::Query::newest(5))
+                .unwrap()
+                .len(),
+            1
+        );
+        // The follower never writes.
+        let refused = standby.create(&App::new("nope", "1")).await.unwrap_err();
+        assert!(refused.to_string().contains("read-only"), "{refused}");
+        assert!(leader.get_opt::<App>("nope").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_follower_should_resume_after_its_watch_stream_is_cut() {
+        if !etcd_available(module_path!()) {
+            return;
+        }
+        let b = EtcdBackend::new();
+        let leader = holder(&b).await;
+        let proxy = Proxy::start().await;
+        let (standby, engine) = follower(proxy.route(b.config())).await;
+        let mut mine = leader.subscribe();
+        let mut theirs = standby.subscribe();
+        leader.create(&Job::new("before", 0)).await.unwrap();
+        receive(&mut theirs, 1).await;
+
+        proxy.cut();
+        mine.recv().await.unwrap(); // "before", seen by both
+        for i in 0..5 {
+            let job = leader
+                .create(&Job::new(&format!("cut{i}"), i))
+                .await
+                .unwrap();
+            let mut done = job.clone();
+            done.status.done = true;
+            leader.update_status(&done).await.unwrap();
+        }
+        leader.delete::<Job>("before", None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            theirs.try_recv().unwrap().is_none(),
+            "nothing reaches a cut standby"
+        );
+        proxy.restore();
+        let expected = drain(&mut mine);
+        assert_eq!(expected.len(), 11);
+        let got = receive(&mut theirs, expected.len()).await;
+        assert_eq!(
+            got, expected,
+            "every change once, in order, after the resume"
+        );
+        assert!(engine.status().resumes >= 1, "{:?}", engine.status());
+        assert_eq!(engine.status().reloads, 0);
+        wait_revision(&standby, leader.revision()).await;
+        same_objects(&leader, &standby);
+    }
+
+    #[tokio::test]
+    async fn a_follower_should_reload_after_a_compaction_during_a_cut() {
+        if !etcd_available(module_path!()) {
+            return;
+        }
+        let b = EtcdBackend::new();
+        let leader = holder(&b).await;
+        leader.create(&App::new("gone", "1")).await.unwrap();
+        leader.create(&App::new("kept", "1")).await.unwrap();
+        let status_only = leader.create(&Job::new("s", 0)).await.unwrap();
+        let proxy = Proxy::start().await;
+        let (standby, engine) = follower(proxy.route(b.config())).await;
+        let mut theirs = standby.subscribe();
+
+        proxy.cut();
+        let c1 = leader.create(&App::new("c1", "1")).await.unwrap();
+        let mut edit = c1.clone();
+        edit.spec.version = "2".into();
+        let c1 = leader.update(&edit).await.unwrap();
+        let mut edit = c1.clone();
+        edit.spec.version = "3".into();
+        let c1 = leader.update(&edit).await.unwrap();
+        leader.delete::<App>("gone", None).await.unwrap();
+        let mut s = status_only.clone();
+        s.status.done = true;
+        let s = leader.update_status(&s).await.unwrap();
+        let c2 = leader.create(&App::new("c2", "1")).await.unwrap();
+        let compacted = compact_etcd();
+        assert!(compacted >= 0);
+        proxy.restore();
+
+        // One change per object that differs, with its latest state; "kept" has none.
+        let mut got = receive(&mut theirs, 4).await;
+        got.sort_by(|a, b| a.1.cmp(&b.1));
+        let names: Vec<(&str, ChangeType, u64)> = got
+            .iter()
+            .map(|(_, n, g, c, _)| (n.as_str(), *c, *g))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("c1", ChangeType::Created, 3),
+                ("c2", ChangeType::Created, 1),
+                ("gone", ChangeType::Deleted, 1),
+                ("s", ChangeType::StatusUpdated, 1),
+            ]
+        );
+        let rv = |name: &str| got.iter().find(|g| g.1 == name).unwrap().4;
+        assert_eq!(rv("c1"), c1.metadata.resource_version);
+        assert_eq!(rv("c2"), c2.metadata.resource_version);
+        assert_eq!(rv("s"), s.metadata.resource_version);
+        assert!(engine.status().reloads >= 1, "{:?}", engine.status());
+        wait_revision(&standby, leader.revision()).await;
+        same_objects(&leader, &standby);
+
+        // And it follows on from there.
+        leader.create(&Job::new("after", 1)).await.unwrap();
+        let after = receive(&mut theirs, 1).await;
+        assert_eq!(
+            (after[0].1.as_str(), after[0].3),
+            ("after", ChangeType::Created)
+        );
+    }
+}
+
 /// Compile-time check: store futures can be spawned on a multi-threaded runtime.
 #[allow(dead_code)]
 fn store_futures_are_send(store: state::Store, app: App, job: Job) {

@@ -230,3 +230,106 @@ impl Backend for EtcdBackend {
         true
     }
 }
+
+/// A TCP proxy to one etcd member that the test owns: `cut` drops every connection through it
+/// and refuses new ones until `restore`, so a client behind it loses etcd while etcd and every
+/// other client go on.
+pub struct Proxy {
+    addr: std::net::SocketAddr,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy to the first endpoint of [`etcd_endpoints`], listening on a free loopback port.
+    pub async fn start() -> Proxy {
+        let upstream = etcd_endpoints()
+            .split(',')
+            .next()
+            .expect("an etcd endpoint")
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let accept = {
+            let open = open.clone();
+            let conns = conns.clone();
+            tokio::spawn(async move {
+                while let Ok((mut down, _)) = listener.accept().await {
+                    if !open.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue; // dropped: refused
+                    }
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(task.abort_handle());
+                }
+            })
+        };
+        Proxy {
+            addr,
+            open,
+            conns,
+            accept,
+        }
+    }
+
+    /// `etcd://<proxy>/<prefix of config>`: the config with the proxy as its only endpoint.
+    pub fn route(&self, mut config: state::etcd_engine::Config) -> state::etcd_engine::Config {
+        config.endpoints = vec![format!("http://{}", self.addr)];
+        config
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for conn in self.conns.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// Runs `etcdctl` (API 3) against the test cluster; returns stdout.
+pub fn etcdctl(args: &[&str]) -> String {
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd_endpoints()])
+        .args(args)
+        .output()
+        .expect("run etcdctl");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Compacts the test cluster's history up to its current revision (every watcher that
+/// resumes from an older revision is told it was compacted).
+pub fn compact_etcd() -> i64 {
+    let status = etcdctl(&["endpoint", "status", "-w", "json"]);
+    let parsed: serde_json::Value = serde_json::from_str(&status).expect("endpoint status JSON");
+    let revision = parsed[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("a revision in endpoint status");
+    etcdctl(&["compact", &revision.to_string()]);
+    revision
+}
