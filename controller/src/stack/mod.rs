@@ -40,6 +40,7 @@
 
 mod apply;
 pub mod cache;
+mod forced;
 pub mod nodes;
 mod observe;
 mod plan;
@@ -55,6 +56,7 @@ use crate::swarm::{self, Labels, ObjectKind};
 
 pub use apply::{apply, execute, execute_observed, ApplyOptions, ApplyReport};
 pub use cache::ObservationCache;
+pub use forced::{remove_forced, Target};
 pub use nodes::{NodeDaemons, NodeReport};
 pub use observe::{
     observe, observe_all, status, Depth, Observed, ServiceStatus, StackStatus, TaskProblem,

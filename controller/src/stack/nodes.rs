@@ -50,7 +50,7 @@ use tokio::time::Instant;
 
 use super::plan::NAMESPACE_LABEL;
 use super::retry::{poll_delays, swarm_until};
-use super::teardown::{stack_containers, swarm_containers, wait_step, TeardownOptions};
+use super::teardown::{Drain, Hints, Scope, TeardownOptions};
 use super::ObjectRef;
 use crate::swarm::{self, LabelFilter, Node, ObjectKind, Service, Swarm, Task};
 
@@ -389,67 +389,73 @@ async fn clean_node(
     };
     let on =
         |o: &ObjectRef| ObjectRef::new(o.kind, format!("{} on {}", o.name, target.label()), &o.id);
-    let volumes_filter = LabelFilter::eq(NAMESPACE_LABEL, namespace);
-    let containers_filter = swarm_containers();
-    let mut pauses = poll_delays(options.max_poll);
     // The listing must run even when the deadline has passed.
     let deadline = deadline.max(Instant::now() + Duration::from_secs(10));
+    // Containers first (volumes are in use until they are gone). Tasks are swarm-wide: the
+    // teardown's wait covers those that may still create a container, so a container that
+    // never started is an orphan here.
+    let scope = Scope {
+        namespace: Some(namespace),
+        service_names,
+    };
+    let drained = Drain {
+        daemon: daemon.as_ref(),
+        scope,
+        mode: options.mode,
+        tasks: false,
+        max_poll: options.max_poll,
+        deadline,
+        listed: None,
+    }
+    .run(&mut Hints::new(None, scope))
+    .await;
+    let listing_failed = |e: swarm::Error| {
+        format!(
+            "{}: listing the stack's containers and volumes through {} failed ({e})",
+            target.label(),
+            endpoint.url
+        )
+    };
+    let drained = match drained {
+        Ok(d) => d,
+        Err(e) => return (report, vec![node_ref], vec![listing_failed(e)]),
+    };
+    report.containers_removed.extend(drained.removed);
+    if !drained.left.is_empty() {
+        let residuals = drained.left.iter().map(on).collect();
+        return (report, residuals, drained.failures);
+    }
+    // Then the volumes, listed again until none is left.
+    let volumes_filter = LabelFilter::eq(NAMESPACE_LABEL, namespace);
+    let mut pauses = poll_delays(options.max_poll);
     let mut last_errors: Vec<String> = Vec::new();
     loop {
-        let listed = futures::try_join!(
-            swarm_until(deadline, || daemon.list_containers(&containers_filter)),
-            swarm_until(deadline, || daemon.list_volumes(&volumes_filter)),
-        );
-        let (containers, volumes) = match listed {
-            Ok(l) => l,
-            Err(e) => {
-                let failure = format!(
-                    "{}: listing the stack's containers and volumes through {} failed ({e})",
-                    target.label(),
-                    endpoint.url
-                );
-                return (report, vec![node_ref], vec![failure]);
-            }
+        let volumes = match swarm_until(deadline, || daemon.list_volumes(&volumes_filter)).await {
+            Ok(v) => v,
+            Err(e) => return (report, vec![node_ref], vec![listing_failed(e)]),
         };
-        let ours = stack_containers(containers, namespace, service_names);
-        // Tasks are swarm-wide: the teardown's wait already saw none that may still create a
-        // container, so a container that never started is an orphan here.
-        let step = wait_step(options.mode, &ours, &[], service_names);
         let volumes: Vec<ObjectRef> = volumes
             .iter()
             .map(|v| ObjectRef::new(ObjectKind::Volume, &v.name, &v.name))
             .collect();
-        if step.awaited.is_empty() && volumes.is_empty() {
+        if volumes.is_empty() {
             return (report, Vec::new(), Vec::new());
         }
         if Instant::now() >= deadline {
-            let residuals = step.awaited.iter().chain(&volumes).map(on).collect();
+            let residuals = volumes.iter().map(on).collect();
             return (report, residuals, last_errors);
         }
         last_errors.clear();
         let mut progress = false;
-        for c in &step.remove {
-            match daemon.remove_container(&c.id).await {
+        for v in &volumes {
+            match daemon.remove_volume(&v.name).await {
                 Ok(()) => {
                     progress = true;
-                    report.containers_removed.push(c.clone());
+                    report.volumes_removed.push(v.clone());
                 }
                 Err(e) if e.is_not_found() => progress = true,
-                Err(e) => last_errors.push(format!("{}: {e}", on(c))),
-            }
-        }
-        // Volumes once no container of the stack is left there (before that they are in use).
-        if step.awaited.is_empty() {
-            for v in &volumes {
-                match daemon.remove_volume(&v.name).await {
-                    Ok(()) => {
-                        progress = true;
-                        report.volumes_removed.push(v.clone());
-                    }
-                    Err(e) if e.is_not_found() => progress = true,
-                    // "In use" and transient failures: the next look tries again.
-                    Err(e) => last_errors.push(format!("{}: {e}", on(v))),
-                }
+                // "In use" and transient failures: the next look tries again.
+                Err(e) => last_errors.push(format!("{}: {e}", on(v))),
             }
         }
         if !progress {

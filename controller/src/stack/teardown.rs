@@ -8,6 +8,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::forced::{Forced, Target};
 use super::nodes::{self, NodeDaemons, NodeReport};
 use super::observe::SERVICE_ID_LABEL;
 use super::plan::NAMESPACE_LABEL;
@@ -112,15 +113,32 @@ fn record(
     object: ObjectRef,
     result: swarm::Result<()>,
 ) {
+    record_removal(
+        &mut report.removed,
+        &mut report.already_gone,
+        failures,
+        object,
+        result,
+    );
+}
+
+/// Records the outcome of one removal: removed, already gone ("not found"), or a failure.
+pub(super) fn record_removal(
+    removed: &mut Vec<ObjectRef>,
+    already_gone: &mut Vec<ObjectRef>,
+    failures: &mut Vec<String>,
+    object: ObjectRef,
+    result: swarm::Result<()>,
+) {
     match result {
-        Ok(()) => report.removed.push(object),
-        Err(e) if e.is_not_found() => report.already_gone.push(object),
+        Ok(()) => removed.push(object),
+        Err(e) if e.is_not_found() => already_gone.push(object),
         Err(e) => failures.push(format!("{object}: {e}")),
     }
 }
 
 /// Runs `remove` on each object, at most [`CONCURRENCY`] at once; results in completion order.
-async fn remove_all<'a, F, Fut>(
+pub(super) async fn remove_all<'a, F, Fut>(
     objects: Vec<ObjectRef>,
     remove: F,
 ) -> Vec<(ObjectRef, swarm::Result<()>)>
@@ -136,7 +154,7 @@ where
 }
 
 /// Removes one object of any removable kind, retrying what may pass later until `deadline`.
-async fn remove_one(
+pub(super) async fn remove_one(
     swarm: &dyn Swarm,
     object: ObjectRef,
     deadline: Instant,
@@ -263,92 +281,105 @@ pub async fn teardown(
         .iter()
         .map(|s| (s.meta.id.clone(), s.meta.name.clone()))
         .collect();
-    let objects = services
-        .iter()
-        .map(|s| ObjectRef::new(ObjectKind::Service, &s.meta.name, &s.meta.id))
-        .collect();
-    for (object, result) in remove_all(objects, |o| remove_one(swarm, o, deadline)).await {
-        record(&mut report, &mut failures, object, result);
-    }
-
-    // 2. Their tasks and containers. Forced: at the same time, one attempt at the secrets and
-    // configs (only the services held them); what is still in use is tried again in step 3.
-    let waiting = Instant::now();
-    let mut wait = ContainerWait {
-        swarm,
-        namespace,
+    let scope = Scope {
+        namespace: Some(namespace),
         service_names: &service_names,
-        options,
-        deadline,
-        listed: forced.then_some(containers),
-        hints: Hints {
-            events: Some(events),
-            namespace,
-            service_names: &service_names,
-            since: SystemTime::now(),
-        },
     };
-    // Networks wait for the containers: an overlay network removed while its containers
-    // still exist keeps its local copy on the node for seconds (measured on Engine 20.10:
-    // ~3 s, against ~0.2 s when removed after them).
-    let mut later: Vec<ObjectRef> = networks
+    let mut hints = Hints::new(Some(events), scope);
+    let service_refs = services
         .iter()
-        .map(|n| ObjectRef::new(ObjectKind::Network, &n.name, &n.id))
-        .chain(
-            volumes
-                .iter()
-                .filter(|_| !local_by_endpoint)
-                .map(|v| ObjectRef::new(ObjectKind::Volume, &v.name, &v.name)),
-        )
-        .collect();
-    let referenced: Vec<ObjectRef> = secrets
+        .map(|s| ObjectRef::new(ObjectKind::Service, &s.meta.name, &s.meta.id));
+    let network_refs = networks
+        .iter()
+        .map(|n| ObjectRef::new(ObjectKind::Network, &n.name, &n.id));
+    let volume_refs = volumes
+        .iter()
+        .filter(|_| !local_by_endpoint)
+        .map(|v| ObjectRef::new(ObjectKind::Volume, &v.name, &v.name));
+    let referenced = secrets
         .iter()
         .map(|s| ObjectRef::new(ObjectKind::Secret, &s.meta.name, &s.meta.id))
         .chain(
             configs
                 .iter()
                 .map(|c| ObjectRef::new(ObjectKind::Config, &c.meta.name, &c.meta.id)),
-        )
-        .collect();
-    let early = if forced {
-        referenced
-    } else {
-        later.extend(referenced);
-        Vec::new()
-    };
-    // A deadline already passed: one attempt each, no retry.
-    let once = Instant::now();
-    let (waited, early) = tokio::join!(
-        wait.run(&mut report, &mut failures),
-        remove_all(early, |o| remove_one(swarm, o, once)),
+        );
+    // Containers and volumes on the other nodes where tasks ran (a network is in use until
+    // their containers there are gone too): right after the services went.
+    let clean = nodes::clean(
+        &node_targets,
+        &options.nodes,
+        namespace,
+        &service_names,
+        options,
+        deadline,
     );
-    for (object, result) in early {
-        match result {
-            Err(e) if e.is_retryable() => later.push(object),
-            result => record(&mut report, &mut failures, object, result),
-        }
-    }
-    waited?;
-    report.containers_wait = waiting.elapsed();
-    let mut hints = wait.hints;
-
-    // 3. Networks and volumes, and (graceful, or still in use) secrets and configs.
-    // At the same time, containers and volumes on the other nodes where tasks ran (a network
-    // is in use until their containers there are gone too).
-    let (removed, cleaned) = tokio::join!(
-        remove_all(later, |o| remove_one(swarm, o, deadline)),
-        nodes::clean(
-            &node_targets,
-            &options.nodes,
-            namespace,
-            &service_names,
-            options,
+    let cleaned = if forced {
+        // 1–3 by force: the one implementation ([`super::forced`]).
+        let targets = service_refs
+            .chain(referenced)
+            .chain(network_refs)
+            .chain(volume_refs)
+            .map(Target::local)
+            .collect();
+        let run = Forced {
+            swarm,
+            nodes: &BTreeMap::new(),
+            scope,
+            max_poll: options.max_poll,
             deadline,
-        ),
-    );
-    for (object, result) in removed {
-        record(&mut report, &mut failures, object, result);
-    }
+        };
+        let (removal, cleaned) = run
+            .run(targets, Some(containers), &mut hints, clean)
+            .await
+            .map_err(|e| observe_failed(namespace, e))?;
+        report.removed.extend(removal.removed);
+        report.already_gone.extend(removal.already_gone);
+        report.containers_removed.extend(removal.containers_removed);
+        report.containers_wait = removal.containers_wait;
+        failures.extend(removal.failures);
+        cleaned
+    } else {
+        let objects = service_refs.collect();
+        for (object, result) in remove_all(objects, |o| remove_one(swarm, o, deadline)).await {
+            record(&mut report, &mut failures, object, result);
+        }
+        // 2. Their tasks and containers.
+        let waiting = Instant::now();
+        let drained = Drain {
+            daemon: swarm,
+            scope,
+            mode: Mode::Graceful,
+            tasks: true,
+            max_poll: options.max_poll,
+            deadline,
+            listed: None,
+        }
+        .run(&mut hints)
+        .await
+        .map_err(|e| observe_failed(namespace, e))?;
+        report.containers_wait = waiting.elapsed();
+        report.containers_removed.extend(drained.removed);
+        if !drained.left.is_empty() {
+            failures.push(format!(
+                "{} container(s) or starting task(s) still present at the deadline: {}",
+                drained.left.len(),
+                super::list(&drained.left)
+            ));
+            failures.extend(drained.failures);
+        }
+        // 3. Networks, volumes, secrets and configs. Networks wait for the containers: an
+        // overlay network removed while its containers still exist keeps its local copy on
+        // the node for seconds (measured on Engine 20.10: ~3 s, against ~0.2 s when removed
+        // after them).
+        let later = network_refs.chain(volume_refs).chain(referenced).collect();
+        let (removed, cleaned) =
+            tokio::join!(remove_all(later, |o| remove_one(swarm, o, deadline)), clean);
+        for (object, result) in removed {
+            record(&mut report, &mut failures, object, result);
+        }
+        cleaned
+    };
     report.nodes = cleaned.reports;
     failures.extend(cleaned.failures);
 
@@ -358,6 +389,7 @@ pub async fn teardown(
     // removed again.
     let residuals = verify(
         swarm,
+        namespace,
         options,
         deadline,
         &mut hints,
@@ -394,13 +426,14 @@ pub async fn teardown(
 /// Containers of the stack on this node: those of its services, or carrying its namespace.
 pub(super) fn stack_containers(
     containers: Vec<Container>,
-    namespace: &str,
+    namespace: Option<&str>,
     service_names: &BTreeMap<String, String>,
 ) -> Vec<Container> {
     containers
         .into_iter()
         .filter(|c| {
-            c.labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(namespace)
+            namespace
+                .is_some_and(|ns| c.labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(ns))
                 || c.labels
                     .get(SERVICE_ID_LABEL)
                     .is_some_and(|id| service_names.contains_key(id))
@@ -489,84 +522,123 @@ pub(super) fn wait_step(
     step
 }
 
-/// The wait of step 2 of [`teardown`].
-struct ContainerWait<'a> {
-    swarm: &'a dyn Swarm,
-    namespace: &'a str,
-    /// Names of the removed services by ID.
-    service_names: &'a BTreeMap<String, String>,
-    options: &'a TeardownOptions,
-    deadline: Instant,
-    /// Forced: the containers listed with the services, removed before the first look.
-    listed: Option<Vec<Container>>,
-    /// Ends pauses early.
-    hints: Hints<'a>,
+/// Which containers, tasks and events are the stack's.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Scope<'a> {
+    /// The stack's namespace: containers and tasks carrying its label are the stack's. `None`
+    /// for a selection of objects (the sweeper's): then only its services' containers are.
+    pub(super) namespace: Option<&'a str>,
+    /// Names of the stack's (removed) services by ID.
+    pub(super) service_names: &'a BTreeMap<String, String>,
 }
 
-impl ContainerWait<'_> {
-    /// Waits until no container of the stack is left and no task may still create one, or
-    /// the deadline passes (then what is still awaited goes to `failures`).
-    async fn run(&mut self, report: &mut TeardownReport, failures: &mut Vec<String>) -> Result<()> {
+/// Drains one daemon of a stack's containers: the one wait of every teardown (the daemon
+/// hearth talks to in graceful and forced teardowns, other nodes' daemons, the sweeper's).
+pub(super) struct Drain<'a> {
+    /// The daemon whose containers are drained.
+    pub(super) daemon: &'a dyn Swarm,
+    /// Whose containers.
+    pub(super) scope: Scope<'a>,
+    /// Forced: every container is killed and removed; graceful: see [`wait_step`].
+    pub(super) mode: Mode,
+    /// Whether the stack's tasks are listed too (on the manager hearth talks to, with a
+    /// namespace: tasks are swarm-wide, so the drains of other nodes need not).
+    pub(super) tasks: bool,
+    /// Longest pause between two looks.
+    pub(super) max_poll: Duration,
+    /// When the drain gives up (what is still there is in [`Drained::left`]).
+    pub(super) deadline: Instant,
+    /// Forced: the containers listed with the services, removed before the first look.
+    pub(super) listed: Option<Vec<Container>>,
+}
+
+/// What a [`Drain`] did.
+#[derive(Debug, Default)]
+pub(super) struct Drained {
+    /// Containers killed and removed.
+    pub(super) removed: Vec<ObjectRef>,
+    /// What was still awaited at the deadline (containers, tasks that may still create one);
+    /// empty when the daemon was drained.
+    pub(super) left: Vec<ObjectRef>,
+    /// The last failures to remove a container (when `left` is not empty).
+    pub(super) failures: Vec<String>,
+}
+
+impl Drain<'_> {
+    /// Waits until no container of the stack is left on the daemon and no task may still
+    /// create one, or the deadline passes. Looks again at once after a removal, on an event of
+    /// the stack (`hints`), or after a pause (50 ms growing to `max_poll`).
+    ///
+    /// # Errors
+    /// A listing that fails for good.
+    pub(super) async fn run(&mut self, hints: &mut Hints<'_>) -> swarm::Result<Drained> {
         let containers_filter = swarm_containers();
-        let tasks_filter = LabelFilter::eq(NAMESPACE_LABEL, self.namespace);
-        let mut pauses = poll_delays(self.options.max_poll);
+        let tasks_filter = self
+            .scope
+            .namespace
+            .filter(|_| self.tasks)
+            .map(|ns| LabelFilter::eq(NAMESPACE_LABEL, ns));
+        let mut pauses = poll_delays(self.max_poll);
+        let mut drained = Drained::default();
         let mut removed = BTreeSet::new();
         if let Some(listed) = self.listed.take() {
             // The services are gone, so swarm starts no replacement for these. What fails
             // here is seen again by the first look and retried; what the listing missed
             // (a late container, a task before `ready`) is found by it.
-            let ours = stack_containers(listed, self.namespace, self.service_names);
+            let ours = stack_containers(listed, self.scope.namespace, self.scope.service_names);
             let remove = ours
                 .iter()
                 .map(|c| ObjectRef::new(ObjectKind::Container, &c.name, &c.id))
                 .collect();
-            let (_, errors) = remove_containers(self.swarm, remove, report, &mut removed).await;
+            let (_, errors) =
+                remove_containers(self.daemon, remove, &mut drained.removed, &mut removed).await;
             for error in errors {
-                debug!(stack = self.namespace, "teardown: {error}; looking again");
+                debug!(stack = ?self.scope.namespace, "teardown: {error}; looking again");
             }
         }
         loop {
-            self.hints.look();
+            hints.look();
             let (containers, tasks) = futures::try_join!(
                 swarm_until(self.deadline, || self
-                    .swarm
+                    .daemon
                     .list_containers(&containers_filter)),
-                swarm_until(self.deadline, || self.swarm.list_tasks(&tasks_filter)),
-            )
-            .map_err(|e| observe_failed(self.namespace, e))?;
-            let ours = stack_containers(containers, self.namespace, self.service_names);
-            let step = wait_step(self.options.mode, &ours, &tasks, self.service_names);
+                async {
+                    match &tasks_filter {
+                        Some(f) => swarm_until(self.deadline, || self.daemon.list_tasks(f)).await,
+                        None => Ok(Vec::new()),
+                    }
+                },
+            )?;
+            let ours = stack_containers(containers, self.scope.namespace, self.scope.service_names);
+            let step = wait_step(self.mode, &ours, &tasks, self.scope.service_names);
             if step.awaited.is_empty() {
-                return Ok(());
+                return Ok(drained);
             }
             let (progress, last_errors) =
-                remove_containers(self.swarm, step.remove, report, &mut removed).await;
+                remove_containers(self.daemon, step.remove, &mut drained.removed, &mut removed)
+                    .await;
             let now = Instant::now();
             if now >= self.deadline {
-                failures.push(format!(
-                    "{} container(s) or starting task(s) still present at the deadline: {}",
-                    step.awaited.len(),
-                    super::list(&step.awaited)
-                ));
-                failures.extend(last_errors);
-                return Ok(());
+                drained.left = step.awaited;
+                drained.failures = last_errors;
+                return Ok(drained);
             }
             if progress {
                 // Look again at once: the removals may have been the last thing awaited.
                 continue;
             }
-            let pause = pauses.next().unwrap_or(self.options.max_poll);
-            self.hints.pause(pause.min(self.deadline - now)).await;
+            let pause = pauses.next().unwrap_or(self.max_poll);
+            hints.pause(pause.min(self.deadline - now)).await;
         }
     }
 }
 
-/// Kills and removes containers at once; returns whether any went (or was gone) and
-/// the failures.
+/// Kills and removes containers at once (`removed` holds the IDs already counted); returns
+/// whether any went (or was gone) and the failures.
 async fn remove_containers(
     swarm: &dyn Swarm,
     containers: Vec<ObjectRef>,
-    report: &mut TeardownReport,
+    report: &mut Vec<ObjectRef>,
     removed: &mut BTreeSet<String>,
 ) -> (bool, Vec<String>) {
     let results = remove_all(containers, |o| async move {
@@ -581,7 +653,7 @@ async fn remove_containers(
             Ok(()) => {
                 progress = true;
                 if removed.insert(object.id.clone()) {
-                    report.containers_removed.push(object);
+                    report.push(object);
                 }
             }
             Err(e) if e.is_not_found() => progress = true,
@@ -592,26 +664,38 @@ async fn remove_containers(
 }
 
 /// Events of the stack that end a pause early: hints only, the caller always looks again.
-struct Hints<'a> {
+pub(super) struct Hints<'a> {
     /// `None` once the stream ended or failed (then pauses run their full length).
     events: Option<BoxStream<'static, swarm::Result<Event>>>,
-    namespace: &'a str,
-    /// Names of the removed services by ID.
-    service_names: &'a BTreeMap<String, String>,
+    /// Whose events.
+    scope: Scope<'a>,
     /// When the last look started.
     since: SystemTime,
 }
 
-impl Hints<'_> {
+impl<'a> Hints<'a> {
+    /// Hints from `events` (opened before the services went, so none is missed); `None`:
+    /// pauses run their full length.
+    pub(super) fn new(
+        events: Option<BoxStream<'static, swarm::Result<Event>>>,
+        scope: Scope<'a>,
+    ) -> Self {
+        Hints {
+            events,
+            scope,
+            since: SystemTime::now(),
+        }
+    }
+
     /// Marks the start of a look: events that happened before it are reflected in what it
     /// sees, so they must not end the pause after it (the stream delivers a backlog late: it
     /// connects on its first poll and replays from its opening).
-    fn look(&mut self) {
+    pub(super) fn look(&mut self) {
         self.since = SystemTime::now();
     }
 
     /// Returns after `pause`, or earlier when an object of the stack changes.
-    async fn pause(&mut self, pause: Duration) {
+    pub(super) async fn pause(&mut self, pause: Duration) {
         let until = Instant::now() + pause;
         let Some(events) = self.events.as_mut() else {
             tokio::time::sleep_until(until).await;
@@ -622,9 +706,9 @@ impl Hints<'_> {
                 Err(_) => return,
                 Ok(Some(Ok(event))) => {
                     let stale = event.time.is_some_and(|t| t < self.since);
-                    if !stale && concerns(self.namespace, self.service_names, &event) {
+                    if !stale && concerns(self.scope, &event) {
                         debug!(
-                            stack = self.namespace,
+                            stack = ?self.scope.namespace,
                             kind = %event.kind,
                             action = %event.action,
                             "event of the stack"
@@ -634,7 +718,7 @@ impl Hints<'_> {
                 }
                 Ok(Some(Err(e))) => {
                     debug!(
-                        stack = self.namespace,
+                        stack = ?self.scope.namespace,
                         "events stream failed: {e}; polling only"
                     );
                     self.events = None;
@@ -654,11 +738,14 @@ impl Hints<'_> {
 /// Whether an event may be about an object of the stack: a container of one of its services
 /// (task containers are named `<service>.<slot>.<task>`), or a network, volume, secret, config
 /// or service named `<namespace>_…`; an event without a name may be.
-fn concerns(namespace: &str, service_names: &BTreeMap<String, String>, event: &Event) -> bool {
+fn concerns(scope: Scope<'_>, event: &Event) -> bool {
     let in_namespace = |name: &str| {
-        name.strip_prefix(namespace)
-            .is_some_and(|rest| rest.starts_with('_'))
+        scope.namespace.is_some_and(|ns| {
+            name.strip_prefix(ns)
+                .is_some_and(|rest| rest.starts_with('_'))
+        })
     };
+    let service_names = scope.service_names;
     match (event.kind, event.name.as_deref()) {
         // Tasks have no events; nodes, images and the daemon are not the stack's.
         (ObjectKind::Task | ObjectKind::Node | ObjectKind::Image | ObjectKind::Daemon, _) => false,
@@ -687,13 +774,14 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// still there.
 async fn verify(
     swarm: &dyn Swarm,
+    namespace: &str,
     options: &TeardownOptions,
     deadline: Instant,
     hints: &mut Hints<'_>,
     report: &mut TeardownReport,
     failures: &mut Vec<String>,
 ) -> Result<Vec<ObjectRef>> {
-    let (namespace, service_names) = (hints.namespace, hints.service_names);
+    let service_names = hints.scope.service_names;
     let deadline = deadline.max(Instant::now() + SETTLE);
     let mut pauses = poll_delays(options.max_poll);
     loop {
@@ -781,7 +869,7 @@ async fn residuals(
             .map(|t| task_ref(t, service_names)),
     );
     left.extend(
-        stack_containers(containers, namespace, service_names)
+        stack_containers(containers, Some(namespace), service_names)
             .iter()
             .map(|c| ObjectRef::new(ObjectKind::Container, &c.name, &c.id)),
     );
@@ -1257,8 +1345,12 @@ mod tests {
             event(ObjectKind::Container, Some("custom.1.abc"), None),
             event(ObjectKind::Volume, None, None),
         ];
+        let scope = Scope {
+            namespace: Some("ns"),
+            service_names: &services,
+        };
         for e in &yes {
-            assert!(concerns("ns", &services, e), "{e:?}");
+            assert!(concerns(scope, e), "{e:?}");
         }
         let no = [
             event(ObjectKind::Network, Some("ns2_net"), None),
@@ -1268,7 +1360,7 @@ mod tests {
             event(ObjectKind::Node, None, None),
         ];
         for e in &no {
-            assert!(!concerns("ns", &services, e), "{e:?}");
+            assert!(!concerns(scope, e), "{e:?}");
         }
     }
 
@@ -1277,12 +1369,14 @@ mod tests {
         let services = BTreeMap::new();
         let before = SystemTime::now() - Duration::from_secs(1);
         let old = event(ObjectKind::Network, Some("ns_net"), Some(before));
-        let mut hints = Hints {
-            events: Some(stream::iter([Ok(old)]).chain(stream::pending()).boxed()),
-            namespace: "ns",
-            service_names: &services,
-            since: SystemTime::UNIX_EPOCH,
-        };
+        let mut hints = Hints::new(
+            Some(stream::iter([Ok(old)]).chain(stream::pending()).boxed()),
+            Scope {
+                namespace: Some("ns"),
+                service_names: &services,
+            },
+        );
+        hints.since = SystemTime::UNIX_EPOCH;
         hints.look();
         let started = Instant::now();
         hints.pause(Duration::from_millis(200)).await;

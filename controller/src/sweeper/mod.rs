@@ -39,15 +39,12 @@ use crd::{Kind, Run, RunPhase};
 use serde::Serialize;
 use state::history::{reason, NewEntry, ObjectRef};
 use state::{Clock, Store};
-use tokio::time::Instant;
 
 use crate::liveness::Checker;
-use crate::stack::{NodeDaemons, NAMESPACE_LABEL};
+use crate::stack::{self, NodeDaemons, NAMESPACE_LABEL};
 use crate::swarm::{self, LabelFilter, ObjectKind, Swarm};
 
 pub use decide::{decide, CloseRun, Decision, Object, Reason, SweepAction};
-
-use crate::swarm::labels::SERVICE_ID as SERVICE_ID_LABEL;
 
 /// Errors of a sweep.
 #[derive(Debug, thiserror::Error)]
@@ -580,153 +577,26 @@ pub(crate) fn unreached_nodes(
         .collect()
 }
 
-/// Kills and removes the containers of the services `service_ids` on `daemon` until none is
-/// listed or `until` passes (a deadline-bounded poll); returns the failures (`on` names the node in them).
-async fn kill_containers(
-    daemon: &dyn Swarm,
-    service_ids: &BTreeSet<String>,
-    until: Instant,
-    on: &str,
-) -> Vec<String> {
-    let mut failures = Vec::new();
-    let filter = LabelFilter::all().and_has(SERVICE_ID_LABEL);
-    // The shared poll schedule (50 ms growing to 250 ms); `until` bounds the loop.
-    let mut pauses = crate::stack::retry::poll_delays(Duration::from_millis(250));
-    loop {
-        let pause = pauses.next().unwrap_or(Duration::from_millis(250));
-        let listed = match daemon.list_containers(&filter).await {
-            Ok(l) => l,
-            Err(e) if e.is_retryable() && Instant::now() < until => {
-                tokio::time::sleep(pause).await;
-                continue;
-            }
-            Err(e) => {
-                failures.push(format!("listing containers{on}: {e}"));
-                break;
-            }
-        };
-        let ours: Vec<_> = listed
-            .into_iter()
-            .filter(|c| {
-                c.labels
-                    .get(SERVICE_ID_LABEL)
-                    .is_some_and(|id| service_ids.contains(id))
-            })
-            .collect();
-        if ours.is_empty() {
-            break;
-        }
-        for c in &ours {
-            match daemon.remove_container(&c.id).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() || e.is_retryable() => {}
-                Err(e) => failures.push(format!("container {}{on}: {e}", c.name)),
-            }
-        }
-        if Instant::now() >= until {
-            failures.push(format!(
-                "{} container(s){on} still present at the deadline",
-                ours.len()
-            ));
-            break;
-        }
-        tokio::time::sleep(pause).await;
-    }
-    failures
-}
-
-/// Removes `objects` one by one with forced teardown: services, their containers at once (on
-/// the local daemon and on every node in `nodes`), then networks,
-/// secrets, configs, then volumes (a volume listed through a node endpoint through that
-/// node's daemon in `nodes`); retryable failures are retried until `deadline`. Returns the
-/// failures of objects whose removal failed for good or timed out.
+/// Removes `objects` with forced teardown: the one implementation,
+/// [`crate::stack::remove_forced`] (services, their containers killed and removed at once on
+/// the local daemon and on every node in `nodes`, secrets and configs, then networks and
+/// volumes as soon as the containers are gone; a volume listed through a node endpoint
+/// through that node's daemon in `nodes`). Retryable failures are retried until `deadline`.
+/// Returns the failures of objects whose removal failed for good or timed out.
 pub async fn remove_forced(
     swarm: &dyn Swarm,
     nodes: &BTreeMap<String, Arc<dyn Swarm>>,
     objects: &[Object],
     deadline: Duration,
 ) -> Vec<String> {
-    let until = Instant::now() + deadline;
-    let mut failures = Vec::new();
-    let of = |k: ObjectKind| objects.iter().filter(move |o| o.kind == k);
-    // 1. Services.
-    let services: Vec<&Object> = of(ObjectKind::Service).collect();
-    let results = futures::future::join_all(
-        services
-            .iter()
-            .map(|o| retry(until, move || swarm.remove_service(&o.id))),
-    )
-    .await;
-    let mut service_ids = BTreeSet::new();
-    for (o, r) in services.iter().zip(results) {
-        service_ids.insert(o.id.clone());
-        if let Err(e) = r {
-            failures.push(format!("{o}: {e}"));
-        }
-    }
-    // 2. Their containers, killed and removed at once, here and on every node reached.
-    if !service_ids.is_empty() {
-        let mut daemons: Vec<(String, &dyn Swarm)> = vec![(String::new(), swarm)];
-        daemons.extend(
-            nodes
-                .iter()
-                .map(|(node, d)| (format!(" on node {node}"), d.as_ref())),
-        );
-        let killed = futures::future::join_all(
-            daemons
-                .iter()
-                .map(|(on, d)| kill_containers(*d, &service_ids, until, on)),
-        )
-        .await;
-        failures.extend(killed.into_iter().flatten());
-    }
-    // 3. Networks, secrets, configs; 4. volumes.
-    for kinds in [
-        &[ObjectKind::Network, ObjectKind::Secret, ObjectKind::Config][..],
-        &[ObjectKind::Volume][..],
-    ] {
-        let batch: Vec<&Object> = objects.iter().filter(|o| kinds.contains(&o.kind)).collect();
-        let results = futures::future::join_all(batch.iter().map(|o| async move {
-            let daemon: &dyn Swarm = match &o.node {
-                None => swarm,
-                Some(node) => match nodes.get(node) {
-                    Some(d) => d.as_ref(),
-                    None => {
-                        return Err(swarm::Error::Invalid {
-                            call: swarm::Call::new(swarm::Verb::Remove, o.kind),
-                            message: format!("node {node} was not reached in this pass"),
-                        })
-                    }
-                },
-            };
-            retry(until, move || match o.kind {
-                ObjectKind::Network => daemon.remove_network(&o.id),
-                ObjectKind::Secret => daemon.remove_secret(&o.id),
-                ObjectKind::Config => daemon.remove_config(&o.id),
-                _ => daemon.remove_volume(&o.id),
-            })
-            .await
-        }))
-        .await;
-        for (o, r) in batch.iter().zip(results) {
-            if let Err(e) = r {
-                failures.push(format!("{o}: {e}"));
-            }
-        }
-    }
-    failures
-}
-
-/// Runs a removal until it succeeds, is "not found" (done), fails for good, or `until` passes
-/// (the shared Docker retry, [`crate::stack::retry::swarm_until`]).
-async fn retry<'a, F>(until: Instant, op: F) -> swarm::Result<()>
-where
-    F: FnMut() -> swarm::SwarmFuture<'a, ()>,
-{
-    match crate::stack::retry::swarm_until(until, op).await {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other,
-    }
+    let targets: Vec<stack::Target> = objects
+        .iter()
+        .map(|o| stack::Target {
+            object: stack::ObjectRef::new(o.kind, &o.name, &o.id),
+            node: o.node.clone(),
+        })
+        .collect();
+    stack::remove_forced(swarm, nodes, &targets, deadline).await
 }
 
 /// The orphan sweep as a background worker: [`Sweeper::sweep`] every `every`. A failed pass is
