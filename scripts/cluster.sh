@@ -16,7 +16,8 @@
 #
 # Each node is a dockerd in its own network namespace (hearth-cl-nodeN) and UTS namespace
 # (hostname hearth-nodeN), with its own --data-root, --exec-root (its own containerd),
-# --pidfile and socket ($DIR/nodeN.sock). Its eth0 is one end of a veth pair whose other end
+# --pidfile and socket ($DIR/nodeN.sock, also $DIR/hearth-nodeN.sock). Its eth0 is one end
+# of a veth pair whose other end
 # is a port of a bridge living in a third namespace (hearth-cl-hub); node N has the address
 # 192.168.213.N/24 there. No interface, address, route or iptables rule is created in the
 # machine's own namespace, so the machine's dockerd (other tests, people) is never touched:
@@ -79,6 +80,9 @@ spawn_dockerd() {
     d=$(dir_of "$n")
     mkdir -p "$d/data" "$d/exec"
     rm -f "$(sock_of "$n")"
+    # The socket by the node's hostname too: a swarm service mounts its node's own socket
+    # with the template $DIR/{{.Node.Hostname}}.sock (deploy/ha/deploy.sh --test-cluster).
+    ln -sfn "node$n.sock" "$DIR/$(host_of "$n").sock"
     # setsid: its own session, so a test runner's process-group signals do not reach it.
     # unshare --uts: its own hostname (Swarm names nodes by it; so does --node-endpoint).
     setsid nsenter --net="/run/netns/$(ns_of "$n")" \
