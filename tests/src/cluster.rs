@@ -216,6 +216,29 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// As [`Cluster::docker`], the failure as an error (a node that is down, an object that
+    /// is gone).
+    ///
+    /// # Errors
+    /// The command failed: its stderr.
+    pub fn try_docker(&self, n: usize, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("/usr/bin/docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.node(n).socket.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("docker {args:?}: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(format!(
+                "docker -H node{n} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
     /// Every object of stack `namespace` left anywhere, one line each (`nodeN: kind name`):
     /// services, secrets and configs on the manager; containers, volumes and networks on each
     /// node's own daemon. Empty when nothing is left. A node that does not answer is a line
@@ -311,7 +334,7 @@ impl Cluster {
 
     /// Removes everything labelled `hearth.test=1` on the cluster (what failed tests left).
     /// The cluster tests run one at a time, so nothing in flight is touched.
-    async fn clean(&self) {
+    pub async fn clean(&self) {
         let test = LabelFilter::eq(TEST_LABEL.0, TEST_LABEL.1);
         let manager = self.manager().await;
         if let Ok(services) = manager.list_services(&test).await {

@@ -17,6 +17,8 @@
 //!   simulated swarm (`tests/sim_conformance.rs`) and the real one (`tests/real_swarm.rs`).
 //! - [`leaks`]: planted random values, their raw and base64 forms, raw HTTP requests, and the
 //!   search of logs and answers for them (the security and access tests).
+//! - [`ha`]: the HA stack (`deploy/ha`) on the 3-manager test cluster: deploy, reach each
+//!   replica, find the leader, Swarm's service events (`tests/ha_real.rs`, `bench_failover`).
 //! - [`daemon`]: `hearth serve` in-process on the simulated swarm (temp data dir, ephemeral
 //!   port) for fast API, CLI and status-page tests.
 
@@ -27,6 +29,7 @@ pub mod counting;
 pub mod daemon;
 pub mod differential;
 pub mod etcd;
+pub mod ha;
 pub mod leaks;
 pub mod process;
 pub mod scale;
