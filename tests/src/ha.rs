@@ -255,6 +255,36 @@ impl HaStack {
         }
     }
 
+    /// The last `lines` log lines of the hearth replica on each node in `nodes` (for a
+    /// failure's message: why a standby did not take over).
+    pub fn replica_logs(cluster: &Cluster, nodes: &[usize], lines: usize) -> String {
+        let mut out = String::new();
+        for &n in nodes {
+            let filter = format!("label=com.docker.swarm.service.name={STACK}_hearth");
+            let ids = cluster
+                .try_docker(n, &["ps", "-q", "--filter", &filter])
+                .unwrap_or_default();
+            for id in ids.lines() {
+                let log = Command::new("/usr/bin/docker")
+                    .arg("-H")
+                    .arg(format!("unix://{}", cluster.node(n).socket.display()))
+                    .args(["logs", "--tail", &lines.to_string(), id])
+                    .stdin(Stdio::null())
+                    .output()
+                    .map(|o| {
+                        format!(
+                            "{}{}",
+                            String::from_utf8_lossy(&o.stdout),
+                            String::from_utf8_lossy(&o.stderr)
+                        )
+                    })
+                    .unwrap_or_else(|e| e.to_string());
+                out.push_str(&format!("--- node {n}, container {id}:\n{log}\n"));
+            }
+        }
+        out
+    }
+
     /// A client of node `n`'s replica (1-based).
     pub fn client(&self, n: usize) -> Client {
         self.relays[n - 1].client(&self.token)

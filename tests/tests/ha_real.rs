@@ -252,17 +252,22 @@ async fn the_leaders_node_stopped_another_replica_leads_and_nothing_acknowledged
     outage.store(true, Ordering::Relaxed);
     job.kill().unwrap();
     job.wait().unwrap();
-    let new_leader = stack
+    let others: Vec<usize> = (1..=3).filter(|n| *n != leader).collect();
+    let new_leader = match stack
         .wait_leader(Some(leader), Duration::from_secs(30))
         .await
-        .unwrap();
+    {
+        Ok(n) => n,
+        Err(e) => panic!("{e}\n{}", HaStack::replica_logs(&cluster, &others, 40)),
+    };
     let takeover = stopped.elapsed();
     eprintln!(
         "ha-failover: node {leader} stopped; node {new_leader}'s replica leads after {takeover:?}"
     );
     assert!(
         takeover < Duration::from_secs(10),
-        "takeover took {takeover:?}"
+        "takeover took {takeover:?}; the other replicas said:\n{}",
+        HaStack::replica_logs(&cluster, &others, 40)
     );
     stopping.await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
