@@ -117,14 +117,13 @@ pub async fn relist<K: Resource>(
 /// The keys of every `K` in the store.
 fn store_keys<K: Resource>(store: &Store) -> Result<Vec<ObjectRef>, Error> {
     Ok(store
-        .list::<K>()
+        .names::<K>()
         .map_err(|e| Error::RelistFailed {
             what: "store",
             message: e.to_string(),
         })?
-        .items
-        .iter()
-        .map(|o| ObjectRef::new(K::KIND, o.name()))
+        .into_iter()
+        .map(|name| ObjectRef::new(K::KIND, name))
         .collect())
 }
 

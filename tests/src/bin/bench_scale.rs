@@ -112,11 +112,20 @@ async fn part_resync(n: usize, runs: usize) -> Result<(), BoxError> {
     }
     let mut times = Vec::new();
     let mut calls = Vec::new();
+    let (mut renders, mut store_writes) = (0, 0);
     for _ in 0..runs {
         let pass = world.pass().await?;
-        if pass.reconciles != n as u64 || pass.writes != 0 {
+        // Unchanged warm apps: every app reconciled, nothing rendered, nothing written (to
+        // Docker or to the store).
+        if pass.reconciles != n as u64
+            || pass.writes != 0
+            || pass.renders != 0
+            || pass.store_writes != 0
+        {
             return Err(format!("unexpected pass at {n}: {pass:?}").into());
         }
+        renders += pass.renders;
+        store_writes += pass.store_writes;
         eprintln!("  resync {n}: {pass:?}");
         times.push(secs(pass.elapsed));
         calls.push(pass.calls);
@@ -152,7 +161,8 @@ async fn part_resync(n: usize, runs: usize) -> Result<(), BoxError> {
     let (om, _, _) = summary(&per_stack);
     println!(
         "RESULT part=resync n={n} build_s={:.1} pass_ms={:.1} pass_min_ms={:.1} pass_max_ms={:.1} \
-         calls={} calls_all_equal={} snapshot={} per_stack={} per_stack_calls={per_stack_calls} \
+         calls={} calls_all_equal={} renders={renders} store_writes={store_writes} snapshot={} \
+         per_stack={} per_stack_calls={per_stack_calls} \
          ratio={:.4} hwm_mib={hwm:.0} rss_mib={now:.0}",
         secs(build),
         pm * 1e3,
