@@ -206,6 +206,7 @@ mod tests {
                 port_base: 20000,
                 ports_per_slot: 10,
                 wait_timeout: Duration::from_secs(60),
+                tiers: Vec::new(),
             },
         );
         pool.status.leases = serde_json::from_value(serde_json::json!([

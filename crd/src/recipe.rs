@@ -35,6 +35,7 @@ use crate::condition::{validate_conditions, Condition};
 use crate::names::MAX_RECIPE_NAME_LEN;
 use crate::resource::{impl_resource, is_default, validate_envelope, Kind, ObjectMeta};
 use crate::validation::{check_text, Validate, ValidationErrors};
+use crate::verdict::check_tier_names;
 
 /// How often a git recipe is fetched when `spec.interval` is absent.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
@@ -85,6 +86,11 @@ pub struct RecipeSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub interval: Option<Duration>,
+    /// The tier names runs of this recipe may require and report (DNS labels, unique). When a
+    /// run's recipe or pool declares tiers, any other tier is refused (API 422); they are
+    /// also the only values of the `tier` label of `hearth_tier_results_total`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<String>,
 }
 
 impl RecipeSpec {
@@ -254,6 +260,7 @@ impl Validate for Recipe {
                 );
             }
         }
+        check_tier_names(&mut errs, "spec.tiers", &spec.tiers);
         validate_conditions(&mut errs, "status.conditions", &self.status.conditions);
         errs.into_result()
     }

@@ -17,6 +17,7 @@ use crate::names::{MAX_RUN_NAME_LEN, MAX_SLOT_POOL_NAME_LEN};
 use crate::owner::Owner;
 use crate::resource::{impl_resource, is_default, validate_envelope, Kind, ObjectMeta};
 use crate::validation::{check_dns_label, check_port, Validate, ValidationErrors};
+use crate::verdict::check_tier_names;
 
 /// Most slots a pool may have (slot indexes must fit the namespace naming rule).
 pub const MAX_SLOTS: u32 = 65535;
@@ -54,6 +55,11 @@ pub struct SlotPoolSpec {
     /// How long a waiter waits for a free slot before giving up (humantime, e.g. `10m`).
     #[serde(default = "default_wait_timeout", with = "crate::duration")]
     pub wait_timeout: Duration,
+    /// The tier names runs in this pool may require and report (DNS labels, unique). When a
+    /// run's pool or recipe declares tiers, any other tier is refused (API 422); they are
+    /// also the only values of the `tier` label of `hearth_tier_results_total`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<String>,
 }
 
 fn default_ports_per_slot() -> u32 {
@@ -208,6 +214,7 @@ impl Validate for SlotPool {
         if s.wait_timeout.is_zero() {
             errs.push("spec.waitTimeout", "must be greater than zero");
         }
+        check_tier_names(&mut errs, "spec.tiers", &s.tiers);
 
         let st = &self.status;
         validate_conditions(&mut errs, "status.conditions", &st.conditions);
@@ -261,6 +268,7 @@ mod tests {
                 port_base: 20000,
                 ports_per_slot: 10,
                 wait_timeout: Duration::from_secs(600),
+                tiers: Vec::new(),
             },
         )
     }
@@ -305,6 +313,7 @@ mod tests {
             port_base: 0,
             ports_per_slot: 0,
             wait_timeout: Duration::ZERO,
+            tiers: Vec::new(),
         };
         assert_eq!(
             p.validate().unwrap_err().paths(),
@@ -315,6 +324,24 @@ mod tests {
                 "spec.waitTimeout"
             ]
         );
+    }
+
+    #[test]
+    fn declared_tiers_must_be_unique_dns_labels_and_few() {
+        let mut p = pool();
+        p.spec.tiers = vec!["install".into(), "Up_grade".into(), "install".into()];
+        assert_eq!(
+            p.validate().unwrap_err().paths(),
+            ["spec.tiers[1]", "spec.tiers[2]"]
+        );
+        p.spec.tiers = (0..=crate::verdict::MAX_DECLARED_TIERS)
+            .map(|i| format!("t{i}"))
+            .collect();
+        assert_eq!(p.validate().unwrap_err().paths(), ["spec.tiers"]);
+        p.spec.tiers = vec!["install".into(), "upgrade".into()];
+        p.validate().unwrap();
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["spec"]["tiers"], serde_json::json!(["install", "upgrade"]));
     }
 
     #[test]

@@ -54,6 +54,27 @@ pub fn check_tier_name(name: &str) -> Result<(), String> {
     check_dns_label(name, MAX_TIER_NAME_LEN)
 }
 
+/// Most tier names a pool or recipe may declare: the bound of the `tier` label.
+pub const MAX_DECLARED_TIERS: usize = 32;
+
+/// Checks a declared tier list (`spec.tiers` of a SlotPool or Recipe): at most
+/// [`MAX_DECLARED_TIERS`] unique tier names.
+pub fn check_tier_names(errs: &mut ValidationErrors, path: &str, tiers: &[String]) {
+    if tiers.len() > MAX_DECLARED_TIERS {
+        errs.push(
+            path,
+            format!(
+                "at most {MAX_DECLARED_TIERS} tiers (got {})",
+                tiers.len()
+            ),
+        );
+    }
+    for (i, t) in tiers.iter().enumerate() {
+        errs.check(format!("{path}[{i}]"), check_tier_name(t));
+    }
+    crate::validation::check_unique(errs, path, tiers, String::clone, "tier");
+}
+
 /// Why a run is not green.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(

@@ -24,6 +24,9 @@ fn run_error(e: &runs::Error) -> ApiError {
         runs::Error::RunStillActive { .. } | runs::Error::RunAlreadyOver { .. } => {
             StatusCode::CONFLICT
         }
+        runs::Error::TierUndeclared(u) => {
+            return ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, chain(e)).with_field(u.field)
+        }
         runs::Error::SlotFailed(s) => return slot_error(s),
         // A run id the store refuses as a name (`a/b` in a path) is the request's fault, not
         // the daemon's: found by the API body fuzz target (tests/tests/fuzz_api.rs).

@@ -22,6 +22,7 @@
 
 pub mod decide;
 pub mod reconcile;
+pub mod tiers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,10 @@ pub enum Error {
     /// The request is invalid (field paths in the message). Not retryable.
     #[error("run rejected: {0}")]
     RequestRejected(String),
+    /// A tier the run's pool or recipe does not declare (API 422 naming the declared ones).
+    /// Not retryable until the operator declares it.
+    #[error("run rejected: {0}")]
+    TierUndeclared(#[from] tiers::Undeclared),
     /// No run of that name is recorded. Not retryable.
     #[error("run {0} was not found")]
     RunNotFound(String),
@@ -468,6 +473,11 @@ impl Runs {
         );
         run.validate()
             .map_err(|e| Error::RequestRejected(e.to_string()))?;
+        if let Some(declared) =
+            tiers::Declared::of(&self.store, &req.recipe, req.pool.as_deref())?
+        {
+            declared.check("requiredTiers", req.required_tiers.iter().map(String::as_str))?;
+        }
         let stack = run.stack_name()?;
         run.status.stack_name = Some(stack.to_string());
         run.status.domain = Some(names::domain(&stack, &self.config.base_domain));
@@ -730,6 +740,11 @@ impl Runs {
         check
             .validate()
             .map_err(|e| Error::RequestRejected(e.to_string()))?;
+        let declared =
+            tiers::Declared::of(&self.store, &run.spec.recipe, run.spec.slot_pool.as_deref())?;
+        if let Some(d) = &declared {
+            d.check("tiers", tiers.iter().map(|t| t.name.as_str()))?;
+        }
         let run = self
             .edit_status(name, |r| {
                 for t in tiers {
@@ -740,9 +755,13 @@ impl Runs {
             })
             .await?;
         if let Some(m) = &self.metrics {
-            // Labels: the recipe (catalogue-bounded) and the tier name, never the run.
+            // Labels bounded by the state file (see [`tiers`]): a declared recipe and tier
+            // name, else `_undeclared`; never the run.
+            let recipe =
+                tiers::recipe_label(&self.store, self.catalogue.as_deref(), &run.spec.recipe);
             for t in tiers {
-                m.record_tier(&run.spec.recipe, &t.name, outcome_label(t.result));
+                let tier = tiers::tier_label(declared.as_ref(), &t.name);
+                m.record_tier(recipe, tier, outcome_label(t.result));
             }
         }
         Ok(run)

@@ -21,6 +21,7 @@ async fn store_with_pool(slots: u32, wait: Duration) -> Store {
                 port_base: 20000,
                 ports_per_slot: 10,
                 wait_timeout: wait,
+                tiers: Vec::new(),
             },
         ))
         .await

@@ -179,6 +179,44 @@ fn problems_in_later_documents_should_carry_file_line_numbers() {
 }
 
 #[test]
+fn a_bad_declared_tier_should_be_rejected_with_its_position_and_path() {
+    let text = "\
+apiVersion: hearth/v1
+kind: SlotPool
+metadata:
+  name: ci
+spec:
+  slots: 1
+  portBase: 20000
+  tiers: [install, install, Up_grade]
+---
+apiVersion: hearth/v1
+kind: Recipe
+metadata:
+  name: webapp
+spec:
+  path: /srv/recipes/webapp
+  tiers:
+    - install
+    - \"no space\"
+";
+    let l = lines(text);
+    assert_eq!(l.len(), 3, "{l:?}");
+    assert!(
+        l[0].starts_with("state.yml:8:20: SlotPool/ci: spec.tiers[1]: duplicate tier"),
+        "{l:?}"
+    );
+    assert!(
+        l[1].starts_with("state.yml:8:29: SlotPool/ci: spec.tiers[2]: "),
+        "{l:?}"
+    );
+    assert!(
+        l[2].starts_with("state.yml:18:7: Recipe/webapp: spec.tiers[1]: "),
+        "{l:?}"
+    );
+}
+
+#[test]
 fn a_wrongly_typed_value_should_be_rejected_with_its_path() {
     let text = "apiVersion: hearth/v1\nkind: SlotPool\nmetadata:\n  name: ci\nspec:\n  slots: many\n  portBase: 20000\n";
     let (shown, found) = problems(text);

@@ -193,6 +193,8 @@ async fn bed_on(sim: SimSwarm, slots: u32, metrics: Option<metrics::Metrics>) ->
                 port_base: 20000,
                 ports_per_slot: 10,
                 wait_timeout: Duration::from_secs(3600),
+                // Declared, so the cardinality test sees them as `tier` label values.
+                tiers: vec!["install".into(), "upgrade".into(), "custom-sso".into()],
             },
         ))
         .await
