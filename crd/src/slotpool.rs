@@ -341,7 +341,10 @@ mod tests {
         p.spec.tiers = vec!["install".into(), "upgrade".into()];
         p.validate().unwrap();
         let json = serde_json::to_value(&p).unwrap();
-        assert_eq!(json["spec"]["tiers"], serde_json::json!(["install", "upgrade"]));
+        assert_eq!(
+            json["spec"]["tiers"],
+            serde_json::json!(["install", "upgrade"])
+        );
     }
 
     #[test]

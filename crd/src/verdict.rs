@@ -63,10 +63,7 @@ pub fn check_tier_names(errs: &mut ValidationErrors, path: &str, tiers: &[String
     if tiers.len() > MAX_DECLARED_TIERS {
         errs.push(
             path,
-            format!(
-                "at most {MAX_DECLARED_TIERS} tiers (got {})",
-                tiers.len()
-            ),
+            format!("at most {MAX_DECLARED_TIERS} tiers (got {})", tiers.len()),
         );
     }
     for (i, t) in tiers.iter().enumerate() {

@@ -473,10 +473,12 @@ impl Runs {
         );
         run.validate()
             .map_err(|e| Error::RequestRejected(e.to_string()))?;
-        if let Some(declared) =
-            tiers::Declared::of(&self.store, &req.recipe, req.pool.as_deref())?
+        if let Some(declared) = tiers::Declared::of(&self.store, &req.recipe, req.pool.as_deref())?
         {
-            declared.check("requiredTiers", req.required_tiers.iter().map(String::as_str))?;
+            declared.check(
+                "requiredTiers",
+                req.required_tiers.iter().map(String::as_str),
+            )?;
         }
         let stack = run.stack_name()?;
         run.status.stack_name = Some(stack.to_string());
