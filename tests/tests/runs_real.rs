@@ -100,6 +100,7 @@ async fn bed(test: &str) -> Option<Bed> {
                 port_base: 21000,
                 ports_per_slot: 10,
                 wait_timeout: Duration::from_secs(300),
+                tiers: Vec::new(),
             },
         ))
         .await
