@@ -25,3 +25,4 @@ pub mod statefile;
 pub mod swarm;
 pub mod sweeper;
 pub mod warmapp;
+pub mod yaml;

@@ -20,7 +20,6 @@ use std::collections::BTreeSet;
 use super::image;
 use super::schema::join;
 use super::units;
-use super::yaml::{Loc, Node, V};
 use super::{Ctx, Error, Warning};
 use crate::swarm::spec::{
     self, BindOptions, ConfigReference, ConfigSpec, ContainerSpec, CredentialSpec,
@@ -31,6 +30,7 @@ use crate::swarm::spec::{
     RestartPolicy, SecretReference, SecretSpec, ServiceMode, ServiceSpec, Spread, StackSpec,
     TaskSpec, TmpfsOptions, Ulimit, UpdateConfig, UpdateOrder, VolumeOptions, VolumeSpec,
 };
+use crate::yaml::{Loc, Node, V};
 
 pub use crate::swarm::labels::{IMAGE as LABEL_IMAGE, NAMESPACE as LABEL_NAMESPACE};
 

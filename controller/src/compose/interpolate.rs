@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use super::yaml::{Node, V};
+use crate::yaml::{Node, V};
 
 /// A failed interpolation: the message, and whether it was a syntax error (vs a required var).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,7 +281,7 @@ fn cast_value(s: &str, cast: Cast) -> Option<V> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::compose::yaml::parse;
+    use crate::compose::read::parse;
 
     fn env() -> BTreeMap<String, String> {
         BTreeMap::from([

@@ -14,7 +14,7 @@
 //! - `command`/`entrypoint` are replaced when the later one is non-empty.
 //! - Top-level networks, volumes, secrets and configs are replaced whole, by name.
 
-use super::yaml::{Key, Node, V};
+use crate::yaml::{Key, Node, V};
 
 /// Merges `over` into `base` (both whole normalised files).
 pub(crate) fn merge(mut base: Node, over: Node) -> Node {
@@ -56,7 +56,7 @@ pub(crate) fn merge(mut base: Node, over: Node) -> Node {
 }
 
 /// The mapping under `k`, created (or replaced, if it is not a mapping) when needed.
-fn section_mut<'a>(node: &'a mut Node, k: &Key, at: super::yaml::Loc) -> Option<&'a mut Node> {
+fn section_mut<'a>(node: &'a mut Node, k: &Key, at: crate::yaml::Loc) -> Option<&'a mut Node> {
     if node.get(&k.name).is_none_or(|n| !matches!(n.v, V::Map(_))) {
         node.set(k.clone(), Node::new(V::Map(Vec::new()), at));
     }
@@ -321,7 +321,7 @@ fn merge_networks(base: Node, over: Node) -> Node {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::compose::yaml::parse;
+    use crate::compose::read::parse;
 
     fn svc(merged: &Node) -> &Node {
         merged.get("services").unwrap().get("w").unwrap()

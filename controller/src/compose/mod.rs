@@ -1,7 +1,7 @@
 //! Compose files → swarm stack specs, as `docker stack deploy -c a.yml -c b.yml NAME` reads them.
 //!
 //! The pipeline follows docker/cli's `cli/compose` packages step by step, per file:
-//! parse (`yaml`, located values) → interpolate (`interpolate`) → validate (`schema`) →
+//! parse (`read`, into the located tree of [`crate::yaml`]) → interpolate (`interpolate`) → validate (`schema`) →
 //! normalise (short syntaxes to long ones, `env_file` and bind paths resolved); then the files
 //! are merged in order (`merge`) and converted to Engine API specs (`convert`).
 //!
@@ -47,9 +47,9 @@ mod image;
 mod interpolate;
 mod merge;
 mod normalize;
+mod read;
 mod schema;
 mod units;
-mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -259,13 +259,13 @@ pub fn translate(sources: &[Source], options: &Options<'_>) -> Result<Translatio
     };
     let mut warnings = Vec::new();
     let mut version: Option<(String, Position)> = None;
-    let mut merged: Option<yaml::Node> = None;
+    let mut merged: Option<crate::yaml::Node> = None;
     for (index, source) in sources.iter().enumerate() {
-        let mut root = yaml::parse(&source.text, index).map_err(|e| Error::YamlRejected {
+        let mut root = read::parse(&source.text, index).map_err(|e| Error::YamlRejected {
             at: Position {
                 file: source.name.clone(),
-                line: e.line,
-                column: e.col,
+                line: e.at.line,
+                column: e.at.col,
                 path: String::new(),
             },
             message: e.message,
@@ -390,7 +390,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    pub(crate) fn pos(&self, at: yaml::Loc, path: &str) -> Position {
+    pub(crate) fn pos(&self, at: crate::yaml::Loc, path: &str) -> Position {
         Position {
             file: self.names.get(at.file).cloned().unwrap_or_default(),
             line: at.line,
@@ -399,7 +399,12 @@ impl Ctx<'_> {
         }
     }
 
-    pub(crate) fn value_err(&self, at: yaml::Loc, path: &str, message: impl Into<String>) -> Error {
+    pub(crate) fn value_err(
+        &self,
+        at: crate::yaml::Loc,
+        path: &str,
+        message: impl Into<String>,
+    ) -> Error {
         Error::ValueRejected {
             at: self.pos(at, path),
             message: message.into(),
@@ -420,7 +425,7 @@ impl Ctx<'_> {
 
     pub(crate) fn read_file(
         &self,
-        at: yaml::Loc,
+        at: crate::yaml::Loc,
         path_key: &str,
         file: &Path,
     ) -> Result<Vec<u8>, Error> {
@@ -483,13 +488,13 @@ fn check_stack_name(name: &str) -> Result<(), Error> {
 /// The newest compose file version docker 28.2 knows (`3.13`).
 const LATEST_MINOR: u8 = 13;
 
-fn check_version(ctx: &Ctx<'_>, root: &yaml::Node) -> Result<(String, Position), Error> {
+fn check_version(ctx: &Ctx<'_>, root: &crate::yaml::Node) -> Result<(String, Position), Error> {
     const LATEST: &str = "3.13";
     let Some(node) = root.get("version") else {
         return Ok((LATEST.into(), ctx.pos(root.at, "version")));
     };
     let at = ctx.pos(node.at, "version");
-    let yaml::V::Str(v) = &node.v else {
+    let crate::yaml::V::Str(v) = &node.v else {
         return Err(Error::TypeMismatched {
             at,
             message: format!("must be a string, not {}", node.kind()),

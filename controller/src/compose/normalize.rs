@@ -6,8 +6,8 @@ use std::path::{Component, Path, PathBuf};
 
 use super::schema::join;
 use super::units;
-use super::yaml::{Key, Loc, Node, V};
 use super::{Ctx, Error, Warning, WarningKind};
+use crate::yaml::{Key, Loc, Node, V};
 
 fn key(name: &str, at: Loc) -> Key {
     Key {

@@ -5,7 +5,7 @@
 //! problem with its file:line:col and key path. Unlike docker's JSON schema, every object here
 //! rejects unknown keys (docker lets a few, such as secret references, through unchecked).
 
-use super::yaml::{Node, V};
+use crate::yaml::{Node, V};
 
 /// The expected type of a value.
 #[derive(Debug)]
@@ -478,7 +478,7 @@ pub(crate) const TOP: T = T::Obj(
 /// A schema violation.
 #[derive(Debug, Clone)]
 pub(crate) struct Violation {
-    pub at: super::yaml::Loc,
+    pub at: crate::yaml::Loc,
     pub path: String,
     pub kind: ViolationKind,
 }
@@ -501,7 +501,7 @@ pub(crate) enum ViolationKind {
 /// A key that is accepted but not translated.
 #[derive(Debug, Clone)]
 pub(crate) struct Notice {
-    pub at: super::yaml::Loc,
+    pub at: crate::yaml::Loc,
     pub path: String,
     pub use_: Use,
 }
@@ -725,7 +725,7 @@ pub(crate) fn join(path: &str, key: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::compose::yaml::parse;
+    use crate::compose::read::parse;
 
     fn check(text: &str) -> Result<Vec<Notice>, Violation> {
         let n = parse(text, 0).unwrap();

@@ -10,8 +10,8 @@ use state::history::{reason, NewEntry, ObjectRef};
 use state::{Store, Transaction};
 
 use super::diff::{diff, Diff, Op};
-use super::located::Pos;
 use super::{load, DesiredSet, Error, Problem};
+use crate::yaml::Loc;
 
 /// History reason of an applied state file.
 pub const APPLIED: &str = "Applied";
@@ -301,7 +301,7 @@ fn check_result(set: &DesiredSet, plan: &Diff) -> Result<(), Error> {
                         "with the objects kept in the store"
                     };
                     Problem::at(
-                        Pos::default(),
+                        Loc::default(),
                         Some(format!("{}/{} ({origin})", p.kind, p.name)),
                         p.path,
                         format!(

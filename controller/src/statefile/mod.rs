@@ -15,7 +15,6 @@
 
 mod apply;
 mod diff;
-pub mod located;
 pub mod watch;
 
 #[cfg(test)]
@@ -33,7 +32,7 @@ use serde::de::DeserializeOwned;
 pub use apply::{apply, apply_file, record_rejection, ApplyOptions, APPLIED, VERSION_DECLARED};
 pub use diff::{diff, Diff, DiffEntry, Op};
 
-use located::{Node, Pos};
+use crate::yaml::{self, Keys, Loc, Node};
 
 /// Largest state file accepted, in bytes.
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;
@@ -74,14 +73,14 @@ pub struct Problem {
 
 impl Problem {
     fn at(
-        pos: Pos,
+        pos: Loc,
         resource: Option<String>,
         path: impl Into<String>,
         message: impl Into<String>,
     ) -> Problem {
         Problem {
             line: pos.line,
-            column: pos.column,
+            column: pos.col,
             resource,
             path: path.into(),
             message: message.into(),
@@ -170,7 +169,7 @@ pub fn load(path: &Path, base: Option<&BaseDomain>) -> Result<DesiredSet, Error>
         Err(e) => Err(Error::FileRejected {
             file: name,
             problems: vec![Problem::at(
-                Pos::default(),
+                Loc::default(),
                 None,
                 "",
                 format!("not UTF-8: {}", e.utf8_error()),
@@ -191,7 +190,11 @@ pub fn parse(name: &str, text: &str, base: Option<&BaseDomain>) -> Result<Desire
     };
     if text.len() > MAX_FILE_BYTES {
         return Err(reject(vec![Problem::at(
-            Pos { line: 1, column: 1 },
+            Loc {
+                file: 0,
+                line: 1,
+                col: 1,
+            },
             None,
             "",
             format!(
@@ -203,7 +206,11 @@ pub fn parse(name: &str, text: &str, base: Option<&BaseDomain>) -> Result<Desire
     let documents = split_documents(text);
     if documents.len() > MAX_DOCUMENTS {
         return Err(reject(vec![Problem::at(
-            Pos { line: 1, column: 1 },
+            Loc {
+                file: 0,
+                line: 1,
+                col: 1,
+            },
             None,
             "",
             format!("more than {MAX_DOCUMENTS} documents"),
@@ -307,19 +314,20 @@ fn split_documents(text: &str) -> Vec<Document> {
 
 /// Reads one document; records its problems and returns the resource when it has none.
 fn read_document(doc: &Document, problems: &mut Vec<Problem>) -> Option<(AnyResource, Node)> {
-    let doc_start = Pos {
+    let doc_start = Loc {
+        file: 0,
         line: doc.first_line,
-        column: 1,
+        col: 1,
     };
     let before = problems.len();
-    let tree = match located::parse(&doc.text, options()) {
+    let tree = match yaml::parse(&doc.text, options(), 0, Keys::Scalars) {
         Ok(tree) => tree,
         Err(e) => {
             problems.push(Problem::at(e.at, None, "", e.message));
             return None;
         }
     };
-    if !matches!(tree.value, located::Value::Map(_)) {
+    if !tree.is_map() {
         problems.push(Problem::at(
             tree.at,
             None,
@@ -328,11 +336,7 @@ fn read_document(doc: &Document, problems: &mut Vec<Problem>) -> Option<(AnyReso
         ));
         return None;
     }
-    let scalar = |key: &str| {
-        tree.get(key)
-            .and_then(|(_, n)| n.as_str())
-            .map(str::to_string)
-    };
+    let scalar = |key: &str| tree.get(key).and_then(Node::scalar_string);
     let type_meta = TypeMeta {
         api_version: scalar("apiVersion"),
         kind: scalar("kind"),
@@ -352,8 +356,8 @@ fn read_document(doc: &Document, problems: &mut Vec<Problem>) -> Option<(AnyReso
     };
     let name = tree
         .get("metadata")
-        .and_then(|(_, m)| m.get("name"))
-        .and_then(|(_, n)| n.as_str())
+        .and_then(|m| m.get("name"))
+        .and_then(Node::scalar_string)
         .map(|n| format!("{kind}/{n}"));
     if !OPERATOR_KINDS.contains(&kind) {
         problems.push(Problem::at(
@@ -366,19 +370,19 @@ fn read_document(doc: &Document, problems: &mut Vec<Problem>) -> Option<(AnyReso
         ));
         return None;
     }
-    if let Some((at, _)) = tree.get("status") {
+    if let Some((key, _)) = tree.entry("status") {
         problems.push(Problem::at(
-            at,
+            key.at,
             name.clone(),
             "status",
             "is written by hearth; remove it",
         ));
     }
-    if let Some((_, meta)) = tree.get("metadata") {
+    if let Some(meta) = tree.get("metadata") {
         for field in ["generation", "resourceVersion", "creationTimestampMs"] {
-            if let Some((at, _)) = meta.get(field) {
+            if let Some((key, _)) = meta.entry(field) {
                 problems.push(Problem::at(
-                    at,
+                    key.at,
                     name.clone(),
                     format!("metadata.{field}"),
                     "is assigned by the store; remove it",
@@ -419,13 +423,13 @@ fn read_document(doc: &Document, problems: &mut Vec<Problem>) -> Option<(AnyReso
 /// Deserialises the document as `R`, locating a failure by position and field path.
 fn typed<R: DeserializeOwned>(doc: &Document, tree: &Node) -> Result<R, Problem> {
     serde_saphyr::from_str_with_options::<R>(&doc.text, options()).map_err(|e| {
-        let pos = located::error_pos(&e);
-        let message = located::error_message(&e);
+        let pos = yaml::error_loc(&e, 0);
+        let message = yaml::error_message(&e);
         let mut path = tree.path_at(pos);
         // serde reports a missing field at the mapping that lacks it, which starts where its
         // first key does: name the mapping, not that key.
         if message.starts_with("missing field") {
-            path = located::parent(&path).to_string();
+            path = yaml::parent(&path).to_string();
         }
         Problem::at(pos, None, path, message)
     })
