@@ -66,6 +66,12 @@ const MAX_TXN_OPS: usize = 128;
 const MAX_TXN_BYTES: usize = 1024 * 1024;
 /// How long one etcd request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a TCP (and TLS) connect to one member may take: members are on the local network,
+/// so a connect that takes longer means the member is gone (stopped node, partition).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one step of a campaign (read the key; grant a lease and take the key) may take on
+/// one member before the campaign moves on to the next member.
+const CAMPAIGN_STEP_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long a same-process holder that is still closing may keep the key when we reopen.
 const SAME_PROCESS_GRACE: Duration = Duration::from_secs(5);
 
@@ -603,7 +609,9 @@ async fn run(
     keeper.abort();
     // Closing: give the key up at once so the next holder need not wait for the lease.
     let mut client = client;
-    let _ = tokio::time::timeout(REQUEST_TIMEOUT, client.lease_revoke(tenure.lease)).await;
+    if let Ok(client) = client.client().await {
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, client.lease_revoke(tenure.lease)).await;
+    }
 }
 
 /// Called with the current holder whenever a waiting campaign sees it change.
@@ -615,29 +623,28 @@ async fn open(
     config: &Config,
     wait: bool,
     observe: &Observer,
-) -> Result<(Client, Tenure, MemoryEngine, Instant), Error> {
+) -> Result<(Members, Tenure, MemoryEngine, Instant), Error> {
     let fail = |op: &'static str| {
         let config = config.clone();
         move |e: etcd_client::Error| operation_failed(&config, op, e.to_string())
     };
-    let options = connect_options(config)?;
+    let mut members = Members::new(config)?;
     let started = Instant::now();
-    let mut client = loop {
-        match Client::connect(&config.endpoints, Some(options.clone())).await {
-            Ok(c) => break c,
-            Err(e) if wait => {
-                tracing::warn!(location = config.location(), error = %e, "etcd unreachable; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => return Err(fail("connect")(e)),
-        }
-    };
     let holder = Holder::this_process(config.api.clone());
     let holder_json = serde_json::to_vec(&holder).unwrap_or_default();
     let ttl = i64::try_from(config.lease_ttl.as_secs().max(1)).unwrap_or(i64::MAX);
     let key = config.holder_key();
     let mut seen: Option<Option<Holder>> = None;
     let (tenure, granted_at) = loop {
+        let client = match members.client().await {
+            Ok(c) => c,
+            Err(e) if wait => {
+                members.next(config, &e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => return Err(fail("connect")(e)),
+        };
         let attempt = async {
             if wait {
                 // Waiting: only ask for a lease once the key is gone.
@@ -687,12 +694,22 @@ async fn open(
                 });
             Ok(Err(current))
         };
-        let current = match attempt.await {
+        // A step that fails or hangs (a stopped or cut-off member: connect timeouts, or a
+        // member without an etcd leader) moves the campaign to the next member at once, so a
+        // takeover waits for the lease, not for one timeout per request on a dead member.
+        let attempt = match tokio::time::timeout(CAMPAIGN_STEP_TIMEOUT, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(etcd_client::Error::IoError(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {CAMPAIGN_STEP_TIMEOUT:?}"),
+            ))),
+        };
+        let current = match attempt {
             Ok(Ok(won)) => break won,
             Ok(Err(current)) => current,
             Err(e) if wait => {
-                tracing::warn!(location = config.location(), error = %e, "campaign: etcd failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                members.next(config, &e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
             Err(e) => return Err(fail("take the holder key")(e)),
@@ -713,23 +730,25 @@ async fn open(
         }
         tokio::time::sleep(Duration::from_millis(if wait { 200 } else { 20 })).await;
     };
-    let mirror = MemoryEngine::new();
-    for space in Keyspace::ALL {
-        load(&mut client, config, space, &mirror).await?;
-    }
+    // Loaded from the member that just answered (it is up and has an etcd leader); a member
+    // failing meanwhile moves the load to the next one.
+    let mirror = load_all(&mut members, config).await?;
     tracing::info!(
         location = config.location(),
         revision = tenure.revision,
         "etcd store opened; this process holds it"
     );
-    Ok((client, tenure, mirror, granted_at))
+    Ok((members, tenure, mirror, granted_at))
 }
 
 fn connect_options(config: &Config) -> Result<ConnectOptions, Error> {
+    // require_leader: a member cut off from its peers answers "no leader" at once instead of
+    // holding the request until it times out.
     let mut options = ConnectOptions::new()
-        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT)
-        .with_keep_alive(Duration::from_secs(2), REQUEST_TIMEOUT);
+        .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+        .with_require_leader(true);
     if let (Some(user), Some(password)) = (&config.user, &config.password) {
         options = options.with_user(user.clone(), password.clone());
     }
@@ -762,6 +781,94 @@ fn connect_options(config: &Config) -> Result<ConnectOptions, Error> {
         options = options.with_tls(tls);
     }
     Ok(options)
+}
+
+/// One client per etcd member, used one at a time.
+///
+/// etcd-client's own client balances every request over all endpoints, so after a member
+/// stopped or was cut off, requests kept going to it and each waited out a timeout (3 s
+/// connect timeouts, seen in the standbys' logs of the failover benchmark). Here a request
+/// that fails (or a caller's step that times out) moves to the next member with
+/// [`Members::next`], and the next requests stay on the member that answers.
+#[derive(Clone)]
+struct Members {
+    endpoints: Vec<String>,
+    options: ConnectOptions,
+    clients: Vec<Option<Client>>,
+    at: usize,
+}
+
+impl Members {
+    fn new(config: &Config) -> Result<Self, Error> {
+        if config.endpoints.is_empty() {
+            return Err(operation_failed(
+                config,
+                "connect",
+                "no etcd endpoint".into(),
+            ));
+        }
+        Ok(Self {
+            endpoints: config.endpoints.clone(),
+            options: connect_options(config)?,
+            clients: vec![None; config.endpoints.len()],
+            at: 0,
+        })
+    }
+
+    /// The current member's client, connected on first use.
+    async fn client(&mut self) -> Result<&mut Client, etcd_client::Error> {
+        let at = self.at % self.clients.len().max(1);
+        let slot = self
+            .clients
+            .get_mut(at)
+            .ok_or_else(|| etcd_client::Error::InvalidArgs("no etcd endpoint".into()))?;
+        if slot.is_none() {
+            let endpoint = [self.endpoints[at].as_str()];
+            *slot = Some(Client::connect(endpoint, Some(self.options.clone())).await?);
+        }
+        slot.as_mut()
+            .ok_or_else(|| etcd_client::Error::InvalidArgs("no etcd endpoint".into()))
+    }
+
+    /// The current member failed: use the next one from now on.
+    fn next(&mut self, config: &Config, error: &dyn std::fmt::Display) {
+        let from = self.endpoints.get(self.at).cloned().unwrap_or_default();
+        self.at = (self.at + 1) % self.endpoints.len().max(1);
+        tracing::warn!(
+            location = config.location(),
+            member = %from,
+            next = %self.endpoints.get(self.at).map_or("", String::as_str),
+            %error,
+            "etcd member failed; using the next one"
+        );
+    }
+}
+
+/// Reads every keyspace into a new mirror; a member failing moves the load to the next one
+/// (each member tried once).
+async fn load_all(members: &mut Members, config: &Config) -> Result<MemoryEngine, Error> {
+    let mut tries = members.endpoints.len();
+    loop {
+        let attempt = async {
+            let client = members
+                .client()
+                .await
+                .map_err(|e| operation_failed(config, "connect", e.to_string()))?;
+            let mirror = MemoryEngine::new();
+            for space in Keyspace::ALL {
+                load(client, config, space, &mirror).await?;
+            }
+            Ok::<_, Error>(mirror)
+        };
+        match attempt.await {
+            Ok(mirror) => return Ok(mirror),
+            Err(e) if tries > 1 => {
+                tries -= 1;
+                members.next(config, &e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Reads one keyspace into the mirror, a page at a time.
@@ -817,7 +924,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 /// Sends queued batches in order, merging what queued meanwhile, until closed.
 async fn write_loop(
-    mut client: Client,
+    mut client: Members,
     config: &Config,
     tenure: &Tenure,
     mut queue: mpsc::UnboundedReceiver<Command>,
@@ -906,7 +1013,7 @@ fn entry_bytes((k, v): (&Vec<u8>, &Option<Vec<u8>>)) -> usize {
 /// One fenced transaction; transport errors are retried for up to a lease period (the
 /// writes are idempotent: the same final values under the same fence).
 async fn commit(
-    client: &mut Client,
+    members: &mut Members,
     config: &Config,
     fence: Compare,
     ops: Vec<TxnOp>,
@@ -915,7 +1022,11 @@ async fn commit(
     let mut delay = Duration::from_millis(50);
     loop {
         let txn = Txn::new().when(vec![fence.clone()]).and_then(ops.clone());
-        match client.txn(txn).await {
+        let result = match members.client().await {
+            Ok(client) => client.txn(txn).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(r) if r.succeeded() => return Ok(()),
             Ok(_) => {
                 return Err(format!(
@@ -925,6 +1036,7 @@ async fn commit(
             }
             Err(e) if started.elapsed() < config.lease_ttl && retryable(&e) => {
                 tracing::warn!(location = config.location(), error = %e, "etcd write failed; retrying");
+                members.next(config, &e);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_millis(500));
             }
@@ -952,7 +1064,7 @@ fn retryable(e: &etcd_client::Error) -> bool {
 /// succeeded, so it has stopped (and its owner was told) at least `ttl / 2` before any other
 /// process can take the key. Renewals go out every quarter of the TTL.
 async fn keep_alive(
-    mut client: Client,
+    mut client: Members,
     config: Config,
     lease: i64,
     granted_at: Instant,
@@ -968,8 +1080,12 @@ async fn keep_alive(
         if sent >= give_up_at {
             break format!("the holder lease was not renewed within {:?}", ttl / 2);
         }
+        // One member gets at most a third of the time left, so a renewal stuck on a dead
+        // member moves to the next one while the lease can still be saved.
+        let step_end = (sent + (give_up_at - sent) / 3).max(sent + CONNECT_TIMEOUT);
+        let step_end = step_end.min(give_up_at);
         let attempt = tokio::time::timeout_at(
-            tokio::time::Instant::from_std(give_up_at),
+            tokio::time::Instant::from_std(step_end),
             renew(&mut client, lease, &mut channel),
         )
         .await;
@@ -982,8 +1098,17 @@ async fn keep_alive(
             Ok(Ok(_)) => break "the holder lease expired".to_string(),
             Ok(Err(e)) => {
                 tracing::warn!(location = config.location(), error = %e, "lease renewal failed; retrying");
+                client.next(&config, &e);
                 channel = None;
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) if Instant::now() < give_up_at => {
+                tracing::warn!(
+                    location = config.location(),
+                    "lease renewal timed out; retrying"
+                );
+                client.next(&config, &"lease renewal timed out");
+                channel = None;
             }
             Err(_) => break format!("the holder lease was not renewed within {:?}", ttl / 2),
         }
@@ -996,12 +1121,12 @@ type KeepAliveChannel = (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveSt
 
 /// One renewal; returns the TTL etcd granted (0: the lease is gone).
 async fn renew(
-    client: &mut Client,
+    members: &mut Members,
     lease: i64,
     channel: &mut Option<KeepAliveChannel>,
 ) -> Result<i64, etcd_client::Error> {
     if channel.is_none() {
-        *channel = Some(client.lease_keep_alive(lease).await?);
+        *channel = Some(members.client().await?.lease_keep_alive(lease).await?);
     }
     let Some((keeper, stream)) = channel.as_mut() else {
         return Err(etcd_client::Error::LeaseKeepAliveError("no channel".into()));
