@@ -177,7 +177,7 @@ mod tests {
     fn run(name: &str, phase: RunPhase, residuals: &[&str]) -> Run {
         let spec: RunSpec = serde_json::from_value(serde_json::json!({
             "recipe": "app", "version": "1.0.0",
-            "owner": Owner { pid: 1, process_start_time: 1, host: "h".into(), boot_id: "b".into() },
+            "owner": Owner { kind: crd::OwnerKind::Pid, pid: 1, process_start_time: 1, host: "h".into(), boot_id: "b".into() },
         }))
         .unwrap();
         let mut r = Run::new(name, spec);

@@ -246,6 +246,7 @@ mod tests {
                     version: "1.0.0".into(),
                     git_ref: git_ref.map(Into::into),
                     owner: Owner {
+                        kind: crate::OwnerKind::Pid,
                         pid: 1,
                         process_start_time: 1,
                         host: "h".into(),

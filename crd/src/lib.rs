@@ -32,7 +32,7 @@ pub mod warmapp;
 pub use any::{AnyResource, TypeMeta};
 pub use condition::{Condition, ConditionStatus};
 pub use depprovider::{DepMode, DepProvider, DepProviderPhase, DepProviderSpec, DepProviderStatus};
-pub use owner::Owner;
+pub use owner::{Owner, OwnerKind};
 pub use recipe::{Recipe, RecipeSpec, RecipeStatus};
 pub use resource::{Kind, ObjectMeta, Resource, API_VERSION};
 pub use run::{Run, RunPhase, RunSpec, RunStatus};

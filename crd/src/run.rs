@@ -18,7 +18,7 @@ use crate::names::{self, BaseDomain, StackName};
 use crate::names::{
     MAX_DEP_PROVIDER_NAME_LEN, MAX_RECIPE_NAME_LEN, MAX_RUN_NAME_LEN, MAX_SLOT_POOL_NAME_LEN,
 };
-use crate::owner::Owner;
+use crate::owner::{Owner, OwnerKind};
 use crate::resource::{impl_resource, is_default, validate_envelope, Kind, ObjectMeta};
 use crate::validation::{check_dns_label, check_unique, Validate, ValidationErrors};
 use crate::verdict::{check_tier_name, verdict, TierResult, Verdict};
@@ -294,6 +294,11 @@ impl Validate for Run {
             if l.ttl.is_zero() {
                 errs.push("spec.lease.ttl", "must be greater than zero");
             }
+        } else if s.owner.kind == OwnerKind::Lease {
+            errs.push(
+                "spec.lease",
+                "required when spec.owner.kind is lease (the run lives as long as its heartbeats: give a ttl)",
+            );
         }
         if let Some(p) = &s.slot_pool {
             errs.check("spec.slotPool", check_dns_label(p, MAX_SLOT_POOL_NAME_LEN));
@@ -346,6 +351,7 @@ mod tests {
                 version: "1.2.0+1.29.0".into(),
                 git_ref: Some("9f8e7d6c".into()),
                 owner: Owner {
+                    kind: crate::OwnerKind::Pid,
                     pid: 4242,
                     process_start_time: 987654,
                     host: "ci-1".into(),
@@ -393,6 +399,18 @@ mod tests {
         assert_eq!(json["status"]["phase"], "TeardownFailed");
         assert_eq!(json["status"]["tiers"][0]["result"], "pass");
         assert_eq!(serde_json::from_value::<Run>(json).unwrap(), r);
+    }
+
+    #[test]
+    fn a_lease_owned_run_needs_a_lease() {
+        let mut r = run();
+        r.spec.owner.kind = OwnerKind::Lease;
+        r.spec.lease = None;
+        assert_eq!(paths(&r), ["spec.lease"]);
+        r.spec.lease = Some(LeaseSpec {
+            ttl: Duration::from_secs(30),
+        });
+        assert!(paths(&r).is_empty());
     }
 
     #[test]

@@ -275,6 +275,7 @@ mod tests {
 
     fn owner(pid: u32) -> Owner {
         Owner {
+            kind: crate::OwnerKind::Pid,
             pid,
             process_start_time: 1,
             host: "h".into(),

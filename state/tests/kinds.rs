@@ -58,6 +58,7 @@ fn slot_pool(slots: u32) -> SlotPool {
 
 fn owner(pid: u32) -> Owner {
     Owner {
+        kind: crd::OwnerKind::Pid,
         pid,
         process_start_time: 1,
         host: "h".into(),

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use crd::Owner;
+use crd::{Owner, OwnerKind};
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -207,12 +207,22 @@ pub struct RunStartArgs {
     /// The slot pool.
     #[arg(long)]
     pub pool: Option<String>,
-    /// Lease TTL (e.g. `10m`).
-    #[arg(long)]
+    /// Lease TTL (e.g. `10m`): the run is swept this long after the last heartbeat (required
+    /// with `--owner lease`).
+    #[arg(long, required_if_eq("owner", "lease"))]
     pub ttl: Option<String>,
-    /// The owning process (default: this command's parent, e.g. the CI script).
+    /// The process that starts the run, and (with `--owner pid`) owns it (default: this
+    /// command's parent, e.g. the CI script).
     #[arg(long)]
     pub owner_pid: Option<u32>,
+    /// What the run lives as long as: `pid` (the owning process: `--owner-pid`, else this
+    /// command's parent), `container:ID` (a CI step running as a container on the swarm's
+    /// engine — `container:$HOSTNAME` from inside it; swept within seconds of its exit), or
+    /// `lease` (heartbeats — `hearth run heartbeat RUN` — within `--ttl`; the creating process
+    /// may exit, so later steps and remote runners keep it). Any run is swept once its owner
+    /// is gone or its lease expired, and never while its owner lives.
+    #[arg(long, value_name = "KIND", default_value = "pid", value_parser = parse_owner_kind)]
+    pub owner: OwnerKind,
     /// Deploy the run's stack from the catalogue.
     #[arg(long)]
     pub deploy: bool,
@@ -528,6 +538,21 @@ pub async fn slot(command: &SlotCommand) -> Result<i32, Error> {
     Ok(outcome.exit_code)
 }
 
+/// Parses `--owner`: `pid`, `container:ID` or `lease`.
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_owner_kind(text: &str) -> Result<OwnerKind, String> {
+    match text.split_once(':') {
+        None if text == "pid" => Ok(OwnerKind::Pid),
+        None if text == "lease" => Ok(OwnerKind::Lease),
+        Some(("container", id)) if !id.is_empty() => Ok(OwnerKind::Container(id.to_string())),
+        _ => Err(format!(
+            "{text:?}: expected `pid`, `container:ID` (e.g. `container:$HOSTNAME` inside a CI step container) or `lease` (with --ttl)"
+        )),
+    }
+}
+
 fn owner(pid: Option<u32>) -> Result<Owner, Error> {
     let pid = pid.unwrap_or_else(std::os::unix::process::parent_id);
     crate::liveness::owner_of(pid).map_err(Error::OwnerUnidentified)
@@ -553,7 +578,7 @@ pub async fn run(
                 "deps": a.deps,
                 "pool": a.pool,
                 "ttl": a.ttl,
-                "owner": owner(a.owner_pid)?,
+                "owner": owner(a.owner_pid)?.with_kind(a.owner.clone()),
                 "deploy": a.deploy,
                 "requiredTiers": a.require,
             });
@@ -788,6 +813,41 @@ mod tests {
     }
 
     #[test]
+    fn run_start_takes_an_owner_kind_and_a_lease_owner_needs_a_ttl() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec![
+                "hearth",
+                "run",
+                "start",
+                "--recipe",
+                "r",
+                "--version",
+                "1.0.0",
+            ];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|cli| match cli.command {
+                Command::Run(RunCommand::Start(a)) => a.owner,
+                _ => panic!(),
+            })
+        };
+        assert_eq!(parse(&[]).unwrap(), OwnerKind::Pid);
+        assert_eq!(
+            parse(&["--owner", "container:3f2a9c"]).unwrap(),
+            OwnerKind::Container("3f2a9c".into())
+        );
+        assert_eq!(
+            parse(&["--owner", "lease", "--ttl", "2m"]).unwrap(),
+            OwnerKind::Lease
+        );
+        let err = parse(&["--owner", "lease"]).unwrap_err().to_string();
+        assert!(err.contains("--ttl"), "{err}");
+        for bad in ["container:", "container", "docker:x", "Pid"] {
+            let err = parse(&["--owner", bad]).unwrap_err().to_string();
+            assert!(err.contains("container:ID"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn slot_exec_takes_the_command_after_a_double_dash() {
         let cli = Cli::try_parse_from([
             "hearth", "slot", "exec", "--pool", "p", "--", "sh", "-c", "x",
@@ -804,6 +864,7 @@ mod tests {
         SlotRequest {
             pool: "ci".into(),
             owner: Owner {
+                kind: crd::OwnerKind::Pid,
                 pid: 1,
                 process_start_time: 1,
                 host: "h".into(),

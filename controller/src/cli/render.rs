@@ -387,10 +387,7 @@ pub fn describe_run(run: &Run, history: &[Entry], now_ms: u64) -> String {
     p.field("Version", &run.spec.version);
     p.field("Ref", or_dash(run.spec.git_ref.as_deref()));
     p.field("Phase", format!("{:?}", run.status.phase));
-    p.field(
-        "Owner",
-        format!("pid {} on {}", run.spec.owner.pid, run.spec.owner.host),
-    );
+    p.field("Owner", run.spec.owner.to_string());
     p.field(
         "Lease",
         run.spec

@@ -177,7 +177,10 @@ fn history_tone(reason: &str) -> Tone {
 
 /// `pid 4242 @ ci-1`.
 fn owner_text(owner: &Owner) -> String {
-    format!("pid {} @ {}", owner.pid, owner.host)
+    match owner.kind {
+        crd::OwnerKind::Pid => format!("pid {} @ {}", owner.pid, owner.host),
+        _ => owner.to_string(),
+    }
 }
 
 fn section(title: &str, count: usize, class: &str, body: &str) -> String {

@@ -1,9 +1,15 @@
-//! Owner liveness: who this process is, and whether a recorded owner process is still alive.
+//! Owner liveness: who this process is, and whether a recorded owner (a process, a container, or a lease alone) is still alive.
 //!
-//! This is the only module that reads `/proc`. An [`Owner`] is alive only if a process with
-//! its PID exists on this host, in this boot, with the same start time (`/proc/<pid>/stat`
-//! field 22), so a PID reused by another process is never taken for the owner. A zombie
-//! (killed but not yet reaped by its parent) counts as dead: it runs no code any more.
+//! Each [`OwnerKind`] is judged its own way ([`Owners`] dispatches):
+//! - `pid`: this is the only module that reads `/proc`. The owner is alive only if a process
+//!   with its PID exists on this host, in this boot, with the same start time
+//!   (`/proc/<pid>/stat` field 22), so a PID reused by another process is never taken for the
+//!   owner. A zombie (killed but not yet reaped by its parent) counts as dead: it runs no code
+//!   any more.
+//! - `container:ID`: alive while that container runs on the swarm's engine, as Docker events
+//!   and inspections tell ([`containers`]).
+//! - `lease`: always [`Liveness::Unknown`]: only the lease's expiry ends such a run, so its
+//!   creating process may exit and later steps keep it alive with heartbeats.
 //!
 //! # Promptness
 //! Death is detected by polling (the slot reclaimer and the sweeper check owners every
@@ -12,10 +18,15 @@
 //! nothing measurable. Owners on other hosts (or an earlier boot) are [`Liveness::Unknown`]:
 //! only their lease expiry tells.
 
+pub mod containers;
+
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crd::Owner;
+use crd::{Owner, OwnerKind};
+
+pub use containers::{ContainerWatch, WatchWorker};
 
 /// Whether an owner process is alive, as seen from this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,6 +170,7 @@ pub fn owner_of(pid: u32) -> Result<Owner> {
         source: io::Error::new(io::ErrorKind::NotFound, "no such process"),
     })?;
     Ok(Owner {
+        kind: crd::OwnerKind::Pid,
         pid,
         process_start_time: stat.start_time,
         host: host.host,
@@ -214,7 +226,11 @@ impl ProcLiveness {
 }
 
 impl Checker for ProcLiveness {
+    /// `pid` owners from `/proc`; other kinds are [`Liveness::Unknown`] here (see [`Owners`]).
     fn check(&self, owner: &Owner) -> Liveness {
+        if owner.kind != OwnerKind::Pid {
+            return Liveness::Unknown;
+        }
         if !owner.same_machine_boot(&self.host.host, &self.host.boot_id) {
             return Liveness::Unknown;
         }
@@ -228,10 +244,74 @@ impl Checker for ProcLiveness {
     }
 }
 
+/// The daemon's checker: every owner kind, each judged its own way.
+#[derive(Debug, Clone)]
+pub struct Owners {
+    processes: ProcLiveness,
+    containers: Arc<ContainerWatch>,
+}
+
+impl Owners {
+    /// Judges `pid` owners with `processes` and container owners by `containers` (kept
+    /// current by a [`WatchWorker`]).
+    pub fn new(processes: ProcLiveness, containers: Arc<ContainerWatch>) -> Owners {
+        Owners {
+            processes,
+            containers,
+        }
+    }
+}
+
+impl Checker for Owners {
+    fn check(&self, owner: &Owner) -> Liveness {
+        // exhaustive on purpose: a new owner kind must decide
+        match &owner.kind {
+            OwnerKind::Pid => self.processes.check(owner),
+            OwnerKind::Container(id) => self.containers.check(id),
+            // Only the lease's expiry tells (the sweeper and the slot reclaimer check it).
+            OwnerKind::Lease => Liveness::Unknown,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[tokio::test]
+    async fn each_owner_kind_is_judged_its_own_way() {
+        let watch = ContainerWatch::new();
+        let owners = Owners::new(ProcLiveness::new().unwrap(), watch.clone());
+        let me = current_owner().unwrap();
+        assert_eq!(owners.check(&me), Liveness::Alive);
+        // A lease owner created by a process that is gone is still not dead: only expiry tells.
+        let mut gone = me.clone().with_kind(OwnerKind::Lease);
+        gone.process_start_time += 1;
+        assert_eq!(owners.check(&gone), Liveness::Unknown);
+        gone.kind = OwnerKind::Pid;
+        assert_eq!(owners.check(&gone), Liveness::Dead);
+        // A container owner is judged by the container, not the creating process.
+        let step = gone
+            .clone()
+            .with_kind(OwnerKind::Container("c0ffee".into()));
+        assert_eq!(owners.check(&step), Liveness::Unknown);
+        watch.record(
+            "c0ffee",
+            containers::Seen::Running {
+                id: "c0ffee00".into(),
+                name: "step".into(),
+            },
+        );
+        assert_eq!(owners.check(&step), Liveness::Alive);
+        // The process checker alone cannot tell containers or leases.
+        let processes = ProcLiveness::new().unwrap();
+        assert_eq!(processes.check(&step), Liveness::Unknown);
+        assert_eq!(
+            processes.check(&me.clone().with_kind(OwnerKind::Lease)),
+            Liveness::Unknown
+        );
+    }
 
     #[test]
     fn the_current_process_is_alive() {
@@ -317,6 +397,7 @@ mod tests {
             boot_id: "b".into(),
         };
         let owner = Owner {
+            kind: crd::OwnerKind::Pid,
             pid: 7,
             process_start_time: 100,
             host: "h".into(),

@@ -31,17 +31,18 @@ use std::time::Duration;
 use crd::names::{self, labels as keys, BaseDomain, StackRole};
 use crd::run::{DepBinding, LeaseSpec, SlotAssignment};
 use crd::{
-    DepProvider, DepProviderSpec, Kind, Owner, Run, RunPhase, RunSpec, TierOutcome, TierResult,
-    Validate, WarmApp, WarmAppPhase,
+    DepProvider, DepProviderSpec, Kind, Owner, OwnerKind, Run, RunPhase, RunSpec, TierOutcome,
+    TierResult, Validate, WarmApp, WarmAppPhase,
 };
 use metrics::Metrics;
 use state::history::{reason, NewEntry, ObjectRef};
 use state::{Clock, Store, CONFLICT_ATTEMPTS};
 
 use crate::catalogue::{Catalogue, RenderRequest};
+use crate::errors::chain;
 use crate::slots::{SlotRequest, Slots};
 use crate::stack::{self, ApplyOptions, Depth, TeardownOptions};
-use crate::swarm::{Labels, Swarm};
+use crate::swarm::{ContainerState, Labels, Swarm};
 
 pub use decide::{parse_tier, phase_after_teardown, teardown_order, Started};
 
@@ -446,6 +447,42 @@ impl Runs {
         })
     }
 
+    /// The owner as recorded: a `container:REF` owner must name a container that runs on the
+    /// swarm's engine now, and is recorded by its full ID (what Docker's events name).
+    ///
+    /// # Errors
+    /// [`Error::RequestRejected`] when the container does not exist or does not run, or the
+    /// engine could not tell.
+    async fn resolve_owner(&self, owner: &Owner) -> Result<Owner> {
+        let OwnerKind::Container(reference) = &owner.kind else {
+            return Ok(owner.clone());
+        };
+        let mut errs = crd::ValidationErrors::default();
+        owner.validate_into(&mut errs, "spec.owner");
+        if !errs.is_empty() {
+            return Err(Error::RequestRejected(errs.to_string()));
+        }
+        let rejected =
+            |why: String| Error::RequestRejected(format!("spec.owner.kind.container: {why}"));
+        let found = self
+            .swarm
+            .inspect_container(reference)
+            .await
+            .map_err(|e| match e {
+                e if e.is_not_found() => rejected(format!(
+                    "no container {reference:?} on the swarm's engine (a container owner must run on the engine hearth manages)"
+                )),
+                e => rejected(format!("cannot inspect container {reference:?}: {}", chain(&e))),
+            })?;
+        if found.state != ContainerState::Running {
+            return Err(rejected(format!(
+                "container {reference:?} is not running (state {:?})",
+                found.state
+            )));
+        }
+        Ok(owner.clone().with_kind(OwnerKind::Container(found.id)))
+    }
+
     /// Starts a run (see the module docs) and returns what the CI job needs: records it (with
     /// its slot), then waits until its reconciler reports it Running or failed. Nothing is
     /// deployed here; the reconciler (see [`reconcile`]) does it.
@@ -456,13 +493,14 @@ impl Runs {
     /// TeardownFailed) is returned as the reconciler met it.
     pub async fn start(&self, req: &StartRequest) -> Result<Started> {
         let name = names::run_id(&req.recipe, &req.nonce)?;
+        let owner = self.resolve_owner(&req.owner).await?;
         let mut run = Run::new(
             &name,
             RunSpec {
                 recipe: req.recipe.clone(),
                 version: req.version.clone(),
                 git_ref: req.git_ref.clone(),
-                owner: req.owner.clone(),
+                owner,
                 lease: req.ttl.map(|ttl| LeaseSpec { ttl }),
                 slot_pool: req.pool.clone(),
                 deps: req.deps.clone(),

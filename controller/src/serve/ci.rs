@@ -14,7 +14,7 @@ use state::{Store, SystemClock};
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::liveness::ProcLiveness;
+use crate::liveness::{ContainerWatch, Owners, ProcLiveness, WatchWorker};
 use crate::runs::{self, Runs};
 use crate::slots::{self, Slots};
 use crate::swarm::{LabelFilter, Labels, Swarm};
@@ -58,7 +58,13 @@ pub(crate) fn start(
     setup: Setup,
     workers: &mut crate::runtime::workers::Supervisor,
 ) -> Result<Started, super::Error> {
-    let checker = Arc::new(ProcLiveness::new().map_err(super::Error::HostUnidentified)?);
+    // Process owners from /proc, container owners from the engine's events.
+    let containers = ContainerWatch::new();
+    let checker = Arc::new(Owners::new(
+        ProcLiveness::new().map_err(super::Error::HostUnidentified)?,
+        containers.clone(),
+    ));
+    workers.spawn(WatchWorker::new(setup.swarm.clone(), containers));
     let clock = Arc::new(SystemClock);
     let mut config = runs::Config::new(setup.base_domain);
     config.extra_labels = setup.extra_labels;

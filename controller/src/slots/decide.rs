@@ -343,6 +343,7 @@ mod tests {
     fn holder(pid: u32) -> Holder {
         Holder {
             owner: Owner {
+                kind: crd::OwnerKind::Pid,
                 pid,
                 process_start_time: 1,
                 host: "h".into(),

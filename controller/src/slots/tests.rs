@@ -118,6 +118,7 @@ async fn a_lease_of_an_owner_on_another_host_is_reclaimed_only_when_it_expires_u
     let store = store_with_pool(1, Duration::from_secs(60)).await;
     let slots = Slots::with_clock(store.clone(), clock.clone());
     let remote = Owner {
+        kind: crd::OwnerKind::Pid,
         pid: 1,
         process_start_time: 1,
         host: "other-host".into(),

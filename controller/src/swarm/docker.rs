@@ -710,6 +710,35 @@ impl Swarm for DockerSwarm {
         .boxed()
     }
 
+    fn inspect_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, Container> {
+        let call = Call::new(Verb::Inspect, ObjectKind::Container);
+        self.deadline(call, async move {
+            let c = self
+                .docker
+                .inspect_container(id, None::<qp::InspectContainerOptions>)
+                .await
+                .map_err(|e| map_err(call, id, None, e))?;
+            let state = c.state.unwrap_or_default();
+            let config = c.config.unwrap_or_default();
+            Ok(Container {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .name
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default(),
+                labels: labels(config.labels),
+                image_id: c.image.filter(|i| !i.is_empty()),
+                state: ContainerState::parse(
+                    &state.status.map(|s| s.to_string()).unwrap_or_default(),
+                ),
+                health: None,
+                status: String::new(),
+                created_at: None,
+            })
+        })
+        .boxed()
+    }
+
     fn events(&self) -> BoxStream<'static, Result<Event>> {
         let call = Call::new(Verb::Events, ObjectKind::Daemon);
         let types = [

@@ -279,6 +279,10 @@ impl Swarm for FailoverSwarm {
         via!(self, d => d.remove_container(id))
     }
 
+    fn inspect_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, Container> {
+        via!(self, d => d.inspect_container(id))
+    }
+
     /// The events of the manager in use; an error of the stream (its manager went away) makes
     /// the next call, and the runtime's reopened stream, fail over.
     fn events(&self) -> BoxStream<'static, Result<Event>> {

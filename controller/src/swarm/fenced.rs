@@ -194,6 +194,9 @@ impl Swarm for FencedSwarm {
     fn network_endpoints<'a>(&'a self, network: &'a str) -> SwarmFuture<'a, Vec<NetworkEndpoint>> {
         self.inner.network_endpoints(network)
     }
+    fn inspect_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, Container> {
+        self.inner.inspect_container(id)
+    }
     fn events(&self) -> futures::stream::BoxStream<'static, Result<Event>> {
         self.inner.events()
     }

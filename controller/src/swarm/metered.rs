@@ -156,6 +156,9 @@ impl Swarm for MeteredSwarm {
     fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         self.meter("remove_container", self.inner.remove_container(id))
     }
+    fn inspect_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, Container> {
+        self.meter("inspect_container", self.inner.inspect_container(id))
+    }
     fn network_endpoints<'a>(&'a self, network: &'a str) -> SwarmFuture<'a, Vec<NetworkEndpoint>> {
         self.meter("network_endpoints", self.inner.network_endpoints(network))
     }

@@ -140,6 +140,10 @@ pub trait Swarm: Send + Sync {
     /// Kills and removes a container at once (forced teardown of a dead owner's tasks).
     fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()>;
 
+    /// One container of this node by ID, unique ID prefix or name, running or not (a run's
+    /// `container:ID` owner: its full ID and state); [`Error::NotFound`] when there is none.
+    fn inspect_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, Container>;
+
     /// Change hints for services, tasks' containers, networks, volumes, secrets, configs and
     /// nodes. Opening it makes one [`Verb::Events`] call; the stream has no deadline, yields an
     /// error if opening fails, and ends when the daemon restarts or drops it: relist, then open

@@ -232,6 +232,8 @@ struct State {
     /// task's `next` is stale and skipped when it comes due.
     due: BTreeSet<(Instant, String)>,
     containers: Table<SimContainer>,
+    /// Containers started outside the swarm (`docker run`: a CI step), by ID.
+    step_containers: BTreeMap<String, Container>,
     networks: Table<SimObject>,
     /// Volumes by node ID, then by name (volumes are node-local).
     volumes: BTreeMap<String, Table<SimObject>>,
@@ -301,6 +303,7 @@ impl SimSwarm {
             tasks: Table::default(),
             due: BTreeSet::new(),
             containers: Table::default(),
+            step_containers: BTreeMap::new(),
             networks: Table::default(),
             volumes: BTreeMap::new(),
             secrets: Table::default(),
@@ -471,6 +474,43 @@ impl SimSwarm {
     /// task was `preparing`; the `created` container was still there minutes later).
     pub fn create_late_containers(&self, on: bool) {
         self.lock().late_containers = on;
+    }
+
+    /// Starts a container outside the swarm on this node, as `docker run --name NAME` does
+    /// for a CI step (no labels, no task), announcing it with a `start` event; returns its ID.
+    pub fn run_container(&self, name: &str) -> String {
+        let mut st = self.lock();
+        let id = random_hex(&mut st.rng, 64);
+        let created_at = Some(st.now_wall());
+        st.step_containers.insert(
+            id.clone(),
+            Container {
+                id: id.clone(),
+                name: name.to_string(),
+                labels: Labels::new(),
+                image_id: None,
+                state: ContainerState::Running,
+                health: None,
+                status: "Up".into(),
+                created_at,
+            },
+        );
+        st.emit(ObjectKind::Container, "start", &id, Some(name));
+        id
+    }
+
+    /// Kills a container [`SimSwarm::run_container`] started, as `docker kill` does: it exits
+    /// (kept, state `exited`) and Docker announces `kill` then `die`.
+    pub fn kill_container(&self, id: &str) {
+        let mut st = self.lock();
+        let Some(c) = st.step_containers.get_mut(id) else {
+            return;
+        };
+        c.state = ContainerState::Exited;
+        c.status = "Exited (137)".into();
+        let name = c.name.clone();
+        st.emit(ObjectKind::Container, "kill", id, Some(&name));
+        st.emit(ObjectKind::Container, "die", id, Some(&name));
     }
 
     /// Simulates a daemon restart: every open events stream ends (objects are kept).
@@ -1342,14 +1382,49 @@ impl Swarm for SimSwarm {
         self.op(
             Call::new(Verb::List, ObjectKind::Container),
             move |st, _| {
+                let local = self.node == st.node_id;
                 Ok(st
                     .containers
                     .select(filter)
                     .filter(|c| c.node == self.node)
                     .map(|c| c.container.clone())
+                    .chain(
+                        st.step_containers
+                            .values()
+                            .filter(|c| local && filter.matches(&c.labels))
+                            .cloned(),
+                    )
                     .collect())
             },
         )
+    }
+
+    fn inspect_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, Container> {
+        let call = Call::new(Verb::Inspect, ObjectKind::Container);
+        self.op_on(call, Some(id), move |st, _| {
+            let local = self.node == st.node_id;
+            let every = LabelFilter::all();
+            let all = st
+                .containers
+                .select(&every)
+                .filter(|c| c.node == self.node)
+                .map(|c| &c.container)
+                .chain(st.step_containers.values().filter(|_| local));
+            // As Docker resolves a reference: the full ID, a name, else a unique ID prefix.
+            let mut prefixed = Vec::new();
+            for c in all {
+                if c.id == id || c.name == id {
+                    return Ok(c.clone());
+                }
+                if !id.is_empty() && c.id.starts_with(id) {
+                    prefixed.push(c);
+                }
+            }
+            match prefixed.as_slice() {
+                [one] => Ok((*one).clone()),
+                _ => Err(not_found(call, id)),
+            }
+        })
     }
 
     fn list_networks<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Network>> {

@@ -292,6 +292,7 @@ mod tests {
 
     fn owner(pid: u32) -> Owner {
         Owner {
+            kind: crd::OwnerKind::Pid,
             pid,
             process_start_time: 1,
             host: "h".into(),

@@ -644,6 +644,8 @@ impl crate::runtime::workers::Worker for SweepWorker {
 }
 
 #[cfg(test)]
+mod owner_kinds_tests;
+#[cfg(test)]
 mod safety_tests;
 #[cfg(test)]
 mod tests;

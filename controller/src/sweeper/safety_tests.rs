@@ -386,6 +386,7 @@ async fn case(runs: Vec<RunShape>, objects: Vec<(ObjectKind, Class)>) -> Result<
                 version: "1.0.0".into(),
                 git_ref: None,
                 owner: Owner {
+                    kind: crd::OwnerKind::Pid,
                     pid,
                     process_start_time: 7,
                     host: "ci-host".into(),

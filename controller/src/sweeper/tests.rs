@@ -57,6 +57,7 @@ impl Checker for Scripted {
 
 fn owner(pid: u32) -> Owner {
     Owner {
+        kind: crd::OwnerKind::Pid,
         pid,
         process_start_time: 7,
         host: "ci-host".into(),
