@@ -270,6 +270,10 @@ impl<S: Swarm> Swarm for Counting<S> {
         let fut = self.inner.remove_container(id);
         self.count(Verb::Remove, ObjectKind::Container, fut)
     }
+    fn inspect_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, Container> {
+        let fut = self.inner.inspect_container(id);
+        self.count(Verb::Inspect, ObjectKind::Container, fut)
+    }
     fn network_endpoints<'a>(&'a self, network: &'a str) -> SwarmFuture<'a, Vec<NetworkEndpoint>> {
         let fut = self.inner.network_endpoints(network);
         self.count(Verb::Inspect, ObjectKind::Network, fut)
