@@ -33,6 +33,18 @@ pub const LEADER_KEY: &str = "serve.leader";
 /// The leader as a standby last saw it.
 type Seen = Arc<Mutex<Option<Holder>>>;
 
+/// What the standby endpoint knows: the leader it last saw and its own API address.
+#[derive(Clone)]
+struct Standby {
+    seen: Seen,
+    /// This replica's advertised API address: a holder record naming it is a previous run of
+    /// this replica (killed, its lease not yet expired), never a leader to forward to.
+    own_api: Option<String>,
+}
+
+/// Set on a forwarded request: a replica never forwards a request twice (no loops).
+const FORWARDED: &str = "x-hearth-forwarded-by";
+
 /// Errors of standing by.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -68,7 +80,10 @@ pub async fn campaign(
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| Error::ListenFailed { addr, source })?;
-            let app = router(seen.clone());
+            let app = router(Standby {
+                seen: seen.clone(),
+                own_api: config.api.clone(),
+            });
             let done = standby.clone();
             tracing::info!(%addr, "standby endpoint listening (forwards the API to the leader)");
             Some(tokio::spawn(async move {
@@ -96,12 +111,12 @@ pub async fn campaign(
     result
 }
 
-fn router(seen: Seen) -> Router {
+fn router(standby: Standby) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(forward)
-        .with_state(seen)
+        .with_state(standby)
 }
 
 fn leader_json(holder: Option<&Holder>) -> serde_json::Value {
@@ -117,8 +132,12 @@ fn leader_json(holder: Option<&Holder>) -> serde_json::Value {
 }
 
 /// `GET /readyz` on a standby: 503, naming the leader.
-async fn readyz(State(seen): State<Seen>) -> Response {
-    let leader = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+async fn readyz(State(standby): State<Standby>) -> Response {
+    let leader = standby
+        .seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     let body = serde_json::json!({
         "ready": false,
         "role": "standby",
@@ -138,8 +157,26 @@ fn unavailable(message: String) -> Response {
 }
 
 /// Any other request: forwarded to the leader's API.
-async fn forward(State(seen): State<Seen>, request: Request) -> Response {
-    let leader = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+async fn forward(State(standby): State<Standby>, request: Request) -> Response {
+    let leader = standby
+        .seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if request.headers().contains_key(FORWARDED) {
+        return unavailable(
+            "this replica stands by and does not forward a forwarded request again".to_string(),
+        );
+    }
+    if leader.as_ref().and_then(|h| h.api.as_ref()) == standby.own_api.as_ref()
+        && standby.own_api.is_some()
+    {
+        return unavailable(
+            "this replica stands by; the store is still held under its own address by a \
+             previous run of it, whose lease has not expired yet"
+                .to_string(),
+        );
+    }
     let Some(api) = leader.as_ref().and_then(|h| h.api.clone()) else {
         return unavailable(match leader {
             Some(h) => {
@@ -187,6 +224,9 @@ async fn proxy(api: &str, request: Request) -> Result<Response, String> {
         header::HOST,
         HeaderValue::from_str(&host).map_err(|e| e.to_string())?,
     );
+    parts
+        .headers
+        .insert(FORWARDED, HeaderValue::from_static("standby"));
     let response = sender
         .send_request(Request::from_parts(parts, body))
         .await

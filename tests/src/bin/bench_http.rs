@@ -3,10 +3,14 @@
 //! ```text
 //! cargo build --release -p hearth-controller --bin hearth -p hearth-tests --bin bench_http
 //! target/release/bench_http [--reps N] [--seconds S] [--clients C,C,..] [--hearth PATH]
+//!                           [--stores sled,etcd] [--etcd HOST:PORT,..]
 //! ```
 //!
-//! Each repetition starts a fresh release `hearth serve` (sled store in a temp directory, the
-//! machine's Docker, its own port, default log level) and drives it with C concurrent clients,
+//! Each repetition starts a fresh release `hearth serve` (sled store in a temp directory, or
+//! with `--stores` also an etcd store under a fresh prefix of the `--etcd` cluster — default
+//! the 3-member scripts/etcd.sh cluster; the stores take turns within each repetition, so both
+//! see the same machine load; the machine's Docker, its own port, default log level) and
+//! drives it with C concurrent clients,
 //! each on its own keep-alive HTTP/1.1 connection, for S seconds (defaults: 5 repetitions,
 //! 10 s, C = 1 and 16), for each of two workloads:
 //!
@@ -57,6 +61,17 @@ struct Settings {
     seconds: u64,
     clients: Vec<usize>,
     hearth: PathBuf,
+    stores: Vec<StoreKind>,
+    etcd: String,
+}
+
+/// Where the benchmarked daemon keeps its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum StoreKind {
+    /// sled in the data directory (the default store).
+    Sled,
+    /// A fresh prefix of the `--etcd` cluster (`--store etcd://…`).
+    Etcd,
 }
 
 fn settings() -> Result<Settings, BoxError> {
@@ -66,6 +81,8 @@ fn settings() -> Result<Settings, BoxError> {
         seconds: 10,
         clients: vec![1, 16],
         hearth: exe.with_file_name("hearth"),
+        stores: vec![StoreKind::Sled],
+        etcd: "127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793".to_string(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -80,6 +97,17 @@ fn settings() -> Result<Settings, BoxError> {
                     .collect::<Result<_, _>>()?
             }
             "--hearth" => s.hearth = PathBuf::from(value()?),
+            "--etcd" => s.etcd = value()?,
+            "--stores" => {
+                s.stores = value()?
+                    .split(',')
+                    .map(|v| match v {
+                        "sled" => Ok(StoreKind::Sled),
+                        "etcd" => Ok(StoreKind::Etcd),
+                        other => Err(format!("--stores: unknown store {other:?} (sled, etcd)")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
@@ -329,14 +357,20 @@ fn start_daemon(
     dir: &Path,
     addr: SocketAddr,
     label: &str,
+    store: Option<&str>,
 ) -> Result<Daemon, BoxError> {
     let catalogue = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/catalogue");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("serve.log"))?;
-    let child = Command::new(hearth)
-        .arg("serve")
+    let mut command = Command::new(hearth);
+    command.arg("serve");
+    if let Some(url) = store {
+        // The restart after the SIGKILL waits for the killed leader's lease: keep it short.
+        command.args(["--store", url, "--etcd-lease", "3s"]);
+    }
+    let child = command
         .arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--state")
@@ -474,11 +508,47 @@ async fn run_clients(
 /// One repetition: the timed part, then the durability check.
 async fn measure(
     s: &Settings,
+    store: StoreKind,
     workload: Workload,
     clients: usize,
     rep: usize,
 ) -> Result<Figures, BoxError> {
-    let dir = TempDir::new(&format!("{workload:?}-{clients}-{rep}"))?;
+    let dir = TempDir::new(&format!("{store:?}-{workload:?}-{clients}-{rep}"))?;
+    let prefix = format!(
+        "hearth-bench/{}-{store:?}-{workload:?}-{clients}-{rep}",
+        std::process::id()
+    );
+    let url = match store {
+        StoreKind::Sled => None,
+        StoreKind::Etcd => Some(format!("etcd://{}/{prefix}", s.etcd)),
+    };
+    let figures = measure_in(s, &dir, url.as_deref(), workload, clients, rep).await;
+    if store == StoreKind::Etcd {
+        // Leave the shared cluster as it was.
+        let _ = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &s.etcd,
+                "del",
+                "--prefix",
+                &format!("/{prefix}/"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    figures
+}
+
+async fn measure_in(
+    s: &Settings,
+    dir: &TempDir,
+    url: Option<&str>,
+    workload: Workload,
+    clients: usize,
+    rep: usize,
+) -> Result<Figures, BoxError> {
     std::fs::write(
         dir.path().join("state.yml"),
         format!(
@@ -488,7 +558,7 @@ async fn measure(
     )?;
     let label = format!("hearth-test-benchhttp-{}-{rep}", std::process::id());
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let mut daemon = start_daemon(&s.hearth, dir.path(), addr, &label)?;
+    let mut daemon = start_daemon(&s.hearth, dir.path(), addr, &label, url)?;
     wait_ready(&mut daemon).await?;
     // The bearer token the daemon keeps in its data directory, when it has one.
     let token = std::fs::read_to_string(dir.path().join("data/token"))
@@ -563,7 +633,7 @@ async fn measure(
     for t in tasks {
         t.await?;
     }
-    let mut daemon = start_daemon(&s.hearth, dir.path(), addr, &label)?;
+    let mut daemon = start_daemon(&s.hearth, dir.path(), addr, &label, url)?;
     wait_ready(&mut daemon).await?;
     let acknowledged = std::mem::take(&mut *Record::lock(&record));
     let (checked, lost) = check_durable(addr, workload, &acknowledged).await?;
@@ -775,10 +845,11 @@ fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
 async fn main() -> Result<(), BoxError> {
     let s = settings()?;
     println!(
-        "bench_http: {} reps × {} s per workload and client count, clients {:?}, hearth {}",
+        "bench_http: {} reps × {} s per workload and client count, clients {:?}, stores {:?}, hearth {}",
         s.reps,
         s.seconds,
         s.clients,
+        s.stores,
         s.hearth.display()
     );
     println!("| workload | clients | requests/s | request | p50 ms | p99 ms |");
@@ -786,25 +857,45 @@ async fn main() -> Result<(), BoxError> {
     let mut slot_medians: BTreeMap<usize, f64> = BTreeMap::new();
     for workload in [Workload::Runs, Workload::Slots] {
         for &clients in &s.clients {
-            let mut all = Vec::new();
+            // The stores take turns within each repetition: same load, same run.
+            let mut all: BTreeMap<StoreKind, Vec<Figures>> = BTreeMap::new();
             for rep in 0..s.reps {
-                let f = measure(&s, workload, clients, rep).await?;
-                eprintln!(
-                    "  {workload:?} × {clients} rep {rep}: {:.0} req/s, {} requests, {} acknowledged \
-                     states (runs or owners) found intact after SIGKILL, {:?}",
-                    f.throughput, f.requests, f.checked, f.latency
-                );
-                all.push(f);
+                for &store in &s.stores {
+                    let f = measure(&s, store, workload, clients, rep).await?;
+                    eprintln!(
+                        "  {store:?} {workload:?} × {clients} rep {rep}: {:.0} req/s, {} requests, {} \
+                         acknowledged states (runs or owners) found intact after SIGKILL, {:?}",
+                        f.throughput, f.requests, f.checked, f.latency
+                    );
+                    all.entry(store).or_default().push(f);
+                }
             }
-            let name = match workload {
-                Workload::Runs => "runs: start, report, finish",
-                Workload::Slots => "slots: acquire, release",
-            };
-            let median = print_rows(name, clients, &all);
-            if workload == Workload::Slots {
-                slot_medians.insert(clients, median);
+            let mut medians = BTreeMap::new();
+            for (store, figures) in &all {
+                let name = match (workload, store) {
+                    (Workload::Runs, StoreKind::Sled) => "runs: start, report, finish",
+                    (Workload::Runs, StoreKind::Etcd) => "runs (etcd): start, report, finish",
+                    (Workload::Slots, StoreKind::Sled) => "slots: acquire, release",
+                    (Workload::Slots, StoreKind::Etcd) => "slots (etcd): acquire, release",
+                };
+                let median = print_rows(name, clients, figures);
+                medians.insert(*store, median);
+                if workload == Workload::Slots && *store == StoreKind::Sled {
+                    slot_medians.insert(clients, median);
+                }
+            }
+            if let (Some(etcd), Some(sled)) =
+                (medians.get(&StoreKind::Etcd), medians.get(&StoreKind::Sled))
+            {
+                println!(
+                    "| {workload:?}, etcd / sled throughput | {clients} | {:.2} | | | |",
+                    etcd / sled
+                );
             }
         }
+    }
+    if !s.stores.contains(&StoreKind::Sled) {
+        return Ok(());
     }
     for &clients in &s.clients {
         let mut all = Vec::new();
