@@ -609,8 +609,18 @@ async fn run(
     keeper.abort();
     // Closing: give the key up at once so the next holder need not wait for the lease.
     let mut client = client;
-    if let Ok(client) = client.client().await {
-        let _ = tokio::time::timeout(REQUEST_TIMEOUT, client.lease_revoke(tenure.lease)).await;
+    // A member that does not answer (on a node that stops, this process's own) gives way to
+    // the next one.
+    for _ in 0..client.endpoints.len() {
+        let revoked = tokio::time::timeout(CAMPAIGN_STEP_TIMEOUT, async {
+            client.client().await?.lease_revoke(tenure.lease).await
+        })
+        .await;
+        match revoked {
+            Ok(Ok(_)) => break,
+            Ok(Err(e)) => client.next(&config, &e),
+            Err(_) => client.next(&config, &"giving the lease back timed out"),
+        }
     }
 }
 
