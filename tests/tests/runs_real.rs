@@ -160,6 +160,8 @@ fn request(owner: crd::Owner, nonce: &str, deps: Vec<String>) -> StartRequest {
         recipe: "app".into(),
         version: "1.0.0".into(),
         git_ref: Some("f00d".into()),
+        candidate: None,
+        env: Default::default(),
         deps,
         pool: Some("ci".into()),
         ttl: None,

@@ -148,6 +148,8 @@ mod tests {
                 required_tiers: vec!["install".into()],
                 deploy: true,
                 finish: false,
+                content: None,
+                target: None,
             },
         );
         let dep = |name: &str, mode, stack: &str| DepBinding {

@@ -24,20 +24,21 @@ pub mod decide;
 pub mod reconcile;
 pub mod tiers;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crd::names::{self, labels as keys, BaseDomain, StackRole};
-use crd::run::{DepBinding, LeaseSpec, SlotAssignment};
+use crd::run::{DepBinding, DeployTarget, LeaseSpec, SlotAssignment};
 use crd::{
-    DepProvider, DepProviderSpec, Kind, Owner, OwnerKind, Run, RunPhase, RunSpec, TierOutcome,
-    TierResult, Validate, WarmApp, WarmAppPhase,
+    Content, ContentKind, DepProvider, DepProviderSpec, Kind, Owner, OwnerKind, Run, RunPhase,
+    RunSpec, TierOutcome, TierResult, Validate, WarmApp, WarmAppPhase,
 };
 use metrics::Metrics;
 use state::history::{reason, NewEntry, ObjectRef};
 use state::{Clock, Store, CONFLICT_ATTEMPTS};
 
+use crate::candidates::{Snapshot, Snapshots, Upload};
 use crate::catalogue::{Catalogue, RenderRequest};
 use crate::errors::chain;
 use crate::slots::{SlotRequest, Slots};
@@ -105,6 +106,45 @@ pub enum Error {
         #[source]
         source: Box<crate::catalogue::Error>,
     },
+    /// The content under test could not be snapshotted (a commit hearth has not fetched, an
+    /// unreadable or oversized tree, a recipe without git history for `--commit`). Not
+    /// retryable as is.
+    #[error("cannot snapshot what run {run} tests: {reason}")]
+    SnapshotFailed {
+        /// The run (or recipe, before the run has a name).
+        run: String,
+        /// Why.
+        reason: String,
+    },
+    /// `hearth run deploy` found nothing to deploy (no canonical and no older version). Not
+    /// retryable until one exists.
+    #[error("run {run}: {reason}")]
+    NoDeployBase {
+        /// The run.
+        run: String,
+        /// Why.
+        reason: String,
+    },
+    /// The redeploy of a running run's stack failed (the run stays Running; its stack is as
+    /// the failed apply left it). The cause is in `lastError`.
+    #[error("deploying {what} into run {run} failed: {reason}")]
+    DeployFailed {
+        /// The run.
+        run: String,
+        /// What was asked.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// `hearth run deploy` on a run that is not Running (still starting, or finishing). Not
+    /// retryable as is.
+    #[error("run {run} is {phase:?}; only a running run can be deployed into")]
+    RunNotRunning {
+        /// The run.
+        run: String,
+        /// Its phase.
+        phase: RunPhase,
+    },
     /// Taking a slot failed (pool unknown, wait timed out). See [`crate::slots::Error`].
     #[error(transparent)]
     SlotFailed(#[from] crate::slots::Error),
@@ -160,8 +200,13 @@ pub struct StartRequest {
     pub recipe: String,
     /// Its version.
     pub version: String,
-    /// The source revision, part of per-run dep names.
+    /// The commit under test (`--commit`, formerly `--ref`): a commit of the declared git
+    /// recipe, snapshotted at start; also part of per-run dep names.
     pub git_ref: Option<String>,
+    /// A candidate working tree under test (`--candidate DIR`), snapshotted at start.
+    pub candidate: Option<crate::candidates::Upload>,
+    /// Env overrides the run's stack is rendered with (part of the snapshot).
+    pub env: BTreeMap<String, String>,
     /// DepProviders needed, in order.
     pub deps: Vec<String>,
     /// The slot pool, if any.
@@ -213,6 +258,7 @@ pub struct Runs {
     swarm: Arc<dyn Swarm>,
     slots: Slots,
     catalogue: Option<Arc<dyn Catalogue>>,
+    snapshots: Snapshots,
     clock: Arc<dyn Clock>,
     config: Config,
     metrics: Option<Metrics>,
@@ -265,7 +311,12 @@ impl Runs {
         config: Config,
     ) -> Runs {
         let slots = Slots::with_clock(store.clone(), clock.clone());
+        let snapshot_dir = catalogue.as_ref().map_or_else(
+            || std::env::temp_dir().join("hearth-snapshots"),
+            |c| c.snapshot_dir(),
+        );
         Runs {
+            snapshots: Snapshots::new(store.clone(), snapshot_dir),
             store,
             swarm,
             slots,
@@ -494,11 +545,25 @@ impl Runs {
     pub async fn start(&self, req: &StartRequest) -> Result<Started> {
         let name = names::run_id(&req.recipe, &req.nonce)?;
         let owner = self.resolve_owner(&req.owner).await?;
+        let source = if let Some(upload) = &req.candidate {
+            ContentSource::Candidate(upload)
+        } else if let Some(commit) = &req.git_ref {
+            ContentSource::Commit(commit)
+        } else {
+            ContentSource::Version
+        };
+        let (version, content) = self
+            .resolve_content(&req.recipe, &req.version, source, &req.env)
+            .await
+            .map_err(|reason| Error::SnapshotFailed {
+                run: name.clone(),
+                reason,
+            })?;
         let mut run = Run::new(
             &name,
             RunSpec {
                 recipe: req.recipe.clone(),
-                version: req.version.clone(),
+                version,
                 git_ref: req.git_ref.clone(),
                 owner,
                 lease: req.ttl.map(|ttl| LeaseSpec { ttl }),
@@ -507,6 +572,8 @@ impl Runs {
                 required_tiers: req.required_tiers.clone(),
                 deploy: req.deploy,
                 finish: false,
+                content,
+                target: None,
             },
         );
         run.validate()
@@ -651,31 +718,162 @@ impl Runs {
         // 2. The run's own stack.
         let stack_name = run.stack_name()?.into_string();
         self.clear_leftovers(&stack_name, name).await?;
+        let mut deployed = None;
         if run.spec.deploy {
-            let domain = run.status.domain.clone().unwrap_or_default();
-            let spec = self.render(
-                &run.spec.recipe,
-                &run.spec.version,
-                &stack_name,
-                &domain,
-                &Default::default(),
-                run.spec.git_ref.as_deref(),
-            )?;
-            let owner = self.stack_owner("Run", name, StackRole::Run, name);
-            stack::apply(self.swarm.as_ref(), &spec, &owner, &self.config.apply).await?;
-            self.store
-                .append_history(
-                    NewEntry::new(reason::DEPLOYED, format!("run stack {stack_name} deployed"))
-                        .subject(ObjectRef::new(Kind::Run, name)),
-                )
-                .await?;
+            let target = DeployTarget {
+                version: run.spec.version.clone(),
+                content: run.spec.content.clone(),
+                from: "run".into(),
+            };
+            self.deploy_target(&run, &target).await?;
+            deployed = Some(target);
         }
         let now = self.clock.now_ms();
         self.edit_status(name, |r| {
             r.status.phase = RunPhase::Running;
             r.status.deployed_at_ms = Some(now);
+            r.status.deployed = deployed.clone();
         })
         .await
+    }
+
+    /// Renders `target` (from its snapshot when it has content, else the catalogue's version
+    /// as before snapshots) and applies it as the run's stack, recording it in the history.
+    async fn deploy_target(&self, run: &Run, target: &DeployTarget) -> Result<()> {
+        let name = run.metadata.name.as_str();
+        let stack_name = run.stack_name()?.into_string();
+        let domain = run.status.domain.clone().unwrap_or_default();
+        let spec = match &target.content {
+            Some(content) => {
+                let env = BTreeMap::new();
+                let request = RenderRequest {
+                    recipe: &run.spec.recipe,
+                    version: &target.version,
+                    stack: &stack_name,
+                    domain: &domain,
+                    env: &env,
+                };
+                self.snapshots
+                    .render(content, &request)
+                    .map_err(|e| Error::SnapshotFailed {
+                        run: name.to_string(),
+                        reason: crate::errors::chain(&e),
+                    })?
+                    .stack
+            }
+            None => self.render(
+                &run.spec.recipe,
+                &target.version,
+                &stack_name,
+                &domain,
+                &Default::default(),
+                run.spec.git_ref.as_deref().filter(|_| target.from == "run"),
+            )?,
+        };
+        let owner = self.stack_owner("Run", name, StackRole::Run, name);
+        stack::apply(self.swarm.as_ref(), &spec, &owner, &self.config.apply).await?;
+        let what = describe_target(target);
+        self.store
+            .append_history(
+                NewEntry::new(
+                    reason::DEPLOYED,
+                    format!("run stack {stack_name} deployed: {what}"),
+                )
+                .subject(ObjectRef::new(Kind::Run, name))
+                .details(serde_json::json!({
+                    "version": target.version,
+                    "from": target.from,
+                    "content": target.content,
+                })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// What a run tests, snapshotted: the version it is (a candidate without `--version` takes
+    /// the version its compose file's `coop-cloud.${STACK_NAME}.version` label names) and its
+    /// content, stored ([`Snapshots::put`]). `None` content for a published version of a
+    /// recipe hearth cannot snapshot (a `recipe.yml` directory): rendered by version then.
+    ///
+    /// # Errors
+    /// A lowercase reason: the snapshot failed, or no version was given nor found.
+    async fn resolve_content(
+        &self,
+        recipe: &str,
+        version: &str,
+        source: ContentSource<'_>,
+        env: &BTreeMap<String, String>,
+    ) -> std::result::Result<(String, Option<Content>), String> {
+        let chain = |e: &dyn std::error::Error| crate::errors::chain(e);
+        let (snapshot, kind, tag, commit, dirty) = match source {
+            ContentSource::Candidate(upload) => {
+                let snapshot = Snapshot {
+                    files: upload.files.clone(),
+                    env: env.clone(),
+                };
+                snapshot.check().map_err(|e| chain(&e))?;
+                (
+                    snapshot,
+                    ContentKind::WorkTree,
+                    None,
+                    upload.commit.clone(),
+                    upload.dirty,
+                )
+            }
+            ContentSource::Commit(_) | ContentSource::Version => {
+                let at = match source {
+                    ContentSource::Commit(c) => Some(c),
+                    _ => None,
+                };
+                let unsnapshotted = || {
+                    if version.is_empty() {
+                        Err("--version is required for a recipe hearth cannot snapshot".to_string())
+                    } else {
+                        Ok((version.to_string(), None))
+                    }
+                };
+                let Some(catalogue) = &self.catalogue else {
+                    return unsnapshotted();
+                };
+                let tree = match catalogue.source_tree(recipe, version, at) {
+                    Ok(t) => t,
+                    // A recipe without git history (a `recipe.yml` directory): rendered by
+                    // version, as before; a ref is only part of per-run dep names there.
+                    Err(crate::catalogue::Error::SnapshotUnsupported { .. }) => {
+                        return unsnapshotted()
+                    }
+                    // A published version that does not render now fails at deploy, as before.
+                    Err(_) if at.is_none() => return unsnapshotted(),
+                    Err(e) => return Err(chain(&e)),
+                };
+                let snapshot = Snapshot::of_dir(&tree.dir, env.clone()).map_err(|e| chain(&e))?;
+                let kind = if tree.tag.is_some() {
+                    ContentKind::Release
+                } else {
+                    ContentKind::Commit
+                };
+                (snapshot, kind, tree.tag, Some(tree.commit), false)
+            }
+        };
+        let version = if version.is_empty() {
+            snapshot_version(&snapshot).ok_or_else(|| {
+                "no version given and the compose.yml names none (coop-cloud.${STACK_NAME}.version=…); pass --version".to_string()
+            })?
+        } else {
+            version.to_string()
+        };
+        let digest = self.snapshots.put(&snapshot).await.map_err(|e| chain(&e))?;
+        Ok((
+            version,
+            Some(Content {
+                kind,
+                tag,
+                commit,
+                dirty,
+                digest,
+                run: None,
+            }),
+        ))
     }
 
     async fn bring_up_dep(&self, run_name: &str, dep: &str) -> Result<()> {
@@ -739,6 +937,242 @@ impl Runs {
             }
         })
         .await?;
+        Ok(())
+    }
+
+    /// `hearth run deploy`: (re)deploys the running run's stack in place with `source` — a
+    /// version, a candidate, a commit, the warm canonical's exact content, or the run's own
+    /// content again — and waits until its reconciler has done it. The target is snapshotted
+    /// here and recorded as `spec.target`; the reconciler renders it from the snapshot and
+    /// applies it (nothing of Docker is touched by this call).
+    ///
+    /// # Errors
+    /// [`Error::RunNotFound`], [`Error::RunAlreadyOver`], [`Error::RunNotRunning`],
+    /// [`Error::SnapshotFailed`], [`Error::NoDeployBase`], [`Error::DeployFailed`] (the run
+    /// stays Running), [`Error::StoreFailed`].
+    pub async fn deploy(&self, name: &str, source: DeploySource) -> Result<Run> {
+        let run = self.get(name)?;
+        if run.status.phase.is_terminal() {
+            return Err(Error::RunAlreadyOver {
+                run: name.into(),
+                phase: run.status.phase,
+            });
+        }
+        if run.status.phase != RunPhase::Running || run.spec.finish {
+            return Err(Error::RunNotRunning {
+                run: name.into(),
+                phase: run.status.phase,
+            });
+        }
+        let target = self.resolve_target(&run, &source).await?;
+        self.note_actor(name);
+        let written = state::retry_conflicts(CONFLICT_ATTEMPTS, Error::is_store_conflict, || {
+            let target = target.clone();
+            async move {
+                let mut run = self.get(name)?;
+                run.spec.target = Some(target);
+                Ok(self.store.update(&run).await?)
+            }
+        })
+        .await?;
+        let generation = written.metadata.generation;
+        let run = self
+            .wait_for(name, |r| {
+                r.status.observed_generation >= generation
+                    || r.spec.finish
+                    || r.status.phase != RunPhase::Running
+            })
+            .await?;
+        if run.status.deployed.as_ref() == Some(&target)
+            && run.status.observed_generation >= generation
+        {
+            return Ok(run);
+        }
+        Err(Error::DeployFailed {
+            run: name.into(),
+            what: describe_target(&target),
+            reason: run
+                .status
+                .last_error
+                .clone()
+                .unwrap_or_else(|| format!("the run became {:?}", run.status.phase)),
+        })
+    }
+
+    /// What `source` means for `run`, snapshotted.
+    async fn resolve_target(&self, run: &Run, source: &DeploySource) -> Result<DeployTarget> {
+        let name = run.metadata.name.as_str();
+        let failed = |reason: String| Error::SnapshotFailed {
+            run: name.to_string(),
+            reason,
+        };
+        let env = run
+            .spec
+            .content
+            .as_ref()
+            .and_then(|c| self.snapshots.get(&c.digest).ok())
+            .map(|s| s.env)
+            .unwrap_or_default();
+        let recipe = run.spec.recipe.as_str();
+        let (from, version, content) = match source {
+            DeploySource::Run => ("run", run.spec.version.clone(), run.spec.content.clone()),
+            DeploySource::Version(v) => {
+                let (v, c) = self
+                    .resolve_content(recipe, v, ContentSource::Version, &env)
+                    .await
+                    .map_err(failed)?;
+                ("version", v, c)
+            }
+            DeploySource::Commit(commit) => {
+                // The version the commit's compose file names, else the run's.
+                let labelled = self
+                    .resolve_content(recipe, "", ContentSource::Commit(commit), &env)
+                    .await;
+                let (v, c) = match labelled {
+                    Ok(found) => found,
+                    Err(_) => self
+                        .resolve_content(
+                            recipe,
+                            &run.spec.version,
+                            ContentSource::Commit(commit),
+                            &env,
+                        )
+                        .await
+                        .map_err(failed)?,
+                };
+                ("commit", v, c)
+            }
+            DeploySource::Candidate(upload) => {
+                let (v, c) = self
+                    .resolve_content(recipe, "", ContentSource::Candidate(upload), &env)
+                    .await
+                    .map_err(failed)?;
+                ("candidate", v, c)
+            }
+            DeploySource::Canonical => return self.canonical_target(run, &env).await,
+        };
+        Ok(DeployTarget {
+            version,
+            content,
+            from: from.to_string(),
+        })
+    }
+
+    /// The warm canonical's exact content (its promoted content, else the version it serves),
+    /// falling back — no canonical, or it is what the run tests — to the newest published
+    /// version older than the run's.
+    async fn canonical_target(
+        &self,
+        run: &Run,
+        env: &BTreeMap<String, String>,
+    ) -> Result<DeployTarget> {
+        let name = run.metadata.name.as_str();
+        let recipe = run.spec.recipe.as_str();
+        let failed = |reason: String| Error::SnapshotFailed {
+            run: name.to_string(),
+            reason,
+        };
+        let mut apps: Vec<WarmApp> = self
+            .store
+            .list::<WarmApp>()?
+            .items
+            .into_iter()
+            .filter(|a| a.spec.recipe == recipe && !a.spec.provider)
+            .collect();
+        apps.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let same = |c: &Option<Content>| match (c, &run.spec.content) {
+            (Some(a), Some(b)) => a.same_as(b),
+            _ => false,
+        };
+        if let Some(app) = apps.first() {
+            let pinned = app.spec.content.clone().filter(|_| {
+                app.status.observed_version.as_deref() == Some(app.spec.version.as_str())
+            });
+            let target = match pinned {
+                Some(c) => DeployTarget {
+                    version: app.spec.version.clone(),
+                    content: Some(c),
+                    from: "canonical".into(),
+                },
+                None => {
+                    let serving = app
+                        .status
+                        .observed_version
+                        .clone()
+                        .unwrap_or_else(|| app.spec.version.clone());
+                    let (version, content) = self
+                        .resolve_content(recipe, &serving, ContentSource::Version, env)
+                        .await
+                        .map_err(failed)?;
+                    DeployTarget {
+                        version,
+                        content,
+                        from: "canonical".into(),
+                    }
+                }
+            };
+            if !same(&target.content) && target.version != run.spec.version {
+                return Ok(target);
+            }
+        }
+        let catalogue = self
+            .catalogue
+            .as_ref()
+            .ok_or_else(|| Error::RequestRejected("no recipe catalogue configured".into()))?;
+        let mine = crd::RecipeVersion::parse(&run.spec.version).ok();
+        let older = catalogue
+            .versions(recipe)
+            .map_err(|e| failed(crate::errors::chain(&e)))?
+            .into_iter()
+            .filter(|v| mine.as_ref().is_some_and(|m| v < m))
+            .next_back()
+            .ok_or_else(|| Error::NoDeployBase {
+                run: name.to_string(),
+                reason: format!(
+                    "no warm canonical of {recipe} to upgrade from, and no published version older than {}",
+                    run.spec.version
+                ),
+            })?
+            .to_string();
+        let (version, content) = self
+            .resolve_content(recipe, &older, ContentSource::Version, env)
+            .await
+            .map_err(failed)?;
+        Ok(DeployTarget {
+            version,
+            content,
+            from: "published".into(),
+        })
+    }
+
+    /// The reconciler's redeploy of `spec.target` (see [`Runs::deploy`]): applied, or the
+    /// failure recorded; either way the generation is marked observed, so the waiting request
+    /// answers and a failed deploy is not retried on its own.
+    pub(crate) async fn redeploy(&self, run: &Run) -> Result<()> {
+        let name = run.metadata.name.as_str();
+        let generation = run.metadata.generation;
+        let Some(target) = run.spec.target.clone() else {
+            return Ok(());
+        };
+        match self.deploy_target(run, &target).await {
+            Ok(()) => {
+                self.edit_status(name, |r| {
+                    r.status.deployed = Some(target.clone());
+                    r.status.observed_generation = generation;
+                    r.status.last_error = None;
+                })
+                .await?;
+            }
+            Err(e) => {
+                let msg = crate::errors::chain(&e).to_lowercase();
+                tracing::warn!(run = name, error = %msg, "redeploy failed");
+                self.edit_status(name, |r| {
+                    r.status.observed_generation = generation;
+                    r.status.last_error = Some(msg.clone());
+                })
+                .await?;
+            }
+        }
         Ok(())
     }
 
@@ -965,6 +1399,52 @@ impl Runs {
             )
             .await?;
         self.mark_finish(name).await
+    }
+}
+
+/// What `hearth run deploy` deploys into a running run's stack.
+#[derive(Debug, Clone)]
+pub enum DeploySource {
+    /// A published version (`--version V`).
+    Version(String),
+    /// A candidate working tree (`--candidate DIR`).
+    Candidate(Upload),
+    /// A commit of the declared git recipe (`--commit SHA`).
+    Commit(String),
+    /// The warm canonical's exact content (`--from canonical`).
+    Canonical,
+    /// What the run tests, as recorded at its start (`--from run`).
+    Run,
+}
+
+/// Where the content a run tests (or deploys) comes from.
+#[derive(Debug, Clone, Copy)]
+enum ContentSource<'a> {
+    /// A published version.
+    Version,
+    /// A commit (or tag, or `HEAD`) of the declared git recipe.
+    Commit(&'a str),
+    /// An uploaded working tree.
+    Candidate(&'a Upload),
+}
+
+/// The version the snapshot's `compose.yml` labels itself with (what `abra recipe sync`
+/// writes), if any.
+fn snapshot_version(snapshot: &Snapshot) -> Option<String> {
+    let file = snapshot
+        .files
+        .get(crate::catalogue::sources::DEFAULT_COMPOSE_FILE)?;
+    let bytes = hex::decode(&file.hex).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    crate::catalogue::sources::compose_version_label(&text)
+        .filter(|v| crd::RecipeVersion::parse(v).is_ok())
+}
+
+/// One line for history and messages: `version 1.0.0`, `candidate (working tree @ …)`.
+pub fn describe_target(target: &DeployTarget) -> String {
+    match &target.content {
+        Some(c) => format!("{} {} ({})", target.from, target.version, c.summary()),
+        None => format!("{} {}", target.from, target.version),
     }
 }
 

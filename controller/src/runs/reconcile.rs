@@ -10,6 +10,7 @@
 //! | `spec.finish`                           | graceful teardown, verdict, slot release, promotion |
 //! | Pending/Deploying, a request waits here | deps, then the run's stack; Running (or failed: teardown) |
 //! | Pending/Deploying, no request waits     | cut off in an earlier process: closed (StartInterrupted, teardown) |
+//! | Running with a `spec.target` not yet observed | redeploy the stack in place (`hearth run deploy`) |
 //! | Running, Finishing/TeardownFailed without `spec.finish` | nothing (the sweeper's)            |
 //!
 //! A teardown that leaves objects ends the reconcile with [`Error::TeardownIncomplete`]: the
@@ -87,6 +88,8 @@ pub enum Step {
     BringUp,
     /// A start cut off in an earlier process: record it, then tear down.
     CloseInterrupted,
+    /// `hearth run deploy` asked for other content in the running stack: redeploy in place.
+    Redeploy,
 }
 
 /// The step for `run` (see [`Step`]).
@@ -103,6 +106,13 @@ pub fn step(run: &Run, starting_here: bool) -> Step {
         RunPhase::Pending | RunPhase::Deploying if starting_here => Step::BringUp,
         // Recorded by an earlier process that never answered: nobody has its id.
         RunPhase::Pending | RunPhase::Deploying => Step::CloseInterrupted,
+        // Up, and `hearth run deploy` asked for a target not yet deployed (issue 16).
+        RunPhase::Running
+            if run.spec.target.is_some()
+                && run.status.observed_generation < run.metadata.generation =>
+        {
+            Step::Redeploy
+        }
         // Up: the CI job runs its tiers.
         RunPhase::Running => Step::Nothing,
         // Left by the sweeper's forced teardown of an orphaned run: its next pass retries.
@@ -132,6 +142,10 @@ impl Runs {
                     self.tear_down_step(name).await
                 }
             },
+            Step::Redeploy => {
+                self.redeploy(run).await?;
+                Ok(Action::await_change())
+            }
             Step::CloseInterrupted => {
                 tracing::info!(
                     run = name,
@@ -175,6 +189,8 @@ mod tests {
                 required_tiers: vec![],
                 deploy: true,
                 finish,
+                content: None,
+                target: None,
             },
         );
         r.status.phase = phase;
@@ -213,6 +229,25 @@ mod tests {
         ] {
             assert_eq!(step(&run(phase, true), false), Step::Nothing, "{phase:?}");
         }
+    }
+
+    #[test]
+    fn a_running_run_with_a_new_target_is_redeployed_once() {
+        let mut r = run(RunPhase::Running, false);
+        r.spec.target = Some(crd::run::DeployTarget {
+            version: "1.0.0".into(),
+            content: None,
+            from: "version".into(),
+        });
+        r.metadata.generation = 2;
+        r.status.observed_generation = 1;
+        assert_eq!(step(&r, false), Step::Redeploy);
+        r.status.observed_generation = 2;
+        assert_eq!(step(&r, false), Step::Nothing);
+        // Finishing wins over a pending redeploy.
+        r.spec.finish = true;
+        r.status.observed_generation = 1;
+        assert_eq!(step(&r, false), Step::TearDown);
     }
 
     #[test]

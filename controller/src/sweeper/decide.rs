@@ -314,6 +314,8 @@ mod tests {
                 required_tiers: vec![],
                 deploy: false,
                 finish: false,
+                content: None,
+                target: None,
             },
         );
         r.metadata.creation_timestamp_ms = NOW - 60_000;

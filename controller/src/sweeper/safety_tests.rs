@@ -398,6 +398,8 @@ async fn case(runs: Vec<RunShape>, objects: Vec<(ObjectKind, Class)>) -> Result<
                 required_tiers: vec![],
                 deploy: true,
                 finish: false,
+                content: None,
+                target: None,
             },
         );
         let mut run = store.create(&run).await.unwrap();

@@ -264,6 +264,8 @@ fn request(pid: u32, nonce: &str) -> StartRequest {
         recipe: "app".into(),
         version: "1.0.0".into(),
         git_ref: Some("abc123".into()),
+        candidate: None,
+        env: Default::default(),
         deps: vec!["db".into()],
         pool: Some("ci".into()),
         ttl: None,
