@@ -40,7 +40,7 @@ use state::history::{ObjectRef, Query};
 
 fn state(name: &str, url: &str, promote_candidates: bool) -> String {
     format!(
-        "apiVersion: hearth/v1\nkind: Recipe\nmetadata:\n  name: {name}\nspec:\n  git:\n    url: {url}\n  interval: 2s\n---\napiVersion: hearth/v1\nkind: WarmApp\nmetadata:\n  name: {name}\nspec:\n  recipe: {name}\n  version: 1.0.0+1.0.0\n  promote: onGreen\n  promoteCandidates: {promote_candidates}\n  health:\n    http:\n      service: app\n      port: 8080\n      path: /healthz\n    readyTimeout: 30s\n"
+        "apiVersion: hearth/v1\nkind: Recipe\nmetadata:\n  name: {name}\nspec:\n  git:\n    url: {url}\n  interval: 10s\n---\napiVersion: hearth/v1\nkind: WarmApp\nmetadata:\n  name: {name}\nspec:\n  recipe: {name}\n  version: 1.0.0+1.0.0\n  promote: onGreen\n  promoteCandidates: {promote_candidates}\n  health:\n    http:\n      service: app\n      port: 8080\n      path: /healthz\n    readyTimeout: 30s\n"
     )
 }
 
@@ -361,7 +361,7 @@ async fn candidates_are_snapshotted_and_only_what_went_green_is_promoted_exactly
     let tag_commit = publish(&repo, "1.3.0+1.3.0", "1.1.0");
     eventually(
         "the tag fetched",
-        Duration::from_secs(30),
+        Duration::from_secs(45),
         Duration::from_millis(250),
         || {
             let r = running.store.get::<crd::Recipe>(&name).unwrap();
@@ -395,7 +395,7 @@ async fn candidates_are_snapshotted_and_only_what_went_green_is_promoted_exactly
     publish(&repo, "1.4.0+1.4.0", "2.0.0");
     eventually(
         "tag 1.4.0 fetched",
-        Duration::from_secs(30),
+        Duration::from_secs(45),
         Duration::from_millis(250),
         || {
             let r = running.store.get::<crd::Recipe>(&name).unwrap();
@@ -419,7 +419,7 @@ async fn candidates_are_snapshotted_and_only_what_went_green_is_promoted_exactly
     let moved_to = git(&repo, &["rev-parse", "HEAD"]);
     eventually(
         "the moved tag fetched",
-        Duration::from_secs(30),
+        Duration::from_secs(45),
         Duration::from_millis(250),
         || {
             let r = running.store.get::<crd::Recipe>(&name).unwrap();
