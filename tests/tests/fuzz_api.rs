@@ -55,6 +55,7 @@ fn routes() -> Vec<(&'static str, Value)> {
         ),
         ("/api/v1/runs/{id}/heartbeat", json!({})),
         ("/api/v1/runs/{id}/finish", json!({})),
+        ("/api/v1/runs/{id}/deploy", json!({"from": "canonical"})),
         (
             "/api/v1/slotpools/{pool}/acquire",
             json!({"owner": owner(), "run": "r", "ttl": "1m"}),

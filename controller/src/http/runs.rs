@@ -74,9 +74,8 @@ pub const CANDIDATE_BODY_LIMIT: usize = 3 * crate::candidates::MAX_SNAPSHOT_BYTE
 pub struct StartBody {
     /// The recipe.
     pub recipe: String,
-    /// Its version; for a candidate or commit, the version its `compose.yml` labels itself with
-    /// when empty.
-    #[serde(default)]
+    /// Its version; for a candidate or commit, `""` takes the version its `compose.yml`
+    /// labels itself with.
     pub version: String,
     /// The commit under test (`--commit`; `gitRef` is its older name).
     #[serde(default, alias = "gitRef")]

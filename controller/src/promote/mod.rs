@@ -16,6 +16,9 @@
 //!   entry when `spec.version` is written.
 //! - A rolled-back promotion sets `spec.version` back to the version that serves, so the
 //!   next green run is judged against what really runs.
+//! - A green run promotes exactly what it tested (issue 16, docs/CANDIDATES.md): its snapshot
+//!   goes into `spec.content` with the version; a release whose tag moved since the run
+//!   started is refused, a candidate is refused unless the app has `promoteCandidates`.
 //!
 //! # Caveats
 //! The queue lives in memory: a request waiting behind another when hearth stops is lost

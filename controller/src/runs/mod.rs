@@ -804,7 +804,7 @@ impl Runs {
         source: ContentSource<'_>,
         env: &BTreeMap<String, String>,
     ) -> std::result::Result<(String, Option<Content>), String> {
-        let chain = |e: &dyn std::error::Error| crate::errors::chain(e);
+        let chain = crate::errors::chain;
         let (snapshot, kind, tag, commit, dirty) = match source {
             ContentSource::Candidate(upload) => {
                 let snapshot = Snapshot {
@@ -1124,8 +1124,7 @@ impl Runs {
             .versions(recipe)
             .map_err(|e| failed(crate::errors::chain(&e)))?
             .into_iter()
-            .filter(|v| mine.as_ref().is_some_and(|m| v < m))
-            .next_back()
+            .rfind(|v| mine.as_ref().is_some_and(|m| v < m))
             .ok_or_else(|| Error::NoDeployBase {
                 run: name.to_string(),
                 reason: format!(
