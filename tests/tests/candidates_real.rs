@@ -4,8 +4,9 @@
 //! 1. A candidate working tree (a "pull request": image 1.1.0, version 1.2.0) is started with
 //!    `hearth run start --candidate DIR --deploy`; the tree is edited afterwards (image 2.0.0):
 //!    the run's stack runs the snapshot (1.1.0), `run deploy --from canonical` puts the warm
-//!    canonical's exact content in (1.0.0, the upgrade tier's base) and `run deploy --from run`
-//!    the snapshot again — never the edit. Green, it does not move the canonical
+//!    canonical's exact content in (1.0.0, the upgrade tier's base), `--commit SHA` and
+//!    `--version V` their snapshots, and `run deploy --from run` the snapshot again — never the
+//!    edit. Green, it does not move the canonical
 //!    (`promoteCandidates` is off): refused, recorded.
 //! 2. With `promoteCandidates: true`, the same candidate's green run moves the canonical to
 //!    exactly its snapshot (digest, commit, run), serving 1.1.0; re-applying the unchanged state
@@ -274,11 +275,46 @@ async fn candidates_are_snapshotted_and_only_what_went_green_is_promoted_exactly
         app_image(&run_stack).contains("webapp:1.0.0"),
         "upgrade base: the canonical"
     );
+    // A commit of the declared recipe and a published version, each snapshotted.
+    let base_commit = git(&repo, &["rev-parse", "1.0.0+1.0.0^{commit}"]);
+    hearth(&running, &["run", "deploy", &id, "--commit", &base_commit]).await;
+    assert!(app_image(&run_stack).contains("webapp:1.0.0"));
+    let deployed = running
+        .store
+        .get::<Run>(&id)
+        .unwrap()
+        .status
+        .deployed
+        .unwrap();
+    let at = deployed.content.unwrap();
+    assert_eq!(at.commit.as_deref(), Some(base_commit.as_str()));
+    assert_eq!(deployed.from, "commit");
+    hearth(
+        &running,
+        &["run", "deploy", &id, "--version", "1.1.0+1.1.0"],
+    )
+    .await;
+    let deployed = running
+        .store
+        .get::<Run>(&id)
+        .unwrap()
+        .status
+        .deployed
+        .unwrap();
+    assert_eq!(deployed.content.unwrap().kind, ContentKind::Release);
     hearth(&running, &["run", "deploy", &id, "--from", "run"]).await;
     assert!(
         app_image(&run_stack).contains("webapp:1.1.0"),
         "the snapshot again, never the edited tree"
     );
+    let deployed = running
+        .store
+        .get::<Run>(&id)
+        .unwrap()
+        .status
+        .deployed
+        .unwrap();
+    assert_eq!(deployed.content.as_ref(), Some(&content));
     let run = run_finish(&running, &id, &["install=pass", "upgrade=pass"]).await;
     assert_eq!(run.status.phase, RunPhase::Succeeded);
     // Green, but a candidate: the canonical does not move.
