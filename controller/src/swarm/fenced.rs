@@ -13,192 +13,54 @@
 
 use std::sync::Arc;
 
-use super::{
-    spec, Call, Config, Container, Error, Event, Image, ImageFilter, LabelFilter, Network,
-    NetworkEndpoint, Node, ObjectKind, Result, Secret, Service, Swarm, SwarmFuture, SwarmInfo,
-    Task, Verb, Volume,
-};
+use super::wrap::{Around, Op, Wrapped};
+use super::{Error, Swarm, SwarmFuture};
 
 /// Whether this replica still leads (checked before every write).
 pub type Leadership = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// A swarm whose writes need `leads()`.
+pub type FencedSwarm = Wrapped<Fence>;
+
+/// What [`FencedSwarm`] does around a call: a write passes only while `leads()`.
 #[derive(Clone)]
-pub struct FencedSwarm {
-    inner: Arc<dyn Swarm>,
+pub struct Fence {
     leads: Leadership,
 }
 
-impl std::fmt::Debug for FencedSwarm {
+impl std::fmt::Debug for Fence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FencedSwarm").finish_non_exhaustive()
+        f.debug_struct("Fence").finish_non_exhaustive()
     }
 }
 
 impl FencedSwarm {
     /// Wraps `inner`; writes pass only while `leads()` is true.
     pub fn new(inner: Arc<dyn Swarm>, leads: Leadership) -> Self {
-        Self { inner, leads }
-    }
-
-    fn write<'a, T: Send + 'a>(
-        &'a self,
-        verb: Verb,
-        kind: ObjectKind,
-        call: impl FnOnce() -> SwarmFuture<'a, T>,
-    ) -> SwarmFuture<'a, T> {
-        if (self.leads)() {
-            call()
-        } else {
-            Box::pin(async move {
-                Err(Error::Unavailable {
-                    call: Call::new(verb, kind),
-                    message: "refused: this replica no longer leads (its etcd lease may have \
-                              passed to another replica)"
-                        .to_string(),
-                })
-            })
+        Wrapped {
+            inner,
+            around: Fence { leads },
         }
     }
 }
 
-impl Swarm for FencedSwarm {
-    fn ping(&self) -> SwarmFuture<'_, ()> {
-        self.inner.ping()
-    }
-    fn info(&self) -> SwarmFuture<'_, SwarmInfo> {
-        self.inner.info()
-    }
-    fn list_services<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Service>> {
-        self.inner.list_services(filter)
-    }
-    fn list_tasks<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Task>> {
-        self.inner.list_tasks(filter)
-    }
-    fn list_containers<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Container>> {
-        self.inner.list_containers(filter)
-    }
-    fn list_networks<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Network>> {
-        self.inner.list_networks(filter)
-    }
-    fn list_volumes<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Volume>> {
-        self.inner.list_volumes(filter)
-    }
-    fn list_secrets<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Secret>> {
-        self.inner.list_secrets(filter)
-    }
-    fn list_configs<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Config>> {
-        self.inner.list_configs(filter)
-    }
-    fn list_nodes<'a>(&'a self, filter: &'a LabelFilter) -> SwarmFuture<'a, Vec<Node>> {
-        self.inner.list_nodes(filter)
-    }
-    fn create_service<'a>(&'a self, spec: &'a spec::ServiceSpec) -> SwarmFuture<'a, String> {
-        self.write(Verb::Create, ObjectKind::Service, || {
-            self.inner.create_service(spec)
-        })
-    }
-    fn update_service<'a>(
+impl Around for Fence {
+    fn around<'a, T: Send + 'a>(
         &'a self,
-        id: &'a str,
-        version: u64,
-        spec: &'a spec::ServiceSpec,
-    ) -> SwarmFuture<'a, ()> {
-        self.write(Verb::Update, ObjectKind::Service, || {
-            self.inner.update_service(id, version, spec)
-        })
-    }
-    fn force_update_service<'a>(&'a self, id: &'a str, version: u64) -> SwarmFuture<'a, ()> {
-        self.write(Verb::Update, ObjectKind::Service, || {
-            self.inner.force_update_service(id, version)
-        })
-    }
-    fn remove_service<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.write(Verb::Remove, ObjectKind::Service, || {
-            self.inner.remove_service(id)
-        })
-    }
-    fn create_network<'a>(&'a self, spec: &'a spec::NetworkSpec) -> SwarmFuture<'a, String> {
-        self.write(Verb::Create, ObjectKind::Network, || {
-            self.inner.create_network(spec)
-        })
-    }
-    fn remove_network<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.write(Verb::Remove, ObjectKind::Network, || {
-            self.inner.remove_network(id)
-        })
-    }
-    fn create_volume<'a>(&'a self, spec: &'a spec::VolumeSpec) -> SwarmFuture<'a, String> {
-        self.write(Verb::Create, ObjectKind::Volume, || {
-            self.inner.create_volume(spec)
-        })
-    }
-    fn remove_volume<'a>(&'a self, name: &'a str) -> SwarmFuture<'a, ()> {
-        self.write(Verb::Remove, ObjectKind::Volume, || {
-            self.inner.remove_volume(name)
-        })
-    }
-    fn create_secret<'a>(&'a self, spec: &'a spec::SecretSpec) -> SwarmFuture<'a, String> {
-        self.write(Verb::Create, ObjectKind::Secret, || {
-            self.inner.create_secret(spec)
-        })
-    }
-    fn update_secret<'a>(
-        &'a self,
-        id: &'a str,
-        version: u64,
-        spec: &'a spec::SecretSpec,
-    ) -> SwarmFuture<'a, ()> {
-        self.write(Verb::Update, ObjectKind::Secret, || {
-            self.inner.update_secret(id, version, spec)
-        })
-    }
-    fn remove_secret<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.write(Verb::Remove, ObjectKind::Secret, || {
-            self.inner.remove_secret(id)
-        })
-    }
-    fn create_config<'a>(&'a self, spec: &'a spec::ConfigSpec) -> SwarmFuture<'a, String> {
-        self.write(Verb::Create, ObjectKind::Config, || {
-            self.inner.create_config(spec)
-        })
-    }
-    fn update_config<'a>(
-        &'a self,
-        id: &'a str,
-        version: u64,
-        spec: &'a spec::ConfigSpec,
-    ) -> SwarmFuture<'a, ()> {
-        self.write(Verb::Update, ObjectKind::Config, || {
-            self.inner.update_config(id, version, spec)
-        })
-    }
-    fn remove_config<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.write(Verb::Remove, ObjectKind::Config, || {
-            self.inner.remove_config(id)
-        })
-    }
-    fn list_images<'a>(&'a self, filter: &'a ImageFilter) -> SwarmFuture<'a, Vec<Image>> {
-        self.inner.list_images(filter)
-    }
-    fn remove_image<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.write(Verb::Remove, ObjectKind::Image, || {
-            self.inner.remove_image(id)
-        })
-    }
-    fn remove_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
-        self.write(Verb::Remove, ObjectKind::Container, || {
-            self.inner.remove_container(id)
-        })
-    }
-    fn network_endpoints<'a>(&'a self, network: &'a str) -> SwarmFuture<'a, Vec<NetworkEndpoint>> {
-        self.inner.network_endpoints(network)
-    }
-    fn inspect_container<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, Container> {
-        self.inner.inspect_container(id)
-    }
-    fn events(&self) -> futures::stream::BoxStream<'static, Result<Event>> {
-        self.inner.events()
+        op: Op,
+        call: impl FnOnce() -> SwarmFuture<'a, T>,
+    ) -> SwarmFuture<'a, T> {
+        match op.write {
+            Some(call_made) if !(self.leads)() => Box::pin(async move {
+                Err(Error::Unavailable {
+                    call: call_made,
+                    message: "refused: this replica no longer leads (its etcd lease may have \
+                              passed to another replica)"
+                        .to_string(),
+                })
+            }),
+            _ => call(),
+        }
     }
 }
 
@@ -209,6 +71,7 @@ mod tests {
 
     use super::*;
     use crate::swarm::sim::{SimConfig, SimSwarm};
+    use crate::swarm::{spec, LabelFilter};
 
     #[tokio::test]
     async fn writes_should_pass_only_while_leading_and_reads_always() {

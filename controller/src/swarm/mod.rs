@@ -25,17 +25,19 @@ mod metered;
 pub mod sim;
 pub mod spec;
 mod types;
+mod wrap;
 
 pub use docker::{DockerOptions, DockerSwarm};
 pub use error::{Error, Result};
 pub use failover::FailoverSwarm;
-pub use fenced::{FencedSwarm, Leadership};
-pub use metered::MeteredSwarm;
+pub use fenced::{Fence, FencedSwarm, Leadership};
+pub use metered::{Meter, MeteredSwarm};
 pub use types::{
     health_from_status, task_health, Call, Config, Container, ContainerState, Event, Health, Image,
     ImageFilter, LabelFilter, Labels, Meta, Network, NetworkEndpoint, Node, ObjectKind, Secret,
     Service, ServiceMode, SwarmInfo, Task, TaskState, Verb, Volume,
 };
+pub use wrap::{Around, Op, Wrapped};
 
 /// The future every [`Swarm`] call returns.
 pub type SwarmFuture<'a, T> = BoxFuture<'a, Result<T>>;
