@@ -258,8 +258,6 @@ mod tests {
                     required_tiers: vec![],
                     deploy: false,
                     finish: false,
-                    content: None,
-                    target: None,
                 },
             )
         };

@@ -84,7 +84,6 @@ async fn promote_app(
             source: PromotionSource::Operator,
             run: None,
             allow_downgrade: body.allow_downgrade,
-            content: None,
         })
         .await
         .map_err(|e| error(&e))?;

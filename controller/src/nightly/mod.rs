@@ -425,7 +425,6 @@ impl Work {
                     source: PromotionSource::Refresh,
                     run: None,
                     allow_downgrade: false,
-                    content: None,
                 })
                 .await
             {

@@ -16,9 +16,6 @@
 //!   entry when `spec.version` is written.
 //! - A rolled-back promotion sets `spec.version` back to the version that serves, so the
 //!   next green run is judged against what really runs.
-//! - A green run promotes exactly what it tested (issue 16, docs/CANDIDATES.md): its snapshot
-//!   goes into `spec.content` with the version; a release whose tag moved since the run
-//!   started is refused, a candidate is refused unless the app has `promoteCandidates`.
 //!
 //! # Caveats
 //! The queue lives in memory: a request waiting behind another when hearth stops is lost
@@ -33,7 +30,7 @@ use std::time::Duration;
 
 use crd::promotion::{PromotionAttempt, PromotionRecord, PromotionResult, PromotionSource};
 use crd::warmapp::PromotePolicy;
-use crd::{Content, Kind, Run, RunPhase, WarmApp};
+use crd::{Kind, Run, RunPhase, WarmApp};
 use metrics::Metrics;
 use state::history::{reason, NewEntry, ObjectRef, Query};
 use state::{Clock, Store, CONFLICT_ATTEMPTS};
@@ -263,11 +260,6 @@ impl Promoter {
         let Some(catalogue) = &self.inner.catalogue else {
             return Ok(());
         };
-        // Exact content is served from its snapshot: a candidate's version need not be
-        // published (it is gated by promoteCandidates instead).
-        if req.content.is_some() {
-            return Ok(());
-        }
         let unknown = |message: String| Error::VersionUnknown {
             field: "to",
             message,
@@ -303,16 +295,6 @@ impl Promoter {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        // Exactly what the run tested (issue 16): its snapshot, tagged with the run.
-        let content = run.spec.content.clone().map(|mut c| {
-            c.run = Some(run.metadata.name.clone());
-            c
-        });
-        // A release's tag must still point where it pointed when the run started.
-        let moved = match &content {
-            Some(c) if !c.is_candidate() => self.tag_moved(run, c),
-            _ => None,
-        };
         for app in self.inner.store.list::<WarmApp>()?.items {
             if app.spec.recipe != run.spec.recipe || app.spec.promote != PromotePolicy::OnGreen {
                 continue;
@@ -323,22 +305,7 @@ impl Promoter {
                 source: PromotionSource::GreenRun,
                 run: Some(run.metadata.name.clone()),
                 allow_downgrade: false,
-                content: content.clone(),
             };
-            let refusal = match &content {
-                Some(c) if c.is_candidate() && !app.spec.promote_candidates => Some(format!(
-                    "run {} tested a candidate ({}), not a published version; WarmApp/{} promotes candidates only with promoteCandidates: true",
-                    run.metadata.name,
-                    c.summary(),
-                    app.metadata.name
-                )),
-                _ => moved.clone(),
-            };
-            if let Some(why) = refusal {
-                info!(app = %app.metadata.name, run = %run.metadata.name, reason = %why, "green run not promoted");
-                self.record_refusal(&req, &app.spec.version, &why).await?;
-                continue;
-            }
             match self.submit(req).await {
                 Ok(s) => {
                     info!(app = %s.app, to = %s.to, state = s.state, run = %run.metadata.name, "green run promoted");
@@ -349,30 +316,6 @@ impl Promoter {
             }
         }
         Ok(out)
-    }
-
-    /// Why `content` (a release a run tested) may not be promoted any more: its tag now
-    /// points at another commit than the one snapshotted at the run's start (or cannot be
-    /// read). `None`: the tag is where it was.
-    fn tag_moved(&self, run: &Run, content: &Content) -> Option<String> {
-        let catalogue = self.inner.catalogue.as_ref()?;
-        let tag = content.tag.as_deref().unwrap_or(&run.spec.version);
-        match catalogue.source_tree(&run.spec.recipe, &run.spec.version, None) {
-            Ok(now) if Some(&now.commit) == content.commit.as_ref() => None,
-            Ok(now) => Some(format!(
-                "tag {tag} of {} moved since run {} started: the run tested commit {}, the tag now points at {}; test the tag again",
-                run.spec.recipe,
-                run.metadata.name,
-                content.commit.as_deref().unwrap_or("?"),
-                now.commit
-            )),
-            Err(e) => Some(format!(
-                "tag {tag} of {} cannot be checked against what run {} tested: {}",
-                run.spec.recipe,
-                run.metadata.name,
-                crate::errors::chain(&e)
-            )),
-        }
     }
 
     /// `hearth rollback APP`: promotes the version before the app's last promotion that
@@ -397,7 +340,6 @@ impl Promoter {
             source: PromotionSource::Rollback,
             run: None,
             allow_downgrade: true,
-            content: None,
         })
         .await
     }
@@ -548,8 +490,6 @@ impl Promoter {
             generation: app.metadata.generation + 1,
             at_ms: self.inner.clock.now_ms(),
             result: PromotionResult::Pending,
-            content: req.content.clone(),
-            from_content: app.spec.content.clone(),
         };
         // The record first, then the spec: a crash in between leaves a record that is not
         // in force (its version is not spec.version), i.e. nothing promoted.
@@ -561,7 +501,6 @@ impl Promoter {
         });
         let mut promoted = store.update_status(&with_record).await?;
         promoted.spec.version = req.to.clone();
-        promoted.spec.content = req.content.clone();
         let written = store.update(&promoted).await?;
         if written.metadata.generation != attempt.generation {
             return Err(Error::Raced(req.app.clone()));
@@ -624,7 +563,6 @@ impl Promoter {
                 if rolled_back {
                     let mut back = recorded;
                     back.spec.version = attempt_ref.from.clone();
-                    back.spec.content = attempt_ref.from_content.clone();
                     store.update(&back).await?;
                 }
                 Ok(())

@@ -193,7 +193,6 @@ async fn promotions_of_one_app_are_serialised_and_the_latest_waiting_request_win
         source: PromotionSource::Operator,
         run: None,
         allow_downgrade: false,
-        content: None,
     };
     assert_eq!(
         promoter.submit(req("1.1.0")).await.unwrap().state,
@@ -244,7 +243,6 @@ async fn a_rolled_back_promotion_sets_the_version_back_and_a_rollback_undoes_the
         source,
         run: None,
         allow_downgrade: false,
-        content: None,
     };
     promoter
         .submit(req("2.0.0", PromotionSource::GreenRun))
@@ -301,7 +299,6 @@ async fn refusals_are_recorded_and_returned() {
             source: PromotionSource::GreenRun,
             run: Some("r".into()),
             allow_downgrade: false,
-            content: None,
         })
         .await
         .unwrap_err();
@@ -335,7 +332,6 @@ async fn a_gate_that_never_decides_times_out_and_says_so() {
             source: PromotionSource::Operator,
             run: None,
             allow_downgrade: false,
-            content: None,
         })
         .await
         .unwrap();
@@ -357,7 +353,6 @@ async fn the_entries_of_a_promotion_name_the_token_that_asked_for_it() {
         source: PromotionSource::Operator,
         run: None,
         allow_downgrade: false,
-        content: None,
     };
     // The HTTP layer runs each request inside `acting_as` its token's name; the promotion's
     // work goes on in another task and must still name it.
