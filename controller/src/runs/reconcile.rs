@@ -22,9 +22,7 @@ use std::time::Duration;
 
 use crd::names::{self, StackRole};
 use crd::run::DepBinding;
-use crd::{
-    DepProvider, DepProviderSpec, Kind, OwnerKind, Run, RunPhase, WarmApp, WarmAppPhase,
-};
+use crd::{DepProvider, DepProviderSpec, Kind, OwnerKind, Run, RunPhase, WarmApp, WarmAppPhase};
 use state::history::{reason, NewEntry, ObjectRef};
 use state::CONFLICT_ATTEMPTS;
 
@@ -354,7 +352,11 @@ impl Runs {
         if *reference == found.id {
             return Ok(run);
         }
-        let owner = run.spec.owner.clone().with_kind(OwnerKind::Container(found.id));
+        let owner = run
+            .spec
+            .owner
+            .clone()
+            .with_kind(OwnerKind::Container(found.id));
         state::retry_conflicts(CONFLICT_ATTEMPTS, Error::is_store_conflict, || async {
             let mut run = self.get(name)?;
             run.spec.owner = owner.clone();
