@@ -1,6 +1,7 @@
 //! The hearth controller: swarm adapter and simulated swarm, runtime, reconcilers, API and CLI.
 
 pub mod access;
+pub mod candidates;
 pub mod catalogue;
 pub mod cli;
 pub mod compose;

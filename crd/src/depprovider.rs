@@ -258,6 +258,8 @@ mod tests {
                     required_tiers: vec![],
                     deploy: false,
                     finish: false,
+                    content: None,
+                    target: None,
                 },
             )
         };

@@ -10,11 +10,13 @@
 //! - [`version`]: recipe versions (`1.11.0+1.29.0`) and their order.
 //! - [`verdict`](mod@verdict): tier results and the green/not-green verdict.
 //! - [`consistency`]: checks across resources (references, unique names and domains).
+//! - [`content`]: exactly what a run tests or a warm app serves (a snapshot's digest).
 //! - [`condition`], [`owner`], [`duration`]: shared status and spec building blocks.
 
 pub mod any;
 pub mod condition;
 pub mod consistency;
+pub mod content;
 pub mod depprovider;
 pub mod duration;
 pub mod names;
@@ -31,6 +33,7 @@ pub mod warmapp;
 
 pub use any::{AnyResource, TypeMeta};
 pub use condition::{Condition, ConditionStatus};
+pub use content::{Content, ContentKind};
 pub use depprovider::{DepMode, DepProvider, DepProviderPhase, DepProviderSpec, DepProviderStatus};
 pub use owner::{Owner, OwnerKind};
 pub use recipe::{Recipe, RecipeSpec, RecipeStatus};

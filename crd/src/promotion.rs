@@ -90,6 +90,12 @@ pub struct PromotionAttempt {
     pub at_ms: u64,
     /// How it ended.
     pub result: PromotionResult,
+    /// The exact content promoted to (a green run's snapshot), when the request named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<crate::content::Content>,
+    /// `spec.content` before, restored with `from` when the promotion is rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_content: Option<crate::content::Content>,
 }
 
 /// `status.promotion`: which version the operator declared and which one hearth promoted.
@@ -242,6 +248,8 @@ mod tests {
                 generation: 2,
                 at_ms: 1,
                 result: PromotionResult::Ready,
+                content: None,
+                from_content: None,
             },
         });
         a

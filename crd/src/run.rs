@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::{validate_conditions, Condition};
+use crate::content::Content;
 use crate::depprovider::DepMode;
 use crate::names::{self, BaseDomain, StackName};
 use crate::names::{
@@ -75,6 +76,29 @@ pub struct RunSpec {
     /// Set by `hearth run finish`: tear down the stack, then the deps, then release the slot.
     #[serde(default, skip_serializing_if = "is_default")]
     pub finish: bool,
+    /// What the run tests, snapshotted by hearth at start (a release's tag commit, a commit,
+    /// a working tree): what its stack is rendered from and what a green finish promotes.
+    /// Absent for a recipe hearth cannot snapshot (a `recipe.yml` catalogue directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    /// Set by `hearth run deploy`: what the run's stack is to run now (another version, a
+    /// candidate, the warm canonical); the reconciler redeploys it in place. Absent: the
+    /// run's own `version`/`content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<DeployTarget>,
+}
+
+/// What `hearth run deploy` asked the run's stack to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeployTarget {
+    /// The version rendered (a published version, or the version a candidate carries).
+    pub version: String,
+    /// The exact content, when hearth snapshotted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    /// Where it came from, for humans: `version`, `candidate`, `commit`, `canonical`, `run`.
+    pub from: String,
 }
 
 /// The lease contract of a run.
@@ -203,6 +227,9 @@ pub struct RunStatus {
     /// Objects a teardown left behind (`kind/name`), cleared when a retry removes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub residuals: Vec<String>,
+    /// What the run's stack runs now (set by each deploy the reconciler made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed: Option<DeployTarget>,
 }
 
 impl RunStatus {
@@ -320,6 +347,15 @@ impl Validate for Run {
             |t| t.clone(),
             "tier",
         );
+        if let Some(c) = &s.content {
+            c.validate_into(&mut errs, "spec.content");
+        }
+        if let Some(t) = &s.target {
+            errs.check("spec.target.version", check_version(&t.version));
+            if let Some(c) = &t.content {
+                c.validate_into(&mut errs, "spec.target.content");
+            }
+        }
 
         let st = &self.status;
         validate_conditions(&mut errs, "status.conditions", &st.conditions);
@@ -365,6 +401,8 @@ mod tests {
                 required_tiers: vec!["install".into()],
                 deploy: true,
                 finish: false,
+                content: None,
+                target: None,
             },
         );
         r.metadata.creation_timestamp_ms = 1_000_000;

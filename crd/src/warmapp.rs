@@ -78,6 +78,15 @@ pub struct WarmAppSpec {
     /// Environment overrides passed to the recipe's stack.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Whether a green run of a candidate (an unreleased commit or working tree) may become
+    /// this app's content; by default only runs of published versions are promoted.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub promote_candidates: bool,
+    /// The exact content served (a snapshot's digest), written by a promotion of a run that
+    /// tested it; in force while `version` is the version it was promoted with (a state file
+    /// that declares another version drops it). Absent: `version` rendered from the catalogue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<crate::content::Content>,
 }
 
 /// How a warm app's health is judged. Swarm task health (every task running and, where the
@@ -384,6 +393,9 @@ impl WarmAppSpec {
         }
         self.health.validate_into(errs, &format!("{path}.health"));
         validate_env(errs, &format!("{path}.env"), &self.env);
+        if let Some(c) = &self.content {
+            c.validate_into(errs, &format!("{path}.content"));
+        }
     }
 }
 
@@ -504,6 +516,8 @@ mod tests {
                 allow_downgrade: false,
                 refresh: RefreshPolicy::Pinned,
                 env: BTreeMap::new(),
+                promote_candidates: false,
+                content: None,
             },
         )
     }

@@ -19,6 +19,7 @@
 //!   search of logs and answers for them (the security and access tests).
 //! - [`ha`]: the HA stack (`deploy/ha`) on the 3-manager test cluster: deploy, reach each
 //!   replica, find the leader, Swarm's service events (`tests/ha_real.rs`, `bench_failover`).
+//! - [`gitrecipe`]: the test bed's git fixture recipe cloned, edited, released.
 //! - [`daemon`]: `hearth serve` in-process on the simulated swarm (temp data dir, ephemeral
 //!   port) for fast API, CLI and status-page tests.
 
@@ -29,6 +30,7 @@ pub mod counting;
 pub mod daemon;
 pub mod differential;
 pub mod etcd;
+pub mod gitrecipe;
 pub mod ha;
 pub mod leaks;
 pub mod process;

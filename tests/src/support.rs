@@ -147,3 +147,62 @@ where
         tokio::time::sleep(every).await;
     }
 }
+
+/// Removes every object labelled with a test's run label (`RUN_LABEL=<run>`) when dropped —
+/// after a failed assertion too, so a failing real-swarm test leaves nothing behind. Declare it
+/// before the daemon that deploys the objects: locals drop in reverse order, so the daemon is
+/// killed first and cannot redeploy what this removes.
+#[derive(Debug)]
+pub struct RemoveOnDrop {
+    run: String,
+}
+
+impl RemoveOnDrop {
+    /// Guards the objects of `run`.
+    pub fn new(run: &str) -> RemoveOnDrop {
+        RemoveOnDrop {
+            run: run.to_string(),
+        }
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let filter = format!("label={RUN_LABEL}={}", self.run);
+        let docker = |args: &[&str]| {
+            std::process::Command::new("/usr/bin/docker")
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let ids = |kind: &str| -> Vec<String> {
+            docker(&[kind, "ls", "-q", "--filter", &filter])
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut left = 0;
+            // Services first (their tasks hold the networks, secrets and configs), then the rest.
+            for kind in ["service", "network", "secret", "config", "volume"] {
+                let found = ids(kind);
+                left += found.len();
+                if !found.is_empty() {
+                    let mut args = vec![kind, "rm"];
+                    args.extend(found.iter().map(String::as_str));
+                    docker(&args);
+                }
+            }
+            if left == 0 || std::time::Instant::now() > deadline {
+                if left > 0 {
+                    eprintln!("RemoveOnDrop({}): {left} objects still left", self.run);
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}

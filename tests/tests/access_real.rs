@@ -19,8 +19,9 @@
 //! - revocation: `hearth token revoke ci-bot` while the daemon runs; the time until the token
 //!   gets 401 is measured and must be under a second.
 //!
-//! Docker objects: the warm app's stack `hw-<name>` (labelled `hearth.test=1`), deleted
-//! through the API by the test and checked gone.
+//! Docker objects: the warm app's stack `hw-<name>` (labelled `hearth.test=1` and
+//! `hearth.test.run=<name>`), deleted through the API by the test and checked gone; removed by
+//! label if the test fails before that.
 #![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Stdio};
@@ -30,7 +31,9 @@ use hearth_tests::ci_kill::inventory;
 use hearth_tests::daemon::example_catalogue;
 use hearth_tests::leaks::{find_leaks, needles, random_hex, raw_exchange};
 use hearth_tests::process::{free_addr, ServeProcess};
-use hearth_tests::support::{eventually, hearth_bin, real_swarm, unique_name};
+use hearth_tests::support::{
+    eventually, hearth_bin, real_swarm, unique_name, RemoveOnDrop, RUN_LABEL, TEST_LABEL,
+};
 
 /// What one CLI command printed.
 struct Captured {
@@ -97,6 +100,8 @@ async fn a_ci_token_cannot_administer_non_admins_never_see_env_values_and_a_revo
     let data_arg = data.to_str().unwrap().to_string();
     let app = unique_name("acc");
     let stack = format!("hw-{app}");
+    // Dropped after the daemon (declared before it): removes the stack if an assertion fails.
+    let _leftovers = RemoveOnDrop::new(&app);
     let env_value = format!("hearth-env-{}", random_hex(24));
     let state = format!(
         "apiVersion: hearth/v1\nkind: WarmApp\nmetadata:\n  name: {app}\nspec:\n  recipe: webapp\n  \
@@ -166,7 +171,9 @@ async fn a_ci_token_cannot_administer_non_admins_never_see_env_values_and_a_revo
             "--catalogue".into(),
             catalogue.clone().into(),
             "--label".into(),
-            "hearth.test=1".into(),
+            format!("{}={}", TEST_LABEL.0, TEST_LABEL.1).into(),
+            "--label".into(),
+            format!("{RUN_LABEL}={app}").into(),
         ],
     )
     .listening_on(format!("0.0.0.0:{}", addr.port()))

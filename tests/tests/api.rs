@@ -518,6 +518,8 @@ fn required_by_the_issue(method: &str, pattern: &str) -> &'static str {
         "/api/v1/runs/{id}/heartbeat",
         "/api/v1/runs/{id}/report",
         "/api/v1/runs/{id}/finish",
+        // Issue 16: `hearth run deploy` is a CI job's step.
+        "/api/v1/runs/{id}/deploy",
         "/api/v1/slotpools/{pool}/acquire",
         "/api/v1/slotpools/{pool}/heartbeat",
         "/api/v1/slotpools/{pool}/release",

@@ -230,6 +230,36 @@ pub trait Catalogue: Send + Sync {
         let _ = (request, fresh_since);
         None
     }
+
+    /// The files of `recipe` at `version`'s tag commit (`at` `None`) or at `at` (a commit, a
+    /// tag, `HEAD`), written out in a directory, for a snapshot ([`crate::candidates`]).
+    ///
+    /// # Errors
+    /// [`Error::SnapshotUnsupported`] for a recipe without git history (a `recipe.yml`
+    /// directory, the default); as [`Catalogue::render_at`] otherwise.
+    fn source_tree(&self, recipe: &str, version: &str, at: Option<&str>) -> Result<SourceTree> {
+        let _ = (version, at);
+        Err(Error::SnapshotUnsupported {
+            recipe: recipe.to_string(),
+        })
+    }
+
+    /// Where snapshots' files are written out for rendering; a temporary directory when the
+    /// catalogue keeps no data directory.
+    fn snapshot_dir(&self) -> PathBuf {
+        std::env::temp_dir().join("hearth-snapshots")
+    }
+}
+
+/// A recipe's files at one commit, written out ([`Catalogue::source_tree`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceTree {
+    /// The directory holding the files.
+    pub dir: PathBuf,
+    /// The full commit SHA.
+    pub commit: String,
+    /// The tag, when the commit is the asked version's tag commit (a release).
+    pub tag: Option<String>,
 }
 
 /// The variables a render of `recipe` at `version` uses: the recipe's defaults, then `env`,
@@ -328,6 +358,12 @@ pub enum Error {
         reference: String,
         /// What hearth fetched (the followed branch, or the checkout).
         fetched: String,
+    },
+    /// The recipe has no git history to snapshot a commit of (a `recipe.yml` directory).
+    #[error("recipe {recipe:?} is not a git recipe or checkout: it has no commits to snapshot")]
+    SnapshotUnsupported {
+        /// The recipe.
+        recipe: String,
     },
     /// A required variable has no value.
     #[error("recipe {recipe:?} requires variable {name} and none was given")]

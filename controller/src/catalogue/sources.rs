@@ -35,7 +35,9 @@ use sha2::{Digest, Sha256};
 
 use super::envfile::{self, Entry};
 use super::git::{self, Mirror};
-use super::{Catalogue, DirCatalogue, Error, Recipe, RecipeFile, RenderRequest, Rendered, Result};
+use super::{
+    Catalogue, DirCatalogue, Error, Recipe, RecipeFile, RenderRequest, Rendered, Result, SourceTree,
+};
 use crate::compose;
 use crate::runtime::Ticket;
 use crate::swarm::spec::GeneratedSecret;
@@ -531,6 +533,25 @@ impl Sources {
         Ok(rendered)
     }
 
+    /// The tree of `commit` in `mirror`, as a release when it is `version`'s tag commit.
+    fn commit_tree(
+        &self,
+        mirror: &Mirror,
+        published: Option<&Published>,
+        version: &str,
+        commit: String,
+    ) -> Result<SourceTree> {
+        let tag = published
+            .and_then(|p| find_version(p, version))
+            .filter(|v| v.commit == commit)
+            .map(|v| v.tag);
+        Ok(SourceTree {
+            dir: self.tree(&commit, mirror)?,
+            commit,
+            tag,
+        })
+    }
+
     fn source(&self, name: &str) -> Option<Source> {
         lock(&self.declared).get(name).cloned()
     }
@@ -632,7 +653,7 @@ fn checkout_content(dir: &Path) -> Result<CheckoutContent> {
 
 /// The value of the `coop-cloud.${STACK_NAME}.version=` label in a compose file's text (what
 /// `abra recipe sync` writes).
-fn compose_version_label(text: &str) -> Option<String> {
+pub(crate) fn compose_version_label(text: &str) -> Option<String> {
     text.lines().find_map(|line| {
         let (_, rest) = line.split_once("coop-cloud.${STACK_NAME}.version=")?;
         let value = rest.trim().trim_end_matches(['"', '\'']).trim();
@@ -1079,6 +1100,81 @@ impl Catalogue for Sources {
                     known: self.recipes().map(|r| r.join(", ")).unwrap_or_default(),
                 }),
             },
+        }
+    }
+
+    fn snapshot_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    fn source_tree(&self, recipe: &str, version: &str, at: Option<&str>) -> Result<SourceTree> {
+        let unpublished = |published: &Published| Error::VersionNotPublished {
+            recipe: recipe.to_string(),
+            version: version.to_string(),
+            published: published
+                .versions
+                .iter()
+                .map(|v| v.version.clone())
+                .collect(),
+        };
+        match self.source(recipe) {
+            Some(Source::Git { published, spec }) => {
+                let published = published.ok_or_else(|| Error::RecipeNotFetched {
+                    recipe: recipe.to_string(),
+                })?;
+                let mirror = self.mirror(recipe);
+                let commit = match at {
+                    None => {
+                        find_version(&published, version)
+                            .ok_or_else(|| unpublished(&published))?
+                            .commit
+                    }
+                    Some(at) => {
+                        let branch = spec
+                            .git
+                            .as_ref()
+                            .and_then(|g| g.git_ref.as_ref())
+                            .map(|r| r.branch.as_str());
+                        let reference = if at == "HEAD" || Some(at) == branch {
+                            git::FOLLOWED_REF
+                        } else {
+                            at
+                        };
+                        mirror
+                            .resolve(reference)
+                            .map_err(|_| Error::CommitNotFetched {
+                                recipe: recipe.to_string(),
+                                reference: at.to_string(),
+                                fetched: branch.unwrap_or("the default branch").to_string(),
+                            })?
+                    }
+                };
+                self.commit_tree(&mirror, Some(&published), version, commit)
+            }
+            Some(Source::Checkout(dir)) => {
+                let content = checkout_content(&dir)?;
+                let Some(mirror) = &content.mirror else {
+                    return Err(Error::SnapshotUnsupported {
+                        recipe: recipe.to_string(),
+                    });
+                };
+                let commit = match at {
+                    None => {
+                        find_version(&content.published, version)
+                            .ok_or_else(|| unpublished(&content.published))?
+                            .commit
+                    }
+                    Some(at) => mirror.resolve(at).map_err(|_| Error::CommitNotFetched {
+                        recipe: recipe.to_string(),
+                        reference: at.to_string(),
+                        fetched: format!("the checkout {}", dir.display()),
+                    })?,
+                };
+                self.commit_tree(mirror, Some(&content.published), version, commit)
+            }
+            Some(Source::Dir(_)) | None => Err(Error::SnapshotUnsupported {
+                recipe: recipe.to_string(),
+            }),
         }
     }
 

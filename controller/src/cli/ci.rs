@@ -69,6 +69,9 @@ pub enum Error {
     /// Output could not be written.
     #[error("cannot write output")]
     OutputFailed(#[from] std::io::Error),
+    /// A candidate working tree could not be read (`--candidate DIR`).
+    #[error("cannot snapshot the candidate: {0}")]
+    CandidateUnreadable(String),
     /// What was waited for ended badly or not in time (`promote`, `rollback` without
     /// `--detach`).
     #[error("{what}: {why}")]
@@ -178,6 +181,50 @@ pub enum RunCommand {
     Report(RunReportArgs),
     /// Finish a run: verified teardown, then slot release.
     Finish(RunIdArgs),
+    /// Redeploy a running run's stack in place: another version, a candidate, a commit, the
+    /// warm canonical's exact content (`--from canonical`) or the run's own (`--from run`).
+    #[command(disable_version_flag = true)]
+    Deploy(RunDeployArgs),
+}
+
+/// `hearth run deploy`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["version", "candidate", "commit", "from"])))]
+pub struct RunDeployArgs {
+    /// The run id.
+    pub id: String,
+    /// A published version.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// A recipe working tree (snapshotted now).
+    #[arg(long, value_name = "DIR")]
+    pub candidate: Option<std::path::PathBuf>,
+    /// A commit of the declared git recipe.
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// `canonical` (the warm canonical's exact content, else the newest published version
+    /// older than the run's) or `run` (what the run tests, as snapshotted at its start).
+    #[arg(long, value_parser = ["canonical", "run"])]
+    pub from: Option<String>,
+    /// The daemon.
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("{s:?}: the key is empty"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// The candidate at `dir`, read for upload.
+fn upload(dir: &std::path::Path) -> Result<crate::candidates::Upload, Error> {
+    crate::candidates::Upload::of_dir(dir)
+        .map_err(|e| Error::CandidateUnreadable(crate::errors::chain(&e)))
 }
 
 /// How `run start` prints.
@@ -195,12 +242,21 @@ pub struct RunStartArgs {
     /// The recipe.
     #[arg(long)]
     pub recipe: String,
-    /// Its version.
-    #[arg(long)]
+    /// Its version (a published version; for `--candidate`/`--commit`, the version the
+    /// candidate carries — by default the one its compose.yml labels itself with).
+    #[arg(long, default_value = "")]
     pub version: String,
-    /// The git ref under test.
-    #[arg(long = "ref")]
+    /// Test a commit of the declared git recipe (`--ref` is its older name); hearth snapshots
+    /// its files at start.
+    #[arg(long = "commit", alias = "ref", conflicts_with = "candidate")]
     pub git_ref: Option<String>,
+    /// Test a recipe working tree (e.g. a pull request's checkout); its files are sent to
+    /// hearth and snapshotted at start, so later edits of DIR change nothing of the run.
+    #[arg(long, value_name = "DIR")]
+    pub candidate: Option<std::path::PathBuf>,
+    /// Env overrides of the run's stack, `KEY=VALUE` (repeatable; part of the snapshot).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
     /// Dependency providers (repeatable).
     #[arg(long = "dep")]
     pub deps: Vec<String>,
@@ -574,7 +630,9 @@ pub async fn run(
             let body = serde_json::json!({
                 "recipe": a.recipe,
                 "version": a.version,
-                "gitRef": a.git_ref,
+                "commit": a.git_ref,
+                "candidate": a.candidate.as_deref().map(upload).transpose()?,
+                "env": a.env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
                 "deps": a.deps,
                 "pool": a.pool,
                 "ttl": a.ttl,
@@ -617,6 +675,26 @@ pub async fn run(
                 )
                 .await?;
             print_phase(out, &a.id, &run)?;
+        }
+        RunCommand::Deploy(a) => {
+            let body = serde_json::json!({
+                "version": a.version,
+                "candidate": a.candidate.as_deref().map(upload).transpose()?,
+                "commit": a.commit,
+                "from": a.from,
+            });
+            let run: crd::Run = a
+                .server
+                .client()?
+                .post(&format!("/api/v1/runs/{}/deploy", a.id), &body)
+                .await?;
+            let what = run
+                .status
+                .deployed
+                .as_ref()
+                .map(crate::runs::describe_target)
+                .unwrap_or_default();
+            writeln!(out, "run {}: deployed {what}", a.id)?;
         }
         RunCommand::Finish(a) => {
             let run: serde_json::Value = a

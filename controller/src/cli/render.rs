@@ -336,7 +336,18 @@ pub fn describe_warmapp(app: &WarmApp, history: &[Entry], now_ms: u64) -> String
     p.field("Ready", ready_of(app));
     p.field("Stack", or_dash(app.status.stack_name.as_deref()));
     p.field("Domain", or_dash(app.status.domain.as_deref()));
+    // Exactly what it serves (issue 16): the promoted snapshot, or the version's catalogue render.
+    // Absent: the catalogue's render of the version.
+    if let Some(c) = &app.spec.content {
+        p.field("Content", c.summary());
+        p.field("Commit", or_dash(c.commit.as_deref()));
+        p.field("Digest", &c.digest);
+        p.field("Tested by run", or_dash(c.run.as_deref()));
+    }
     p.field("Promote", format!("{:?}", app.spec.promote));
+    if app.spec.promote_candidates {
+        p.field("Promote candidates", true);
+    }
     p.field("Refresh", format!("{:?}", app.spec.refresh));
     p.field("Provider", app.spec.provider);
     p.field(
@@ -386,6 +397,14 @@ pub fn describe_run(run: &Run, history: &[Entry], now_ms: u64) -> String {
     p.field("Recipe", &run.spec.recipe);
     p.field("Version", &run.spec.version);
     p.field("Ref", or_dash(run.spec.git_ref.as_deref()));
+    // What the run tests, snapshotted at its start (issue 16), and what its stack runs now.
+    if let Some(c) = &run.spec.content {
+        p.field("Content", c.summary());
+        p.field("Digest", &c.digest);
+    }
+    if let Some(d) = &run.status.deployed {
+        p.field("Deployed", crate::runs::describe_target(d));
+    }
     p.field("Phase", format!("{:?}", run.status.phase));
     p.field("Owner", run.spec.owner.to_string());
     p.field(

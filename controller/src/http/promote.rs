@@ -84,6 +84,7 @@ async fn promote_app(
             source: PromotionSource::Operator,
             run: None,
             allow_downgrade: body.allow_downgrade,
+            content: None,
         })
         .await
         .map_err(|e| error(&e))?;

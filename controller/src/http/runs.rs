@@ -3,6 +3,8 @@
 //! Bodies are JSON, limited to [`super::BODY_LIMIT`] bytes; errors are the API's JSON
 //! errors; runs need a `ci` token, deletes an `admin` one (checked router-wide in [`super`]).
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
 use axum::Json;
@@ -14,8 +16,9 @@ use super::error::duration;
 use super::slots::slot_error;
 use super::{record_delete, store_error, ApiError, Body, Routes, State};
 use crate::access::Scope;
+use crate::candidates::Upload;
 use crate::errors::chain;
-use crate::runs::{self, StartRequest, Started};
+use crate::runs::{self, DeploySource, StartRequest, Started};
 
 fn run_error(e: &runs::Error) -> ApiError {
     let code = match e {
@@ -32,8 +35,11 @@ fn run_error(e: &runs::Error) -> ApiError {
         // the daemon's: found by the API body fuzz target (tests/tests/fuzz_api.rs).
         runs::Error::StoreFailed(e) => return store_error(e),
         runs::Error::DepUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        // Recorded and failed by the reconciler: the request named a container that does not run.
-        runs::Error::OwnerUnavailable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        runs::Error::SnapshotFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        runs::Error::NoDeployBase { .. } | runs::Error::RunNotRunning { .. } => {
+            StatusCode::CONFLICT
+        }
+        runs::Error::DeployFailed { .. } => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     ApiError::new(code, chain(e))
@@ -43,14 +49,24 @@ fn run_error(e: &runs::Error) -> ApiError {
 pub(crate) fn routes() -> Routes {
     Routes::new()
         .get("/api/v1/runs", list_runs)
-        .post("/api/v1/runs", Scope::Ci, start_run)
+        // A candidate's files come with the request (the daemon may not see the job's disk).
+        .post_limited("/api/v1/runs", Scope::Ci, start_run, CANDIDATE_BODY_LIMIT)
         .get("/api/v1/runs/{id}", get_run)
         // Removing a finished run's record is history keeping: the operator's.
         .delete("/api/v1/runs/{id}", Scope::Admin, delete_run)
         .post("/api/v1/runs/{id}/heartbeat", Scope::Ci, heartbeat_run)
         .post("/api/v1/runs/{id}/report", Scope::Ci, report_run)
         .post("/api/v1/runs/{id}/finish", Scope::Ci, finish_run)
+        .post_limited(
+            "/api/v1/runs/{id}/deploy",
+            Scope::Ci,
+            deploy_run,
+            CANDIDATE_BODY_LIMIT,
+        )
 }
+
+/// Largest body of a run start or deploy: a candidate's files, hex-encoded, with room to spare.
+pub const CANDIDATE_BODY_LIMIT: usize = 3 * crate::candidates::MAX_SNAPSHOT_BYTES;
 
 /// `POST /api/v1/runs` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,11 +74,18 @@ pub(crate) fn routes() -> Routes {
 pub struct StartBody {
     /// The recipe.
     pub recipe: String,
-    /// Its version.
+    /// Its version; for a candidate or commit, `""` takes the version its `compose.yml`
+    /// labels itself with.
     pub version: String,
-    /// The git ref under test.
+    /// The commit under test (`--commit`; `gitRef` is its older name).
+    #[serde(default, alias = "gitRef")]
+    pub commit: Option<String>,
+    /// A candidate working tree under test (`--candidate DIR`): its files, HEAD and dirtiness.
     #[serde(default)]
-    pub git_ref: Option<String>,
+    pub candidate: Option<Upload>,
+    /// Env overrides of the run's stack (part of its snapshot).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     /// Dependency providers.
     #[serde(default)]
     pub deps: Vec<String>,
@@ -90,7 +113,9 @@ async fn start_run(
         ttl: duration("ttl", body.ttl.as_deref())?,
         recipe: body.recipe,
         version: body.version,
-        git_ref: body.git_ref,
+        git_ref: body.commit,
+        candidate: body.candidate,
+        env: body.env,
         deps: body.deps,
         pool: body.pool,
         owner: body.owner,
@@ -187,6 +212,66 @@ async fn finish_run(
 ) -> Result<Json<Run>, ApiError> {
     s.runs
         .finish(&id)
+        .await
+        .map(Json)
+        .map_err(|e| run_error(&e))
+}
+
+/// `POST /api/v1/runs/{id}/deploy` body: exactly one of `version`, `candidate`, `commit`,
+/// `from` (`canonical`: the warm canonical's exact content; `run`: what the run tests).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeployBody {
+    /// A published version.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// A candidate working tree.
+    #[serde(default)]
+    pub candidate: Option<Upload>,
+    /// A commit of the declared git recipe.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// `canonical` or `run`.
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+/// `hearth run deploy`: records the target; the run reconciler redeploys (no Docker call here).
+async fn deploy_run(
+    AxumState(s): AxumState<State>,
+    Path(id): Path<String>,
+    Body(body): Body<DeployBody>,
+) -> Result<Json<Run>, ApiError> {
+    let given = [
+        body.version.is_some(),
+        body.candidate.is_some(),
+        body.commit.is_some(),
+        body.from.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(ApiError::invalid(
+            "version",
+            "give exactly one of version, candidate, commit or from",
+        ));
+    }
+    let source = match (body.version, body.candidate, body.commit, body.from) {
+        (Some(v), ..) => DeploySource::Version(v),
+        (_, Some(c), ..) => DeploySource::Candidate(c),
+        (_, _, Some(c), _) => DeploySource::Commit(c),
+        (.., Some(f)) => match f.as_str() {
+            "canonical" => DeploySource::Canonical,
+            "run" => DeploySource::Run,
+            other => {
+                return Err(ApiError::invalid(
+                    "from",
+                    format!("from: {other:?} is neither canonical nor run"),
+                ))
+            }
+        },
+        _ => return Err(ApiError::invalid("version", "nothing to deploy")),
+    };
+    s.runs
+        .deploy(&id, source)
         .await
         .map(Json)
         .map_err(|e| run_error(&e))

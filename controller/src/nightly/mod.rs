@@ -425,6 +425,7 @@ impl Work {
                     source: PromotionSource::Refresh,
                     run: None,
                     allow_downgrade: false,
+                    content: None,
                 })
                 .await
             {

@@ -24,6 +24,9 @@ pub struct Request {
     /// The operator allows going backwards for this request (`--allow-downgrade`); the
     /// app's `allowDowngrade` allows it for every request.
     pub allow_downgrade: bool,
+    /// The exact content to serve (a green run's snapshot, issue 16); `None`: `to` rendered
+    /// from the catalogue.
+    pub content: Option<crd::Content>,
 }
 
 /// What a request does to an app as it is now.
@@ -92,8 +95,15 @@ pub fn plan(app: &WarmApp, req: &Request) -> Plan {
             };
         }
     };
+    let same_content = match (&req.content, &app.spec.content) {
+        (Some(want), Some(have)) => want.same_as(have),
+        (None, None) => true,
+        _ => false,
+    };
     match judged.check_promotion(&req.to, trigger) {
-        Ok(Promotion::AlreadyCurrent) => Plan::AlreadyCurrent,
+        Ok(Promotion::AlreadyCurrent) if same_content => Plan::AlreadyCurrent,
+        // Same version, other content (a candidate, a re-tested tag): the content moves.
+        Ok(Promotion::AlreadyCurrent) => promote(app, &req.to),
         Ok(Promotion::Upgrade | Promotion::Downgrade) => promote(app, &req.to),
         Err(e) => Plan::Refused(e.to_string()),
     }
@@ -154,6 +164,7 @@ pub fn details(attempt: &PromotionAttempt, declared: &str) -> serde_json::Value 
         "result": attempt.result,
         "declared": declared,
         "generation": attempt.generation,
+        "content": attempt.content,
     })
 }
 
@@ -201,6 +212,7 @@ mod tests {
             source,
             run: None,
             allow_downgrade: false,
+            content: None,
         }
     }
 
@@ -213,6 +225,8 @@ mod tests {
             generation,
             at_ms: 0,
             result: PromotionResult::Pending,
+            content: None,
+            from_content: None,
         }
     }
 
@@ -240,6 +254,35 @@ mod tests {
             plan(&manual, &req("1.1.0", PromotionSource::GreenRun)),
             Plan::Refused(_)
         ));
+    }
+
+    #[test]
+    fn the_same_version_with_other_content_is_promoted_and_the_same_content_is_current() {
+        let content = |digest: &str| crd::Content {
+            kind: crd::ContentKind::Release,
+            tag: Some("1.0.0".into()),
+            commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            dirty: false,
+            digest: digest.repeat(64),
+            run: None,
+        };
+        let mut a = app("1.0.0", PromotePolicy::OnGreen);
+        let mut r = req("1.0.0", PromotionSource::GreenRun);
+        r.content = Some(content("a"));
+        assert!(
+            matches!(plan(&a, &r), Plan::Promote { .. }),
+            "no content yet"
+        );
+        a.spec.content = Some(content("a"));
+        // The run that tested it does not make it other content.
+        r.content.as_mut().unwrap().run = Some("web-2".into());
+        assert_eq!(plan(&a, &r), Plan::AlreadyCurrent);
+        r.content = Some(content("b"));
+        assert!(matches!(plan(&a, &r), Plan::Promote { .. }));
+        // Backwards stays refused whatever the content.
+        let mut old = req("0.9.0", PromotionSource::GreenRun);
+        old.content = Some(content("c"));
+        assert!(matches!(plan(&a, &old), Plan::Refused(_)));
     }
 
     #[test]

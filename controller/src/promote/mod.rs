@@ -16,18 +16,14 @@
 //!   entry when `spec.version` is written.
 //! - A rolled-back promotion sets `spec.version` back to the version that serves, so the
 //!   next green run is judged against what really runs.
-//!
-//! # Stopping
-//! The background work of promotions (a request's write, its wait for the gate, the requests
-//! queued behind it) runs in tasks the promoter tracks; [`Promoter::stop`] (the daemon's
-//! `wait()` calls it) ends them cleanly and returns once none is left: a write under way
-//! finishes, a wait for the gate ends where it is (the promotion stays `pending` in the store
-//! and is resumed at the next start), and no queued request starts.
+//! - A green run promotes exactly what it tested (issue 16, docs/CANDIDATES.md): its snapshot
+//!   goes into `spec.content` with the version; a release whose tag moved since the run
+//!   started is refused, a candidate is refused unless the app has `promoteCandidates`.
 //!
 //! # Caveats
 //! The queue lives in memory: a request waiting behind another when hearth stops is lost
-//! (logged; the next green run or operator asks again). A promotion already written is resumed
-//! at startup ([`Promoter::resume`]): its verdict is still recorded.
+//! (the next green run or operator asks again). A promotion already written is resumed at
+//! startup ([`Promoter::resume`]): its verdict is still recorded.
 
 pub mod decide;
 
@@ -37,7 +33,7 @@ use std::time::Duration;
 
 use crd::promotion::{PromotionAttempt, PromotionRecord, PromotionResult, PromotionSource};
 use crd::warmapp::PromotePolicy;
-use crd::{Kind, Run, RunPhase, WarmApp};
+use crd::{Content, Kind, Run, RunPhase, WarmApp};
 use metrics::Metrics;
 use state::history::{reason, NewEntry, ObjectRef, Query};
 use state::{Clock, Store, CONFLICT_ATTEMPTS};
@@ -135,10 +131,6 @@ struct Inner {
     /// Apps with a promotion under way, and the request waiting behind it with the API token
     /// name that asked (its history entries name it, issue 19).
     queues: Mutex<Queues>,
-    /// The promotions' background tasks (see [`Promoter::stop`]).
-    tasks: tokio_util::task::TaskTracker,
-    /// Cancelled by [`Promoter::stop`]: waits for the gate end, queued requests do not start.
-    stopping: tokio_util::sync::CancellationToken,
 }
 
 /// The promotion executor (cheap to clone; see the module docs).
@@ -173,34 +165,8 @@ impl Promoter {
                 catalogue,
                 config,
                 queues: Mutex::new(HashMap::new()),
-                tasks: tokio_util::task::TaskTracker::new(),
-                stopping: tokio_util::sync::CancellationToken::new(),
             }),
         }
-    }
-
-    /// Stops the promotions' background work and returns once none of its tasks is left: a
-    /// store write under way finishes, a wait for the gate ends (the promotion stays pending
-    /// in the store; [`Promoter::resume`] picks it up at the next start), a queued request does
-    /// not start (it is logged). A request submitted afterwards is written but not waited for.
-    pub async fn stop(&self) {
-        self.inner.stopping.cancel();
-        self.inner.tasks.close();
-        self.inner.tasks.wait().await;
-        let left: Vec<String> = self.queues().drain().map(|(app, _)| app).collect();
-        if !left.is_empty() {
-            info!(apps = ?left, "promotions stopped; written ones are resumed at the next start");
-        }
-    }
-
-    /// How many of the promotions' background tasks are running.
-    pub fn tasks(&self) -> usize {
-        self.inner.tasks.len()
-    }
-
-    /// Runs `work` as one of the promoter's tracked tasks.
-    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.inner.tasks.spawn(work);
     }
 
     fn queues(&self) -> std::sync::MutexGuard<'_, Queues> {
@@ -275,7 +241,7 @@ impl Promoter {
             None => {
                 let this = self.clone();
                 let first = req.clone();
-                self.spawn(async move { this.work(first, actor).await });
+                tokio::spawn(async move { this.work(first, actor).await });
                 Ok(submitted("started"))
             }
             Some(replaced) => {
@@ -297,6 +263,11 @@ impl Promoter {
         let Some(catalogue) = &self.inner.catalogue else {
             return Ok(());
         };
+        // Exact content is served from its snapshot: a candidate's version need not be
+        // published (it is gated by promoteCandidates instead).
+        if req.content.is_some() {
+            return Ok(());
+        }
         let unknown = |message: String| Error::VersionUnknown {
             field: "to",
             message,
@@ -332,6 +303,16 @@ impl Promoter {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
+        // Exactly what the run tested (issue 16): its snapshot, tagged with the run.
+        let content = run.spec.content.clone().map(|mut c| {
+            c.run = Some(run.metadata.name.clone());
+            c
+        });
+        // A release's tag must still point where it pointed when the run started.
+        let moved = match &content {
+            Some(c) if !c.is_candidate() => self.tag_moved(run, c),
+            _ => None,
+        };
         for app in self.inner.store.list::<WarmApp>()?.items {
             if app.spec.recipe != run.spec.recipe || app.spec.promote != PromotePolicy::OnGreen {
                 continue;
@@ -342,7 +323,22 @@ impl Promoter {
                 source: PromotionSource::GreenRun,
                 run: Some(run.metadata.name.clone()),
                 allow_downgrade: false,
+                content: content.clone(),
             };
+            let refusal = match &content {
+                Some(c) if c.is_candidate() && !app.spec.promote_candidates => Some(format!(
+                    "run {} tested a candidate ({}), not a published version; WarmApp/{} promotes candidates only with promoteCandidates: true",
+                    run.metadata.name,
+                    c.summary(),
+                    app.metadata.name
+                )),
+                _ => moved.clone(),
+            };
+            if let Some(why) = refusal {
+                info!(app = %app.metadata.name, run = %run.metadata.name, reason = %why, "green run not promoted");
+                self.record_refusal(&req, &app.spec.version, &why).await?;
+                continue;
+            }
             match self.submit(req).await {
                 Ok(s) => {
                     info!(app = %s.app, to = %s.to, state = s.state, run = %run.metadata.name, "green run promoted");
@@ -353,6 +349,30 @@ impl Promoter {
             }
         }
         Ok(out)
+    }
+
+    /// Why `content` (a release a run tested) may not be promoted any more: its tag now
+    /// points at another commit than the one snapshotted at the run's start (or cannot be
+    /// read). `None`: the tag is where it was.
+    fn tag_moved(&self, run: &Run, content: &Content) -> Option<String> {
+        let catalogue = self.inner.catalogue.as_ref()?;
+        let tag = content.tag.as_deref().unwrap_or(&run.spec.version);
+        match catalogue.source_tree(&run.spec.recipe, &run.spec.version, None) {
+            Ok(now) if Some(&now.commit) == content.commit.as_ref() => None,
+            Ok(now) => Some(format!(
+                "tag {tag} of {} moved since run {} started: the run tested commit {}, the tag now points at {}; test the tag again",
+                run.spec.recipe,
+                run.metadata.name,
+                content.commit.as_deref().unwrap_or("?"),
+                now.commit
+            )),
+            Err(e) => Some(format!(
+                "tag {tag} of {} cannot be checked against what run {} tested: {}",
+                run.spec.recipe,
+                run.metadata.name,
+                crate::errors::chain(&e)
+            )),
+        }
     }
 
     /// `hearth rollback APP`: promotes the version before the app's last promotion that
@@ -377,6 +397,7 @@ impl Promoter {
             source: PromotionSource::Rollback,
             run: None,
             allow_downgrade: true,
+            content: None,
         })
         .await
     }
@@ -407,7 +428,7 @@ impl Promoter {
             let declared = record.declared_version.clone();
             resumed += 1;
             info!(app = %name, to = %attempt.to, "resuming a promotion under way");
-            self.spawn(async move {
+            tokio::spawn(async move {
                 if let Err(e) = this.gate(&name, attempt, &declared).await {
                     warn!(app = %name, error = %e, "promotion failed");
                 }
@@ -438,12 +459,6 @@ impl Promoter {
         loop {
             let next = {
                 let mut queues = self.queues();
-                if self.inner.stopping.is_cancelled() {
-                    if let Some(Some((waiting, _))) = queues.remove(app) {
-                        info!(app = %app, to = %waiting.to, "hearth stops: a queued promotion is dropped (ask again)");
-                    }
-                    return;
-                }
                 match queues.get_mut(app).and_then(Option::take) {
                     Some(next) => next,
                     None => {
@@ -533,6 +548,8 @@ impl Promoter {
             generation: app.metadata.generation + 1,
             at_ms: self.inner.clock.now_ms(),
             result: PromotionResult::Pending,
+            content: req.content.clone(),
+            from_content: app.spec.content.clone(),
         };
         // The record first, then the spec: a crash in between leaves a record that is not
         // in force (its version is not spec.version), i.e. nothing promoted.
@@ -544,6 +561,7 @@ impl Promoter {
         });
         let mut promoted = store.update_status(&with_record).await?;
         promoted.spec.version = req.to.clone();
+        promoted.spec.content = req.content.clone();
         let written = store.update(&promoted).await?;
         if written.metadata.generation != attempt.generation {
             return Err(Error::Raced(req.app.clone()));
@@ -576,10 +594,6 @@ impl Promoter {
             tokio::select! {
                 _ = store.changed(Kind::WarmApp, revision) => {}
                 () = tokio::time::sleep(self.inner.config.poll) => {}
-                () = self.inner.stopping.cancelled() => {
-                    info!(app = %name, to = %attempt.to, "hearth stops: the promotion stays pending and is resumed at the next start");
-                    return Ok(());
-                }
             }
         };
         attempt.result = result;
@@ -610,6 +624,7 @@ impl Promoter {
                 if rolled_back {
                     let mut back = recorded;
                     back.spec.version = attempt_ref.from.clone();
+                    back.spec.content = attempt_ref.from_content.clone();
                     store.update(&back).await?;
                 }
                 Ok(())

@@ -89,6 +89,9 @@ pub struct Started {
     pub slot: Option<SlotAssignment>,
     /// Each dep's endpoint.
     pub deps: Vec<DepBinding>,
+    /// What the run tests, as snapshotted at its start (issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<crd::Content>,
 }
 
 impl Started {
@@ -100,6 +103,7 @@ impl Started {
             domain: run.status.domain.clone().unwrap_or_default(),
             slot: run.status.slot.clone(),
             deps: run.status.deps.clone(),
+            content: run.spec.content.clone(),
         }
     }
 
@@ -114,6 +118,12 @@ impl Started {
             vars.insert("HEARTH_SLOT".into(), s.index.to_string());
             vars.insert("HEARTH_PORT_BASE".into(), s.port_base.to_string());
             vars.insert("HEARTH_PORTS".into(), s.ports.to_string());
+        }
+        if let Some(c) = &self.content {
+            vars.insert("HEARTH_CONTENT_DIGEST".into(), c.digest.clone());
+            if let Some(commit) = &c.commit {
+                vars.insert("HEARTH_CONTENT_COMMIT".into(), commit.clone());
+            }
         }
         for d in &self.deps {
             let key = d.name.to_uppercase().replace('-', "_");
@@ -148,6 +158,8 @@ mod tests {
                 required_tiers: vec!["install".into()],
                 deploy: true,
                 finish: false,
+                content: None,
+                target: None,
             },
         );
         let dep = |name: &str, mode, stack: &str| DepBinding {

@@ -24,21 +24,26 @@ pub mod decide;
 pub mod reconcile;
 pub mod tiers;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crd::names::{self, labels as keys, BaseDomain, StackRole};
-use crd::run::{LeaseSpec, SlotAssignment};
-use crd::{Kind, Owner, Run, RunPhase, RunSpec, TierOutcome, TierResult, Validate};
+use crd::run::{DepBinding, DeployTarget, LeaseSpec, SlotAssignment};
+use crd::{
+    Content, ContentKind, DepProvider, DepProviderSpec, Kind, Owner, OwnerKind, Run, RunPhase,
+    RunSpec, TierOutcome, TierResult, Validate, WarmApp, WarmAppPhase,
+};
 use metrics::Metrics;
-use state::history::{NewEntry, ObjectRef};
+use state::history::{reason, NewEntry, ObjectRef};
 use state::{Clock, Store, CONFLICT_ATTEMPTS};
 
-use crate::catalogue::Catalogue;
+use crate::candidates::{Snapshot, Snapshots, Upload};
+use crate::catalogue::{Catalogue, RenderRequest};
+use crate::errors::chain;
 use crate::slots::{SlotRequest, Slots};
-use crate::stack::{self, ApplyOptions, TeardownOptions};
-use crate::swarm::{Labels, Swarm};
+use crate::stack::{self, ApplyOptions, Depth, TeardownOptions};
+use crate::swarm::{ContainerState, Labels, Swarm};
 
 pub use decide::{parse_tier, phase_after_teardown, teardown_order, Started};
 
@@ -101,6 +106,45 @@ pub enum Error {
         #[source]
         source: Box<crate::catalogue::Error>,
     },
+    /// The content under test could not be snapshotted (a commit hearth has not fetched, an
+    /// unreadable or oversized tree, a recipe without git history for `--commit`). Not
+    /// retryable as is.
+    #[error("cannot snapshot what run {run} tests: {reason}")]
+    SnapshotFailed {
+        /// The run (or recipe, before the run has a name).
+        run: String,
+        /// Why.
+        reason: String,
+    },
+    /// `hearth run deploy` found nothing to deploy (no canonical and no older version). Not
+    /// retryable until one exists.
+    #[error("run {run}: {reason}")]
+    NoDeployBase {
+        /// The run.
+        run: String,
+        /// Why.
+        reason: String,
+    },
+    /// The redeploy of a running run's stack failed (the run stays Running; its stack is as
+    /// the failed apply left it). The cause is in `lastError`.
+    #[error("deploying {what} into run {run} failed: {reason}")]
+    DeployFailed {
+        /// The run.
+        run: String,
+        /// What was asked.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// `hearth run deploy` on a run that is not Running (still starting, or finishing). Not
+    /// retryable as is.
+    #[error("run {run} is {phase:?}; only a running run can be deployed into")]
+    RunNotRunning {
+        /// The run.
+        run: String,
+        /// Its phase.
+        phase: RunPhase,
+    },
     /// Taking a slot failed (pool unknown, wait timed out). See [`crate::slots::Error`].
     #[error(transparent)]
     SlotFailed(#[from] crate::slots::Error),
@@ -113,16 +157,6 @@ pub enum Error {
     /// A name could not be derived. Not retryable.
     #[error(transparent)]
     NameInvalid(#[from] names::Error),
-    /// The run's `container:REF` owner does not run on the swarm's engine (or the engine could
-    /// not tell); found by the run's reconciler before deploying, the run ended failed (API
-    /// 422). Not retryable: start anew with a running container.
-    #[error("owner of run {run} is unavailable: {reason}")]
-    OwnerUnavailable {
-        /// The run.
-        run: String,
-        /// Why (field path first).
-        reason: String,
-    },
     /// The run's start failed and what it deployed was torn down (the cause is in the run's
     /// `lastError`; a start in this process gets the cause itself). Not retryable: start anew.
     #[error("starting run {run} failed: {reason}")]
@@ -132,10 +166,6 @@ pub enum Error {
         /// Its `lastError`.
         reason: String,
     },
-    /// Closing a run the sweeper marked failed before anything was recorded. See
-    /// [`crate::sweeper::Error`] for retryability.
-    #[error(transparent)]
-    SweepFailed(#[from] crate::sweeper::Error),
     /// A teardown left objects behind; the run stays TeardownFailed and the reconciler retries
     /// it with backoff. Retryable.
     #[error("teardown of run {run} left {left} object(s)")]
@@ -170,8 +200,13 @@ pub struct StartRequest {
     pub recipe: String,
     /// Its version.
     pub version: String,
-    /// The source revision, part of per-run dep names.
+    /// The commit under test (`--commit`, formerly `--ref`): a commit of the declared git
+    /// recipe, snapshotted at start; also part of per-run dep names.
     pub git_ref: Option<String>,
+    /// A candidate working tree under test (`--candidate DIR`), snapshotted at start.
+    pub candidate: Option<crate::candidates::Upload>,
+    /// Env overrides the run's stack is rendered with (part of the snapshot).
+    pub env: BTreeMap<String, String>,
     /// DepProviders needed, in order.
     pub deps: Vec<String>,
     /// The slot pool, if any.
@@ -223,6 +258,7 @@ pub struct Runs {
     swarm: Arc<dyn Swarm>,
     slots: Slots,
     catalogue: Option<Arc<dyn Catalogue>>,
+    snapshots: Snapshots,
     clock: Arc<dyn Clock>,
     config: Config,
     metrics: Option<Metrics>,
@@ -237,8 +273,6 @@ pub struct Runs {
     /// request did the work itself. In memory: after a restart the daemon's own closing of a
     /// run carries no actor, like any other work it does on its own.
     actors: Arc<Mutex<HashMap<String, String>>>,
-    /// Closes runs the sweeper marked (owner dead, lease expired).
-    sweeper: Option<crate::sweeper::Sweeper>,
 }
 
 /// A start of this process, registered while its request waits (see [`Runs::starting`]).
@@ -277,7 +311,12 @@ impl Runs {
         config: Config,
     ) -> Runs {
         let slots = Slots::with_clock(store.clone(), clock.clone());
+        let snapshot_dir = catalogue.as_ref().map_or_else(
+            || std::env::temp_dir().join("hearth-snapshots"),
+            |c| c.snapshot_dir(),
+        );
         Runs {
+            snapshots: Snapshots::new(store.clone(), snapshot_dir),
             store,
             swarm,
             slots,
@@ -289,7 +328,6 @@ impl Runs {
             starting: Arc::default(),
             start_errors: Arc::default(),
             actors: Arc::default(),
-            sweeper: None,
         }
     }
 
@@ -319,13 +357,6 @@ impl Runs {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
-    }
-
-    /// Closes the runs `sweeper` marks (owner dead, lease expired) in the run reconciler,
-    /// with `sweeper`'s scope and node endpoints ([`crate::sweeper::Sweeper::close`]).
-    pub fn with_sweeper(mut self, sweeper: crate::sweeper::Sweeper) -> Runs {
-        self.sweeper = Some(sweeper);
-        self
     }
 
     /// Registers a start of this process until the returned guard drops.
@@ -401,6 +432,108 @@ impl Runs {
         owner
     }
 
+    /// Sweeps leftovers under `namespace` (forced) before hearth deploys there, recording it.
+    ///
+    /// # Errors
+    /// [`Error::StackFailed`] when the leftovers cannot be removed (nothing is deployed then).
+    pub async fn clear_leftovers(&self, namespace: &str, run: &str) -> Result<usize> {
+        let observed = self.observe(namespace).await?;
+        if observed.is_empty() {
+            return Ok(0);
+        }
+        let report = stack::teardown(
+            self.swarm.as_ref(),
+            namespace,
+            &self.config.collision_teardown,
+        )
+        .await?;
+        let removed: Vec<String> = report.removed.iter().map(ToString::to_string).collect();
+        self.store
+            .append_history(
+                NewEntry::new(
+                    COLLISION_SWEPT,
+                    format!(
+                        "leftovers under {namespace} swept before deploying: {} object(s)",
+                        removed.len()
+                    ),
+                )
+                .subject(ObjectRef::new(Kind::Run, run))
+                .details(serde_json::json!({"namespace": namespace, "removed": removed})),
+            )
+            .await?;
+        Ok(removed.len())
+    }
+
+    fn render(
+        &self,
+        recipe: &str,
+        version: &str,
+        stack: &str,
+        domain: &str,
+        env: &std::collections::BTreeMap<String, String>,
+        at: Option<&str>,
+    ) -> Result<crate::swarm::spec::StackSpec> {
+        let catalogue = self
+            .catalogue
+            .as_ref()
+            .ok_or_else(|| Error::RequestRejected("no recipe catalogue configured".into()))?;
+        let request = RenderRequest {
+            recipe,
+            version,
+            stack,
+            domain,
+            env,
+        };
+        // A run's `ref` names the recipe commit under test: for a git recipe (or a checkout)
+        // that is not the version's tag, a chaos deploy of it (issue 15).
+        match at {
+            Some(at) => catalogue.render_at(&request, at),
+            None => catalogue.render(&request),
+        }
+        .map(|r| r.stack)
+        .map_err(|source| Error::RenderFailed {
+            recipe: recipe.into(),
+            version: version.into(),
+            source: Box::new(source),
+        })
+    }
+
+    /// The owner as recorded: a `container:REF` owner must name a container that runs on the
+    /// swarm's engine now, and is recorded by its full ID (what Docker's events name).
+    ///
+    /// # Errors
+    /// [`Error::RequestRejected`] when the container does not exist or does not run, or the
+    /// engine could not tell.
+    async fn resolve_owner(&self, owner: &Owner) -> Result<Owner> {
+        let OwnerKind::Container(reference) = &owner.kind else {
+            return Ok(owner.clone());
+        };
+        let mut errs = crd::ValidationErrors::default();
+        owner.validate_into(&mut errs, "spec.owner");
+        if !errs.is_empty() {
+            return Err(Error::RequestRejected(errs.to_string()));
+        }
+        let rejected =
+            |why: String| Error::RequestRejected(format!("spec.owner.kind.container: {why}"));
+        let found = self
+            .swarm
+            .inspect_container(reference)
+            .await
+            .map_err(|e| match e {
+                e if e.is_not_found() => rejected(format!(
+                    "no container {reference:?} on the swarm's engine (a container owner must run on the engine hearth manages)"
+                )),
+                e => rejected(format!("cannot inspect container {reference:?}: {}", chain(&e))),
+            })?;
+        if found.state != ContainerState::Running {
+            return Err(rejected(format!(
+                "container {reference:?} is not running (state {:?})",
+                found.state
+            )));
+        }
+        Ok(owner.clone().with_kind(OwnerKind::Container(found.id)))
+    }
+
     /// Starts a run (see the module docs) and returns what the CI job needs: records it (with
     /// its slot), then waits until its reconciler reports it Running or failed. Nothing is
     /// deployed here; the reconciler (see [`reconcile`]) does it.
@@ -411,14 +544,26 @@ impl Runs {
     /// TeardownFailed) is returned as the reconciler met it.
     pub async fn start(&self, req: &StartRequest) -> Result<Started> {
         let name = names::run_id(&req.recipe, &req.nonce)?;
-        // A `container:REF` owner is recorded as given (its syntax checked below); the run's
-        // reconciler resolves it on the engine before deploying (no Docker call here).
-        let owner = req.owner.clone();
+        let owner = self.resolve_owner(&req.owner).await?;
+        let source = if let Some(upload) = &req.candidate {
+            ContentSource::Candidate(upload)
+        } else if let Some(commit) = &req.git_ref {
+            ContentSource::Commit(commit)
+        } else {
+            ContentSource::Version
+        };
+        let (version, content) = self
+            .resolve_content(&req.recipe, &req.version, source, &req.env)
+            .await
+            .map_err(|reason| Error::SnapshotFailed {
+                run: name.clone(),
+                reason,
+            })?;
         let mut run = Run::new(
             &name,
             RunSpec {
                 recipe: req.recipe.clone(),
-                version: req.version.clone(),
+                version,
                 git_ref: req.git_ref.clone(),
                 owner,
                 lease: req.ttl.map(|ttl| LeaseSpec { ttl }),
@@ -427,6 +572,8 @@ impl Runs {
                 required_tiers: req.required_tiers.clone(),
                 deploy: req.deploy,
                 finish: false,
+                content,
+                target: None,
             },
         );
         run.validate()
@@ -550,6 +697,484 @@ impl Runs {
         Ok(())
     }
 
+    /// Lists a stack's objects, retrying retryable failures for up to 30 s (the shared Docker
+    /// retry, [`stack::retry::until`]).
+    async fn observe(&self, namespace: &str) -> Result<stack::Observed> {
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        let retried = std::sync::atomic::AtomicBool::new(false);
+        stack::retry::until(until, stack::Error::is_retryable, &retried, || {
+            stack::observe(self.swarm.as_ref(), namespace, Depth::Objects)
+        })
+        .await
+        .map_err(Error::from)
+    }
+
+    async fn bring_up(&self, name: &str) -> Result<Run> {
+        let run = self.get(name)?;
+        // 1. Deps, in order (the slot came with the run's record).
+        for dep in &run.spec.deps {
+            self.bring_up_dep(name, dep).await?;
+        }
+        // 2. The run's own stack.
+        let stack_name = run.stack_name()?.into_string();
+        self.clear_leftovers(&stack_name, name).await?;
+        let mut deployed = None;
+        if run.spec.deploy {
+            let target = DeployTarget {
+                version: run.spec.version.clone(),
+                content: run.spec.content.clone(),
+                from: "run".into(),
+            };
+            self.deploy_target(&run, &target).await?;
+            deployed = Some(target);
+        }
+        let now = self.clock.now_ms();
+        self.edit_status(name, |r| {
+            r.status.phase = RunPhase::Running;
+            r.status.deployed_at_ms = Some(now);
+            r.status.deployed = deployed.clone();
+        })
+        .await
+    }
+
+    /// Renders `target` (from its snapshot when it has content, else the catalogue's version
+    /// as before snapshots) and applies it as the run's stack, recording it in the history.
+    async fn deploy_target(&self, run: &Run, target: &DeployTarget) -> Result<()> {
+        let name = run.metadata.name.as_str();
+        let stack_name = run.stack_name()?.into_string();
+        let domain = run.status.domain.clone().unwrap_or_default();
+        let spec = match &target.content {
+            Some(content) => {
+                let env = BTreeMap::new();
+                let request = RenderRequest {
+                    recipe: &run.spec.recipe,
+                    version: &target.version,
+                    stack: &stack_name,
+                    domain: &domain,
+                    env: &env,
+                };
+                self.snapshots
+                    .render(content, &request)
+                    .map_err(|e| Error::SnapshotFailed {
+                        run: name.to_string(),
+                        reason: crate::errors::chain(&e),
+                    })?
+                    .stack
+            }
+            None => self.render(
+                &run.spec.recipe,
+                &target.version,
+                &stack_name,
+                &domain,
+                &Default::default(),
+                run.spec.git_ref.as_deref().filter(|_| target.from == "run"),
+            )?,
+        };
+        let owner = self.stack_owner("Run", name, StackRole::Run, name);
+        stack::apply(self.swarm.as_ref(), &spec, &owner, &self.config.apply).await?;
+        let what = describe_target(target);
+        self.store
+            .append_history(
+                NewEntry::new(
+                    reason::DEPLOYED,
+                    format!("run stack {stack_name} deployed: {what}"),
+                )
+                .subject(ObjectRef::new(Kind::Run, name))
+                .details(serde_json::json!({
+                    "version": target.version,
+                    "from": target.from,
+                    "content": target.content,
+                })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// What a run tests, snapshotted: the version it is (a candidate without `--version` takes
+    /// the version its compose file's `coop-cloud.${STACK_NAME}.version` label names) and its
+    /// content, stored ([`Snapshots::put`]). `None` content for a published version of a
+    /// recipe hearth cannot snapshot (a `recipe.yml` directory): rendered by version then.
+    ///
+    /// # Errors
+    /// A lowercase reason: the snapshot failed, or no version was given nor found.
+    async fn resolve_content(
+        &self,
+        recipe: &str,
+        version: &str,
+        source: ContentSource<'_>,
+        env: &BTreeMap<String, String>,
+    ) -> std::result::Result<(String, Option<Content>), String> {
+        let chain = crate::errors::chain;
+        let (snapshot, kind, tag, commit, dirty) = match source {
+            ContentSource::Candidate(upload) => {
+                let snapshot = Snapshot {
+                    files: upload.files.clone(),
+                    env: env.clone(),
+                };
+                snapshot.check().map_err(|e| chain(&e))?;
+                (
+                    snapshot,
+                    ContentKind::WorkTree,
+                    None,
+                    upload.commit.clone(),
+                    upload.dirty,
+                )
+            }
+            ContentSource::Commit(_) | ContentSource::Version => {
+                let at = match source {
+                    ContentSource::Commit(c) => Some(c),
+                    _ => None,
+                };
+                let unsnapshotted = || {
+                    if version.is_empty() {
+                        Err("--version is required for a recipe hearth cannot snapshot".to_string())
+                    } else {
+                        Ok((version.to_string(), None))
+                    }
+                };
+                let Some(catalogue) = &self.catalogue else {
+                    return unsnapshotted();
+                };
+                let tree = match catalogue.source_tree(recipe, version, at) {
+                    Ok(t) => t,
+                    // A recipe without git history (a `recipe.yml` directory): rendered by
+                    // version, as before; a ref is only part of per-run dep names there.
+                    Err(crate::catalogue::Error::SnapshotUnsupported { .. }) => {
+                        return unsnapshotted()
+                    }
+                    // A published version that does not render now fails at deploy, as before.
+                    Err(_) if at.is_none() => return unsnapshotted(),
+                    Err(e) => return Err(chain(&e)),
+                };
+                let snapshot = Snapshot::of_dir(&tree.dir, env.clone()).map_err(|e| chain(&e))?;
+                let kind = if tree.tag.is_some() {
+                    ContentKind::Release
+                } else {
+                    ContentKind::Commit
+                };
+                (snapshot, kind, tree.tag, Some(tree.commit), false)
+            }
+        };
+        let version = if version.is_empty() {
+            snapshot_version(&snapshot).ok_or_else(|| {
+                "no version given and the compose.yml names none (coop-cloud.${STACK_NAME}.version=…); pass --version".to_string()
+            })?
+        } else {
+            version.to_string()
+        };
+        let digest = self.snapshots.put(&snapshot).await.map_err(|e| chain(&e))?;
+        Ok((
+            version,
+            Some(Content {
+                kind,
+                tag,
+                commit,
+                dirty,
+                digest,
+                run: None,
+            }),
+        ))
+    }
+
+    async fn bring_up_dep(&self, run_name: &str, dep: &str) -> Result<()> {
+        let run = self.get(run_name)?;
+        let unavailable = |reason: String| Error::DepUnavailable {
+            run: run_name.into(),
+            dep: dep.into(),
+            reason,
+        };
+        let provider = self
+            .store
+            .get_opt::<DepProvider>(dep)?
+            .ok_or_else(|| unavailable("no DepProvider of that name".into()))?;
+        let stack = provider.stack_for_run(&run)?;
+        let domain = names::domain(&stack, &self.config.base_domain);
+        let mut binding = DepBinding {
+            name: dep.into(),
+            mode: provider.spec.mode(),
+            stack_name: stack.to_string(),
+            domain: Some(domain.clone()),
+            ready: false,
+        };
+        match &provider.spec {
+            DepProviderSpec::Shared { warm_app } => {
+                let app = self
+                    .store
+                    .get_opt::<WarmApp>(warm_app)?
+                    .ok_or_else(|| unavailable(format!("warm app {warm_app} is not declared")))?;
+                if !app.spec.provider {
+                    return Err(unavailable(format!(
+                        "warm app {warm_app} is not a provider"
+                    )));
+                }
+                binding.ready = app.status.phase == WarmAppPhase::Ready;
+                self.record_dep(run_name, binding).await?;
+            }
+            DepProviderSpec::PerRun {
+                recipe,
+                version,
+                env,
+            } => {
+                // Record the binding first: from now on the stack name is assigned to this
+                // run, so its objects are hearth's even before they carry labels.
+                self.record_dep(run_name, binding.clone()).await?;
+                self.clear_leftovers(stack.as_str(), run_name).await?;
+                let spec = self.render(recipe, version, stack.as_str(), &domain, env, None)?;
+                let owner = self.stack_owner("DepProvider", dep, StackRole::RunDep, run_name);
+                stack::apply(self.swarm.as_ref(), &spec, &owner, &self.config.apply).await?;
+                binding.ready = true;
+                self.record_dep(run_name, binding).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_dep(&self, run: &str, binding: DepBinding) -> Result<()> {
+        self.edit_status(run, |r| {
+            match r.status.deps.iter_mut().find(|d| d.name == binding.name) {
+                Some(d) => *d = binding.clone(),
+                None => r.status.deps.push(binding.clone()),
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `hearth run deploy`: (re)deploys the running run's stack in place with `source` — a
+    /// version, a candidate, a commit, the warm canonical's exact content, or the run's own
+    /// content again — and waits until its reconciler has done it. The target is snapshotted
+    /// here and recorded as `spec.target`; the reconciler renders it from the snapshot and
+    /// applies it (nothing of Docker is touched by this call).
+    ///
+    /// # Errors
+    /// [`Error::RunNotFound`], [`Error::RunAlreadyOver`], [`Error::RunNotRunning`],
+    /// [`Error::SnapshotFailed`], [`Error::NoDeployBase`], [`Error::DeployFailed`] (the run
+    /// stays Running), [`Error::StoreFailed`].
+    pub async fn deploy(&self, name: &str, source: DeploySource) -> Result<Run> {
+        let run = self.get(name)?;
+        if run.status.phase.is_terminal() {
+            return Err(Error::RunAlreadyOver {
+                run: name.into(),
+                phase: run.status.phase,
+            });
+        }
+        if run.status.phase != RunPhase::Running || run.spec.finish {
+            return Err(Error::RunNotRunning {
+                run: name.into(),
+                phase: run.status.phase,
+            });
+        }
+        let target = self.resolve_target(&run, &source).await?;
+        self.note_actor(name);
+        let written = state::retry_conflicts(CONFLICT_ATTEMPTS, Error::is_store_conflict, || {
+            let target = target.clone();
+            async move {
+                let mut run = self.get(name)?;
+                run.spec.target = Some(target);
+                Ok(self.store.update(&run).await?)
+            }
+        })
+        .await?;
+        let generation = written.metadata.generation;
+        let run = self
+            .wait_for(name, |r| {
+                r.status.observed_generation >= generation
+                    || r.spec.finish
+                    || r.status.phase != RunPhase::Running
+            })
+            .await?;
+        if run.status.deployed.as_ref() == Some(&target)
+            && run.status.observed_generation >= generation
+        {
+            return Ok(run);
+        }
+        Err(Error::DeployFailed {
+            run: name.into(),
+            what: describe_target(&target),
+            reason: run
+                .status
+                .last_error
+                .clone()
+                .unwrap_or_else(|| format!("the run became {:?}", run.status.phase)),
+        })
+    }
+
+    /// What `source` means for `run`, snapshotted.
+    async fn resolve_target(&self, run: &Run, source: &DeploySource) -> Result<DeployTarget> {
+        let name = run.metadata.name.as_str();
+        let failed = |reason: String| Error::SnapshotFailed {
+            run: name.to_string(),
+            reason,
+        };
+        let env = run
+            .spec
+            .content
+            .as_ref()
+            .and_then(|c| self.snapshots.get(&c.digest).ok())
+            .map(|s| s.env)
+            .unwrap_or_default();
+        let recipe = run.spec.recipe.as_str();
+        let (from, version, content) = match source {
+            DeploySource::Run => ("run", run.spec.version.clone(), run.spec.content.clone()),
+            DeploySource::Version(v) => {
+                let (v, c) = self
+                    .resolve_content(recipe, v, ContentSource::Version, &env)
+                    .await
+                    .map_err(failed)?;
+                ("version", v, c)
+            }
+            DeploySource::Commit(commit) => {
+                // The version the commit's compose file names, else the run's.
+                let labelled = self
+                    .resolve_content(recipe, "", ContentSource::Commit(commit), &env)
+                    .await;
+                let (v, c) = match labelled {
+                    Ok(found) => found,
+                    Err(_) => self
+                        .resolve_content(
+                            recipe,
+                            &run.spec.version,
+                            ContentSource::Commit(commit),
+                            &env,
+                        )
+                        .await
+                        .map_err(failed)?,
+                };
+                ("commit", v, c)
+            }
+            DeploySource::Candidate(upload) => {
+                let (v, c) = self
+                    .resolve_content(recipe, "", ContentSource::Candidate(upload), &env)
+                    .await
+                    .map_err(failed)?;
+                ("candidate", v, c)
+            }
+            DeploySource::Canonical => return self.canonical_target(run, &env).await,
+        };
+        Ok(DeployTarget {
+            version,
+            content,
+            from: from.to_string(),
+        })
+    }
+
+    /// The warm canonical's exact content (its promoted content, else the version it serves),
+    /// falling back — no canonical, or it is what the run tests — to the newest published
+    /// version older than the run's.
+    async fn canonical_target(
+        &self,
+        run: &Run,
+        env: &BTreeMap<String, String>,
+    ) -> Result<DeployTarget> {
+        let name = run.metadata.name.as_str();
+        let recipe = run.spec.recipe.as_str();
+        let failed = |reason: String| Error::SnapshotFailed {
+            run: name.to_string(),
+            reason,
+        };
+        let mut apps: Vec<WarmApp> = self
+            .store
+            .list::<WarmApp>()?
+            .items
+            .into_iter()
+            .filter(|a| a.spec.recipe == recipe && !a.spec.provider)
+            .collect();
+        apps.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let same = |c: &Option<Content>| match (c, &run.spec.content) {
+            (Some(a), Some(b)) => a.same_as(b),
+            _ => false,
+        };
+        if let Some(app) = apps.first() {
+            let pinned = app.spec.content.clone().filter(|_| {
+                app.status.observed_version.as_deref() == Some(app.spec.version.as_str())
+            });
+            let target = match pinned {
+                Some(c) => DeployTarget {
+                    version: app.spec.version.clone(),
+                    content: Some(c),
+                    from: "canonical".into(),
+                },
+                None => {
+                    let serving = app
+                        .status
+                        .observed_version
+                        .clone()
+                        .unwrap_or_else(|| app.spec.version.clone());
+                    let (version, content) = self
+                        .resolve_content(recipe, &serving, ContentSource::Version, env)
+                        .await
+                        .map_err(failed)?;
+                    DeployTarget {
+                        version,
+                        content,
+                        from: "canonical".into(),
+                    }
+                }
+            };
+            if !same(&target.content) && target.version != run.spec.version {
+                return Ok(target);
+            }
+        }
+        let catalogue = self
+            .catalogue
+            .as_ref()
+            .ok_or_else(|| Error::RequestRejected("no recipe catalogue configured".into()))?;
+        let mine = crd::RecipeVersion::parse(&run.spec.version).ok();
+        let older = catalogue
+            .versions(recipe)
+            .map_err(|e| failed(crate::errors::chain(&e)))?
+            .into_iter()
+            .rfind(|v| mine.as_ref().is_some_and(|m| v < m))
+            .ok_or_else(|| Error::NoDeployBase {
+                run: name.to_string(),
+                reason: format!(
+                    "no warm canonical of {recipe} to upgrade from, and no published version older than {}",
+                    run.spec.version
+                ),
+            })?
+            .to_string();
+        let (version, content) = self
+            .resolve_content(recipe, &older, ContentSource::Version, env)
+            .await
+            .map_err(failed)?;
+        Ok(DeployTarget {
+            version,
+            content,
+            from: "published".into(),
+        })
+    }
+
+    /// The reconciler's redeploy of `spec.target` (see [`Runs::deploy`]): applied, or the
+    /// failure recorded; either way the generation is marked observed, so the waiting request
+    /// answers and a failed deploy is not retried on its own.
+    pub(crate) async fn redeploy(&self, run: &Run) -> Result<()> {
+        let name = run.metadata.name.as_str();
+        let generation = run.metadata.generation;
+        let Some(target) = run.spec.target.clone() else {
+            return Ok(());
+        };
+        match self.deploy_target(run, &target).await {
+            Ok(()) => {
+                self.edit_status(name, |r| {
+                    r.status.deployed = Some(target.clone());
+                    r.status.observed_generation = generation;
+                    r.status.last_error = None;
+                })
+                .await?;
+            }
+            Err(e) => {
+                let msg = crate::errors::chain(&e).to_lowercase();
+                tracing::warn!(run = name, error = %msg, "redeploy failed");
+                self.edit_status(name, |r| {
+                    r.status.observed_generation = generation;
+                    r.status.last_error = Some(msg.clone());
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Renews the run's lease.
     ///
     /// # Errors
@@ -658,6 +1283,98 @@ impl Runs {
         .await
     }
 
+    /// Tears a finishing run down and records the outcome.
+    async fn teardown(&self, name: &str) -> Result<Run> {
+        let run = self.get(name)?;
+        let mut residuals = Vec::new();
+        let mut errors = Vec::new();
+        let mut removed = Vec::new();
+        // Nodes a previous attempt could not reach stay required: the services that told
+        // where tasks ran are gone by now.
+        let mut options = self.config.teardown.clone();
+        options.required_nodes = run
+            .status
+            .residuals
+            .iter()
+            .filter_map(|r| r.strip_prefix("node/"))
+            .map(str::to_string)
+            .collect();
+        for namespace in teardown_order(&run) {
+            match stack::teardown(self.swarm.as_ref(), &namespace, &options).await {
+                Ok(report) => removed.extend(report.removed.iter().map(ToString::to_string)),
+                Err(stack::Error::Residuals {
+                    residuals: left,
+                    failures,
+                    report,
+                    ..
+                }) => {
+                    removed.extend(report.removed.iter().map(ToString::to_string));
+                    residuals.extend(left.iter().map(|o| format!("{}/{}", o.kind, o.name)));
+                    errors.extend(failures);
+                }
+                Err(e) => {
+                    // Not verified: count the whole stack as remaining.
+                    residuals.push(format!("stack/{namespace}"));
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        residuals.retain(|r| seen.insert(r.clone()));
+        let phase = phase_after_teardown(&run, &residuals);
+        let now = self.clock.now_ms();
+        state::retry_conflicts(CONFLICT_ATTEMPTS, Error::is_store_conflict, || async {
+            let mut r = self.get(name)?;
+            r.status.phase = phase;
+            r.status.residuals = residuals.clone();
+            let mut tx = self.store.transaction();
+            if residuals.is_empty() {
+                r.status.verdict = Some(r.compute_verdict());
+                r.status.finished_at_ms = Some(now);
+                if let Some(pool) = crate::slots::release_run_slot(&self.store, &r)? {
+                    tx.update_status(&pool);
+                }
+            } else {
+                r.status.last_error = Some(format!(
+                    "teardown left {} object(s): {}",
+                    residuals.len(),
+                    errors.join("; ")
+                ));
+            }
+            tx.update_status(&r);
+            Ok(tx.commit().await?)
+        })
+        .await?;
+        let entry = if residuals.is_empty() {
+            NewEntry::new(
+                reason::TORN_DOWN,
+                format!("run {name} finished {phase:?}; teardown verified"),
+            )
+        } else {
+            NewEntry::new(
+                reason::TEARDOWN_FAILED,
+                format!("run {name}: teardown left {} object(s)", residuals.len()),
+            )
+        };
+        self.store
+            .append_history(entry.subject(ObjectRef::new(Kind::Run, name)).details(
+                serde_json::json!({
+                    "removed": removed, "remained": residuals, "failures": errors
+                }),
+            ))
+            .await?;
+        let run = self.get(name)?;
+        if let Some(promoter) = &self.promoter {
+            // Only a verified teardown with a green verdict reaches Succeeded.
+            if run.status.phase == RunPhase::Succeeded {
+                if let Err(e) = promoter.run_succeeded(&run).await {
+                    tracing::warn!(run = name, error = %e, "promoting the green run failed");
+                }
+            }
+        }
+        Ok(run)
+    }
+
     /// Closes a start an earlier daemon process was cut off in (recorded, still Pending or
     /// Deploying, no request of this process waiting for it): `start` answers only once its
     /// run is Running (or has ended it), so no client ever got this run's id and nobody will
@@ -684,6 +1401,52 @@ impl Runs {
     }
 }
 
+/// What `hearth run deploy` deploys into a running run's stack.
+#[derive(Debug, Clone)]
+pub enum DeploySource {
+    /// A published version (`--version V`).
+    Version(String),
+    /// A candidate working tree (`--candidate DIR`).
+    Candidate(Upload),
+    /// A commit of the declared git recipe (`--commit SHA`).
+    Commit(String),
+    /// The warm canonical's exact content (`--from canonical`).
+    Canonical,
+    /// What the run tests, as recorded at its start (`--from run`).
+    Run,
+}
+
+/// Where the content a run tests (or deploys) comes from.
+#[derive(Debug, Clone, Copy)]
+enum ContentSource<'a> {
+    /// A published version.
+    Version,
+    /// A commit (or tag, or `HEAD`) of the declared git recipe.
+    Commit(&'a str),
+    /// An uploaded working tree.
+    Candidate(&'a Upload),
+}
+
+/// The version the snapshot's `compose.yml` labels itself with (what `abra recipe sync`
+/// writes), if any.
+fn snapshot_version(snapshot: &Snapshot) -> Option<String> {
+    let file = snapshot
+        .files
+        .get(crate::catalogue::sources::DEFAULT_COMPOSE_FILE)?;
+    let bytes = hex::decode(&file.hex).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    crate::catalogue::sources::compose_version_label(&text)
+        .filter(|v| crd::RecipeVersion::parse(v).is_ok())
+}
+
+/// One line for history and messages: `version 1.0.0`, `candidate (working tree @ …)`.
+pub fn describe_target(target: &DeployTarget) -> String {
+    match &target.content {
+        Some(c) => format!("{} {} ({})", target.from, target.version, c.summary()),
+        None => format!("{} {}", target.from, target.version),
+    }
+}
+
 /// The `result` label of a tier outcome.
 fn outcome_label(outcome: TierOutcome) -> &'static str {
     match outcome {
@@ -697,8 +1460,3 @@ fn outcome_label(outcome: TierOutcome) -> &'static str {
 pub fn is_managed(labels: &Labels) -> bool {
     labels.get(keys::MANAGED_BY).map(String::as_str) == Some(keys::MANAGED_BY_VALUE)
 }
-
-#[cfg(test)]
-mod sweep_safety_tests;
-#[cfg(test)]
-mod sweep_tests;

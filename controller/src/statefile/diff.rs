@@ -177,6 +177,11 @@ pub fn diff(current: &[AnyResource], desired: &[AnyResource], prune: bool) -> Di
                         w.spec.version = promoted.clone();
                     }
                     version = (intent != VersionIntent::Declared).then_some(intent);
+                    // The promoted content stays with the version it was promoted with: a file
+                    // that declares no content and this version never undoes it (issue 16).
+                    if w.spec.content.is_none() && w.spec.version == h.spec.version {
+                        w.spec.content = h.spec.content.clone();
+                    }
                 }
                 let fields = changed_fields(have, &want);
                 if fields.is_empty() {

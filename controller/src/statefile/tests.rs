@@ -653,6 +653,7 @@ async fn promote_web(store: &Store, to: &str) {
             source: crd::promotion::PromotionSource::Operator,
             run: None,
             allow_downgrade: false,
+            content: None,
         })
         .await
         .unwrap();
@@ -709,6 +710,42 @@ async fn reapplying_or_editing_something_else_never_reverts_a_promotion() {
     assert_eq!(web.spec.version, "1.1.0");
     assert_eq!(web.spec.env.get("LOG").map(String::as_str), Some("debug"));
     assert_eq!(web.declared_version(), "1.0.0");
+}
+
+#[tokio::test]
+async fn promoted_content_stays_with_its_version_and_goes_with_a_declared_one() {
+    let store = Store::in_memory().await.unwrap();
+    apply(&store, &set(GOOD), ApplyOptions::default())
+        .await
+        .unwrap();
+    // A promotion of exact content (issue 16) at the declared version, as a green candidate
+    // with the same version label writes it.
+    let mut web = store.get::<WarmApp>("web").unwrap();
+    web.spec.content = Some(crd::Content {
+        kind: crd::ContentKind::WorkTree,
+        tag: None,
+        commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        dirty: true,
+        digest: "ab".repeat(32),
+        run: Some("web-1".into()),
+    });
+    store.update(&web).await.unwrap();
+    let again = apply(&store, &set(GOOD), ApplyOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        again.is_noop(),
+        "the unchanged file keeps the content: {again}"
+    );
+    assert!(store.get::<WarmApp>("web").unwrap().spec.content.is_some());
+    // A declared new version renders that version from the catalogue: the content goes.
+    let explicit = GOOD.replace("version: 1.0.0", "version: 1.2.0");
+    apply(&store, &set(&explicit), ApplyOptions::default())
+        .await
+        .unwrap();
+    let web = store.get::<WarmApp>("web").unwrap();
+    assert_eq!(web.spec.version, "1.2.0");
+    assert_eq!(web.spec.content, None);
 }
 
 #[tokio::test]

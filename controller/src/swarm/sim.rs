@@ -142,6 +142,10 @@ enum Step {
 struct SimService {
     spec: spec::ServiceSpec,
     meta: Meta,
+    /// [`digest_of`] `spec`, kept with it (set wherever `spec` is): the real daemon stores a
+    /// service's spec once and its listings only read it, so a listing here must not hash
+    /// every template again (a resync's listing of 10,000 services did).
+    template_digest: Option<String>,
 }
 
 struct SimTask {
@@ -1167,7 +1171,7 @@ impl State {
         let container_labels = container_spec(&service.spec)
             .map(|c| map_labels(&c.labels))
             .unwrap_or_default();
-        let template_digest = digest_of(&service.spec);
+        let template_digest = service.template_digest.clone();
         let id = random_id(&mut self.rng, 25);
         let version = self.bump();
         let node = self
@@ -1366,7 +1370,7 @@ impl Swarm for SimSwarm {
                         .filter(|m| m.r#type == Some(spec::MountType::Volume))
                         .filter_map(|m| m.source.clone())
                         .collect(),
-                    template_digest: digest_of(&s.spec),
+                    template_digest: s.template_digest.clone(),
                 })
                 .collect())
         })
@@ -1547,6 +1551,7 @@ impl Swarm for SimSwarm {
                 id.clone(),
                 SimService {
                     spec: spec.clone(),
+                    template_digest: digest_of(spec),
                     meta: Meta {
                         id: id.clone(),
                         name: name.clone(),
@@ -1587,8 +1592,10 @@ impl Swarm for SimSwarm {
             let grace = container_spec(&current.spec).and_then(|c| nanos(c.stop_grace_period));
             let new_version = st.bump();
             let now = st.now_wall();
+            let template_digest = digest_of(spec);
             st.services.update(&key, |s| {
                 s.spec = spec.clone();
+                s.template_digest = template_digest;
                 s.meta.version = new_version;
                 s.meta.labels = map_labels(&spec.labels);
                 s.meta.updated_at = Some(now);

@@ -39,6 +39,7 @@ use state::history::{reason, NewEntry, ObjectRef};
 use state::{Clock, Store};
 use tracing::{info, warn};
 
+use crate::candidates::Snapshots;
 use crate::catalogue::{Catalogue, RenderRequest};
 use crate::errors::chain;
 use crate::runtime::{Action, Reconciler, Ticket};
@@ -240,6 +241,38 @@ fn desired(
         env: &app.spec.env,
     };
     let name = app.name();
+    // Promoted content (issue 16): exactly the snapshot a green run tested, at its version.
+    if let Some(content) = app
+        .spec
+        .content
+        .as_ref()
+        .filter(|_| version == app.spec.version)
+    {
+        let digest = Snapshots::render_digest(content, &request);
+        if let Some(kept) = ctx
+            .renders
+            .get(name, stack.as_str(), version, owner, &digest)
+        {
+            return Ok(kept);
+        }
+        let snapshots = Snapshots::new(ctx.store.clone(), ctx.catalogue.snapshot_dir());
+        let rendered = snapshots.render(content, &request).map_err(|e| chain(&e))?;
+        let labelled =
+            stack::render(&prepare(rendered.stack, version), owner).map_err(|e| e.to_string())?;
+        let fresh = Arc::new(Desired {
+            rendered: labelled,
+            timeout: rendered.timeout,
+        });
+        ctx.renders.put(
+            name,
+            stack.as_str(),
+            version,
+            owner,
+            rendered.digest,
+            Arc::clone(&fresh),
+        );
+        return Ok(fresh);
+    }
     if let Some(kept) = ctx
         .catalogue
         .inputs_digest(&request, since)

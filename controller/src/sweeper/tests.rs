@@ -1,4 +1,4 @@
-//! Sweeper and runs against the simulated swarm, in virtual time (here, not in `sweeper/`: they drive runs, and `runs` imports `sweeper`).
+//! Sweeper and runs against the simulated swarm, in virtual time.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
@@ -15,12 +15,12 @@ use rand::{Rng, SeedableRng};
 use state::history::Query;
 use state::{Clock, Store};
 
+use super::*;
 use crate::catalogue::DirCatalogue;
 use crate::liveness::{Checker, Liveness};
 use crate::runs::{self, Runs, StartRequest};
 use crate::swarm::sim::{SimConfig, SimSwarm};
-use crate::swarm::{spec, LabelFilter, ObjectKind, Swarm};
-use crate::sweeper::*;
+use crate::swarm::{spec, LabelFilter, Swarm};
 
 /// The simulated swarm's wall clock (its fixed origin plus virtual time), so creation times,
 /// store timestamps and lease expiry agree.
@@ -127,7 +127,7 @@ struct Bed {
     /// Stops this "process"'s run controller.
     shutdown: crate::runtime::Shutdown,
     /// Builds the runs executor of a new "process" on the same store and swarm.
-    fresh_runs: Box<dyn Fn(Sweeper) -> Runs + Send + Sync>,
+    fresh_runs: Box<dyn Fn() -> Runs + Send + Sync>,
     _dir: tempfile::TempDir,
 }
 
@@ -146,15 +146,8 @@ impl Bed {
     /// stops at once (in-flight reconciles aborted), a new executor with no start in flight
     /// and a new controller take over.
     fn restart(&mut self) {
-        self.use_sweeper(self.sweeper.clone());
-    }
-
-    /// [`Bed::restart`] with `sweeper` (its scope and node endpoints) closing the runs it
-    /// marks, as `hearth serve` wires its one sweeper into the run reconciler.
-    fn use_sweeper(&mut self, sweeper: Sweeper) {
         self.shutdown.stop_now();
-        self.runs = (self.fresh_runs)(sweeper.clone());
-        self.sweeper = sweeper;
+        self.runs = (self.fresh_runs)();
         self.shutdown = run_controller(&self.runs);
     }
 }
@@ -224,36 +217,35 @@ async fn bed_on(sim: SimSwarm, slots: u32, metrics: Option<metrics::Metrics>) ->
     if let Some(m) = &metrics {
         swarm = Arc::new(crate::swarm::MeteredSwarm::new(swarm, m.clone()));
     }
-    let mut sweeper = Sweeper::new(
-        swarm.clone(),
-        store.clone(),
-        checker.clone(),
-        clock.clone(),
-        Config::default(),
-    );
-    if let Some(m) = &metrics {
-        sweeper = sweeper.with_metrics(m.clone());
-    }
     let fresh_runs = {
         let (store, swarm, clock, metrics) =
             (store.clone(), swarm.clone(), clock.clone(), metrics.clone());
         let catalogue = catalogue(dir.path());
-        Box::new(move |sweeper: Sweeper| {
+        Box::new(move || {
             let runs = Runs::new(
                 store.clone(),
                 swarm.clone(),
                 Some(catalogue.clone()),
                 clock.clone(),
                 runs::Config::new(BaseDomain::parse("ci.test").unwrap()),
-            )
-            .with_sweeper(sweeper);
+            );
             match &metrics {
                 Some(m) => runs.with_metrics(m.clone()),
                 None => runs,
             }
         })
     };
-    let runs = fresh_runs(sweeper.clone());
+    let runs = fresh_runs();
+    let mut sweeper = Sweeper::new(
+        swarm,
+        store.clone(),
+        checker.clone(),
+        clock,
+        Config::default(),
+    );
+    if let Some(m) = metrics {
+        sweeper = sweeper.with_metrics(m);
+    }
     let shutdown = run_controller(&runs);
     Bed {
         sim,
@@ -272,6 +264,8 @@ fn request(pid: u32, nonce: &str) -> StartRequest {
         recipe: "app".into(),
         version: "1.0.0".into(),
         git_ref: Some("abc123".into()),
+        candidate: None,
+        env: Default::default(),
         deps: vec!["db".into()],
         pool: Some("ci".into()),
         ttl: None,
@@ -436,28 +430,6 @@ async fn a_dead_owners_run_is_swept_closed_as_orphaned_and_its_slot_freed_while_
     assert_eq!(swept.details["remained"].as_array().unwrap().len(), 0);
 }
 
-/// The mark is a status write, which the run controller's change feed skips (a controller's
-/// own writes): the sweeper triggers the run's reconcile itself, so the run is closed within
-/// the pass, not at the run controller's next resync (60 s; what made crash_real fail to
-/// converge and the real kill tests take 67 s instead of 7 s).
-#[tokio::test(start_paused = true)]
-async fn a_run_the_sweeper_marks_is_closed_within_the_pass_not_at_the_next_resync() {
-    let bed = bed(1).await;
-    let started = bed.runs.start(&request(220, "job-prompt")).await.unwrap();
-    bed.checker.kill(220);
-    let t0 = tokio::time::Instant::now();
-    let report = bed.sweeper.sweep().await.unwrap();
-    let took = t0.elapsed();
-    assert_eq!(
-        report.closed,
-        std::slice::from_ref(&started.run),
-        "{report:?}"
-    );
-    assert!(took < Duration::from_secs(10), "closed after {took:?}");
-    let run: Run = bed.store.get(&started.run).unwrap();
-    assert_eq!(run.status.phase, RunPhase::Orphaned);
-}
-
 /// Issue 14 (a new user's trip): the history read `swept run r (\u{7b}OwnerDead\u{7d})`.
 #[tokio::test(start_paused = true)]
 async fn a_swept_runs_history_and_error_give_the_reason_in_words() {
@@ -533,77 +505,6 @@ async fn reusing_a_deterministic_dep_name_after_a_leaked_run_sweeps_the_leftover
         new_ids.is_disjoint(&old_ids),
         "the leftovers were replaced, not reused"
     );
-}
-
-/// A `container:REF` owner is recorded as given by the start and resolved by the run's
-/// reconciler before it deploys: by name to the full ID when the container runs; a missing or
-/// stopped container fails the run with the reason (field path first), nothing deployed, the
-/// slot freed.
-#[tokio::test(start_paused = true)]
-async fn a_container_owner_is_resolved_by_the_run_reconciler_before_anything_is_deployed() {
-    let bed = bed(2).await;
-    let id = bed.sim.run_container("ci-step");
-    let with_container = |nonce: &str, reference: &str| {
-        let mut req = request(600, nonce);
-        req.owner = req
-            .owner
-            .with_kind(crd::OwnerKind::Container(reference.into()));
-        req
-    };
-    let started = bed
-        .runs
-        .start(&with_container("job-c1", "ci-step"))
-        .await
-        .unwrap();
-    let run: Run = bed.store.get(&started.run).unwrap();
-    assert_eq!(run.spec.owner.kind, crd::OwnerKind::Container(id.clone()));
-    bed.runs.finish(&started.run).await.unwrap();
-
-    let err = bed
-        .runs
-        .start(&with_container("job-c2", "no-such-step"))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, runs::Error::OwnerUnavailable { .. }), "{err}");
-    assert!(
-        err.to_string()
-            .contains("spec.owner.kind.container: no container \"no-such-step\""),
-        "{err}"
-    );
-    bed.sim.kill_container(&id);
-    let err = bed
-        .runs
-        .start(&with_container("job-c3", &id))
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("is not running"), "{err}");
-    for name in bed.store.list::<Run>().unwrap().items {
-        if name.metadata.name == started.run {
-            continue;
-        }
-        let run = run_until(&bed, &name.metadata.name, 30, |r| {
-            r.status.phase.is_terminal()
-        })
-        .await;
-        assert_eq!(run.status.phase, RunPhase::Failed, "{:?}", run.status);
-        assert!(run.status.deployed_at_ms.is_none());
-        assert!(
-            run.status
-                .last_error
-                .as_deref()
-                .unwrap_or_default()
-                .contains("spec.owner.kind.container"),
-            "{:?}",
-            run.status
-        );
-    }
-    // The CI step's own container (stopped) is all there is.
-    assert_eq!(
-        everything(&bed.sim).await,
-        vec!["container/ci-step".to_string()]
-    );
-    let pool: SlotPool = bed.store.get("ci").unwrap();
-    assert!(pool.status.leases.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -723,7 +624,6 @@ async fn a_thousand_runs_with_random_owner_deaths_and_api_failures_leak_nothing(
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
-    let passes = sweeper.board().get("orphan-sweep").unwrap();
     sweeping.cancel();
     sweeper.join().await;
     bed.sim.fail_fraction(0.0);
@@ -751,11 +651,8 @@ async fn a_thousand_runs_with_random_owner_deaths_and_api_failures_leak_nothing(
             m
         });
     eprintln!(
-        "phases: {phases:?}; starts failed: {start_failures}; sim calls: {}; sweep passes: {}, \
-         failed: {}",
-        bed.sim.call_count(),
-        passes.runs,
-        passes.errors
+        "phases: {phases:?}; starts failed: {start_failures}; sim calls: {}",
+        bed.sim.call_count()
     );
     assert!(
         phases.get("Orphaned").copied().unwrap_or(0) > 200,
@@ -1226,7 +1123,7 @@ async fn volume_on(sim: &SimSwarm, node: &str, name: &str, labels: &[(&str, &str
 /// to this daemon's instance, as `hearth serve` runs it) reaches nodes 2 and 3 through
 /// endpoints. Node 2 also holds a foreign volume, node 3 another instance's volume.
 async fn three_node_orphan() -> (Bed, Sweeper, String, Vec<String>) {
-    let mut bed = bed_on(SimSwarm::with_nodes(SimConfig::default(), 3), 1, None).await;
+    let bed = bed_on(SimSwarm::with_nodes(SimConfig::default(), 3), 1, None).await;
     let ids = bed.sim.node_ids();
     let started = bed.runs.start(&request(700, "job-9")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1250,7 +1147,6 @@ async fn three_node_orphan() -> (Bed, Sweeper, String, Vec<String>) {
     let mut sweeper = bed.sweeper.clone();
     sweeper.config.scope = LabelFilter::eq(crate::warmapp::INSTANCE_LABEL, "this-daemon");
     sweeper.config.nodes = endpoints(&bed.sim, &ids[1..]);
-    bed.use_sweeper(sweeper.clone());
     tokio::time::sleep(Duration::from_secs(60)).await; // past the creation guard
     bed.checker.kill(700);
     (bed, sweeper, started.run, ids)
@@ -1360,9 +1256,8 @@ async fn an_unreachable_node_endpoint_is_a_failure_of_the_pass_naming_the_node()
 #[tokio::test(start_paused = true)]
 async fn a_node_without_an_endpoint_is_reported_once_per_pass_and_a_single_node_pass_lists_no_nodes(
 ) {
-    let (mut multi, mut sweeper, _run, ids) = three_node_orphan().await;
+    let (multi, mut sweeper, _run, ids) = three_node_orphan().await;
     sweeper.config.nodes = endpoints(&multi.sim, &ids[1..2]);
-    multi.use_sweeper(sweeper.clone());
     let report = sweeper.sweep().await.unwrap();
     let blind: Vec<&String> = report
         .failures

@@ -39,11 +39,11 @@ use crd::{Owner, Run, RunPhase, RunSpec};
 use proptest::prelude::*;
 use state::{Clock, Store};
 
+use super::{Config, Sweeper};
 use crate::liveness::{Checker, Liveness};
 use crate::stack::NAMESPACE_LABEL;
 use crate::swarm::sim::{SimConfig, SimSwarm};
 use crate::swarm::{spec, LabelFilter, ObjectKind, Swarm};
-use crate::sweeper::{Config, Sweeper};
 use crate::warmapp::INSTANCE_LABEL;
 
 /// This daemon's instance.
@@ -398,6 +398,8 @@ async fn case(runs: Vec<RunShape>, objects: Vec<(ObjectKind, Class)>) -> Result<
                 required_tiers: vec![],
                 deploy: true,
                 finish: false,
+                content: None,
+                target: None,
             },
         );
         let mut run = store.create(&run).await.unwrap();
@@ -460,20 +462,6 @@ async fn case(runs: Vec<RunShape>, objects: Vec<(ObjectKind, Class)>) -> Result<
             },
             ..Config::default()
         },
-    );
-    // The run reconciler closes the runs the sweeper marks (as in `hearth serve`).
-    let executor = crate::runs::Runs::new(
-        store.clone(),
-        Arc::new(sim.clone()),
-        None,
-        Arc::new(state::SystemClock),
-        crate::runs::Config::new(crd::names::BaseDomain::parse("ci.test").unwrap()),
-    )
-    .with_sweeper(sweeper.clone());
-    let stop = crate::runtime::Shutdown::new();
-    tokio::spawn(
-        crate::runs::reconcile::controller(executor, crate::runs::reconcile::config())
-            .run(stop.clone()),
     );
     sim.clear_calls();
     let report = sweeper
