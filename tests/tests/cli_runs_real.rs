@@ -470,3 +470,297 @@ async fn run_start_deploy_waits_for_the_stack_with_progress_on_stderr() {
     shutdown.stop_gracefully();
     running.wait().await;
 }
+
+/// A client of the daemon `running` (for reading runs back).
+fn api(running: &Running) -> controller::cli::ci::Client {
+    controller::cli::ci::ServerArg {
+        server: running.http_addr.unwrap(),
+        token_file: running.token_file.clone(),
+        data_dir: None,
+    }
+    .client()
+    .unwrap()
+}
+
+async fn get_run(api: &controller::cli::ci::Client, id: &str) -> crd::Run {
+    api.get(&format!("/api/v1/runs/{id}")).await.unwrap()
+}
+
+/// Polls until the run is over (Succeeded/Failed/…), at most `within`.
+async fn wait_terminal(api: &controller::cli::ci::Client, id: &str, within: Duration) -> crd::Run {
+    let end = Instant::now() + within;
+    loop {
+        let run = get_run(api, id).await;
+        if run.status.phase.is_terminal() {
+            return run;
+        }
+        assert!(
+            Instant::now() < end,
+            "run {id} still {:?}",
+            run.status.phase
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// `hearth run exec`: CMD gets the run's variables and its status is the wrapper's; the
+/// run is finished with a verified teardown of its stack; 20 wrappers whose lease (TTL 2 s)
+/// would expire without heartbeats are never swept while their command runs (4 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exec_passes_the_commands_status_finishes_the_run_and_is_never_swept_while_it_runs() {
+    if real_swarm("run exec").await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run_label = unique_name("rexec");
+    let pool = format!("rx{:x}", std::process::id() & 0xffff);
+    let (running, shutdown) = start_serve(
+        dir.path(),
+        &pool_yaml(&pool, 1, "1m"),
+        &run_label,
+        examples(),
+    )
+    .await;
+    let server = running.http_addr.unwrap().to_string();
+    let token = running.token_file.clone().unwrap();
+    let api = api(&running);
+    let exec = |extra: &[&str], script: &str| {
+        Command::new(hearth_bin())
+            .args(["run", "exec", "--recipe", "webapp", "--version", "1.0.0"])
+            .args(extra)
+            .args(["--server", &server, "--token-file"])
+            .arg(&token)
+            .args(["--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Exit 3 with a deployed stack: the wrapper exits 3, the run is over, its stack gone.
+    let out = exec(
+        &["--pool", &pool, "--deploy"],
+        "echo \"$HEARTH_RUN_ID $HEARTH_STACK $HEARTH_SLOT\"; exit 3",
+    )
+    .wait_with_output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let mut vars = stdout.split_whitespace();
+    let (id, stack, slot) = (
+        vars.next().unwrap().to_string(),
+        vars.next().unwrap().to_string(),
+        vars.next().unwrap().to_string(),
+    );
+    assert_eq!(slot, "0", "{stdout}");
+    let run = get_run(&api, &id).await;
+    assert!(run.status.phase.is_terminal(), "{:?}", run.status.phase);
+    assert!(
+        run.status.residuals.is_empty(),
+        "{:?}",
+        run.status.residuals
+    );
+    assert!(stderr.contains("teardown verified"), "{stderr}");
+    let swarm = real_swarm("run exec").await.unwrap();
+    let left = swarm
+        .list_services(&controller::swarm::LabelFilter::eq(
+            controller::swarm::labels::NAMESPACE,
+            &stack,
+        ))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "stack {stack} left {left:?}");
+
+    // 20 wrappers at once, TTL 2 s, each command running 4 s: heartbeats keep every run.
+    let started = Instant::now();
+    let jobs: Vec<Child> = (0..20)
+        .map(|_| exec(&["--ttl", "2s"], "echo $HEARTH_RUN_ID; sleep 4"))
+        .collect();
+    for job in jobs {
+        let out = tokio::task::spawn_blocking(move || job.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+        let id = stdout.trim();
+        let run = get_run(&api, id).await;
+        // Finished by its wrapper (a swept run would have refused the finish: exit 1).
+        assert!(stderr.contains("teardown verified"), "{stderr}");
+        assert!(run.status.finished_at_ms.is_some(), "{run:?}");
+        let history: Vec<serde_json::Value> = api
+            .get(&format!("/api/v1/history?kind=Run&name={id}"))
+            .await
+            .unwrap();
+        assert!(
+            !history.iter().any(|e| e["reason"] == "Swept"),
+            "run {id} was swept while its command ran: {history:?}"
+        );
+    }
+    println!("20 run exec wrappers: {:?}", started.elapsed());
+    shutdown.stop_gracefully();
+}
+
+/// A lease run outlives the `hearth run start` that created it, lives on heartbeats and is
+/// swept once they stop, after its TTL; a container-owned run is swept within 3 s of `docker
+/// kill` of its container (times from Docker's die event and the run's finishedAtMs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_runs_live_on_heartbeats_and_container_runs_die_with_their_container() {
+    if real_swarm("run owners").await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run_label = unique_name("rown");
+    let pool = format!("ro{:x}", std::process::id() & 0xffff);
+    let (running, shutdown) = start_serve(
+        dir.path(),
+        &pool_yaml(&pool, 2, "1m"),
+        &run_label,
+        examples(),
+    )
+    .await;
+    let server = running.http_addr.unwrap().to_string();
+    let token = running.token_file.clone().unwrap();
+    let api = api(&running);
+    let hearth = |args: &[&str]| {
+        let out = Command::new(hearth_bin())
+            .args(args)
+            .args(["--server", &server, "--token-file"])
+            .arg(&token)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+        stdout
+    };
+    let start = |owner: &str, ttl: &str| {
+        let env = hearth(&[
+            "run",
+            "start",
+            "--recipe",
+            "webapp",
+            "--version",
+            "1.0.0",
+            "--pool",
+            &pool,
+            "--owner",
+            owner,
+            "--ttl",
+            ttl,
+            "-o",
+            "env",
+        ]);
+        env.lines()
+            .find_map(|l| l.strip_prefix("HEARTH_RUN_ID='"))
+            .unwrap()
+            .trim_end_matches('\'')
+            .to_string()
+    };
+    // Lease, TTL 3 s: the creating CLI has exited; heartbeats at 1.5 s and 3 s keep it past
+    // 3 s after creation; without them it is swept after lastHeartbeat + 3 s.
+    let lease = start("lease", "3s");
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        hearth(&["run", "heartbeat", &lease]);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let run = get_run(&api, &lease).await;
+    assert!(
+        !run.status.phase.is_terminal(),
+        "swept while heartbeating: {run:?}"
+    );
+    let last = run.status.last_heartbeat_ms.unwrap();
+    let run = wait_terminal(&api, &lease, Duration::from_secs(10)).await;
+    let finished = run.status.finished_at_ms.unwrap();
+    println!(
+        "lease run swept {} ms after its last heartbeat (TTL 3000)",
+        finished - last
+    );
+    assert!(finished >= last + 3000, "swept before its TTL: {run:?}");
+
+    // Container owner: killed → swept within 3 s of the die event.
+    let name = unique_name("rowner");
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            &name,
+            "--label",
+            "hearth.test=1",
+        ])
+        .args([
+            "--entrypoint",
+            "sleep",
+            hearth_tests::support::fixtures::WEBAPP_1_0_0,
+            "300",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let container = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let owned = start(&format!("container:{container}"), "10m");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!get_run(&api, &owned).await.status.phase.is_terminal());
+    let since = now_ms() / 1000;
+    let killed = Command::new("docker")
+        .args(["kill", &container])
+        .output()
+        .unwrap();
+    assert!(killed.status.success());
+    let run = wait_terminal(&api, &owned, Duration::from_secs(10)).await;
+    let events = Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &(now_ms() / 1000 + 1).to_string(),
+        ])
+        .args([
+            "--filter",
+            &format!("container={container}"),
+            "--filter",
+            "event=die",
+        ])
+        .args(["--format", "{{.TimeNano}}"])
+        .output()
+        .unwrap();
+    let died_ns: u64 = String::from_utf8_lossy(&events.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let died = died_ns / 1_000_000;
+    let finished = run.status.finished_at_ms.unwrap();
+    println!(
+        "container-owned run finished {} ms after the die event",
+        finished.saturating_sub(died)
+    );
+    assert!(
+        finished <= died + 3000,
+        "die at {died}, finished at {finished}"
+    );
+    shutdown.stop_gracefully();
+}

@@ -185,6 +185,10 @@ pub enum RunCommand {
     /// warm canonical's exact content (`--from canonical`) or the run's own (`--from run`).
     #[command(disable_version_flag = true)]
     Deploy(RunDeployArgs),
+    /// Start a run (lease owner, heartbeats every TTL/3), run a command with the run's
+    /// variables, finish the run when it exits (verified teardown) and exit with its status.
+    #[command(disable_version_flag = true)]
+    Exec(super::run_exec::RunExecArgs),
 }
 
 /// `hearth run deploy`.
@@ -627,19 +631,7 @@ pub async fn run(
         RunCommand::Start(a) => {
             let client = a.server.client()?;
             let since = std::time::SystemTime::now();
-            let body = serde_json::json!({
-                "recipe": a.recipe,
-                "version": a.version,
-                "commit": a.git_ref,
-                "candidate": a.candidate.as_deref().map(upload).transpose()?,
-                "env": a.env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                "deps": a.deps,
-                "pool": a.pool,
-                "ttl": a.ttl,
-                "owner": owner(a.owner_pid)?.with_kind(a.owner.clone()),
-                "deploy": a.deploy,
-                "requiredTiers": a.require,
-            });
+            let body = start_body(a, owner(a.owner_pid)?.with_kind(a.owner.clone()), None)?;
             let started: Started = client.post("/api/v1/runs", &body).await?;
             match a.output {
                 StartOutput::Json => {
@@ -696,6 +688,12 @@ pub async fn run(
                 .unwrap_or_default();
             writeln!(out, "run {}: deployed {what}", a.id)?;
         }
+        RunCommand::Exec(_) => {
+            // Exits the process with the command's status: dispatched by `cli::run`.
+            return Err(Error::OutputFailed(std::io::Error::other(
+                "`run exec` is dispatched by cli::run",
+            )));
+        }
         RunCommand::Finish(a) => {
             let run: serde_json::Value = a
                 .server
@@ -709,6 +707,27 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The body of `POST /api/v1/runs` for `run start` and `run exec` (`ttl` overrides `--ttl`).
+pub(super) fn start_body(
+    a: &RunStartArgs,
+    owner: Owner,
+    ttl: Option<&str>,
+) -> Result<serde_json::Value, Error> {
+    Ok(serde_json::json!({
+        "recipe": a.recipe,
+        "version": a.version,
+        "commit": a.git_ref,
+        "candidate": a.candidate.as_deref().map(upload).transpose()?,
+        "env": a.env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "deps": a.deps,
+        "pool": a.pool,
+        "ttl": ttl.or(a.ttl.as_deref()),
+        "owner": owner,
+        "deploy": a.deploy,
+        "requiredTiers": a.require,
+    }))
 }
 
 fn print_phase(out: &mut dyn Write, id: &str, run: &serde_json::Value) -> std::io::Result<()> {
@@ -726,7 +745,7 @@ fn print_phase(out: &mut dyn Write, id: &str, run: &serde_json::Value) -> std::i
 /// # Errors
 /// [`Error::WaitFailed`] naming the run (still started: finish it, or its owner's exit lets
 /// the sweeper reclaim it) when the stack did not converge.
-async fn wait_for_run_stack(
+pub(super) async fn wait_for_run_stack(
     started: &crate::runs::Started,
     since: std::time::SystemTime,
     wait: &super::progress::WaitArgs,

@@ -9,6 +9,7 @@ pub mod objects;
 pub mod progress;
 pub mod promote;
 pub mod render;
+pub mod run_exec;
 pub mod shell;
 pub mod stack;
 pub mod token;
@@ -273,6 +274,13 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             out.flush()?;
             err.flush()?;
             // The wrapper exits with the command's code.
+            std::process::exit(code)
+        }
+        Command::Run(ci::RunCommand::Exec(args)) => {
+            let code = run_exec::exec(&args, err).await?;
+            out.flush()?;
+            err.flush()?;
+            // Like `slot exec`: the wrapper exits with the command's code.
             std::process::exit(code)
         }
         Command::Run(command) => Ok(ci::run(&command, out, err).await?),

@@ -109,6 +109,15 @@ impl Started {
 
     /// `KEY=value` lines for `eval "$(hearth run start ... -o env)"`; values single-quoted.
     pub fn to_env(&self) -> String {
+        self.env_vars()
+            .iter()
+            .map(|(k, v)| format!("{k}='{}'\n", v.replace('\'', r"'\''")))
+            .collect()
+    }
+
+    /// The run's variables (`HEARTH_RUN_ID`, `HEARTH_STACK`, …), as [`Started::to_env`] prints
+    /// them and `hearth run exec` exports them.
+    pub fn env_vars(&self) -> BTreeMap<String, String> {
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
         vars.insert("HEARTH_RUN_ID".into(), self.run.clone());
         vars.insert("HEARTH_STACK".into(), self.stack.clone());
@@ -132,9 +141,7 @@ impl Started {
                 vars.insert(format!("HEARTH_DEP_{key}_DOMAIN"), domain.clone());
             }
         }
-        vars.iter()
-            .map(|(k, v)| format!("{k}='{}'\n", v.replace('\'', r"'\''")))
-            .collect()
+        vars
     }
 }
 
