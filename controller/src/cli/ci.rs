@@ -188,7 +188,7 @@ pub enum RunCommand {
     /// Start a run (lease owner, heartbeats every TTL/3), run a command with the run's
     /// variables, finish the run when it exits (verified teardown) and exit with its status.
     #[command(disable_version_flag = true)]
-    Exec(super::run_exec::RunExecArgs),
+    Exec(Box<super::run_exec::RunExecArgs>),
 }
 
 /// `hearth run deploy`.
