@@ -216,7 +216,7 @@ const STATE_EXPECTED: &[(&str, &str)] = &[
     ),
     (
         "unknown field",
-        "state file state.yml rejected (1 problem); nothing was applied\n  state.yml:6:3: WarmApp/web: spec.recpie: unknown field `recpie`, expected one of recipe, version, domain, health, provider, promote, allowDowngrade, refresh, env",
+        "state file state.yml rejected (1 problem); nothing was applied\n  state.yml:6:3: WarmApp/web: spec.recpie: unknown field `recpie`, expected one of recipe, version, domain, health, provider, promote, allowDowngrade, refresh, env, promoteCandidates, content",
     ),
     (
         "bad duration",

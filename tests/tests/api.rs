@@ -721,7 +721,8 @@ async fn off_loopback_the_status_page_challenges_a_browser_and_takes_a_read_toke
 }
 
 /// Every background worker the daemon runs with a state file and an API.
-const WORKERS: [&str; 6] = [
+const WORKERS: [&str; 7] = [
+    "container-owners",
     "gauges",
     "orphan-sweep",
     "recipe-fetch",

@@ -156,7 +156,7 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
         "apiVersion: hearth/v1\nkind: WarmApp\nmetadata:\n  name: {app}\nspec:\n  recipe: webapp\n  \
          version: 1.0.0\n  health:\n    http:\n      service: app\n      port: 8080\n      path: /healthz\n    \
          readyTimeout: 90s\n---\napiVersion: hearth/v1\nkind: SlotPool\nmetadata:\n  name: {pool}\nspec:\n  \
-         slots: 1\n  portBase: 32000\n  portsPerSlot: 10\n  waitTimeout: 1m\n"
+         slots: 1\n  portBase: 32000\n  portsPerSlot: 10\n  waitTimeout: 1m\n  tiers: [install, upgrade, custom-sso]\n"
     );
     std::fs::write(dir.path().join("state.yml"), state).unwrap();
     let socket = std::env::var_os("HEARTH_DOCKER_SOCKET")

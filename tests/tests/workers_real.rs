@@ -4,7 +4,7 @@
 //!
 //! The daemon gets everything that starts a worker: a state file (`state-file`), a nightly
 //! schedule (`nightly`), an API listener (`tokens-file`), plus the ones every daemon runs
-//! (`orphan-sweep`, `slot-reclaim`, `gauges`, `recipe-fetch`). The periodic ones must show a
+//! (`orphan-sweep`, `slot-reclaim`, `gauges`, `recipe-fetch`, `container-owners`). The periodic ones must show a
 //! last run and no error; an edit of the state file must show as the `state-file` row's last
 //! run. (A worker error is not provoked here: a rejected file is the file's error, in history,
 //! not the follower's; `runtime::workers` tests a failing step's LAST ERROR on the board.)
@@ -20,7 +20,8 @@ use hearth_tests::support::{
 };
 
 /// Every worker a fully configured daemon runs, sorted.
-const WORKERS: [&str; 7] = [
+const WORKERS: [&str; 8] = [
+    "container-owners",
     "gauges",
     "nightly",
     "orphan-sweep",
