@@ -477,7 +477,11 @@ async fn a_leader_cut_off_from_etcd_mid_reconcile_should_stop_writing_before_the
         String::from_utf8_lossy(&body)
     );
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !docker.list_services(&filter).await.unwrap().is_empty() {
+    // Services and the stack's network: the test ended with the services gone before, and
+    // left one hw-ep* network per run behind (B's teardown removes it after the containers).
+    while !docker.list_services(&filter).await.unwrap().is_empty()
+        || !docker.list_networks(&filter).await.unwrap().is_empty()
+    {
         assert!(Instant::now() < deadline, "{stack} left behind");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
