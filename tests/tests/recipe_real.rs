@@ -26,6 +26,7 @@ use controller::swarm::{DockerSwarm, LabelFilter, Labels, Swarm};
 use controller::warmapp::probe::GatewayProber;
 use crd::names::BaseDomain;
 use crd::{WarmApp, WarmAppPhase};
+use hearth_tests::gitrecipe::{fixture_recipe, publish};
 use hearth_tests::served::served_versions;
 use hearth_tests::support::{eventually, in_ci, real_swarm, RUN_LABEL, TEST_LABEL};
 use state::history::{ObjectRef, Query};
@@ -49,67 +50,6 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
     fn make_writer(&'a self) -> Self::Writer {
         self.clone()
     }
-}
-
-/// Where the test bed builds the fixture recipe repository.
-fn fixture_recipe() -> PathBuf {
-    std::env::var_os("HEARTH_FIXTURE_RECIPE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/hearth-testbed/webapp-recipe"))
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=hearth-test",
-            "-c",
-            "user.email=test@hearth.invalid",
-            "-c",
-            "commit.gpgSign=false",
-            "-c",
-            "tag.gpgSign=false",
-        ])
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Publishes `version` (image `image`) in the clone: edits compose.yml as `abra recipe
-/// upgrade` + `sync` would, commits, tags.
-fn publish(repo: &Path, version: &str, image: &str) {
-    let path = repo.join("compose.yml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut out = String::new();
-    for line in text.lines() {
-        if line
-            .trim_start()
-            .starts_with("image: hearth-fixture/webapp:")
-        {
-            out.push_str(&format!("    image: hearth-fixture/webapp:{image}"));
-        } else if line.contains("coop-cloud.${STACK_NAME}.version=") {
-            out.push_str(&format!(
-                "        - \"coop-cloud.${{STACK_NAME}}.version={version}\""
-            ));
-        } else {
-            out.push_str(line);
-        }
-        out.push('\n');
-    }
-    std::fs::write(&path, out).unwrap();
-    git(
-        repo,
-        &["commit", "-q", "-am", &format!("chore: publish {version}")],
-    );
-    git(repo, &["tag", version]);
 }
 
 fn state(name: &str, url: &str) -> String {
