@@ -600,17 +600,19 @@ mod tests {
         assert_eq!(s.state, State::Backoff, "{s:?}");
         assert_eq!(s.last_error.as_deref(), Some("panicked: step 1 blew up"));
         assert_eq!((s.errors, s.consecutive_errors), (1, 1));
-        // The shared backoff: 1 s (+ jitter < 20 %) after the first failure, 2 s after the second.
+        // The shared backoff: 1 s (+ jitter < 20 %) after the first failure, 2 s (+ < 20 %) after
+        // the second. So step 2 runs in [1.0, 1.2) s and step 3 in [3.0, 3.6) s: the checks sit
+        // outside those windows (at 1.25, 2.95 and 3.65 s), whatever the jitter draws.
         tokio::time::sleep(Duration::from_millis(1250)).await;
         assert_eq!(steps.load(Ordering::SeqCst), 2);
         assert_eq!(board.get("probe").unwrap().consecutive_errors, 2);
-        tokio::time::sleep(Duration::from_millis(1900)).await;
+        tokio::time::sleep(Duration::from_millis(1700)).await;
         assert_eq!(
             steps.load(Ordering::SeqCst),
             2,
             "the second delay is longer"
         );
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(
             steps.load(Ordering::SeqCst),
             3,
