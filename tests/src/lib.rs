@@ -22,6 +22,8 @@
 //! - [`gitrecipe`]: the test bed's git fixture recipe cloned, edited, released.
 //! - [`daemon`]: `hearth serve` in-process on the simulated swarm (temp data dir, ephemeral
 //!   port) for fast API, CLI and status-page tests.
+//! - [`real_serve`]: `hearth serve` in-process on the real engine with the real-swarm tests'
+//!   options, and the warm-app waits they share.
 
 pub mod ci_kill;
 pub mod cluster;
@@ -34,6 +36,7 @@ pub mod gitrecipe;
 pub mod ha;
 pub mod leaks;
 pub mod process;
+pub mod real_serve;
 pub mod scale;
 pub mod served;
 pub mod support;

@@ -20,7 +20,7 @@
 //! repository fails this test.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,15 +28,15 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use controller::cli::{Cli, Command as CliCommand};
 use controller::runtime::Shutdown;
-use controller::serve::{self, Options, Running};
+use controller::serve::Running;
 use controller::stack::{teardown, TeardownOptions};
-use controller::swarm::{DockerSwarm, Labels, Swarm};
-use controller::warmapp::probe::GatewayProber;
+use controller::swarm::{DockerSwarm, Swarm};
 use crd::names::BaseDomain;
 use crd::{ContentKind, Run, RunPhase, WarmApp, WarmAppPhase};
 use hearth_tests::counting::Counting;
 use hearth_tests::gitrecipe::{clone_fixture, fixture_recipe, git, publish, set_version};
-use hearth_tests::support::{eventually, in_ci, real_swarm, RUN_LABEL, TEST_LABEL};
+use hearth_tests::real_serve;
+use hearth_tests::support::{eventually, in_ci, real_swarm};
 use state::history::{ObjectRef, Query};
 
 fn state(name: &str, url: &str, promote_candidates: bool) -> String {
@@ -51,36 +51,7 @@ async fn start(
     docker: DockerSwarm,
     run: &str,
 ) -> (Running, Shutdown) {
-    let socket = std::env::var_os("HEARTH_DOCKER_SOCKET")
-        .map(Into::into)
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
-    let options = Options {
-        state_file: Some(dir.join("state.yml")),
-        prune: true,
-        data_dir: dir.join("data"),
-        catalogue: Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/catalogue"),
-        docker_socket: socket,
-        resync: Duration::from_secs(300),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        base_domain: BaseDomain::parse("hearth.test").unwrap(),
-        extra_labels: Labels::from([
-            (TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string()),
-            (RUN_LABEL.to_string(), run.to_string()),
-        ]),
-        token_file: None,
-        nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
-        node_endpoints: Default::default(),
-        access: Default::default(),
-    };
-    let prober = Arc::new(GatewayProber::new(
-        Arc::new(docker.clone()),
-        Duration::from_secs(3),
-    ));
-    let shutdown = Shutdown::new();
-    let running = serve::start(options, swarm, prober, shutdown.clone())
-        .await
-        .expect("hearth serve starts");
-    (running, shutdown)
+    real_serve::start(real_serve::options(dir, run), swarm, &docker).await
 }
 
 /// Runs `hearth ARGS… --server … --token-file …` in-process; its stdout.
@@ -132,17 +103,7 @@ async fn wait_app(
     what: &str,
     pred: impl Fn(&WarmApp) -> bool,
 ) -> WarmApp {
-    let store = running.store.clone();
-    eventually(
-        &format!("{name}: {what}"),
-        Duration::from_secs(120),
-        Duration::from_millis(250),
-        || {
-            let hit = store.get_opt::<WarmApp>(name).unwrap().filter(|a| pred(a));
-            async move { hit }
-        },
-    )
-    .await
+    real_serve::wait_app(running, name, what, Duration::from_secs(120), pred).await
 }
 
 fn ready(a: &WarmApp) -> bool {

@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use controller::runtime::Shutdown;
-use controller::serve::{self, Options, Running};
-use controller::swarm::{Labels, Swarm};
-use controller::warmapp::probe::GatewayProber;
-use crd::names::BaseDomain;
+use controller::serve::{Options, Running};
+use controller::swarm::Swarm;
 use hearth_tests::ci_kill;
-use hearth_tests::support::{real_swarm, unique_name, RUN_LABEL, TEST_LABEL};
+use hearth_tests::real_serve;
+use hearth_tests::support::{real_swarm, unique_name};
 
 /// The `hearth` binary next to this test's target directory.
 fn hearth_bin() -> PathBuf {
@@ -42,38 +41,11 @@ async fn start_serve(
 ) -> (Running, Shutdown) {
     let swarm = real_swarm(run).await.expect("real swarm");
     std::fs::write(dir.join("state.yml"), state).unwrap();
-    let socket = std::env::var_os("HEARTH_DOCKER_SOCKET")
-        .map(Into::into)
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
     let options = Options {
-        state_file: Some(dir.join("state.yml")),
-        prune: true,
-        data_dir: dir.join("data"),
         catalogue,
-        docker_socket: socket.clone(),
-        resync: Duration::from_secs(300),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        base_domain: BaseDomain::parse("hearth.test").unwrap(),
-        extra_labels: Labels::from([
-            (TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string()),
-            (RUN_LABEL.to_string(), run.to_string()),
-        ]),
-        token_file: None,
-        access: Default::default(),
-        // never prune images of others on the shared test machine
-        nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
-        node_endpoints: Default::default(),
+        ..real_serve::options(dir, run)
     };
-    let prober = Arc::new(GatewayProber::new(
-        Arc::new(swarm.clone()),
-        Duration::from_secs(3),
-    ));
-    let swarm: Arc<dyn Swarm> = Arc::new(swarm);
-    let shutdown = Shutdown::new();
-    let running = serve::start(options, swarm, prober, shutdown.clone())
-        .await
-        .expect("hearth serve starts");
-    (running, shutdown)
+    real_serve::start(options, Arc::new(swarm.clone()), &swarm).await
 }
 
 fn pool_yaml(name: &str, slots: u32, wait: &str) -> String {

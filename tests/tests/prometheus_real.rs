@@ -16,13 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use controller::runtime::Shutdown;
-use controller::serve::{self, Options};
 use controller::stack::{teardown, TeardownOptions};
-use controller::swarm::{Labels, Swarm};
-use controller::warmapp::probe::GatewayProber;
-use crd::names::BaseDomain;
-use hearth_tests::support::{eventually, in_ci, real_swarm, unique_name, RUN_LABEL, TEST_LABEL};
+use hearth_tests::real_serve;
+use hearth_tests::support::{eventually, in_ci, real_swarm, unique_name, RemoveOnDrop};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -149,6 +145,8 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
         return;
     }
     let run_label = unique_name("prom");
+    // A failing assertion below must not leave the warm app's stack behind.
+    let _guard = RemoveOnDrop::new(&run_label);
     let app = format!("t-prom-{}", &run_label[run_label.len() - 8..]).replace('_', "-");
     let dir = tempfile::tempdir().unwrap();
     let pool = format!("{app}-pool");
@@ -159,37 +157,12 @@ async fn a_real_prometheus_scrapes_hearth_and_promql_returns_tier_results_and_wa
          slots: 1\n  portBase: 32000\n  portsPerSlot: 10\n  waitTimeout: 1m\n  tiers: [install, upgrade, custom-sso]\n"
     );
     std::fs::write(dir.path().join("state.yml"), state).unwrap();
-    let socket = std::env::var_os("HEARTH_DOCKER_SOCKET")
-        .map(Into::into)
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
-    let options = Options {
-        state_file: Some(dir.path().join("state.yml")),
-        prune: true,
-        data_dir: dir.path().join("data"),
-        catalogue: Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/catalogue"),
-        docker_socket: socket.clone(),
-        resync: Duration::from_secs(300),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        base_domain: BaseDomain::parse("hearth.test").unwrap(),
-        extra_labels: Labels::from([
-            (TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string()),
-            (RUN_LABEL.to_string(), run_label.clone()),
-        ]),
-        token_file: None,
-        access: Default::default(),
-        // never prune images of others on the shared test machine
-        nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
-        node_endpoints: Default::default(),
-    };
-    let prober = Arc::new(GatewayProber::new(
+    let (running, shutdown) = real_serve::start(
+        real_serve::options(dir.path(), &run_label),
         Arc::new(docker.clone()),
-        Duration::from_secs(3),
-    ));
-    let swarm: Arc<dyn Swarm> = Arc::new(docker.clone());
-    let shutdown = Shutdown::new();
-    let running = serve::start(options, swarm, prober, shutdown.clone())
-        .await
-        .expect("hearth serve starts");
+        &docker,
+    )
+    .await;
     let hearth_addr = running.http_addr.unwrap();
     // The CLI calls below change state: they pass the token file the daemon created.
     let token = running.token_file.clone().unwrap().display().to_string();

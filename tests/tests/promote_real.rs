@@ -19,15 +19,14 @@ use std::time::{Duration, Instant};
 use controller::access::admin_token as auth;
 use controller::cli::ci::Client;
 use controller::runtime::Shutdown;
-use controller::serve::{self, Options, Running};
+use controller::serve::Running;
 use controller::stack::{teardown, TeardownOptions};
-use controller::swarm::{DockerSwarm, Labels};
-use controller::warmapp::probe::GatewayProber;
-use crd::names::BaseDomain;
+use controller::swarm::DockerSwarm;
 use crd::promotion::{InForce, PromotionResult};
-use crd::{RunPhase, WarmApp, WarmAppPhase};
+use crd::{RunPhase, WarmApp};
+use hearth_tests::real_serve::{self, ready_at, wait_app, write_state};
 use hearth_tests::served::served_versions;
-use hearth_tests::support::{eventually, real_swarm, unique_name, RUN_LABEL, TEST_LABEL};
+use hearth_tests::support::{eventually, real_swarm, unique_name};
 use state::history::{reason, ObjectRef, Query};
 
 fn webapp_doc(name: &str, version: &str) -> String {
@@ -36,72 +35,13 @@ fn webapp_doc(name: &str, version: &str) -> String {
     )
 }
 
-fn write_state(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 async fn start(dir: &Path, docker: DockerSwarm, run: &str) -> (Running, Shutdown) {
-    let socket = std::env::var_os("HEARTH_DOCKER_SOCKET")
-        .map(Into::into)
-        .unwrap_or_else(|| std::path::PathBuf::from("/var/run/docker.sock"));
-    let options = Options {
-        state_file: Some(dir.join("state.yml")),
-        prune: true,
-        data_dir: dir.join("data"),
-        catalogue: Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/catalogue"),
-        docker_socket: socket.clone(),
-        resync: Duration::from_secs(300),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        base_domain: BaseDomain::parse("hearth.test").unwrap(),
-        extra_labels: Labels::from([
-            (TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string()),
-            (RUN_LABEL.to_string(), run.to_string()),
-        ]),
-        token_file: None,
-        access: Default::default(),
-        // never prune images of others on the shared test machine
-        nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
-        node_endpoints: Default::default(),
-    };
-    let prober = Arc::new(GatewayProber::new(
+    real_serve::start(
+        real_serve::options(dir, run),
         Arc::new(docker.clone()),
-        Duration::from_secs(3),
-    ));
-    let shutdown = Shutdown::new();
-    let running = serve::start(options, Arc::new(docker), prober, shutdown.clone())
-        .await
-        .expect("hearth serve starts");
-    (running, shutdown)
-}
-
-async fn wait_app(
-    running: &Running,
-    name: &str,
-    what: &str,
-    within: Duration,
-    pred: impl Fn(&WarmApp) -> bool,
-) -> WarmApp {
-    let store = running.store.clone();
-    eventually(
-        &format!("{name}: {what}"),
-        within,
-        Duration::from_millis(250),
-        || {
-            let hit = store.get_opt::<WarmApp>(name).unwrap().filter(|a| pred(a));
-            async move { hit }
-        },
+        &docker,
     )
     .await
-}
-
-fn ready_at(version: &str) -> impl Fn(&WarmApp) -> bool + '_ {
-    move |a: &WarmApp| {
-        a.status.phase == WarmAppPhase::Ready
-            && a.status.observed_version.as_deref() == Some(version)
-            && a.spec.version == version
-    }
 }
 
 /// Starts a run of webapp `version` through the daemon (nothing deployed: the CI harness

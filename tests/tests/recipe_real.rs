@@ -14,21 +14,20 @@
 //! `CI=true` an unreachable Docker or a missing repository fails this test.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use controller::runtime::Shutdown;
-use controller::serve::{self, Options, Running};
+use controller::serve::Running;
 use controller::stack::{teardown, TeardownOptions};
-use controller::swarm::{DockerSwarm, LabelFilter, Labels, Swarm};
-use controller::warmapp::probe::GatewayProber;
-use crd::names::BaseDomain;
-use crd::{WarmApp, WarmAppPhase};
+use controller::swarm::{DockerSwarm, LabelFilter, Swarm};
+use crd::WarmApp;
 use hearth_tests::gitrecipe::{fixture_recipe, publish};
+use hearth_tests::real_serve::{self, ready_at, wait_app};
 use hearth_tests::served::served_versions;
-use hearth_tests::support::{eventually, in_ci, real_swarm, RUN_LABEL, TEST_LABEL};
+use hearth_tests::support::{eventually, in_ci, real_swarm};
 use state::history::{ObjectRef, Query};
 
 /// Every log line of the in-process daemon (debug level), to search for secret values.
@@ -59,64 +58,12 @@ fn state(name: &str, url: &str) -> String {
 }
 
 async fn start(dir: &Path, docker: DockerSwarm, run: &str) -> (Running, Shutdown) {
-    let socket = std::env::var_os("HEARTH_DOCKER_SOCKET")
-        .map(Into::into)
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
-    let options = Options {
-        state_file: Some(dir.join("state.yml")),
-        prune: true,
-        data_dir: dir.join("data"),
-        catalogue: Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/catalogue"),
-        docker_socket: socket.clone(),
-        resync: Duration::from_secs(300),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        base_domain: BaseDomain::parse("hearth.test").unwrap(),
-        extra_labels: Labels::from([
-            (TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string()),
-            (RUN_LABEL.to_string(), run.to_string()),
-        ]),
-        token_file: None,
-        nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
-        node_endpoints: Default::default(),
-        access: Default::default(),
-    };
-    let prober = Arc::new(GatewayProber::new(
+    real_serve::start(
+        real_serve::options(dir, run),
         Arc::new(docker.clone()),
-        Duration::from_secs(3),
-    ));
-    let shutdown = Shutdown::new();
-    let running = serve::start(options, Arc::new(docker), prober, shutdown.clone())
-        .await
-        .expect("hearth serve starts");
-    (running, shutdown)
-}
-
-async fn wait_app(
-    running: &Running,
-    name: &str,
-    what: &str,
-    within: Duration,
-    pred: impl Fn(&WarmApp) -> bool,
-) -> WarmApp {
-    let store = running.store.clone();
-    eventually(
-        &format!("{name}: {what}"),
-        within,
-        Duration::from_millis(250),
-        || {
-            let hit = store.get_opt::<WarmApp>(name).unwrap().filter(|a| pred(a));
-            async move { hit }
-        },
+        &docker,
     )
     .await
-}
-
-fn ready_at(version: &str) -> impl Fn(&WarmApp) -> bool + '_ {
-    move |a: &WarmApp| {
-        a.status.phase == WarmAppPhase::Ready
-            && a.status.observed_version.as_deref() == Some(version)
-            && a.spec.version == version
-    }
 }
 
 async fn sweep_now(running: &Running) -> serde_json::Value {

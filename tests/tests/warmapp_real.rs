@@ -14,16 +14,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use controller::runtime::Shutdown;
-use controller::serve::{self, Options, Running};
+use controller::serve::{self, Running};
 use controller::stack::{teardown, TeardownOptions};
-use controller::swarm::{DockerSwarm, LabelFilter, Labels, Swarm, TaskState};
-use controller::warmapp::probe::GatewayProber;
+use controller::swarm::{DockerSwarm, LabelFilter, Swarm, TaskState};
 use crd::condition::{find_condition, types};
-use crd::names::BaseDomain;
 use crd::{ConditionStatus, WarmApp, WarmAppPhase};
 use hearth_tests::counting::Counting;
+use hearth_tests::real_serve::{self, write_state};
 use hearth_tests::served::served_versions;
-use hearth_tests::support::{eventually, real_swarm, RUN_LABEL, TEST_LABEL};
+use hearth_tests::support::{eventually, real_swarm};
 use state::history::{reason, Query};
 
 static NAMES: AtomicUsize = AtomicUsize::new(0);
@@ -42,10 +41,6 @@ fn app_name(test: &str) -> String {
     )
 }
 
-fn examples() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/catalogue")
-}
-
 fn webapp_doc(name: &str, version: &str, timeout: &str) -> String {
     format!(
         "apiVersion: hearth/v1\nkind: WarmApp\nmetadata:\n  name: {name}\nspec:\n  recipe: webapp\n  version: {version}\n  health:\n    http:\n      service: app\n      port: 8080\n      path: /healthz\n    readyTimeout: {timeout}\n  env:\n    REPLICAS: \"1\"\n"
@@ -58,40 +53,9 @@ fn sso_doc(name: &str) -> String {
     )
 }
 
-/// Replaces the state file by rename, as editors do.
-fn write_state(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write state file");
-    std::fs::rename(&tmp, path).expect("rename state file");
-}
-
 async fn start(dir: &Path, swarm: Arc<Counting>, run: &str) -> (Running, Shutdown) {
-    let socket = std::env::var_os("HEARTH_DOCKER_SOCKET")
-        .map(Into::into)
-        .unwrap_or_else(|| std::path::PathBuf::from("/var/run/docker.sock"));
-    let options = Options {
-        state_file: Some(dir.join("state.yml")),
-        prune: true,
-        data_dir: dir.join("data"),
-        catalogue: examples(),
-        docker_socket: socket.clone(),
-        resync: Duration::from_secs(300),
-        listen: Some("127.0.0.1:0".parse().expect("addr")),
-        base_domain: BaseDomain::parse("hearth.test").expect("base"),
-        extra_labels: Labels::from([
-            (TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string()),
-            (RUN_LABEL.to_string(), run.to_string()),
-        ]),
-        token_file: None,
-        access: Default::default(),
-        // never prune images of others on the shared test machine
-        nightly_prune_labels: Labels::from([("hearth.test".to_string(), "1".to_string())]),
-        node_endpoints: Default::default(),
-    };
-    let prober = Arc::new(GatewayProber::new(
-        Arc::new(swarm.inner().clone()),
-        Duration::from_secs(3),
-    ));
+    let options = real_serve::options(dir, run);
+    let prober = real_serve::prober(swarm.inner());
     // After a restart in the same process, the previous instance's last store clone may be
     // dropped a moment after `wait()` returns (a new process in production): retry a locked
     // store for up to 10 s.
@@ -122,18 +86,7 @@ async fn wait_app(
     within: Duration,
     pred: impl Fn(&WarmApp) -> bool,
 ) -> WarmApp {
-    let store = running.store.clone();
-    eventually(
-        &format!("{name}: {what}"),
-        within,
-        Duration::from_millis(500),
-        || {
-            let app = store.get_opt::<WarmApp>(name).expect("store read");
-            let hit = app.filter(|a| pred(a));
-            async move { hit }
-        },
-    )
-    .await
+    real_serve::wait_app(running, name, what, within, pred).await
 }
 
 fn ready_at(version: &str) -> impl Fn(&WarmApp) -> bool + '_ {
