@@ -40,6 +40,8 @@ fn run_error(e: &runs::Error) -> ApiError {
             StatusCode::CONFLICT
         }
         runs::Error::DeployFailed { .. } => StatusCode::BAD_GATEWAY,
+        // Recorded and failed by the reconciler: the request named a container that does not run.
+        runs::Error::OwnerUnavailable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     ApiError::new(code, chain(e))

@@ -29,21 +29,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crd::names::{self, labels as keys, BaseDomain, StackRole};
-use crd::run::{DepBinding, DeployTarget, LeaseSpec, SlotAssignment};
+use crd::run::{DeployTarget, LeaseSpec, SlotAssignment};
 use crd::{
-    Content, ContentKind, DepProvider, DepProviderSpec, Kind, Owner, OwnerKind, Run, RunPhase,
-    RunSpec, TierOutcome, TierResult, Validate, WarmApp, WarmAppPhase,
+    Content, ContentKind, Kind, Owner, Run, RunPhase, RunSpec, TierOutcome, TierResult, Validate,
+    WarmApp,
 };
 use metrics::Metrics;
-use state::history::{reason, NewEntry, ObjectRef};
+use state::history::{NewEntry, ObjectRef};
 use state::{Clock, Store, CONFLICT_ATTEMPTS};
 
 use crate::candidates::{Snapshot, Snapshots, Upload};
-use crate::catalogue::{Catalogue, RenderRequest};
-use crate::errors::chain;
+use crate::catalogue::Catalogue;
 use crate::slots::{SlotRequest, Slots};
-use crate::stack::{self, ApplyOptions, Depth, TeardownOptions};
-use crate::swarm::{ContainerState, Labels, Swarm};
+use crate::stack::{self, ApplyOptions, TeardownOptions};
+use crate::swarm::{Labels, Swarm};
 
 pub use decide::{parse_tier, phase_after_teardown, teardown_order, Started};
 
@@ -157,6 +156,16 @@ pub enum Error {
     /// A name could not be derived. Not retryable.
     #[error(transparent)]
     NameInvalid(#[from] names::Error),
+    /// The run's `container:REF` owner does not run on the swarm's engine (or the engine could
+    /// not tell); found by the run's reconciler before deploying, the run ended failed (API
+    /// 422). Not retryable: start anew with a running container.
+    #[error("owner of run {run} is unavailable: {reason}")]
+    OwnerUnavailable {
+        /// The run.
+        run: String,
+        /// Why (field path first).
+        reason: String,
+    },
     /// The run's start failed and what it deployed was torn down (the cause is in the run's
     /// `lastError`; a start in this process gets the cause itself). Not retryable: start anew.
     #[error("starting run {run} failed: {reason}")]
@@ -166,6 +175,10 @@ pub enum Error {
         /// Its `lastError`.
         reason: String,
     },
+    /// Closing a run the sweeper marked failed before anything was recorded. See
+    /// [`crate::sweeper::Error`] for retryability.
+    #[error(transparent)]
+    SweepFailed(#[from] crate::sweeper::Error),
     /// A teardown left objects behind; the run stays TeardownFailed and the reconciler retries
     /// it with backoff. Retryable.
     #[error("teardown of run {run} left {left} object(s)")]
@@ -273,6 +286,8 @@ pub struct Runs {
     /// request did the work itself. In memory: after a restart the daemon's own closing of a
     /// run carries no actor, like any other work it does on its own.
     actors: Arc<Mutex<HashMap<String, String>>>,
+    /// Closes runs the sweeper marked (owner dead, lease expired).
+    sweeper: Option<crate::sweeper::Sweeper>,
 }
 
 /// A start of this process, registered while its request waits (see [`Runs::starting`]).
@@ -328,6 +343,7 @@ impl Runs {
             starting: Arc::default(),
             start_errors: Arc::default(),
             actors: Arc::default(),
+            sweeper: None,
         }
     }
 
@@ -357,6 +373,13 @@ impl Runs {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
+    }
+
+    /// Closes the runs `sweeper` marks (owner dead, lease expired) in the run reconciler,
+    /// with `sweeper`'s scope and node endpoints ([`crate::sweeper::Sweeper::close`]).
+    pub fn with_sweeper(mut self, sweeper: crate::sweeper::Sweeper) -> Runs {
+        self.sweeper = Some(sweeper);
+        self
     }
 
     /// Registers a start of this process until the returned guard drops.
@@ -432,108 +455,6 @@ impl Runs {
         owner
     }
 
-    /// Sweeps leftovers under `namespace` (forced) before hearth deploys there, recording it.
-    ///
-    /// # Errors
-    /// [`Error::StackFailed`] when the leftovers cannot be removed (nothing is deployed then).
-    pub async fn clear_leftovers(&self, namespace: &str, run: &str) -> Result<usize> {
-        let observed = self.observe(namespace).await?;
-        if observed.is_empty() {
-            return Ok(0);
-        }
-        let report = stack::teardown(
-            self.swarm.as_ref(),
-            namespace,
-            &self.config.collision_teardown,
-        )
-        .await?;
-        let removed: Vec<String> = report.removed.iter().map(ToString::to_string).collect();
-        self.store
-            .append_history(
-                NewEntry::new(
-                    COLLISION_SWEPT,
-                    format!(
-                        "leftovers under {namespace} swept before deploying: {} object(s)",
-                        removed.len()
-                    ),
-                )
-                .subject(ObjectRef::new(Kind::Run, run))
-                .details(serde_json::json!({"namespace": namespace, "removed": removed})),
-            )
-            .await?;
-        Ok(removed.len())
-    }
-
-    fn render(
-        &self,
-        recipe: &str,
-        version: &str,
-        stack: &str,
-        domain: &str,
-        env: &std::collections::BTreeMap<String, String>,
-        at: Option<&str>,
-    ) -> Result<crate::swarm::spec::StackSpec> {
-        let catalogue = self
-            .catalogue
-            .as_ref()
-            .ok_or_else(|| Error::RequestRejected("no recipe catalogue configured".into()))?;
-        let request = RenderRequest {
-            recipe,
-            version,
-            stack,
-            domain,
-            env,
-        };
-        // A run's `ref` names the recipe commit under test: for a git recipe (or a checkout)
-        // that is not the version's tag, a chaos deploy of it (issue 15).
-        match at {
-            Some(at) => catalogue.render_at(&request, at),
-            None => catalogue.render(&request),
-        }
-        .map(|r| r.stack)
-        .map_err(|source| Error::RenderFailed {
-            recipe: recipe.into(),
-            version: version.into(),
-            source: Box::new(source),
-        })
-    }
-
-    /// The owner as recorded: a `container:REF` owner must name a container that runs on the
-    /// swarm's engine now, and is recorded by its full ID (what Docker's events name).
-    ///
-    /// # Errors
-    /// [`Error::RequestRejected`] when the container does not exist or does not run, or the
-    /// engine could not tell.
-    async fn resolve_owner(&self, owner: &Owner) -> Result<Owner> {
-        let OwnerKind::Container(reference) = &owner.kind else {
-            return Ok(owner.clone());
-        };
-        let mut errs = crd::ValidationErrors::default();
-        owner.validate_into(&mut errs, "spec.owner");
-        if !errs.is_empty() {
-            return Err(Error::RequestRejected(errs.to_string()));
-        }
-        let rejected =
-            |why: String| Error::RequestRejected(format!("spec.owner.kind.container: {why}"));
-        let found = self
-            .swarm
-            .inspect_container(reference)
-            .await
-            .map_err(|e| match e {
-                e if e.is_not_found() => rejected(format!(
-                    "no container {reference:?} on the swarm's engine (a container owner must run on the engine hearth manages)"
-                )),
-                e => rejected(format!("cannot inspect container {reference:?}: {}", chain(&e))),
-            })?;
-        if found.state != ContainerState::Running {
-            return Err(rejected(format!(
-                "container {reference:?} is not running (state {:?})",
-                found.state
-            )));
-        }
-        Ok(owner.clone().with_kind(OwnerKind::Container(found.id)))
-    }
-
     /// Starts a run (see the module docs) and returns what the CI job needs: records it (with
     /// its slot), then waits until its reconciler reports it Running or failed. Nothing is
     /// deployed here; the reconciler (see [`reconcile`]) does it.
@@ -544,7 +465,9 @@ impl Runs {
     /// TeardownFailed) is returned as the reconciler met it.
     pub async fn start(&self, req: &StartRequest) -> Result<Started> {
         let name = names::run_id(&req.recipe, &req.nonce)?;
-        let owner = self.resolve_owner(&req.owner).await?;
+        // A `container:REF` owner is recorded as given (its syntax checked below); the run's
+        // reconciler resolves it on the engine before deploying (no Docker call here).
+        let owner = req.owner.clone();
         let source = if let Some(upload) = &req.candidate {
             ContentSource::Candidate(upload)
         } else if let Some(commit) = &req.git_ref {
@@ -697,99 +620,6 @@ impl Runs {
         Ok(())
     }
 
-    /// Lists a stack's objects, retrying retryable failures for up to 30 s (the shared Docker
-    /// retry, [`stack::retry::until`]).
-    async fn observe(&self, namespace: &str) -> Result<stack::Observed> {
-        let until = tokio::time::Instant::now() + Duration::from_secs(30);
-        let retried = std::sync::atomic::AtomicBool::new(false);
-        stack::retry::until(until, stack::Error::is_retryable, &retried, || {
-            stack::observe(self.swarm.as_ref(), namespace, Depth::Objects)
-        })
-        .await
-        .map_err(Error::from)
-    }
-
-    async fn bring_up(&self, name: &str) -> Result<Run> {
-        let run = self.get(name)?;
-        // 1. Deps, in order (the slot came with the run's record).
-        for dep in &run.spec.deps {
-            self.bring_up_dep(name, dep).await?;
-        }
-        // 2. The run's own stack.
-        let stack_name = run.stack_name()?.into_string();
-        self.clear_leftovers(&stack_name, name).await?;
-        let mut deployed = None;
-        if run.spec.deploy {
-            let target = DeployTarget {
-                version: run.spec.version.clone(),
-                content: run.spec.content.clone(),
-                from: "run".into(),
-            };
-            self.deploy_target(&run, &target).await?;
-            deployed = Some(target);
-        }
-        let now = self.clock.now_ms();
-        self.edit_status(name, |r| {
-            r.status.phase = RunPhase::Running;
-            r.status.deployed_at_ms = Some(now);
-            r.status.deployed = deployed.clone();
-        })
-        .await
-    }
-
-    /// Renders `target` (from its snapshot when it has content, else the catalogue's version
-    /// as before snapshots) and applies it as the run's stack, recording it in the history.
-    async fn deploy_target(&self, run: &Run, target: &DeployTarget) -> Result<()> {
-        let name = run.metadata.name.as_str();
-        let stack_name = run.stack_name()?.into_string();
-        let domain = run.status.domain.clone().unwrap_or_default();
-        let spec = match &target.content {
-            Some(content) => {
-                let env = BTreeMap::new();
-                let request = RenderRequest {
-                    recipe: &run.spec.recipe,
-                    version: &target.version,
-                    stack: &stack_name,
-                    domain: &domain,
-                    env: &env,
-                };
-                self.snapshots
-                    .render(content, &request)
-                    .map_err(|e| Error::SnapshotFailed {
-                        run: name.to_string(),
-                        reason: crate::errors::chain(&e),
-                    })?
-                    .stack
-            }
-            None => self.render(
-                &run.spec.recipe,
-                &target.version,
-                &stack_name,
-                &domain,
-                &Default::default(),
-                run.spec.git_ref.as_deref().filter(|_| target.from == "run"),
-            )?,
-        };
-        let owner = self.stack_owner("Run", name, StackRole::Run, name);
-        stack::apply(self.swarm.as_ref(), &spec, &owner, &self.config.apply).await?;
-        let what = describe_target(target);
-        self.store
-            .append_history(
-                NewEntry::new(
-                    reason::DEPLOYED,
-                    format!("run stack {stack_name} deployed: {what}"),
-                )
-                .subject(ObjectRef::new(Kind::Run, name))
-                .details(serde_json::json!({
-                    "version": target.version,
-                    "from": target.from,
-                    "content": target.content,
-                })),
-            )
-            .await?;
-        Ok(())
-    }
-
     /// What a run tests, snapshotted: the version it is (a candidate without `--version` takes
     /// the version its compose file's `coop-cloud.${STACK_NAME}.version` label names) and its
     /// content, stored ([`Snapshots::put`]). `None` content for a published version of a
@@ -874,70 +704,6 @@ impl Runs {
                 run: None,
             }),
         ))
-    }
-
-    async fn bring_up_dep(&self, run_name: &str, dep: &str) -> Result<()> {
-        let run = self.get(run_name)?;
-        let unavailable = |reason: String| Error::DepUnavailable {
-            run: run_name.into(),
-            dep: dep.into(),
-            reason,
-        };
-        let provider = self
-            .store
-            .get_opt::<DepProvider>(dep)?
-            .ok_or_else(|| unavailable("no DepProvider of that name".into()))?;
-        let stack = provider.stack_for_run(&run)?;
-        let domain = names::domain(&stack, &self.config.base_domain);
-        let mut binding = DepBinding {
-            name: dep.into(),
-            mode: provider.spec.mode(),
-            stack_name: stack.to_string(),
-            domain: Some(domain.clone()),
-            ready: false,
-        };
-        match &provider.spec {
-            DepProviderSpec::Shared { warm_app } => {
-                let app = self
-                    .store
-                    .get_opt::<WarmApp>(warm_app)?
-                    .ok_or_else(|| unavailable(format!("warm app {warm_app} is not declared")))?;
-                if !app.spec.provider {
-                    return Err(unavailable(format!(
-                        "warm app {warm_app} is not a provider"
-                    )));
-                }
-                binding.ready = app.status.phase == WarmAppPhase::Ready;
-                self.record_dep(run_name, binding).await?;
-            }
-            DepProviderSpec::PerRun {
-                recipe,
-                version,
-                env,
-            } => {
-                // Record the binding first: from now on the stack name is assigned to this
-                // run, so its objects are hearth's even before they carry labels.
-                self.record_dep(run_name, binding.clone()).await?;
-                self.clear_leftovers(stack.as_str(), run_name).await?;
-                let spec = self.render(recipe, version, stack.as_str(), &domain, env, None)?;
-                let owner = self.stack_owner("DepProvider", dep, StackRole::RunDep, run_name);
-                stack::apply(self.swarm.as_ref(), &spec, &owner, &self.config.apply).await?;
-                binding.ready = true;
-                self.record_dep(run_name, binding).await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn record_dep(&self, run: &str, binding: DepBinding) -> Result<()> {
-        self.edit_status(run, |r| {
-            match r.status.deps.iter_mut().find(|d| d.name == binding.name) {
-                Some(d) => *d = binding.clone(),
-                None => r.status.deps.push(binding.clone()),
-            }
-        })
-        .await?;
-        Ok(())
     }
 
     /// `hearth run deploy`: (re)deploys the running run's stack in place with `source` — a
@@ -1144,37 +910,6 @@ impl Runs {
         })
     }
 
-    /// The reconciler's redeploy of `spec.target` (see [`Runs::deploy`]): applied, or the
-    /// failure recorded; either way the generation is marked observed, so the waiting request
-    /// answers and a failed deploy is not retried on its own.
-    pub(crate) async fn redeploy(&self, run: &Run) -> Result<()> {
-        let name = run.metadata.name.as_str();
-        let generation = run.metadata.generation;
-        let Some(target) = run.spec.target.clone() else {
-            return Ok(());
-        };
-        match self.deploy_target(run, &target).await {
-            Ok(()) => {
-                self.edit_status(name, |r| {
-                    r.status.deployed = Some(target.clone());
-                    r.status.observed_generation = generation;
-                    r.status.last_error = None;
-                })
-                .await?;
-            }
-            Err(e) => {
-                let msg = crate::errors::chain(&e).to_lowercase();
-                tracing::warn!(run = name, error = %msg, "redeploy failed");
-                self.edit_status(name, |r| {
-                    r.status.observed_generation = generation;
-                    r.status.last_error = Some(msg.clone());
-                })
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
     /// Renews the run's lease.
     ///
     /// # Errors
@@ -1281,98 +1016,6 @@ impl Runs {
             }
         })
         .await
-    }
-
-    /// Tears a finishing run down and records the outcome.
-    async fn teardown(&self, name: &str) -> Result<Run> {
-        let run = self.get(name)?;
-        let mut residuals = Vec::new();
-        let mut errors = Vec::new();
-        let mut removed = Vec::new();
-        // Nodes a previous attempt could not reach stay required: the services that told
-        // where tasks ran are gone by now.
-        let mut options = self.config.teardown.clone();
-        options.required_nodes = run
-            .status
-            .residuals
-            .iter()
-            .filter_map(|r| r.strip_prefix("node/"))
-            .map(str::to_string)
-            .collect();
-        for namespace in teardown_order(&run) {
-            match stack::teardown(self.swarm.as_ref(), &namespace, &options).await {
-                Ok(report) => removed.extend(report.removed.iter().map(ToString::to_string)),
-                Err(stack::Error::Residuals {
-                    residuals: left,
-                    failures,
-                    report,
-                    ..
-                }) => {
-                    removed.extend(report.removed.iter().map(ToString::to_string));
-                    residuals.extend(left.iter().map(|o| format!("{}/{}", o.kind, o.name)));
-                    errors.extend(failures);
-                }
-                Err(e) => {
-                    // Not verified: count the whole stack as remaining.
-                    residuals.push(format!("stack/{namespace}"));
-                    errors.push(e.to_string());
-                }
-            }
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        residuals.retain(|r| seen.insert(r.clone()));
-        let phase = phase_after_teardown(&run, &residuals);
-        let now = self.clock.now_ms();
-        state::retry_conflicts(CONFLICT_ATTEMPTS, Error::is_store_conflict, || async {
-            let mut r = self.get(name)?;
-            r.status.phase = phase;
-            r.status.residuals = residuals.clone();
-            let mut tx = self.store.transaction();
-            if residuals.is_empty() {
-                r.status.verdict = Some(r.compute_verdict());
-                r.status.finished_at_ms = Some(now);
-                if let Some(pool) = crate::slots::release_run_slot(&self.store, &r)? {
-                    tx.update_status(&pool);
-                }
-            } else {
-                r.status.last_error = Some(format!(
-                    "teardown left {} object(s): {}",
-                    residuals.len(),
-                    errors.join("; ")
-                ));
-            }
-            tx.update_status(&r);
-            Ok(tx.commit().await?)
-        })
-        .await?;
-        let entry = if residuals.is_empty() {
-            NewEntry::new(
-                reason::TORN_DOWN,
-                format!("run {name} finished {phase:?}; teardown verified"),
-            )
-        } else {
-            NewEntry::new(
-                reason::TEARDOWN_FAILED,
-                format!("run {name}: teardown left {} object(s)", residuals.len()),
-            )
-        };
-        self.store
-            .append_history(entry.subject(ObjectRef::new(Kind::Run, name)).details(
-                serde_json::json!({
-                    "removed": removed, "remained": residuals, "failures": errors
-                }),
-            ))
-            .await?;
-        let run = self.get(name)?;
-        if let Some(promoter) = &self.promoter {
-            // Only a verified teardown with a green verdict reaches Succeeded.
-            if run.status.phase == RunPhase::Succeeded {
-                if let Err(e) = promoter.run_succeeded(&run).await {
-                    tracing::warn!(run = name, error = %e, "promoting the green run failed");
-                }
-            }
-        }
-        Ok(run)
     }
 
     /// Closes a start an earlier daemon process was cut off in (recorded, still Pending or

@@ -71,6 +71,20 @@ pub(crate) fn start(
     config.teardown.nodes = setup.node_endpoints.clone();
     config.collision_teardown.nodes = setup.node_endpoints.clone();
     let catalogue: Arc<dyn crate::catalogue::Catalogue> = setup.catalogue;
+    let slots =
+        Slots::with_clock(setup.store.clone(), clock.clone()).with_metrics(setup.metrics.clone());
+    let sweeper = Sweeper::new(
+        setup.swarm.clone(),
+        setup.store.clone(),
+        checker.clone(),
+        clock.clone(),
+        sweeper::Config {
+            scope: LabelFilter::eq(crate::warmapp::INSTANCE_LABEL, &setup.instance),
+            nodes: setup.node_endpoints,
+            ..sweeper::Config::default()
+        },
+    )
+    .with_metrics(setup.metrics.clone());
     let runs = Runs::new(
         setup.store.clone(),
         setup.swarm.clone(),
@@ -79,22 +93,10 @@ pub(crate) fn start(
         config,
     )
     .with_metrics(setup.metrics.clone())
-    .with_promoter(setup.promoter);
-    let slots =
-        Slots::with_clock(setup.store.clone(), clock.clone()).with_metrics(setup.metrics.clone());
-    let sweeper = Sweeper::new(
-        setup.swarm,
-        setup.store,
-        checker.clone(),
-        clock,
-        sweeper::Config {
-            scope: LabelFilter::eq(crate::warmapp::INSTANCE_LABEL, &setup.instance),
-            nodes: setup.node_endpoints,
-            ..sweeper::Config::default()
-        },
-    )
-    .with_metrics(setup.metrics);
-    // Starts, finishes, teardown retries and starts an earlier process was cut off in.
+    .with_promoter(setup.promoter)
+    .with_sweeper(sweeper.clone());
+    // Starts, finishes, teardown retries, closing the runs the sweeper marks, and starts an
+    // earlier process was cut off in.
     let controller = tokio::spawn(
         runs::reconcile::controller(runs.clone(), runs::reconcile::config()).run(setup.shutdown),
     );

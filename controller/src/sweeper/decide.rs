@@ -73,6 +73,28 @@ impl Reason {
         }
     }
 
+    /// The reason as a CamelCase condition reason (`OwnerDead`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::RunUnknown => "RunUnknown",
+            Reason::RunFinished => "RunFinished",
+            Reason::LeaseExpired => "LeaseExpired",
+            Reason::OwnerDead => "OwnerDead",
+        }
+    }
+
+    /// The reason of a [`Reason::code`].
+    pub fn from_code(code: &str) -> Option<Reason> {
+        [
+            Reason::RunUnknown,
+            Reason::RunFinished,
+            Reason::LeaseExpired,
+            Reason::OwnerDead,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+
     /// The terminal phase a recorded, not yet terminal run gets for this reason.
     pub fn closing_phase(self) -> Option<RunPhase> {
         match self {
@@ -175,7 +197,10 @@ pub fn assigned_stacks(runs: &[Run]) -> BTreeMap<String, String> {
 /// Owned means: it carries `hearth.managed-by=hearth`, or its stack namespace is a stack name
 /// hearth assigned to a recorded run (adoption). Returns `(run, adopted)`; `None` for objects
 /// hearth does not own or that belong to no run (warm apps, operator stacks).
-fn owning_run(object: &Object, assigned: &BTreeMap<String, String>) -> Option<(String, bool)> {
+pub(crate) fn owning_run(
+    object: &Object,
+    assigned: &BTreeMap<String, String>,
+) -> Option<(String, bool)> {
     let managed =
         object.labels.get(keys::MANAGED_BY).map(String::as_str) == Some(keys::MANAGED_BY_VALUE);
     let namespace = object.labels.get(NAMESPACE_LABEL);

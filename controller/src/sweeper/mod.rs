@@ -1,12 +1,19 @@
-//! The orphan sweeper: removes, with forced teardown, what hearth owns of runs that are over, unknown, expired or whose owner died.
+//! The orphan sweeper: finds runs whose owner died or lease expired and marks them for the run reconciler to close; removes, with forced teardown, what hearth owns of runs that are over or unknown.
 //!
 //! One pass: list every object kind in the scope (services, networks, volumes, secrets,
 //! configs; with a narrowed scope, once more for every object with a stack namespace, so
-//! adoption by namespace works), read the runs from the store, [`decide()`]
-//! (pure), remove the selected objects (services, then their containers at once, then
-//! networks, secrets, configs, then volumes), list again to verify, close the runs whose owner
-//! died or lease expired (phase Orphaned/Expired, slot released in the same transaction), and
-//! record one history entry per run with what was removed and what remained.
+//! adoption by namespace works), read the runs from the store, [`decide()`] (pure). A
+//! recorded run whose owner died or lease expired is only marked (condition [`CLOSING`] with
+//! the reason): its run reconciler ([`crate::runs::reconcile`]) closes it with
+//! [`Sweeper::close`] — one reconcile of that run at a time — and the pass waits for that
+//! closure to report it. The objects of runs that are over or not recorded at all (no run to
+//! reconcile) are removed by the pass itself. Removal: services, then their containers at
+//! once, then networks, secrets, configs, then volumes; then list again to verify — and while
+//! selected objects are still there (containers stopping, Docker's lists catching up), remove
+//! and list again until they are gone or [`SETTLE`] passes: a run whose objects are going is
+//! not judged failed (issue 14, item 9). A closed run gets phase Orphaned/Expired, its slot
+//! released in the same transaction; one history entry per run says what was removed and
+//! what remained.
 //!
 //! # Other nodes
 //! Volumes are node-local. With node endpoints configured (`--node-endpoint`, the same
@@ -35,16 +42,55 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crd::{Kind, Run, RunPhase};
+use crd::condition::{find_condition, set_condition};
+use crd::{Condition, ConditionStatus, Kind, Run, RunPhase};
 use serde::Serialize;
 use state::history::{reason, NewEntry, ObjectRef};
 use state::{Clock, Store};
+use tokio::time::Instant;
 
 use crate::liveness::Checker;
 use crate::stack::{self, NodeDaemons, NAMESPACE_LABEL};
 use crate::swarm::{self, LabelFilter, ObjectKind, Swarm};
 
 pub use decide::{decide, CloseRun, Decision, Object, Reason, SweepAction};
+
+/// Condition type of a run the sweeper found over (owner dead, lease expired): the run
+/// reconciler closes it. Its reason is the [`Reason::code`].
+pub const CLOSING: &str = "Closing";
+
+/// Longest time a removal keeps removing and listing again while selected objects are still
+/// listed (a killed run's containers take a moment to stop and release networks and volumes)
+/// before what is left is judged to remain.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+/// The reason a run was marked for closing, if it was (see [`CLOSING`]).
+pub fn closing_reason(run: &Run) -> Option<Reason> {
+    find_condition(&run.status.conditions, CLOSING)
+        .filter(|c| c.status == ConditionStatus::True)
+        .and_then(|c| Reason::from_code(&c.reason))
+}
+
+/// What closing one run did ([`Sweeper::close`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Closure {
+    /// The run.
+    pub run: String,
+    /// Why it was closed.
+    pub reason: Reason,
+    /// Its objects removed (or found gone).
+    pub removed: Vec<Object>,
+    /// Its objects still present after [`SETTLE`]: the run stays TeardownFailed.
+    pub remained: Vec<Object>,
+    /// Errors of the last attempt, and nodes that could not be seen.
+    pub failures: Vec<String>,
+    /// Whether the run's record was changed (not when it was gone or already over).
+    pub recorded: bool,
+}
+
+/// Per run a pass removed objects of: those removed, those remaining, and why.
+type ByRun<'a> = BTreeMap<&'a str, (Vec<Object>, Vec<Object>, BTreeSet<Reason>)>;
 
 /// Errors of a sweep.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +161,8 @@ pub struct Sweeper {
     metrics: Option<metrics::Metrics>,
     /// (local node ID, nodes in the swarm) from `info`, read once.
     swarm_info: Arc<std::sync::OnceLock<(String, u64)>>,
+    /// Closures done by the run reconciler, for the passes waiting for them.
+    closures: tokio::sync::broadcast::Sender<Arc<Closure>>,
 }
 
 /// What a pass saw: the objects, the other nodes' daemons it reached, and what it could not see.
@@ -214,6 +262,7 @@ impl Sweeper {
             config,
             metrics: None,
             swarm_info: Arc::default(),
+            closures: tokio::sync::broadcast::channel(1024).0,
         }
     }
 
@@ -386,8 +435,26 @@ impl Sweeper {
         let result = self.sweep_once().await;
         timer.finish(result.is_ok());
         if let Ok(report) = &result {
+            // Closed runs' objects were counted by `close`.
+            let closed: BTreeSet<&str> = report
+                .decision
+                .close
+                .iter()
+                .map(|c| c.run.as_str())
+                .collect();
+            let own = report
+                .decision
+                .remove
+                .iter()
+                .filter(|a| !closed.contains(a.run.as_str()));
+            let own: BTreeSet<(ObjectKind, &str)> =
+                own.map(|a| (a.object.kind, a.object.id.as_str())).collect();
             let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
-            for o in &report.removed {
+            for o in report
+                .removed
+                .iter()
+                .filter(|o| own.contains(&(o.kind, o.id.as_str())))
+            {
                 *by_kind.entry(o.kind.as_str()).or_default() += 1;
             }
             for (kind, n) in by_kind {
@@ -407,107 +474,269 @@ impl Sweeper {
             report.decision = decision;
             return Ok(report);
         }
-        let selected: Vec<Object> = decision.remove.iter().map(|a| a.object.clone()).collect();
-        report.failures.extend(
-            remove_forced(
-                self.swarm.as_ref(),
-                &observed.daemons,
-                &selected,
-                self.config.deadline,
-            )
-            .await,
-        );
-        // Verify (adopted objects are outside the scope: list them the same way).
-        let runs = self.store.list::<Run>()?.items;
-        let present: BTreeSet<(ObjectKind, String, Option<String>)> = self
-            .observe_owned(&runs)
-            .await?
-            .objects
-            .into_iter()
-            .map(|o| (o.kind, o.id, o.node))
+        // Recorded runs to close are their reconciler's: marked here, closed there.
+        let closing: BTreeMap<String, Reason> = decision
+            .close
+            .iter()
+            .map(|c| (c.run.clone(), c.reason))
             .collect();
-        let mut remained_by_run: BTreeMap<String, Vec<Object>> = BTreeMap::new();
-        let mut removed_by_run: BTreeMap<String, Vec<Object>> = BTreeMap::new();
-        for a in &decision.remove {
-            if present.contains(&(a.object.kind, a.object.id.clone(), a.object.node.clone())) {
-                report.remained.push(a.object.clone());
-                remained_by_run
-                    .entry(a.run.clone())
-                    .or_default()
-                    .push(a.object.clone());
-            } else {
-                report.removed.push(a.object.clone());
-                removed_by_run
-                    .entry(a.run.clone())
-                    .or_default()
-                    .push(a.object.clone());
-            }
-        }
-        for c in &decision.close {
-            let left = remained_by_run.get(&c.run).cloned().unwrap_or_default();
-            let phase = c.reason.closing_phase().unwrap_or(RunPhase::Orphaned);
-            match close_run(
-                &self.store,
-                &c.run,
-                phase,
-                &left,
-                c.reason,
-                self.clock.now_ms(),
-            )
-            .await
-            {
-                Ok(true) if left.is_empty() => report.closed.push(c.run.clone()),
-                Ok(true) => report.teardown_failed.push(c.run.clone()),
+        let mut closures = self.closures.subscribe();
+        let mut waiting = BTreeSet::new();
+        for (run, why) in &closing {
+            match mark_closing(&self.store, run, *why, self.clock.now_ms()).await {
+                Ok(true) => {
+                    waiting.insert(run.clone());
+                }
                 Ok(false) => {}
-                Err(e) => report.failures.push(format!("closing run {}: {e}", c.run)),
+                Err(e) => report
+                    .failures
+                    .push(format!("marking run {run} for closing: {e}")),
             }
         }
-        // History: one entry per run touched.
-        let mut runs: BTreeSet<String> = decision.remove.iter().map(|a| a.run.clone()).collect();
-        runs.extend(decision.close.iter().map(|c| c.run.clone()));
-        for run in runs {
-            let removed = removed_by_run.get(&run).cloned().unwrap_or_default();
-            let remained = remained_by_run.get(&run).cloned().unwrap_or_default();
-            let why: BTreeSet<Reason> = decision
-                .remove
-                .iter()
-                .filter(|a| a.run == run)
-                .map(|a| a.reason)
-                .chain(
-                    decision
-                        .close
-                        .iter()
-                        .filter(|c| c.run == run)
-                        .map(|c| c.reason),
-                )
-                .collect();
-            let why: Vec<&str> = why.iter().map(|r| r.as_str()).collect();
-            let message = format!(
-                "swept run {run} ({}): {} object(s) removed, {} remained",
-                why.join(", "),
-                removed.len(),
-                remained.len()
-            );
-            let entry = NewEntry::new(
-                if remained.is_empty() {
-                    reason::SWEPT
+        // Objects of runs that are over or unknown: no reconciler closes those.
+        let actions: Vec<SweepAction> = decision
+            .remove
+            .iter()
+            .filter(|a| !closing.contains_key(&a.run))
+            .cloned()
+            .collect();
+        if !actions.is_empty() {
+            let selected: Vec<Object> = actions.iter().map(|a| a.object.clone()).collect();
+            let (remained, failures) = self.remove_settled(&observed.daemons, &selected).await?;
+            report.failures.extend(failures);
+            let gone = |o: &Object| !remained.contains(o);
+            let mut by_run: ByRun<'_> = BTreeMap::new();
+            for a in &actions {
+                let entry = by_run.entry(a.run.as_str()).or_default();
+                if gone(&a.object) {
+                    report.removed.push(a.object.clone());
+                    entry.0.push(a.object.clone());
                 } else {
-                    reason::TEARDOWN_FAILED
-                },
-                message,
-            )
-            .subject(ObjectRef::new(Kind::Run, &run))
-            .details(serde_json::json!({
-                "reasons": why,
-                "removed": removed,
-                "remained": remained,
-                "failures": report.failures,
-            }));
-            self.store.append_history(entry).await?;
+                    report.remained.push(a.object.clone());
+                    entry.1.push(a.object.clone());
+                }
+                entry.2.insert(a.reason);
+            }
+            // History: one entry per run touched.
+            for (run, (removed, remained, why)) in by_run {
+                let why: Vec<Reason> = why.into_iter().collect();
+                self.record(run, &why, &removed, &remained, &report.failures)
+                    .await?;
+            }
+        }
+        // The closures of the marked runs, as their reconciler reports them.
+        let until = Instant::now() + self.config.deadline + SETTLE;
+        while !waiting.is_empty() {
+            match tokio::time::timeout_at(until, closures.recv()).await {
+                Ok(Ok(c)) => {
+                    if !waiting.remove(&c.run) {
+                        continue;
+                    }
+                    report.removed.extend(c.removed.iter().cloned());
+                    report.remained.extend(c.remained.iter().cloned());
+                    report.failures.extend(c.failures.iter().cloned());
+                    match (c.recorded, c.remained.is_empty()) {
+                        (true, true) => report.closed.push(c.run.clone()),
+                        (true, false) => report.teardown_failed.push(c.run.clone()),
+                        (false, _) => {}
+                    }
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => {
+                    report.failures.push(format!(
+                        "run(s) {} marked for closing but not closed by the run reconciler yet",
+                        waiting.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                    break;
+                }
+            }
         }
         report.decision = decision;
         Ok(report)
     }
+
+    /// Removes `selected` with forced teardown, then lists again; while some are still listed,
+    /// removes and lists those again (backing off up to 1 s) until none is or [`SETTLE`]
+    /// passed. Returns the objects still present and the last attempt's failures.
+    ///
+    /// # Errors
+    /// [`Error::ObserveFailed`], [`Error::StoreFailed`] of a verifying listing.
+    async fn remove_settled(
+        &self,
+        daemons: &BTreeMap<String, Arc<dyn Swarm>>,
+        selected: &[Object],
+    ) -> Result<(Vec<Object>, Vec<String>)> {
+        let settle = Instant::now() + SETTLE;
+        let mut pause = Duration::from_millis(100);
+        let mut left: Vec<Object> = selected.to_vec();
+        loop {
+            let failures =
+                remove_forced(self.swarm.as_ref(), daemons, &left, self.config.deadline).await;
+            // Verify (adopted objects are outside the scope: list them the same way).
+            let runs = self.store.list::<Run>()?.items;
+            let present: BTreeSet<(ObjectKind, String, Option<String>)> = self
+                .observe_owned(&runs)
+                .await?
+                .objects
+                .into_iter()
+                .map(|o| (o.kind, o.id, o.node))
+                .collect();
+            left.retain(|o| present.contains(&(o.kind, o.id.clone(), o.node.clone())));
+            if left.is_empty() {
+                return Ok((left, Vec::new()));
+            }
+            if Instant::now() >= settle {
+                return Ok((left, failures));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Records one history entry for run `run`: Swept when nothing remained, else
+    /// TeardownFailed.
+    async fn record(
+        &self,
+        run: &str,
+        why: &[Reason],
+        removed: &[Object],
+        remained: &[Object],
+        failures: &[String],
+    ) -> Result<()> {
+        let why: Vec<&str> = why.iter().map(|r| r.as_str()).collect();
+        let message = format!(
+            "swept run {run} ({}): {} object(s) removed, {} remained",
+            why.join(", "),
+            removed.len(),
+            remained.len()
+        );
+        let entry = NewEntry::new(
+            if remained.is_empty() {
+                reason::SWEPT
+            } else {
+                reason::TEARDOWN_FAILED
+            },
+            message,
+        )
+        .subject(ObjectRef::new(Kind::Run, run))
+        .details(serde_json::json!({
+            "reasons": why,
+            "removed": removed,
+            "remained": remained,
+            "failures": failures,
+        }));
+        self.store.append_history(entry).await?;
+        Ok(())
+    }
+
+    /// Closes run `name` (marked [`CLOSING`] for `why`): removes with forced teardown every
+    /// object hearth owns of it (labels, or adoption by its assigned stack namespace; never a
+    /// foreign object sharing a namespace), waits for them to go ([`SETTLE`]), then records
+    /// the run Orphaned/Expired with its slot released in the same transaction — or
+    /// TeardownFailed with what remained — and one history entry. Called by the run
+    /// reconciler only, one reconcile of the run at a time.
+    ///
+    /// # Errors
+    /// [`Error::ObserveFailed`], [`Error::StoreFailed`] (nothing was recorded then).
+    pub async fn close(&self, name: &str, why: Reason) -> Result<Closure> {
+        let runs = self.store.list::<Run>()?.items;
+        let observed = self.observe_owned(&runs).await?;
+        let assigned = decide::assigned_stacks(&runs);
+        let selected: Vec<Object> = observed
+            .objects
+            .iter()
+            .filter(|o| decide::owning_run(o, &assigned).is_some_and(|(run, _)| run == name))
+            .cloned()
+            .collect();
+        let (remained, mut failures) = if selected.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            self.remove_settled(&observed.daemons, &selected).await?
+        };
+        failures.splice(0..0, observed.unseen);
+        let removed: Vec<Object> = selected
+            .iter()
+            .filter(|o| !remained.contains(o))
+            .cloned()
+            .collect();
+        if let Some(metrics) = &self.metrics {
+            let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
+            for o in &removed {
+                *by_kind.entry(o.kind.as_str()).or_default() += 1;
+            }
+            for (kind, n) in by_kind {
+                metrics.add_orphans_swept(kind, n);
+            }
+        }
+        let phase = why.closing_phase().unwrap_or(RunPhase::Orphaned);
+        let recorded = close_run(
+            &self.store,
+            name,
+            phase,
+            &remained,
+            why,
+            self.clock.now_ms(),
+        )
+        .await?;
+        if recorded || !removed.is_empty() || !remained.is_empty() {
+            self.record(name, &[why], &removed, &remained, &failures)
+                .await?;
+        }
+        let closure = Arc::new(Closure {
+            run: name.to_string(),
+            reason: why,
+            removed,
+            remained,
+            failures,
+            recorded,
+        });
+        // Nobody waiting is fine: the history has it.
+        let _ = self.closures.send(Arc::clone(&closure));
+        Ok(Arc::unwrap_or_clone(closure))
+    }
+}
+
+/// Marks run `name` for closing for `why` (condition [`CLOSING`]), unless it is gone, over, or
+/// marked already. `Ok(true)` when it is (now) marked and not over.
+///
+/// # Errors
+/// The store's errors; a conflict still there after [`state::CONFLICT_ATTEMPTS`] attempts.
+pub(crate) async fn mark_closing(
+    store: &Store,
+    name: &str,
+    why: Reason,
+    now: u64,
+) -> state::Result<bool> {
+    state::retry_conflicts(
+        state::CONFLICT_ATTEMPTS,
+        state::Error::is_conflict,
+        || async {
+            let Some(mut run) = store.get_opt::<Run>(name)? else {
+                return Ok(false);
+            };
+            if run.status.phase.is_terminal() {
+                return Ok(false);
+            }
+            if closing_reason(&run).is_some() {
+                return Ok(true);
+            }
+            let generation = run.metadata.generation;
+            set_condition(
+                &mut run.status.conditions,
+                Condition::new(
+                    CLOSING,
+                    ConditionStatus::True,
+                    why.code(),
+                    format!("{}: closing with forced teardown", why.as_str()),
+                    now,
+                    generation,
+                ),
+            );
+            store.update_status(&run).await?;
+            Ok(true)
+        },
+    )
+    .await
 }
 
 /// Sets a run's closing phase (or TeardownFailed with residuals) and, when closing, releases

@@ -463,6 +463,20 @@ async fn case(runs: Vec<RunShape>, objects: Vec<(ObjectKind, Class)>) -> Result<
             ..Config::default()
         },
     );
+    // The run reconciler closes the runs the sweeper marks (as in `hearth serve`).
+    let executor = crate::runs::Runs::new(
+        store.clone(),
+        Arc::new(sim.clone()),
+        None,
+        Arc::new(state::SystemClock),
+        crate::runs::Config::new(crd::names::BaseDomain::parse("ci.test").unwrap()),
+    )
+    .with_sweeper(sweeper.clone());
+    let stop = crate::runtime::Shutdown::new();
+    tokio::spawn(
+        crate::runs::reconcile::controller(executor, crate::runs::reconcile::config())
+            .run(stop.clone()),
+    );
     sim.clear_calls();
     let report = sweeper
         .sweep()

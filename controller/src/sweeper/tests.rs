@@ -217,9 +217,24 @@ async fn bed_on(sim: SimSwarm, slots: u32, metrics: Option<metrics::Metrics>) ->
     if let Some(m) = &metrics {
         swarm = Arc::new(crate::swarm::MeteredSwarm::new(swarm, m.clone()));
     }
+    let mut sweeper = Sweeper::new(
+        swarm.clone(),
+        store.clone(),
+        checker.clone(),
+        clock.clone(),
+        Config::default(),
+    );
+    if let Some(m) = &metrics {
+        sweeper = sweeper.with_metrics(m.clone());
+    }
     let fresh_runs = {
-        let (store, swarm, clock, metrics) =
-            (store.clone(), swarm.clone(), clock.clone(), metrics.clone());
+        let (store, swarm, clock, metrics, sweeper) = (
+            store.clone(),
+            swarm.clone(),
+            clock.clone(),
+            metrics.clone(),
+            sweeper.clone(),
+        );
         let catalogue = catalogue(dir.path());
         Box::new(move || {
             let runs = Runs::new(
@@ -228,7 +243,8 @@ async fn bed_on(sim: SimSwarm, slots: u32, metrics: Option<metrics::Metrics>) ->
                 Some(catalogue.clone()),
                 clock.clone(),
                 runs::Config::new(BaseDomain::parse("ci.test").unwrap()),
-            );
+            )
+            .with_sweeper(sweeper.clone());
             match &metrics {
                 Some(m) => runs.with_metrics(m.clone()),
                 None => runs,
@@ -236,16 +252,6 @@ async fn bed_on(sim: SimSwarm, slots: u32, metrics: Option<metrics::Metrics>) ->
         })
     };
     let runs = fresh_runs();
-    let mut sweeper = Sweeper::new(
-        swarm,
-        store.clone(),
-        checker.clone(),
-        clock,
-        Config::default(),
-    );
-    if let Some(m) = metrics {
-        sweeper = sweeper.with_metrics(m);
-    }
     let shutdown = run_controller(&runs);
     Bed {
         sim,
