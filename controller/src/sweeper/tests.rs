@@ -127,7 +127,7 @@ struct Bed {
     /// Stops this "process"'s run controller.
     shutdown: crate::runtime::Shutdown,
     /// Builds the runs executor of a new "process" on the same store and swarm.
-    fresh_runs: Box<dyn Fn() -> Runs + Send + Sync>,
+    fresh_runs: Box<dyn Fn(Sweeper) -> Runs + Send + Sync>,
     _dir: tempfile::TempDir,
 }
 
@@ -146,8 +146,15 @@ impl Bed {
     /// stops at once (in-flight reconciles aborted), a new executor with no start in flight
     /// and a new controller take over.
     fn restart(&mut self) {
+        self.use_sweeper(self.sweeper.clone());
+    }
+
+    /// [`Bed::restart`] with `sweeper` (its scope and node endpoints) closing the runs it
+    /// marks, as `hearth serve` wires its one sweeper into the run reconciler.
+    fn use_sweeper(&mut self, sweeper: Sweeper) {
         self.shutdown.stop_now();
-        self.runs = (self.fresh_runs)();
+        self.runs = (self.fresh_runs)(sweeper.clone());
+        self.sweeper = sweeper;
         self.shutdown = run_controller(&self.runs);
     }
 }
@@ -228,15 +235,10 @@ async fn bed_on(sim: SimSwarm, slots: u32, metrics: Option<metrics::Metrics>) ->
         sweeper = sweeper.with_metrics(m.clone());
     }
     let fresh_runs = {
-        let (store, swarm, clock, metrics, sweeper) = (
-            store.clone(),
-            swarm.clone(),
-            clock.clone(),
-            metrics.clone(),
-            sweeper.clone(),
-        );
+        let (store, swarm, clock, metrics) =
+            (store.clone(), swarm.clone(), clock.clone(), metrics.clone());
         let catalogue = catalogue(dir.path());
-        Box::new(move || {
+        Box::new(move |sweeper: Sweeper| {
             let runs = Runs::new(
                 store.clone(),
                 swarm.clone(),
@@ -244,14 +246,14 @@ async fn bed_on(sim: SimSwarm, slots: u32, metrics: Option<metrics::Metrics>) ->
                 clock.clone(),
                 runs::Config::new(BaseDomain::parse("ci.test").unwrap()),
             )
-            .with_sweeper(sweeper.clone());
+            .with_sweeper(sweeper);
             match &metrics {
                 Some(m) => runs.with_metrics(m.clone()),
                 None => runs,
             }
         })
     };
-    let runs = fresh_runs();
+    let runs = fresh_runs(sweeper.clone());
     let shutdown = run_controller(&runs);
     Bed {
         sim,
@@ -1129,7 +1131,7 @@ async fn volume_on(sim: &SimSwarm, node: &str, name: &str, labels: &[(&str, &str
 /// to this daemon's instance, as `hearth serve` runs it) reaches nodes 2 and 3 through
 /// endpoints. Node 2 also holds a foreign volume, node 3 another instance's volume.
 async fn three_node_orphan() -> (Bed, Sweeper, String, Vec<String>) {
-    let bed = bed_on(SimSwarm::with_nodes(SimConfig::default(), 3), 1, None).await;
+    let mut bed = bed_on(SimSwarm::with_nodes(SimConfig::default(), 3), 1, None).await;
     let ids = bed.sim.node_ids();
     let started = bed.runs.start(&request(700, "job-9")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1153,6 +1155,7 @@ async fn three_node_orphan() -> (Bed, Sweeper, String, Vec<String>) {
     let mut sweeper = bed.sweeper.clone();
     sweeper.config.scope = LabelFilter::eq(crate::warmapp::INSTANCE_LABEL, "this-daemon");
     sweeper.config.nodes = endpoints(&bed.sim, &ids[1..]);
+    bed.use_sweeper(sweeper.clone());
     tokio::time::sleep(Duration::from_secs(60)).await; // past the creation guard
     bed.checker.kill(700);
     (bed, sweeper, started.run, ids)
@@ -1262,8 +1265,9 @@ async fn an_unreachable_node_endpoint_is_a_failure_of_the_pass_naming_the_node()
 #[tokio::test(start_paused = true)]
 async fn a_node_without_an_endpoint_is_reported_once_per_pass_and_a_single_node_pass_lists_no_nodes(
 ) {
-    let (multi, mut sweeper, _run, ids) = three_node_orphan().await;
+    let (mut multi, mut sweeper, _run, ids) = three_node_orphan().await;
     sweeper.config.nodes = endpoints(&multi.sim, &ids[1..2]);
+    multi.use_sweeper(sweeper.clone());
     let report = sweeper.sweep().await.unwrap();
     let blind: Vec<&String> = report
         .failures
