@@ -412,3 +412,72 @@ fn a_plain_build_of_hearth_compiles_no_simulated_swarm_and_no_test_module() {
     let with_tests = features(&["hearth-controller", "hearth-tests"]);
     assert!(with_tests.ends_with("features=[sim]"), "{with_tests}");
 }
+
+/// Issue 14: runs are reconciled. Deploying and tearing down a run's stacks (and closing a run
+/// the sweeper marked) happen in the run reconciler only (`runs/reconcile.rs`); the API
+/// (`http/runs.rs`, `Runs::start`/`finish` in `runs/mod.rs`) records and waits, with no Docker
+/// call; the sweeper marks runs and never closes one itself.
+#[test]
+fn the_run_reconciler_is_the_only_caller_of_stack_apply_and_teardown_for_runs() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    // The stack writes a run's work could use, and the closing of a marked run.
+    let writes = [
+        "stack::apply(",
+        "stack::teardown(",
+        "stack::execute_observed(",
+        "stack::execute(",
+        "remove_forced(",
+        "sweeper.close(",
+    ];
+    let mut callers: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    for file in &files {
+        let relative = file
+            .strip_prefix(&src)
+            .expect("under src")
+            .to_string_lossy()
+            .into_owned();
+        // Run code: what the runs API, the run reconciler, the sweeper and the daemon's CI
+        // side are made of (tests excluded).
+        let run_code = ["runs/", "http/", "serve/", "sweeper/", "slots/"]
+            .iter()
+            .any(|d| relative.starts_with(d));
+        if !run_code || relative.ends_with("tests.rs") {
+            continue;
+        }
+        let code = strip_comments_and_strings(&std::fs::read_to_string(file).expect("readable"));
+        // `#[cfg(test)] mod tests { … }` inline: only the code before it.
+        let code = code.split("#[cfg(test)]").next().unwrap_or_default();
+        for w in writes {
+            if code.contains(w) {
+                callers.entry(relative.clone()).or_default().insert(w);
+            }
+        }
+    }
+    let expected: BTreeMap<String, BTreeSet<&str>> = [
+        (
+            "runs/reconcile.rs".to_string(),
+            ["stack::apply(", "stack::teardown(", "sweeper.close("]
+                .into_iter()
+                .collect(),
+        ),
+        // The sweeper's own removal of objects no run is left to close (runs over or unknown),
+        // shared by `Sweeper::close`.
+        (
+            "sweeper/mod.rs".to_string(),
+            ["remove_forced("].into_iter().collect(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(callers, expected);
+    // The API side of runs makes no Docker call at all.
+    for file in ["http/runs.rs", "runs/mod.rs"] {
+        let code =
+            strip_comments_and_strings(&std::fs::read_to_string(src.join(file)).expect("readable"));
+        for call in ["self.swarm.", ".swarm.as_ref()", "s.swarm"] {
+            assert!(!code.contains(call), "{file} calls the swarm ({call})");
+        }
+    }
+}

@@ -523,6 +523,12 @@ async fn a_killed_jobs_run_is_recorded_swept_once_with_nothing_remaining_and_nev
         "{}",
         swept[0].message
     );
+    // In words, never a Debug format (the trip read `({OwnerDead})`).
+    assert!(
+        swept[0].message.contains(" (owner dead): ") && !swept[0].message.contains('{'),
+        "{}",
+        swept[0].message
+    );
     assert_eq!(swept[0].details["remained"].as_array().unwrap().len(), 0);
     for ns in [&started.stack, &dep] {
         let left = without_tasks(objects_of(bed.swarm.as_ref(), ns).await);

@@ -84,9 +84,15 @@ pub fn config() -> runtime::Config {
 
 /// The run controller over `runs`' store, with `config`. Run it with [`Controller::run`];
 /// `Runs::start` and `Runs::finish` wait for it.
+/// `runs`' sweeper (if any) is told to trigger this controller for every run it marks.
 pub fn controller(runs: Runs, config: runtime::Config) -> Controller<RunReconciler> {
     let store = runs.store.clone();
-    Controller::new(store, Arc::new(runs), config)
+    let sweeper = runs.sweeper.clone();
+    let controller = Controller::new(store, Arc::new(runs), config);
+    if let Some(sweeper) = sweeper {
+        sweeper.close_through(controller.handle());
+    }
+    controller
 }
 
 /// What one reconcile of a run does, from its recorded state and whether a request of this

@@ -163,6 +163,10 @@ pub struct Sweeper {
     swarm_info: Arc<std::sync::OnceLock<(String, u64)>>,
     /// Closures done by the run reconciler, for the passes waiting for them.
     closures: tokio::sync::broadcast::Sender<Arc<Closure>>,
+    /// The run controller, told of each run this sweeper marks: the mark is a status write,
+    /// which does not trigger a reconcile by itself (the change feed skips status writes, a
+    /// controller's own), so without it a marked run waited for the next resync (60 s).
+    run_controller: Arc<std::sync::Mutex<Option<crate::runtime::Handle>>>,
 }
 
 /// What a pass saw: the objects, the other nodes' daemons it reached, and what it could not see.
@@ -263,7 +267,19 @@ impl Sweeper {
             metrics: None,
             swarm_info: Arc::default(),
             closures: tokio::sync::broadcast::channel(1024).0,
+            run_controller: Arc::default(),
         }
+    }
+
+    /// Tells `handle`'s run controller (the one whose reconciler calls [`Sweeper::close`]) of
+    /// every run this sweeper (and its clones) marks for closing, so it closes it at once
+    /// (the latest controller made replaces an earlier one, as after a restart in a test).
+    /// [`crate::runs::reconcile::controller`] does this.
+    pub fn close_through(&self, handle: crate::runtime::Handle) {
+        *self
+            .run_controller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(handle);
     }
 
     /// The objects in the scope, plus — when the scope is narrower than everything — the
@@ -485,6 +501,14 @@ impl Sweeper {
         for (run, why) in &closing {
             match mark_closing(&self.store, run, *why, self.clock.now_ms()).await {
                 Ok(true) => {
+                    let controller = self
+                        .run_controller
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    if let Some(controller) = controller {
+                        controller.trigger(ObjectRef::new(Kind::Run, run));
+                    }
                     waiting.insert(run.clone());
                 }
                 Ok(false) => {}
@@ -534,7 +558,13 @@ impl Sweeper {
                     }
                     report.removed.extend(c.removed.iter().cloned());
                     report.remained.extend(c.remained.iter().cloned());
-                    report.failures.extend(c.failures.iter().cloned());
+                    // A node the pass could not see is named once per pass, not again by
+                    // each closure that could not see it either.
+                    for f in &c.failures {
+                        if !report.failures.contains(f) {
+                            report.failures.push(f.clone());
+                        }
+                    }
                     match (c.recorded, c.remained.is_empty()) {
                         (true, true) => report.closed.push(c.run.clone()),
                         (true, false) => report.teardown_failed.push(c.run.clone()),

@@ -438,6 +438,28 @@ async fn a_dead_owners_run_is_swept_closed_as_orphaned_and_its_slot_freed_while_
     assert_eq!(swept.details["remained"].as_array().unwrap().len(), 0);
 }
 
+/// The mark is a status write, which the run controller's change feed skips (a controller's
+/// own writes): the sweeper triggers the run's reconcile itself, so the run is closed within
+/// the pass, not at the run controller's next resync (60 s; what made crash_real fail to
+/// converge and the real kill tests take 67 s instead of 7 s).
+#[tokio::test(start_paused = true)]
+async fn a_run_the_sweeper_marks_is_closed_within_the_pass_not_at_the_next_resync() {
+    let bed = bed(1).await;
+    let started = bed.runs.start(&request(220, "job-prompt")).await.unwrap();
+    bed.checker.kill(220);
+    let t0 = tokio::time::Instant::now();
+    let report = bed.sweeper.sweep().await.unwrap();
+    let took = t0.elapsed();
+    assert_eq!(
+        report.closed,
+        std::slice::from_ref(&started.run),
+        "{report:?}"
+    );
+    assert!(took < Duration::from_secs(10), "closed after {took:?}");
+    let run: Run = bed.store.get(&started.run).unwrap();
+    assert_eq!(run.status.phase, RunPhase::Orphaned);
+}
+
 /// Issue 14 (a new user's trip): the history read `swept run r (\u{7b}OwnerDead\u{7d})`.
 #[tokio::test(start_paused = true)]
 async fn a_swept_runs_history_and_error_give_the_reason_in_words() {
