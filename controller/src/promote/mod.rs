@@ -20,10 +20,17 @@
 //!   goes into `spec.content` with the version; a release whose tag moved since the run
 //!   started is refused, a candidate is refused unless the app has `promoteCandidates`.
 //!
+//! # Stopping
+//! The background work of promotions (a request's write, its wait for the gate, the requests
+//! queued behind it) runs in tasks the promoter tracks; [`Promoter::stop`] (the daemon's
+//! `wait()` calls it) ends them cleanly and returns once none is left: a write under way
+//! finishes, a wait for the gate ends where it is (the promotion stays `pending` in the store
+//! and is resumed at the next start), and no queued request starts.
+//!
 //! # Caveats
 //! The queue lives in memory: a request waiting behind another when hearth stops is lost
-//! (the next green run or operator asks again). A promotion already written is resumed at
-//! startup ([`Promoter::resume`]): its verdict is still recorded.
+//! (logged; the next green run or operator asks again). A promotion already written is resumed
+//! at startup ([`Promoter::resume`]): its verdict is still recorded.
 
 pub mod decide;
 
@@ -131,6 +138,10 @@ struct Inner {
     /// Apps with a promotion under way, and the request waiting behind it with the API token
     /// name that asked (its history entries name it, issue 19).
     queues: Mutex<Queues>,
+    /// The promotions' background tasks (see [`Promoter::stop`]).
+    tasks: tokio_util::task::TaskTracker,
+    /// Cancelled by [`Promoter::stop`]: waits for the gate end, queued requests do not start.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 /// The promotion executor (cheap to clone; see the module docs).
@@ -165,8 +176,34 @@ impl Promoter {
                 catalogue,
                 config,
                 queues: Mutex::new(HashMap::new()),
+                tasks: tokio_util::task::TaskTracker::new(),
+                stopping: tokio_util::sync::CancellationToken::new(),
             }),
         }
+    }
+
+    /// Stops the promotions' background work and returns once none of its tasks is left: a
+    /// store write under way finishes, a wait for the gate ends (the promotion stays pending
+    /// in the store; [`Promoter::resume`] picks it up at the next start), a queued request does
+    /// not start (it is logged). A request submitted afterwards is written but not waited for.
+    pub async fn stop(&self) {
+        self.inner.stopping.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        let left: Vec<String> = self.queues().drain().map(|(app, _)| app).collect();
+        if !left.is_empty() {
+            info!(apps = ?left, "promotions stopped; written ones are resumed at the next start");
+        }
+    }
+
+    /// How many of the promotions' background tasks are running.
+    pub fn tasks(&self) -> usize {
+        self.inner.tasks.len()
+    }
+
+    /// Runs `work` as one of the promoter's tracked tasks.
+    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.tasks.spawn(work);
     }
 
     fn queues(&self) -> std::sync::MutexGuard<'_, Queues> {
@@ -241,7 +278,7 @@ impl Promoter {
             None => {
                 let this = self.clone();
                 let first = req.clone();
-                tokio::spawn(async move { this.work(first, actor).await });
+                self.spawn(async move { this.work(first, actor).await });
                 Ok(submitted("started"))
             }
             Some(replaced) => {
@@ -428,7 +465,7 @@ impl Promoter {
             let declared = record.declared_version.clone();
             resumed += 1;
             info!(app = %name, to = %attempt.to, "resuming a promotion under way");
-            tokio::spawn(async move {
+            self.spawn(async move {
                 if let Err(e) = this.gate(&name, attempt, &declared).await {
                     warn!(app = %name, error = %e, "promotion failed");
                 }
@@ -459,6 +496,12 @@ impl Promoter {
         loop {
             let next = {
                 let mut queues = self.queues();
+                if self.inner.stopping.is_cancelled() {
+                    if let Some(Some((waiting, _))) = queues.remove(app) {
+                        info!(app = %app, to = %waiting.to, "hearth stops: a queued promotion is dropped (ask again)");
+                    }
+                    return;
+                }
                 match queues.get_mut(app).and_then(Option::take) {
                     Some(next) => next,
                     None => {
@@ -594,6 +637,10 @@ impl Promoter {
             tokio::select! {
                 _ = store.changed(Kind::WarmApp, revision) => {}
                 () = tokio::time::sleep(self.inner.config.poll) => {}
+                () = self.inner.stopping.cancelled() => {
+                    info!(app = %name, to = %attempt.to, "hearth stops: the promotion stays pending and is resumed at the next start");
+                    return Ok(());
+                }
             }
         };
         attempt.result = result;

@@ -393,3 +393,68 @@ async fn the_entries_of_a_promotion_name_the_token_that_asked_for_it() {
         .unwrap();
     assert!(entries.iter().all(|e| e.actor.is_none()), "{entries:?}");
 }
+
+/// Issue 14: the promoter's background tasks were detached (`tokio::spawn`), so the daemon's
+/// `wait()` could return while one still held the store. `stop` ends them cleanly and returns
+/// once none is left: the promotion under way stays pending in the store (no verdict is made
+/// up), the request queued behind it does not start, and the next process resumes the pending
+/// one and records its verdict.
+#[tokio::test]
+async fn stop_ends_every_promotion_task_and_the_next_process_resumes_the_pending_one() {
+    let (store, promoter, _) = setup("1.0.0", PromotePolicy::OnGreen).await;
+    let req = |to: &str| Request {
+        app: "web".into(),
+        to: to.into(),
+        source: PromotionSource::Operator,
+        run: None,
+        allow_downgrade: false,
+    };
+    promoter.submit(req("1.1.0")).await.unwrap();
+    until("1.1.0 written", || {
+        store.get::<WarmApp>("web").unwrap().spec.version == "1.1.0"
+    })
+    .await;
+    assert_eq!(promoter.submit(req("1.2.0")).await.unwrap().state, "queued");
+    assert_eq!(
+        promoter.tasks(),
+        1,
+        "the gate's wait runs in a tracked task"
+    );
+    // The gate would wait 2 × 30 s + 10 s; stop does not.
+    tokio::time::timeout(Duration::from_secs(5), promoter.stop())
+        .await
+        .expect("stop returns once its tasks ended");
+    assert_eq!(promoter.tasks(), 0);
+    assert!(!promoter.busy("web"));
+    // Nothing was decided or started after the stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let app = store.get::<WarmApp>("web").unwrap();
+    assert_eq!(app.spec.version, "1.1.0", "the queued 1.2.0 did not start");
+    assert_eq!(
+        app.status.promotion.as_ref().unwrap().last.result,
+        PromotionResult::Pending
+    );
+    assert_eq!(
+        promoted_results(&store),
+        [("1.1.0".to_string(), "pending".to_string())]
+    );
+    // The next process.
+    let next = Promoter::new(
+        store.clone(),
+        Metrics::new().unwrap(),
+        Arc::new(ManualClock::new(2_000)),
+        None,
+        Config {
+            poll: Duration::from_millis(50),
+            grace: Duration::from_secs(10),
+        },
+    );
+    assert_eq!(next.resume().unwrap(), 1);
+    reconciled_ready(&store).await;
+    until("resumed and recorded", || !next.busy("web")).await;
+    assert_eq!(
+        promoted_results(&store).last().unwrap(),
+        &("1.1.0".to_string(), "ready".to_string())
+    );
+    next.stop().await;
+}

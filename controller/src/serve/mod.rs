@@ -234,6 +234,9 @@ pub struct Running {
     runs_controller: JoinHandle<Stopped>,
     supervisor: Supervisor,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
+    /// Its promotions' background tasks are stopped and awaited last (runs, workers and API
+    /// requests may still submit promotions until they stop).
+    promoter: Promoter,
 }
 
 impl std::fmt::Debug for Running {
@@ -271,6 +274,8 @@ impl Running {
                 Err(e) => warn!(task = name, error = %e, "ended abnormally"),
             }
         }
+        self.promoter.stop().await;
+        info!(task = "promotions", "stopped");
         info!(?stopped, "hearth stopped");
         stopped
     }
@@ -761,6 +766,7 @@ async fn start_with_store(
         runs_controller,
         supervisor: workers,
         tasks,
+        promoter,
     })
 }
 
