@@ -7,7 +7,7 @@
 //! of every kind). Around it the test creates, with the docker CLI, one foreign object of every
 //! kind — a service (with its task container), a plain `docker run` container, an overlay and a
 //! bridge network, a volume, a secret, a config — in each ownership class that makes sense on
-//! the real swarm (the classes of `controller/src/sweeper/safety_tests.rs`):
+//! the real swarm (the classes of `controller/src/runs/sweep_safety_tests.rs`):
 //!
 //! - `bare`: no label at all (found by name only);
 //! - `nsonly`: in a run-like stack namespace no run has (`hr-fullstack-<hash>`), no hearth label;

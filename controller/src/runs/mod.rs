@@ -1103,3 +1103,8 @@ fn outcome_label(outcome: TierOutcome) -> &'static str {
 pub fn is_managed(labels: &Labels) -> bool {
     labels.get(keys::MANAGED_BY).map(String::as_str) == Some(keys::MANAGED_BY_VALUE)
 }
+
+#[cfg(test)]
+mod sweep_safety_tests;
+#[cfg(test)]
+mod sweep_tests;

@@ -157,7 +157,8 @@ pub struct Sweeper {
     store: Store,
     checker: Arc<dyn Checker>,
     clock: Arc<dyn Clock>,
-    config: Config,
+    /// Tests of the sweeper with runs (`runs::sweep_tests`) narrow its scope or add nodes.
+    pub(crate) config: Config,
     metrics: Option<metrics::Metrics>,
     /// (local node ID, nodes in the swarm) from `info`, read once.
     swarm_info: Arc<std::sync::OnceLock<(String, u64)>>,
@@ -904,7 +905,3 @@ impl crate::runtime::workers::Worker for SweepWorker {
 
 #[cfg(test)]
 mod owner_kinds_tests;
-#[cfg(test)]
-mod safety_tests;
-#[cfg(test)]
-mod tests;

@@ -1,4 +1,4 @@
-//! Sweeper and runs against the simulated swarm, in virtual time.
+//! Sweeper and runs against the simulated swarm, in virtual time (here, not in `sweeper/`: they drive runs, and `runs` imports `sweeper`).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
@@ -15,12 +15,12 @@ use rand::{Rng, SeedableRng};
 use state::history::Query;
 use state::{Clock, Store};
 
-use super::*;
 use crate::catalogue::DirCatalogue;
 use crate::liveness::{Checker, Liveness};
 use crate::runs::{self, Runs, StartRequest};
 use crate::swarm::sim::{SimConfig, SimSwarm};
-use crate::swarm::{spec, LabelFilter, Swarm};
+use crate::swarm::{spec, LabelFilter, ObjectKind, Swarm};
+use crate::sweeper::*;
 
 /// The simulated swarm's wall clock (its fixed origin plus virtual time), so creation times,
 /// store timestamps and lease expiry agree.

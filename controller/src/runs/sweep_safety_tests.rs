@@ -39,11 +39,11 @@ use crd::{Owner, Run, RunPhase, RunSpec};
 use proptest::prelude::*;
 use state::{Clock, Store};
 
-use super::{Config, Sweeper};
 use crate::liveness::{Checker, Liveness};
 use crate::stack::NAMESPACE_LABEL;
 use crate::swarm::sim::{SimConfig, SimSwarm};
 use crate::swarm::{spec, LabelFilter, ObjectKind, Swarm};
+use crate::sweeper::{Config, Sweeper};
 use crate::warmapp::INSTANCE_LABEL;
 
 /// This daemon's instance.
