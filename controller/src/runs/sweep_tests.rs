@@ -654,6 +654,7 @@ async fn a_thousand_runs_with_random_owner_deaths_and_api_failures_leak_nothing(
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
+    let passes = sweeper.board().get("orphan-sweep").unwrap();
     sweeping.cancel();
     sweeper.join().await;
     bed.sim.fail_fraction(0.0);
@@ -681,8 +682,11 @@ async fn a_thousand_runs_with_random_owner_deaths_and_api_failures_leak_nothing(
             m
         });
     eprintln!(
-        "phases: {phases:?}; starts failed: {start_failures}; sim calls: {}",
-        bed.sim.call_count()
+        "phases: {phases:?}; starts failed: {start_failures}; sim calls: {}; sweep passes: {}, \
+         failed: {}",
+        bed.sim.call_count(),
+        passes.runs,
+        passes.errors
     );
     assert!(
         phases.get("Orphaned").copied().unwrap_or(0) > 200,

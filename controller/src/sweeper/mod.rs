@@ -192,18 +192,33 @@ fn ms(t: Option<SystemTime>) -> Option<u64> {
         .and_then(|d| u64::try_from(d.as_millis()).ok())
 }
 
-/// Lists every service, network, volume, secret and config in `scope` (one call per kind).
+/// How long one listing call of a pass is retried while it fails with a retryable error (the
+/// shared Docker retry, [`crate::stack::retry::swarm_until`]) before the pass fails.
+pub const LIST_RETRY: Duration = Duration::from_secs(10);
+
+/// Runs listing call `op` until it succeeds, fails for good, or [`LIST_RETRY`] passed. A
+/// transient failure of one of a pass's five-plus listings used to fail the whole pass (with the
+/// sim's 10 % fault rate, four passes in ten), and the worker's backoff then grew to 30 s.
+async fn listed<'a, T, F>(op: F) -> swarm::Result<T>
+where
+    F: FnMut() -> swarm::SwarmFuture<'a, T>,
+{
+    crate::stack::retry::swarm_until(Instant::now() + LIST_RETRY, op).await
+}
+
+/// Lists every service, network, volume, secret and config in `scope` (one call per kind, each
+/// retried while it fails transiently, up to [`LIST_RETRY`]).
 ///
 /// # Errors
 /// [`Error::ObserveFailed`].
 pub async fn observe(swarm: &dyn Swarm, scope: &LabelFilter) -> Result<Vec<Object>> {
     let all = scope;
     let (services, networks, volumes, secrets, configs) = futures::try_join!(
-        swarm.list_services(all),
-        swarm.list_networks(all),
-        swarm.list_volumes(all),
-        swarm.list_secrets(all),
-        swarm.list_configs(all),
+        listed(|| swarm.list_services(all)),
+        listed(|| swarm.list_networks(all)),
+        listed(|| swarm.list_volumes(all)),
+        listed(|| swarm.list_secrets(all)),
+        listed(|| swarm.list_configs(all)),
     )
     .map_err(Error::ObserveFailed)?;
     let mut out = Vec::new();
@@ -307,7 +322,7 @@ impl Sweeper {
             match self.swarm_info.get() {
                 Some(i) => Ok(i.clone()),
                 None => {
-                    let info = self.swarm.info().await?;
+                    let info = listed(|| self.swarm.info()).await?;
                     Ok(self
                         .swarm_info
                         .get_or_init(|| (info.node_id, info.nodes))
@@ -318,9 +333,8 @@ impl Sweeper {
         let (local, count) = info.await.map_err(Error::ObserveFailed)?;
         let mut out = Observed::default();
         if count > 1 || !daemons.is_empty() {
-            let nodes = self
-                .swarm
-                .list_nodes(&LabelFilter::all())
+            let all = LabelFilter::all();
+            let nodes = listed(|| self.swarm.list_nodes(&all))
                 .await
                 .map_err(Error::ObserveFailed)?;
             let blind = unreached_nodes(&nodes, &local, daemons);
