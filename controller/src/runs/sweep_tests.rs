@@ -537,6 +537,71 @@ async fn reusing_a_deterministic_dep_name_after_a_leaked_run_sweeps_the_leftover
     );
 }
 
+/// A `container:REF` owner is recorded as given by the start and resolved by the run's
+/// reconciler before it deploys: by name to the full ID when the container runs; a missing or
+/// stopped container fails the run with the reason (field path first), nothing deployed, the
+/// slot freed.
+#[tokio::test(start_paused = true)]
+async fn a_container_owner_is_resolved_by_the_run_reconciler_before_anything_is_deployed() {
+    let bed = bed(2).await;
+    let id = bed.sim.run_container("ci-step");
+    let with_container = |nonce: &str, reference: &str| {
+        let mut req = request(600, nonce);
+        req.owner = req
+            .owner
+            .with_kind(crd::OwnerKind::Container(reference.into()));
+        req
+    };
+    let started = bed
+        .runs
+        .start(&with_container("job-c1", "ci-step"))
+        .await
+        .unwrap();
+    let run: Run = bed.store.get(&started.run).unwrap();
+    assert_eq!(run.spec.owner.kind, crd::OwnerKind::Container(id.clone()));
+    bed.runs.finish(&started.run).await.unwrap();
+
+    let err = bed
+        .runs
+        .start(&with_container("job-c2", "no-such-step"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, runs::Error::OwnerUnavailable { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("spec.owner.kind.container: no container \"no-such-step\""),
+        "{err}"
+    );
+    bed.sim.kill_container(&id);
+    let err = bed
+        .runs
+        .start(&with_container("job-c3", &id))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("is not running"), "{err}");
+    for name in bed.store.list::<Run>().unwrap().items {
+        if name.metadata.name == started.run {
+            continue;
+        }
+        let run = run_until(&bed, &name.metadata.name, 30, |r| r.status.phase.is_terminal()).await;
+        assert_eq!(run.status.phase, RunPhase::Failed, "{:?}", run.status);
+        assert!(run.status.deployed_at_ms.is_none());
+        assert!(
+            run.status
+                .last_error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("spec.owner.kind.container"),
+            "{:?}",
+            run.status
+        );
+    }
+    // The CI step's own container (stopped) is all there is.
+    assert_eq!(everything(&bed.sim).await, vec!["container/ci-step".to_string()]);
+    let pool: SlotPool = bed.store.get("ci").unwrap();
+    assert!(pool.status.leases.is_empty());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_finished_runs_id_can_be_reused_but_a_live_one_cannot() {
     let bed = bed(2).await;
