@@ -583,7 +583,10 @@ async fn a_container_owner_is_resolved_by_the_run_reconciler_before_anything_is_
         if name.metadata.name == started.run {
             continue;
         }
-        let run = run_until(&bed, &name.metadata.name, 30, |r| r.status.phase.is_terminal()).await;
+        let run = run_until(&bed, &name.metadata.name, 30, |r| {
+            r.status.phase.is_terminal()
+        })
+        .await;
         assert_eq!(run.status.phase, RunPhase::Failed, "{:?}", run.status);
         assert!(run.status.deployed_at_ms.is_none());
         assert!(
@@ -597,7 +600,10 @@ async fn a_container_owner_is_resolved_by_the_run_reconciler_before_anything_is_
         );
     }
     // The CI step's own container (stopped) is all there is.
-    assert_eq!(everything(&bed.sim).await, vec!["container/ci-step".to_string()]);
+    assert_eq!(
+        everything(&bed.sim).await,
+        vec!["container/ci-step".to_string()]
+    );
     let pool: SlotPool = bed.store.get("ci").unwrap();
     assert!(pool.status.leases.is_empty());
 }
