@@ -408,6 +408,7 @@ async fn stop_ends_every_promotion_task_and_the_next_process_resumes_the_pending
         source: PromotionSource::Operator,
         run: None,
         allow_downgrade: false,
+        content: None,
     };
     promoter.submit(req("1.1.0")).await.unwrap();
     until("1.1.0 written", || {
