@@ -170,6 +170,8 @@ impl<R: Reconciler> Controller<R> {
     ///   otherwise); a success resets it. `Action::requeue(d)` makes the key due after `d`.
     /// - On `shutdown.graceful` no new reconcile starts and in-flight ones finish
     ///   ([`Stopped::Drained`]); on `shutdown.force` they are aborted ([`Stopped::Aborted`]).
+    /// - When it returns, every task it spawned (triggers, reconciles) has ended: none holds
+    ///   the store any more.
     pub async fn run(self, shutdown: Shutdown) -> Stopped {
         let Controller {
             store,
@@ -369,7 +371,11 @@ impl<R: Reconciler> Controller<R> {
                 _ = sleep_until(wake), if wake.is_some() => {}
             }
         };
-        sources.abort_all();
+        // Aborted tasks end when the runtime next polls them: awaited here, so that when `run`
+        // returns none of them holds the store (or the swarm) any more — `serve`'s `wait()`
+        // promises the data directory is free then (issue 14).
+        sources.shutdown().await;
+        workers.shutdown().await;
         stats.active.store(0, Ordering::Relaxed);
         tracing::info!(?stopped, "controller stopped");
         stopped

@@ -736,3 +736,39 @@ async fn every_reconcile_should_run_in_a_span_carrying_its_key() {
         ]
     );
 }
+
+/// Issue 14 (`serve`'s `wait()` returned before the store was released: the API test
+/// `after_wait_returns_the_data_directory_opens_again_at_once` once failed with
+/// `DirectoryInUse`): when `run` returns, none of the controller's tasks holds the store any
+/// more. Its trigger tasks (store feed, resync, relist; each with a store clone) were aborted
+/// but not awaited, so they lived on until the runtime next polled them — on this
+/// current-thread runtime, until after `run` had returned.
+#[tokio::test]
+async fn when_run_returns_no_task_of_the_controller_holds_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    store.create(&warm("web")).await.unwrap();
+    let probe = Probe::new(None);
+    let controller = Controller::<TestReconciler>::new(store.clone(), Arc::clone(&probe), config());
+    let shutdown = Shutdown::new();
+    let stopper = {
+        let (shutdown, probe) = (shutdown.clone(), Arc::clone(&probe));
+        tokio::spawn(async move {
+            while probe.finished.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            shutdown.stop_gracefully();
+        })
+    };
+    let stopped = controller.run(shutdown).await;
+    assert_eq!(stopped, Stopped::Drained);
+    drop(store);
+    // No await in between: what `run` left running has had no chance to end.
+    let reopened = Store::open(dir.path()).await;
+    assert!(
+        reopened.is_ok(),
+        "the store is still held after run returned: {:?}",
+        reopened.err()
+    );
+    stopper.await.unwrap();
+}

@@ -266,9 +266,18 @@ impl Running {
             Err(e) => warn!(task = "runs", error = %e, "ended abnormally"),
         }
         self.supervisor.join().await;
-        for (name, task) in self.tasks {
-            task.abort();
-            match task.await {
+        // The API ends on the graceful stop by itself, within its grace period
+        // (`http::SHUTDOWN_GRACE`), and closes its connections first; aborted instead, it
+        // would drop their tasks unawaited, each holding the store. A forced stop aborts.
+        for (name, mut task) in self.tasks {
+            let ended = tokio::select! {
+                ended = &mut task => ended,
+                () = self.shutdown.force.cancelled() => {
+                    task.abort();
+                    task.await
+                }
+            };
+            match ended {
                 Ok(()) => info!(task = name, "stopped"),
                 Err(e) if e.is_cancelled() => info!(task = name, "stopped"),
                 Err(e) => warn!(task = name, error = %e, "ended abnormally"),
