@@ -8,9 +8,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::catalogue::Catalogue;
+use crate::runs::tiers::UNDECLARED;
 use crate::runtime::workers::{Failure, Next, Worker};
 use crate::runtime::Handle;
-use crd::{Run, RunPhase, SlotPool};
+use crd::{Recipe, Run, RunPhase, SlotPool};
 use metrics::Metrics;
 use state::Store;
 
@@ -124,15 +129,62 @@ pub fn refresh(
     Ok(snap.slots.into_keys().collect())
 }
 
+/// Removes the series of names the store no longer declares, so every operator-named label
+/// value stays within the state file in force: tier results of a recipe that is neither a
+/// declared Recipe nor in `catalogue`, or of a tier no pool or recipe declares (other than
+/// `_undeclared`); per-pool series of pools that are gone (also ones declared and removed
+/// between two refreshes, which [`refresh`]'s `known` never saw). A report racing a
+/// declaration made between the listing and the removal may lose its count; the next report
+/// counts again.
+///
+/// # Errors
+/// When the pools or recipes cannot be read (nothing is removed then).
+pub fn bound_labels(
+    store: &Store,
+    catalogue: Option<&dyn Catalogue>,
+    metrics: &Metrics,
+) -> Result<(), state::Error> {
+    let pools = store.list::<SlotPool>()?.items;
+    let recipes = store.list::<Recipe>()?.items;
+    let pool_names: BTreeSet<&str> = pools.iter().map(|p| p.metadata.name.as_str()).collect();
+    metrics.retain_slot_pools(|p| pool_names.contains(p));
+    let tiers: BTreeSet<&str> = pools
+        .iter()
+        .flat_map(|p| p.spec.tiers.iter())
+        .chain(recipes.iter().flat_map(|r| r.spec.tiers.iter()))
+        .map(String::as_str)
+        .collect();
+    let in_catalogue = catalogue.and_then(|c| c.recipes().ok()).unwrap_or_default();
+    let recipe_names: BTreeSet<&str> = recipes
+        .iter()
+        .map(|r| r.metadata.name.as_str())
+        .chain(in_catalogue.iter().map(String::as_str))
+        .collect();
+    metrics.retain_tier_results(|recipe, tier| {
+        (recipe == UNDECLARED || recipe_names.contains(recipe))
+            && (tier == UNDECLARED || tiers.contains(tier))
+    });
+    Ok(())
+}
+
 /// The gauges as a background worker: refreshed (with the warm-app controller's queue gauges
 /// from its handle) every [`REFRESH`].
-#[derive(Debug)]
 pub struct GaugesWorker {
     store: Store,
     metrics: Metrics,
     handle: Handle,
     controller: &'static str,
     known: Vec<String>,
+    catalogue: Option<Arc<dyn Catalogue>>,
+}
+
+impl std::fmt::Debug for GaugesWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GaugesWorker")
+            .field("controller", &self.controller)
+            .field("known", &self.known)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GaugesWorker {
@@ -144,7 +196,14 @@ impl GaugesWorker {
             handle,
             controller,
             known: Vec::new(),
+            catalogue: None,
         }
+    }
+
+    /// Counts recipes of `catalogue` as declared when bounding labels ([`bound_labels`]).
+    pub fn with_catalogue(mut self, catalogue: Arc<dyn Catalogue>) -> Self {
+        self.catalogue = Some(catalogue);
+        self
     }
 }
 
@@ -164,6 +223,7 @@ impl Worker for GaugesWorker {
             self.handle.active_workers(),
         );
         self.known = refresh(&self.store, &self.metrics, &self.known)?;
+        bound_labels(&self.store, self.catalogue.as_deref(), &self.metrics)?;
         Ok(Next::After(REFRESH))
     }
 }

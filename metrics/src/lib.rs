@@ -443,11 +443,32 @@ impl Metrics {
             .set(saturating_i64(capacity));
     }
 
-    /// Forgets a slot pool that was deleted (its in-use and capacity series).
+    /// Forgets a slot pool that was deleted (its in-use, capacity and wait series).
     pub fn remove_slot_pool(&self, pool: &str) {
         // An absent series is fine: nothing to remove.
         let _ = self.slots_in_use.remove_label_values(&[pool]);
         let _ = self.slots_capacity.remove_label_values(&[pool]);
+        let _ = self.slot_wait.remove_label_values(&[pool]);
+    }
+
+    /// Removes the series of pools `keep` refuses from every per-pool family (pools no longer
+    /// declared, including ones declared and removed between two calls).
+    pub fn retain_slot_pools(&self, keep: impl Fn(&str) -> bool) {
+        let by_pool = |labels: &HashMap<&str, &str>| keep(labels.get("pool").unwrap_or(&""));
+        retain_series(&self.slots_in_use, by_pool);
+        retain_series(&self.slots_capacity, by_pool);
+        retain_series(&self.slot_wait, by_pool);
+    }
+
+    /// Removes the tier-result series whose `(recipe, tier)` `keep` refuses: names the state
+    /// file declared once and no longer does.
+    pub fn retain_tier_results(&self, keep: impl Fn(&str, &str) -> bool) {
+        retain_series(&self.tier_results, |labels| {
+            keep(
+                labels.get("recipe").unwrap_or(&""),
+                labels.get("tier").unwrap_or(&""),
+            )
+        });
     }
 
     /// Records how long a caller waited for a slot of `pool`.
@@ -640,6 +661,27 @@ impl Drop for ReconcileTimer {
     }
 }
 
+/// Removes every series of `vec` whose labels (name → value) `keep` refuses.
+fn retain_series<T: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<T>,
+    keep: impl Fn(&HashMap<&str, &str>) -> bool,
+) {
+    use prometheus::core::Collector;
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if !keep(&labels) {
+                // Gone already (a concurrent removal) is fine.
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
+}
+
 fn saturating_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -755,6 +797,33 @@ mod tests {
             m.label_values("docker_api_calls_total", "operation"),
             ["list_services", "remove_volume"]
         );
+    }
+
+    #[test]
+    fn retain_removes_the_series_of_names_no_longer_declared() {
+        let m = Metrics::new().unwrap();
+        m.record_tier("webapp", "install", "pass");
+        m.record_tier("webapp", "install", "fail");
+        m.record_tier("gone", "install", "pass");
+        m.record_tier("webapp", "old", "skip");
+        m.set_slots("ci", 0, 1);
+        m.observe_slot_wait("ci", Duration::from_secs(1));
+        m.set_slots("gone", 0, 1);
+        m.observe_slot_wait("gone", Duration::from_secs(1));
+        m.retain_tier_results(|recipe, tier| recipe == "webapp" && tier == "install");
+        m.retain_slot_pools(|pool| pool == "ci");
+        assert_eq!(m.label_values("tier_results_total", "recipe"), ["webapp"]);
+        assert_eq!(m.label_values("tier_results_total", "tier"), ["install"]);
+        assert_eq!(
+            m.label_values("tier_results_total", "result"),
+            ["fail", "pass"]
+        );
+        for family in ["slots_in_use", "slots_capacity", "slot_wait_seconds"] {
+            assert_eq!(m.label_values(family, "pool"), ["ci"], "{family}");
+        }
+        m.observe_slot_wait("gone", Duration::from_secs(1));
+        m.remove_slot_pool("gone");
+        assert_eq!(m.label_values("slot_wait_seconds", "pool"), ["ci"]);
     }
 
     #[test]

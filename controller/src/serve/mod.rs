@@ -749,12 +749,15 @@ async fn start_with_store(
         info!("step 5/6: no local endpoint");
     }
 
-    workers.spawn(crate::gauges::GaugesWorker::new(
-        store.clone(),
-        metrics.clone(),
-        handle.clone(),
-        crate::warmapp::CONTROLLER,
-    ));
+    workers.spawn(
+        crate::gauges::GaugesWorker::new(
+            store.clone(),
+            metrics.clone(),
+            handle.clone(),
+            crate::warmapp::CONTROLLER,
+        )
+        .with_catalogue(catalogue_dyn.clone()),
+    );
     info!(
         workers = ?workers.board().list().iter().map(|w| w.name.clone()).collect::<Vec<_>>(),
         "background workers running"
