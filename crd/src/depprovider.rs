@@ -258,6 +258,7 @@ mod tests {
                     required_tiers: vec![],
                     deploy: false,
                     finish: false,
+                    failure: None,
                     content: None,
                     target: None,
                 },

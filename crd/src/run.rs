@@ -76,6 +76,10 @@ pub struct RunSpec {
     /// Set by `hearth run finish`: tear down the stack, then the deps, then release the slot.
     #[serde(default, skip_serializing_if = "is_default")]
     pub finish: bool,
+    /// Set with `finish` when the CI job itself failed (`hearth run exec`: its command exited
+    /// non-zero), why: such a run is never green, whatever its tiers said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
     /// What the run tests, snapshotted by hearth at start (a release's tag commit, a commit,
     /// a working tree): what its stack is rendered from and what a green finish promotes.
     /// Absent for a recipe hearth cannot snapshot (a `recipe.yml` catalogue directory).
@@ -260,8 +264,17 @@ impl Run {
     }
 
     /// The verdict from `spec.requiredTiers` and `status.tiers` (see [`verdict`]).
+    /// A job failure (`spec.failure`) makes it not green too
+    /// ([`VerdictProblem::JobFailed`](crate::verdict::VerdictProblem::JobFailed)).
     pub fn compute_verdict(&self) -> Verdict {
-        verdict(&self.spec.required_tiers, &self.status.tiers)
+        let mut v = verdict(&self.spec.required_tiers, &self.status.tiers);
+        if let Some(reason) = &self.spec.failure {
+            v.green = false;
+            v.problems.push(crate::verdict::VerdictProblem::JobFailed {
+                reason: reason.clone(),
+            });
+        }
+        v
     }
 
     /// When the lease expires (unix milliseconds): `ttl` after the last heartbeat, or after
@@ -350,6 +363,9 @@ impl Validate for Run {
         if let Some(c) = &s.content {
             c.validate_into(&mut errs, "spec.content");
         }
+        if let Some(f) = &s.failure {
+            errs.check("spec.failure", crate::validation::check_text(f, 1024));
+        }
         if let Some(t) = &s.target {
             errs.check("spec.target.version", check_version(&t.version));
             if let Some(c) = &t.content {
@@ -401,6 +417,7 @@ mod tests {
                 required_tiers: vec!["install".into()],
                 deploy: true,
                 finish: false,
+                failure: None,
                 content: None,
                 target: None,
             },
@@ -582,5 +599,29 @@ mod tests {
             err.to_string().contains("invalid duration \"soon\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_job_failure_makes_a_run_with_every_tier_passed_not_green_and_is_validated() {
+        let mut r = run();
+        r.status.record_tier(TierResult {
+            name: "install".into(),
+            result: TierOutcome::Pass,
+            required: false,
+            reason: None,
+        });
+        assert!(r.compute_verdict().green);
+        r.spec.failure = Some("command exited 3".into());
+        let v = r.compute_verdict();
+        assert!(!v.green);
+        assert_eq!(
+            v.problems,
+            [crate::verdict::VerdictProblem::JobFailed {
+                reason: "command exited 3".into()
+            }]
+        );
+        assert!(paths(&r).is_empty(), "{:?}", paths(&r));
+        r.spec.failure = Some("a\nb".into());
+        assert_eq!(paths(&r), ["spec.failure"]);
     }
 }

@@ -103,6 +103,12 @@ pub enum VerdictProblem {
     },
     /// No tier is required at all, so nothing proves the run good.
     NoRequiredTier,
+    /// The CI job itself failed (`spec.failure`: e.g. `hearth run exec`'s command exited
+    /// non-zero), whatever its tiers reported.
+    JobFailed {
+        /// Why (`command exited 3`).
+        reason: String,
+    },
 }
 
 /// The verdict of a run.
@@ -294,7 +300,7 @@ mod tests {
                 VerdictProblem::RequiredTierFailed { tier, .. }
                 | VerdictProblem::RequiredTierSkipped { tier, .. }
                 | VerdictProblem::RequiredTierMissing { tier } => tier.clone(),
-                VerdictProblem::NoRequiredTier => String::new(),
+                VerdictProblem::NoRequiredTier | VerdictProblem::JobFailed { .. } => String::new(),
             })
             .collect();
         assert_eq!(tiers, ["a", "b", "c", "d"]);

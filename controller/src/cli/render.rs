@@ -385,6 +385,7 @@ fn problem_text(p: &VerdictProblem) -> String {
             format!("required tier {tier} has no result")
         }
         VerdictProblem::NoRequiredTier => "no tier is required".into(),
+        VerdictProblem::JobFailed { reason } => format!("the job failed: {reason}"),
     }
 }
 

@@ -4,8 +4,9 @@
 //! renews the lease every TTL/3 while CMD runs, gives CMD the run's variables (what `run start
 //! -o env` prints), forwards SIGINT and SIGTERM to it, and when it exits finishes the run
 //! (verified teardown, slot release; the verdict is the tiers CMD reported, as for `run
-//! finish`). Exits with CMD's status, or 1 when CMD succeeded but the run's teardown left
-//! objects (named on stderr).
+//! finish`, and never green when CMD exited non-zero: the finish records `spec.failure`).
+//! Exits with CMD's status, or 1 when CMD succeeded but the run's teardown left objects
+//! (named on stderr) or — when tiers are required (`--require`) — the run is not green.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -72,7 +73,7 @@ pub async fn exec(a: &RunExecArgs, err: &mut dyn Write) -> Result<i32, Error> {
     writeln!(err, "hearth: run {} started", started.run)?;
     if s.deploy && !s.wait.detach {
         if let Err(e) = wait_for_run_stack(&started, since, &s.wait, err).await {
-            let _ = finish(&client, &started.run, err).await;
+            let _ = finish(&client, &started.run, None, err).await;
             return Err(e);
         }
     }
@@ -84,7 +85,13 @@ pub async fn exec(a: &RunExecArgs, err: &mut dyn Write) -> Result<i32, Error> {
     let mut child = match child {
         Ok(c) => c,
         Err(source) => {
-            let _ = finish(&client, &started.run, err).await;
+            let _ = finish(
+                &client,
+                &started.run,
+                Some("command not started".into()),
+                err,
+            )
+            .await;
             return Err(Error::ExecFailed(crate::slots::exec::Error::SpawnFailed {
                 command: program.clone(),
                 source,
@@ -129,17 +136,41 @@ pub async fn exec(a: &RunExecArgs, err: &mut dyn Write) -> Result<i32, Error> {
             1
         }
     };
-    let clean = finish(&client, &started.run, err).await?;
-    Ok(if code == 0 && !clean { 1 } else { code })
+    let failure = (code != 0).then(|| format!("command exited {code}"));
+    let ended = finish(&client, &started.run, failure, err).await?;
+    // A job that required tiers is green only if its run is: CMD's 0 does not hide a run
+    // whose required tier was skipped, failed or never reported.
+    let red = !s.require.is_empty() && ended != Ended::Green;
+    Ok(if code == 0 && (ended == Ended::Unclean || red) {
+        1
+    } else {
+        code
+    })
 }
 
-/// Finishes the run; says on `err` how it ended. `Ok(false)` when its teardown left objects
-/// or the finish failed.
-async fn finish(client: &super::ci::Client, run: &str, err: &mut dyn Write) -> Result<bool, Error> {
+/// How the finished run ended, as far as the wrapper's exit status cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Succeeded, teardown verified.
+    Green,
+    /// Over and torn down, but not green.
+    Red,
+    /// Teardown left objects, or the finish failed.
+    Unclean,
+}
+
+/// Finishes the run (`failure`: the command failed, why: the run is then not green); says on
+/// `err` how it ended.
+async fn finish(
+    client: &super::ci::Client,
+    run: &str,
+    failure: Option<String>,
+    err: &mut dyn Write,
+) -> Result<Ended, Error> {
     let answer: Result<crd::Run, Error> = client
         .post(
             &format!("/api/v1/runs/{run}/finish"),
-            &serde_json::json!({}),
+            &serde_json::json!({ "failure": failure }),
         )
         .await;
     match answer {
@@ -149,7 +180,11 @@ async fn finish(client: &super::ci::Client, run: &str, err: &mut dyn Write) -> R
                 "hearth: run {run}: {:?}; teardown verified",
                 r.status.phase
             )?;
-            Ok(true)
+            Ok(if r.status.phase == crd::RunPhase::Succeeded {
+                Ended::Green
+            } else {
+                Ended::Red
+            })
         }
         Ok(r) => {
             writeln!(
@@ -159,7 +194,7 @@ async fn finish(client: &super::ci::Client, run: &str, err: &mut dyn Write) -> R
                 r.status.residuals.len(),
                 r.status.residuals.join(", ")
             )?;
-            Ok(false)
+            Ok(Ended::Unclean)
         }
         Err(e) => {
             writeln!(
@@ -167,7 +202,7 @@ async fn finish(client: &super::ci::Client, run: &str, err: &mut dyn Write) -> R
                 "hearth: finishing run {run} failed: {}",
                 crate::errors::chain(&e)
             )?;
-            Ok(false)
+            Ok(Ended::Unclean)
         }
     }
 }

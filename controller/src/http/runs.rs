@@ -208,12 +208,29 @@ async fn report_run(
         .map_err(|e| run_error(&e))
 }
 
+/// `POST /api/v1/runs/{id}/finish` body, optional (no body, or `{}`: a plain finish).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FinishBody {
+    /// The job itself failed, why (`hearth run exec`: `command exited 3`): the run is then not
+    /// green whatever its tiers say (`spec.failure`).
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
 async fn finish_run(
     AxumState(s): AxumState<State>,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Run>, ApiError> {
+    let body: FinishBody = if body.iter().all(u8::is_ascii_whitespace) {
+        FinishBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid("failure", format!("finish body: {e}")))?
+    };
     s.runs
-        .finish(&id)
+        .finish_with(&id, body.failure)
         .await
         .map(Json)
         .map_err(|e| run_error(&e))

@@ -165,6 +165,7 @@ mod tests {
                 required_tiers: vec!["install".into()],
                 deploy: true,
                 finish: false,
+                failure: None,
                 content: None,
                 target: None,
             },

@@ -495,6 +495,7 @@ impl Runs {
                 required_tiers: req.required_tiers.clone(),
                 deploy: req.deploy,
                 finish: false,
+                failure: None,
                 content,
                 target: None,
             },
@@ -984,6 +985,17 @@ impl Runs {
     /// [`Error::RunNotFound`], [`Error::RunAlreadyOver`], [`Error::StoreFailed`]. A teardown
     /// with leftovers is not an error of this call: the run's phase says it.
     pub async fn finish(&self, name: &str) -> Result<Run> {
+        self.finish_with(name, None).await
+    }
+
+    /// [`Runs::finish`], recording that the job itself failed (`failure`: why, e.g. `hearth
+    /// run exec`'s command exited non-zero) in `spec.failure`: the run is then not green,
+    /// whatever its tiers reported.
+    ///
+    /// # Errors
+    /// As [`Runs::finish`]; [`Error::RequestRejected`] for a failure text that is not one
+    /// line of at most 1024 characters.
+    pub async fn finish_with(&self, name: &str, failure: Option<String>) -> Result<Run> {
         let run = self.get(name)?;
         if run.status.phase.is_terminal() {
             return Err(Error::RunAlreadyOver {
@@ -992,6 +1004,18 @@ impl Runs {
             });
         }
         self.note_actor(name);
+        if let Some(f) = failure {
+            crd::validation::check_text(&f, 1024)
+                .map_err(|m| Error::RequestRejected(format!("failure: {m}")))?;
+            if run.spec.failure.is_none() {
+                state::retry_conflicts(CONFLICT_ATTEMPTS, Error::is_store_conflict, || async {
+                    let mut run = self.get(name)?;
+                    run.spec.failure = Some(f.clone());
+                    Ok(self.store.update(&run).await?)
+                })
+                .await?;
+            }
+        }
         self.mark_finish(name).await?;
         self.wait_for(name, |r| {
             r.status.phase.is_terminal() || r.status.phase == RunPhase::TeardownFailed

@@ -634,6 +634,7 @@ mod tests {
                 required_tiers: vec![],
                 deploy: true,
                 finish,
+                failure: None,
                 content: None,
                 target: None,
             },

@@ -398,6 +398,7 @@ async fn case(runs: Vec<RunShape>, objects: Vec<(ObjectKind, Class)>) -> Result<
                 required_tiers: vec![],
                 deploy: true,
                 finish: false,
+                failure: None,
                 content: None,
                 target: None,
             },
