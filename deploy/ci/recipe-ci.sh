@@ -11,7 +11,9 @@
 # pass. `hearth run exec` holds the run while the steps run, finishes it (verified teardown)
 # when they exit and exits with their status; hearth promotes a green release by itself.
 # Checks: CHECK (default: `curl -fsS http://$HEARTH_DOMAIN/healthz`); HEARTH_SERVER and
-# HEARTH_TOKEN_FILE as for every hearth command.
+# HEARTH_TOKEN_FILE as for every hearth command. The run lives on the job's heartbeats (a lease);
+# a job that runs as one container on the swarm's engine may set OWNER=container:ID (its ID or
+# name; $HOSTNAME unless it runs on the host network), so the run dies with the container.
 set -eu
 : "${RECIPE:?set RECIPE to the recipe name}"
 kind=${1:?candidate DIR or release TAG}
@@ -23,7 +25,7 @@ release) target="--version $what" ;;
 esac
 export CHECK="${CHECK:-curl -fsS http://\$HEARTH_DOMAIN/healthz}"
 # shellcheck disable=SC2086 # $target is two words on purpose
-exec hearth run exec --recipe "$RECIPE" $target --pool "${POOL:-ci}" --deploy \
+exec hearth run exec --recipe "$RECIPE" $target --pool "${POOL:-ci}" --deploy ${OWNER:+--owner "$OWNER"} \
     --require install --require upgrade -- sh -eu -c '
 tier() { # tier NAME: run the check, report NAME=pass or NAME=fail
     if sh -c "$CHECK"; then hearth run report "$HEARTH_RUN_ID" --tier "$1=pass"

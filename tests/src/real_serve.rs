@@ -2,7 +2,8 @@
 //! scenario tests start it: a temp directory for the state file and data, an ephemeral port,
 //! the example catalogue, every object labelled `hearth.test=1` plus the test's run label, and
 //! image pruning limited to test images (never others' images on the shared machine).
-//! Also the warm-app waits those tests share.
+//! Also the warm-app waits those tests share, and what Docker runs for a warm app (its app
+//! service's image, ID and spec version).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -112,4 +113,61 @@ pub fn ready_at(version: &str) -> impl Fn(&WarmApp) -> bool + '_ {
             && a.status.observed_version.as_deref() == Some(version)
             && a.spec.version == version
     }
+}
+
+/// `docker service inspect {stack}_app --format FORMAT`, trimmed.
+///
+/// # Panics
+/// When the service cannot be inspected.
+pub fn app_service(stack: &str, format: &str) -> String {
+    let out = std::process::Command::new("/usr/bin/docker")
+        .args([
+            "service",
+            "inspect",
+            &format!("{stack}_app"),
+            "--format",
+            format,
+        ])
+        .output()
+        .expect("docker service inspect runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The image of `stack`'s app service as Docker has it.
+pub fn app_image(stack: &str) -> String {
+    app_service(stack, "{{.Spec.TaskTemplate.ContainerSpec.Image}}")
+}
+
+/// The ID and spec version (`Version.Index`) of `stack`'s app service: both stay the same as
+/// long as nothing writes the service.
+pub fn app_service_version(stack: &str) -> String {
+    app_service(stack, "{{.ID}} {{.Version.Index}}")
+}
+
+/// Waits (up to 60 s) until no rolling update of `stack`'s app service is in flight: Swarm
+/// writes the service (its `Version.Index`) when an update's monitor period ends, so a test
+/// comparing versions across a promotion waits for this first.
+///
+/// # Panics
+/// When the update does not end.
+pub async fn wait_app_service_settled(stack: &str) {
+    eventually(
+        &format!("{stack}_app: no update in flight"),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            let state = app_service(stack, "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}");
+            let done = matches!(
+                state.as_str(),
+                "" | "completed" | "rollback_completed" | "paused" | "rollback_paused"
+            );
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
 }

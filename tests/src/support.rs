@@ -155,6 +155,7 @@ where
 #[derive(Debug)]
 pub struct RemoveOnDrop {
     run: String,
+    stop: Option<controller::runtime::Shutdown>,
 }
 
 impl RemoveOnDrop {
@@ -162,12 +163,25 @@ impl RemoveOnDrop {
     pub fn new(run: &str) -> RemoveOnDrop {
         RemoveOnDrop {
             run: run.to_string(),
+            stop: None,
         }
+    }
+
+    /// When dropped, first stops the in-process daemon `shutdown` belongs to: its tasks outlive
+    /// a panicking test's locals (they run until the runtime ends) and would redeploy what this
+    /// removes (found by `pipelines_real`: a failed run left its warm app's stack behind).
+    pub fn stop_first(&mut self, shutdown: controller::runtime::Shutdown) {
+        self.stop = Some(shutdown);
     }
 }
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
+        if let Some(shutdown) = &self.stop {
+            shutdown.stop_now();
+            // The daemon's tasks run on the runtime's other threads: let them see it.
+            std::thread::sleep(Duration::from_secs(1));
+        }
         let filter = format!("label={RUN_LABEL}={}", self.run);
         let docker = |args: &[&str]| {
             std::process::Command::new("/usr/bin/docker")

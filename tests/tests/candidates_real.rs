@@ -21,7 +21,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +34,7 @@ use crd::names::BaseDomain;
 use crd::{ContentKind, Run, RunPhase, WarmApp, WarmAppPhase};
 use hearth_tests::counting::Counting;
 use hearth_tests::gitrecipe::{clone_fixture, fixture_recipe, git, publish, set_version};
-use hearth_tests::real_serve;
+use hearth_tests::real_serve::{self, app_image};
 use hearth_tests::support::{eventually, in_ci, real_swarm};
 use state::history::{ObjectRef, Query};
 
@@ -75,26 +74,6 @@ async fn hearth(running: &Running, args: &[&str]) -> String {
         String::from_utf8_lossy(&err)
     );
     String::from_utf8(out).unwrap()
-}
-
-/// The image of `stack`'s app service as Docker has it.
-fn app_image(stack: &str) -> String {
-    let out = Command::new("/usr/bin/docker")
-        .args([
-            "service",
-            "inspect",
-            &format!("{stack}_app"),
-            "--format",
-            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 async fn wait_app(
