@@ -375,6 +375,12 @@ impl Runs {
             .cloned()
     }
 
+    /// The slots its starts take (their cancelled waits leave the line in tasks of their own:
+    /// see [`Slots::settle`]).
+    pub fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
     /// Closes the runs `sweeper` marks (owner dead, lease expired) in the run reconciler,
     /// with `sweeper`'s scope and node endpoints ([`crate::sweeper::Sweeper::close`]).
     pub fn with_sweeper(mut self, sweeper: crate::sweeper::Sweeper) -> Runs {

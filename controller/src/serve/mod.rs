@@ -237,6 +237,9 @@ pub struct Running {
     /// Its promotions' background tasks are stopped and awaited last (runs, workers and API
     /// requests may still submit promotions until they stop).
     promoter: Promoter,
+    /// Its slots (the API's and the runs'): the withdrawals of waits the API's stop cancelled
+    /// are awaited.
+    slots: Vec<crate::slots::Slots>,
 }
 
 impl std::fmt::Debug for Running {
@@ -283,6 +286,12 @@ impl Running {
                 Err(e) => warn!(task = name, error = %e, "ended abnormally"),
             }
         }
+        // The API's connections are closed by now: a slot wait they cancelled leaves the
+        // line in a task of its own, which holds the store.
+        for slots in &self.slots {
+            slots.settle().await;
+        }
+        info!(task = "slot withdrawals", "stopped");
         self.promoter.stop().await;
         info!(task = "promotions", "stopped");
         info!(?stopped, "hearth stopped");
@@ -627,6 +636,7 @@ async fn start_with_store(
     )?;
     tasks.extend(cleanup.tasks);
     let runs_controller = cleanup.controller;
+    let cleanup_slots = vec![cleanup.slots.clone(), cleanup.runs.slots().clone()];
     let config = runtime::Config {
         resync_period: options.resync,
         ..runtime::Config::default()
@@ -779,6 +789,7 @@ async fn start_with_store(
         supervisor: workers,
         tasks,
         promoter,
+        slots: cleanup_slots,
     })
 }
 

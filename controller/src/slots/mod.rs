@@ -219,6 +219,9 @@ pub struct Slots {
     /// When this slot service was created: waiter entries enqueued earlier belong to requests
     /// of an earlier process (see [`decide::stale_waiters`]).
     line_since_ms: u64,
+    /// The withdrawals of cancelled waits ([`LeaveOnDrop`]), each a task holding the store:
+    /// [`Slots::settle`] waits for them (serve's `wait()` does, so the store is released).
+    leaving: tokio_util::task::TaskTracker,
 }
 
 impl Slots {
@@ -232,6 +235,7 @@ impl Slots {
         Slots {
             store,
             line_since_ms: clock.now_ms(),
+            leaving: tokio_util::task::TaskTracker::new(),
             clock,
             metrics: None,
         }
@@ -247,6 +251,15 @@ impl Slots {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Waits until every cancelled wait of these slots (and their clones) has left the line:
+    /// the withdrawals run in tasks of their own, each holding the store (issue 14: serve's
+    /// `wait()` returned before the store was released). Withdrawals of waits cancelled later
+    /// are still tracked; call this when no request can wait any more.
+    pub async fn settle(&self) {
+        self.leaving.close();
+        self.leaving.wait().await;
     }
 
     /// Now, in unix milliseconds, by this instance's clock.
@@ -582,11 +595,12 @@ impl Drop for LeaveOnDrop {
         };
         let slots = self.slots.clone();
         let req = self.req.clone();
-        runtime.spawn(async move {
+        let leaving = slots.leaving.clone();
+        runtime.spawn(leaving.track_future(async move {
             if let Err(e) = slots.withdraw(&req, ticket).await {
                 tracing::warn!(pool = req.pool, error = %e, "leaving the line of a cancelled wait failed");
             }
-        });
+        }));
     }
 }
 

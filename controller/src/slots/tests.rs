@@ -374,3 +374,54 @@ async fn a_cancelled_wait_leaves_the_line() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Issue 14 (serve's `wait()` returned before the store was released): a cancelled wait leaves
+/// the line in a task of its own, which holds the store until its write is durable; `settle`
+/// returns only once it has, so the data directory opens again at once. Untracked, the
+/// withdrawal was still waiting for its flush when `settle` returned (this current-thread
+/// runtime had not run it to the end), and the reopen met `DirectoryInUse`.
+#[tokio::test]
+async fn settle_returns_once_every_cancelled_wait_has_left_the_line_and_let_go_of_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    store
+        .create(&SlotPool::new(
+            "ci",
+            SlotPoolSpec {
+                slots: 1,
+                port_base: 20000,
+                ports_per_slot: 10,
+                wait_timeout: Duration::from_secs(120),
+                tiers: Vec::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let slots = Slots::new(store.clone());
+    let _held = slots.acquire(&req(me())).await.unwrap();
+    let waiting = {
+        let slots = slots.clone();
+        tokio::spawn(async move { slots.acquire(&req(me())).await })
+    };
+    let started = Instant::now();
+    while store
+        .get::<SlotPool>("ci")
+        .unwrap()
+        .status
+        .waiters
+        .is_empty()
+    {
+        assert!(started.elapsed() < Duration::from_secs(5), "never in line");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Parked between attempts (its entry written and durable).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+    slots.settle().await;
+    let pool: SlotPool = store.get("ci").unwrap();
+    assert!(pool.status.waiters.is_empty(), "{:?}", pool.status.waiters);
+    drop((slots, store));
+    let reopened = Store::open(dir.path()).await;
+    assert!(reopened.is_ok(), "still held: {:?}", reopened.err());
+}
