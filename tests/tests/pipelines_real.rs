@@ -24,7 +24,9 @@
 //!    - Drone, a pull request (version 1.3.0, image 2.0.0) → green, canonical unmoved;
 //!    - Woodpecker, its release (tag 1.3.0+1.3.0) → green, promoted to exactly that tag;
 //!    - with `promoteCandidates: true`, Actions on a pull request (version 1.4.0, image 1.1.0)
-//!      → green and promoted: the warm app serves the candidate's snapshot (digest, run).
+//!      with a failing check → install fails, upgrade is skipped, `finish` runs: red, nothing
+//!      promoted, the warm app untouched; then green and promoted: the warm app serves the
+//!      candidate's snapshot (digest, run).
 //!
 //! The test bed has no ingress, so `CHECK` (the tiers' check; `curl
 //! http://$HEARTH_DOMAIN/healthz` in the files) is overridden by a script that asks the run's
@@ -190,7 +192,7 @@ impl Bed {
     }
 
     /// Runs `pipeline`'s steps for `event` with `workspace` as the checkout.
-    async fn pipeline(&self, file: &str, event: &Event, workspace: &Path) -> Job {
+    async fn pipeline(&self, file: &str, event: &Event, workspace: &Path, check_path: &str) -> Job {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../deploy/ci")
             .join(file);
@@ -203,7 +205,7 @@ impl Bed {
             ("RECIPE".to_string(), self.name.clone()),
             ("HEARTH_SERVER".to_string(), self.server.clone()),
             ("HEARTH_TOKEN".to_string(), self.token.clone()),
-            ("CHECK".to_string(), "sh /check.sh /healthz".to_string()),
+            ("CHECK".to_string(), format!("sh /check.sh {check_path}")),
         ]);
         for key in ["RECIPE", "HEARTH_SERVER", "HEARTH_TOKEN", "CHECK"] {
             assert!(
@@ -748,7 +750,9 @@ async fn the_shell_job_and_each_pipeline_test_a_change_and_promote_exactly_what_
     let pr2 = bed.dir.join("pr2");
     pull_request(&repo, &pr2, "1.3.0+1.3.0", "2.0.0");
     let before = bed.untouched().await;
-    let job = bed.pipeline(".drone.yml", &Event::PullRequest, &pr2).await;
+    let job = bed
+        .pipeline(".drone.yml", &Event::PullRequest, &pr2, "/healthz")
+        .await;
     let run = assert_green(&bed, &job, "1.2.0+1.2.0").await;
     assert_eq!(run["spec"]["content"]["kind"], "workTree");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -765,6 +769,7 @@ async fn the_shell_job_and_each_pipeline_test_a_change_and_promote_exactly_what_
             "woodpecker.yml",
             &Event::Tag("1.3.0+1.3.0".into()),
             &checkout,
+            "/healthz",
         )
         .await;
     let run = assert_green(&bed, &job, "1.2.0+1.2.0").await;
@@ -782,9 +787,33 @@ async fn the_shell_job_and_each_pipeline_test_a_change_and_promote_exactly_what_
         |a| a.spec.promote_candidates,
     )
     .await;
+    // The pull request with a failing check first (its own fresh checkout, as a CI gives):
+    // install fails, upgrade is skipped, finish still runs; red, nothing promoted.
+    let pr3_red = bed.dir.join("pr3-red");
+    pull_request(&repo, &pr3_red, "1.4.0+1.4.0", "1.1.0");
+    let before = bed.untouched().await;
+    let job = bed
+        .pipeline(
+            "actions.yml",
+            &Event::PullRequest,
+            &pr3_red,
+            "/no-such-page",
+        )
+        .await;
+    assert!(
+        job.log.contains("step install: FAILED")
+            && job.log.contains("step upgrade: skipped")
+            && job.log.contains("step finish: ok"),
+        "{}",
+        job.log
+    );
+    assert_red(&bed, &job, &before, "actions: a failing install tier").await;
+    eprintln!("timing: actions failing check {:?}", t0.elapsed());
     let pr3 = bed.dir.join("pr3");
     pull_request(&repo, &pr3, "1.4.0+1.4.0", "1.1.0");
-    let job = bed.pipeline("actions.yml", &Event::PullRequest, &pr3).await;
+    let job = bed
+        .pipeline("actions.yml", &Event::PullRequest, &pr3, "/healthz")
+        .await;
     let run = assert_green(&bed, &job, "1.3.0+1.3.0").await;
     assert_eq!(run["spec"]["content"]["kind"], "workTree");
     assert_serves(&bed, &run, "webapp:1.1.0").await;
