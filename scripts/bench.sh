@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark of BENCHMARKS.md in one run: builds the release binaries once, records the
-# machine, runs bench_stack, bench_sweep, bench_scale and bench_http one after another, prints
+# machine, runs bench_stack, bench_sweep, bench_scale, bench_http and bench_exec one after another, prints
 # their tables and keeps everything under target/bench/<UTC time>/.
 #
 #   bash scripts/bench.sh                  # the full run (~30 min on the 2-core test machine)
@@ -8,10 +8,11 @@
 #
 # Options:
 #   --runs N       repetitions of bench_stack, bench_sweep and bench_scale, reps of bench_http
+#                  and bench_exec
 #                  (default 5; fewer is a smoke run: the binaries say so)
 #   --quick        small sizes: bench_scale --sizes 100, bench_http --seconds 2 --clients 1,4
 #   --profile P    cargo profile to build (default release; `dev` only to test this script)
-#   --only LIST    comma-separated subset of stack,sweep,scale,http
+#   --only LIST    comma-separated subset of stack,sweep,scale,http,exec
 # Needs the test bed (sudo bash scripts/testbed.sh): dockerd, a single-node swarm, fixtures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 runs=5
 quick=0
 profile=release
-only=stack,sweep,scale,http
+only=stack,sweep,scale,http,exec
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs="$2"; shift 2 ;;
@@ -41,7 +42,8 @@ mkdir -p "$out"
 
 echo "== building ($profile) once" >&2
 cargo build --profile "$profile" -p hearth-controller --bin hearth \
-    -p hearth-tests --bin bench_stack --bin bench_sweep --bin bench_scale --bin bench_http
+    -p hearth-tests --bin bench_stack --bin bench_sweep --bin bench_scale --bin bench_http \
+    --bin bench_exec
 
 # The machine, and the load before (and after, at the end).
 {
@@ -91,6 +93,13 @@ if want http; then
         run bench_http --reps "$runs" --seconds 2 --clients 1,4 || status=1
     else
         run bench_http --reps "$runs" || status=1
+    fi
+fi
+if want exec; then
+    if [ "$quick" = 1 ]; then
+        run bench_exec --reps "$runs" --rounds 3 || status=1
+    else
+        run bench_exec --reps "$runs" || status=1
     fi
 fi
 
