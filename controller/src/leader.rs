@@ -14,7 +14,10 @@
 //! take over. The daemon stops at once when that happens ([`crate::serve`]).
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -22,9 +25,11 @@ use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use state::etcd_engine::{Config, Holder};
+use state::etcd_engine::{Config, Defer, Holder};
 use state::EtcdEngine;
 use tokio_util::sync::CancellationToken;
+
+use crate::swarm::{DockerOptions, DockerSwarm, LabelFilter, Swarm};
 
 /// The named value in which the leader records itself (absent with sled): `/readyz` and the
 /// status page read it.
@@ -72,6 +77,7 @@ pub async fn campaign(
     config: Config,
     listen: Option<SocketAddr>,
     stop: CancellationToken,
+    defer: Defer,
 ) -> Result<Option<EtcdEngine>, Error> {
     let seen: Seen = Arc::new(Mutex::new(None));
     let standby = CancellationToken::new();
@@ -101,7 +107,7 @@ pub async fn campaign(
         })
     };
     let result = tokio::select! {
-        r = EtcdEngine::campaign(config, observer) => r.map(Some).map_err(Error::CampaignFailed),
+        r = EtcdEngine::campaign_deferring(config, observer, defer) => r.map(Some).map_err(Error::CampaignFailed),
         () = stop.cancelled() => Ok(None),
     };
     standby.cancel();
@@ -109,6 +115,105 @@ pub async fn campaign(
         let _ = server.await;
     }
     result
+}
+
+/// Whether this replica's own node leads Swarm's raft, asked of its Docker engine every second
+/// while it stands by ([`RaftLeaderWatch::defer`]).
+///
+/// Stopping the node that leads Swarm's raft leaves the surviving managers without a Swarm
+/// leader until Swarm's own election ends (about 10 s: its election tick; measured in
+/// BENCHMARKS.md, "Failover"), and no replica can act on the swarm meanwhile. If hearth's
+/// leader ran on that node too, its takeover would wait for that election on top. So a
+/// standby on the node leading Swarm's raft leaves a free store to a replica on another
+/// manager for a moment ([`EtcdEngine::campaign_deferring`]), and then losing one node costs
+/// one of the two elections, not both in a row. Only when the swarm has another ready manager;
+/// a Docker engine that does not answer within 2 s counts as "not leading".
+pub struct RaftLeaderWatch {
+    /// [`UNKNOWN`] until the first answer, then [`LEADS`] or [`DOES_NOT_LEAD`].
+    leads: Arc<AtomicU8>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RaftLeaderWatch {
+    /// Starts watching through the Docker engine at `socket`.
+    pub fn start(socket: &Path) -> RaftLeaderWatch {
+        let leads = Arc::new(AtomicU8::new(UNKNOWN));
+        let flag = leads.clone();
+        let socket = socket.to_path_buf();
+        let task = tokio::spawn(async move {
+            let mut swarm = None;
+            let mut said = String::new();
+            loop {
+                let outcome =
+                    tokio::time::timeout(Duration::from_secs(2), leads_raft(&mut swarm, &socket))
+                        .await
+                        .unwrap_or_else(|_| Err("Docker did not answer within 2s".to_string()));
+                let now = if matches!(outcome, Ok(true)) {
+                    LEADS
+                } else {
+                    DOES_NOT_LEAD
+                };
+                flag.store(now, Ordering::Relaxed);
+                let says = match &outcome {
+                    Ok(true) => "this node leads Swarm's raft and another manager is ready: a free store is left to the other replicas for a moment".to_string(),
+                    Ok(false) => "this node does not lead Swarm's raft (or is its only ready manager)".to_string(),
+                    Err(e) => format!("cannot tell whether this node leads Swarm's raft: {e}"),
+                };
+                if says != said {
+                    tracing::info!("{says}");
+                    said = says;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        RaftLeaderWatch { leads, task }
+    }
+
+    /// For the campaign: `true` while this node leads Swarm's raft, and until the first
+    /// answer (a replica starting with the others does not take the store before it knows;
+    /// the engine defers 2 s at most).
+    pub fn defer(&self) -> Defer {
+        let leads = self.leads.clone();
+        Box::new(move || leads.load(Ordering::Relaxed) != DOES_NOT_LEAD)
+    }
+}
+
+const UNKNOWN: u8 = 0;
+const LEADS: u8 = 1;
+const DOES_NOT_LEAD: u8 = 2;
+
+impl Drop for RaftLeaderWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Whether the engine at `socket` is the swarm node leading Swarm's raft while another ready
+/// manager exists; why it cannot tell.
+async fn leads_raft(swarm: &mut Option<DockerSwarm>, socket: &Path) -> Result<bool, String> {
+    if swarm.is_none() {
+        *swarm = Some(
+            DockerSwarm::connect(DockerOptions {
+                socket: socket.to_path_buf(),
+                ..DockerOptions::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?,
+        );
+    }
+    let Some(engine) = swarm.as_ref() else {
+        return Err("not connected".to_string());
+    };
+    let info = engine.info().await.map_err(|e| e.to_string())?;
+    let nodes = engine
+        .list_nodes(&LabelFilter::all())
+        .await
+        .map_err(|e| e.to_string())?;
+    let others_ready = nodes
+        .iter()
+        .filter(|n| n.meta.id != info.node_id && n.role == "manager" && n.state == "ready")
+        .count();
+    Ok(others_ready > 0 && nodes.iter().any(|n| n.leader && n.meta.id == info.node_id))
 }
 
 fn router(standby: Standby) -> Router {

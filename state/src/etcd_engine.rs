@@ -74,6 +74,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const CAMPAIGN_STEP_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long a same-process holder that is still closing may keep the key when we reopen.
 const SAME_PROCESS_GRACE: Duration = Duration::from_secs(5);
+/// The reason [`EtcdEngine::lost`] gives when the engine was closed (not deposed).
+pub const CLOSED: &str = "the etcd engine was closed";
+/// How long a waiting campaign that was asked to defer ([`Defer`]) leaves a free holder key to
+/// the other replicas before it takes the key itself (none of them did: it is alone).
+const DEFER_AT_MOST: Duration = Duration::from_secs(2);
 
 /// How to reach etcd and where hearth's data lives in it.
 #[derive(Clone, PartialEq, Eq)]
@@ -366,9 +371,15 @@ impl EtcdEngine {
     /// be reached or refuses (authentication, TLS).
     pub fn open(config: Config) -> Result<EtcdEngine, Error> {
         let (tx, rx) = std_mpsc::channel();
-        let thread = spawn(config.clone(), false, Box::new(|_| {}), move |r| {
-            let _ = tx.send(r);
-        })?;
+        let thread = spawn(
+            config.clone(),
+            false,
+            Box::new(|_| {}),
+            Box::new(|| false),
+            move |r| {
+                let _ = tx.send(r);
+            },
+        )?;
         let opened = rx.recv().map_err(|_| Error::Closed)?;
         EtcdEngine::finish(config, thread, opened)
     }
@@ -382,8 +393,23 @@ impl EtcdEngine {
     /// [`Error::OperationFailed`] when the TLS files cannot be read; an unreachable or failing
     /// etcd is retried.
     pub async fn campaign(config: Config, observe: Observer) -> Result<EtcdEngine, Error> {
+        Self::campaign_deferring(config, observe, Box::new(|| false)).await
+    }
+
+    /// [`EtcdEngine::campaign`], asking `defer` whenever the holder key is free: while it says
+    /// `true` (for at most 2 s from when the key was first seen free) this process leaves the
+    /// key to the other replicas, then takes it itself if none did. hearth defers while its own
+    /// node leads Swarm's raft, so that one node lost never takes both leaders at once.
+    ///
+    /// # Errors
+    /// As [`EtcdEngine::campaign`].
+    pub async fn campaign_deferring(
+        config: Config,
+        observe: Observer,
+        defer: Defer,
+    ) -> Result<EtcdEngine, Error> {
         let (tx, rx) = futures::channel::oneshot::channel();
-        let thread = spawn(config.clone(), true, observe, move |r| {
+        let thread = spawn(config.clone(), true, observe, defer, move |r| {
             let _ = tx.send(r);
         })?;
         let opened = rx.await.map_err(|_| Error::Closed)?;
@@ -429,7 +455,7 @@ impl EtcdEngine {
         async move {
             match rx.wait_for(|p| p.failed.is_some()).await {
                 Ok(p) => p.failed.clone().unwrap_or_default(),
-                Err(_) => "the etcd engine was closed".to_string(),
+                Err(_) => CLOSED.to_string(),
             }
         }
         .boxed()
@@ -532,6 +558,7 @@ fn spawn(
     config: Config,
     wait: bool,
     observe: Observer,
+    defer: Defer,
     reply: impl FnOnce(Result<Opened, Error>) + Send + 'static,
 ) -> Result<JoinHandle<()>, Error> {
     let location = config.location();
@@ -548,7 +575,7 @@ fn spawn(
                     return;
                 }
             };
-            runtime.block_on(run(config, wait, observe, reply));
+            runtime.block_on(run(config, wait, observe, defer, reply));
         })
         .map_err(|e| Error::OperationFailed {
             location,
@@ -570,9 +597,10 @@ async fn run(
     config: Config,
     wait: bool,
     observe: Observer,
+    defer: Defer,
     reply: impl FnOnce(Result<Opened, Error>) + Send + 'static,
 ) {
-    let (client, tenure, mirror, granted_at) = match open(&config, wait, &observe).await {
+    let (client, tenure, mirror, granted_at) = match open(&config, wait, &observe, &defer).await {
         Ok(x) => x,
         Err(e) => {
             reply(Err(e));
@@ -617,15 +645,36 @@ async fn run(
         })
         .await;
         match revoked {
-            Ok(Ok(_)) => break,
+            Ok(Ok(_)) => {
+                tracing::info!(location = config.location(), "gave the holder lease back");
+                return;
+            }
             Ok(Err(e)) => client.next(&config, &e),
             Err(_) => client.next(&config, &"giving the lease back timed out"),
         }
     }
+    tracing::warn!(
+        location = config.location(),
+        "could not give the holder lease back: the next holder waits for it to expire"
+    );
 }
 
 /// Called with the current holder whenever a waiting campaign sees it change.
 pub type Observer = Box<dyn Fn(Option<Holder>) + Send + 'static>;
+
+/// Asked by a waiting campaign when the holder key is free: `true` leaves it to the other
+/// replicas for a while ([`EtcdEngine::campaign_deferring`]).
+pub type Defer = Box<dyn Fn() -> bool + Send + 'static>;
+
+/// What one campaign step found.
+enum Step {
+    /// This process took the key: its tenure and when the lease was granted.
+    Won(Tenure, Instant),
+    /// Another process holds it.
+    Held(Holder),
+    /// The key is free and this process leaves it to the others for now.
+    Deferred,
+}
 
 /// Connects, takes the holder key and loads the mirror. Returns when the lease was granted
 /// too (the keep-alive deadline counts from then).
@@ -633,18 +682,24 @@ async fn open(
     config: &Config,
     wait: bool,
     observe: &Observer,
+    defer: &Defer,
 ) -> Result<(Members, Tenure, MemoryEngine, Instant), Error> {
     let fail = |op: &'static str| {
         let config = config.clone();
         move |e: etcd_client::Error| operation_failed(&config, op, e.to_string())
     };
     let mut members = Members::new(config)?;
+    if wait {
+        members.warm_all().await;
+    }
     let started = Instant::now();
     let holder = Holder::this_process(config.api.clone());
     let holder_json = serde_json::to_vec(&holder).unwrap_or_default();
     let ttl = i64::try_from(config.lease_ttl.as_secs().max(1)).unwrap_or(i64::MAX);
     let key = config.holder_key();
     let mut seen: Option<Option<Holder>> = None;
+    // Since when a deferring campaign has seen the key free.
+    let mut free_since: Option<Instant> = None;
     let (tenure, granted_at) = loop {
         let client = match members.client().await {
             Ok(c) => c,
@@ -655,12 +710,16 @@ async fn open(
             }
             Err(e) => return Err(fail("connect")(e)),
         };
+        let deferring = wait && free_since.is_none_or(|t| t.elapsed() < DEFER_AT_MOST) && defer();
         let attempt = async {
             if wait {
                 // Waiting: only ask for a lease once the key is gone.
                 let current = client.get(key.clone(), None).await?;
                 if let Some(kv) = current.kvs().first() {
-                    return Ok(Err(Holder::parse(kv.value())));
+                    return Ok(Step::Held(Holder::parse(kv.value())));
+                }
+                if deferring {
+                    return Ok(Step::Deferred);
                 }
             }
             let granted_at = Instant::now();
@@ -680,14 +739,14 @@ async fn open(
             let response = client.txn(txn).await?;
             if response.succeeded() {
                 let revision = response.header().map_or(0, |h| h.revision());
-                return Ok(Ok((
+                return Ok(Step::Won(
                     Tenure {
                         revision,
                         lease: lease.id(),
                         holder: holder.clone(),
                     },
                     granted_at,
-                )));
+                ));
             }
             let _ = client.lease_revoke(lease.id()).await;
             let current = response
@@ -702,7 +761,7 @@ async fn open(
                     pid: 0,
                     api: None,
                 });
-            Ok(Err(current))
+            Ok(Step::Held(current))
         };
         // A step that fails or hangs (a stopped or cut-off member: connect timeouts, or a
         // member without an etcd leader) moves the campaign to the next member at once, so a
@@ -715,8 +774,22 @@ async fn open(
             ))),
         };
         let current = match attempt {
-            Ok(Ok(won)) => break won,
-            Ok(Err(current)) => current,
+            Ok(Step::Won(tenure, granted_at)) => break (tenure, granted_at),
+            Ok(Step::Held(current)) => {
+                free_since = None;
+                current
+            }
+            Ok(Step::Deferred) => {
+                if free_since.is_none() {
+                    tracing::info!(
+                        location = config.location(),
+                        "the store is free; leaving it to another replica for up to {DEFER_AT_MOST:?} (asked to defer)"
+                    );
+                    free_since = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
             Err(e) if wait => {
                 members.next(config, &e);
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -740,6 +813,11 @@ async fn open(
         }
         tokio::time::sleep(Duration::from_millis(if wait { 200 } else { 20 })).await;
     };
+    tracing::info!(
+        location = config.location(),
+        revision = tenure.revision,
+        "took the holder key; loading the mirror"
+    );
     // Loaded from the member that just answered (it is up and has an etcd leader); a member
     // failing meanwhile moves the load to the next one.
     let mirror = load_all(&mut members, config).await?;
@@ -838,6 +916,32 @@ impl Members {
         }
         slot.as_mut()
             .ok_or_else(|| etcd_client::Error::InvalidArgs("no etcd endpoint".into()))
+    }
+
+    /// Opens a connection to every member (one status request each, a member that does not
+    /// answer within a campaign step is skipped); the connections are kept alive from then on.
+    /// A leader whose node stops gives its lease back through another member, and opening a
+    /// connection then would need a name lookup that the stopping node may no longer answer
+    /// (Docker's embedded DNS lives in the node's dockerd).
+    async fn warm_all(&mut self) {
+        for at in 0..self.clients.len() {
+            let endpoint = self.endpoints[at].clone();
+            let options = self.options.clone();
+            let slot = &mut self.clients[at];
+            let warmed = tokio::time::timeout(CAMPAIGN_STEP_TIMEOUT, async {
+                if slot.is_none() {
+                    *slot = Some(Client::connect([endpoint.as_str()], Some(options)).await?);
+                }
+                if let Some(client) = slot.as_mut() {
+                    client.status().await?;
+                }
+                Ok::<(), etcd_client::Error>(())
+            })
+            .await;
+            if !matches!(warmed, Ok(Ok(()))) {
+                tracing::info!(member = %endpoint, "etcd member not answering yet; connecting on first use");
+            }
+        }
     }
 
     /// The current member failed: use the next one from now on.

@@ -109,6 +109,51 @@ async fn a_campaign_should_take_over_when_the_holder_closes() {
 }
 
 #[tokio::test]
+async fn a_deferring_campaign_should_leave_a_free_key_to_another_and_take_it_when_alone() {
+    if !etcd_available(
+        "a_deferring_campaign_should_leave_a_free_key_to_another_and_take_it_when_alone",
+    ) {
+        return;
+    }
+    let b = EtcdBackend::new();
+    let first = EtcdEngine::open(b.config()).unwrap();
+    // Two campaigns wait; the one asked to defer (hearth: its node leads Swarm's raft) first.
+    let deferring = tokio::spawn(EtcdEngine::campaign_deferring(
+        b.config(),
+        Box::new(|_| {}),
+        Box::new(|| true),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let plain = tokio::spawn(EtcdEngine::campaign(b.config(), Box::new(|_| {})));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(first);
+    let winner = tokio::time::timeout(Duration::from_secs(10), plain)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        !deferring.is_finished(),
+        "the deferring campaign left the free key to the other one"
+    );
+    // Alone now: when the winner closes, the deferring campaign still takes the key, after
+    // leaving it free for its 2 s.
+    let closed = Instant::now();
+    drop(winner);
+    let second = tokio::time::timeout(Duration::from_secs(10), deferring)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        closed.elapsed() >= Duration::from_millis(1500),
+        "it deferred before taking the key: {:?}",
+        closed.elapsed()
+    );
+    drop(second);
+}
+
+#[tokio::test]
 async fn a_deposed_holder_should_be_refused_and_told() {
     if !etcd_available("a_deposed_holder_should_be_refused_and_told") {
         return;

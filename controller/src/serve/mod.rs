@@ -409,8 +409,15 @@ pub async fn run_with_store(
             })?;
             let location = config.location();
             info!(store = %location, "step 1/6: campaigning for the etcd store");
-            let engine =
-                crate::leader::campaign(*config, options.listen, shutdown.graceful.clone()).await?;
+            let raft = crate::leader::RaftLeaderWatch::start(&options.docker_socket);
+            let engine = crate::leader::campaign(
+                *config,
+                options.listen,
+                shutdown.graceful.clone(),
+                raft.defer(),
+            )
+            .await?;
+            drop(raft);
             let Some(engine) = engine else {
                 info!("stopped while standing by");
                 return Ok(Stopped::Drained);
@@ -438,6 +445,10 @@ pub async fn run_with_store(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let reason = lost.await;
+            if shutdown.graceful.is_cancelled() && reason == state::etcd_engine::CLOSED {
+                // A stop that was asked for: the engine closed last and gave the lease back.
+                return;
+            }
             tracing::error!(%reason, "leadership lost: stopping at once");
             *deposed
                 .lock()
