@@ -404,6 +404,20 @@ async fn main() -> Result<(), BoxError> {
             // written there).
             tokio::time::sleep(Duration::from_millis(500)).await;
             let old_logs = old_log.map(LogTail::lines).unwrap_or_default();
+            for line in old_logs.iter().filter(|l| {
+                [
+                    "shutting down",
+                    "member failed",
+                    "lease",
+                    "lost the etcd store",
+                    "hearth stopped",
+                ]
+                .iter()
+                .any(|m| l.contains(m))
+                    && day_secs(l).is_some_and(|t| since(t0_day, t) >= -0.5)
+            }) {
+                eprintln!("bench_failover:   old leader (node {leader}): {line}");
+            }
             if *kind == "partition" {
                 cluster.heal(leader);
             } else {
