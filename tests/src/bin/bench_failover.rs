@@ -94,13 +94,14 @@ fn swarm_leader(cluster: &Cluster, n: usize) -> Option<usize> {
         .and_then(|n| n.parse().ok())
 }
 
+/// When (seconds since midnight) and which node a surviving manager named as Swarm's new
+/// raft leader.
+type SwarmSeen = Arc<Mutex<Option<(f64, usize)>>>;
+
 /// Polls the managers but `stopped` (each in its own thread: a call blocks while Swarm has
 /// no raft leader) until one answers `docker node ls` naming a raft leader other than
 /// `stopped`; the seconds since midnight when it did.
-fn watch_swarm(
-    cluster: &Cluster,
-    stopped: usize,
-) -> (Arc<AtomicBool>, Arc<Mutex<Option<(f64, usize)>>>) {
+fn watch_swarm(cluster: &Cluster, stopped: usize) -> (Arc<AtomicBool>, SwarmSeen) {
     let done = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(None));
     for n in (1..=3).filter(|&n| n != stopped) {
