@@ -969,11 +969,15 @@ impl Members {
                             .await
                             .map_err(|e| format!("{endpoint}: {e}"))?,
                     };
-                    client
-                        .lease_revoke(lease)
-                        .await
-                        .map(|_| endpoint.clone())
-                        .map_err(|e| format!("{endpoint}: {e}"))
+                    match client.lease_revoke(lease).await {
+                        Ok(_) => Ok(endpoint.clone()),
+                        // Gone already (it ran out, or was revoked behind this holder's
+                        // back): nothing to give back.
+                        Err(e) if e.to_string().contains("requested lease not found") => {
+                            Ok(format!("{endpoint} (the lease was gone already)"))
+                        }
+                        Err(e) => Err(format!("{endpoint}: {e}")),
+                    }
                 })
             });
         futures::future::select_ok(attempts)
