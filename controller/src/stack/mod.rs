@@ -112,32 +112,37 @@ impl Owner {
     /// The labels this owner puts on objects (without the spec hash). Absent optional labels
     /// map to `None` so a stale value on an observed object is noticed.
     pub fn labels(&self) -> Vec<(String, Option<String>)> {
-        let mut out = vec![
-            (
-                keys::MANAGED_BY.to_string(),
-                Some(keys::MANAGED_BY_VALUE.to_string()),
-            ),
-            (keys::KIND.to_string(), Some(self.kind.clone())),
-            (keys::NAME.to_string(), Some(self.name.clone())),
-            (
-                keys::ROLE.to_string(),
-                self.role.map(|r| r.as_str().to_string()),
-            ),
-            (keys::PARENT_RUN.to_string(), self.run.clone()),
-        ];
-        out.extend(self.extra.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
-        out
+        self.label_refs()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect()
     }
 
-    /// Whether `labels` carry exactly this owner's labels.
+    /// [`Owner::labels`], borrowed.
+    fn label_refs(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        [
+            (keys::MANAGED_BY, Some(keys::MANAGED_BY_VALUE)),
+            (keys::KIND, Some(self.kind.as_str())),
+            (keys::NAME, Some(self.name.as_str())),
+            (keys::ROLE, self.role.map(StackRole::as_str)),
+            (keys::PARENT_RUN, self.run.as_deref()),
+        ]
+        .into_iter()
+        .chain(
+            self.extra
+                .iter()
+                .map(|(k, v)| (k.as_str(), Some(v.as_str()))),
+        )
+    }
+
+    /// Whether `labels` carry exactly this owner's labels (copies nothing: every reconcile
+    /// of a resync asks it of each of its stack's services).
     pub fn is_on(&self, labels: &Labels) -> bool {
-        self.labels()
-            .iter()
-            .all(|(k, v)| labels.get(k) == v.as_ref())
+        self.label_refs()
+            .all(|(k, v)| labels.get(k).map(String::as_str) == v)
     }
 
     /// Adds this owner's labels to `labels`.
-    pub(crate) fn stamp(&self, labels: &mut Labels) {
+    pub(crate) fn stamp(&self, labels: &mut std::collections::BTreeMap<String, String>) {
         for (k, v) in self.labels() {
             match v {
                 Some(v) => {
@@ -355,13 +360,13 @@ mod tests {
     fn owner_labels_include_absent_optionals_so_stale_values_are_noticed() {
         let owner = Owner::new("Run", "r1").with_label("hearth.test", "1");
         let mut labels = Labels::new();
-        owner.stamp(&mut labels);
+        owner.stamp(labels.make_mut());
         assert!(owner.is_on(&labels));
         assert_eq!(labels.get("hearth.managed-by").unwrap(), "hearth");
         assert_eq!(labels.get("hearth.test").unwrap(), "1");
         labels.insert("hearth.parent-run".into(), "old".into());
         assert!(!owner.is_on(&labels));
-        owner.stamp(&mut labels);
+        owner.stamp(labels.make_mut());
         assert!(owner.is_on(&labels));
     }
 

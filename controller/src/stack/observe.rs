@@ -1,6 +1,6 @@
 //! Observing stacks (one list call per kind, for one stack or all at once) and their readiness.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crd::names::labels as keys;
 
@@ -133,56 +133,87 @@ pub async fn observe_all(
     Ok(group(all))
 }
 
-fn namespace_of(labels: &crate::swarm::Labels) -> Option<String> {
-    labels.get(NAMESPACE_LABEL).cloned()
+fn namespace_of(labels: &crate::swarm::Labels) -> Option<&str> {
+    labels.get(NAMESPACE_LABEL).map(String::as_str)
+}
+
+/// Stacks by namespace while grouping: hashed (one hash per object, not a string comparison
+/// per tree level), a namespace copied once per stack, not once per object.
+#[derive(Default)]
+struct Groups(HashMap<String, Observed>);
+
+impl Groups {
+    /// Adds to stack `ns` (made empty first if new) with `add`.
+    fn put(&mut self, ns: &str, add: impl FnOnce(&mut Observed)) {
+        match self.0.get_mut(ns) {
+            Some(o) => add(o),
+            None => {
+                let mut o = Observed::default();
+                add(&mut o);
+                self.0.insert(ns.to_string(), o);
+            }
+        }
+    }
 }
 
 /// Splits one observation of many stacks by namespace.
 fn group(all: Observed) -> BTreeMap<String, Observed> {
-    let mut out: BTreeMap<String, Observed> = BTreeMap::new();
-    let mut service_ns: BTreeMap<String, String> = BTreeMap::new();
+    let mut out = Groups::default();
+    // Each service's namespace by service ID (tasks carry only their service's ID).
+    let service_ns: HashMap<String, String> = all
+        .services
+        .iter()
+        .filter_map(|s| Some((s.meta.id.clone(), namespace_of(&s.meta.labels)?.to_string())))
+        .collect();
+    // Labels are shared maps: holding a clone while the object moves copies a pointer.
     for s in all.services {
-        if let Some(ns) = namespace_of(&s.meta.labels) {
-            service_ns.insert(s.meta.id.clone(), ns.clone());
-            out.entry(ns).or_default().services.push(s);
+        let labels = s.meta.labels.clone();
+        if let Some(ns) = namespace_of(&labels) {
+            out.put(ns, |o| o.services.push(s));
         }
     }
     for t in all.tasks {
         if let Some(ns) = service_ns.get(&t.service_id) {
-            out.entry(ns.clone()).or_default().tasks.push(t);
+            out.put(ns, |o| o.tasks.push(t));
         }
     }
     for c in all.containers {
-        let ns = namespace_of(&c.labels).or_else(|| {
-            c.labels
+        let labels = c.labels.clone();
+        let ns = namespace_of(&labels).or_else(|| {
+            labels
                 .get(SERVICE_ID_LABEL)
-                .and_then(|id| service_ns.get(id).cloned())
+                .and_then(|id| service_ns.get(id))
+                .map(String::as_str)
         });
         if let Some(ns) = ns {
-            out.entry(ns).or_default().containers.push(c);
+            out.put(ns, |o| o.containers.push(c));
         }
     }
     for n in all.networks {
-        if let Some(ns) = namespace_of(&n.labels) {
-            out.entry(ns).or_default().networks.push(n);
+        let labels = n.labels.clone();
+        if let Some(ns) = namespace_of(&labels) {
+            out.put(ns, |o| o.networks.push(n));
         }
     }
     for v in all.volumes {
-        if let Some(ns) = namespace_of(&v.labels) {
-            out.entry(ns).or_default().volumes.push(v);
+        let labels = v.labels.clone();
+        if let Some(ns) = namespace_of(&labels) {
+            out.put(ns, |o| o.volumes.push(v));
         }
     }
     for s in all.secrets {
-        if let Some(ns) = namespace_of(&s.meta.labels) {
-            out.entry(ns).or_default().secrets.push(s);
+        let labels = s.meta.labels.clone();
+        if let Some(ns) = namespace_of(&labels) {
+            out.put(ns, |o| o.secrets.push(s));
         }
     }
     for c in all.configs {
-        if let Some(ns) = namespace_of(&c.meta.labels) {
-            out.entry(ns).or_default().configs.push(c);
+        let labels = c.meta.labels.clone();
+        if let Some(ns) = namespace_of(&labels) {
+            out.put(ns, |o| o.configs.push(c));
         }
     }
-    out
+    out.0.into_iter().collect()
 }
 
 /// Why a task does not count as ready.

@@ -687,7 +687,7 @@ pub(crate) mod tests {
             id: id.into(),
             name: name.into(),
             version: 7,
-            labels: labels.clone().unwrap_or_default(),
+            labels: labels.clone().unwrap_or_default().into(),
             created_at: None,
             updated_at: None,
         }
@@ -720,7 +720,7 @@ pub(crate) mod tests {
                     name: n.name.clone(),
                     driver: "overlay".into(),
                     scope: "swarm".into(),
-                    labels: n.labels.clone().unwrap_or_default(),
+                    labels: n.labels.clone().unwrap_or_default().into(),
                     created_at: None,
                 })
                 .collect(),
@@ -730,7 +730,7 @@ pub(crate) mod tests {
                 .map(|v| Volume {
                     name: v.name.clone(),
                     driver: "local".into(),
-                    labels: v.labels.clone().unwrap_or_default(),
+                    labels: v.labels.clone().unwrap_or_default().into(),
                     created_at: None,
                 })
                 .collect(),

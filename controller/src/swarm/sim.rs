@@ -693,7 +693,7 @@ fn random_hex(rng: &mut StdRng, len: usize) -> String {
 }
 
 fn map_labels(labels: &Option<spec::Map>) -> Labels {
-    labels.clone().unwrap_or_default()
+    labels.clone().unwrap_or_default().into()
 }
 
 fn nanos(ns: Option<i64>) -> Option<Duration> {

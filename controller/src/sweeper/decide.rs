@@ -568,7 +568,7 @@ mod tests {
             Just("hd-db-000000000000".to_string()),
             Just("foreign".to_string()),
         ];
-        proptest::collection::btree_map(key, value, 0..5)
+        proptest::collection::btree_map(key, value, 0..5).prop_map(Labels::from)
     }
 
     proptest! {
