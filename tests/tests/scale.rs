@@ -34,9 +34,9 @@ async fn a_full_resync_costs_the_same_calls_at_ten_and_a_thousand_warm_apps() {
         small.calls, large.calls,
         "calls per pass must not grow with the stacks: 10 → {small:?}, 1000 → {large:?}"
     );
-    // The relist's service, network and volume listings (a stack with only networks or
-    // volumes left is found too) plus one snapshot of every stack (7 kinds).
-    assert_eq!(large.calls, 10, "{large:?}");
+    // One snapshot of every stack (7 kinds), shared by the relist (which finds a stack with
+    // only networks or volumes left too) and every reconcile.
+    assert_eq!(large.calls, 7, "{large:?}");
     assert_eq!((large.refreshes, large.stack_reads), (1, 0), "{large:?}");
 }
 
@@ -55,9 +55,8 @@ async fn a_resync_of_unchanged_warm_apps_renders_nothing_and_writes_nothing() {
         assert_eq!(pass.renders, 0, "no render for unchanged inputs: {pass:?}");
         assert_eq!(pass.writes, 0, "no Docker write: {pass:?}");
         assert_eq!(pass.store_writes, 0, "no store write: {pass:?}");
-        // O(kinds): the relist's service, network and volume listings plus one snapshot of
-        // every stack.
-        assert_eq!(pass.calls, 10, "{pass:?}");
+        // O(kinds): one snapshot of every stack, shared by the relist and the reconciles.
+        assert_eq!(pass.calls, 7, "{pass:?}");
         assert_eq!((pass.refreshes, pass.stack_reads), (1, 0), "{pass:?}");
     }
     assert!(world.all_ready().unwrap());

@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::backoff::Backoff;
 use super::scheduler::Scheduler;
-use super::triggers::{self, Trigger};
+use super::triggers::{self, Survey, Trigger};
 use super::{Action, Config, Error, Next, ObjectRef, Reconciler, Shutdown, Ticket};
 use crate::errors::chain;
 use crate::swarm::Swarm;
@@ -190,19 +190,25 @@ impl<R: Reconciler> Controller<R> {
         };
         let concurrency = config.concurrency.max(1);
 
+        // Where relists find the swarm's stacks (with a swarm only).
+        let survey: Option<Arc<dyn Survey>> = swarm.as_ref().map(|swarm| {
+            R::survey(&ctx)
+                .unwrap_or_else(|| Arc::new(triggers::ListSurvey(Arc::clone(swarm))) as _)
+        });
         // Triggers. Subscribe before the initial relist so no write falls between them.
         let mut sources = JoinSet::new();
         let feed = store.subscribe();
         sources.spawn(triggers::store_feed::<R::Object>(
             store.clone(),
-            swarm.clone(),
+            survey.clone(),
             feed,
             tx.clone(),
         ));
-        if let Some(swarm) = &swarm {
+        if let (Some(swarm), Some(survey)) = (&swarm, &survey) {
             sources.spawn(triggers::docker_events::<R::Object>(
                 store.clone(),
                 Arc::clone(swarm),
+                Arc::clone(survey),
                 config.clone(),
                 StdRng::seed_from_u64(rng.random()),
                 tx.clone(),
@@ -210,14 +216,14 @@ impl<R: Reconciler> Controller<R> {
         }
         sources.spawn(triggers::resync::<R::Object>(
             store.clone(),
-            swarm.clone(),
+            survey.clone(),
             config.clone(),
             StdRng::seed_from_u64(rng.random()),
             resync,
             tx.clone(),
         ));
         let initial = tx.clone();
-        let (s, w) = (store.clone(), swarm.clone());
+        let (s, w) = (store.clone(), survey.clone());
         let (relisted_tx, mut relisted_rx) = tokio::sync::oneshot::channel::<()>();
         let mut startup_rng = StdRng::seed_from_u64(rng.random());
         let policy = config.reconnect_policy();
@@ -226,9 +232,14 @@ impl<R: Reconciler> Controller<R> {
                 triggers::send_relist::<R::Object>(&s, w.as_deref(), &initial, "startup").await;
             let _ = relisted_tx.send(());
             // Orphans the failed swarm listing missed come when a retry lists them.
-            if let (triggers::Relisted::SwarmMissing, Some(swarm)) = (relisted, w.as_deref()) {
-                triggers::send_swarm_owners::<R::Object>(swarm, policy, &mut startup_rng, &initial)
-                    .await;
+            if let (triggers::Relisted::SwarmMissing, Some(survey)) = (relisted, w.as_deref()) {
+                triggers::send_swarm_owners::<R::Object>(
+                    survey,
+                    policy,
+                    &mut startup_rng,
+                    &initial,
+                )
+                .await;
             }
         });
         drop(tx);

@@ -150,6 +150,15 @@ pub trait Reconciler: Send + Sync + 'static {
         }
     }
 
+    /// How a relist finds the stacks on the swarm and their owners (used only with a swarm,
+    /// [`Controller::with_swarm`]). Default (`None`): [`triggers::ListSurvey`], 3 list calls
+    /// of its own. A reconciler whose reconciles share one listing of every stack answers from
+    /// that listing, which the reconciles of the relist then use too.
+    fn survey(ctx: &Arc<Self::Context>) -> Option<Arc<dyn triggers::Survey>> {
+        let _ = ctx;
+        None
+    }
+
     /// What to do after a failed call. Default: retry after the key's backoff delay.
     fn error_policy(key: &ObjectRef, error: &Self::Error, ctx: &Self::Context) -> Action {
         let _ = (key, error, ctx);

@@ -17,8 +17,39 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::backoff::{self, Backoff};
-use super::{Config, Error, ObjectRef};
-use crate::swarm::{LabelFilter, Swarm};
+use super::{Config, Error, ObjectRef, Ticket};
+use crate::swarm::{LabelFilter, Labels, Network, Service, Swarm, Volume};
+
+/// A failed [`Survey`].
+pub type SurveyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where a relist finds the stacks on the swarm and their owners, so an orphan (a stack whose
+/// object was deleted) gets its `cleanup`.
+///
+/// [`ListSurvey`] (the default) lists the swarm's services, networks and volumes for it; a
+/// reconciler that observes every stack at once anyway answers from that one listing instead
+/// ([`super::Reconciler::survey`]), so a resync lists each kind once, not twice.
+pub trait Survey: Send + Sync {
+    /// The owners (of every kind) of the hearth-managed stacks on the swarm, from listings
+    /// that started after `since` (the relist's ticket, which its triggers carry).
+    fn owners(
+        &self,
+        since: Ticket,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<ObjectRef>, SurveyError>>;
+}
+
+/// The default [`Survey`]: lists the swarm's hearth-managed services and networks and its
+/// stack volumes (3 calls).
+pub struct ListSurvey(pub Arc<dyn Swarm>);
+
+impl Survey for ListSurvey {
+    fn owners(
+        &self,
+        _since: Ticket,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<ObjectRef>, SurveyError>> {
+        Box::pin(async move { Ok(listed_owners(self.0.as_ref()).await?) })
+    }
+}
 
 /// A request to reconcile `key` at `at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,27 +158,61 @@ fn store_keys<K: Resource>(store: &Store) -> Result<Vec<ObjectRef>, Error> {
         .collect())
 }
 
-/// The owners of kind `K` of the hearth-managed stacks on the swarm: found through their
-/// services, and through their networks and volumes, so a stack whose services are gone (a
-/// teardown cut off after removing them) is still found and its owner's `cleanup` runs
-/// (issue 14). Volumes made by tasks carry only the stack namespace label (#13): they are
-/// listed by it and owned by their stack's name.
+/// The owners of kind `K` of the hearth-managed stacks on the swarm ([`listed_owners`]).
 async fn swarm_owners<K: Resource>(swarm: &dyn Swarm) -> crate::swarm::Result<Vec<ObjectRef>> {
+    let mut owners = listed_owners(swarm).await?;
+    owners.retain(|k| k.kind == K::KIND);
+    Ok(owners)
+}
+
+/// The owners of the hearth-managed stacks on the swarm: found through their services, and
+/// through their networks and volumes, so a stack whose services are gone (a teardown cut off
+/// after removing them) is still found and its owner's `cleanup` runs (issue 14). Volumes
+/// made by tasks carry only the stack namespace label (#13): they are listed by it and owned
+/// by their stack's name. 3 list calls.
+async fn listed_owners(swarm: &dyn Swarm) -> crate::swarm::Result<Vec<ObjectRef>> {
     let managed = LabelFilter::eq(labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
+    let services = swarm.list_services(&managed).await?;
+    let networks = swarm.list_networks(&managed).await?;
+    let in_a_stack = LabelFilter::all().and_has(crate::swarm::labels::NAMESPACE);
+    let volumes = swarm.list_volumes(&in_a_stack).await?;
+    Ok(stack_owners(&services, &networks, &volumes))
+}
+
+/// The owners of the stacks these listed objects belong to, by the rule of
+/// [`listed_owners`]: services and networks managed by hearth (`hearth.managed-by`), volumes
+/// of any stack. Sorted, without duplicates.
+pub fn stack_owners<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    networks: impl IntoIterator<Item = &'a Network>,
+    volumes: impl IntoIterator<Item = &'a Volume>,
+) -> Vec<ObjectRef> {
+    let managed = |l: &Labels| {
+        l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGED_BY_VALUE)
+    };
+    let in_a_stack = |l: &Labels| l.contains_key(crate::swarm::labels::NAMESPACE);
     let mut owners = Vec::new();
-    for s in swarm.list_services(&managed).await? {
+    for s in services.into_iter().filter(|s| managed(&s.meta.labels)) {
         owners.extend(owners_of_listed(&s.meta.name, &s.meta.labels));
     }
-    for n in swarm.list_networks(&managed).await? {
+    for n in networks.into_iter().filter(|n| managed(&n.labels)) {
         owners.extend(owners_of_listed(&n.name, &n.labels));
     }
-    let in_a_stack = LabelFilter::all().and_has(crate::swarm::labels::NAMESPACE);
-    for v in swarm.list_volumes(&in_a_stack).await? {
+    for v in volumes.into_iter().filter(|v| in_a_stack(&v.labels)) {
         owners.extend(owners_of_listed(&v.name, &v.labels));
     }
-    owners.retain(|k| k.kind == K::KIND);
-    owners.sort_by(|a, b| a.name.cmp(&b.name));
+    owners.sort_by(|a, b| (a.kind.as_str(), &a.name).cmp(&(b.kind.as_str(), &b.name)));
     owners.dedup();
+    owners
+}
+
+/// The owners of kind `K` a survey found.
+async fn surveyed<K: Resource>(
+    survey: &dyn Survey,
+    since: Ticket,
+) -> Result<Vec<ObjectRef>, SurveyError> {
+    let mut owners = survey.owners(since).await?;
+    owners.retain(|k| k.kind == K::KIND);
     Ok(owners)
 }
 
@@ -173,10 +238,12 @@ pub(crate) enum Relisted {
 /// whole resync period.
 pub(crate) async fn send_relist<K: Resource>(
     store: &Store,
-    swarm: Option<&dyn Swarm>,
+    survey: Option<&dyn Survey>,
     tx: &mpsc::UnboundedSender<Trigger>,
     why: &str,
 ) -> Relisted {
+    // Taken before the survey lists: a reconcile may use that listing (it started after).
+    let ticket = Ticket::next();
     let mut keys = match store_keys::<K>(store) {
         Ok(keys) => keys,
         Err(e) => {
@@ -189,8 +256,8 @@ pub(crate) async fn send_relist<K: Resource>(
         }
     };
     let mut complete = true;
-    if let Some(swarm) = swarm {
-        match swarm_owners::<K>(swarm).await {
+    if let Some(survey) = survey {
+        match surveyed::<K>(survey, ticket).await {
             Ok(owners) => keys.extend(owners),
             Err(e) => {
                 tracing::warn!(error = %e, why, "relist: listing swarm services failed; retrying with backoff");
@@ -201,7 +268,7 @@ pub(crate) async fn send_relist<K: Resource>(
     keys.sort_by(|a, b| a.name.cmp(&b.name));
     keys.dedup();
     tracing::debug!(count = keys.len(), why, "relisting");
-    if !send_all(keys, tx) {
+    if !send_all(keys, ticket, tx) {
         Relisted::Closed
     } else if complete {
         Relisted::Complete
@@ -210,23 +277,23 @@ pub(crate) async fn send_relist<K: Resource>(
     }
 }
 
-/// Sends `keys` as one request (so their reconciles can share one observation); `false` once
-/// the runner is gone.
-fn send_all(keys: Vec<ObjectRef>, tx: &mpsc::UnboundedSender<Trigger>) -> bool {
-    let (at, ticket) = (Instant::now(), super::Ticket::next());
+/// Sends `keys` as one request with `ticket` (so their reconciles can share one observation);
+/// `false` once the runner is gone.
+fn send_all(keys: Vec<ObjectRef>, ticket: Ticket, tx: &mpsc::UnboundedSender<Trigger>) -> bool {
+    let at = Instant::now();
     keys.into_iter()
         .all(|key| tx.send(Trigger { key, at, ticket }).is_ok())
 }
 
-/// Completes a relist whose swarm listing failed ([`Relisted::SwarmMissing`]): lists the
-/// swarm's hearth-managed services again after `policy`'s backoff until a listing works,
-/// then sends their owners. Returns `false` once the runner is gone.
+/// Completes a relist whose swarm listing failed ([`Relisted::SwarmMissing`]): surveys the
+/// swarm again after `policy`'s backoff until a listing works, then sends the owners it
+/// found. Returns `false` once the runner is gone.
 ///
 /// Why: with the swarm failing at the wrong moment (a daemon start while dockerd restarts, or
 /// a failing call in the fault matrix), a relist used to leave the stacks of deleted objects
 /// alone until the next periodic resync, 5 minutes later by default.
 pub(crate) async fn send_swarm_owners<K: Resource>(
-    swarm: &dyn Swarm,
+    survey: &dyn Survey,
     policy: backoff::Policy,
     rng: &mut StdRng,
     tx: &mpsc::UnboundedSender<Trigger>,
@@ -238,13 +305,14 @@ pub(crate) async fn send_swarm_owners<K: Resource>(
         if tx.is_closed() {
             return false;
         }
-        match swarm_owners::<K>(swarm).await {
+        let ticket = Ticket::next();
+        match surveyed::<K>(survey, ticket).await {
             Ok(owners) => {
                 tracing::debug!(
                     count = owners.len(),
                     "relist: swarm services listed on retry"
                 );
-                return send_all(owners, tx);
+                return send_all(owners, ticket, tx);
             }
             Err(e) => tracing::warn!(error = %e, "relist: listing swarm services failed again"),
         }
@@ -255,7 +323,7 @@ pub(crate) async fn send_swarm_owners<K: Resource>(
 /// the controller's own) triggers its key; a lagging subscription relists.
 pub(crate) async fn store_feed<K: Resource>(
     store: Store,
-    swarm: Option<Arc<dyn Swarm>>,
+    survey: Option<Arc<dyn Survey>>,
     mut feed: state::watch::Subscription,
     tx: mpsc::UnboundedSender<Trigger>,
 ) {
@@ -275,7 +343,7 @@ pub(crate) async fn store_feed<K: Resource>(
             Err(watch::Error::Lagged { missed }) => {
                 tracing::warn!(missed, "change feed lagged; relisting");
                 // Docker is not the problem here; the next resync covers a failed listing.
-                if send_relist::<K>(&store, swarm.as_deref(), &tx, "change feed lagged").await
+                if send_relist::<K>(&store, survey.as_deref(), &tx, "change feed lagged").await
                     == Relisted::Closed
                 {
                     return;
@@ -294,6 +362,7 @@ pub(crate) async fn store_feed<K: Resource>(
 pub(crate) async fn docker_events<K: Resource>(
     store: Store,
     swarm: Arc<dyn Swarm>,
+    survey: Arc<dyn Survey>,
     config: Config,
     mut rng: StdRng,
     tx: mpsc::UnboundedSender<Trigger>,
@@ -304,7 +373,7 @@ pub(crate) async fn docker_events<K: Resource>(
         let mut events = swarm.events();
         // A failed listing here is retried by this loop: the stream fails too and is reopened.
         if !first
-            && send_relist::<K>(&store, Some(swarm.as_ref()), &tx, "events stream reopened").await
+            && send_relist::<K>(&store, Some(survey.as_ref()), &tx, "events stream reopened").await
                 == Relisted::Closed
         {
             return;
@@ -347,7 +416,7 @@ pub(crate) async fn docker_events<K: Resource>(
 /// the safety net for missed triggers.
 pub(crate) async fn resync<K: Resource>(
     store: Store,
-    swarm: Option<Arc<dyn Swarm>>,
+    survey: Option<Arc<dyn Survey>>,
     config: Config,
     mut rng: StdRng,
     now: Arc<tokio::sync::Notify>,
@@ -361,7 +430,7 @@ pub(crate) async fn resync<K: Resource>(
         }
         if !complete_relist::<K>(
             &store,
-            swarm.as_deref(),
+            survey.as_deref(),
             &config,
             &mut rng,
             &tx,
@@ -378,17 +447,19 @@ pub(crate) async fn resync<K: Resource>(
 /// runner is gone.
 pub(crate) async fn complete_relist<K: Resource>(
     store: &Store,
-    swarm: Option<&dyn Swarm>,
+    survey: Option<&dyn Survey>,
     config: &Config,
     rng: &mut StdRng,
     tx: &mpsc::UnboundedSender<Trigger>,
     why: &str,
 ) -> bool {
-    match send_relist::<K>(store, swarm, tx, why).await {
+    match send_relist::<K>(store, survey, tx, why).await {
         Relisted::Closed => false,
         Relisted::Complete | Relisted::Failed => true,
-        Relisted::SwarmMissing => match swarm {
-            Some(swarm) => send_swarm_owners::<K>(swarm, config.reconnect_policy(), rng, tx).await,
+        Relisted::SwarmMissing => match survey {
+            Some(survey) => {
+                send_swarm_owners::<K>(survey, config.reconnect_policy(), rng, tx).await
+            }
             None => true,
         },
     }

@@ -15,6 +15,10 @@
 //! one listing, an event or a requeue forces a new one, and a stack hearth just changed is
 //! re-read on its own (7 calls for that stack only, never for the others).
 //!
+//! A relist takes its stacks from the same snapshot ([`ObservationCache::snapshot`], listed
+//! after the relist's ticket), so the reconciles it triggers read the relist's own listing:
+//! a resync lists each kind once.
+//!
 //! The decision is [`plan_read`] (pure); this type only holds the snapshot and lists.
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,13 +67,16 @@ pub fn plan_read(
     }
 }
 
+/// Every stack of one listing by namespace.
+pub type Stacks = BTreeMap<String, Arc<Observed>>;
+
 #[derive(Debug, Default)]
 struct Inner {
     /// When the listing of every stack started.
     snapshot_at: Option<Ticket>,
     /// Every stack of that listing (absent: empty then), shared with the reconciles it
     /// serves (a read clones a pointer, not the stack).
-    stacks: BTreeMap<String, Arc<Observed>>,
+    stacks: Arc<Stacks>,
     /// Stacks re-read alone since, with when that listing started.
     reread: HashMap<String, (Ticket, Arc<Observed>)>,
     /// When hearth last finished writing to each stack.
@@ -146,17 +153,7 @@ impl ObservationCache {
             let _flight = self.refresh.lock().await;
             match self.plan(namespace, fresh_since) {
                 (Read::RefreshAll, _) => {
-                    let started = Ticket::next();
-                    let stacks = observe_all(swarm, &LabelFilter::all(), Depth::WithTasks).await?;
-                    self.refreshes.fetch_add(1, Ordering::Relaxed);
-                    let mut inner = self.lock();
-                    inner.snapshot_at = Some(started);
-                    inner.stacks = stacks
-                        .into_iter()
-                        .map(|(ns, o)| (ns, Arc::new(o)))
-                        .collect();
-                    inner.reread.retain(|_, (at, _)| *at > started);
-                    drop(inner);
+                    self.list_all(swarm).await?;
                     self.plan(namespace, fresh_since)
                 }
                 other => other,
@@ -183,6 +180,49 @@ impl ObservationCache {
         }
     }
 
+    /// Lists every stack (the caller holds `refresh`) and makes it the snapshot.
+    async fn list_all(&self, swarm: &dyn Swarm) -> Result<Arc<Stacks>> {
+        let started = Ticket::next();
+        let stacks = observe_all(swarm, &LabelFilter::all(), Depth::WithTasks).await?;
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        let stacks: Arc<Stacks> = Arc::new(
+            stacks
+                .into_iter()
+                .map(|(ns, o)| (ns, Arc::new(o)))
+                .collect(),
+        );
+        let mut inner = self.lock();
+        inner.snapshot_at = Some(started);
+        let old = std::mem::replace(&mut inner.stacks, Arc::clone(&stacks));
+        inner.reread.retain(|_, (at, _)| *at > started);
+        drop(inner);
+        drop(old);
+        Ok(stacks)
+    }
+
+    /// Every stack, from a listing that started after `fresh_since` (the snapshot, listed
+    /// again unless it is that fresh). A relist takes its stacks from here, so the reconciles
+    /// it triggers share the relist's own listing (one listing per kind per resync).
+    ///
+    /// # Errors
+    /// [`super::Error::ObserveFailed`] from the listing (the snapshot is kept then).
+    pub async fn snapshot(&self, swarm: &dyn Swarm, fresh_since: Ticket) -> Result<Arc<Stacks>> {
+        let fresh = |inner: &Inner| {
+            inner
+                .snapshot_at
+                .is_some_and(|at| at > fresh_since)
+                .then(|| Arc::clone(&inner.stacks))
+        };
+        if let Some(stacks) = fresh(&self.lock()) {
+            return Ok(stacks);
+        }
+        let _flight = self.refresh.lock().await;
+        if let Some(stacks) = fresh(&self.lock()) {
+            return Ok(stacks);
+        }
+        self.list_all(swarm).await
+    }
+
     /// Records that hearth finished writing to stack `namespace` now (call it after an apply or
     /// teardown, also a failed one): no view listed before this moment is served for it again.
     pub fn wrote(&self, namespace: &str) {
@@ -194,7 +234,7 @@ impl ObservationCache {
     pub fn clear(&self) {
         let mut inner = self.lock();
         inner.snapshot_at = None;
-        inner.stacks.clear();
+        inner.stacks = Arc::default();
         inner.reread.clear();
     }
 

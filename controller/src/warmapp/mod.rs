@@ -42,6 +42,7 @@ use tracing::{info, warn};
 use crate::candidates::Snapshots;
 use crate::catalogue::{Catalogue, RenderRequest};
 use crate::errors::chain;
+use crate::runtime::triggers::{self, Survey};
 use crate::runtime::{Action, Reconciler, Ticket};
 use crate::stack::{self, ApplyOptions, ObservationCache, Observed, Owner, TeardownOptions};
 use crate::swarm::{Labels, Swarm};
@@ -218,6 +219,37 @@ impl Reconciler for WarmAppReconciler {
         let result = cleanup(&key.name, &ctx).await;
         timer.finish(result.is_ok());
         result
+    }
+
+    fn survey(ctx: &Arc<Context>) -> Option<Arc<dyn Survey>> {
+        Some(Arc::new(SharedSurvey(Arc::clone(ctx))))
+    }
+}
+
+/// A relist's survey from the listing of every stack the reconciles share
+/// ([`ObservationCache::snapshot`]): a resync lists each kind once (7 calls), not the relist's
+/// services, networks and volumes first and every kind again for the reconciles (10).
+///
+/// That listing holds the objects with a stack namespace label, which every object hearth
+/// deploys carries ([`stack::render`]); among them the owners are found by the same rule as
+/// [`triggers::ListSurvey`]'s ([`triggers::stack_owners`]).
+struct SharedSurvey(Arc<Context>);
+
+impl Survey for SharedSurvey {
+    fn owners(
+        &self,
+        since: Ticket,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<ObjectRef>, triggers::SurveyError>> {
+        Box::pin(async move {
+            let ctx = &self.0;
+            let stacks = ctx.observations.snapshot(ctx.swarm.as_ref(), since).await?;
+            let objects = || stacks.values();
+            Ok(triggers::stack_owners(
+                objects().flat_map(|o| &o.services),
+                objects().flat_map(|o| &o.networks),
+                objects().flat_map(|o| &o.volumes),
+            ))
+        })
     }
 }
 

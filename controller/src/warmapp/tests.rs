@@ -17,7 +17,7 @@ use super::*;
 use crate::catalogue::DirCatalogue;
 use crate::stack::{Depth, TeardownOptions};
 use crate::swarm::sim::{SimConfig, SimSwarm};
-use crate::swarm::spec::{StackSpec, UpdateConfig, UpdateOrder};
+use crate::swarm::spec::{self, StackSpec, UpdateConfig, UpdateOrder};
 use crate::swarm::{LabelFilter, Verb};
 
 fn examples() -> PathBuf {
@@ -385,4 +385,70 @@ fn a_prepared_stack_updates_one_task_at_a_time_where_the_recipe_gives_no_update_
         }),
         "a config the recipe does not give is Docker's default but for the order"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_relist_finds_stacks_from_the_listing_its_reconciles_then_share() {
+    // A warm app's stack with only its network left (a teardown cut off after the services)
+    // and another's task-made volume (only the namespace label, #13): the survey finds both
+    // owners, and a reconcile triggered by the relist reads that same listing.
+    let w = world().await;
+    let owner = owner(
+        "netonly",
+        &crd::names::warm_stack("netonly", false).unwrap(),
+        &w.ctx.extra_labels,
+    );
+    let mut labels = spec::Map::from([(
+        crate::swarm::labels::NAMESPACE.to_string(),
+        "hw-netonly".to_string(),
+    )]);
+    owner.stamp(&mut labels);
+    w.swarm
+        .create_network(&spec::NetworkSpec {
+            name: "hw-netonly_default".into(),
+            driver: Some("overlay".into()),
+            labels: Some(labels),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    w.swarm
+        .create_volume(&spec::VolumeSpec {
+            name: "hw-volonly_data".into(),
+            labels: Some(spec::Map::from([(
+                crate::swarm::labels::NAMESPACE.to_string(),
+                "hw-volonly".to_string(),
+            )])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    w.swarm.clear_calls();
+    let survey = WarmAppReconciler::survey(&w.ctx).unwrap();
+    let relist = Ticket::next();
+    let owners = survey.owners(relist).await.unwrap();
+    assert_eq!(
+        owners,
+        [
+            ObjectRef::new(Kind::WarmApp, "netonly"),
+            ObjectRef::new(Kind::WarmApp, "volonly")
+        ]
+    );
+    assert_eq!(w.swarm.call_count(), 7, "one listing of every kind");
+    let seen = w
+        .ctx
+        .observations
+        .observe(w.swarm.as_ref(), "hw-netonly", relist)
+        .await
+        .unwrap();
+    assert_eq!(seen.networks.len(), 1);
+    assert_eq!(
+        w.swarm.call_count(),
+        7,
+        "the reconcile read the relist's listing"
+    );
+    assert_eq!(w.ctx.observations.stats().refreshes, 1);
+    // A later relist lists again.
+    survey.owners(Ticket::next()).await.unwrap();
+    assert_eq!(w.swarm.call_count(), 14);
 }
