@@ -561,7 +561,7 @@ async fn ten_thousand_distinct_client_strings_through_every_input_leave_the_seri
         }
     };
     refused_start("commit", &[201]).await;
-    refused_start("dep", &[503]).await;
+    refused_start("dep", &[422]).await;
     refused_start("container", &[422]).await;
     refused_start("pool", &[404]).await;
     refused_start("candidate", &[422]).await;

@@ -34,7 +34,12 @@ fn run_error(e: &runs::Error) -> ApiError {
         // A run id the store refuses as a name (`a/b` in a path) is the request's fault, not
         // the daemon's: found by the API body fuzz target (tests/tests/fuzz_api.rs).
         runs::Error::StoreFailed(e) => return store_error(e),
-        runs::Error::DepUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        // The request named a dep hearth cannot bring up (no such DepProvider, or its warm app
+        // is not declared as a provider): the client's or the operator's to fix, not a retry
+        // later (it was a 503, found by the labels test).
+        runs::Error::DepUnavailable { .. } => {
+            return ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, chain(e)).with_field("deps")
+        }
         runs::Error::SnapshotFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         runs::Error::NoDeployBase { .. } | runs::Error::RunNotRunning { .. } => {
             StatusCode::CONFLICT
