@@ -12,11 +12,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::catalogue::Catalogue;
-use crate::runs::tiers::UNDECLARED;
 use crate::runtime::workers::{Failure, Next, Worker};
 use crate::runtime::Handle;
 use crd::{Recipe, Run, RunPhase, SlotPool};
-use metrics::Metrics;
+use metrics::{Metrics, UNDECLARED};
 use state::Store;
 
 /// How often the gauges are recomputed.

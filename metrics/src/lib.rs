@@ -46,6 +46,11 @@ const WAIT_BUCKETS: &[f64] = &[
     0.0, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
 
+/// The label value of a tier or recipe that is not declared: never a declared name (those are
+/// DNS labels, which cannot start with `_`). Kept here, with the families it bounds, so that
+/// whatever counts runs and whatever prunes series name it alike.
+pub const UNDECLARED: &str = "_undeclared";
+
 /// Every metric hearth exports, owned together with their registry.
 #[derive(Clone)]
 pub struct Metrics {

@@ -17,9 +17,8 @@ use state::Store;
 
 use crate::catalogue::Catalogue;
 
-/// The label value of a tier or recipe that is not declared: never a declared name (those are
-/// DNS labels, which cannot start with `_`).
-pub const UNDECLARED: &str = "_undeclared";
+/// The label value of a tier or recipe that is not declared ([`metrics::UNDECLARED`]).
+pub use metrics::UNDECLARED;
 
 /// The tier names declared for one run, and by whom.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
