@@ -773,6 +773,25 @@ impl Runs {
     }
 
     /// What `source` means for `run`, snapshotted.
+    /// `Err` (why) when the catalogue knows `recipe` and `version` is not one of its published
+    /// versions. Without a catalogue, or for a recipe it cannot list, the deploy decides.
+    fn check_published(&self, recipe: &str, version: &str) -> std::result::Result<(), String> {
+        let Some(catalogue) = &self.catalogue else {
+            return Ok(());
+        };
+        let Ok(found) = catalogue.recipe(recipe) else {
+            return Ok(());
+        };
+        if found.published(version).is_some() {
+            return Ok(());
+        }
+        let published: Vec<String> = found.versions.iter().map(|v| v.to_string()).collect();
+        Err(format!(
+            "recipe {recipe} has no published version {version:?} (published: {})",
+            published.join(", ")
+        ))
+    }
+
     async fn resolve_target(&self, run: &Run, source: &DeploySource) -> Result<DeployTarget> {
         let name = run.metadata.name.as_str();
         let failed = |reason: String| Error::SnapshotFailed {
@@ -794,6 +813,11 @@ impl Runs {
                     .resolve_content(recipe, v, ContentSource::Version, &env)
                     .await
                     .map_err(failed)?;
+                if c.is_none() {
+                    // Not snapshotted (a recipe without git history): the version is checked
+                    // here, so an unpublished one is the request's 422, not a failed deploy.
+                    self.check_published(recipe, &v).map_err(failed)?;
+                }
                 ("version", v, c)
             }
             DeploySource::Commit(commit) => {
