@@ -10,6 +10,25 @@ pub fn fixture_recipe() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/hearth-testbed/webapp-recipe"))
 }
 
+/// Whether the fixture recipe repository is there for `test`; when it is not, that fails the
+/// test under `CI=true` and is a loud skip elsewhere (as [`crate::support::real_swarm`]).
+pub fn fixture_recipe_present(test: &str) -> bool {
+    let base = fixture_recipe();
+    if base.join(".git").is_dir() {
+        return true;
+    }
+    assert!(
+        !crate::support::in_ci(),
+        "the fixture recipe repository {} is missing: run scripts/testbed.sh",
+        base.display()
+    );
+    eprintln!(
+        "SKIP {test}: no fixture recipe repository at {}",
+        base.display()
+    );
+    false
+}
+
 /// Runs `git -C dir args…` with a fixed identity and no global config.
 ///
 /// # Panics

@@ -89,6 +89,20 @@ pub fn unique_name(test: &str) -> String {
     )
 }
 
+/// A short unique name `<prefix><pid><nanos>` (hex, 4 digits each at most), for names that
+/// become part of stack, secret and config names (a recipe's, a warm app's).
+pub fn short_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}{:x}{:x}",
+        std::process::id() % 0x10000,
+        nanos % 0x10000
+    )
+}
+
 /// The labels of a test's objects: the test label plus its run label.
 pub fn labels(run: &str) -> spec::Map {
     spec::Map::from([

@@ -33,9 +33,9 @@ use controller::swarm::{DockerSwarm, Swarm};
 use crd::names::BaseDomain;
 use crd::{ContentKind, Run, RunPhase, WarmApp, WarmAppPhase};
 use hearth_tests::counting::Counting;
-use hearth_tests::gitrecipe::{clone_fixture, fixture_recipe, git, publish, set_version};
+use hearth_tests::gitrecipe::{clone_fixture, fixture_recipe_present, git, publish, set_version};
 use hearth_tests::real_serve::{self, app_image};
-use hearth_tests::support::{eventually, in_ci, real_swarm};
+use hearth_tests::support::{eventually, real_swarm, short_name};
 use state::history::{ObjectRef, Query};
 
 fn state(name: &str, url: &str, promote_candidates: bool) -> String {
@@ -138,25 +138,11 @@ async fn candidates_are_snapshotted_and_only_what_went_green_is_promoted_exactly
     let Some(docker) = real_swarm("candidates_real").await else {
         return;
     };
-    if !fixture_recipe().join(".git").is_dir() {
-        assert!(
-            !in_ci(),
-            "the fixture recipe repository {} is missing: run scripts/testbed.sh",
-            fixture_recipe().display()
-        );
-        eprintln!("SKIP candidates_real: no fixture recipe repository");
+    if !fixture_recipe_present("candidates_real") {
         return;
     }
     let t0 = Instant::now();
-    let name = format!(
-        "cd{:x}{:x}",
-        std::process::id() % 0x10000,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-            % 0x10000
-    );
+    let name = short_name("cd");
     let stack = format!("hw-{name}");
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");

@@ -48,11 +48,13 @@ use controller::access::admin_token as auth;
 use controller::cli::ci::Client;
 use controller::serve::Running;
 use crd::{RunPhase, WarmApp};
-use hearth_tests::gitrecipe::{clone_fixture, fixture_recipe, git, set_version};
+use hearth_tests::gitrecipe::{clone_fixture, fixture_recipe_present, git, set_version};
 use hearth_tests::real_serve::{
     self, app_image, app_service_version, ready_at, wait_app, wait_app_service_settled, write_state,
 };
-use hearth_tests::support::{eventually, hearth_bin, in_ci, real_swarm, RemoveOnDrop, RUN_LABEL};
+use hearth_tests::support::{
+    eventually, hearth_bin, real_swarm, short_name, RemoveOnDrop, RUN_LABEL,
+};
 use serde_json::Value;
 
 /// Stands in for `curl -fsS http://$HEARTH_DOMAIN/PATH` where there is no ingress: some running
@@ -625,25 +627,11 @@ async fn the_shell_job_and_each_pipeline_test_a_change_and_promote_exactly_what_
     let Some(docker) = real_swarm("pipelines_real").await else {
         return;
     };
-    if !fixture_recipe().join(".git").is_dir() {
-        assert!(
-            !in_ci(),
-            "the fixture recipe repository {} is missing: run scripts/testbed.sh",
-            fixture_recipe().display()
-        );
-        eprintln!("SKIP pipelines_real: no fixture recipe repository");
+    if !fixture_recipe_present("pipelines_real") {
         return;
     }
     let t0 = Instant::now();
-    let name = format!(
-        "pl{:x}{:x}",
-        std::process::id() % 0x10000,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-            % 0x10000
-    );
+    let name = short_name("pl");
     // Declared before the daemon: dropped after it, so a failing test leaves no stack (nor a
     // step container) behind.
     let mut cleanup = RemoveOnDrop::new(&name);

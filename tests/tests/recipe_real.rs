@@ -24,10 +24,10 @@ use controller::serve::Running;
 use controller::stack::{teardown, TeardownOptions};
 use controller::swarm::{DockerSwarm, LabelFilter, Swarm};
 use crd::WarmApp;
-use hearth_tests::gitrecipe::{fixture_recipe, publish};
+use hearth_tests::gitrecipe::{fixture_recipe, fixture_recipe_present, publish};
 use hearth_tests::real_serve::{self, ready_at, wait_app};
 use hearth_tests::served::served_versions;
-use hearth_tests::support::{eventually, in_ci, real_swarm};
+use hearth_tests::support::{eventually, real_swarm, short_name};
 use state::history::{ObjectRef, Query};
 
 /// Every log line of the in-process daemon (debug level), to search for secret values.
@@ -140,16 +140,7 @@ async fn a_git_recipe_comes_up_on_its_newest_tag_advances_rolls_back_and_survive
         return;
     };
     let base = fixture_recipe();
-    if !base.join(".git").is_dir() {
-        assert!(
-            !in_ci(),
-            "the fixture recipe repository {} is missing: run scripts/testbed.sh",
-            base.display()
-        );
-        eprintln!(
-            "SKIP recipe_real: no fixture recipe repository at {}",
-            base.display()
-        );
+    if !fixture_recipe_present("recipe_real") {
         return;
     }
     let log = LogBuffer::default();
@@ -160,15 +151,7 @@ async fn a_git_recipe_comes_up_on_its_newest_tag_advances_rolls_back_and_survive
         .init();
     let t0 = Instant::now();
     // A short, unique recipe name (it is part of the stack, secret and config names).
-    let name = format!(
-        "rc{:x}{:x}",
-        std::process::id() % 0x10000,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-            % 0x10000
-    );
+    let name = short_name("rc");
     let stack = format!("hw-{name}");
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
