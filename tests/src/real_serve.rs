@@ -171,3 +171,25 @@ pub async fn wait_app_service_settled(stack: &str) {
     )
     .await;
 }
+
+/// Waits up to 45 s until the daemon's git recipe `recipe` has fetched version `tag`.
+pub async fn wait_fetched(running: &Running, recipe: &str, tag: &str) {
+    let store = running.store.clone();
+    eventually(
+        &format!("{recipe}: tag {tag} fetched"),
+        Duration::from_secs(45),
+        Duration::from_millis(250),
+        || {
+            let hit = store
+                .get::<crd::Recipe>(recipe)
+                .expect("store read")
+                .status
+                .versions
+                .iter()
+                .any(|v| v.version == tag)
+                .then_some(());
+            async move { hit }
+        },
+    )
+    .await
+}

@@ -321,22 +321,7 @@ async fn candidates_are_snapshotted_and_only_what_went_green_is_promoted_exactly
 
     // 3. Released: tag 1.3.0 (image 1.1.0). A green run of the tag promotes exactly it.
     let tag_commit = publish(&repo, "1.3.0+1.3.0", "1.1.0");
-    eventually(
-        "the tag fetched",
-        Duration::from_secs(45),
-        Duration::from_millis(250),
-        || {
-            let r = running.store.get::<crd::Recipe>(&name).unwrap();
-            let hit = r
-                .status
-                .versions
-                .iter()
-                .any(|v| v.version == "1.3.0+1.3.0")
-                .then_some(());
-            async move { hit }
-        },
-    )
-    .await;
+    real_serve::wait_fetched(&running, &name, "1.3.0+1.3.0").await;
     let id = run_start(&running, &name, &["--version", "1.3.0+1.3.0"]).await;
     let release = running.store.get::<Run>(&id).unwrap().spec.content.unwrap();
     assert_eq!(release.kind, ContentKind::Release);
@@ -355,22 +340,7 @@ async fn candidates_are_snapshotted_and_only_what_went_green_is_promoted_exactly
     // 4. A skipped required tier promotes nothing; a tag moved under a run is refused.
     let before = running.store.get::<WarmApp>(&name).unwrap();
     publish(&repo, "1.4.0+1.4.0", "2.0.0");
-    eventually(
-        "tag 1.4.0 fetched",
-        Duration::from_secs(45),
-        Duration::from_millis(250),
-        || {
-            let r = running.store.get::<crd::Recipe>(&name).unwrap();
-            let hit = r
-                .status
-                .versions
-                .iter()
-                .any(|v| v.version == "1.4.0+1.4.0")
-                .then_some(());
-            async move { hit }
-        },
-    )
-    .await;
+    real_serve::wait_fetched(&running, &name, "1.4.0+1.4.0").await;
     let skipped = run_start(&running, &name, &["--version", "1.4.0+1.4.0"]).await;
     let run = run_finish(&running, &skipped, &["install=skip:flaky"]).await;
     assert_eq!(run.status.phase, RunPhase::Failed, "a skip is not a pass");

@@ -52,9 +52,7 @@ use hearth_tests::gitrecipe::{clone_fixture, fixture_recipe_present, git, set_ve
 use hearth_tests::real_serve::{
     self, app_image, app_service_version, ready_at, wait_app, wait_app_service_settled, write_state,
 };
-use hearth_tests::support::{
-    eventually, hearth_bin, real_swarm, short_name, RemoveOnDrop, RUN_LABEL,
-};
+use hearth_tests::support::{hearth_bin, real_swarm, short_name, RemoveOnDrop, RUN_LABEL};
 use serde_json::Value;
 
 /// Stands in for `curl -fsS http://$HEARTH_DOMAIN/PATH` where there is no ingress: some running
@@ -317,24 +315,7 @@ impl Bed {
 
     /// Waits until the recipe has fetched `tag`.
     async fn fetched(&self, tag: &str) {
-        let store = self.running.store.clone();
-        eventually(
-            &format!("tag {tag} fetched"),
-            Duration::from_secs(45),
-            Duration::from_millis(250),
-            || {
-                let hit = store
-                    .get::<crd::Recipe>(&self.name)
-                    .unwrap()
-                    .status
-                    .versions
-                    .iter()
-                    .any(|v| v.version == tag)
-                    .then_some(());
-                async move { hit }
-            },
-        )
-        .await;
+        real_serve::wait_fetched(&self.running, &self.name, tag).await;
     }
 }
 
