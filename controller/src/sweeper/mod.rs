@@ -752,35 +752,25 @@ pub(crate) async fn mark_closing(
     why: Reason,
     now: u64,
 ) -> state::Result<bool> {
-    state::retry_conflicts(
-        state::CONFLICT_ATTEMPTS,
-        state::Error::is_conflict,
-        || async {
-            let Some(mut run) = store.get_opt::<Run>(name)? else {
-                return Ok(false);
-            };
-            if run.status.phase.is_terminal() {
-                return Ok(false);
-            }
-            if closing_reason(&run).is_some() {
-                return Ok(true);
-            }
-            let generation = run.metadata.generation;
-            set_condition(
-                &mut run.status.conditions,
-                Condition::new(
-                    CLOSING,
-                    ConditionStatus::True,
-                    why.code(),
-                    format!("{}: closing with forced teardown", why.as_str()),
-                    now,
-                    generation,
-                ),
-            );
-            store.update_status(&run).await?;
-            Ok(true)
-        },
-    )
+    edit_open_run(store, name, move |mut run| async move {
+        if closing_reason(&run).is_some() {
+            return Ok(true);
+        }
+        let generation = run.metadata.generation;
+        set_condition(
+            &mut run.status.conditions,
+            Condition::new(
+                CLOSING,
+                ConditionStatus::True,
+                why.code(),
+                format!("{}: closing with forced teardown", why.as_str()),
+                now,
+                generation,
+            ),
+        );
+        store.update_status(&run).await?;
+        Ok(true)
+    })
     .await
 }
 
@@ -798,40 +788,57 @@ pub(crate) async fn close_run(
     why: Reason,
     now: u64,
 ) -> state::Result<bool> {
+    edit_open_run(store, name, move |mut run| async move {
+        let mut tx = store.transaction();
+        if residuals.is_empty() {
+            run.status.phase = phase;
+            run.status.finished_at_ms = Some(now);
+            run.status.residuals.clear();
+            run.status.last_error = Some(format!("{}: swept with forced teardown", why.as_str()));
+            if let Some(pool) = crate::slots::release_run_slot(store, &run)? {
+                tx.update_status(&pool);
+            }
+        } else {
+            run.status.phase = RunPhase::TeardownFailed;
+            run.status.residuals = residuals
+                .iter()
+                .map(|o| format!("{}/{}", o.kind, o.name))
+                .collect();
+            run.status.last_error = Some(format!(
+                "forced teardown left {} object(s); retrying",
+                residuals.len()
+            ));
+        }
+        tx.update_status(&run);
+        tx.commit().await?;
+        Ok(true)
+    })
+    .await
+}
+
+/// The one read-modify-write of a run the sweeper does: reads run `name` and hands it to
+/// `edit` (which writes it) unless it is gone or terminal, again on a store conflict
+/// ([`state::retry_conflicts`]). `Ok(false)` when the run is gone or already terminal.
+///
+/// # Errors
+/// The store's errors and `edit`'s; a conflict still there after [`state::CONFLICT_ATTEMPTS`]
+/// attempts.
+async fn edit_open_run<F, Fut>(store: &Store, name: &str, edit: F) -> state::Result<bool>
+where
+    F: Fn(Run) -> Fut,
+    Fut: std::future::Future<Output = state::Result<bool>>,
+{
     state::retry_conflicts(
         state::CONFLICT_ATTEMPTS,
         state::Error::is_conflict,
         || async {
-            let Some(mut run) = store.get_opt::<Run>(name)? else {
+            let Some(run) = store.get_opt::<Run>(name)? else {
                 return Ok(false);
             };
             if run.status.phase.is_terminal() {
                 return Ok(false);
             }
-            let mut tx = store.transaction();
-            if residuals.is_empty() {
-                run.status.phase = phase;
-                run.status.finished_at_ms = Some(now);
-                run.status.residuals.clear();
-                run.status.last_error =
-                    Some(format!("{}: swept with forced teardown", why.as_str()));
-                if let Some(pool) = crate::slots::release_run_slot(store, &run)? {
-                    tx.update_status(&pool);
-                }
-            } else {
-                run.status.phase = RunPhase::TeardownFailed;
-                run.status.residuals = residuals
-                    .iter()
-                    .map(|o| format!("{}/{}", o.kind, o.name))
-                    .collect();
-                run.status.last_error = Some(format!(
-                    "forced teardown left {} object(s); retrying",
-                    residuals.len()
-                ));
-            }
-            tx.update_status(&run);
-            tx.commit().await?;
-            Ok(true)
+            edit(run).await
         },
     )
     .await
