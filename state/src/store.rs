@@ -234,21 +234,10 @@ impl Store {
     pub fn list<R: Resource>(&self) -> Result<ObjectList<R>> {
         // Read the revision first: every write at or below it is already visible to the scan.
         let revision = self.inner.gate.revision();
-        let prefix = keys::object_prefix(R::KIND);
         let items = self
-            .inner
-            .engine
-            .scan(
-                Keyspace::Objects,
-                &KeyRange::prefix(&prefix),
-                Order::Ascending,
-                usize::MAX,
-            )?
+            .scan_kind(R::KIND)?
             .into_iter()
-            .map(|(key, bytes)| {
-                let name = String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default());
-                decode::<R>(&bytes, &name)
-            })
+            .map(|(name, bytes)| decode::<R>(&bytes, &name))
             .collect::<Result<Vec<R>>>()?;
         Ok(ObjectList { items, revision })
     }
@@ -260,7 +249,17 @@ impl Store {
     /// # Errors
     /// [`Error::EngineFailed`].
     pub fn names<R: Resource>(&self) -> Result<Vec<String>> {
-        let prefix = keys::object_prefix(R::KIND);
+        Ok(self
+            .scan_kind(R::KIND)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// Every stored object of `kind` as (name, encoded bytes), in name order: one scan of
+    /// that kind's key range.
+    fn scan_kind(&self, kind: Kind) -> Result<Vec<(String, Vec<u8>)>> {
+        let prefix = keys::object_prefix(kind);
         Ok(self
             .inner
             .engine
@@ -271,8 +270,9 @@ impl Store {
                 usize::MAX,
             )?
             .into_iter()
-            .map(|(key, _)| {
-                String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default()).into_owned()
+            .map(|(key, bytes)| {
+                let name = String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default());
+                (name.into_owned(), bytes)
             })
             .collect())
     }
