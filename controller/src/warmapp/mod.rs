@@ -40,7 +40,7 @@ use state::{Clock, Store};
 use tracing::{info, warn};
 
 use crate::candidates::Snapshots;
-use crate::catalogue::{Catalogue, RenderRequest};
+use crate::catalogue::{Catalogue, RenderRequest, Rendered};
 use crate::errors::chain;
 use crate::runtime::triggers::{self, Survey};
 use crate::runtime::{Action, Reconciler, Ticket};
@@ -289,21 +289,7 @@ fn desired(
         }
         let snapshots = Snapshots::new(ctx.store.clone(), ctx.catalogue.snapshot_dir());
         let rendered = snapshots.render(content, &request).map_err(|e| chain(&e))?;
-        let labelled =
-            stack::render(&prepare(rendered.stack, version), owner).map_err(|e| e.to_string())?;
-        let fresh = Arc::new(Desired {
-            rendered: labelled,
-            timeout: rendered.timeout,
-        });
-        ctx.renders.put(
-            name,
-            stack.as_str(),
-            version,
-            owner,
-            rendered.digest,
-            Arc::clone(&fresh),
-        );
-        return Ok(fresh);
+        return remember(ctx, name, stack, owner, version, rendered);
     }
     if let Some(kept) = ctx
         .catalogue
@@ -316,6 +302,19 @@ fn desired(
         return Ok(kept);
     }
     let rendered = ctx.catalogue.render(&request).map_err(|e| chain(&e))?;
+    remember(ctx, name, stack, owner, version, rendered)
+}
+
+/// A fresh render of the app's stack at `version`, labelled for `owner` and remembered (by its
+/// digest) for the next reconcile of app `name`.
+fn remember(
+    ctx: &Context,
+    name: &str,
+    stack: &StackName,
+    owner: &Owner,
+    version: &str,
+    rendered: Rendered,
+) -> Result<Arc<Desired>, String> {
     let labelled =
         stack::render(&prepare(rendered.stack, version), owner).map_err(|e| e.to_string())?;
     let fresh = Arc::new(Desired {
