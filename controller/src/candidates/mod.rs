@@ -25,11 +25,10 @@ use std::path::{Path, PathBuf};
 
 use crd::{Content, ContentKind};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use state::Store;
 
 use crate::catalogue::sources::{render_tree_as, Deployed};
-use crate::catalogue::{self, RenderRequest, Rendered};
+use crate::catalogue::{self, InputDigest, RenderRequest, Rendered};
 
 /// Largest snapshot (sum of file sizes).
 pub const MAX_SNAPSHOT_BYTES: usize = 512 * 1024;
@@ -121,23 +120,12 @@ impl Snapshot {
     /// # Errors
     /// [`Error::ContentRejected`] for a file whose hex does not decode.
     pub fn digest(&self) -> Result<String> {
-        let mut h = Sha256::new();
-        h.update(b"hearth-snapshot/1\0");
+        let mut digest = InputDigest::new().fields(["hearth-snapshot/1"]);
         for (path, file) in &self.files {
             let bytes = hex::decode(&file.hex).map_err(|_| Error::ContentRejected(path.clone()))?;
-            h.update(path.as_bytes());
-            h.update([0]);
-            h.update(u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_be_bytes());
-            h.update(&bytes);
+            digest = digest.file(path, &bytes);
         }
-        h.update(b"env\0");
-        for (k, v) in &self.env {
-            h.update(k.as_bytes());
-            h.update([0]);
-            h.update(v.as_bytes());
-            h.update([0]);
-        }
-        Ok(hex::encode(h.finalize()))
+        Ok(digest.fields(["env"]).env(&self.env).hex())
     }
 
     /// Checks every path (relative, inside the tree) and the size limits.
@@ -378,26 +366,18 @@ impl Snapshots {
     /// The digest a render of `content` for `request` carries (the snapshot's digest, how it
     /// is labelled, and the request): equal, the render is the same.
     pub fn render_digest(content: &Content, request: &RenderRequest<'_>) -> String {
-        let mut h = Sha256::new();
-        for part in [
-            "snapshot-render/1",
-            &content.digest,
-            &deployed_label(content, request.version),
-            request.recipe,
-            request.version,
-            request.stack,
-            request.domain,
-        ] {
-            h.update(part.as_bytes());
-            h.update([0]);
-        }
-        for (k, v) in request.env {
-            h.update(k.as_bytes());
-            h.update([0]);
-            h.update(v.as_bytes());
-            h.update([0]);
-        }
-        hex::encode(h.finalize())
+        InputDigest::new()
+            .fields([
+                "snapshot-render/1",
+                &content.digest,
+                &deployed_label(content, request.version),
+                request.recipe,
+                request.version,
+                request.stack,
+                request.domain,
+            ])
+            .env(request.env)
+            .hex()
     }
 
     /// Renders `content` (its snapshot's files, never anything else) for `request`: a release

@@ -21,6 +21,7 @@
 //! recipe's defaults, then the caller's overrides, and translates the compose files with
 //! [`crate::compose`].
 
+mod digest;
 mod dir;
 pub mod envfile;
 pub mod git;
@@ -36,6 +37,7 @@ use crate::compose;
 use crate::runtime::Ticket;
 use crate::swarm::spec::StackSpec;
 
+pub(crate) use digest::InputDigest;
 pub use dir::{CacheStats, DirCatalogue};
 pub use sources::{Published, SourceStats, Sources};
 

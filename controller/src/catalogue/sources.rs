@@ -31,12 +31,12 @@ use std::time::Duration;
 
 use crd::recipe::{order_tags, IgnoredTag, PublishedVersion};
 use crd::{RecipeSpec, RecipeVersion};
-use sha2::{Digest, Sha256};
 
 use super::envfile::{self, Entry};
 use super::git::{self, Mirror};
 use super::{
-    Catalogue, DirCatalogue, Error, Recipe, RecipeFile, RenderRequest, Rendered, Result, SourceTree,
+    Catalogue, DirCatalogue, Error, InputDigest, Recipe, RecipeFile, RenderRequest, Rendered,
+    Result, SourceTree,
 };
 use crate::compose;
 use crate::runtime::Ticket;
@@ -694,14 +694,10 @@ fn files_digest(dir: &Path) -> Result<String> {
     let mut files = Vec::new();
     walk(dir, dir, &mut files)?;
     files.sort();
-    let mut h = Sha256::new();
-    for (path, bytes) in files {
-        h.update(path.as_bytes());
-        h.update([0]);
-        h.update(u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_be_bytes());
-        h.update(&bytes);
-    }
-    Ok(hex::encode(h.finalize()))
+    Ok(files
+        .iter()
+        .fold(InputDigest::new(), |d, (path, bytes)| d.file(path, bytes))
+        .hex())
 }
 
 /// The published version `wanted` names: its version or its tag, compared as recipe
@@ -723,25 +719,17 @@ fn find_version(published: &Published, wanted: &str) -> Option<PublishedVersion>
 }
 
 fn digest(request: &RenderRequest<'_>, commit: &str, version: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [
-        "git-recipe/1",
-        request.recipe,
-        commit,
-        version,
-        request.stack,
-        request.domain,
-    ] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    for (k, v) in request.env {
-        h.update(k.as_bytes());
-        h.update([0]);
-        h.update(v.as_bytes());
-        h.update([0]);
-    }
-    hex::encode(h.finalize())
+    InputDigest::new()
+        .fields([
+            "git-recipe/1",
+            request.recipe,
+            commit,
+            version,
+            request.stack,
+            request.domain,
+        ])
+        .env(request.env)
+        .hex()
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>> {
