@@ -418,23 +418,7 @@ impl Sources {
             });
         }
         let mirror = self.mirror(request.recipe);
-        let branch = spec
-            .git
-            .as_ref()
-            .and_then(|g| g.git_ref.as_ref())
-            .map(|r| r.branch.as_str());
-        let reference = if at == "HEAD" || Some(at) == branch {
-            git::FOLLOWED_REF
-        } else {
-            at
-        };
-        let commit = mirror
-            .resolve(reference)
-            .map_err(|_| Error::CommitNotFetched {
-                recipe: request.recipe.to_string(),
-                reference: at.to_string(),
-                fetched: branch.unwrap_or("the default branch").to_string(),
-            })?;
+        let commit = resolve_at(&mirror, request.recipe, spec, at)?;
         self.render_at_commit(request, published.as_ref(), &mirror, &commit)
     }
 
@@ -698,6 +682,31 @@ fn files_digest(dir: &Path) -> Result<String> {
         .iter()
         .fold(InputDigest::new(), |d, (path, bytes)| d.file(path, bytes))
         .hex())
+}
+
+/// The commit `at` names in a git recipe's mirror: its followed branch (`HEAD` or the
+/// branch's name), a commit SHA or a tag.
+///
+/// # Errors
+/// [`Error::CommitNotFetched`] when the mirror does not have it.
+fn resolve_at(mirror: &Mirror, recipe: &str, spec: &RecipeSpec, at: &str) -> Result<String> {
+    let branch = spec
+        .git
+        .as_ref()
+        .and_then(|g| g.git_ref.as_ref())
+        .map(|r| r.branch.as_str());
+    let reference = if at == "HEAD" || Some(at) == branch {
+        git::FOLLOWED_REF
+    } else {
+        at
+    };
+    mirror
+        .resolve(reference)
+        .map_err(|_| Error::CommitNotFetched {
+            recipe: recipe.to_string(),
+            reference: at.to_string(),
+            fetched: branch.unwrap_or("the default branch").to_string(),
+        })
 }
 
 /// The published version `wanted` names: its version or its tag, compared as recipe
@@ -1117,25 +1126,7 @@ impl Catalogue for Sources {
                             .ok_or_else(|| unpublished(&published))?
                             .commit
                     }
-                    Some(at) => {
-                        let branch = spec
-                            .git
-                            .as_ref()
-                            .and_then(|g| g.git_ref.as_ref())
-                            .map(|r| r.branch.as_str());
-                        let reference = if at == "HEAD" || Some(at) == branch {
-                            git::FOLLOWED_REF
-                        } else {
-                            at
-                        };
-                        mirror
-                            .resolve(reference)
-                            .map_err(|_| Error::CommitNotFetched {
-                                recipe: recipe.to_string(),
-                                reference: at.to_string(),
-                                fetched: branch.unwrap_or("the default branch").to_string(),
-                            })?
-                    }
+                    Some(at) => resolve_at(&mirror, recipe, &spec, at)?,
                 };
                 self.commit_tree(&mirror, Some(&published), version, commit)
             }
