@@ -129,6 +129,36 @@ impl Conv<'_, '_> {
     fn is_external(node: &Node) -> bool {
         matches!(node.get("external").map(|n| &n.v), Some(V::Bool(true)))
     }
+
+    /// The name top-level secret or config `internal` is created under (its `name:`, else
+    /// scoped to the stack), as `docker stack deploy` names secrets and configs alike: `None`
+    /// when it is external (then listed in `externals`); a `name:` is kept exactly (listed in
+    /// `exact`).
+    fn object_name(
+        &self,
+        internal: &str,
+        cfg: &Node,
+        externals: &mut Vec<String>,
+        exact: &mut BTreeSet<String>,
+    ) -> Option<String> {
+        let name = text(cfg, "name").unwrap_or_else(|| scope(&self.ns, internal));
+        if Conv::is_external(cfg) {
+            externals.push(name);
+            return None;
+        }
+        if cfg.get("name").is_some() {
+            exact.insert(name.clone());
+        }
+        Some(name)
+    }
+}
+
+/// A secret's or config's `template_driver`.
+fn templating(cfg: &Node) -> Option<Driver> {
+    text(cfg, "template_driver").map(|d| Driver {
+        name: d,
+        options: None,
+    })
 }
 
 /// Converts the merged tree.
@@ -232,21 +262,15 @@ pub(crate) fn convert(
     // All secrets and configs the files define.
     for (internal, cfg) in &conv.secrets {
         let path = join("secrets", internal);
-        let name = text(cfg, "name").unwrap_or_else(|| scope(&conv.ns, internal));
-        if Conv::is_external(cfg) {
-            stack.externals.secrets.push(name);
+        let exact = &mut stack.exact_names.secrets;
+        let Some(name) = conv.object_name(internal, cfg, &mut stack.externals.secrets, exact)
+        else {
             continue;
-        }
-        if cfg.get("name").is_some() {
-            stack.exact_names.secrets.insert(name.clone());
-        }
+        };
         let mut spec = SecretSpec {
             name,
             labels: Some(with_stack_label(&conv.ns, string_map(cfg.get("labels")))),
-            templating: text(cfg, "template_driver").map(|d| Driver {
-                name: d,
-                options: None,
-            }),
+            templating: templating(cfg),
             ..Default::default()
         };
         if let Some(driver) = text(cfg, "driver") {
@@ -262,21 +286,15 @@ pub(crate) fn convert(
     }
     for (internal, cfg) in &conv.configs {
         let path = join("configs", internal);
-        let name = text(cfg, "name").unwrap_or_else(|| scope(&conv.ns, internal));
-        if Conv::is_external(cfg) {
-            stack.externals.configs.push(name);
+        let exact = &mut stack.exact_names.configs;
+        let Some(name) = conv.object_name(internal, cfg, &mut stack.externals.configs, exact)
+        else {
             continue;
-        }
-        if cfg.get("name").is_some() {
-            stack.exact_names.configs.insert(name.clone());
-        }
+        };
         let mut spec = ConfigSpec {
             name,
             labels: Some(with_stack_label(&conv.ns, string_map(cfg.get("labels")))),
-            templating: text(cfg, "template_driver").map(|d| Driver {
-                name: d,
-                options: None,
-            }),
+            templating: templating(cfg),
             ..Default::default()
         };
         spec.set_data(&conv.object_file(cfg, &path, "config", internal)?);
