@@ -187,6 +187,38 @@ fn spec_hash(labels: &Option<Map>) -> Option<&str> {
     labels.as_ref()?.get(keys::SPEC_HASH).map(String::as_str)
 }
 
+/// The name a secret or config (`kind`) named `name` is created under: `<name>-<hash10>` after
+/// its content hash `h`, or `name` itself when it is exact. `names` (name → created name) holds
+/// the stack's earlier ones of that kind.
+///
+/// # Errors
+/// [`Error::PlanRejected`] for a name longer than Docker's 64 characters once hashed, or a
+/// second object of that kind with that name.
+fn content_name(
+    ns: &str,
+    kind: &str,
+    name: &str,
+    exact: bool,
+    h: &str,
+    names: &mut BTreeMap<String, String>,
+) -> Result<String> {
+    let renamed = if exact {
+        name.to_string()
+    } else {
+        format!("{name}-{}", &h[..NAME_HASH_LEN])
+    };
+    if renamed.len() > MAX_SECRET_NAME_LEN {
+        return Err(rejected(
+            ns,
+            format!("{kind} name {renamed:?} is longer than {MAX_SECRET_NAME_LEN} characters"),
+        ));
+    }
+    if names.insert(name.to_string(), renamed.clone()).is_some() {
+        return Err(rejected(ns, format!("two {kind}s are named {name:?}")));
+    }
+    Ok(renamed)
+}
+
 /// The stack exactly as hearth sends it: namespace, owner and `hearth.spec-hash` labels on every
 /// object (and on each service's container spec); secrets and configs renamed `<name>-<hash10>` after their content, with the services'
 /// references rewritten; the stack's volumes' labels also on the mounts that create them (so a
@@ -222,24 +254,7 @@ pub fn render(desired: &StackSpec, owner: &Owner) -> Result<StackSpec> {
         } else {
             hash(ns, &s)?
         };
-        let renamed = if exact {
-            s.name.clone()
-        } else {
-            format!("{}-{}", s.name, &h[..NAME_HASH_LEN])
-        };
-        if renamed.len() > MAX_SECRET_NAME_LEN {
-            return Err(rejected(
-                ns,
-                format!("secret name {renamed:?} is longer than {MAX_SECRET_NAME_LEN} characters"),
-            ));
-        }
-        if secret_names
-            .insert(s.name.clone(), renamed.clone())
-            .is_some()
-        {
-            return Err(rejected(ns, format!("two secrets are named {:?}", s.name)));
-        }
-        s.name = renamed;
+        s.name = content_name(ns, "secret", &s.name, exact, &h, &mut secret_names)?;
         finish_labels(&mut s.labels, owner, &h);
         out.secrets.push(s);
     }
@@ -253,24 +268,7 @@ pub fn render(desired: &StackSpec, owner: &Owner) -> Result<StackSpec> {
         } else {
             hash(ns, &c)?
         };
-        let renamed = if exact {
-            c.name.clone()
-        } else {
-            format!("{}-{}", c.name, &h[..NAME_HASH_LEN])
-        };
-        if renamed.len() > MAX_SECRET_NAME_LEN {
-            return Err(rejected(
-                ns,
-                format!("config name {renamed:?} is longer than {MAX_SECRET_NAME_LEN} characters"),
-            ));
-        }
-        if config_names
-            .insert(c.name.clone(), renamed.clone())
-            .is_some()
-        {
-            return Err(rejected(ns, format!("two configs are named {:?}", c.name)));
-        }
-        c.name = renamed;
+        c.name = content_name(ns, "config", &c.name, exact, &h, &mut config_names)?;
         finish_labels(&mut c.labels, owner, &h);
         out.configs.push(c);
     }
