@@ -6,8 +6,6 @@
 //! local use works without configuration. The token never appears in logs: [`Token`]'s
 //! `Debug` is redacted and nothing formats its secret.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -122,19 +120,7 @@ pub fn read_or_create(path: &Path) -> Result<(Token, bool), Error> {
         source,
     };
     let token = Token::random();
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(uncreatable)?;
-    file.write_all(format!("{}\n", token.0).as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(uncreatable)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(uncreatable)?;
+    super::write_private(path, format!("{}\n", token.0).as_bytes()).map_err(uncreatable)?;
     Ok((token, true))
 }
 

@@ -26,6 +26,29 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// Writes `bytes` to `path` as a whole, readable by its owner only: a temporary file (mode
+/// 0600) in the same directory, synced, then renamed into place — a reader never sees half a
+/// file. (The admin token file and the tokens file hold secrets.)
+///
+/// # Errors
+/// The first I/O error.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)
+}
+
 /// The name under which the daemon's single token file (`--token-file`, `<data-dir>/token`)
 /// is an `admin` token.
 pub const LEGACY_NAME: &str = "admin";

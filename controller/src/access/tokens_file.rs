@@ -12,8 +12,7 @@
 //! (mode `0600` or stricter): a hash of a high-entropy token reveals nothing, but whoever can
 //! write the file can mint an admin token.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -222,19 +221,7 @@ pub fn write(path: &Path, entries: &[Entry]) -> Result<(), Error> {
         path: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(unwritable)?;
-    file.write_all(render(entries).as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(unwritable)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(unwritable)
+    super::write_private(path, render(entries).as_bytes()).map_err(unwritable)
 }
 
 /// A token just created: its secret, shown once. `Debug` never shows it.
