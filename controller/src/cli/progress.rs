@@ -265,6 +265,17 @@ impl Tracker {
         &self.failures
     }
 
+    /// The last five failures, oldest first, joined with `; `: what an error message repeats
+    /// (the whole list was shown as it happened). Empty when there were none.
+    pub fn last_failures(&self) -> String {
+        let from = self.failures.len().saturating_sub(5);
+        let shown: Vec<String> = self.failures[from..]
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        shown.join("; ")
+    }
+
     /// The last look's services that are not ready, as `web 0/2 (task is rejected: …)`.
     pub fn not_ready(&self) -> Vec<String> {
         let Some(look) = &self.last else {

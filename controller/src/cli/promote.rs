@@ -222,16 +222,9 @@ fn why(result: &str, last_error: Option<String>, tracker: &progress::Tracker) ->
     if let Some(e) = last_error {
         why = format!("{why}: {e}");
     }
-    let failed: Vec<String> = tracker
-        .failures()
-        .iter()
-        .rev()
-        .take(5)
-        .rev()
-        .map(|f| f.to_string())
-        .collect();
+    let failed = tracker.last_failures();
     if !failed.is_empty() {
-        why = format!("{why}; failed tasks: {}", failed.join("; "));
+        why = format!("{why}; failed tasks: {failed}");
     }
     why
 }

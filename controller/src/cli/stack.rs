@@ -266,18 +266,6 @@ pub(crate) async fn wait_converged(
 ) -> Result<(), Error> {
     let mut tracker = progress::Tracker::default();
     let mut pause = Duration::from_millis(100);
-    let failures = |tracker: &progress::Tracker| {
-        // The last five: the whole list was shown as it happened.
-        let all = tracker.failures();
-        let shown: Vec<String> = all
-            .iter()
-            .rev()
-            .take(5)
-            .rev()
-            .map(|f| f.to_string())
-            .collect();
-        shown.join("; ")
-    };
     loop {
         let seen = observe(swarm, namespace, Depth::WithTasks).await?;
         let changes = tracker.update(progress::look(&seen, since));
@@ -298,14 +286,14 @@ pub(crate) async fn wait_converged(
                     namespace: namespace.to_string(),
                     after,
                     service,
-                    failures: failures(&tracker),
+                    failures: tracker.last_failures(),
                 });
             }
             Verdict::Waiting if Instant::now() >= deadline => {
                 display.finish(None);
                 let mut why = tracker.not_ready().join(", ");
                 if !tracker.failures().is_empty() {
-                    why = format!("{why}; failed tasks: {}", failures(&tracker));
+                    why = format!("{why}; failed tasks: {}", tracker.last_failures());
                 }
                 return Err(Error::NotReady {
                     namespace: namespace.to_string(),
