@@ -69,16 +69,9 @@ pub async fn promote(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), Error> {
-    let client = args.server.client()?;
-    let asked = SystemTime::now();
-    let answer: serde_json::Value = client
-        .post(
-            &format!("/api/v1/warmapps/{}/promote", args.app),
-            &serde_json::json!({"to": args.to, "allowDowngrade": args.allow_downgrade}),
-        )
-        .await?;
-    print(out, &answer)?;
-    follow(&client, &args.app, &answer, asked, &args.wait, out, err).await
+    let (server, app) = (&args.server, &args.app);
+    let body = serde_json::json!({"to": args.to, "allowDowngrade": args.allow_downgrade});
+    ask_and_follow(server, app, "promote", body, &args.wait, out, err).await
 }
 
 /// `hearth rollback`: as [`promote`], to the version before the last promotion.
@@ -90,16 +83,28 @@ pub async fn rollback(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), Error> {
-    let client = args.server.client()?;
+    let (server, app, body) = (&args.server, &args.app, serde_json::json!({}));
+    ask_and_follow(server, app, "rollback", body, &args.wait, out, err).await
+}
+
+/// Posts `body` to warm app `app`'s `action` endpoint (`promote`, `rollback`) on `server`,
+/// prints the daemon's answer, then follows the upgrade it started (see [`promote`]).
+async fn ask_and_follow(
+    server: &ServerArg,
+    app: &str,
+    action: &str,
+    body: serde_json::Value,
+    wait: &WaitArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Error> {
+    let client = server.client()?;
     let asked = SystemTime::now();
     let answer: serde_json::Value = client
-        .post(
-            &format!("/api/v1/warmapps/{}/rollback", args.app),
-            &serde_json::json!({}),
-        )
+        .post(&format!("/api/v1/warmapps/{app}/{action}"), &body)
         .await?;
     print(out, &answer)?;
-    follow(&client, &args.app, &answer, asked, &args.wait, out, err).await
+    follow(&client, app, &answer, asked, wait, out, err).await
 }
 
 fn ms(t: SystemTime) -> u64 {
