@@ -647,26 +647,17 @@ pub async fn run(
             }
         }
         RunCommand::Heartbeat(a) => {
-            let run: serde_json::Value = a
-                .server
-                .client()?
-                .post(
-                    &format!("/api/v1/runs/{}/heartbeat", a.id),
-                    &serde_json::json!({}),
-                )
-                .await?;
-            print_phase(out, &a.id, &run)?;
+            post_and_print_phase(&a.server, &a.id, "heartbeat", serde_json::json!({}), out).await?;
         }
         RunCommand::Report(a) => {
-            let run: serde_json::Value = a
-                .server
-                .client()?
-                .post(
-                    &format!("/api/v1/runs/{}/report", a.id),
-                    &serde_json::json!({"tiers": a.tiers}),
-                )
-                .await?;
-            print_phase(out, &a.id, &run)?;
+            post_and_print_phase(
+                &a.server,
+                &a.id,
+                "report",
+                serde_json::json!({"tiers": a.tiers}),
+                out,
+            )
+            .await?;
         }
         RunCommand::Deploy(a) => {
             let body = serde_json::json!({
@@ -695,15 +686,7 @@ pub async fn run(
             )));
         }
         RunCommand::Finish(a) => {
-            let run: serde_json::Value = a
-                .server
-                .client()?
-                .post(
-                    &format!("/api/v1/runs/{}/finish", a.id),
-                    &serde_json::json!({}),
-                )
-                .await?;
-            print_phase(out, &a.id, &run)?;
+            post_and_print_phase(&a.server, &a.id, "finish", serde_json::json!({}), out).await?;
         }
     }
     Ok(())
@@ -730,12 +713,25 @@ pub(super) fn start_body(
     }))
 }
 
-fn print_phase(out: &mut dyn Write, id: &str, run: &serde_json::Value) -> std::io::Result<()> {
+/// Posts `body` to run `id`'s `verb` endpoint (`heartbeat`, `report`, `finish`) and prints
+/// the run's phase from the answer.
+async fn post_and_print_phase(
+    server: &ServerArg,
+    id: &str,
+    verb: &str,
+    body: serde_json::Value,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let run: serde_json::Value = server
+        .client()?
+        .post(&format!("/api/v1/runs/{id}/{verb}"), &body)
+        .await?;
     let phase = run
         .pointer("/status/phase")
         .and_then(|p| p.as_str())
         .unwrap_or("Unknown");
-    writeln!(out, "run {id}: {phase}")
+    writeln!(out, "run {id}: {phase}")?;
+    Ok(())
 }
 
 /// Waits for the stack `run start --deploy` deployed, reading it from Docker (the daemon
