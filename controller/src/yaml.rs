@@ -348,6 +348,39 @@ pub fn go_float(f: f64) -> String {
     format!("{sign}{body}")
 }
 
+/// How much of the parser's input budget a small hand-written file (a state file, a
+/// `recipe.yml`) may use; see [`strict_options`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Parser events.
+    pub events: usize,
+    /// Aliases, and as many anchors.
+    pub aliases: usize,
+    /// Nodes, aliases expanded.
+    pub nodes: usize,
+    /// Bytes of all scalars together.
+    pub scalar_bytes: usize,
+}
+
+/// Parser settings for small hand-written files: one document at a time, at most 32 levels
+/// deep, the budgets in `limits`, duplicate keys rejected, no source snippet in errors (we
+/// print `file:line:col`).
+pub fn strict_options(limits: Limits) -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_events = limits.events;
+    budget.max_aliases = limits.aliases;
+    budget.max_anchors = limits.aliases;
+    budget.max_depth = 32;
+    budget.max_documents = 1;
+    budget.max_nodes = limits.nodes;
+    budget.max_total_scalar_bytes = limits.scalar_bytes;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.duplicate_keys = serde_saphyr::options::DuplicateKeyPolicy::Error;
+    options.with_snippet = false;
+    options
+}
+
 /// Parses one YAML document of file number `file` into a located tree.
 ///
 /// # Errors

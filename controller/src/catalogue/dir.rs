@@ -330,19 +330,12 @@ fn load_recipe(name: &str, dir: PathBuf, path: &Path, bytes: &[u8]) -> Result<Re
 
 /// Parser settings for small hand-written files: tight input budgets, duplicate keys rejected.
 pub(crate) fn yaml_options() -> serde_saphyr::Options {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_events = 100_000;
-    budget.max_aliases = 100;
-    budget.max_anchors = 100;
-    budget.max_depth = 32;
-    budget.max_documents = 1;
-    budget.max_nodes = 50_000;
-    budget.max_total_scalar_bytes = 4 * MAX_RECIPE_FILE_BYTES;
-    let mut options = serde_saphyr::Options::default();
-    options.budget = Some(budget);
-    options.duplicate_keys = serde_saphyr::options::DuplicateKeyPolicy::Error;
-    options.with_snippet = false;
-    options
+    crate::yaml::strict_options(crate::yaml::Limits {
+        events: 100_000,
+        aliases: 100,
+        nodes: 50_000,
+        scalar_bytes: 4 * MAX_RECIPE_FILE_BYTES,
+    })
 }
 
 /// `file:line:col: message` for a parse error (`file: message` when it has no location).

@@ -437,17 +437,10 @@ fn typed<R: DeserializeOwned>(doc: &Document, tree: &Node) -> Result<R, Problem>
 
 /// Parser settings: one document at a time, tight input budgets, duplicate keys rejected.
 fn options() -> serde_saphyr::Options {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_events = 200_000;
-    budget.max_aliases = 1_000;
-    budget.max_anchors = 1_000;
-    budget.max_depth = 32;
-    budget.max_documents = 1;
-    budget.max_nodes = 100_000;
-    budget.max_total_scalar_bytes = 4 * MAX_FILE_BYTES;
-    let mut options = serde_saphyr::Options::default();
-    options.budget = Some(budget);
-    options.duplicate_keys = serde_saphyr::options::DuplicateKeyPolicy::Error;
-    options.with_snippet = false;
-    options
+    yaml::strict_options(yaml::Limits {
+        events: 200_000,
+        aliases: 1_000,
+        nodes: 100_000,
+        scalar_bytes: 4 * MAX_FILE_BYTES,
+    })
 }
