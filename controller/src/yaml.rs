@@ -21,6 +21,27 @@ pub struct Loc {
     pub col: u64,
 }
 
+impl Loc {
+    /// Line 1, column 1 of file number `file`: where a problem with the whole file is said.
+    pub fn start(file: usize) -> Loc {
+        Loc {
+            file,
+            line: 1,
+            col: 1,
+        }
+    }
+}
+
+/// What is said of a file longer than `max` bytes; `None` when it is not.
+pub fn too_large(text: &str, max: usize) -> Option<String> {
+    (text.len() > max).then(|| {
+        format!(
+            "file is {} bytes, more than the {max}-byte limit",
+            text.len()
+        )
+    })
+}
+
 /// A mapping key with its location.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Key {

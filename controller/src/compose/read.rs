@@ -16,17 +16,10 @@ pub(crate) const MAX_DEPTH: usize = 32;
 
 /// Parses one compose file into a located tree. The top level must be a mapping.
 pub(crate) fn parse(text: &str, file: usize) -> Result<Node, ParseError> {
-    if text.len() > MAX_FILE_BYTES {
+    if let Some(message) = yaml::too_large(text, MAX_FILE_BYTES) {
         return Err(ParseError {
-            at: Loc {
-                file,
-                line: 1,
-                col: 1,
-            },
-            message: format!(
-                "file is {} bytes, more than the {MAX_FILE_BYTES}-byte limit",
-                text.len()
-            ),
+            at: Loc::start(file),
+            message,
         });
     }
     let mut budget = serde_saphyr::Budget::default();
@@ -58,11 +51,7 @@ pub(crate) fn parse(text: &str, file: usize) -> Result<Node, ParseError> {
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
     {
         return Err(ParseError {
-            at: Loc {
-                file,
-                line: 1,
-                col: 1,
-            },
+            at: Loc::start(file),
             message: "top-level object must be a mapping (the file is empty)".into(),
         });
     }

@@ -188,33 +188,13 @@ pub fn parse(name: &str, text: &str, base: Option<&BaseDomain>) -> Result<Desire
         file: name.to_string(),
         problems,
     };
-    if text.len() > MAX_FILE_BYTES {
-        return Err(reject(vec![Problem::at(
-            Loc {
-                file: 0,
-                line: 1,
-                col: 1,
-            },
-            None,
-            "",
-            format!(
-                "file is {} bytes, more than the {MAX_FILE_BYTES}-byte limit",
-                text.len()
-            ),
-        )]));
+    let whole_file = |message| reject(vec![Problem::at(Loc::start(0), None, "", message)]);
+    if let Some(message) = yaml::too_large(text, MAX_FILE_BYTES) {
+        return Err(whole_file(message));
     }
     let documents = split_documents(text);
     if documents.len() > MAX_DOCUMENTS {
-        return Err(reject(vec![Problem::at(
-            Loc {
-                file: 0,
-                line: 1,
-                col: 1,
-            },
-            None,
-            "",
-            format!("more than {MAX_DOCUMENTS} documents"),
-        )]));
+        return Err(whole_file(format!("more than {MAX_DOCUMENTS} documents")));
     }
     let mut problems = Vec::new();
     let mut resources = Vec::new();
