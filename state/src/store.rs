@@ -800,36 +800,28 @@ pub(crate) fn plan_create<R: Resource>(obj: R) -> impl Planner<R> {
 
 pub(crate) fn plan_update<R: Resource>(obj: R) -> impl Planner<R> {
     move |current: Option<R>, stamp: Stamp| {
-        let current = current.ok_or_else(|| not_found::<R>(obj.name()))?;
-        check_version(&current, obj.meta().resource_version)?;
+        let current = current_at(current, &obj)?;
         let spec_changed = obj.spec() != current.spec();
         if !spec_changed && obj.meta().labels == current.meta().labels {
             return Ok(Plan::Unchanged(current));
         }
         let mut next = obj;
         *next.status_mut() = current.status().clone();
-        let meta = next.meta_mut();
-        meta.generation = current.meta().generation + u64::from(spec_changed);
-        meta.resource_version = stamp.revision;
-        meta.creation_timestamp_ms = current.meta().creation_timestamp_ms;
+        succeed(&mut next, &current, spec_changed, stamp);
         Ok(Plan::Put(next, ChangeType::Updated))
     }
 }
 
 pub(crate) fn plan_update_all<R: Resource>(obj: R) -> impl Planner<R> {
     move |current: Option<R>, stamp: Stamp| {
-        let current = current.ok_or_else(|| not_found::<R>(obj.name()))?;
-        check_version(&current, obj.meta().resource_version)?;
+        let current = current_at(current, &obj)?;
         let spec_changed = obj.spec() != current.spec();
         let labels_changed = obj.meta().labels != current.meta().labels;
         if !spec_changed && !labels_changed && obj.status() == current.status() {
             return Ok(Plan::Unchanged(current));
         }
         let mut next = obj;
-        let meta = next.meta_mut();
-        meta.generation = current.meta().generation + u64::from(spec_changed);
-        meta.resource_version = stamp.revision;
-        meta.creation_timestamp_ms = current.meta().creation_timestamp_ms;
+        succeed(&mut next, &current, spec_changed, stamp);
         let change = if spec_changed || labels_changed {
             ChangeType::Updated
         } else {
@@ -841,8 +833,7 @@ pub(crate) fn plan_update_all<R: Resource>(obj: R) -> impl Planner<R> {
 
 pub(crate) fn plan_update_status<R: Resource>(obj: R) -> impl Planner<R> {
     move |current: Option<R>, stamp: Stamp| {
-        let current = current.ok_or_else(|| not_found::<R>(obj.name()))?;
-        check_version(&current, obj.meta().resource_version)?;
+        let current = current_at(current, &obj)?;
         if obj.status() == current.status() {
             return Ok(Plan::Unchanged(current));
         }
@@ -903,6 +894,23 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// The stored object `obj` is written over: it must exist and be at the resource version
+/// `obj` names.
+fn current_at<R: Resource>(current: Option<R>, obj: &R) -> Result<R> {
+    let current = current.ok_or_else(|| not_found::<R>(obj.name()))?;
+    check_version(&current, obj.meta().resource_version)?;
+    Ok(current)
+}
+
+/// Stamps `next` as what follows `current` in a write at `stamp`: the next generation when the
+/// spec changed, the write's resource version, the creation time kept.
+fn succeed<R: Resource>(next: &mut R, current: &R, spec_changed: bool, stamp: Stamp) {
+    let meta = next.meta_mut();
+    meta.generation = current.meta().generation + u64::from(spec_changed);
+    meta.resource_version = stamp.revision;
+    meta.creation_timestamp_ms = current.meta().creation_timestamp_ms;
 }
 
 fn check_version<R: Resource>(current: &R, expected: u64) -> Result<()> {
