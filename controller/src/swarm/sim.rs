@@ -1800,17 +1800,7 @@ impl Swarm for SimSwarm {
     fn create_secret<'a>(&'a self, spec: &'a spec::SecretSpec) -> SwarmFuture<'a, String> {
         let call = Call::new(Verb::Create, ObjectKind::Secret);
         self.op(call, move |st, _| {
-            if st.secrets.has_name(&spec.name) {
-                return Err(Error::AlreadyExists {
-                    call,
-                    name: spec.name.clone(),
-                });
-            }
-            let obj = st.new_object(&spec.name, map_labels(&spec.labels), "", "swarm");
-            let id = obj.meta.id.clone();
-            st.secrets.insert(id.clone(), obj);
-            st.emit(ObjectKind::Secret, "create", &id, Some(&spec.name));
-            Ok(id)
+            create_labelled(st, call, &spec.name, &spec.labels)
         })
     }
 
@@ -1828,48 +1818,13 @@ impl Swarm for SimSwarm {
 
     fn remove_secret<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Secret);
-        self.op_on(call, Some(id), move |st, _| {
-            let key = find_key(&st.secrets, id).ok_or_else(|| not_found(call, id))?;
-            let name = st
-                .secrets
-                .get(&key)
-                .map(|s| s.meta.name.clone())
-                .unwrap_or_default();
-            let user = st.service_refs().find(|s| {
-                container_spec(s)
-                    .and_then(|c| c.secrets.as_ref())
-                    .is_some_and(|r| {
-                        r.iter()
-                            .any(|r| r.secret_id.as_deref() == Some(&key) || r.secret_name == name)
-                    })
-            });
-            if let Some(s) = user {
-                let message = format!(
-                    "secret '{name}' is in use by the following service: {}",
-                    s.name.clone().unwrap_or_default()
-                );
-                return Err(in_use(call, id, message));
-            }
-            st.secrets.remove(&key);
-            st.emit(ObjectKind::Secret, "remove", &key, Some(&name));
-            Ok(())
-        })
+        self.op_on(call, Some(id), move |st, _| remove_unused(st, call, id))
     }
 
     fn create_config<'a>(&'a self, spec: &'a spec::ConfigSpec) -> SwarmFuture<'a, String> {
         let call = Call::new(Verb::Create, ObjectKind::Config);
         self.op(call, move |st, _| {
-            if st.configs.has_name(&spec.name) {
-                return Err(Error::AlreadyExists {
-                    call,
-                    name: spec.name.clone(),
-                });
-            }
-            let obj = st.new_object(&spec.name, map_labels(&spec.labels), "", "swarm");
-            let id = obj.meta.id.clone();
-            st.configs.insert(id.clone(), obj);
-            st.emit(ObjectKind::Config, "create", &id, Some(&spec.name));
-            Ok(id)
+            create_labelled(st, call, &spec.name, &spec.labels)
         })
     }
 
@@ -1887,32 +1842,7 @@ impl Swarm for SimSwarm {
 
     fn remove_config<'a>(&'a self, id: &'a str) -> SwarmFuture<'a, ()> {
         let call = Call::new(Verb::Remove, ObjectKind::Config);
-        self.op_on(call, Some(id), move |st, _| {
-            let key = find_key(&st.configs, id).ok_or_else(|| not_found(call, id))?;
-            let name = st
-                .configs
-                .get(&key)
-                .map(|s| s.meta.name.clone())
-                .unwrap_or_default();
-            let user = st.service_refs().find(|s| {
-                container_spec(s)
-                    .and_then(|c| c.configs.as_ref())
-                    .is_some_and(|r| {
-                        r.iter()
-                            .any(|r| r.config_id.as_deref() == Some(&key) || r.config_name == name)
-                    })
-            });
-            if let Some(s) = user {
-                let message = format!(
-                    "config '{name}' is in use by the following service: {}",
-                    s.name.clone().unwrap_or_default()
-                );
-                return Err(in_use(call, id, message));
-            }
-            st.configs.remove(&key);
-            st.emit(ObjectKind::Config, "remove", &key, Some(&name));
-            Ok(())
-        })
+        self.op_on(call, Some(id), move |st, _| remove_unused(st, call, id))
     }
 
     fn list_images<'a>(&'a self, filter: &'a ImageFilter) -> SwarmFuture<'a, Vec<Image>> {
@@ -2070,10 +2000,7 @@ fn update_labels(
 ) -> Result<()> {
     let version_next = st.bump();
     let now = st.now_wall();
-    let map = match kind {
-        ObjectKind::Secret => &mut st.secrets,
-        _ => &mut st.configs,
-    };
+    let map = secrets_or_configs(st, kind);
     let key = find_key(map, id).ok_or_else(|| not_found(call, id))?;
     match map.get(&key).map(|obj| obj.meta.version) {
         None => return Err(not_found(call, id)),
@@ -2091,6 +2018,76 @@ fn update_labels(
         obj.meta.version = version_next;
         obj.meta.updated_at = Some(now);
     });
+    Ok(())
+}
+
+/// The secret or config (`call`'s kind) table.
+fn secrets_or_configs(st: &mut State, kind: ObjectKind) -> &mut Table<SimObject> {
+    match kind {
+        ObjectKind::Secret => &mut st.secrets,
+        _ => &mut st.configs,
+    }
+}
+
+/// Creates a secret or config (`call`'s kind) named `name`, as Docker does both: a name taken
+/// is [`Error::AlreadyExists`]. Returns its ID.
+fn create_labelled(
+    st: &mut State,
+    call: Call,
+    name: &str,
+    labels: &Option<spec::Map>,
+) -> Result<String> {
+    let kind = call.kind;
+    if secrets_or_configs(st, kind).has_name(name) {
+        return Err(Error::AlreadyExists {
+            call,
+            name: name.to_string(),
+        });
+    }
+    let obj = st.new_object(name, map_labels(labels), "", "swarm");
+    let id = obj.meta.id.clone();
+    secrets_or_configs(st, kind).insert(id.clone(), obj);
+    st.emit(kind, "create", &id, Some(name));
+    Ok(id)
+}
+
+/// Removes a secret or config (`call`'s kind) by ID or name, as Docker does both:
+/// [`Error::InUse`] naming the first service that refers to it (by ID or by name).
+fn remove_unused(st: &mut State, call: Call, id: &str) -> Result<()> {
+    let kind = call.kind;
+    let table = secrets_or_configs(st, kind);
+    let key = find_key(table, id).ok_or_else(|| not_found(call, id))?;
+    let name = table
+        .get(&key)
+        .map(|s| s.meta.name.clone())
+        .unwrap_or_default();
+    let refers = |ref_id: &Option<String>, ref_name: &str| {
+        ref_id.as_deref() == Some(&key) || ref_name == name
+    };
+    let user = st.service_refs().find(|s| {
+        container_spec(s).is_some_and(|c| match kind {
+            ObjectKind::Secret => c
+                .secrets
+                .iter()
+                .flatten()
+                .any(|r| refers(&r.secret_id, &r.secret_name)),
+            _ => c
+                .configs
+                .iter()
+                .flatten()
+                .any(|r| refers(&r.config_id, &r.config_name)),
+        })
+    });
+    if let Some(s) = user {
+        let message = format!(
+            "{} '{name}' is in use by the following service: {}",
+            kind.as_str(),
+            s.name.clone().unwrap_or_default()
+        );
+        return Err(in_use(call, id, message));
+    }
+    secrets_or_configs(st, kind).remove(&key);
+    st.emit(kind, "remove", &key, Some(&name));
     Ok(())
 }
 
