@@ -344,23 +344,12 @@ pub fn service_name(stack: &StackName, service: &str) -> Result<String, Error> {
 /// # Errors
 /// A lowercase message naming the broken rule.
 pub fn check_service_name(service: &str) -> Result<(), String> {
-    if service.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if service.len() > MAX_SERVICE_NAME_LEN {
-        return Err(format!(
-            "must be at most {MAX_SERVICE_NAME_LEN} characters (got {})",
-            service.len()
-        ));
-    }
-    if let Some(c) = service
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(format!(
-            "must contain only letters, digits, '-', '_' and '.' (found {c:?})"
-        ));
-    }
+    crate::validation::check_length(service, MAX_SERVICE_NAME_LEN)?;
+    crate::validation::check_chars(
+        service,
+        |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'),
+        "letters, digits, '-', '_' and '.'",
+    )?;
     if !service.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err("must start with a letter or digit".into());
     }

@@ -110,15 +110,7 @@ pub trait Validate {
 /// # Errors
 /// A lowercase message describing the first rule the string breaks.
 pub fn check_dns_label(s: &str, max_len: usize) -> Result<(), String> {
-    if s.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if s.len() > max_len {
-        return Err(format!(
-            "must be at most {max_len} characters (got {})",
-            s.len()
-        ));
-    }
+    check_length(s, max_len)?;
     if let Some((i, c)) = s
         .char_indices()
         .find(|(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
@@ -147,16 +139,7 @@ pub const MAX_DOMAIN_LABEL_LEN: usize = 63;
 /// # Errors
 /// A lowercase message describing the first rule the string breaks.
 pub fn check_domain(s: &str, max_len: usize) -> Result<(), String> {
-    let max_len = max_len.min(MAX_DOMAIN_LEN);
-    if s.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if s.len() > max_len {
-        return Err(format!(
-            "must be at most {max_len} characters (got {})",
-            s.len()
-        ));
-    }
+    check_length(s, max_len.min(MAX_DOMAIN_LEN))?;
     for (n, label) in s.split('.').enumerate() {
         let which = n + 1;
         if label.is_empty() {
@@ -190,24 +173,15 @@ pub fn check_domain(s: &str, max_len: usize) -> Result<(), String> {
 /// # Errors
 /// A lowercase message describing the first rule the name breaks.
 pub fn check_env_key(s: &str) -> Result<(), String> {
-    if s.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if s.len() > 255 {
-        return Err(format!("must be at most 255 characters (got {})", s.len()));
-    }
+    check_length(s, 255)?;
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         return Err("must not start with a digit".into());
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
-    {
-        return Err(format!(
-            "must contain only letters, digits and '_' (found {c:?})"
-        ));
-    }
-    Ok(())
+    check_chars(
+        s,
+        |c| c.is_ascii_alphanumeric() || c == '_',
+        "letters, digits and '_'",
+    )
 }
 
 /// Checks a metadata label key: 1–253 characters of letters, digits, `.`, `-`, `_` and `/`,
@@ -216,25 +190,46 @@ pub fn check_env_key(s: &str) -> Result<(), String> {
 /// # Errors
 /// A lowercase message describing the first rule the key breaks.
 pub fn check_label_key(s: &str) -> Result<(), String> {
-    if s.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if s.len() > 253 {
-        return Err(format!("must be at most 253 characters (got {})", s.len()));
-    }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/')))
-    {
-        return Err(format!(
-            "must contain only letters, digits, '.', '-', '_' and '/' (found {c:?})"
-        ));
-    }
+    check_length(s, 253)?;
+    check_chars(
+        s,
+        |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'),
+        "letters, digits, '.', '-', '_' and '/'",
+    )?;
     let alnum = |c: char| c.is_ascii_alphanumeric();
     if !s.starts_with(alnum) || !s.ends_with(alnum) {
         return Err("must start and end with a letter or digit".into());
     }
     Ok(())
+}
+
+/// Checks that `s` is not empty and at most `max_len` characters (bytes) long: the first
+/// rules of every name and key check.
+///
+/// # Errors
+/// `must not be empty`, or `must be at most N characters (got L)`.
+pub fn check_length(s: &str, max_len: usize) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > max_len {
+        return Err(format!(
+            "must be at most {max_len} characters (got {})",
+            s.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that every character of `s` is `allowed` (described as `what` in the message).
+///
+/// # Errors
+/// `must contain only <what> (found <the first other character>)`.
+pub fn check_chars(s: &str, allowed: impl Fn(char) -> bool, what: &str) -> Result<(), String> {
+    match s.chars().find(|c| !allowed(*c)) {
+        Some(c) => Err(format!("must contain only {what} (found {c:?})")),
+        None => Ok(()),
+    }
 }
 
 /// Checks a free-text value that ends up in labels, logs and tables: at most `max_len`
