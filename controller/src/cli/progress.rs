@@ -284,14 +284,7 @@ impl Tracker {
         look.services
             .iter()
             .filter(|s| s.note.is_some() || s.ready < s.desired)
-            .map(|s| {
-                let note = s
-                    .note
-                    .as_deref()
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default();
-                format!("{} {}/{} ready{note}", s.name, s.ready, s.desired)
-            })
+            .map(service_line)
             .collect()
     }
 
