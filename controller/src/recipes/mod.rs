@@ -20,6 +20,7 @@ use state::{Clock, Store};
 use tracing::{info, warn};
 
 use crate::catalogue::{Published, Sources};
+use crate::errors::chain;
 use crate::runtime::ObjectRef;
 
 /// History reason: a fetch found new content (new commit or versions).
@@ -161,7 +162,7 @@ impl Fetcher {
                 }
             }
             Err(e) => {
-                let text = error_chain(e);
+                let text = chain(e);
                 warn!(recipe = %name, error = %text, "recipe fetch failed; the last good content stays in force");
                 let streak = before.last_fetch_error.is_some();
                 status.last_fetch_error = Some(text.clone());
@@ -203,7 +204,7 @@ impl Fetcher {
                 .sources
                 .published(&name)
                 .and_then(|p| p.newest().map(|v| v.version.clone())),
-            error: result.err().map(|e| error_chain(&e)),
+            error: result.err().map(|e| chain(&e)),
         }
     }
 
@@ -351,20 +352,6 @@ fn conditions(
             g,
         ),
     );
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
