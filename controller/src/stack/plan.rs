@@ -375,6 +375,50 @@ fn same_labels(want: &Option<Map>, have: &Labels) -> bool {
     want.len() == have.len() && want.iter().all(|(k, v)| have.get(k) == Some(v))
 }
 
+/// What a desired secret or config needs.
+enum ContentStep {
+    /// Create it: none of that name exists.
+    Create,
+    /// Update its labels (the ID and version of the one that exists).
+    Update { id: String, version: u64 },
+    /// Nothing.
+    Keep,
+}
+
+/// What a desired secret or config (`kind`, labelled `labels`) needs when `observed` is the
+/// one of its name (`None`: there is none). An exact name (`exact`) must hold the desired
+/// content and gets the desired labels; a hashed name names its content, so one that
+/// `owner` already owns is kept and one it does not is taken over (labels updated).
+///
+/// # Errors
+/// [`Error::ContentChanged`] when an exact name holds other content ([`content_unchanged`]).
+fn content_step(
+    namespace: &str,
+    kind: ObjectKind,
+    exact: bool,
+    observed: Option<&crate::swarm::Meta>,
+    labels: &Option<Map>,
+    owner: &Owner,
+) -> Result<ContentStep> {
+    let update = |o: &crate::swarm::Meta| ContentStep::Update {
+        id: o.id.clone(),
+        version: o.version,
+    };
+    Ok(match observed {
+        None => ContentStep::Create,
+        Some(o) if exact => {
+            content_unchanged(namespace, kind, o, labels)?;
+            if same_labels(labels, &o.labels) {
+                ContentStep::Keep
+            } else {
+                update(o)
+            }
+        }
+        Some(o) if owner.is_on(&o.labels) => ContentStep::Keep,
+        Some(o) => update(o),
+    })
+}
+
 /// An explicitly named secret or config that exists under its name: its content must be the
 /// desired one (Swarm cannot change it in place). Its hash label tells; one without (made by
 /// `docker stack deploy`; Docker never returns a secret's data) is taken as it is.
@@ -478,46 +522,36 @@ pub fn plan_rendered(rendered: &StackSpec, owner: &Owner, observed: &Observed) -
     }
     for s in &rendered.secrets {
         let exact = rendered.exact_names.secrets.contains(&s.name);
-        match observed.secrets.iter().find(|o| o.meta.name == s.name) {
-            None => actions.push(Action::CreateSecret(s.clone())),
-            Some(o) if exact => {
-                content_unchanged(&ns, ObjectKind::Secret, &o.meta, &s.labels)?;
-                if !same_labels(&s.labels, &o.meta.labels) {
-                    actions.push(Action::UpdateSecret {
-                        id: o.meta.id.clone(),
-                        version: o.meta.version,
-                        spec: s.clone(),
-                    });
-                }
-            }
-            Some(o) if owner.is_on(&o.meta.labels) => {}
-            Some(o) => actions.push(Action::UpdateSecret {
-                id: o.meta.id.clone(),
-                version: o.meta.version,
+        let seen = observed
+            .secrets
+            .iter()
+            .find(|o| o.meta.name == s.name)
+            .map(|o| &o.meta);
+        match content_step(&ns, ObjectKind::Secret, exact, seen, &s.labels, owner)? {
+            ContentStep::Create => actions.push(Action::CreateSecret(s.clone())),
+            ContentStep::Update { id, version } => actions.push(Action::UpdateSecret {
+                id,
+                version,
                 spec: s.clone(),
             }),
+            ContentStep::Keep => {}
         }
     }
     for c in &rendered.configs {
         let exact = rendered.exact_names.configs.contains(&c.name);
-        match observed.configs.iter().find(|o| o.meta.name == c.name) {
-            None => actions.push(Action::CreateConfig(c.clone())),
-            Some(o) if exact => {
-                content_unchanged(&ns, ObjectKind::Config, &o.meta, &c.labels)?;
-                if !same_labels(&c.labels, &o.meta.labels) {
-                    actions.push(Action::UpdateConfig {
-                        id: o.meta.id.clone(),
-                        version: o.meta.version,
-                        spec: c.clone(),
-                    });
-                }
-            }
-            Some(o) if owner.is_on(&o.meta.labels) => {}
-            Some(o) => actions.push(Action::UpdateConfig {
-                id: o.meta.id.clone(),
-                version: o.meta.version,
+        let seen = observed
+            .configs
+            .iter()
+            .find(|o| o.meta.name == c.name)
+            .map(|o| &o.meta);
+        match content_step(&ns, ObjectKind::Config, exact, seen, &c.labels, owner)? {
+            ContentStep::Create => actions.push(Action::CreateConfig(c.clone())),
+            ContentStep::Update { id, version } => actions.push(Action::UpdateConfig {
+                id,
+                version,
                 spec: c.clone(),
             }),
+            ContentStep::Keep => {}
         }
     }
 
