@@ -123,6 +123,24 @@ pub(crate) fn store_error(e: &state::Error) -> ApiError {
     ApiError::new(status, crate::errors::chain(e))
 }
 
+/// The stored `R` named `name`; 404 `Kind/name was not found` when there is none.
+///
+/// # Errors
+/// 404, or the store's error as [`store_error`] maps it.
+pub(crate) fn get_or_404<R: crd::Resource>(
+    store: &state::Store,
+    name: &str,
+) -> Result<R, ApiError> {
+    match store.get_opt::<R>(name) {
+        Ok(Some(obj)) => Ok(obj),
+        Ok(None) => Err(ApiError::not_found(format!(
+            "{}/{name} was not found",
+            R::KIND.as_str()
+        ))),
+        Err(e) => Err(store_error(&e)),
+    }
+}
+
 /// A JSON body whose rejections (malformed, wrong fields, wrong content type, too large) are
 /// the API's JSON errors, naming the field at fault when serde does.
 pub(crate) struct Body<T>(pub T);

@@ -45,7 +45,7 @@ mod warmapps;
 mod workers;
 
 pub(crate) use apply::diff_json;
-pub(crate) use error::{field_of, store_error, ApiError, Body};
+pub(crate) use error::{field_of, get_or_404, store_error, ApiError, Body};
 pub(crate) use history::record_delete;
 pub use history::{parse_kind, DELETED};
 

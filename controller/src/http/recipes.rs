@@ -3,7 +3,7 @@
 use axum::extract::{Path, State as AxumState};
 use axum::Json;
 
-use super::{store_error, ApiError, Routes, State};
+use super::{get_or_404, store_error, ApiError, Routes, State};
 
 /// The recipe routes (read only: recipes come from the state file).
 pub(crate) fn routes() -> Routes {
@@ -21,9 +21,5 @@ async fn get_recipe(
     AxumState(s): AxumState<State>,
     Path(name): Path<String>,
 ) -> Result<Json<crd::Recipe>, ApiError> {
-    match s.store.get_opt::<crd::Recipe>(&name) {
-        Ok(Some(r)) => Ok(Json(r)),
-        Ok(None) => Err(ApiError::not_found(format!("Recipe/{name} was not found"))),
-        Err(e) => Err(store_error(&e)),
-    }
+    get_or_404(&s.store, &name).map(Json)
 }

@@ -14,7 +14,7 @@ use state::history::ObjectRef;
 
 use super::error::duration;
 use super::slots::slot_error;
-use super::{record_delete, store_error, ApiError, Body, Routes, State};
+use super::{get_or_404, record_delete, store_error, ApiError, Body, Routes, State};
 use crate::access::Scope;
 use crate::candidates::Upload;
 use crate::errors::chain;
@@ -143,11 +143,7 @@ async fn get_run(
     AxumState(s): AxumState<State>,
     Path(id): Path<String>,
 ) -> Result<Json<Run>, ApiError> {
-    match s.store.get_opt::<Run>(&id) {
-        Ok(Some(run)) => Ok(Json(run)),
-        Ok(None) => Err(ApiError::not_found(format!("Run/{id} was not found"))),
-        Err(e) => Err(store_error(&e)),
-    }
+    get_or_404(&s.store, &id).map(Json)
 }
 
 /// `DELETE /api/v1/runs/{id}`: removes a finished run's record (409 while it is active:

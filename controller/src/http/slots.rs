@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use state::history::ObjectRef;
 
 use super::error::duration;
-use super::{record_delete, store_error, ApiError, Body, Routes, State};
+use super::{get_or_404, record_delete, store_error, ApiError, Body, Routes, State};
 use crate::access::Scope;
 use crate::errors::chain;
 use crate::slots::{self, Grant, SlotRequest};
@@ -56,13 +56,7 @@ async fn get_pool(
     AxumState(s): AxumState<State>,
     Path(pool): Path<String>,
 ) -> Result<Json<SlotPool>, ApiError> {
-    match s.store.get_opt::<SlotPool>(&pool) {
-        Ok(Some(p)) => Ok(Json(p)),
-        Ok(None) => Err(ApiError::not_found(format!(
-            "SlotPool/{pool} was not found"
-        ))),
-        Err(e) => Err(store_error(&e)),
-    }
+    get_or_404(&s.store, &pool).map(Json)
 }
 
 /// `DELETE /api/v1/slotpools/{pool}`: removes a pool nobody holds or waits for (409 otherwise).

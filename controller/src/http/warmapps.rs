@@ -6,7 +6,7 @@ use crd::{Kind, WarmApp};
 use state::history::ObjectRef;
 
 use super::history::record_delete;
-use super::{store_error, ApiError, Routes, State};
+use super::{get_or_404, store_error, ApiError, Routes, State};
 use crate::access::{self, Principal, Scope};
 
 /// The warm-app routes.
@@ -45,11 +45,8 @@ async fn get_warmapp(
     caller: Option<Extension<Principal>>,
     Path(name): Path<String>,
 ) -> Result<Json<WarmApp>, ApiError> {
-    match s.store.get_opt::<WarmApp>(&name) {
-        Ok(Some(app)) => Ok(Json(shown(app, caller.map(|Extension(p)| p).as_ref()))),
-        Ok(None) => Err(ApiError::not_found(format!("WarmApp/{name} was not found"))),
-        Err(e) => Err(store_error(&e)),
-    }
+    let app = get_or_404(&s.store, &name)?;
+    Ok(Json(shown(app, caller.map(|Extension(p)| p).as_ref())))
 }
 
 /// `DELETE /api/v1/warmapps/{name}`: removes the warm app; the controller then tears down
