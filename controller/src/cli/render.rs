@@ -269,12 +269,17 @@ impl Page {
         }
     }
 
-    fn conditions(&mut self, conditions: &[crd::condition::Condition], now_ms: u64) {
-        self.section("Conditions");
-        if conditions.is_empty() {
+    /// A section holding a table of `rows` under `headers`, or `<none>`.
+    fn table(&mut self, title: &str, headers: &[&str], rows: &[Vec<String>]) {
+        self.section(title);
+        if rows.is_empty() {
             self.indented("<none>");
-            return;
+        } else {
+            self.indented(&table(headers, rows));
         }
+    }
+
+    fn conditions(&mut self, conditions: &[crd::condition::Condition], now_ms: u64) {
         let rows: Vec<Vec<String>> = conditions
             .iter()
             .map(|c| {
@@ -287,18 +292,11 @@ impl Page {
                 ]
             })
             .collect();
-        self.indented(&table(
-            &["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"],
-            &rows,
-        ));
+        let headers = ["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"];
+        self.table("Conditions", &headers, &rows);
     }
 
     fn events(&mut self, history: &[Entry], now_ms: u64) {
-        self.section("History");
-        if history.is_empty() {
-            self.indented("<none>");
-            return;
-        }
         let rows: Vec<Vec<String>> = history
             .iter()
             .map(|e| {
@@ -309,7 +307,7 @@ impl Page {
                 ]
             })
             .collect();
-        self.indented(&table(&["AGE", "REASON", "MESSAGE"], &rows));
+        self.table("History", &["AGE", "REASON", "MESSAGE"], &rows);
     }
 }
 
@@ -431,36 +429,31 @@ pub fn describe_run(run: &Run, history: &[Entry], now_ms: u64) -> String {
     if let Some(e) = &run.status.last_error {
         p.field("Last error", e);
     }
-    p.section("Tiers");
-    if run.status.tiers.is_empty() && run.spec.required_tiers.is_empty() {
-        p.indented("<none>");
-    } else {
-        let mut rows: Vec<Vec<String>> = run
-            .status
-            .tiers
-            .iter()
-            .map(|t| {
-                let required = t.required || run.spec.required_tiers.contains(&t.name);
-                vec![
-                    t.name.clone(),
-                    format!("{:?}", t.result).to_lowercase(),
-                    if required { "yes" } else { "no" }.into(),
-                    t.reason.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
-        for name in &run.spec.required_tiers {
-            if !run.status.tiers.iter().any(|t| &t.name == name) {
-                rows.push(vec![
-                    name.clone(),
-                    "missing".into(),
-                    "yes".into(),
-                    String::new(),
-                ]);
-            }
+    let mut rows: Vec<Vec<String>> = run
+        .status
+        .tiers
+        .iter()
+        .map(|t| {
+            let required = t.required || run.spec.required_tiers.contains(&t.name);
+            vec![
+                t.name.clone(),
+                format!("{:?}", t.result).to_lowercase(),
+                if required { "yes" } else { "no" }.into(),
+                t.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    for name in &run.spec.required_tiers {
+        if !run.status.tiers.iter().any(|t| &t.name == name) {
+            rows.push(vec![
+                name.clone(),
+                "missing".into(),
+                "yes".into(),
+                String::new(),
+            ]);
         }
-        p.indented(&table(&["TIER", "RESULT", "REQUIRED", "REASON"], &rows));
     }
+    p.table("Tiers", &["TIER", "RESULT", "REQUIRED", "REASON"], &rows);
     if let Some(v) = &run.status.verdict {
         if !v.problems.is_empty() {
             p.section("Not green because");
@@ -503,34 +496,33 @@ pub fn describe_slotpool(pool: &SlotPool, history: &[Entry], now_ms: u64) -> Str
         humantime::format_duration(pool.spec.wait_timeout),
     );
     p.field("Phase", format!("{:?}", pool.status.phase));
-    p.section("Leases");
-    if pool.status.leases.is_empty() {
-        p.indented("<none>");
-    } else {
-        let rows: Vec<Vec<String>> = pool
-            .status
-            .leases
-            .iter()
-            .map(|l| {
-                vec![
-                    l.slot.to_string(),
-                    format!("pid {} on {}", l.owner.pid, l.owner.host),
-                    or_dash(l.run.as_deref()),
-                    age(now_ms, l.acquired_at_ms),
-                    l.expires_at_ms
-                        .map(|e| {
-                            if e > now_ms {
-                                format!("in {}", age(e, now_ms))
-                            } else {
-                                "expired".into()
-                            }
-                        })
-                        .unwrap_or_else(|| "with its owner".into()),
-                ]
-            })
-            .collect();
-        p.indented(&table(&["SLOT", "OWNER", "RUN", "HELD", "EXPIRES"], &rows));
-    }
+    let rows: Vec<Vec<String>> = pool
+        .status
+        .leases
+        .iter()
+        .map(|l| {
+            vec![
+                l.slot.to_string(),
+                format!("pid {} on {}", l.owner.pid, l.owner.host),
+                or_dash(l.run.as_deref()),
+                age(now_ms, l.acquired_at_ms),
+                l.expires_at_ms
+                    .map(|e| {
+                        if e > now_ms {
+                            format!("in {}", age(e, now_ms))
+                        } else {
+                            "expired".into()
+                        }
+                    })
+                    .unwrap_or_else(|| "with its owner".into()),
+            ]
+        })
+        .collect();
+    p.table(
+        "Leases",
+        &["SLOT", "OWNER", "RUN", "HELD", "EXPIRES"],
+        &rows,
+    );
     if !pool.status.waiters.is_empty() {
         p.section("Waiters");
         let rows: Vec<Vec<String>> = pool
@@ -684,30 +676,23 @@ pub fn describe_recipe(r: &crd::Recipe, history: &[Entry], now_ms: u64) -> Strin
         if let Some(e) = &s.last_fetch_error {
             p.field("Fetch error", e);
         }
-        p.section("Versions (newest first)");
-        if s.versions.is_empty() {
-            p.indented("<none>");
-        } else {
-            let rows: Vec<Vec<String>> = s
-                .versions
-                .iter()
-                .rev()
-                .map(|v| {
-                    vec![
-                        v.version.clone(),
-                        v.tag.clone(),
-                        short(Some(&v.commit)),
-                        chrono::DateTime::from_timestamp(v.commit_time, 0)
-                            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                            .unwrap_or_else(|| "-".into()),
-                    ]
-                })
-                .collect();
-            p.indented(&table(
-                &["VERSION", "TAG", "COMMIT", "COMMITTED (UTC)"],
-                &rows,
-            ));
-        }
+        let rows: Vec<Vec<String>> = s
+            .versions
+            .iter()
+            .rev()
+            .map(|v| {
+                vec![
+                    v.version.clone(),
+                    v.tag.clone(),
+                    short(Some(&v.commit)),
+                    chrono::DateTime::from_timestamp(v.commit_time, 0)
+                        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        let headers = ["VERSION", "TAG", "COMMIT", "COMMITTED (UTC)"];
+        p.table("Versions (newest first)", &headers, &rows);
         if !s.ignored.is_empty() {
             p.section("Ignored tags");
             let rows: Vec<Vec<String>> = s
