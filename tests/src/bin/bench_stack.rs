@@ -20,6 +20,13 @@
 //!   containers at once, then its networks, secrets, configs and volumes (and any container
 //!   left) removed and listed again, each kind in parallel, until nothing with the namespace
 //!   label is left;
+//! - **floor of a forced rm** (with the fair-peer row, between its samples): how long dockerd
+//!   itself needs to remove the same stack however fast the client is ([`floor_rm`]): an
+//!   in-process client that knows every object beforehand sends every removal at once and
+//!   retries each every 5 ms; timed from the first request to the last object's disappearance
+//!   as dockerd's events report it. Three variants, by when the overlay network goes: at once,
+//!   on the last container's `disconnect` event, on its `destroy` event. Printed against the
+//!   fair peer's median of the same run (floor / peer: above 0.5, no client meets ≤ 0.5);
 //! - **forced rm vs graceful docker**: the same forced hearth rm against `docker stack rm`
 //!   followed by what a script must do to get the same result: retrying `docker volume rm`
 //!   and listing networks every 100 ms until the stack's volumes and networks are gone
@@ -242,6 +249,216 @@ async fn docker_forced_rm(
     Ok(())
 }
 
+/// When a floor run removes the stack's overlay network.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum NetworkAt {
+    /// At once with everything else, retried until the cluster takes it.
+    Eager,
+    /// As soon as dockerd reports every container disconnected from it (events).
+    Disconnected,
+    /// As soon as dockerd reports every container destroyed (events).
+    Destroyed,
+}
+
+impl NetworkAt {
+    fn describe(self) -> &'static str {
+        match self {
+            NetworkAt::Eager => "network at once with the rest",
+            NetworkAt::Disconnected => "network on the last container's `disconnect` event",
+            NetworkAt::Destroyed => "network on the last container's `destroy` event",
+        }
+    }
+}
+
+/// One floor sample: dockerd's time, and when (ms from the first request) the last container
+/// and the network's node-local copy were destroyed.
+#[derive(Debug, Clone, Copy)]
+struct FloorSample {
+    secs: f64,
+    containers_ms: f64,
+    network_ms: f64,
+}
+
+/// Removes an object until dockerd answers done or "not found": every error is retried after
+/// 5 ms (in use, not yet allowed), for up to 20 s.
+async fn until_gone<F, Fut>(what: String, mut remove: F) -> Result<(), BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = controller::swarm::Result<()>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match remove().await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(format!("{what}: {e}").into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// The floor of a forced rm: how long dockerd itself takes to remove the stack however fast
+/// its client is. The client knows every object beforehand (listed before the clock starts,
+/// events connected); at the clock's start it sends every removal at once — services,
+/// containers (force), volumes, secrets, configs, each retried every 5 ms until dockerd takes
+/// it — and the network when `at` says. The time is dockerd's own: from the first request to
+/// the last object's disappearance as its events report it (`destroy` of the containers, the
+/// network's node-local copy and the volume; `remove` of services, secrets and configs).
+/// Then a listing of every kind must find nothing.
+async fn floor_rm(
+    swarm: &DockerSwarm,
+    namespace: &str,
+    at: NetworkAt,
+) -> Result<FloorSample, BoxError> {
+    use std::collections::{HashMap, HashSet};
+    let f = ns_filter(namespace);
+    let (services, containers, networks, volumes, secrets, configs) = futures::try_join!(
+        swarm.list_services(&f),
+        swarm.list_containers(&f),
+        swarm.list_networks(&f),
+        swarm.list_volumes(&f),
+        swarm.list_secrets(&f),
+        swarm.list_configs(&f),
+    )?;
+    // The event that ends each object, by ID (a volume's ID is its name).
+    let mut awaited: HashMap<String, &str> = HashMap::new();
+    awaited.extend(services.iter().map(|s| (s.meta.id.clone(), "remove")));
+    awaited.extend(containers.iter().map(|c| (c.id.clone(), "destroy")));
+    awaited.extend(networks.iter().map(|n| (n.id.clone(), "destroy")));
+    awaited.extend(volumes.iter().map(|v| (v.name.clone(), "destroy")));
+    awaited.extend(secrets.iter().map(|s| (s.meta.id.clone(), "remove")));
+    awaited.extend(configs.iter().map(|c| (c.meta.id.clone(), "remove")));
+    let container_ids: HashSet<String> = containers.iter().map(|c| c.id.clone()).collect();
+    let network_ids: HashSet<String> = networks.iter().map(|n| n.id.clone()).collect();
+    if container_ids.len() != 3 || network_ids.len() != 1 {
+        return Err(format!(
+            "{namespace}: expected 3 containers and 1 network, found {} and {}",
+            container_ids.len(),
+            network_ids.len()
+        )
+        .into());
+    }
+    // The events stream connects on its first poll: connected before the clock starts.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut events = swarm.events();
+    let pump = tokio::spawn(async move {
+        while let Some(Ok(event)) = events.next().await {
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while rx.try_recv().is_ok() {}
+
+    let (network_go, network_ready) = tokio::sync::watch::channel(at == NetworkAt::Eager);
+    let t0 = SystemTime::now();
+    let watch = async {
+        // Dropped when the watch ends, so a network still waiting for its turn gives up.
+        let network_go = network_go;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut seen: HashMap<String, SystemTime> = HashMap::new();
+        let (mut disconnected, mut destroyed) = (0, 0);
+        let mut last_destroy = t0;
+        while seen.len() < awaited.len() {
+            let Ok(Some(event)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+                let missing: Vec<&String> = awaited
+                    .keys()
+                    .filter(|id| !seen.contains_key(*id))
+                    .collect();
+                return Err::<_, BoxError>(
+                    format!("{namespace}: no removal event within 20 s for {missing:?}").into(),
+                );
+            };
+            let time = event.time.unwrap_or_else(SystemTime::now);
+            if network_ids.contains(&event.id) && event.action == "disconnect" {
+                disconnected += 1;
+                if at == NetworkAt::Disconnected && disconnected == container_ids.len() {
+                    let _ = network_go.send(true);
+                }
+            }
+            if container_ids.contains(&event.id) && event.action == "destroy" {
+                destroyed += 1;
+                last_destroy = last_destroy.max(time);
+                if at == NetworkAt::Destroyed && destroyed == container_ids.len() {
+                    let _ = network_go.send(true);
+                }
+            }
+            if awaited.get(&event.id) == Some(&event.action.as_str()) {
+                seen.insert(event.id.clone(), time);
+            }
+        }
+        let network = networks
+            .iter()
+            .filter_map(|n| seen.get(&n.id))
+            .max()
+            .copied()
+            .unwrap_or(t0);
+        let last = seen.values().max().copied().unwrap_or(t0);
+        let secs = |t: SystemTime| t.duration_since(t0).unwrap_or_default().as_secs_f64();
+        Ok(FloorSample {
+            secs: secs(last),
+            containers_ms: secs(last_destroy) * 1e3,
+            network_ms: secs(network) * 1e3,
+        })
+    };
+    let remove = async {
+        let mut jobs: Vec<futures::future::BoxFuture<'_, Result<(), BoxError>>> = Vec::new();
+        for s in &services {
+            jobs.push(Box::pin(until_gone(
+                format!("service {}", s.meta.name),
+                || swarm.remove_service(&s.meta.id),
+            )));
+        }
+        for c in &containers {
+            jobs.push(Box::pin(until_gone(
+                format!("container {}", c.name),
+                || swarm.remove_container(&c.id),
+            )));
+        }
+        for v in &volumes {
+            jobs.push(Box::pin(until_gone(format!("volume {}", v.name), || {
+                swarm.remove_volume(&v.name)
+            })));
+        }
+        for s in &secrets {
+            jobs.push(Box::pin(until_gone(
+                format!("secret {}", s.meta.name),
+                || swarm.remove_secret(&s.meta.id),
+            )));
+        }
+        for c in &configs {
+            jobs.push(Box::pin(until_gone(
+                format!("config {}", c.meta.name),
+                || swarm.remove_config(&c.meta.id),
+            )));
+        }
+        for n in &networks {
+            let mut ready = network_ready.clone();
+            jobs.push(Box::pin(async move {
+                ready
+                    .wait_for(|go| *go)
+                    .await
+                    .map_err(|_| "the event watch ended before the network's turn")?;
+                until_gone(format!("network {}", n.name), || {
+                    swarm.remove_network(&n.id)
+                })
+                .await
+            }));
+        }
+        futures::future::try_join_all(jobs).await
+    };
+    let (watched, removed) = tokio::join!(watch, remove);
+    pump.abort();
+    removed?;
+    let sample = watched?;
+    let left = swarm.list_containers(&f).await?;
+    if !left.is_empty() || !gone(swarm, namespace).await? {
+        return Err(format!("{namespace}: the floor run left objects").into());
+    }
+    Ok(sample)
+}
+
 /// Median, min and max of durations in seconds.
 fn stats(samples: &[f64]) -> (f64, f64, f64) {
     let mut s = samples.to_vec();
@@ -352,6 +569,16 @@ impl Bench {
         let elapsed = started.elapsed().as_secs_f64();
         self.clean(&namespace).await?;
         Ok(elapsed)
+    }
+
+    /// The floor of a forced rm ([`floor_rm`]) on a freshly deployed, running stack (deployed
+    /// by hearth, as for hearth's samples).
+    async fn floor(&mut self, at: NetworkAt) -> Result<FloorSample, BoxError> {
+        let namespace = self.name("flr", "frm");
+        self.deploy(true, 3, &namespace).await?;
+        let sample = floor_rm(&self.swarm, &namespace, at).await?;
+        self.clean(&namespace).await?;
+        Ok(sample)
     }
 
     /// Removes whatever is left of a stack (not timed) and checks nothing is.
@@ -500,6 +727,15 @@ async fn main_async() -> Result<(), BoxError> {
             "≤ 1.0",
         ),
     ];
+    // The floor (fair-peer row only): dockerd alone, by when the network goes.
+    const FLOORS: [NetworkAt; 3] = [
+        NetworkAt::Disconnected,
+        NetworkAt::Destroyed,
+        NetworkAt::Eager,
+    ];
+    let mut floors: Vec<(NetworkAt, Vec<FloorSample>)> =
+        FLOORS.iter().map(|at| (*at, Vec::new())).collect();
+    let mut floor_peer: Vec<f64> = Vec::new();
     for (force, docker_force, what, target) in rms {
         if bench.settings.only_forced && !force {
             continue;
@@ -522,6 +758,23 @@ async fn main_async() -> Result<(), BoxError> {
                     &mut row.docker
                 }
                 .push(t);
+            }
+            if force && docker_force {
+                // The floor of the same stack, measured between the samples of the pair.
+                for k in 0..floors.len() {
+                    let (at, samples) = &mut floors[(i + k) % FLOORS.len()];
+                    let sample = bench.floor(*at).await?;
+                    eprintln!(
+                        "floor ({}): {:.3} s (last container destroyed at {:.0} ms, network's \
+                         local copy at {:.0} ms)",
+                        at.describe(),
+                        sample.secs,
+                        sample.containers_ms,
+                        sample.network_ms
+                    );
+                    samples.push(sample);
+                }
+                floor_peer.clone_from(&row.docker);
             }
         }
         rows.push(row);
@@ -583,6 +836,30 @@ async fn main_async() -> Result<(), BoxError> {
     println!("|---|---|---|---|---|");
     for row in &rows {
         row.print();
+    }
+    if !floor_peer.is_empty() {
+        let (pm, pmin, pmax) = stats(&floor_peer);
+        println!();
+        println!(
+            "| floor: dockerd alone, every removal sent at once (in-process) | floor median \
+             (min–max) | fair peer median (min–max) | floor / peer | last container destroyed \
+             (median) | network's local copy destroyed (median) |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for (at, samples) in &floors {
+            let t: Vec<f64> = samples.iter().map(|s| s.secs).collect();
+            let destroyed: Vec<f64> = samples.iter().map(|s| s.containers_ms).collect();
+            let network: Vec<f64> = samples.iter().map(|s| s.network_ms).collect();
+            let (fm, fmin, fmax) = stats(&t);
+            println!(
+                "| {} | {fm:.3} s ({fmin:.3}–{fmax:.3}) | {pm:.2} s ({pmin:.2}–{pmax:.2}) | \
+                 {:.3} | {:.0} ms | {:.0} ms |",
+                at.describe(),
+                fm / pm,
+                stats(&destroyed).0,
+                stats(&network).0
+            );
+        }
     }
     println!();
     println!("| measurement | first apply | re-apply | re-apply time | target |");
