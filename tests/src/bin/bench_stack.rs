@@ -59,6 +59,9 @@ struct Settings {
     docker: PathBuf,
     /// `--only forced`: only the two forced-rm rows.
     only_forced: bool,
+    /// `--only floor`: only the floor, the network on `disconnect` against on `destroy`,
+    /// alternating, `--runs` samples each (is one moment better than the other?).
+    only_floor: bool,
 }
 
 fn settings() -> Result<Settings, BoxError> {
@@ -69,6 +72,7 @@ fn settings() -> Result<Settings, BoxError> {
         hearth: exe.with_file_name("hearth"),
         docker: PathBuf::from("/usr/bin/docker"),
         only_forced: false,
+        only_floor: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -80,7 +84,12 @@ fn settings() -> Result<Settings, BoxError> {
             "--docker" => s.docker = PathBuf::from(value()?),
             "--only" => match value()?.as_str() {
                 "forced" => s.only_forced = true,
-                other => return Err(format!("--only {other:?}: only `forced` is known").into()),
+                "floor" => s.only_floor = true,
+                other => {
+                    return Err(
+                        format!("--only {other:?}: only `forced` and `floor` are known").into(),
+                    )
+                }
             },
             other => return Err(format!("unknown argument {other:?}").into()),
         }
@@ -653,6 +662,55 @@ async fn trace_rm(bench: &mut Bench) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// `--only floor`: the floor with the network removed on the last `disconnect` against on the
+/// last `destroy`, alternating (ABBA), `--runs` samples each.
+async fn floor_ab(bench: &mut Bench, load_before: &str) -> Result<(), BoxError> {
+    let variants = [NetworkAt::Disconnected, NetworkAt::Destroyed];
+    let mut samples: [Vec<FloorSample>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..bench.settings.runs {
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
+            let sample = bench.floor(variants[k]).await?;
+            eprintln!(
+                "floor ({}): {:.3} s (containers {:.0} ms, network {:.0} ms)",
+                variants[k].describe(),
+                sample.secs,
+                sample.containers_ms,
+                sample.network_ms
+            );
+            samples[k].push(sample);
+        }
+    }
+    let load_after = std::fs::read_to_string("/proc/loadavg")?;
+    println!(
+        "floor A/B, {} samples each; /proc/loadavg before: {}; after: {}",
+        bench.settings.runs,
+        load_before.trim(),
+        load_after.trim()
+    );
+    println!("| floor | median (min–max) | last container destroyed | network's local copy destroyed | copy after the last container |");
+    println!("|---|---|---|---|---|");
+    for (at, samples) in variants.iter().zip(&samples) {
+        let t: Vec<f64> = samples.iter().map(|s| s.secs).collect();
+        let c: Vec<f64> = samples.iter().map(|s| s.containers_ms).collect();
+        let n: Vec<f64> = samples.iter().map(|s| s.network_ms).collect();
+        let gap: Vec<f64> = samples
+            .iter()
+            .map(|s| s.network_ms - s.containers_ms)
+            .collect();
+        let (m, min, max) = stats(&t);
+        println!(
+            "| {} | {m:.3} s ({min:.3}–{max:.3}) | {:.0} ms | {:.0} ms | {:.0} ms |",
+            at.describe(),
+            stats(&c).0,
+            stats(&n).0,
+            stats(&gap).0
+        );
+    }
+    std::fs::remove_dir_all(&bench.dir)?;
+    Ok(())
+}
+
 async fn main_async() -> Result<(), BoxError> {
     let settings = settings()?;
     let swarm = DockerSwarm::connect(DockerOptions::default()).await?;
@@ -674,6 +732,9 @@ async fn main_async() -> Result<(), BoxError> {
     };
     if bench.settings.trace_rm > 0 {
         return trace_rm(&mut bench).await;
+    }
+    if bench.settings.only_floor {
+        return floor_ab(&mut bench, &load_before).await;
     }
     let mut rows = Vec::new();
 
