@@ -254,6 +254,15 @@ impl Page {
         Page { out: String::new() }
     }
 
+    /// A page about `obj`, starting with its name, kind and age.
+    fn about<R: crd::Resource>(obj: &R, now_ms: u64) -> Page {
+        let mut p = Page::new();
+        p.field("Name", obj.name());
+        p.field("Kind", R::KIND.as_str());
+        p.field("Age", age(now_ms, obj.meta().creation_timestamp_ms));
+        p
+    }
+
     fn field(&mut self, key: &str, value: impl std::fmt::Display) {
         let label = format!("{key}:");
         self.out.push_str(&format!("{label:<20}{value}\n"));
@@ -313,10 +322,7 @@ impl Page {
 
 /// `hearth describe warmapp NAME`.
 pub fn describe_warmapp(app: &WarmApp, history: &[Entry], now_ms: u64) -> String {
-    let mut p = Page::new();
-    p.field("Name", &app.metadata.name);
-    p.field("Kind", "WarmApp");
-    p.field("Age", age(now_ms, app.metadata.creation_timestamp_ms));
+    let mut p = Page::about(app, now_ms);
     p.field("Recipe", &app.spec.recipe);
     p.field("Version", &app.spec.version);
     p.field("Declared version", app.declared_version());
@@ -389,10 +395,7 @@ fn problem_text(p: &VerdictProblem) -> String {
 
 /// `hearth describe run NAME`.
 pub fn describe_run(run: &Run, history: &[Entry], now_ms: u64) -> String {
-    let mut p = Page::new();
-    p.field("Name", &run.metadata.name);
-    p.field("Kind", "Run");
-    p.field("Age", age(now_ms, run.metadata.creation_timestamp_ms));
+    let mut p = Page::about(run, now_ms);
     p.field("Recipe", &run.spec.recipe);
     p.field("Version", &run.spec.version);
     p.field("Ref", or_dash(run.spec.git_ref.as_deref()));
@@ -475,10 +478,7 @@ pub fn describe_run(run: &Run, history: &[Entry], now_ms: u64) -> String {
 
 /// `hearth describe slotpool NAME`.
 pub fn describe_slotpool(pool: &SlotPool, history: &[Entry], now_ms: u64) -> String {
-    let mut p = Page::new();
-    p.field("Name", &pool.metadata.name);
-    p.field("Kind", "SlotPool");
-    p.field("Age", age(now_ms, pool.metadata.creation_timestamp_ms));
+    let mut p = Page::about(pool, now_ms);
     p.field(
         "In use",
         format!("{}/{}", pool.status.leases.len(), pool.spec.slots),
@@ -643,10 +643,7 @@ pub fn workers_table(workers: &[crate::runtime::workers::Status], now_ms: u64) -
 /// `hearth describe recipe NAME`: source, versions newest first, ignored tags, fetch status.
 pub fn describe_recipe(r: &crd::Recipe, history: &[Entry], now_ms: u64) -> String {
     let s = &r.status;
-    let mut p = Page::new();
-    p.field("Name", &r.metadata.name);
-    p.field("Kind", "Recipe");
-    p.field("Age", age(now_ms, r.metadata.creation_timestamp_ms));
+    let mut p = Page::about(r, now_ms);
     p.field("Source", recipe_source(r));
     if r.spec.git.is_some() {
         p.field("Versions range", or_dash(r.spec.versions.as_deref()));
