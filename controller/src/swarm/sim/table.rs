@@ -80,27 +80,25 @@ fn unlink(index: &mut Index, value: Option<&str>, key: &str) {
 
 impl<V: Row> Table<V> {
     fn index(&mut self, key: &str) {
-        let Some(row) = self.rows.get(key) else {
-            return;
-        };
-        let ns = row.labels().get(NAMESPACE_LABEL).cloned();
-        let name = row.name().map(str::to_string);
-        let owner = row.owner().map(str::to_string);
-        link(&mut self.by_namespace, ns.as_deref(), key);
-        link(&mut self.by_name, name.as_deref(), key);
-        link(&mut self.by_owner, owner.as_deref(), key);
+        self.each_index(key, link);
     }
 
     fn unindex(&mut self, key: &str) {
+        self.each_index(key, unlink);
+    }
+
+    /// Applies `edit` (link or unlink) to row `key`'s entry in each index: by namespace label,
+    /// by name, by owner.
+    fn each_index(&mut self, key: &str, edit: fn(&mut Index, Option<&str>, &str)) {
         let Some(row) = self.rows.get(key) else {
             return;
         };
         let ns = row.labels().get(NAMESPACE_LABEL).cloned();
         let name = row.name().map(str::to_string);
         let owner = row.owner().map(str::to_string);
-        unlink(&mut self.by_namespace, ns.as_deref(), key);
-        unlink(&mut self.by_name, name.as_deref(), key);
-        unlink(&mut self.by_owner, owner.as_deref(), key);
+        edit(&mut self.by_namespace, ns.as_deref(), key);
+        edit(&mut self.by_name, name.as_deref(), key);
+        edit(&mut self.by_owner, owner.as_deref(), key);
     }
 
     /// Inserts (or replaces) the row `key`.
