@@ -56,6 +56,19 @@ pub(super) struct Removal {
     pub(super) containers_wait: Duration,
 }
 
+impl Removal {
+    /// Records the outcome of removing `object` ([`record_removal`]).
+    fn record(&mut self, object: ObjectRef, result: swarm::Result<()>) {
+        record_removal(
+            &mut self.removed,
+            &mut self.already_gone,
+            &mut self.failures,
+            object,
+            result,
+        );
+    }
+}
+
 /// A forced removal: where and how.
 pub(super) struct Forced<'a> {
     /// The daemon hearth talks to (a manager).
@@ -115,13 +128,7 @@ impl Forced<'_> {
             },
         );
         for (object, result) in removed {
-            record_removal(
-                &mut out.removed,
-                &mut out.already_gone,
-                &mut out.failures,
-                object,
-                result,
-            );
+            out.record(object, result);
         }
         // What this listing missed, the drain's first look finds.
         let listed = listed.unwrap_or_default();
@@ -181,13 +188,7 @@ impl Forced<'_> {
             for (object, result) in early {
                 match result {
                     Err(e) if e.is_retryable() => later.push(object),
-                    result => record_removal(
-                        &mut out.removed,
-                        &mut out.already_gone,
-                        &mut out.failures,
-                        object,
-                        result,
-                    ),
+                    result => out.record(object, result),
                 }
             }
             // 3. Networks and volumes (in use until the containers are gone), and what was
@@ -195,13 +196,7 @@ impl Forced<'_> {
             for (object, result) in
                 remove_all(later, |o| remove_one(self.swarm, o, self.deadline)).await
             {
-                record_removal(
-                    &mut out.removed,
-                    &mut out.already_gone,
-                    &mut out.failures,
-                    object,
-                    result,
-                );
+                out.record(object, result);
             }
             swarm::Result::Ok((drained, wait))
         };
@@ -217,13 +212,7 @@ impl Forced<'_> {
                     format!("{} on node {node}", object.name),
                     &object.id,
                 );
-                record_removal(
-                    &mut out.removed,
-                    &mut out.already_gone,
-                    &mut out.failures,
-                    object,
-                    result,
-                );
+                out.record(object, result);
             }
         }
         Ok((out, beside))
