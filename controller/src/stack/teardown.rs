@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use super::forced::{Forced, Target};
 use super::nodes::{self, NodeDaemons, NodeReport};
-use super::observe::SERVICE_ID_LABEL;
+use super::observe::{Observed, SERVICE_ID_LABEL};
 use super::plan::NAMESPACE_LABEL;
 use super::retry::{poll_delays, swarm_until};
 use super::{Error, ObjectRef, Result, CONCURRENCY};
@@ -239,23 +239,17 @@ pub async fn teardown(
     // containers, so their removal starts right after the services' without another look;
     // and the tasks, for where they ran: see `nodes`).
     let forced = options.mode == Mode::Forced;
-    let containers_filter = swarm_containers();
-    let (services, tasks, networks, volumes, secrets, configs, containers) = futures::try_join!(
-        swarm_until(deadline, || swarm.list_services(&filter)),
-        swarm_until(deadline, || swarm.list_tasks(&filter)),
-        swarm_until(deadline, || swarm.list_networks(&filter)),
-        swarm_until(deadline, || swarm.list_volumes(&filter)),
-        swarm_until(deadline, || swarm.list_secrets(&filter)),
-        swarm_until(deadline, || swarm.list_configs(&filter)),
-        async {
-            if forced {
-                swarm_until(deadline, || swarm.list_containers(&containers_filter)).await
-            } else {
-                Ok(Vec::new())
-            }
-        },
-    )
-    .map_err(|e| observe_failed(namespace, e))?;
+    let Observed {
+        services,
+        tasks,
+        containers,
+        networks,
+        volumes,
+        secrets,
+        configs,
+    } = list_all(swarm, &filter, forced, deadline)
+        .await
+        .map_err(|e| observe_failed(namespace, e))?;
     // Where tasks ran, before the services (and with them their tasks) go.
     let mounts = nodes::mounts_volumes(&services);
     let node_targets = if mounts || !options.required_nodes.is_empty() {
@@ -834,6 +828,43 @@ async fn verify(
     }
 }
 
+/// One look at a namespace (`filter`) in one round trip, each list call retried until
+/// `deadline`: services, tasks, networks, volumes, secrets, configs and, with `containers`,
+/// every swarm task container of this daemon (the caller picks the stack's: a container's
+/// labels may lack the namespace).
+async fn list_all(
+    swarm: &dyn Swarm,
+    filter: &LabelFilter,
+    containers: bool,
+    deadline: Instant,
+) -> crate::swarm::Result<Observed> {
+    let containers_filter = swarm_containers();
+    let (services, tasks, networks, volumes, secrets, configs, containers) = futures::try_join!(
+        swarm_until(deadline, || swarm.list_services(filter)),
+        swarm_until(deadline, || swarm.list_tasks(filter)),
+        swarm_until(deadline, || swarm.list_networks(filter)),
+        swarm_until(deadline, || swarm.list_volumes(filter)),
+        swarm_until(deadline, || swarm.list_secrets(filter)),
+        swarm_until(deadline, || swarm.list_configs(filter)),
+        async {
+            if containers {
+                swarm_until(deadline, || swarm.list_containers(&containers_filter)).await
+            } else {
+                Ok(Vec::new())
+            }
+        },
+    )?;
+    Ok(Observed {
+        services,
+        tasks,
+        containers,
+        networks,
+        volumes,
+        secrets,
+        configs,
+    })
+}
+
 /// Everything of the stack that is still there: services, tasks that may still create a
 /// container, containers, networks, secrets, configs, volumes.
 async fn residuals(
@@ -845,51 +876,43 @@ async fn residuals(
     let filter = LabelFilter::eq(NAMESPACE_LABEL, namespace);
     // The verification must run even when the deadline has passed.
     let deadline = deadline.max(Instant::now() + Duration::from_secs(10));
-    let containers_filter = swarm_containers();
-    let (services, tasks, containers, networks, volumes, secrets, configs) = futures::try_join!(
-        swarm_until(deadline, || swarm.list_services(&filter)),
-        swarm_until(deadline, || swarm.list_tasks(&filter)),
-        swarm_until(deadline, || swarm.list_containers(&containers_filter)),
-        swarm_until(deadline, || swarm.list_networks(&filter)),
-        swarm_until(deadline, || swarm.list_volumes(&filter)),
-        swarm_until(deadline, || swarm.list_secrets(&filter)),
-        swarm_until(deadline, || swarm.list_configs(&filter)),
-    )
-    .map_err(|e| observe_failed(namespace, e))?;
+    let seen = list_all(swarm, &filter, true, deadline)
+        .await
+        .map_err(|e| observe_failed(namespace, e))?;
     let mut left = Vec::new();
     left.extend(
-        services
+        seen.services
             .iter()
             .map(|s| ObjectRef::new(ObjectKind::Service, &s.meta.name, &s.meta.id)),
     );
     left.extend(
-        tasks
+        seen.tasks
             .iter()
             .filter(|t| may_create_container(&t.state))
             .map(|t| task_ref(t, service_names)),
     );
     left.extend(
-        stack_containers(containers, Some(namespace), service_names)
+        stack_containers(seen.containers, Some(namespace), service_names)
             .iter()
             .map(|c| ObjectRef::new(ObjectKind::Container, &c.name, &c.id)),
     );
     left.extend(
-        networks
+        seen.networks
             .iter()
             .map(|n| ObjectRef::new(ObjectKind::Network, &n.name, &n.id)),
     );
     left.extend(
-        secrets
+        seen.secrets
             .iter()
             .map(|s| ObjectRef::new(ObjectKind::Secret, &s.meta.name, &s.meta.id)),
     );
     left.extend(
-        configs
+        seen.configs
             .iter()
             .map(|c| ObjectRef::new(ObjectKind::Config, &c.meta.name, &c.meta.id)),
     );
     left.extend(
-        volumes
+        seen.volumes
             .iter()
             .map(|v| ObjectRef::new(ObjectKind::Volume, &v.name, &v.name)),
     );
