@@ -659,6 +659,7 @@ async fn trace_rm(bench: &mut Bench) -> Result<(), BoxError> {
         "hearth stack ls (start, connect, one list): {:.1} ms",
         started.elapsed().as_secs_f64() * 1e3
     );
+    std::fs::remove_dir_all(&bench.dir)?;
     Ok(())
 }
 
