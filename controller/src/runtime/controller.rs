@@ -417,8 +417,9 @@ async fn work<R: Reconciler>(
     key: ObjectRef,
 ) -> (ObjectRef, Outcome<R::Error>) {
     let call = async {
-        match store.get_opt::<R::Object>(&key.name) {
-            Ok(Some(obj)) => R::reconcile(Arc::new(obj), ctx).await,
+        // Decoded once while its stored bytes are unchanged: a resync reads every object.
+        match store.get_shared::<R::Object>(&key.name) {
+            Ok(Some(obj)) => R::reconcile(obj, ctx).await,
             Ok(None) => R::cleanup(key.clone(), ctx).await,
             Err(source) => {
                 return Outcome::Broken(Error::ObjectReadFailed {
