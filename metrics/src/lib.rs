@@ -51,6 +51,9 @@ const WAIT_BUCKETS: &[f64] = &[
 /// whatever counts runs and whatever prunes series name it alike.
 pub const UNDECLARED: &str = "_undeclared";
 
+/// A warm app's readiness and version, as its series were last set.
+type WarmAppSeries = (bool, Option<String>);
+
 /// Every metric hearth exports, owned together with their registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -62,7 +65,8 @@ pub struct Metrics {
     active_workers: IntGaugeVec,
     warm_app_ready: IntGaugeVec,
     warm_app_info: IntGaugeVec,
-    warm_app_versions: Arc<Mutex<HashMap<String, String>>>,
+    /// Each warm app's readiness and version as last set ([`Metrics::set_warm_app`]).
+    warm_apps: Arc<Mutex<HashMap<String, WarmAppSeries>>>,
     runs_by_phase: IntGaugeVec,
     tier_results: IntCounterVec,
     slots_in_use: IntGaugeVec,
@@ -227,7 +231,7 @@ impl Metrics {
                 "Always 1; the labels say which version each warm app runs.",
                 &["app", "version"],
             )?,
-            warm_app_versions: Arc::new(Mutex::new(HashMap::new())),
+            warm_apps: Arc::new(Mutex::new(HashMap::new())),
             runs_by_phase: gauge_vec(&r, "runs", "Runs in the store, per phase.", &["phase"])?,
             tier_results: counter_vec(
                 &r,
@@ -390,18 +394,25 @@ impl Metrics {
     }
 
     /// Sets a warm app's readiness and running version. The app's previous version series is
-    /// removed from the info metric, so each app has exactly one info series.
+    /// removed from the info metric, so each app has exactly one info series. Nothing is
+    /// written when both are as last set (a resync sets them for every app).
     pub fn set_warm_app(&self, app: &str, ready: bool, version: Option<&str>) {
+        let mut apps = self
+            .warm_apps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if apps
+            .get(app)
+            .is_some_and(|(r, v)| *r == ready && v.as_deref() == version)
+        {
+            return;
+        }
         self.warm_app_ready
             .with_label_values(&[app])
             .set(i64::from(ready));
-        let Ok(mut versions) = self.warm_app_versions.lock() else {
-            return;
-        };
-        let previous = match version {
-            Some(v) => versions.insert(app.to_owned(), v.to_owned()),
-            None => versions.remove(app),
-        };
+        let previous = apps
+            .insert(app.to_owned(), (ready, version.map(str::to_owned)))
+            .and_then(|(_, v)| v);
         if let Some(old) = previous {
             if Some(old.as_str()) != version {
                 // An absent series is fine: nothing to remove.
@@ -418,6 +429,10 @@ impl Metrics {
         self.set_warm_app(app, false, None);
         // An absent series is fine: nothing to remove.
         let _ = self.warm_app_ready.remove_label_values(&[app]);
+        self.warm_apps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(app);
     }
 
     /// Replaces the runs-by-phase gauge with `counts` (phase name → runs). Phases missing
@@ -763,6 +778,33 @@ mod tests {
         m.remove_warm_app("web");
         let text = m.encode().unwrap();
         assert!(!text.contains("app=\"web\""), "{text}");
+    }
+
+    #[test]
+    fn a_warm_app_deleted_and_made_again_with_the_same_state_gets_its_series_back() {
+        let m = Metrics::new().unwrap();
+        m.set_warm_app("web", false, None);
+        m.set_warm_app("web", false, None);
+        m.remove_warm_app("web");
+        m.set_warm_app("web", false, None);
+        let text = m.encode().unwrap();
+        assert_eq!(
+            line_value(&text, "hearth_warm_app_ready{app=\"web\"}"),
+            Some(0.0),
+            "{text}"
+        );
+        m.set_warm_app("web", true, Some("1.0.0"));
+        m.set_warm_app("web", true, Some("1.0.0"));
+        let text = m.encode().unwrap();
+        assert_eq!(
+            line_value(&text, "hearth_warm_app_ready{app=\"web\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            line_value(&text, "hearth_warm_app_info{app=\"web\",version=\"1.0.0\"}"),
+            Some(1.0),
+            "{text}"
+        );
     }
 
     #[test]
