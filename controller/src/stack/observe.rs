@@ -126,6 +126,22 @@ pub async fn observe_all(
     filter: &LabelFilter,
     depth: Depth,
 ) -> Result<BTreeMap<String, Observed>> {
+    Ok(observe_grouped(swarm, filter, depth)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// [`observe_all`] without ordering the stacks by namespace (a resync's snapshot looks
+/// stacks up by namespace; sorting 10,000 of them was ~5 % of the listing).
+///
+/// # Errors
+/// As [`observe_all`].
+pub(crate) async fn observe_grouped(
+    swarm: &dyn Swarm,
+    filter: &LabelFilter,
+    depth: Depth,
+) -> Result<HashMap<String, Observed>> {
     let filter = filter.clone().and_has(NAMESPACE_LABEL);
     let all = list_all(swarm, &filter, depth)
         .await
@@ -139,7 +155,6 @@ fn namespace_of(labels: &crate::swarm::Labels) -> Option<&str> {
 
 /// Stacks by namespace while grouping: hashed (one hash per object, not a string comparison
 /// per tree level), a namespace copied once per stack, not once per object.
-#[derive(Default)]
 struct Groups(HashMap<String, Observed>);
 
 impl Groups {
@@ -156,64 +171,75 @@ impl Groups {
     }
 }
 
-/// Splits one observation of many stacks by namespace.
-fn group(all: Observed) -> BTreeMap<String, Observed> {
-    let mut out = Groups::default();
-    // Each service's namespace by service ID (tasks carry only their service's ID).
-    let service_ns: HashMap<String, String> = all
-        .services
-        .iter()
-        .filter_map(|s| Some((s.meta.id.clone(), namespace_of(&s.meta.labels)?.to_string())))
-        .collect();
-    // Labels are shared maps: holding a clone while the object moves copies a pointer.
-    for s in all.services {
+/// Splits one observation of many stacks by namespace (each stack's objects in listing
+/// order).
+fn group(all: Observed) -> HashMap<String, Observed> {
+    let Observed {
+        services,
+        tasks,
+        containers,
+        networks,
+        volumes,
+        secrets,
+        configs,
+    } = all;
+    let mut out = Groups(HashMap::with_capacity(services.len().max(networks.len())));
+    {
+        // Each service's namespace by service ID (tasks carry only their service's ID),
+        // borrowed from the services, which are grouped after their tasks and containers.
+        let service_ns: HashMap<&str, &str> = services
+            .iter()
+            .filter_map(|s| Some((s.meta.id.as_str(), namespace_of(&s.meta.labels)?)))
+            .collect();
+        for t in tasks {
+            if let Some(ns) = service_ns.get(t.service_id.as_str()) {
+                out.put(ns, |o| o.tasks.push(t));
+            }
+        }
+        for c in containers {
+            // Labels are shared maps: holding a clone while the object moves copies a pointer.
+            let labels = c.labels.clone();
+            let ns = namespace_of(&labels).or_else(|| {
+                labels
+                    .get(SERVICE_ID_LABEL)
+                    .and_then(|id| service_ns.get(id.as_str()).copied())
+            });
+            if let Some(ns) = ns {
+                out.put(ns, |o| o.containers.push(c));
+            }
+        }
+    }
+    for s in services {
         let labels = s.meta.labels.clone();
         if let Some(ns) = namespace_of(&labels) {
             out.put(ns, |o| o.services.push(s));
         }
     }
-    for t in all.tasks {
-        if let Some(ns) = service_ns.get(&t.service_id) {
-            out.put(ns, |o| o.tasks.push(t));
-        }
-    }
-    for c in all.containers {
-        let labels = c.labels.clone();
-        let ns = namespace_of(&labels).or_else(|| {
-            labels
-                .get(SERVICE_ID_LABEL)
-                .and_then(|id| service_ns.get(id))
-                .map(String::as_str)
-        });
-        if let Some(ns) = ns {
-            out.put(ns, |o| o.containers.push(c));
-        }
-    }
-    for n in all.networks {
+    for n in networks {
         let labels = n.labels.clone();
         if let Some(ns) = namespace_of(&labels) {
             out.put(ns, |o| o.networks.push(n));
         }
     }
-    for v in all.volumes {
+    for v in volumes {
         let labels = v.labels.clone();
         if let Some(ns) = namespace_of(&labels) {
             out.put(ns, |o| o.volumes.push(v));
         }
     }
-    for s in all.secrets {
+    for s in secrets {
         let labels = s.meta.labels.clone();
         if let Some(ns) = namespace_of(&labels) {
             out.put(ns, |o| o.secrets.push(s));
         }
     }
-    for c in all.configs {
+    for c in configs {
         let labels = c.meta.labels.clone();
         if let Some(ns) = namespace_of(&labels) {
             out.put(ns, |o| o.configs.push(c));
         }
     }
-    out.0.into_iter().collect()
+    out.0
 }
 
 /// Why a task does not count as ready.
