@@ -108,18 +108,23 @@ pub fn owner_of_stack(stack: &str) -> Option<ObjectRef> {
 /// (`hearth.kind` + `hearth.name`, and `hearth.parent-run` for a run's stacks), which also
 /// resolve the per-run dep stacks a name cannot; without labels, [`owner_of_swarm_name`].
 pub fn owners_of_listed(name: &str, labels: &crate::swarm::Labels) -> Vec<ObjectRef> {
-    let mut out = Vec::new();
-    let kind = labels.get(labels::KIND).and_then(|k| Kind::parse(k));
-    if let (Some(kind), Some(owner)) = (kind, labels.get(labels::NAME)) {
-        out.push(ObjectRef::new(kind, owner.clone()));
-    }
-    if let Some(run) = labels.get(labels::PARENT_RUN) {
-        out.push(ObjectRef::new(Kind::Run, run.clone()));
-    }
+    let mut out: Vec<ObjectRef> = labelled_owners(labels)
+        .map(|(kind, owner)| ObjectRef::new(kind, owner))
+        .collect();
     if out.is_empty() {
         out.extend(owner_of_swarm_name(name));
     }
     out
+}
+
+/// The owners a listed object's labels name ([`owners_of_listed`]), borrowed from them.
+fn labelled_owners(labels: &crate::swarm::Labels) -> impl Iterator<Item = (Kind, &str)> {
+    let kind = labels.get(labels::KIND).and_then(|k| Kind::parse(k));
+    let named = kind.zip(labels.get(labels::NAME).map(String::as_str));
+    let run = labels
+        .get(labels::PARENT_RUN)
+        .map(|run| (Kind::Run, run.as_str()));
+    named.into_iter().chain(run)
 }
 
 /// Every key of kind `K` worth reconciling: the objects in the store plus, when a swarm is
@@ -191,18 +196,49 @@ pub fn stack_owners<'a>(
         l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGED_BY_VALUE)
     };
     let in_a_stack = |l: &Labels| l.contains_key(crate::swarm::labels::NAMESPACE);
-    let mut owners = Vec::new();
-    for s in services.into_iter().filter(|s| managed(&s.meta.labels)) {
-        owners.extend(owners_of_listed(&s.meta.name, &s.meta.labels));
+    let listed = services
+        .into_iter()
+        .filter(|s| managed(&s.meta.labels))
+        .map(|s| (s.meta.name.as_str(), &s.meta.labels))
+        .chain(
+            networks
+                .into_iter()
+                .filter(|n| managed(&n.labels))
+                .map(|n| (n.name.as_str(), &n.labels)),
+        )
+        .chain(
+            volumes
+                .into_iter()
+                .filter(|v| in_a_stack(&v.labels))
+                .map(|v| (v.name.as_str(), &v.labels)),
+        );
+    // A stack's objects name the same owner: deduplicated borrowed, each owner copied once
+    // (10,000 stacks list ~30,000 objects).
+    let mut labelled: Vec<(Kind, &str)> = Vec::new();
+    let mut named = Vec::new();
+    for (name, l) in listed {
+        let mut found = false;
+        for owner in labelled_owners(l) {
+            found = true;
+            if labelled.last() != Some(&owner) {
+                labelled.push(owner);
+            }
+        }
+        if !found {
+            named.extend(owner_of_swarm_name(name));
+        }
     }
-    for n in networks.into_iter().filter(|n| managed(&n.labels)) {
-        owners.extend(owners_of_listed(&n.name, &n.labels));
+    labelled.sort_unstable_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+    labelled.dedup();
+    let mut owners: Vec<ObjectRef> = labelled
+        .into_iter()
+        .map(|(kind, name)| ObjectRef::new(kind, name))
+        .collect();
+    if !named.is_empty() {
+        owners.extend(named);
+        owners.sort_by(|a, b| (a.kind.as_str(), &a.name).cmp(&(b.kind.as_str(), &b.name)));
+        owners.dedup();
     }
-    for v in volumes.into_iter().filter(|v| in_a_stack(&v.labels)) {
-        owners.extend(owners_of_listed(&v.name, &v.labels));
-    }
-    owners.sort_by(|a, b| (a.kind.as_str(), &a.name).cmp(&(b.kind.as_str(), &b.name)));
-    owners.dedup();
     owners
 }
 
@@ -244,7 +280,7 @@ pub(crate) async fn send_relist<K: Resource>(
 ) -> Relisted {
     // Taken before the survey lists: a reconcile may use that listing (it started after).
     let ticket = Ticket::next();
-    let mut keys = match store_keys::<K>(store) {
+    let keys = match store_keys::<K>(store) {
         Ok(keys) => keys,
         Err(e) => {
             tracing::warn!(error = %e, why, "relist failed");
@@ -255,31 +291,43 @@ pub(crate) async fn send_relist<K: Resource>(
             };
         }
     };
-    let mut complete = true;
-    if let Some(survey) = survey {
-        match surveyed::<K>(survey, ticket).await {
-            Ok(owners) => keys.extend(owners),
-            Err(e) => {
-                tracing::warn!(error = %e, why, "relist: listing swarm services failed; retrying with backoff");
-                complete = false;
+    // The store's keys go out before the survey lists the swarm: the runner queues them while
+    // the swarm is listed (its first reconciles wait for that listing and share it), and the
+    // orphans the survey finds follow (issue 14: the queueing of 10,000 keys no longer waits
+    // for the listing).
+    tracing::debug!(count = keys.len(), why, "relisting");
+    if !send_all(keys.iter().cloned(), ticket, tx) {
+        return Relisted::Closed;
+    }
+    let Some(survey) = survey else {
+        return Relisted::Complete;
+    };
+    match surveyed::<K>(survey, ticket).await {
+        Ok(owners) => {
+            // Names are unique within a kind, and the store's are sorted.
+            let orphans = owners
+                .into_iter()
+                .filter(|o| keys.binary_search_by(|k| k.name.cmp(&o.name)).is_err());
+            if send_all(orphans, ticket, tx) {
+                Relisted::Complete
+            } else {
+                Relisted::Closed
             }
         }
-    }
-    keys.sort_by(|a, b| a.name.cmp(&b.name));
-    keys.dedup();
-    tracing::debug!(count = keys.len(), why, "relisting");
-    if !send_all(keys, ticket, tx) {
-        Relisted::Closed
-    } else if complete {
-        Relisted::Complete
-    } else {
-        Relisted::SwarmMissing
+        Err(e) => {
+            tracing::warn!(error = %e, why, "relist: listing swarm services failed; retrying with backoff");
+            Relisted::SwarmMissing
+        }
     }
 }
 
 /// Sends `keys` as one request with `ticket` (so their reconciles can share one observation);
 /// `false` once the runner is gone.
-fn send_all(keys: Vec<ObjectRef>, ticket: Ticket, tx: &mpsc::UnboundedSender<Trigger>) -> bool {
+fn send_all(
+    keys: impl IntoIterator<Item = ObjectRef>,
+    ticket: Ticket,
+    tx: &mpsc::UnboundedSender<Trigger>,
+) -> bool {
     let at = Instant::now();
     keys.into_iter()
         .all(|key| tx.send(Trigger { key, at, ticket }).is_ok())
