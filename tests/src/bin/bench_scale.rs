@@ -80,6 +80,24 @@ fn rss() -> Result<(f64, f64), BoxError> {
     Ok((field("VmHWM:")?, field("VmRSS:")?))
 }
 
+/// CPU time (user + system, every thread) this process has used, in seconds: a pass's CPU
+/// depends less on what else runs on the machine than its wall time does.
+fn cpu_secs() -> Result<f64, BoxError> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which may hold spaces) start at its closing ')'.
+    let after = stat.rsplit_once(')').ok_or("no ')' in /proc/self/stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: f64 = fields
+        .get(11..13)
+        .ok_or("short /proc/self/stat")?
+        .iter()
+        .map(|f| f.parse::<f64>())
+        .sum::<Result<f64, _>>()?;
+    // USER_HZ is 100 on Linux (`getconf CLK_TCK`).
+    Ok(ticks / 100.0)
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -111,10 +129,13 @@ async fn part_resync(n: usize, runs: usize) -> Result<(), BoxError> {
         return Err("not every app is Ready after the first pass".into());
     }
     let mut times = Vec::new();
+    let mut cpu = Vec::new();
     let mut calls = Vec::new();
     let (mut renders, mut store_writes) = (0, 0);
     for _ in 0..runs {
+        let cpu_before = cpu_secs()?;
         let pass = world.pass().await?;
+        cpu.push(cpu_secs()? - cpu_before);
         // Unchanged warm apps: every app reconciled, nothing rendered, nothing written (to
         // Docker or to the store).
         if pass.reconciles != n as u64
@@ -157,10 +178,12 @@ async fn part_resync(n: usize, runs: usize) -> Result<(), BoxError> {
     let (hwm, now) = rss()?;
     world.stop().await;
     let (pm, plo, phi) = summary(&times);
+    let (cm, clo, chi) = summary(&cpu);
     let (sm, _, _) = summary(&snapshot);
     let (om, _, _) = summary(&per_stack);
     println!(
         "RESULT part=resync n={n} build_s={:.1} pass_ms={:.1} pass_min_ms={:.1} pass_max_ms={:.1} \
+         pass_cpu_ms={:.0} pass_cpu_min_ms={:.0} pass_cpu_max_ms={:.0} \
          calls={} calls_all_equal={} renders={renders} store_writes={store_writes} snapshot={} \
          per_stack={} per_stack_calls={per_stack_calls} \
          ratio={:.4} hwm_mib={hwm:.0} rss_mib={now:.0}",
@@ -168,6 +191,9 @@ async fn part_resync(n: usize, runs: usize) -> Result<(), BoxError> {
         pm * 1e3,
         plo * 1e3,
         phi * 1e3,
+        cm * 1e3,
+        clo * 1e3,
+        chi * 1e3,
         calls[0],
         calls.iter().all(|c| *c == calls[0]),
         fmt_ms(&snapshot).replace(' ', "_"),
