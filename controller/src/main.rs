@@ -6,6 +6,11 @@ use clap::Parser;
 use controller::cli::{self, Cli, LogFormat};
 use controller::runtime::logging;
 
+/// mimalloc, not glibc malloc: a resync frees and allocates ~50,000 listed objects per pass
+/// (BENCHMARKS.md, issue 14, fifth pass).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `serve` narrates its startup at info: the global default (`warn`) is raised for it.

@@ -28,6 +28,11 @@ use controller::swarm::LabelFilter;
 use hearth_tests::scale::{self, Renders};
 use state::Store;
 
+/// The allocator `hearth` runs on (controller/src/main.rs), so a pass here allocates as it
+/// does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 struct Settings {
